@@ -1,0 +1,362 @@
+"""Top-k singular triplets of a Jacobian, matrix-free: the local latent basis engine.
+
+For J = ∂fn/∂x at x (a :class:`~pullback_utils.products.JacobianOperator`), :func:`jacobian_svd`
+returns the top-k right singular vectors v_i (the *local latent basis* in x-space), the left singular
+vectors u_i = J v_i / σ_i (the *local tangent basis* in h-space) and the singular values σ_i.
+
+Methods (``method=``):
+
+``"exact"``
+    Materialise J with batched products (columns by JVP or rows by VJP, whichever is fewer) and
+    take its SVD. For small problems and tests.
+``"power"``
+    The official subspace iteration of Park et al. (2023): V ← right singular vectors of
+    (J V)ᵀ J, k JVPs and k VJPs per iteration, at least 10 and at most 100 iterations. Its
+    element-wise stopping test is sign-sensitive; here it stops when the largest principal angle
+    between successive iterates falls below ``tol``. Kept as the baseline.
+``"randomized"``
+    Randomized subspace iteration (Halko, Martinsson & Tropp 2011) with ``oversample`` extra
+    vectors and a Rayleigh–Ritz step after every iteration, stopping as soon as the estimated
+    subspace error is below ``tol``.
+``"krylov"``
+    Block Krylov (block Lanczos with full re-orthogonalisation; Musco & Musco 2015): keeps every
+    block of the Krylov space span{Ω, JᵀJΩ, (JᵀJ)²Ω, …} and extracts the Ritz vectors from all of
+    it, converging in fewer products than subspace iteration.
+``"auto"``
+    ``"exact"`` when J is small enough that materialising it costs no more than a few Krylov
+    iterations, else ``"krylov"``.
+
+Accuracy. Every method ends with a Rayleigh–Ritz step on the vectors it multiplied, so
+J v_i = σ_i u_i holds to rounding error, and reports a posteriori, per vector, the residual
+‖JᵀJ v_i − σ_i² v_i‖ / σ_i² and an estimate of the largest principal angle (radians) between the
+returned subspace and the true one, ‖R‖₂ / (σ_k² − σ̂_{k+1}²) (Davis–Kahan, with the next Ritz value
+standing in for the unknown σ_{k+1}). ``tol`` is a bound on that angle estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .products import JacobianOperator
+
+__all__ = ["LocalBasis", "jacobian_svd", "METHODS"]
+
+METHODS = ("auto", "exact", "power", "randomized", "krylov")
+
+
+@dataclass
+class LocalBasis:
+    """Top-k singular triplets of a Jacobian J = ∂h/∂x at a point.
+
+    Attributes:
+        v: (k, *x_shape) unit-norm right singular vectors (local latent basis, x-space).
+        u: (k, *h_shape) unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
+        s: (k,) singular values, descending.
+        info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, ...
+    """
+
+    v: torch.Tensor
+    u: torch.Tensor
+    s: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.s.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalBasis(k={self.k}, x_shape={tuple(self.v.shape[1:])}, h_shape={tuple(self.u.shape[1:])}, "
+            f"method={self.info.get('method')!r}, s[:3]={[round(float(x), 4) for x in self.s[:3]]})"
+        )
+
+
+# --------------------------------------------------------------------------- dense helpers
+def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
+    """Orthonormal basis (as rows) of the row space of M (m, D); float64; drops null directions."""
+    Q, R = torch.linalg.qr(M.T)
+    diag = R.diagonal().abs()
+    keep = diag > diag.max().clamp_min(1e-300) * 1e-10 if diag.numel() else diag.bool()
+    return Q[:, keep].T.contiguous()
+
+
+def _max_angle(A: torch.Tensor, B: torch.Tensor) -> float:
+    """Largest principal angle (radians) between row spaces of orthonormal A (k, D) and B (k, D)."""
+    cos = torch.linalg.svdvals(A @ B.T).clamp(max=1.0)
+    # sine form is accurate for small angles: sin θ_max = ‖(I − BᵀB) Aᵀ‖₂
+    resid = A - (A @ B.T) @ B
+    sin_max = float(torch.linalg.matrix_norm(resid, ord=2)) if resid.numel() else 0.0
+    return float(min(math.asin(min(sin_max, 1.0)), math.acos(float(cos.min()))) if cos.numel() else 0.0)
+
+
+@dataclass
+class _Ritz:
+    v: torch.Tensor  # (k, D_x) float64
+    u: torch.Tensor  # (k, D_h) float64
+    s: torch.Tensor  # (k,)
+    residuals: torch.Tensor  # (k,)
+    angle_estimate: float
+
+
+def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int) -> _Ritz:
+    """Best rank-k approximation of J from span(Q).
+
+    Q: (m, D_x) orthonormal rows; JQ: (m, D_h) rows J q_i; JtJQ: (m, D_x) rows JᵀJ q_i or None.
+    """
+    A, S, Bh = torch.linalg.svd(JQ, full_matrices=False)  # JQ = A diag(S) Bh
+    V = A.T @ Q  # rows: Ritz vectors in x
+    U = Bh  # rows: left vectors in h (unit norm)
+    s = S[:k]
+    if JtJQ is None:
+        resid = torch.full((k,), float("nan"), dtype=S.dtype)
+        angle = float("nan")
+    else:
+        AV = (A.T @ JtJQ)[:k]
+        R = AV - (s**2)[:, None] * V[:k]
+        resid = R.norm(dim=1) / (s**2).clamp_min(1e-300)
+        if S.shape[0] > k:
+            gap = float(S[k - 1] ** 2 - S[k] ** 2)
+            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else float("inf")
+        else:
+            angle = float("nan")
+    return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle)
+
+
+def _random_rows(m: int, d: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randn(m, d, generator=gen, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------- methods
+def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
+    dx, dh = op.dim_x, op.dim_h
+    eye_chunks = []
+    if dx <= dh:
+        cols = []
+        for i in tqdm(range(0, dx, op.chunk_size), disable=not progress, desc="exact J (JVP)"):
+            n = min(op.chunk_size, dx - i)
+            E = torch.zeros(n, dx, dtype=torch.float64)
+            E[torch.arange(n), torch.arange(i, i + n)] = 1.0
+            cols.append(op.jvp(E.reshape(n, *op.x_shape)).reshape(n, dh).double())
+        J = torch.cat(cols).T  # (dh, dx)
+    else:
+        rows = []
+        for i in tqdm(range(0, dh, op.chunk_size), disable=not progress, desc="exact J (VJP)"):
+            n = min(op.chunk_size, dh - i)
+            E = torch.zeros(n, dh, dtype=torch.float64)
+            E[torch.arange(n), torch.arange(i, i + n)] = 1.0
+            rows.append(op.vjp(E.reshape(n, *op.h_shape)).reshape(n, dx).double())
+        J = torch.cat(rows)  # (dh, dx)
+    del eye_chunks
+    Uf, S, Vh = torch.linalg.svd(J, full_matrices=False)
+    m = min(k + 1, S.shape[0])
+    Q = Vh[:m]
+    ritz = _rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    return ritz, 1
+
+
+def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
+           **_: Any) -> tuple[_Ritz, int]:
+    max_iters = max_iters or 100
+    min_iters = min(10, max_iters)
+    V = _orthonormal_rows(_random_rows(k, op.dim_x, seed))
+    bar = tqdm(range(max_iters), disable=not progress, desc="power iteration")
+    for it in bar:
+        Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
+        W = op.vjp(Y.reshape(k, *op.h_shape)).reshape(k, -1).double()  # rows JᵀJ v_i
+        _, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        V_new = Vh[:k]
+        change = _max_angle(V_new, V)
+        bar.set_postfix(change=f"{change:.2e}")
+        if it + 1 >= min_iters and change < tol:
+            break
+        if it + 1 < max_iters:
+            V = V_new
+    return _rayleigh_ritz(V, Y, W, k), it + 1
+
+
+def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
+                seed: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
+    max_iters = max_iters or 30
+    b = min(k + oversample, op.dim_x, op.dim_h)
+    Q = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
+    bar = tqdm(range(max_iters), disable=not progress, desc="randomized subspace iteration")
+    for it in bar:
+        m = Q.shape[0]
+        Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
+        Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
+        ritz = _rayleigh_ritz(Q, Y, Z, k)
+        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
+        if ritz.angle_estimate <= tol:
+            break
+        Q = _orthonormal_rows(Z)
+    return ritz, it + 1
+
+
+def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
+            progress: bool, **_: Any) -> tuple[_Ritz, int]:
+    b = min(k + oversample, op.dim_x, op.dim_h)
+    max_dim = min(op.dim_x, op.dim_h)
+    max_iters = max_iters or max(2, math.ceil(max_dim / b))
+    Qs, Ys, Zs = [], [], []
+    Qb = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
+    bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
+    for it in bar:
+        m = Qb.shape[0]
+        Y = op.jvp(Qb.reshape(m, *op.x_shape)).reshape(m, -1).double()
+        Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
+        Qs.append(Qb), Ys.append(Y), Zs.append(Z)
+        Q, JQ, JtJQ = torch.cat(Qs), torch.cat(Ys), torch.cat(Zs)
+        ritz = _rayleigh_ritz(Q, JQ, JtJQ, k)
+        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
+        if ritz.angle_estimate <= tol or Q.shape[0] >= max_dim:
+            break
+        # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2)
+        nxt = Z / Z.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        for _ in range(2):
+            nxt = nxt - (nxt @ Q.T) @ Q
+        Qb = _orthonormal_rows(nxt)
+        if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact
+            break
+    return ritz, it + 1
+
+
+_SOLVERS: dict[str, Callable[..., tuple[_Ritz, int]]] = {
+    "exact": _exact,
+    "power": _power,
+    "randomized": _randomized,
+    "krylov": _krylov,
+}
+
+
+def _pick_method(op: JacobianOperator, k: int, oversample: int) -> str:
+    """'exact' when materialising J costs at most ~3 Krylov iterations' products, else 'krylov'."""
+    exact_cost = min(op.dim_x, op.dim_h)
+    krylov_cost = 2 * 3 * (k + oversample)
+    return "exact" if exact_cost <= krylov_cost else "krylov"
+
+
+def validate_k(k: int, dim_x: int, dim_h: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 1 or k > min(dim_x, dim_h):
+        raise ValueError(
+            f"k must satisfy 1 <= k <= min(dim x, dim h) = min({dim_x}, {dim_h}) = {min(dim_x, dim_h)}, got {k}"
+        )
+
+
+def check_solver_args(method: str, tol: float, max_iters: int | None, oversample: int | None, seed: int) -> None:
+    """Validate solver options (cheap; before any model evaluation)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
+        raise ValueError(f"tol must be a finite number > 0 (radians), got {tol!r}")
+    if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1):
+        raise ValueError(f"max_iters must be a positive integer or None, got {max_iters!r}")
+    if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0):
+        raise ValueError(f"oversample must be an integer >= 0 or None, got {oversample!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+
+
+def jacobian_svd(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    k: int,
+    *,
+    method: str = "auto",
+    tol: float = 1e-3,
+    max_iters: int | None = None,
+    oversample: int | None = None,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    jvp_mode: str = "forward",
+    batching: str = "auto",
+) -> LocalBasis:
+    """Top-k singular triplets of J = ∂fn/∂x at ``x``, matrix-free.
+
+    Args:
+        fn: torch function of one tensor (freeze any module parameters it uses first).
+            If ``fn.per_sample`` is True, x carries a leading batch dimension of 1.
+        x: the point, shape ``x_shape``.
+        k: number of singular triplets, 1 ≤ k ≤ min(dim x, dim h).
+        method: ``"auto"``, ``"exact"``, ``"power"``, ``"randomized"`` or ``"krylov"`` (module doc).
+        tol: target largest principal angle (radians) between the returned and the true subspace,
+            as estimated a posteriori; for ``"power"``, the change between iterates (module doc).
+        max_iters: iteration cap (default: power 100, randomized 30, krylov until the Krylov space
+            fills the smaller dimension).
+        oversample: extra vectors for randomized/krylov (default 10).
+        seed: seed of the random start; same arguments give the same numbers.
+        chunk_size: at most this many vectors per batched product (bounds memory).
+        progress: show a tqdm bar over iterations.
+        jvp_mode, batching: how products are computed (see :class:`JacobianOperator`).
+
+    Returns:
+        :class:`LocalBasis` with v (k, *x_shape), u (k, *h_shape), s (k,), info.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    check_solver_args(method, tol, max_iters, oversample, seed)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an integer, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    oversample = 10 if oversample is None else oversample
+
+    start = time.perf_counter()
+    op = JacobianOperator(fn, x, chunk_size=chunk_size, batching=batching, jvp_mode=jvp_mode)
+    validate_k(k, op.dim_x, op.dim_h)
+    if not torch.isfinite(op.h).all():
+        raise ValueError("fn(x) is not finite; cannot compute its Jacobian's singular vectors")
+    chosen = _pick_method(op, k, oversample) if method == "auto" else method
+    ritz, iters = _SOLVERS[chosen](
+        op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress
+    )
+    op.release()
+    if ritz.s.shape[0] < k:
+        raise RuntimeError(f"the Jacobian has numerical rank {ritz.s.shape[0]} < k = {k}")
+
+    v, u = ritz.v, ritz.u
+    # fix the sign convention: the largest-magnitude entry of each v_i is positive
+    signs = torch.sign(v.gather(1, v.abs().argmax(dim=1, keepdim=True))).squeeze(1)
+    signs[signs == 0] = 1
+    v, u = v * signs[:, None], u * signs[:, None]
+    converged = bool(ritz.angle_estimate <= tol) if math.isfinite(ritz.angle_estimate) else chosen == "exact"
+    if chosen != "exact" and not converged and chosen != "power":
+        warnings.warn(
+            f"jacobian_svd({chosen!r}) stopped after {iters} iterations with estimated angle "
+            f"{ritz.angle_estimate:.2e} > tol={tol:g}; raise max_iters or oversample",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    info = {
+        "method": chosen,
+        "requested_method": method,
+        "iterations": iters,
+        "n_jvp": op.n_jvp,
+        "n_vjp": op.n_vjp,
+        "seconds": time.perf_counter() - start,
+        "residuals": ritz.residuals.float(),
+        "angle_estimate": ritz.angle_estimate,
+        "converged": converged,
+        "tol": tol,
+        "oversample": oversample,
+        "seed": seed,
+    }
+    return LocalBasis(
+        v=v.to(x.dtype).reshape(k, *op.x_shape),
+        u=u.to(x.dtype).reshape(k, *op.h_shape),
+        s=ritz.s.to(x.dtype),
+        info=info,
+    )
