@@ -1,0 +1,73 @@
+"""Captions of the ``shapes-text`` dataset, generated from the ``shapes`` factors.
+
+A full caption reads ``"a small red triangle in the upper left on a blue background"``:
+size word (thirds of the size range [0.12, 0.25]), foreground colour name, shape name, position
+phrase (thirds of the position range [0.25, 0.75] in x and y; y points down, so small y is "upper"),
+background colour name. For training variety each of the size, position and background parts is
+left out with probability ``drop_part`` (the colour and shape words are always present).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pullback_utils.zoo.datasets import COLOUR_NAMES, SHAPES
+
+SIZE_WORDS: tuple[str, ...] = ("small", "medium", "large")
+SIZE_EDGES: tuple[float, float] = (0.12 + 0.13 / 3, 0.12 + 2 * 0.13 / 3)
+POS_EDGES: tuple[float, float] = (0.25 + 0.5 / 3, 0.25 + 1.0 / 3)
+POSITION_PHRASES: dict[tuple[int, int], str] = {
+    (0, 0): "in the upper left", (0, 1): "at the top", (0, 2): "in the upper right",
+    (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
+    (2, 0): "in the lower left", (2, 1): "at the bottom", (2, 2): "in the lower right",
+}
+
+
+def _third(x: float, edges: tuple[float, float]) -> int:
+    return 0 if x < edges[0] else (2 if x >= edges[1] else 1)
+
+
+def size_word(size: float) -> str:
+    """``"small"``, ``"medium"`` or ``"large"`` for a shape size in [0.12, 0.25]."""
+    return SIZE_WORDS[_third(size, SIZE_EDGES)]
+
+
+def position_phrase(cx: float, cy: float) -> str:
+    """Position phrase of a shape centre (fractions of the image width, y pointing down)."""
+    return POSITION_PHRASES[(_third(cy, POS_EDGES), _third(cx, POS_EDGES))]
+
+
+def caption(shape: int, fg: int, bg: int, cx: float, cy: float, size: float,
+            parts: tuple[bool, bool, bool] = (True, True, True)) -> str:
+    """One caption; ``parts`` says whether the (size, position, background) parts are included."""
+    if not 0 <= shape < len(SHAPES):
+        raise ValueError(f"shape: index must be in [0, {len(SHAPES)}), got {shape}")
+    for pname, c in (("fg", fg), ("bg", bg)):
+        if not 0 <= c < len(COLOUR_NAMES):
+            raise ValueError(f"{pname}: colour index must be in [0, {len(COLOUR_NAMES)}), got {c}")
+    words = ["a"]
+    if parts[0]:
+        words.append(size_word(size))
+    words += [COLOUR_NAMES[fg], SHAPES[shape]]
+    if parts[1]:
+        words.append(position_phrase(cx, cy))
+    if parts[2]:
+        words += ["on", "a", COLOUR_NAMES[bg], "background"]
+    return " ".join(words)
+
+
+def captions_for(factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed: int,
+                 drop_part: float = 0.2) -> list[str]:
+    """Captions of ``shapes`` factors (N, 10) and labels (``shape``, ``fg``, ``bg``: (N,)).
+
+    Deterministic in ``seed``; ``drop_part = 0`` gives full captions.
+    """
+    if not 0.0 <= drop_part <= 1.0:
+        raise ValueError(f"drop_part: must be in [0, 1], got {drop_part}")
+    n = factors.shape[0]
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    keep = (torch.rand(n, 3, generator=gen) >= drop_part).tolist()
+    f = factors.tolist()
+    s, fg, bg = discrete["shape"].tolist(), discrete["fg"].tolist(), discrete["bg"].tolist()
+    return [caption(s[i], fg[i], bg[i], f[i][0], f[i][1], f[i][2], tuple(keep[i]))
+            for i in range(n)]
