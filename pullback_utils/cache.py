@@ -1,0 +1,261 @@
+"""A content-addressed on-disk cache of local bases.
+
+An entry's key is the sha256 of everything that determines the basis: the U-Net's fingerprint
+(class, config and weights), the bytes of x_t, the U-Net timestep, the layer, k, the
+conditioning (hash of the encoder hidden states, so the prompt *and* the text encoder count) and
+the solver arguments that change results (method, tol, max_iters, oversample, seed, ...; not
+``chunk_size``, ``progress``, ``jvp_mode`` or ``batching``, which change only speed and rounding). Values are stored with safetensors (``v``, ``u``, ``s``) and the
+``info`` dict as JSON in the header metadata, with a sha256 of the tensor bytes.
+
+- Writes are atomic: a temporary file in the same folder, then ``os.replace``.
+- Reads validate the file (header, key, shapes, checksum); a truncated or corrupted entry is
+  reported once (a :class:`BasisCacheWarning`) and recomputed. Nothing is ever unpickled.
+- A sweep calling :meth:`BasisCache.get_or_compute` per item resumes after an interruption
+  without recomputing entries already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+__all__ = [
+    "BasisCache",
+    "BasisCacheWarning",
+    "basis_key_fields",
+    "module_fingerprint",
+    "tensor_hash",
+]
+
+FORMAT = "pullback-basis-1"
+# Solver arguments that do not change the result (only speed, memory or display).
+_NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching"})
+# Documented defaults of jacobian_svd, used when the engine cannot be inspected.
+_SOLVER_DEFAULTS = {"method": "auto", "tol": 1e-3, "max_iters": None, "oversample": None, "seed": 0}
+
+log = logging.getLogger(__name__)
+_reported: set[str] = set()
+
+
+class BasisCacheWarning(UserWarning):
+    """A cache entry was unreadable (truncated, corrupted or foreign) and is being recomputed."""
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+def tensor_hash(t: torch.Tensor | None) -> str | None:
+    """sha256 of a tensor's dtype, shape and bytes (``None`` -> ``None``)."""
+    if t is None:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's class, config (if any) and state dict (names, dtypes, shapes, bytes)."""
+    h = hashlib.sha256()
+    h.update(type(module).__qualname__.encode())
+    cfg = getattr(module, "config", None)
+    if cfg is not None:
+        items = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
+        h.update(json.dumps(items, sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _solver_defaults() -> dict[str, Any]:
+    try:
+        from pullback_utils import jacobian_svd
+
+        params = inspect.signature(jacobian_svd).parameters
+        return {
+            n: p.default
+            for n, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _NEUTRAL_SOLVER_ARGS
+        }
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return dict(_SOLVER_DEFAULTS)
+
+
+def basis_key_fields(
+    model_fingerprint: str,
+    x_t: torch.Tensor,
+    timestep: int,
+    k: int,
+    *,
+    layer: str = "mid",
+    cond: torch.Tensor | None = None,
+    solver: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON-able fields that determine a local basis (defaults of the solver filled in)."""
+    args = dict(_solver_defaults())
+    args.update({k_: v for k_, v in (solver or {}).items() if k_ not in _NEUTRAL_SOLVER_ARGS})
+    return {
+        "format": FORMAT,
+        "model": model_fingerprint,
+        "x_t": tensor_hash(x_t),
+        "timestep": int(timestep),
+        "layer": str(layer),
+        "k": int(k),
+        "cond": tensor_hash(cond),
+        "solver": {n: _jsonable(v) for n, v in sorted(args.items())},
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.detach().cpu().tolist())
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return repr(obj)
+
+
+def _key(fields: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(f"{name}|{tensors[name].dtype}|{tuple(tensors[name].shape)}|".encode())
+        h.update(_tensor_bytes(tensors[name]))
+    return h.hexdigest()
+
+
+class BasisCache:
+    """Local bases stored under ``root`` as ``<key>.safetensors`` (see the module doc)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+
+    def key(self, fields: Mapping[str, Any]) -> str:
+        """Hex sha256 of the key fields."""
+        return _key(fields)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.safetensors"
+
+    def __contains__(self, fields: Mapping[str, Any]) -> bool:
+        return self.path(self.key(fields)).is_file()
+
+    def load(self, key: str):
+        """The cached ``LocalBasis`` of ``key``; ``None`` if absent or invalid (reported once)."""
+        from pullback_utils.solvers import LocalBasis  # an engine import error is not corruption
+
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return self._read(path, key, LocalBasis)
+        except Exception as e:  # noqa: BLE001 - any unreadable entry is recomputed
+            where = str(path)
+            if where not in _reported:
+                _reported.add(where)
+                msg = f"basis cache entry {path} is unreadable ({type(e).__name__}: {e}); recomputing it"
+                log.warning(msg)
+                warnings.warn(msg, BasisCacheWarning, stacklevel=3)
+            return None
+
+    def _read(self, path: Path, key: str, LocalBasis: type):
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            names = set(f.keys())
+            if names != {"v", "u", "s"}:
+                raise ValueError(f"unexpected tensors {sorted(names)}")
+            tensors = {n: f.get_tensor(n) for n in ("v", "u", "s")}
+        if meta.get("format") != FORMAT or meta.get("key") != key:
+            raise ValueError("header does not match this cache entry")
+        if meta.get("sha256") != _digest(tensors):
+            raise ValueError("checksum mismatch")
+        k = tensors["s"].shape[0]
+        if tensors["s"].dim() != 1 or tensors["v"].shape[0] != k or tensors["u"].shape[0] != k:
+            raise ValueError("inconsistent shapes")
+        info = json.loads(meta.get("info", "{}"))
+        info["cache"] = {"hit": True, "key": key}
+        return LocalBasis(v=tensors["v"], u=tensors["u"], s=tensors["s"], info=info)
+
+    def save(
+        self,
+        key: str,
+        basis: Any,
+        fields: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write ``basis`` (v, u, s, info) atomically under ``key``; returns the file's path."""
+        from safetensors.torch import save_file
+
+        tensors = {
+            n: getattr(basis, n).detach().to("cpu").contiguous() for n in ("v", "u", "s")
+        }
+        info = {k: v for k, v in dict(getattr(basis, "info", {}) or {}).items() if k != "cache"}
+        header = {
+            "format": FORMAT,
+            "key": key,
+            "sha256": _digest(tensors),
+            "info": json.dumps(_jsonable(info)),
+            "fields": json.dumps(_jsonable(dict(fields or {}))),
+            "meta": json.dumps(_jsonable(dict(meta or {}))),
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path(key)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.root)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _reported.discard(str(path))
+        return path
+
+    def get_or_compute(
+        self,
+        fields: Mapping[str, Any],
+        compute: Callable[[], Any],
+        *,
+        meta: Mapping[str, Any] | None = None,
+    ):
+        """The cached basis for ``fields``, or ``compute()`` stored then returned."""
+        key = self.key(fields)
+        hit = self.load(key)
+        if hit is not None:
+            return hit
+        basis = compute()
+        self.save(key, basis, fields=fields, meta=meta)
+        info = getattr(basis, "info", None)
+        if isinstance(info, dict):
+            info["cache"] = {"hit": False, "key": key}
+        return basis
