@@ -1,0 +1,203 @@
+"""Image input and output: real images into a model's size and range, tensors out to grids.
+
+Model range: float images in [-1, 1], shape (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pullback_utils.models import DiffusionModel
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+__all__ = ["load_image", "resize_center_crop", "to_pil", "save_grid", "make_grid"]
+
+
+def _size2(size: Any, name: str = "size") -> tuple[int, int]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (int(size), int(size))
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in size)
+    ):
+        raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of them, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _to_pil(source: ImageSource) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"image: no such file {path}")
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    if isinstance(source, np.ndarray):
+        a = source
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+            raise ValueError(
+                "image as a numpy array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
+                f"got {a.shape}"
+            )
+        if a.dtype == np.uint8:
+            pass
+        elif np.issubdtype(a.dtype, np.floating):
+            if not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6:
+                raise ValueError(
+                    "image as a float array must hold values in [0, 1] "
+                    f"(got [{float(np.nanmin(a)):.3g}, {float(np.nanmax(a)):.3g}]); "
+                    "pass uint8 for 0..255 values"
+                )
+            a = np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+        else:
+            raise TypeError(f"image as a numpy array must be uint8 or float in [0, 1], got dtype {a.dtype}")
+        return Image.fromarray(np.ascontiguousarray(a))
+    raise TypeError(
+        f"image must be a file path, a PIL.Image or a numpy array, got {type(source).__name__}"
+    )
+
+
+def resize_center_crop(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
+    """Scale ``image`` (Lanczos) to cover ``size`` = (height, width), then crop its centre."""
+    h, w = _size2(size)
+    W0, H0 = image.size
+    scale = max(h / H0, w / W0)
+    nw, nh = max(w, math.ceil(W0 * scale - 1e-9)), max(h, math.ceil(H0 * scale - 1e-9))
+    if (nw, nh) != (W0, H0):
+        image = image.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return image.crop((left, top, left + w, top + h))
+
+
+def load_image(
+    source: ImageSource,
+    size: int | tuple[int, int] | None = None,
+    *,
+    model: "DiffusionModel | None" = None,
+    channels: int | None = None,
+) -> torch.Tensor:
+    """Load an image into model range: (1, C, H, W) float in [-1, 1].
+
+    Args:
+        source: a file path, a ``PIL.Image``, or a numpy array (H, W[, 1 | 3 | 4]) of uint8
+            (0..255) or floats in [0, 1]. Alpha is dropped.
+        size: target (height, width) or an int for a square; defaults to the model's image size.
+            The image is scaled to cover it and centre-cropped (aspect ratio kept).
+        model: a :class:`~pullback_utils.models.DiffusionModel`: gives size, channels, device, dtype.
+        channels: 1 (grayscale) or 3 (RGB); defaults to the model's image channels, else 3.
+    """
+    if model is not None:
+        c_m, h_m, w_m = model.image_shape
+        size = (h_m, w_m) if size is None else size
+        channels = c_m if channels is None else channels
+    channels = 3 if channels is None else channels
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    im = _to_pil(source)
+    im = im.convert("L" if channels == 1 else "RGB")
+    if size is not None:
+        im = resize_center_crop(im, size)
+    a = np.asarray(im, dtype=np.float32)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    x = torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
+    if model is not None:
+        x = x.to(model.device, model.dtype)
+    return x
+
+
+def _as_batch(images: torch.Tensor | Sequence[torch.Tensor], name: str = "images") -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        x = images
+    elif isinstance(images, (list, tuple)) and images and all(isinstance(i, torch.Tensor) for i in images):
+        shapes = {tuple(i.shape[-3:]) if i.dim() >= 3 else tuple(i.shape) for i in images}
+        if len(shapes) != 1:
+            raise ValueError(f"{name} must all have the same (C, H, W); got shapes {sorted(shapes)}")
+        x = torch.cat([i.reshape(-1, *i.shape[-3:]) for i in images])
+    else:
+        raise TypeError(f"{name} must be a tensor or a non-empty list of tensors, got {type(images).__name__}")
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must have shape (N, C, H, W) or (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    return x
+
+
+def _to_uint8(x: torch.Tensor, value_range: tuple[float, float]) -> np.ndarray:
+    lo, hi = value_range
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+    y = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
+    return (y * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(
+    images: torch.Tensor | Sequence[torch.Tensor], value_range: tuple[float, float] = (-1.0, 1.0)
+) -> list[Image.Image]:
+    """(N, C, H, W) tensors in ``value_range`` (default model range) -> N PIL images (clamped)."""
+    a = _to_uint8(_as_batch(images), value_range)
+    return [Image.fromarray(i[:, :, 0] if i.shape[2] == 1 else i) for i in a]
+
+
+def make_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    nrow: int = 8,
+    *,
+    padding: int = 2,
+    pad_value: float = 1.0,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> Image.Image:
+    """A PIL grid of ``images`` (N, C, H, W), ``nrow`` images per row, ``padding`` px between.
+
+    The canvas is ``cols * W + (cols + 1) * padding`` wide and ``rows * H + (rows + 1) * padding``
+    high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``, column ``i % nrow``.
+    ``pad_value`` is in [0, 1] (1 = white).
+    """
+    if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
+        raise ValueError(f"nrow must be an int >= 1, got {nrow!r}")
+    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
+        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    x = _as_batch(images)
+    n, c, h, w = x.shape
+    cols = min(int(nrow), n)
+    rows = math.ceil(n / nrow)
+    a = _to_uint8(x, value_range)
+    fill = int(round(float(np.clip(pad_value, 0, 1)) * 255))
+    canvas = np.full((rows * h + (rows + 1) * padding, cols * w + (cols + 1) * padding, c), fill, np.uint8)
+    for i in range(n):
+        r, q = divmod(i, int(nrow))
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        canvas[top : top + h, left : left + w] = a[i]
+    return Image.fromarray(canvas[:, :, 0] if c == 1 else canvas)
+
+
+def save_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    path: str | os.PathLike,
+    nrow: int = 8,
+    **kwargs: Any,
+) -> Image.Image:
+    """Save :func:`make_grid` of ``images`` (model range [-1, 1] by default) to ``path``; returns it.
+
+    The format follows the file suffix (``.png`` recommended); parent folders are created.
+    """
+    grid = make_grid(images, nrow, **kwargs)
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return grid

@@ -1,0 +1,250 @@
+"""load_model and DiffusionModel on random-weight pipelines saved to disk (the hub-id code path)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import make_tiny_unet2d, make_tiny_unet2d_condition
+from diffusion_helpers import (
+    FakeTextEncoder,
+    save_pixel_pipeline,
+    save_sd_pipeline,
+    save_zoo_folder,
+    tiny_scheduler,
+)
+from pullback_utils.ddim import ddim_sample
+from pullback_utils.models import DiffusionModel, ModelNotFoundError, load_model
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    return {
+        "ddpm": save_pixel_pipeline(root / "ddpm", "ddpm"),
+        "ddim": save_pixel_pipeline(root / "ddim", "ddim", seed=1),
+        "sd": save_sd_pipeline(root / "sd"),
+    }
+
+
+@pytest.fixture(scope="module")
+def sd(folders):
+    return load_model(str(folders["sd"]))
+
+
+# ------------------------------------------------------------------ pixel pipelines
+@pytest.mark.parametrize("kind, seed, sched", [("ddpm", 0, "DDPMScheduler"), ("ddim", 1, "DDIMScheduler")])
+def test_pixel_pipeline_folder(folders, kind, seed, sched):
+    m = load_model(folders[kind])
+    assert type(m.unet).__name__ == "UNet2DModel" and type(m.scheduler).__name__ == sched
+    assert m.sample_shape == m.image_shape == (3, 16, 16)
+    assert not m.is_conditional and not m.is_latent and m.vae is None
+    assert m.num_train_timesteps == 1000 and m.dtype == torch.float32
+    assert not m.unet.training and not any(p.requires_grad for p in m.unet.parameters())
+    ref = make_tiny_unet2d(seed=seed)  # the weights that were saved
+    for (n1, p1), (n2, p2) in zip(sorted(m.unet.state_dict().items()), sorted(ref.state_dict().items())):
+        assert n1 == n2 and torch.equal(p1, p2)
+    x = m.noise(2, seed=0)
+    # Level n is U-Net timestep n - 1; fractions are levels n = f * T.
+    direct = ref(x, torch.tensor([499, 499])).sample
+    torch.testing.assert_close(m.eps(x, 500), direct)
+    torch.testing.assert_close(m.eps(x, 0.5), direct)
+    assert m.unet_timestep(1.0) == 999 and m.alpha_bar(0) == 1.0
+    assert m.alpha_bar(1) == pytest.approx(float(m.scheduler.alphas_cumprod[0]))
+
+
+def test_dtype_and_old_single_folder_layout(tmp_path):
+    unet = make_tiny_unet2d(seed=2)
+    unet.save_pretrained(tmp_path)  # config.json + weights at the root, as in google/ddpm-* repos
+    tiny_scheduler("ddpm").save_pretrained(tmp_path)
+    m = load_model(tmp_path, dtype=torch.float64)
+    assert m.dtype == torch.float64 and m.noise(1).dtype == torch.float64
+    out = ddim_sample(m, m.noise(1), 0.2, 0, steps=2)
+    assert out.dtype == torch.float64 and out.shape == (1, 3, 16, 16)
+
+
+# ------------------------------------------------------------------ Stable Diffusion folder
+def test_sd_components_prompts_and_vae(sd):
+    assert sd.is_conditional and sd.is_latent and sd.has_unconditional_branch
+    assert sd.sample_shape == (4, 8, 8) and sd.image_shape == (3, 16, 16) and sd.vae_scale_factor == 2
+    for net in (sd.unet, sd.vae, sd.text_encoder):
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+    emb = sd.encode_prompt(["a sitting dog", "cat"])
+    ids = sd.tokenizer(["a sitting dog", "cat"], padding="max_length", max_length=12, return_tensors="pt")
+    torch.testing.assert_close(emb, sd.text_encoder(ids.input_ids)[0])
+    assert emb.shape == (2, 12, 24)
+    torch.testing.assert_close(sd.encode_prompt(None), sd.encode_prompt(""))
+    img = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    z = sd.to_latent(img)
+    sf = sd.vae.config.scaling_factor
+    torch.testing.assert_close(z, sd.vae.encode(img).latent_dist.mean * sf)
+    assert z.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(sd.to_image(z), sd.vae.decode(z / sf).sample)
+
+
+def test_sd_classifier_free_guidance(sd):
+    x = sd.noise(2, seed=1)
+    e_u = sd.eps(x, 0.5)
+    e_c = sd.eps(x, 0.5, "dog")
+    assert not torch.allclose(e_u, e_c)
+    torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=1.0), e_c)
+    torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=0.0), e_u, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=7.5), e_u + 7.5 * (e_c - e_u),
+                               rtol=1e-4, atol=1e-4)
+    per_sample = sd.eps(x, 0.5, ["dog", "cat"])
+    torch.testing.assert_close(per_sample[1:], sd.eps(x[1:], 0.5, "cat"), rtol=1e-4, atol=1e-5)
+    emb = sd.encode_prompt("dog")
+    torch.testing.assert_close(sd.eps(x, 0.5, emb), e_c)  # precomputed hidden states
+
+
+def test_sd_sampling_with_prompts(sd):
+    x = sd.noise(1, seed=2)
+    a = ddim_sample(sd, x, 1.0, 0, steps=3, prompt="dog", guidance_scale=3.0)
+    assert a.shape == (1, 4, 8, 8) and torch.isfinite(a).all()
+    assert torch.equal(a, ddim_sample(sd, x, 1.0, 0, steps=3, prompt="dog", guidance_scale=3.0))
+    assert not torch.allclose(a, ddim_sample(sd, x, 1.0, 0, steps=3, prompt="cat", guidance_scale=3.0))
+    assert sd.to_image(a).shape == (1, 3, 16, 16)
+
+
+def test_conditional_model_without_text_encoder():
+    m = DiffusionModel(make_tiny_unet2d_condition(), tiny_scheduler(), name="bare-cond")
+    assert m.is_conditional and not m.has_unconditional_branch
+    x = m.noise(1)
+    emb = torch.randn(1, 5, 24)
+    assert m.eps(x, 10, emb).shape == x.shape
+    with pytest.raises(ValueError, match="guidance_scale.*no unconditional branch"):
+        m.eps(x, 10, emb, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="no text encoder"):
+        m.eps(x, 10, "dog")
+    with pytest.raises(ValueError, match=r"\(L, 24\)"):
+        m.eps(x, 10, torch.randn(1, 5, 7))
+
+
+# ------------------------------------------------------------------ zoo folders and names
+def test_zoo_folders_and_bundled_names(tmp_path, monkeypatch):
+    from pullback_utils.zoo import registry
+
+    weights = tmp_path / "weights"
+    save_zoo_folder(weights / "fake-pixel", "pixel", name="fake-pixel")
+    save_zoo_folder(weights / "fake-text", "text", name="fake-text")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    assert registry.available_models() == ["fake-pixel", "fake-text"]
+
+    m = load_model("fake-pixel")
+    assert m.name == "fake-pixel" and not m.is_conditional and m.sample_shape == (3, 16, 16)
+    enc = FakeTextEncoder()
+    t = load_model(weights / "fake-text", text_encoder=enc)
+    assert t.is_conditional and not t.is_latent and t.has_unconditional_branch
+    x = t.noise(1)
+    e = t.eps(x, 0.4, "red circle", guidance_scale=2.0)
+    e_c, e_u = t.eps(x, 0.4, "red circle"), t.eps(x, 0.4)
+    torch.testing.assert_close(e, e_u + 2.0 * (e_c - e_u), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(t.unconditional_embedding(), enc.encode([""]))
+
+    # Without an injected encoder the zoo's MiniLM class is used (replaced here by a fake).
+    import pullback_utils.zoo.text_encoder as te_mod
+
+    made = {}
+
+    class FakeMiniLM(FakeTextEncoder):
+        def __init__(self, device="cpu", max_length=16):
+            super().__init__(hidden_size=24, max_length=max_length)
+            made["device"] = device
+
+    monkeypatch.setattr(te_mod, "MiniLMTextEncoder", FakeMiniLM)
+    assert isinstance(load_model("fake-text").text_encoder, FakeMiniLM) and made["device"] == "cpu"
+
+    with pytest.raises(ValueError, match="hidden_size 16.*cross_attention_dim 24"):
+        load_model("fake-text", text_encoder=FakeTextEncoder(hidden_size=16))
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'fake-pixl'.*\['fake-pixel', 'fake-text'\]"):
+        load_model("fake-pixl")
+
+
+def test_unreachable_hub_id_gives_one_clear_error(monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model("pullback-book-tests/no-such-model")
+    err = info.value
+    msg = str(err)
+    assert isinstance(err, OSError)
+    assert "'pullback-book-tests/no-such-model'" in msg and "offline" in msg and "id is wrong" in msg
+    assert "Bundled models" in msg and "huggingface-cli download pullback-book-tests/no-such-model" in msg
+    assert "save_pretrained" in msg
+    assert err.__cause__ is None and err.__suppress_context__  # raised from None: no traceback soup
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_input(tmp_path, folders, sd):
+    with pytest.raises(TypeError, match="name_or_path"):
+        load_model(123)
+    with pytest.raises(ModelNotFoundError, match="unknown model"):
+        load_model("./no/such/folder")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="not a model folder"):
+        load_model(tmp_path / "empty")
+    bad = save_zoo_folder(tmp_path / "bad", "pixel")
+    (bad / "zoo.json").write_text(json.dumps({"name": "bad", "kind": "video"}))
+    with pytest.raises(ValueError, match="kind must be 'pixel' or 'text'"):
+        load_model(bad)
+    m = load_model(folders["ddpm"])
+    with pytest.raises(ValueError, match="prompt='a dog'.*unconditional"):
+        m.encode_prompt("a dog")
+    assert m.encode_prompt(None) is None
+    with pytest.raises(ValueError, match="clean data"):
+        m.eps(m.noise(1), 0)
+    with pytest.raises(ValueError, match="channel count: 1 instead of 3"):
+        sd.to_latent(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"images .*shape \(B, 3, 16, 16\)"):
+        sd.to_latent(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"latents .*\(B, 4, 8, 8\)"):
+        sd.to_image(torch.zeros(1, 3, 16, 16))
+    with pytest.raises(TypeError, match="prompt must be a string"):
+        sd.encode_prompt(["dog", 3])
+    with pytest.raises(ValueError, match="n must be"):
+        m.noise(0)
+    with pytest.raises(ValueError, match="batch 1"):
+        m.local_basis(m.noise(2), 0.5, 2)
+    with pytest.raises(ValueError, match="k must be"):
+        m.local_basis(m.noise(1), 0.5, 0)
+
+
+# ------------------------------------------------------------------ the engine
+def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
+    import pullback_utils
+    from pullback_utils.solvers import LocalBasis
+
+    m = load_model(folders["ddpm"])
+    x = m.noise(1, seed=4)
+    b = m.local_basis(x, 0.5, 2, method="krylov")  # a real engine call on the loaded U-Net
+    ref = pullback_utils.local_basis(m.unet, x, 499, 2, method="krylov")
+    assert b.v.shape == (2, 1, 3, 16, 16)
+    torch.testing.assert_close(b.s, ref.s)
+
+    calls = []
+
+    def fake_engine(unet, x_t, t, k, **kw):
+        calls.append((unet, x_t, t, k, kw))
+        return LocalBasis(v=torch.zeros(k, *x_t.shape), u=torch.zeros(k, 1, 2), s=torch.ones(k))
+
+    monkeypatch.setattr(pullback_utils, "local_basis", fake_engine)
+    z = sd.noise(1, seed=4)
+    sd.local_basis(z[0], 0.3, 3, prompt="dog", layer="down.0", tol=1e-2, seed=7)
+    unet, x_t, t, k, kw = calls[-1]
+    assert unet is sd.unet and t == 299 and k == 3 and torch.equal(x_t, z)
+    torch.testing.assert_close(kw.pop("encoder_hidden_states"), sd.encode_prompt("dog"))
+    assert kw == {"layer": "down.0", "num_train_timesteps": 1000, "tol": 1e-2, "seed": 7}
+    sd.local_basis(z, 1.0, 1)
+    torch.testing.assert_close(calls[-1][4]["encoder_hidden_states"], sd.encode_prompt(""))
+    assert calls[-1][2] == 999
+    with pytest.raises(ValueError, match="prompt"):
+        m.local_basis(x, 0.5, 2, prompt="dog")
+    with pytest.raises(ValueError, match="clean data"):
+        m.local_basis(x, 0, 2)
