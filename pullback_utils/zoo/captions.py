@@ -45,15 +45,19 @@ def caption(shape: int, fg: int, bg: int, cx: float, cy: float, size: float,
     for pname, c in (("fg", fg), ("bg", bg)):
         if not 0 <= c < len(COLOUR_NAMES):
             raise ValueError(f"{pname}: colour index must be in [0, {len(COLOUR_NAMES)}), got {c}")
-    words = ["a"]
+    words = []
     if parts[0]:
         words.append(size_word(size))
     words += [COLOUR_NAMES[fg], SHAPES[shape]]
     if parts[1]:
         words.append(position_phrase(cx, cy))
     if parts[2]:
-        words += ["on", "a", COLOUR_NAMES[bg], "background"]
-    return " ".join(words)
+        words += ["on", _article(COLOUR_NAMES[bg]), COLOUR_NAMES[bg], "background"]
+    return " ".join([_article(words[0])] + words)
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
 
 
 def captions_for(factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed: int,

@@ -124,22 +124,34 @@ def shape_sdf(kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torc
     u = c * dx + s * dy  # coordinates in the shape's rotated frame
     v = -s * dx + c * dy
     sz = size[:, None, None]
-    circle = sz - torch.sqrt(dx * dx + dy * dy + 1e-12)
-    half = sz / math.sqrt(2.0)
-    square = torch.minimum(half - u.abs(), half - v.abs())
-    # equilateral triangle (apex up before rotation): three edge half-planes, apothem size/2
-    ap = sz / 2.0
-    tri = None
-    for k in range(3):
-        ang = math.pi / 2 + 2 * math.pi * k / 3  # outward normals at 90, 210, 330 degrees
-        nx, ny = math.cos(ang), -math.sin(ang)  # y points down
-        d = ap - (u * nx + v * ny)
-        tri = d if tri is None else torch.minimum(tri, d)
-    arm = sz * 0.35  # half-width of each bar of the plus
-    plus = torch.maximum(torch.minimum(sz - u.abs(), arm - v.abs()),
+    out = torch.empty_like(dx)
+    for k in range(len(SHAPES)):
+        sel = kind == k
+        if bool(sel.any()):
+            out = out.index_put((sel,), _sdf_one(k, dx[sel], dy[sel], u[sel], v[sel], sz[sel]))
+    return out
+
+
+def _sdf_one(k: int, dx: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+             sz: torch.Tensor) -> torch.Tensor:
+    """Signed distance of shape ``SHAPES[k]``; u, v: pixel offsets in the shape's rotated frame."""
+    if k == 0:  # circle of radius size
+        return sz - torch.sqrt(dx * dx + dy * dy + 1e-12)
+    if k == 1:  # square of half-diagonal size
+        half = sz / math.sqrt(2.0)
+        return torch.minimum(half - u.abs(), half - v.abs())
+    if k == 2:  # equilateral triangle, apex up before rotation: three edge half-planes, apothem size/2
+        ap = sz / 2.0
+        tri = None
+        for j in range(3):
+            ang = math.pi / 2 + 2 * math.pi * j / 3  # outward normals at 90, 210, 330 degrees
+            nx, ny = math.cos(ang), -math.sin(ang)  # y points down
+            d = ap - (u * nx + v * ny)
+            tri = d if tri is None else torch.minimum(tri, d)
+        return tri
+    arm = sz * 0.35  # plus: two bars of half-length size and half-width 0.35 size
+    return torch.maximum(torch.minimum(sz - u.abs(), arm - v.abs()),
                          torch.minimum(arm - u.abs(), sz - v.abs()))
-    stack = torch.stack([circle, square, tri, plus], dim=1)  # (N, 4, R, R)
-    return stack.gather(1, kind.view(-1, 1, 1, 1).expand(-1, 1, *circle.shape[1:])).squeeze(1)
 
 
 def _coverage(sd: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,54 @@
+"""The zoo training loop on a tiny config: loss falls, resuming and warm start work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from pullback_utils.zoo import train as tr
+
+
+def test_tiny_training_loss_falls_and_resumes(tmp_path):
+    out, cache = tmp_path / "model", tmp_path / "cache"
+    kw = dict(batch_size=8, lr=2e-3, tiny=True, n_train=64, out_dir=out, cache_dir=cache,
+              progress=False, warmup=5, save_every=0)
+    res = tr.train("disks", 50, **kw)
+    assert res.step == 50
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["loss"][-1] < 0.6 * log["loss"][0]
+    info = json.loads((out / "zoo.json").read_text())
+    assert info["name"] == "disks" and info["kind"] == "pixel" and info["steps"] == 50
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (out / "model_index.json").is_file() and (cache / "disks" / "state.pt").is_file()
+    # resume from the checkpoint
+    res = tr.train("disks", 55, **kw)
+    assert res.step == 55
+    # warm start from the model folder alone
+    shutil.rmtree(cache)
+    res = tr.train("disks", 58, **kw)
+    assert res.step == 58
+    assert len(json.loads((out / "training_log.json").read_text())["step"]) >= 3
+    from diffusers import DDPMPipeline
+
+    pipe = DDPMPipeline.from_pretrained(out)
+    assert pipe.unet.config.sample_size == 32
+
+
+def test_tiny_text_training_runs(tmp_path):
+    res = tr.train("shapes-text", 4, batch_size=4, tiny=True, n_train=16, out_dir=tmp_path / "m",
+                   cache_dir=tmp_path / "c", progress=False)
+    assert res.step == 4 and torch.isfinite(torch.tensor(res.loss))
+    info = json.loads((tmp_path / "m" / "zoo.json").read_text())
+    assert info["kind"] == "text" and info["text_encoder"] == "minilm"
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="name.*valid models"):
+        tr.train("mnist", 10)
+    with pytest.raises(ValueError, match="steps"):
+        tr.train("disks", 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        tr.train("disks", 10, batch_size=0)
