@@ -1,0 +1,100 @@
+"""local_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pullback_utils import feature_map, forward_ad_safe, local_basis
+from oracles import dense_jacobian, max_angle
+
+K = 4
+
+
+@pytest.fixture(scope="module")
+def unet_case(tiny_unet):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    exact = local_basis(tiny_unet, x, 600, K, method="exact")
+    return x, exact
+
+
+def test_exact_equals_dense_autograd_jacobian(tiny_unet, unet_case):
+    x, exact = unet_case
+    fn = feature_map(tiny_unet, 600)
+    J = dense_jacobian(fn, x)  # stock attention, reverse mode: independent of our products
+    _, s, Vh = torch.linalg.svd(J)
+    torch.testing.assert_close(exact.s.double(), s[:K], rtol=1e-4, atol=1e-5)
+    assert max_angle(exact.v, Vh[:K]) < 1e-3
+    # u = J v / σ
+    u = (J @ exact.v.reshape(K, -1).double().T).T / exact.s.double()[:, None]
+    torch.testing.assert_close(u, exact.u.reshape(K, -1).double(), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("method, opts", [
+    ("krylov", {}), ("randomized", {}), ("auto", {}), ("power", {"tol": 1e-5, "max_iters": 400}),
+    ("krylov", {"jvp_mode": "reverse"}), ("krylov", {"batching": "vmap", "chunk_size": 7}),
+])
+def test_methods_match_exact_on_unet2d(tiny_unet, unet_case, method, opts):
+    x, exact = unet_case
+    basis = local_basis(tiny_unet, x, 600, K, method=method, **opts)
+    assert basis.v.shape == (K, 1, 3, 16, 16) and basis.u.shape == (K, 1, 32, 4, 4)
+    assert max_angle(basis.v, exact.v) < 1e-2
+    assert max_angle(basis.u, exact.u) < 1e-2
+    torch.testing.assert_close(basis.s, exact.s, rtol=1e-3, atol=1e-4)
+    assert basis.info["t"] == 600 and basis.info["layer"] == "mid"
+
+
+def test_conditional_unet_krylov_vs_exact(tiny_cond_unet):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 4, 8, 8, generator=gen)
+    ehs = torch.randn(1, 5, 24, generator=gen)
+    exact = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="exact")
+    fast = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="krylov", tol=1e-4)
+    assert max_angle(fast.v, exact.v) < 1e-2
+    torch.testing.assert_close(fast.s, exact.s, rtol=1e-3, atol=1e-4)
+    other = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=torch.randn(1, 5, 24, generator=gen),
+                        method="exact")
+    assert max_angle(other.v, exact.v) > 1e-2  # the prompt changes the basis
+
+
+def test_other_layer(tiny_unet):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    b = local_basis(tiny_unet, x, 100, 2, layer="down.1", method="krylov")
+    assert b.u.shape == (2, 1, 32, 4, 4) and b.info["layer"] == "down.1"
+
+
+def test_parameters_and_processors_restored(tiny_unet):
+    from diffusers import UNet2DModel
+    unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    procs = [type(m.processor) for m in unet.modules() if hasattr(m, "processor")]
+    local_basis(unet, torch.randn(1, 3, 16, 16), 10, 2, method="krylov")
+    assert all(p.requires_grad for p in unet.parameters()) and unet.training
+    assert [type(m.processor) for m in unet.modules() if hasattr(m, "processor")] == procs
+
+
+@pytest.mark.parametrize("x_shape, kwargs, match", [
+    ((3, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
+    ((1, 4, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
+    ((2, 3, 16, 16), {}, r"x_t must have shape"),
+    ((1, 3, 15, 16), {}, "multiples of 4"),
+    ((1, 3, 16, 16), {"k": 0}, "k must"),
+    ((1, 3, 16, 16), {"k": 513}, r"min\(dim x, dim h\)"),
+    ((1, 3, 16, 16), {"tol": 0.0}, "tol must"),
+    ((1, 3, 16, 16), {"layer": "bottleneck"}, "valid layers"),
+    ((1, 3, 16, 16), {"t": -3}, "t must"),
+    ((1, 3, 16, 16), {"t": 2000, "num_train_timesteps": 1000}, "valid range"),
+])
+def test_bad_input(tiny_unet, x_shape, kwargs, match):
+    k = kwargs.pop("k", 2)
+    t = kwargs.pop("t", 10)
+    with pytest.raises((ValueError, TypeError), match=match):
+        local_basis(tiny_unet, torch.zeros(x_shape), t, k, **kwargs)
+
+
+def test_non_finite_x_rejected(tiny_unet):
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        local_basis(tiny_unet, x, 10, 2)

@@ -1,0 +1,92 @@
+"""feature_map against forward hooks on the stock diffusers forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pullback_utils import feature_map, layer_names
+
+
+def _hooked_outputs(unet, x, t, **kwargs):
+    """Outputs of every down/mid/up block during the stock forward pass, keyed by layer name."""
+    outs, handles = {}, []
+
+    def grab(name):
+        def hook(module, args, output):
+            outs[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    for i, b in enumerate(unet.down_blocks):
+        handles.append(b.register_forward_hook(grab(f"down.{i}")))
+    handles.append(unet.mid_block.register_forward_hook(grab("mid")))
+    for i, b in enumerate(unet.up_blocks):
+        handles.append(b.register_forward_hook(grab(f"up.{i}")))
+    with torch.no_grad():
+        unet(x, t, **kwargs)
+    for h in handles:
+        h.remove()
+    return outs
+
+
+def test_unet2d_every_layer_matches_stock_forward(tiny_unet):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    ref = _hooked_outputs(tiny_unet, x, 321)
+    assert set(ref) == set(layer_names(tiny_unet))
+    for name, expected in ref.items():
+        with torch.no_grad():
+            got = feature_map(tiny_unet, 321, layer=name)(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_conditional_unet_every_layer_matches_stock_forward(tiny_cond_unet):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 8, 8, generator=gen)
+    ehs = torch.randn(1, 5, 24, generator=gen)
+    ref = _hooked_outputs(tiny_cond_unet, x, 77, encoder_hidden_states=ehs)
+    for name, expected in ref.items():
+        with torch.no_grad():
+            got = feature_map(tiny_cond_unet, 77, layer=name, encoder_hidden_states=ehs)(x)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_mid_layer_is_h_space_shape(tiny_unet):
+    with torch.no_grad():
+        h = feature_map(tiny_unet, 10)(torch.zeros(1, 3, 16, 16))
+    assert h.shape == (1, 32, 4, 4)
+
+
+def test_prompt_changes_conditional_features(tiny_cond_unet):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 4, 8, 8, generator=gen)
+    a, b = torch.randn(1, 5, 24, generator=gen), torch.randn(1, 5, 24, generator=gen)
+    with torch.no_grad():
+        ha = feature_map(tiny_cond_unet, 50, encoder_hidden_states=a)(x)
+        hb = feature_map(tiny_cond_unet, 50, encoder_hidden_states=b)(x)
+    assert not torch.allclose(ha, hb)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(layer="middle"), r"valid layers.*'mid'"),
+        (dict(layer="down.9"), "valid layers"),
+        (dict(t=-1), "t must be a finite timestep"),
+        (dict(t=float("nan")), "t must be a finite timestep"),
+        (dict(t=1001, num_train_timesteps=1000), r"valid range is \[0, 1000\]"),
+        (dict(encoder_hidden_states=torch.zeros(1, 3, 24)), "unconditional"),
+    ],
+)
+def test_bad_input_unet2d(tiny_unet, kwargs, match):
+    t = kwargs.pop("t", 10)
+    with pytest.raises(ValueError, match=match):
+        feature_map(tiny_unet, t, **kwargs)
+
+
+def test_bad_input_conditional(tiny_cond_unet):
+    with pytest.raises(ValueError, match="encoder_hidden_states is required"):
+        feature_map(tiny_cond_unet, 10)
+    with pytest.raises(ValueError, match=r"\(1, L, 24\)"):
+        feature_map(tiny_cond_unet, 10, encoder_hidden_states=torch.zeros(1, 5, 7))
+    with pytest.raises(TypeError, match="UNet2DModel or UNet2DConditionModel"):
+        feature_map(torch.nn.Linear(2, 2), 10)

@@ -1,0 +1,156 @@
+"""jacobian_svd against exact SVDs: linear maps with a known SVD and a small nonlinear MLP."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pullback_utils import LocalBasis, jacobian_svd
+from oracles import dense_jacobian, max_angle
+
+ITERATIVE = ["power", "randomized", "krylov", "auto"]
+
+
+def known_linear_map(dim_x=60, dim_h=40, seed=0):
+    """fn(x) = A x with A = U diag(s) Vᵀ, s = 10·0.8^i (well separated), x shaped (6, 10)."""
+    gen = torch.Generator().manual_seed(seed)
+    U, _ = torch.linalg.qr(torch.randn(dim_h, dim_h, generator=gen, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(dim_x, dim_x, generator=gen, dtype=torch.float64))
+    s = 10 * 0.8 ** torch.arange(min(dim_x, dim_h), dtype=torch.float64)
+    A = U[:, : s.numel()] @ torch.diag(s) @ V[:, : s.numel()].T
+
+    def fn(x):
+        return (A.to(x.dtype) @ x.reshape(-1)).reshape(4, 10)
+
+    return fn, A, U, s, V
+
+
+def mlp(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    W1 = torch.randn(32, 24, generator=gen, dtype=torch.float64) / 5
+    W2 = torch.randn(20, 32, generator=gen, dtype=torch.float64) / 6
+
+    def fn(x):
+        return W2 @ torch.tanh(W1 @ x.reshape(-1)) + 0.1 * torch.sin(W2 @ torch.tanh(W1 @ x.reshape(-1)))
+
+    return fn
+
+
+@pytest.mark.parametrize("method", ["exact", *ITERATIVE])
+def test_linear_map_recovers_known_svd(method):
+    fn, A, U, s, V = known_linear_map()
+    x = torch.zeros(6, 10, dtype=torch.float64)
+    k = 5
+    tol = 1e-6 if method == "power" else 1e-4
+    basis = jacobian_svd(fn, x, k, method=method, tol=tol)
+    assert isinstance(basis, LocalBasis)
+    assert basis.v.shape == (k, 6, 10) and basis.u.shape == (k, 4, 10) and basis.s.shape == (k,)
+    torch.testing.assert_close(basis.s, s[:k], rtol=1e-6, atol=0)
+    assert max_angle(basis.v, V[:, :k].T) < 1e-4
+    assert max_angle(basis.u, U[:, :k].T) < 1e-4
+    # each triplet: J v_i = σ_i u_i, unit norms, descending σ
+    Jv = (A @ basis.v.reshape(k, -1).T).T
+    torch.testing.assert_close(Jv, basis.s[:, None] * basis.u.reshape(k, -1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(basis.v.reshape(k, -1).norm(dim=1), torch.ones(k, dtype=torch.float64))
+    assert torch.all(basis.s[:-1] >= basis.s[1:])
+    assert basis.info["n_jvp"] > 0 or basis.info["n_vjp"] > 0
+
+
+@pytest.mark.parametrize("method", ITERATIVE)
+def test_mlp_matches_dense_svd(method):
+    fn = mlp()
+    x = torch.randn(24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    J = dense_jacobian(fn, x)
+    _, s_true, Vh = torch.linalg.svd(J)
+    k = 4
+    extra = dict(tol=1e-7, max_iters=3000) if method == "power" else dict(tol=1e-5)
+    basis = jacobian_svd(fn, x, k, method=method, **extra)
+    torch.testing.assert_close(basis.s, s_true[:k], rtol=1e-5, atol=0)
+    assert max_angle(basis.v, Vh[:k]) < 1e-4
+    # a-posteriori residual agrees with a direct evaluation on the dense Jacobian
+    v = basis.v.reshape(k, -1).T
+    direct = ((J.T @ J @ v) - v * basis.s**2).norm(dim=0) / basis.s**2
+    assert torch.all(basis.info["residuals"].double() <= direct.max() * 10 + 1e-6)
+
+
+def test_angle_estimate_tracks_true_error():
+    """The a-posteriori angle estimate falls with iterations and stays within a small factor of the truth."""
+    fn, A, U, s, V = known_linear_map(dim_x=200, dim_h=150)
+    x = torch.zeros(20, 10, dtype=torch.float64)
+
+    def fn200(z):
+        return (A @ z.reshape(-1)).reshape(15, 10)
+
+    k = 6
+    estimates, truths = [], []
+    for iters in (1, 2, 3):
+        b = jacobian_svd(fn200, x, k, method="randomized", max_iters=iters, tol=1e-14, oversample=2)
+        estimates.append(b.info["angle_estimate"])
+        truths.append(max_angle(b.v, V[:, :k].T))
+    assert estimates[0] > estimates[-1]
+    for est, true in zip(estimates, truths):
+        assert true <= 3 * est + 1e-12
+
+
+def test_seed_determinism_and_difference():
+    fn = mlp()
+    x = torch.randn(24, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    a = jacobian_svd(fn, x, 3, method="randomized", seed=7, max_iters=1, tol=1e-12)
+    b = jacobian_svd(fn, x, 3, method="randomized", seed=7, max_iters=1, tol=1e-12)
+    c = jacobian_svd(fn, x, 3, method="randomized", seed=8, max_iters=1, tol=1e-12)
+    assert torch.equal(a.v, b.v) and torch.equal(a.s, b.s)
+    assert not torch.equal(a.v, c.v)
+
+
+def test_power_is_sign_safe_and_counts_products():
+    fn, A, U, s, V = known_linear_map()
+    x = torch.zeros(6, 10, dtype=torch.float64)
+    b = jacobian_svd(fn, x, 3, method="power", tol=1e-8)
+    assert b.info["iterations"] >= 10  # official minimum
+    assert b.info["n_jvp"] == 3 * b.info["iterations"] == b.info["n_vjp"]
+    assert max_angle(b.v, V[:, :3].T) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(k=0), "k must"),
+        (dict(k=41), r"min\(dim x, dim h\)"),
+        (dict(k=2.5), "k must be an integer"),
+        (dict(k=2, tol=0), "tol must"),
+        (dict(k=2, tol=-1.0), "tol must"),
+        (dict(k=2, method="lanczos"), "valid methods"),
+        (dict(k=2, max_iters=0), "max_iters"),
+        (dict(k=2, oversample=-1), "oversample"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    fn, *_ = known_linear_map()
+    x = torch.zeros(6, 10, dtype=torch.float64)
+    k = kwargs.pop("k")
+    with pytest.raises((ValueError, TypeError), match=match):
+        jacobian_svd(fn, x, k, **kwargs)
+
+
+def test_non_finite_x_rejected_before_evaluation():
+    calls = []
+
+    def fn(x):
+        calls.append(1)
+        return x * 2
+
+    x = torch.ones(5)
+    x[2] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        jacobian_svd(fn, x, 1)
+    assert not calls
+
+
+def test_unconverged_run_warns():
+    fn = mlp()
+    x = torch.randn(24, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(RuntimeWarning, match="raise max_iters"):
+        b = jacobian_svd(fn, x, 4, method="power", max_iters=3, tol=1e-9)
+    assert b.info["converged"] is False
