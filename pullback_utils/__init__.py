@@ -19,6 +19,10 @@ from .geometry import (
     random_subspace_distance,
 )
 from .stats import bootstrap_ci, bootstrap_diff_ci, spearman_trend, verdict
+from .ddim import ddim_invert, ddim_sample, ddim_timesteps
+from .models import DiffusionModel, ModelNotFoundError, load_model
+from .images import load_image, save_grid
+from .cache import BasisCache
 
 __version__ = "0.1.0"
 
@@ -43,4 +47,13 @@ __all__ = [
     "bootstrap_diff_ci",
     "spearman_trend",
     "verdict",
+    "ddim_sample",
+    "ddim_invert",
+    "ddim_timesteps",
+    "DiffusionModel",
+    "ModelNotFoundError",
+    "load_model",
+    "load_image",
+    "save_grid",
+    "BasisCache",
 ]
