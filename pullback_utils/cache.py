@@ -4,7 +4,8 @@ An entry's key is the sha256 of everything that determines the basis: the U-Net'
 (class, config and weights), the bytes of x_t, the U-Net timestep, the layer, k, the
 conditioning (hash of the encoder hidden states, so the prompt *and* the text encoder count) and
 the solver arguments that change results (method, tol, max_iters, oversample, seed, ...; not
-``chunk_size``, ``progress``, ``jvp_mode`` or ``batching``, which change only speed and rounding). Values are stored with safetensors (``v``, ``u``, ``s``) and the
+``chunk_size``, ``progress``, ``jvp_mode``, ``batching`` or ``callback``, which change only speed,
+rounding or display). Values are stored with safetensors (``v``, ``u``, ``s``) and the
 ``info`` dict as JSON in the header metadata, with a sha256 of the tensor bytes.
 
 - Writes are atomic: a temporary file in the same folder, then ``os.replace``.
@@ -39,7 +40,7 @@ __all__ = [
 
 FORMAT = "pullback-basis-1"
 # Solver arguments that do not change the result (only speed, memory or display).
-_NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching"})
+_NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching", "callback"})
 # Documented defaults of jacobian_svd, used when the engine cannot be inspected.
 _SOLVER_DEFAULTS = {"method": "auto", "tol": 1e-3, "max_iters": None, "oversample": None, "seed": 0}
 

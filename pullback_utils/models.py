@@ -102,6 +102,11 @@ class DiffusionModel:
         self.alphas_cumprod = torch.as_tensor(ac).detach().to(torch.float64).cpu()
         cfg = getattr(scheduler, "config", {})
         self.num_train_timesteps = int(_cfg_get(cfg, "num_train_timesteps", len(self.alphas_cumprod)))
+        if len(self.alphas_cumprod) < self.num_train_timesteps:
+            raise ValueError(
+                f"scheduler has {len(self.alphas_cumprod)} alphas_cumprod for "
+                f"num_train_timesteps={self.num_train_timesteps}"
+            )
         self.prediction_type = str(_cfg_get(cfg, "prediction_type", "epsilon"))
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
