@@ -28,9 +28,18 @@ Methods (``method=``):
 
 Accuracy. Every method ends with a Rayleigh–Ritz step on the vectors it multiplied, so
 J v_i = σ_i u_i holds to rounding error, and reports a posteriori, per vector, the residual
-‖JᵀJ v_i − σ_i² v_i‖ / σ_i² and an estimate of the largest principal angle (radians) between the
-returned subspace and the true one, ‖R‖₂ / (σ_k² − σ̂_{k+1}²) (Davis–Kahan, with the next Ritz value
-standing in for the unknown σ_{k+1}). ``tol`` is a bound on that angle estimate.
+‖JᵀJ v_i − σ_i² v_i‖ / σ_i², and an estimate of the largest principal angle (radians) between the
+returned subspace and the true one. That estimate is the smaller of
+
+- the Davis–Kahan value ‖R‖₂ / (σ_k² − σ̂_{k+1}²), R the residual block, with the next Ritz value
+  standing in for the unknown σ_{k+1}. It is safe but pessimistic: on U-Net Jacobians it
+  exceeded the true angle by 50–100× (measured against exact SVDs);
+- a convergence-rate extrapolation: with c_i the angle between the Ritz subspaces of iterations
+  i−1 and i and ρ = c_i / c_{i−1} < 0.9, the remaining error of a geometrically converging
+  iteration is about c_i · ρ / (1 − ρ). Its measured agreement with the true angle is within 2×.
+  The extrapolation is used only from the third iteration on, when ρ < 0.9.
+
+``tol`` bounds this estimate.
 """
 
 from __future__ import annotations
@@ -104,6 +113,7 @@ class _Ritz:
     s: torch.Tensor  # (k,)
     residuals: torch.Tensor  # (k,)
     angle_estimate: float
+    converged: bool | None = None  # None: decided by angle_estimate <= tol
 
 
 def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int) -> _Ritz:
@@ -128,6 +138,26 @@ def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None,
         else:
             angle = float("nan")
     return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle)
+
+
+class _ErrorMonitor:
+    """Tracks successive Ritz subspaces and sharpens the angle estimate (module doc, 'Accuracy')."""
+
+    def __init__(self) -> None:
+        self.prev_v: torch.Tensor | None = None
+        self.changes: list[float] = []
+
+    def update(self, ritz: _Ritz) -> _Ritz:
+        if self.prev_v is not None:
+            self.changes.append(_max_angle(ritz.v, self.prev_v))
+        self.prev_v = ritz.v
+        if len(self.changes) >= 2 and self.changes[-2] > 0:
+            rho = self.changes[-1] / self.changes[-2]
+            if rho < 0.9:
+                extrapolated = self.changes[-1] * rho / (1 - rho)
+                if not math.isfinite(ritz.angle_estimate) or extrapolated < ritz.angle_estimate:
+                    ritz.angle_estimate = extrapolated
+        return ritz
 
 
 def _random_rows(m: int, d: int, seed: int) -> torch.Tensor:
@@ -164,7 +194,7 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Rit
 
 
 def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
-           **_: Any) -> tuple[_Ritz, int]:
+           callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
     V = _orthonormal_rows(_random_rows(k, op.dim_x, seed))
@@ -176,25 +206,32 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
         V_new = Vh[:k]
         change = _max_angle(V_new, V)
         bar.set_postfix(change=f"{change:.2e}")
+        if callback is not None:
+            callback(it + 1, V_new)
         if it + 1 >= min_iters and change < tol:
             break
         if it + 1 < max_iters:
             V = V_new
-    return _rayleigh_ritz(V, Y, W, k), it + 1
+    ritz = _rayleigh_ritz(V, Y, W, k)
+    ritz.converged = change < tol
+    return ritz, it + 1
 
 
 def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
-                seed: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
+                seed: int, progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
     max_iters = max_iters or 30
     b = min(k + oversample, op.dim_x, op.dim_h)
     Q = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
+    monitor = _ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="randomized subspace iteration")
     for it in bar:
         m = Q.shape[0]
         Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
-        ritz = _rayleigh_ritz(Q, Y, Z, k)
+        ritz = monitor.update(_rayleigh_ritz(Q, Y, Z, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
+        if callback is not None:
+            callback(it + 1, ritz.v)
         if ritz.angle_estimate <= tol:
             break
         Q = _orthonormal_rows(Z)
@@ -202,12 +239,13 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
 
 
 def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
-            progress: bool, **_: Any) -> tuple[_Ritz, int]:
+            progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
     b = min(k + oversample, op.dim_x, op.dim_h)
     max_dim = min(op.dim_x, op.dim_h)
     max_iters = max_iters or max(2, math.ceil(max_dim / b))
     Qs, Ys, Zs = [], [], []
     Qb = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
+    monitor = _ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
     for it in bar:
         m = Qb.shape[0]
@@ -215,8 +253,10 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
         Qs.append(Qb), Ys.append(Y), Zs.append(Z)
         Q, JQ, JtJQ = torch.cat(Qs), torch.cat(Ys), torch.cat(Zs)
-        ritz = _rayleigh_ritz(Q, JQ, JtJQ, k)
+        ritz = monitor.update(_rayleigh_ritz(Q, JQ, JtJQ, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
+        if callback is not None:
+            callback(it + 1, ritz.v)
         if ritz.angle_estimate <= tol or Q.shape[0] >= max_dim:
             break
         # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2)
@@ -238,9 +278,9 @@ _SOLVERS: dict[str, Callable[..., tuple[_Ritz, int]]] = {
 
 
 def _pick_method(op: JacobianOperator, k: int, oversample: int) -> str:
-    """'exact' when materialising J costs at most ~3 Krylov iterations' products, else 'krylov'."""
+    """'exact' when materialising J costs fewer products than ~10 Krylov iterations, else 'krylov'."""
     exact_cost = min(op.dim_x, op.dim_h)
-    krylov_cost = 2 * 3 * (k + oversample)
+    krylov_cost = 2 * 10 * (k + oversample)
     return "exact" if exact_cost <= krylov_cost else "krylov"
 
 
@@ -279,8 +319,9 @@ def jacobian_svd(
     seed: int = 0,
     chunk_size: int | None = None,
     progress: bool = False,
-    jvp_mode: str = "forward",
+    jvp_mode: str = "reverse",
     batching: str = "auto",
+    callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LocalBasis:
     """Top-k singular triplets of J = ∂fn/∂x at ``x``, matrix-free.
 
@@ -294,11 +335,16 @@ def jacobian_svd(
             as estimated a posteriori; for ``"power"``, the change between iterates (module doc).
         max_iters: iteration cap (default: power 100, randomized 30, krylov until the Krylov space
             fills the smaller dimension).
-        oversample: extra vectors for randomized/krylov (default 10).
+        oversample: extra vectors per block (default: krylov 2, randomized 10; power uses none).
         seed: seed of the random start; same arguments give the same numbers.
         chunk_size: at most this many vectors per batched product (bounds memory).
         progress: show a tqdm bar over iterations.
-        jvp_mode, batching: how products are computed (see :class:`JacobianOperator`).
+        jvp_mode, batching: how products are computed (see :class:`JacobianOperator`). The default
+            J·V by reverse-over-reverse measured 1.5–2× faster per vector than forward-mode AD
+            through diffusers U-Nets on CPU (benchmarks/basis_solvers.py prints both).
+        callback: called after every iteration of the iterative methods as
+            ``callback(iteration, v)`` with the current basis estimate v (k, dim x) float64
+            (for convergence monitoring; the benchmark uses it for time-to-accuracy curves).
 
     Returns:
         :class:`LocalBasis` with v (k, *x_shape), u (k, *h_shape), s (k,), info.
@@ -312,7 +358,8 @@ def jacobian_svd(
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    oversample = 10 if oversample is None else oversample
+    if oversample is None:
+        oversample = 10 if method == "randomized" else 2
 
     start = time.perf_counter()
     op = JacobianOperator(fn, x, chunk_size=chunk_size, batching=batching, jvp_mode=jvp_mode)
@@ -321,7 +368,8 @@ def jacobian_svd(
         raise ValueError("fn(x) is not finite; cannot compute its Jacobian's singular vectors")
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
     ritz, iters = _SOLVERS[chosen](
-        op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress
+        op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress,
+        callback=callback,
     )
     op.release()
     if ritz.s.shape[0] < k:
@@ -332,11 +380,17 @@ def jacobian_svd(
     signs = torch.sign(v.gather(1, v.abs().argmax(dim=1, keepdim=True))).squeeze(1)
     signs[signs == 0] = 1
     v, u = v * signs[:, None], u * signs[:, None]
-    converged = bool(ritz.angle_estimate <= tol) if math.isfinite(ritz.angle_estimate) else chosen == "exact"
-    if chosen != "exact" and not converged and chosen != "power":
+    if chosen == "exact":
+        converged = True
+    elif ritz.converged is not None:
+        converged = ritz.converged
+    else:
+        converged = bool(ritz.angle_estimate <= tol)
+    if not converged:
         warnings.warn(
             f"jacobian_svd({chosen!r}) stopped after {iters} iterations with estimated angle "
-            f"{ritz.angle_estimate:.2e} > tol={tol:g}; raise max_iters or oversample",
+            f"{ritz.angle_estimate:.2e} (power: change between iterates) above tol={tol:g}; "
+            "raise max_iters or oversample",
             RuntimeWarning,
             stacklevel=2,
         )

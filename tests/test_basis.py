@@ -32,7 +32,7 @@ def test_exact_equals_dense_autograd_jacobian(tiny_unet, unet_case):
 
 @pytest.mark.parametrize("method, opts", [
     ("krylov", {}), ("randomized", {}), ("auto", {}), ("power", {"tol": 1e-5, "max_iters": 400}),
-    ("krylov", {"jvp_mode": "reverse"}), ("krylov", {"batching": "vmap", "chunk_size": 7}),
+    ("krylov", {"jvp_mode": "forward"}), ("krylov", {"batching": "batch", "chunk_size": 7}),
 ])
 def test_methods_match_exact_on_unet2d(tiny_unet, unet_case, method, opts):
     x, exact = unet_case

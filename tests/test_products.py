@@ -16,7 +16,8 @@ def unet_op(tiny_unet):
         yield fn, x
 
 
-def test_jvp_matches_central_finite_differences():
+@pytest.mark.parametrize("jvp_mode", ["forward", "reverse"])
+def test_jvp_matches_central_finite_differences(jvp_mode):
     from conftest import make_tiny_unet2d
 
     unet64 = make_tiny_unet2d(seed=5).double()  # float64 for a clean finite-difference oracle
@@ -25,7 +26,7 @@ def test_jvp_matches_central_finite_differences():
     x64 = torch.randn(1, 3, 16, 16, dtype=torch.float64, generator=gen)
     V = torch.randn(3, 1, 3, 16, 16, dtype=torch.float64, generator=gen)
     with forward_ad_safe(unet64):
-        JV = JacobianOperator(fn, x64).jvp(V)
+        JV = JacobianOperator(fn, x64, jvp_mode=jvp_mode).jvp(V)
     eps = 1e-5
     with torch.no_grad():
         fd = torch.stack([(fn(x64 + eps * v) - fn(x64 - eps * v)) / (2 * eps) for v in V])
