@@ -7,7 +7,8 @@ model's training noise schedule (diffusers ``DDIMScheduler``), from fixed seeds.
 
 Measurements:
 
-- held-out denoising loss: mean ||eps_theta(x_t, t) - eps||^2 per pixel on fresh images (a seed not
+- held-out denoising loss: mean squared error per pixel of the noise estimate (the network's
+  output converted to epsilon with the schedule's ``prediction_type``) on fresh images (a seed not
   used for training) at several t;
 - memorisation: per-pixel RMS distance of each sample to its nearest training image, compared with
   the same for fresh data drawn from the generator (a memorising model has samples much closer to
@@ -125,10 +126,15 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 8, scale: int = 3) -
 def heldout_loss(unet: torch.nn.Module, scheduler_path: Path, images: torch.Tensor,
                  timesteps: tuple[int, ...] = LOSS_TIMESTEPS, cond: torch.Tensor | None = None,
                  seed: int = 0, batch: int = 128) -> dict[int, float]:
-    """Mean squared epsilon error per pixel on ``images`` (N, 3, 32, 32) at each timestep."""
+    """Mean squared epsilon error per pixel on ``images`` (N, 3, 32, 32) at each timestep.
+
+    The U-Net output is read as epsilon, v or x_0 according to the scheduler's ``prediction_type``.
+    """
     from diffusers import DDPMScheduler
 
-    acp = DDPMScheduler.from_pretrained(scheduler_path).alphas_cumprod
+    sch = DDPMScheduler.from_pretrained(scheduler_path)
+    acp = sch.alphas_cumprod
+    ptype = sch.config.prediction_type
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(images.shape, generator=gen)
     res = {}
@@ -143,6 +149,10 @@ def heldout_loss(unet: torch.nn.Module, scheduler_path: Path, images: torch.Tens
                 pred = unet(xt, tt).sample
             else:
                 pred = unet(xt, tt, encoder_hidden_states=cond[i:i + batch]).sample
+            if ptype == "v_prediction":
+                pred = a.sqrt() * pred + (1 - a).sqrt() * xt
+            elif ptype == "sample":
+                pred = (xt - a.sqrt() * pred) / (1 - a).sqrt()
             tot += float(((pred - eps) ** 2).mean(dim=(1, 2, 3)).sum())
         res[int(t)] = tot / len(images)
     return res
@@ -405,7 +415,7 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
         "## Model and training", "",
         f"- Architecture: {_arch_text(info, cfg) if cfg else 'see unet/config.json'}",
         f"- Noise schedule: DDPM, {info['num_train_timesteps']} steps, linear betas 1e-4..0.02, "
-        f"epsilon prediction, MSE loss, uniform t.",
+        f"{info['prediction_type']} (MSE loss on the network output), uniform t.",
         f"- Optimiser: AdamW, lr {info['lr']} (200-step warm-up), batch {info['batch_size']}, "
         f"gradient clipping 1, EMA decay {info['ema_decay']} (the bundled weights are the EMA).",
     ]
@@ -431,7 +441,8 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
                   "; ".join(f"\"{p}\"" for p in res["example_prompts"]) + ".", ""]
     lines += [
         "## Held-out denoising loss", "",
-        "Mean squared error of the predicted noise per pixel on 256 fresh images (1 = predicting zero):",
+        "Mean squared error per pixel of the noise estimate (network output converted to epsilon) on "
+        "256 fresh images (1 = predicting zero):",
         "", "| t | " + " | ".join(str(t) for t in hl) + " |",
         "|---|" + "---|" * len(hl),
         "| loss | " + " | ".join(f"{v:.4f}" for v in hl.values()) + " |", "",
