@@ -1,0 +1,271 @@
+"""The built book in a real browser.
+
+Builds the book in quick mode (chapters executed with book/params/quick.yaml, shared with the notebook
+smoke tests), serves ``_build/html`` on 127.0.0.1 and opens every page of the table of contents in
+headless Chromium, driven over the DevTools protocol (websocket-client, which jupyter_server brings).
+Checks: no console errors or uncaught exceptions, no failed same-origin request, every ``<img>`` loads
+(naturalWidth > 0), every chapter shows at least one figure. Keeps a screenshot in
+``artifacts/book-screenshot.png``.
+
+Requests to other hosts are refused by the browser (``--host-resolver-rules``) so that the test means
+the same offline and on CI; their failures (MathJax's CDN, for instance) are not errors of the book.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from book_workspace import REPO, quick_layout, quick_run
+from pullback_utils.book import _chapter_of, build
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
+ARTIFACT = REPO / "artifacts" / "book-screenshot.png"
+
+
+class CDP:
+    """A minimal Chrome DevTools Protocol client: one browser websocket, flattened target sessions."""
+
+    def __init__(self, ws_url: str) -> None:
+        import websocket  # websocket-client
+
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, session: str | None = None, **params):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def wait_for(self, method: str, session: str, timeout: float = 60.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method and ev.get("sessionId") == session:
+                    return self.events.pop(i)
+            if time.monotonic() > deadline:
+                raise TimeoutError(method)
+            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
+            self.events.append(json.loads(self.ws.recv()))
+
+    def drain(self, seconds: float) -> None:
+        """Collect events for a while (late console messages, lazy requests)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.ws.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                self.events.append(json.loads(self.ws.recv()))
+            except Exception:  # timeout
+                break
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    results = quick_run(tmp_path_factory)
+    layout = quick_layout(tmp_path_factory)
+    started = time.perf_counter()
+    assert build(layout, ["-q"]) == 0
+    print(f"quick book build: {time.perf_counter() - started:.1f} s")
+    return layout, results
+
+
+@pytest.fixture(scope="module")
+def server(built_book):
+    layout, _ = built_book
+    handler = functools.partial(_QuietHandler, directory=str(layout.html))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if CHROMIUM is None:
+        pytest.skip("no chromium binary on this machine (CI installs Debian's `chromium` in .ci/run)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-extensions", "--no-first-run", "--no-default-browser-check", "--mute-audio",
+         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+         "--window-size=1280,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 60
+    while not (port_file.is_file() and len(port_file.read_text().splitlines()) >= 2):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"chromium did not start (exit {proc.poll()})")
+        time.sleep(0.1)
+    port, path = port_file.read_text().splitlines()[:2]
+    cdp = CDP(f"ws://127.0.0.1:{port}{path}")
+    try:
+        yield cdp
+    finally:
+        cdp.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+IMAGES_JS = """
+(async () => {
+  const imgs = Array.from(document.images);
+  await Promise.all(imgs.map(i => { i.loading = 'eager'; return i.decode().catch(() => null); }));
+  const main = document.querySelector('main, article, .bd-article') || document.body;
+  return {
+    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, complete: i.complete})),
+    figures: main.querySelectorAll('img, svg.figure, figure img').length,
+    title: document.title,
+  };
+})()
+"""
+
+
+def _page_report(cdp: CDP, url: str, origin: str, screenshot: Path | None = None) -> dict:
+    target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+    session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.call(f"{domain}.enable", session)
+        cdp.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        cdp.call("Page.navigate", session, url=url)
+        cdp.wait_for("Page.loadEventFired", session)
+        cdp.drain(0.5)
+        res = cdp.call("Runtime.evaluate", session, expression=IMAGES_JS, awaitPromise=True, returnByValue=True)
+        info = res["result"]["value"]
+        if screenshot is not None:
+            shot = cdp.call("Page.captureScreenshot", session, format="png")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.write_bytes(base64.b64decode(shot["data"]))
+        cdp.drain(0.2)
+    finally:
+        cdp.call("Target.closeTarget", targetId=target)
+    errors, external = [], []
+    requests: dict[str, str] = {}
+    for ev in [e for e in cdp.events if e.get("sessionId") == session]:
+        method, p = ev.get("method"), ev.get("params", {})
+        if method == "Network.requestWillBeSent":
+            requests[p["requestId"]] = p["request"]["url"]
+        elif method == "Network.loadingFailed":
+            req_url = requests.get(p["requestId"], "")
+            (errors if _same_origin(req_url, origin) else external).append(f"request failed: {req_url} ({p.get('errorText')})")
+        elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
+            errors.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
+        elif method == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            errors.append(f"uncaught exception: {d.get('exception', {}).get('description') or d.get('text')}")
+        elif method == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
+            errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+        elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+            entry = p["entry"]
+            if entry.get("source") == "network" and not _same_origin(entry.get("url", ""), origin):
+                external.append(f"console: {entry.get('text')} ({entry.get('url')})")
+            else:
+                errors.append(f"console ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}")
+    cdp.events = [e for e in cdp.events if e.get("sessionId") != session]
+    return {**info, "errors": errors, "external": external}
+
+
+def _same_origin(url: str, origin: str) -> bool:
+    return not url or url.startswith(origin) or urlparse(url).scheme in ("data", "blob", "about")
+
+
+def _toc_pages(layout) -> list[str]:
+    """Docnames of the built table of contents (book/generated/_toc.yml), in order."""
+    import yaml
+
+    from pullback_utils.book import _toc_files
+
+    toc = yaml.safe_load((layout.generated / "_toc.yml").read_text())
+    pages = list(_toc_files(toc))
+    for node in _walk(toc):  # globbed sections
+        if isinstance(node, dict) and "glob" in node:
+            pages += sorted(p.relative_to(layout.book_dir).with_suffix("").as_posix()
+                            for p in layout.book_dir.glob(node["glob"] + ".md"))
+    return list(dict.fromkeys(p.removesuffix(".md").removesuffix(".ipynb") for p in pages))
+
+
+def _walk(node):
+    yield node
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def test_every_page_renders_in_chromium(built_book, server, browser):
+    layout, results = built_book
+    failed = {n: r.message for n, r in results.items() if r.status == "failed"}
+    assert not failed, f"chapters failed in quick mode: {failed}"
+
+    pages = _toc_pages(layout)
+    chapters = [p for p in pages if _chapter_of(p)]
+    assert len(chapters) == len(results), (chapters, sorted(results))
+    problems = {}
+    first_chapter = chapters[0] if chapters else pages[0]
+    for page in pages:
+        assert (layout.html / f"{page}.html").is_file(), f"{page}.html was not built"
+        report = _page_report(browser, f"{server}/{page}.html", server,
+                              screenshot=ARTIFACT if page == first_chapter else None)
+        bad_images = [i["src"] for i in report["images"] if not i["w"]]
+        issues = report["errors"] + [f"image did not load: {s}" for s in bad_images]
+        if _chapter_of(page) and report["figures"] == 0:
+            issues.append("chapter shows no figure")
+        if issues:
+            problems[page] = issues
+    assert not problems, json.dumps(problems, indent=2)
+    assert ARTIFACT.is_file() and ARTIFACT.stat().st_size > 1000
+
+
+def test_chapter_launch_buttons_open_the_source_notebook(built_book):
+    layout, results = built_book
+    if not results:
+        pytest.skip("no chapter notebooks exist yet")
+    name = next(iter(results))
+    html = (layout.html / "generated" / name / f"{name}.html").read_text()
+    assert f"colab.research.google.com/github/" in html
+    assert f"/blob/main/notebooks/{name}.ipynb" in html
+    assert f"urlpath=tree/notebooks/{name}.ipynb" in html
+    assert "generated/" + name + "/" + name + ".ipynb\"" not in html.split("colab.research")[1][:300]
