@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book clean-book bench
+.PHONY: install test book book-quick clean-book bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[test]"
+	@# the `python3` kernel that papermill and Jupyter use runs this venv's interpreter
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pullback-book)"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -19,9 +21,17 @@ install: $(STAMP)
 test: install
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) -m pytest -q
 
+# Run the chapters (papermill; unchanged ones are skipped), then build _build/html with execution off.
+# A failing chapter does not stop the build (its previous good output, if any, is shown); `make book`
+# still exits non-zero. BOOK_ARGS passes options to the runner, e.g. BOOK_ARGS="--params book/params/paper.yaml".
+BOOK_ARGS ?=
 book: install
-	$(PY) -m pullback_utils.book run
-	$(PY) -m pullback_utils.book build
+	@status=0; $(PY) -m pullback_utils.book run $(BOOK_ARGS) || status=$$?; \
+	$(PY) -m pullback_utils.book build && exit $$status
+
+# The same with the tiny parameters of book/params/quick.yaml (seconds per chapter).
+book-quick:
+	$(MAKE) book BOOK_ARGS="--quick $(BOOK_ARGS)"
 
 bench: install
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) benchmarks/basis_solvers.py
