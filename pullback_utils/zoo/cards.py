@@ -478,8 +478,49 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
             "| attribute | obeyed | chance |", "|---|---|---|",
         ] + [f"| {k} | {100 * v:.1f} % | {('%.1f %%' % (100 * ch[k])) if k in ch else ''} |"
              for k, v in po.items()] + [""]
-    lines += ["## Limitations", "", LIMITATIONS_NOTE, ""]
+    lines += ["## Assessment and limitations", ""] + [f"- {a}" for a in assessment(name, info, res)]
+    lines += ["", LIMITATIONS_NOTE, ""]
     return "\n".join(lines)
+
+
+def assessment(name: str, info: dict, res: dict) -> list[str]:
+    """Plain statements read off the measured numbers (so that they stay true after retraining)."""
+    out = [f"Trained for {info['steps']} steps at batch {info['batch_size']} "
+           f"({info['steps'] * info['batch_size']} images seen, {info['n_train']} distinct): a short "
+           f"run by diffusion standards; longer training (the script resumes) should sharpen the samples."]
+    fi = res.get("fidelity")
+    if fi is not None:
+        what = "disks" if name == "disks" else "shapes"
+        verdict = ("most samples are clean renderings" if fi["samples_explained"] >= 0.5 else
+                   "most samples are not yet clean renderings (blurred or irregular edges, uneven "
+                   "colour)")
+        out.append(f"Fidelity: {100 * fi['samples_explained']:.0f} % of samples are explained by the "
+                   f"renderer within RMS {fi['threshold_rmse']} (the fitter explains "
+                   f"{100 * fi['data_explained']:.0f} % of real {what}), median error "
+                   f"{fi['samples_median_rmse']:.3f}: {verdict}.")
+    mem = res["memorisation"]
+    if mem["share_samples_closer_than_fresh_p05"] <= 0.10:
+        out.append(f"No sign of memorisation: {100 * mem['share_samples_closer_than_fresh_p05']:.0f} % "
+                   f"of samples are closer to a training image than 95 % of fresh data are; the "
+                   f"samples' median nearest-training distance ({mem['sample_nn_median']:.3f}) is "
+                   + ("larger than fresh data's" if mem["sample_nn_median"] > mem["fresh_nn_median"]
+                      else "comparable to fresh data's")
+                   + f" ({mem['fresh_nn_median']:.3f})"
+                   + (", which reflects imperfect samples rather than novelty." if
+                      mem["sample_nn_median"] > 1.5 * mem["fresh_nn_median"] else "."))
+    else:
+        out.append(f"Possible memorisation: {100 * mem['share_samples_closer_than_fresh_p05']:.0f} % of "
+                   f"samples are closer to a training image than 95 % of fresh data are.")
+    po = res.get("prompts_obeyed")
+    if po is not None:
+        ch = res["prompts_chance"]
+        above = [k for k in ch if po[k] > 2 * ch[k]]
+        below = [k for k in ch if po[k] <= 2 * ch[k]]
+        out.append("Prompts: " + (f"{', '.join(above)} obeyed well above chance" if above else
+                                  "no attribute obeyed at more than twice chance")
+                   + (f"; {', '.join(below)} not reliably obeyed" if below else "")
+                   + f" (all attributes at once: {100 * po['all']:.0f} %).")
+    return out
 
 
 LIMITATIONS_NOTE = (
@@ -500,7 +541,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--markdown-only", action="store_true",
+                   help="rewrite the markdown from the stored card.json without measuring again")
     a = p.parse_args(argv)
+    if a.markdown_only:
+        out_dir = Path(a.out_dir) if a.out_dir else CARDS_DIR
+        path = Path(a.model_path) if a.model_path else WEIGHTS_DIR / a.name
+        res = json.loads((out_dir / a.name / "card.json").read_text())
+        res["heldout_loss"] = {int(k): v for k, v in res["heldout_loss"].items()}
+        info = json.loads((path / "zoo.json").read_text())
+        cfg = json.loads((path / "unet" / "config.json").read_text())
+        (out_dir / f"{a.name}.md").write_text(card_markdown(a.name, info, res, cfg))
+        return
     res = write_card(a.name, a.model_path, a.out_dir, a.n_samples, a.ddim_steps, a.guidance,
                      a.device, a.threads)
     print(json.dumps({k: v for k, v in res.items() if k != "example_prompts"}, indent=1))
