@@ -8,7 +8,7 @@ import json
 import nbformat
 import pytest
 
-from book_workspace import quick_layout, quick_run, repo_chapters
+from book_workspace import REPO, quick_layout, quick_run, repo_chapters
 
 
 @pytest.mark.parametrize("name", repo_chapters())
@@ -26,3 +26,34 @@ def test_notebook_runs_with_quick_parameters(name, tmp_path_factory):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert isinstance(metrics, dict) and metrics, f"{name}: metrics.json is empty"
+
+
+@pytest.mark.parametrize("name", repo_chapters())
+def test_misspelt_parameter_stops_the_first_cell(name, tmp_path):
+    """Bad input: papermill itself (`-p` with an unknown name) fails right after the parameters."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from pullback_utils.book import _venv_kernel
+
+    nb_path = REPO / "notebooks" / f"{name}.ipynb"
+    with _venv_kernel(), pytest.raises(PapermillExecutionError) as info:
+        papermill.execute_notebook(str(nb_path), str(tmp_path / "out.ipynb"), parameters={"no_such_parameter": 1},
+                                   cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+    assert info.value.ename == "ParameterError"
+    assert "no_such_parameter" in info.value.evalue and "valid parameters" in info.value.evalue
+    cells = nbformat.read(nb_path, as_version=4).cells
+    params_index = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    assert info.value.cell_index == params_index + 2  # the cell right after papermill's injected one
+
+
+@pytest.mark.parametrize("params_file", sorted((REPO / "book" / "params").glob("*.yaml")), ids=lambda p: p.name)
+def test_parameter_files_match_the_notebooks(params_file):
+    """Every group of book/params/*.yaml names a chapter and only parameters of its parameters cell."""
+    from pullback_utils.book import Layout, chapter_order, effective_overrides, load_param_groups, notebook_defaults
+
+    order, missing = chapter_order(Layout(REPO))
+    groups = load_param_groups(params_file)
+    assert set(groups) <= set(order) | set(missing) | {"all"}
+    for name in order:
+        effective_overrides(name, notebook_defaults(REPO / "notebooks" / f"{name}.ipynb"), [groups])
