@@ -23,6 +23,14 @@ from .ddim import ddim_invert, ddim_sample, ddim_timesteps
 from .models import DiffusionModel, ModelNotFoundError, load_model
 from .images import load_image, save_grid
 from .cache import BasisCache
+from .editing import (
+    EDIT_DEFAULTS,
+    edit_defaults,
+    edit_image,
+    naive_traverse,
+    parallel_transport,
+    xspace_guidance,
+)
 
 __version__ = "0.1.0"
 
@@ -56,4 +64,10 @@ __all__ = [
     "load_image",
     "save_grid",
     "BasisCache",
+    "EDIT_DEFAULTS",
+    "edit_defaults",
+    "edit_image",
+    "naive_traverse",
+    "parallel_transport",
+    "xspace_guidance",
 ]
