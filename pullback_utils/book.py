@@ -14,9 +14,14 @@ override is checked against the notebook's parameters cell (``papermill.inspect_
 :func:`pullback_utils.notebook.validate_overrides` before any kernel starts; a bad name or type stops
 the whole run (exit 2) and names the parameter and the valid ones.
 
+A chapter that reads other chapters' results (a scorecard) says so in its notebook metadata,
+``{"pullback_book": {"depends_on": ["coarse_to_fine", ...]}}`` or ``"*"`` for all; it then runs after them
+and reruns when their ``metrics.json`` changes. If it declares a ``results_dir`` parameter, the runner
+sets it to ``".."``, the folder that holds every chapter's ``<name>/metrics.json``.
+
 A notebook is skipped when its stamp (``book/generated/<name>/stamp.json``) records the same key:
 hash of the notebook file, the effective overrides, the package version and the package's source
-files (this module excluded). ``--force`` runs it anyway.
+files (this module excluded), and the results it depends on. ``--force`` runs it anyway.
 
 Nothing in ``book/generated`` is left half-written: a notebook runs in a hidden temporary folder that
 replaces ``<name>/`` only when it succeeded (the stamp inside it is written last). A failed run keeps
@@ -191,12 +196,11 @@ def load_param_groups(path: Path | str | None) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v or {}) for k, v in data.items()}
 
 
-class _Unparsed(str):
-    """A parameters-cell default that is not a Python literal (kept as its source text)."""
-
-
 def notebook_defaults(path: Path | str) -> dict[str, Any]:
-    """The parameters cell's names and default values, read by ``papermill.inspect_notebook``."""
+    """The parameters cell's names and default values, read by ``papermill.inspect_notebook``.
+
+    A default that is not a Python literal reads as None, which accepts an override of any type.
+    """
     import papermill
 
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
@@ -206,7 +210,7 @@ def notebook_defaults(path: Path | str) -> dict[str, Any]:
         try:
             defaults[name] = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):
-            defaults[name] = _Unparsed(info["default"])
+            defaults[name] = None
     return defaults
 
 
@@ -244,12 +248,56 @@ def package_fingerprint() -> tuple[str, str]:
     return __version__, digest.hexdigest()
 
 
-def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str) -> str:
+def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "") -> str:
+    """The skip key: notebook bytes, effective overrides, package version and source hash, and (for a
+    chapter that reads others' results) the digest of those results."""
     digest = hashlib.sha256()
     digest.update(hashlib.sha256(Path(notebook).read_bytes()).digest())
     digest.update(json.dumps(overrides, sort_keys=True, default=repr).encode())
-    digest.update(version.encode() + b"\0" + source_hash.encode())
+    digest.update(version.encode() + b"\0" + source_hash.encode() + b"\0" + inputs.encode())
     return digest.hexdigest()
+
+
+def depends_on(layout: Layout, name: str, chapters: list[str]) -> list[str]:
+    """Chapters whose results ``name`` reads, from its notebook metadata
+    ``{"pullback_book": {"depends_on": [names] | "*"}}`` ("*": every other chapter)."""
+    meta = json.loads(layout.notebook(name).read_text()).get("metadata", {}).get("pullback_book", {})
+    deps = meta.get("depends_on", [])
+    if deps in ("*", ["*"]):
+        return [n for n in chapters if n != name and not depends_on_all(layout, n)]
+    return [d for d in deps if d in chapters and d != name]
+
+
+def depends_on_all(layout: Layout, name: str) -> bool:
+    meta = json.loads(layout.notebook(name).read_text()).get("metadata", {}).get("pullback_book", {})
+    return meta.get("depends_on") in ("*", ["*"])
+
+
+def _inputs_digest(layout: Layout, deps: list[str]) -> str:
+    """Digest of the dependencies' current results: their stamp keys and ``metrics.json`` files."""
+    digest = hashlib.sha256()
+    for dep in sorted(deps):
+        stamp = read_stamp(layout, dep) or {}
+        metrics = layout.out_dir(dep) / "metrics.json"
+        digest.update(f"{dep}\0{stamp.get('key', '')}\0".encode())
+        digest.update(hashlib.sha256(metrics.read_bytes()).digest() if metrics.is_file() else b"-")
+    return digest.hexdigest() if deps else ""
+
+
+def _dependency_order(layout: Layout, names: list[str]) -> list[str]:
+    """``names`` in their order, except that a chapter comes after the chapters it reads."""
+    done: list[str] = []
+    pending = list(names)
+    while pending:
+        for name in pending:
+            if all(d in done or d not in pending for d in depends_on(layout, name, names)):
+                done.append(name)
+                pending.remove(name)
+                break
+        else:  # a cycle: keep the given order
+            done += pending
+            break
+    return done
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -488,7 +536,12 @@ def run(
             continue
         if "output_dir" in defaults:
             overrides["output_dir"] = "."
+        if "results_dir" in defaults:
+            overrides["results_dir"] = ".."
         plan.append((name, overrides))
+    rank = {n: i for i, n in enumerate(_dependency_order(layout, [n for n, _ in plan]))}
+    plan.sort(key=lambda item: rank[item[0]])
+    chapters = chapter_order(layout)[0]
     for source, group in sources:
         stray = [k for k in group.get("all", {}) if k not in declared]
         if stray:  # maybe declared by a notebook that --only left out
@@ -507,11 +560,12 @@ def run(
         bar = tqdm(plan, desc="notebooks", unit="nb", disable=not progress or not plan)
         for name, overrides in bar:
             bar.set_postfix_str(name)
-            key = stamp_key(layout.notebook(name), overrides, *fingerprint)
+            inputs = _inputs_digest(layout, depends_on(layout, name, chapters))
+            key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
             stamp = read_stamp(layout, name)
             if not force and stamp and stamp.get("key") == key:
                 results.append(NotebookResult(name, "skipped", stamp.get("seconds", 0.0), overrides, "unchanged"))
-                tqdm.write(f"skip {name}: notebook, parameters and package unchanged")
+                tqdm.write(f"skip {name}: notebook, parameters, package" + (" and inputs" if inputs else "") + " unchanged")
                 continue
             tqdm.write(f"run  {name}" + (f" with {overrides}" if overrides else ""))
             result = _execute(layout, name, overrides, key, fingerprint, progress)
@@ -627,6 +681,20 @@ def write_toc(layout: Layout) -> Path:
         return node
 
     pruned = prune(toc)
+    listed = set(_toc_files(toc))
+    extra = [f"generated/{n}/{n}" for n in chapter_order(layout)[0]
+             if f"generated/{n}/{n}" not in listed and exists(f"generated/{n}/{n}.ipynb")]
+    if extra:  # executed notebooks that book/_toc.yml does not list yet: append them to the chapters
+        print(f"note: {', '.join(extra)} not in {layout.toc.name}; added at the end of the chapters")
+        parts = pruned.get("parts")
+        if parts is None:
+            pruned.setdefault("chapters", []).extend({"file": f} for f in extra)
+        else:
+            part = next((p for p in parts if str(p.get("caption", "")).lower() == "chapters"), None)
+            if part is None:
+                part = {"caption": "Chapters", "chapters": []}
+                parts.insert(0, part)
+            part["chapters"].extend({"file": f} for f in extra)
     dropped = [n for n in _toc_files(toc) if n not in set(_toc_files(pruned))]
     for doc in dropped:
         name = _chapter_of(doc)

@@ -261,3 +261,39 @@ def test_launch_buttons_point_at_the_source_notebook():
     urls = [b["url"] for b in context["header_buttons"][0]["buttons"]]
     assert urls == ["https://colab.research.google.com/github/o/r/blob/main/notebooks/editing.ipynb",
                     "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/editing.ipynb"]
+
+
+def test_chapter_reading_others_results_runs_after_them_and_reruns_when_they_change(layout, fake_papermill):
+    nb = make_notebook(layout.notebooks_dir / "a_score.ipynb", ["print(results_dir)"],
+                       params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n')
+    data = json.loads(nb.read_text())
+    data["metadata"]["pullback_book"] = {"depends_on": ["alpha"]}
+    nb.write_text(json.dumps(data))
+    layout.notebook("alpha").write_text(layout.notebook("alpha").read_text())  # (alpha sorts after a_score)
+
+    # a_score is not in the TOC: it runs after the TOC's chapters anyway, and after alpha
+    assert [r.name for r in run(layout, progress=False, log=lambda *_: None)] == ["beta", "alpha", "a_score"]
+    assert fake_papermill[-1]["parameters"] == {"results_dir": "..", "output_dir": "."}
+    assert {r.status for r in quiet_run(layout).values()} == {"skipped"}
+
+    (layout.out_dir("alpha") / "metrics.json").write_text('{"fabricated": 1}')
+    statuses = {n: r.status for n, r in quiet_run(layout).items()}
+    assert statuses == {"beta": "skipped", "alpha": "skipped", "a_score": "ok"}
+
+    # and the book lists it although book/_toc.yml does not (yet)
+    toc = yaml.safe_load(book.write_toc(layout).read_text())
+    assert [c["file"] for c in toc["chapters"]] == ["generated/beta/beta", "generated/alpha/alpha",
+                                                   "generated/a_score/a_score"]
+
+
+def test_dependency_order(layout):
+    def depend(name, deps):
+        data = json.loads(layout.notebook(name).read_text())
+        data["metadata"]["pullback_book"] = {"depends_on": deps}
+        layout.notebook(name).write_text(json.dumps(data))
+
+    make_notebook(layout.notebooks_dir / "score.ipynb", GOOD_BODY)
+    depend("alpha", ["beta"])
+    depend("score", "*")
+    assert book.depends_on(layout, "score", ["score", "alpha", "beta"]) == ["alpha", "beta"]
+    assert book._dependency_order(layout, ["score", "alpha", "beta"]) == ["beta", "alpha", "score"]
