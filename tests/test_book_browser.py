@@ -31,7 +31,8 @@ import pytest
 from book_workspace import REPO, quick_layout, quick_run
 from pullback_utils.book import _chapter_of, build
 
-pytestmark = pytest.mark.slow
+# the first test runs every chapter in quick mode (shared with test_notebooks.py) and builds the book
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
 ARTIFACT = REPO / "artifacts" / "book-screenshot.png"
