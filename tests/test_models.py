@@ -248,3 +248,18 @@ def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
         m.local_basis(x, 0.5, 2, prompt="dog")
     with pytest.raises(ValueError, match="clean data"):
         m.local_basis(x, 0, 2)
+
+
+# ------------------------------------------------------------------ the bundled zoo, when trained
+def _bundled():
+    from pullback_utils.zoo.registry import available_models
+
+    return available_models()
+
+
+@pytest.mark.parametrize("name", _bundled() or [pytest.param("none", marks=pytest.mark.skip("no bundled weights yet"))])
+def test_bundled_models_load_and_sample(name):
+    m = load_model(name)
+    prompt = "a red circle" if m.is_conditional else None
+    x = ddim_sample(m, m.noise(1, seed=0), 1.0, 0, steps=2, prompt=prompt)
+    assert x.shape == (1, *m.sample_shape) and torch.isfinite(x).all()
