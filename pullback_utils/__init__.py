@@ -23,6 +23,7 @@ from .ddim import ddim_invert, ddim_sample, ddim_timesteps
 from .models import DiffusionModel, ModelNotFoundError, load_model
 from .images import load_image, save_grid
 from .cache import BasisCache
+from . import analysis  # sweeps and claim statistics of the analysis chapters
 from .editing import (
     EDIT_DEFAULTS,
     edit_defaults,
