@@ -94,6 +94,7 @@ class DiffusionModel:
             sample_shape = (int(cfg.in_channels), h, w)
         self.sample_shape: tuple[int, int, int] = tuple(int(s) for s in sample_shape)  # type: ignore[assignment]
         self._uncond = uncond_embedding
+        self._prompt_memo: dict[tuple[str, ...], torch.Tensor] = {}
         self._fingerprint: str | None = None
         ac = getattr(scheduler, "alphas_cumprod", None)
         if ac is None:
@@ -204,7 +205,12 @@ class DiffusionModel:
                 f"model {self.name!r} has no text encoder, so it cannot encode prompt={prompt!r}; "
                 "pass encoder hidden states (a tensor) instead"
             )
-        return self._encode(prompts)
+        key = tuple(prompts)
+        if key not in self._prompt_memo:  # text encoders are deterministic (eval mode)
+            if len(self._prompt_memo) >= 64:
+                self._prompt_memo.pop(next(iter(self._prompt_memo)))
+            self._prompt_memo[key] = self._encode(prompts)
+        return self._prompt_memo[key].to(self.device, self.dtype)
 
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> torch.Tensor:
@@ -235,7 +241,7 @@ class DiffusionModel:
             )
         if self._uncond is None:
             self._uncond = self._encode([""])
-        return self._uncond
+        return self._uncond.to(self.device, self.dtype)
 
     def conditioning(
         self, prompt: Prompt, *, batch: int = 1, guidance_scale: float = 1.0

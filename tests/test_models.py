@@ -145,6 +145,9 @@ def test_zoo_folders_and_bundled_names(tmp_path, monkeypatch):
     e_c, e_u = t.eps(x, 0.4, "red circle"), t.eps(x, 0.4)
     torch.testing.assert_close(e, e_u + 2.0 * (e_c - e_u), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(t.unconditional_embedding(), enc.encode([""]))
+    calls = enc.calls
+    torch.testing.assert_close(t.eps(x, 0.4, "red circle"), e_c)
+    assert enc.calls == calls  # prompts are encoded once per model
 
     # Without an injected encoder the zoo's MiniLM class is used (replaced here by a fake).
     import pullback_utils.zoo.text_encoder as te_mod
