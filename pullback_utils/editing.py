@@ -65,6 +65,12 @@ __all__ = [
     "change_frequency",
     "distance_from_data",
     "match_naive",
+    "states_at_times",
+    "edit_along",
+    "tangent_alignment",
+    "Sweep",
+    "direction_sweep",
+    "held_out_images",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -80,12 +86,12 @@ __all__ = [
 #: t = 0.6 T, small enough that the result stays on the data; see notebooks/editing.ipynb).
 EDIT_DEFAULTS: dict[str, dict[str, Any]] = {
     "zoo-pixel": {
-        "gamma": 0.5, "n_steps": 8, "n_steps_prompt": 8, "step_size": 1.0,
+        "gamma": 1.0, "n_steps": 8, "n_steps_prompt": 8, "step_size": 1.0,
         "t_edits": (0.8, 0.6, 0.4), "k": 3, "inversion_steps": 20, "sampling_steps": 20,
         "eta_below": None, "source": "tuned on the bundled 32x32 models (notebooks/editing.ipynb)",
     },
     "zoo-text": {
-        "gamma": 0.5, "n_steps": 8, "n_steps_prompt": 16, "step_size": 1.0,
+        "gamma": 1.0, "n_steps": 8, "n_steps_prompt": 16, "step_size": 1.0,
         "t_edits": (0.8, 0.6, 0.4), "k": 3, "inversion_steps": 20, "sampling_steps": 20,
         "eta_below": None, "source": "tuned on the bundled shapes-text model (notebooks/editing.ipynb)",
     },
@@ -762,3 +768,225 @@ def match_naive(
         "alpha": float(alpha), "x0": x0, "image": image, "size": float(change_size(image, original)[0]),
         "matched": matched, "grid": grid,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# batch helpers for the chapter (many directions, several times)
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def states_at_times(
+    model: "DiffusionModel",
+    x_T: torch.Tensor,
+    times: Sequence[Time],
+    *,
+    sampling_steps: int = 20,
+    prompt: Prompt = None,
+    progress: bool = False,
+) -> list[torch.Tensor]:
+    """DDIM-generate ``x_T`` (B, *sample_shape) once, stopping at every time of ``times`` (each in (0, T]).
+
+    Returns the states at ``times``, in the order given. One run through the times from the top down,
+    each leg with its proportional share of ``sampling_steps``; the same states as
+    :func:`to_edit_time` from noise up to the step grid.
+    """
+    levels = [_check_edit_time(model, t, "times") for t in times]
+    total = _check_int(sampling_steps, "sampling_steps", 1)
+    out: dict[int, torch.Tensor] = {}
+    x, cur = x_T, model.num_train_timesteps
+    for n in sorted(set(levels), reverse=True):
+        if n < cur:
+            x = ddim_sample(model, x, cur, n, steps=_steps_between(total, model, cur, n), prompt=prompt, progress=progress)
+            cur = n
+        out[n] = x
+    return [out[n] for n in levels]
+
+
+@torch.no_grad()
+def edit_along(
+    model: "DiffusionModel",
+    x_t: torch.Tensor,
+    t: Time,
+    directions: torch.Tensor,
+    *,
+    gamma: float,
+    n_steps: int,
+    step_size: float = 1.0,
+    prompt: Prompt = None,
+    sampling_steps: int = 20,
+    eta_below: float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guide one ``x_t`` (1, *sample_shape) along each of ``directions`` (D, *sample_shape) in one batch
+    and finish to t = 0.
+
+    Returns ``(x0, moved)``: (D, *sample_shape) finished edits (latents for latent models) and (D,)
+    ``||x^(N) - x^(0)||``, how far guidance moved x_t.
+    """
+    it = xspace_guidance(model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size, prompt=prompt)
+    x0 = finish(model, it[-1], t, sampling_steps=sampling_steps, prompt=prompt, eta_below=eta_below, seed=seed)
+    return x0, (it[-1] - it[0]).flatten(1).norm(dim=1)
+
+
+@torch.no_grad()
+def tangent_alignment(
+    model: "DiffusionModel",
+    x_t: torch.Tensor,
+    t: Time,
+    directions: torch.Tensor,
+    u: torch.Tensor,
+    *,
+    prompt: Prompt = None,
+    layer: str = "mid",
+    fd_step: float = 1e-2,
+) -> torch.Tensor:
+    """(D,) cosine between the h-space change ``J w`` of each direction ``w`` at ``(x_t, t)`` and ``u``.
+
+    ``J w`` is the central difference ``(f(x + e w) - f(x - e w)) / 2e`` of the feature map (e =
+    ``fd_step``; accurate to O(e^2), no autodiff). Use it to ask whether a direction does the same
+    thing in h-space on another sample, e.g. a transported direction vs the raw vector of sample 0.
+    """
+    from pullback_utils.features import feature_map
+
+    level = _check_edit_time(model, t, "t")
+    d = _direction_batch(model, directions)
+    x = x_t.unsqueeze(0) if x_t.dim() == len(model.sample_shape) else x_t
+    model._check(x, model.sample_shape, "x_t", "x_t")
+    ehs = model.conditioning(prompt, batch=1)
+    fn = feature_map(model.unet, model.unet_timestep(level), layer=layer, encoder_hidden_states=ehs,
+                     num_train_timesteps=model.num_train_timesteps)
+    e = _check_real(fd_step, "fd_step", positive=True)
+    x = x.to(model.device, model.dtype)
+    h = fn(torch.cat([x + e * d, x - e * d]))
+    jw = ((h[: d.shape[0]] - h[d.shape[0]:]) / (2 * e)).flatten(1).double()
+    uu = u.reshape(1, -1).to(jw)
+    if uu.shape[1] != jw.shape[1]:
+        raise ValueError(f"u has {uu.shape[1]} entries, but h at layer {layer!r} has {jw.shape[1]}")
+    return (jw @ uu.T).squeeze(1) / (jw.norm(dim=1) * uu.norm()).clamp_min(1e-30)
+
+
+def held_out_images(model: "DiffusionModel", n: int = 1, seed: int = 10_000) -> torch.Tensor | None:
+    """(n, *image_shape) images of a bundled (zoo) model's dataset, drawn with ``seed`` (the training
+    draws use small seeds, so the default gives held-out images); ``None`` for other models."""
+    from pathlib import Path
+
+    from pullback_utils.zoo.registry import available_models, model_info
+
+    info = None
+    if model.name in available_models():
+        info = model_info(model.name)
+    elif Path(str(model.name)).is_dir() and (Path(model.name) / "zoo.json").is_file():
+        import json
+
+        info = json.loads((Path(model.name) / "zoo.json").read_text())
+    if not info or "dataset" not in info:
+        return None
+    from pullback_utils.zoo.datasets import DATASETS, make_dataset
+
+    if info["dataset"] not in DATASETS:
+        return None
+    imgs = make_dataset(info["dataset"], _check_int(n, "n", 1), seed=int(seed)).images
+    if tuple(imgs.shape[1:]) != tuple(model.image_shape):
+        return None
+    return imgs.to(model.device, model.dtype)
+
+
+@dataclass
+class Sweep:
+    """What :func:`direction_sweep` returns.
+
+    Attributes:
+        times: the edit times (as given).
+        labels: the D edit labels, ``"+v1", "-v1", "+v2", ...`` (1-based for readers).
+        originals: (n_times, n, *image_shape) unedited results.
+        edits: (n_times, n, D, *image_shape) edited results.
+        x_t: n_times tensors (n, *sample_shape), the states at the edit times.
+        x0_original, x0_edits: the same as ``originals``/``edits`` before decoding.
+        bases: ``bases[ti][i]`` the basis of sample i at time ``times[ti]``.
+        table: one dict per edit: ``t``, ``sample``, ``direction`` (0-based), ``sign``, ``size``,
+            ``frequency``, ``distance`` (of the edit) and ``distance_original``, ``moved``.
+    """
+
+    times: list
+    labels: list[str]
+    originals: torch.Tensor
+    edits: torch.Tensor
+    x_t: list[torch.Tensor]
+    x0_original: torch.Tensor
+    x0_edits: torch.Tensor
+    bases: list[list[Any]]
+    table: list[dict[str, Any]]
+
+
+def direction_sweep(
+    model: "DiffusionModel",
+    x_T: torch.Tensor,
+    times: Sequence[Time],
+    *,
+    n_directions: int,
+    k: int,
+    gamma: float,
+    n_steps: int,
+    step_size: float = 1.0,
+    sampling_steps: int = 20,
+    prompt: Prompt = None,
+    eta_below: float | None = None,
+    seed: int = 0,
+    basis_kwargs: dict[str, Any] | None = None,
+    distance: bool = True,
+    progress: bool = True,
+) -> Sweep:
+    """Edit every sample of ``x_T`` along ``±v_1 .. ±v_n_directions`` of its own basis at every time.
+
+    One DDIM run generates all states (:func:`states_at_times`); per (time, sample) one basis and
+    one batched guidance + finish of the 2 * n_directions edits. Metrics per edit: change size,
+    change frequency, the model's denoising error (``distance=True``) and how far x_t moved.
+    """
+    n_directions = _check_int(n_directions, "n_directions", 1)
+    k = _check_int(k, "k", 1)
+    if n_directions > k:
+        raise ValueError(f"n_directions={n_directions} must be <= k={k}")
+    gamma = _check_real(gamma, "gamma")
+    n_steps = _check_int(n_steps, "n_steps", 0)
+    levels = [_check_edit_time(model, t, "times") for t in times]
+    _check_prompt(model, prompt, "prompt")
+    states = states_at_times(model, x_T, levels, sampling_steps=sampling_steps, prompt=prompt)
+    n = x_T.shape[0]
+    labels = [f"{'+' if sg > 0 else '-'}v{d + 1}" for d in range(n_directions) for sg in (1, -1)]
+    fkw = dict(sampling_steps=sampling_steps, prompt=prompt, eta_below=eta_below, seed=seed)
+    originals, edits, x0o, x0e, bases, table = [], [], [], [], [], []
+    bar = tqdm(total=len(levels) * n, desc="edits", disable=not progress)
+    for ti, (t, lv) in enumerate(zip(times, levels)):
+        ref = finish(model, states[ti], lv, **fkw)
+        ref_img = model.to_image(ref)
+        d_ref = distance_from_data(model, ref, prompt=prompt) if distance else torch.full((n,), float("nan"))
+        row_e, row_x, row_b = [], [], []
+        for i in range(n):
+            xt = states[ti][i : i + 1]
+            B = model.local_basis(xt, lv, k, prompt=prompt, **{"seed": seed, **(basis_kwargs or {})})
+            dirs = torch.stack([sg * B.v[d].reshape(model.sample_shape) for d in range(n_directions) for sg in (1, -1)])
+            x0, moved = edit_along(model, xt, lv, dirs, gamma=gamma, n_steps=n_steps, step_size=step_size, **fkw)
+            img = model.to_image(x0)
+            size = change_size(img, ref_img[i : i + 1])
+            freq = change_frequency(img, ref_img[i : i + 1])
+            dist = distance_from_data(model, x0, prompt=prompt) if distance else torch.full((len(dirs),), float("nan"))
+            for j in range(len(dirs)):
+                table.append({
+                    "t": float(t) if not isinstance(t, int) else t, "level": lv, "sample": i,
+                    "direction": j // 2, "sign": 1 if j % 2 == 0 else -1,
+                    "size": float(size[j]), "frequency": float(freq[j]), "distance": float(dist[j]),
+                    "distance_original": float(d_ref[i]), "moved": float(moved[j]),
+                })
+            row_e.append(img)
+            row_x.append(x0)
+            row_b.append(B)
+            bar.update(1)
+        originals.append(ref_img)
+        x0o.append(ref)
+        edits.append(torch.stack(row_e))
+        x0e.append(torch.stack(row_x))
+        bases.append(row_b)
+    bar.close()
+    return Sweep(
+        times=list(times), labels=labels, originals=torch.stack(originals), edits=torch.stack(edits),
+        x_t=states, x0_original=torch.stack(x0o), x0_edits=torch.stack(x0e), bases=bases, table=table,
+    )

@@ -280,12 +280,16 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "editing.ipynb"
     if not nb.is_file():
         pytest.skip("notebooks/editing.ipynb is not written yet")
+    from pullback_utils.book import _venv_kernel
+
     out = tmp_path / "out"
-    pm.execute_notebook(
-        str(nb), str(out / "editing.ipynb"), kernel_name="python3", cwd=str(nb.parent),
-        parameters=dict(model=str(folder), text_model="", quick=True, output_dir=str(out)),
-        progress_bar=False,
-    )
+    out.mkdir()
+    with _venv_kernel():
+        pm.execute_notebook(
+            str(nb), str(out / "editing.ipynb"), kernel_name="python3", cwd=str(out),
+            parameters=dict(model=str(folder), text_model="", quick=True, output_dir="."),
+            progress_bar=False,
+        )
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())
