@@ -155,6 +155,47 @@ def test_edit_from_an_image_inverts_it(pixel):
     assert r.t_level == 100
 
 
+# ---------------------------------------------------------------------------- chapter helpers
+def test_basis_directions_align_with_their_tangent_vectors(pixel, edit):
+    B = edit.basis
+    for i in range(B.k):
+        cos = E.tangent_alignment(pixel, edit.x_t, 0.6, torch.stack([B.v[i, 0], -B.v[i, 0]]), B.u[i])
+        assert float(cos[0]) > 0.97 and float(cos[1]) < -0.97  # J v_i = s_i u_i
+
+
+def test_states_at_times_runs_once_and_keeps_the_order(pixel):
+    x_T = pixel.noise(2, seed=5)
+    lo, hi = E.states_at_times(pixel, x_T, [0.3, 0.8], sampling_steps=10)
+    torch.testing.assert_close(hi, E.to_edit_time(pixel, x_T, 0.8, from_noise=True, sampling_steps=10), rtol=0, atol=0)
+    assert lo.shape == hi.shape == (2, 3, 16, 16) and not torch.allclose(lo, hi)
+
+
+def test_direction_sweep_table_and_images(pixel):
+    sw = E.direction_sweep(pixel, pixel.noise(2, seed=1), [0.7], n_directions=1, k=1, gamma=1.0, n_steps=2,
+                           sampling_steps=6, basis_kwargs=FAST, progress=False)
+    assert sw.labels == ["+v1", "-v1"]
+    assert sw.originals.shape == (1, 2, 3, 16, 16) and sw.edits.shape == (1, 2, 2, 3, 16, 16)
+    assert len(sw.table) == 4 and {r["sign"] for r in sw.table} == {1, -1}
+    row = sw.table[0]
+    assert row["size"] == pytest.approx(float(E.change_size(sw.edits[0, 0, :1], sw.originals[0, :1])[0]))
+    x0, _ = E.edit_along(pixel, sw.x_t[0][:1], 0.7, sw.bases[0][0].v[0], gamma=1.0, n_steps=2, sampling_steps=6)
+    torch.testing.assert_close(x0, sw.x0_edits[0, 0, :1])
+    with pytest.raises(ValueError, match="n_directions=2 must be <= k=1"):
+        E.direction_sweep(pixel, pixel.noise(1), [0.7], n_directions=2, k=1, gamma=1.0, n_steps=1)
+
+
+def test_held_out_images(pixel):
+    assert E.held_out_images(pixel) is None  # not a bundled model
+    from pullback_utils.zoo.registry import available_models
+
+    if "disks" not in available_models():
+        pytest.skip("bundled model disks not installed")
+    from pullback_utils.models import load_model
+
+    imgs = E.held_out_images(load_model("disks"), 2)
+    assert imgs.shape == (2, 3, 32, 32) and float(imgs.min()) >= -1 and float(imgs.max()) <= 1
+
+
 # ---------------------------------------------------------------------------- parallel transport
 def _basis(v, u):
     return LocalBasis(v=v, u=u, s=torch.ones(v.shape[0]))
@@ -274,9 +315,10 @@ def test_edit_defaults_in_one_place(pixel, text):
 @pytest.mark.slow
 def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     pm = pytest.importorskip("papermill")
-    from diffusion_helpers import save_pixel_pipeline
+    from diffusion_helpers import save_pixel_pipeline, save_sd_pipeline
 
     folder = save_pixel_pipeline(tmp_path / "pipe")
+    text_folder = save_sd_pipeline(tmp_path / "sd")  # a latent text model: exercises the prompt section
     nb = Path(__file__).resolve().parents[1] / "notebooks" / "editing.ipynb"
     if not nb.is_file():
         pytest.skip("notebooks/editing.ipynb is not written yet")
@@ -287,11 +329,14 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     with _venv_kernel():
         pm.execute_notebook(
             str(nb), str(out / "editing.ipynb"), kernel_name="python3", cwd=str(out),
-            parameters=dict(model=str(folder), text_model="", quick=True, output_dir="."),
+            parameters=dict(model=str(folder), text_model=str(text_folder), quick=True, output_dir=".",
+                            prompt_pair=["a dog", "a cat"]),
             progress_bar=False,
         )
     import json
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == str(folder)
+    assert not metrics["prompt"].get("skipped") and metrics["prompt"]["geodesic_distance"]
+    assert metrics["transport"]["per_sample"] and metrics["guidance_vs_naive"]["per_sample"]
     assert any(p.suffix == ".png" for p in out.iterdir())
