@@ -2,6 +2,7 @@
 
     python -m pullback_utils.book run [--only NAME ...] [--params FILE] [--quick] [--force]
     python -m pullback_utils.book build
+    python -m pullback_utils.book params NAME [--params FILE] [--quick]   # flat YAML for papermill -f
 
 ``run`` executes ``notebooks/<name>.ipynb`` (in the order of ``book/_toc.yml``) into
 ``book/generated/<name>/``: the executed notebook, the figures it saves and its ``metrics.json``.
@@ -780,11 +781,30 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
+    p_params = sub.add_parser("params", help="print one notebook's effective parameters as a flat YAML file "
+                              "(for papermill -f)")
+    p_params.add_argument("name", help="notebook name")
+    p_params.add_argument("--params", type=Path, metavar="FILE", help="YAML parameter groups")
+    p_params.add_argument("--quick", action="store_true", help="start from book/params/quick.yaml")
     args = parser.parse_args(argv)
     layout = Layout(args.root or find_root())
 
     if args.command == "build":
         return build(layout, args.jb_args)
+    if args.command == "params":
+        name = _normalise_name(args.name)
+        try:
+            if not layout.notebook(name).is_file():
+                raise ParameterError(f"no notebook {layout.notebook(name)}")
+            files = ([layout.quick_params] if args.quick and layout.quick_params.is_file() else []) + \
+                ([args.params] if args.params else [])
+            overrides = effective_overrides(name, notebook_defaults(layout.notebook(name)),
+                                            [load_param_groups(f) for f in files])
+        except ParameterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}", end="")
+        return 0
     try:
         results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
                       progress=not args.no_progress)

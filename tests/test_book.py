@@ -297,3 +297,13 @@ def test_dependency_order(layout):
     depend("score", "*")
     assert book.depends_on(layout, "score", ["score", "alpha", "beta"]) == ["alpha", "beta"]
     assert book._dependency_order(layout, ["score", "alpha", "beta"]) == ["beta", "alpha", "score"]
+
+
+def test_params_command_prints_a_flat_file_for_papermill(layout, tmp_path, capsys):
+    file = tmp_path / "p.yaml"
+    file.write_text("all: {rate: 2.0}\nbeta: {k: 5}\n")
+    assert book.main(["--root", str(layout.root), "params", "beta", "--quick", "--params", str(file)]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {"k": 5, "rate": 2.0}
+    file.write_text("beta: {k: five}\n")
+    assert book.main(["--root", str(layout.root), "params", "beta", "--params", str(file)]) == 2
+    assert "parameter 'k' must be int" in capsys.readouterr().err
