@@ -903,7 +903,9 @@ class Sweep:
         x0_original, x0_edits: the same as ``originals``/``edits`` before decoding.
         bases: ``bases[ti][i]`` the basis of sample i at time ``times[ti]``.
         table: one dict per edit: ``t``, ``sample``, ``direction`` (0-based), ``sign``, ``size``,
-            ``frequency``, ``distance`` (of the edit) and ``distance_original``, ``moved``.
+            ``frequency``, ``distance`` (of the edit) and ``distance_original``, ``moved``
+            (``||x^(N) - x^(0)||``) and ``along`` (cosine between ``x^(N) - x^(0)`` and the direction:
+            1 means guidance moved x_t straight along v, like naive traversal).
     """
 
     times: list
@@ -939,7 +941,12 @@ def direction_sweep(
 
     One DDIM run generates all states (:func:`states_at_times`); per (time, sample) one basis and
     one batched guidance + finish of the 2 * n_directions edits. Metrics per edit: change size,
-    change frequency, the model's denoising error (``distance=True``) and how far x_t moved.
+    change frequency, the model's denoising error (``distance=True``), how far x_t moved and how
+    straight along the direction.
+
+    At large t guidance is close to naive traversal: there x_t is mostly noise and the noise
+    prediction is close to the identity, so ``eps(x + s v) - eps(x) ~ s v`` and N steps move x_t by
+    about ``gamma N s v`` (``along`` near 1). At smaller t the network's Jacobian bends the steps.
     """
     n_directions = _check_int(n_directions, "n_directions", 1)
     k = _check_int(k, "k", 1)
@@ -964,7 +971,11 @@ def direction_sweep(
             xt = states[ti][i : i + 1]
             B = model.local_basis(xt, lv, k, prompt=prompt, **{"seed": seed, **(basis_kwargs or {})})
             dirs = torch.stack([sg * B.v[d].reshape(model.sample_shape) for d in range(n_directions) for sg in (1, -1)])
-            x0, moved = edit_along(model, xt, lv, dirs, gamma=gamma, n_steps=n_steps, step_size=step_size, **fkw)
+            it = xspace_guidance(model, xt, lv, dirs, gamma=gamma, n_steps=n_steps, step_size=step_size, prompt=prompt)
+            x0 = finish(model, it[-1], lv, **fkw)
+            step = (it[-1] - it[0]).flatten(1)
+            moved = step.norm(dim=1)
+            along = (step * dirs.flatten(1)).sum(1) / (moved * dirs.flatten(1).norm(dim=1)).clamp_min(1e-30)
             img = model.to_image(x0)
             size = change_size(img, ref_img[i : i + 1])
             freq = change_frequency(img, ref_img[i : i + 1])
@@ -975,6 +986,7 @@ def direction_sweep(
                     "direction": j // 2, "sign": 1 if j % 2 == 0 else -1,
                     "size": float(size[j]), "frequency": float(freq[j]), "distance": float(dist[j]),
                     "distance_original": float(d_ref[i]), "moved": float(moved[j]),
+                    "along": float(along[j]) if float(moved[j]) > 0 else float("nan"),
                 })
             row_e.append(img)
             row_x.append(x0)

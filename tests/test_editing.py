@@ -176,6 +176,7 @@ def test_direction_sweep_table_and_images(pixel):
     assert sw.labels == ["+v1", "-v1"]
     assert sw.originals.shape == (1, 2, 3, 16, 16) and sw.edits.shape == (1, 2, 2, 3, 16, 16)
     assert len(sw.table) == 4 and {r["sign"] for r in sw.table} == {1, -1}
+    assert all(-1 <= r["along"] <= 1 + 1e-6 and r["moved"] > 0 for r in sw.table)
     row = sw.table[0]
     assert row["size"] == pytest.approx(float(E.change_size(sw.edits[0, 0, :1], sw.originals[0, :1])[0]))
     x0, _ = E.edit_along(pixel, sw.x_t[0][:1], 0.7, sw.bases[0][0].v[0], gamma=1.0, n_steps=2, sampling_steps=6)
