@@ -238,13 +238,11 @@ def _walk(node):
 
 def test_every_page_renders_in_chromium(built_book, server, browser):
     layout, results = built_book
-    failed = {n: r.message for n, r in results.items() if r.status == "failed"}
-    assert not failed, f"chapters failed in quick mode: {failed}"
-
+    # a chapter that failed is left out of the book (and reported here); the others are still checked
+    problems = {n: [f"chapter failed in quick mode: {r.message}"] for n, r in results.items() if r.status == "failed"}
     pages = _toc_pages(layout)
     chapters = [p for p in pages if _chapter_of(p)]
-    assert len(chapters) == len(results), (chapters, sorted(results))
-    problems = {}
+    assert sorted(map(_chapter_of, chapters)) == sorted(n for n, r in results.items() if r.status != "failed")
     first_chapter = chapters[0] if chapters else pages[0]
     for page in pages:
         assert (layout.html / f"{page}.html").is_file(), f"{page}.html was not built"
@@ -262,11 +260,12 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
 
 def test_chapter_launch_buttons_open_the_source_notebook(built_book):
     layout, results = built_book
-    if not results:
-        pytest.skip("no chapter notebooks exist yet")
-    name = next(iter(results))
+    executed = [n for n, r in results.items() if r.status != "failed"]
+    if not executed:
+        pytest.skip("no chapter was executed")
+    name = executed[0]
     html = (layout.html / "generated" / name / f"{name}.html").read_text()
     assert f"colab.research.google.com/github/" in html
     assert f"/blob/main/notebooks/{name}.ipynb" in html
     assert f"urlpath=tree/notebooks/{name}.ipynb" in html
-    assert "generated/" + name + "/" + name + ".ipynb\"" not in html.split("colab.research")[1][:300]
+    assert "book/generated/" not in html  # no button points at the executed copy (not in the repository)
