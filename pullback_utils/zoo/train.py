@@ -30,6 +30,7 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,6 +196,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
 
     from pullback_utils.zoo.datasets import make_dataset
 
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     spec = MODELS[name]
     kind = spec["kind"]
@@ -253,7 +255,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     def _on_signal(signum, frame):  # finish the current step, then save
         stop["flag"] = True
 
-    old_handlers = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    old_handlers = ({s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+                    if threading.current_thread() is threading.main_thread() else {})
 
     def checkpoint(wall: float) -> None:
         if state_file is None:
@@ -316,6 +319,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         bar.close()
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        torch.set_num_threads(prev_threads)
         wall = wall_prev + time.time() - t0
         if step > start_step:
             if run_losses:
