@@ -299,10 +299,14 @@ def _pairwise_means(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return sub[..., keep].mean(axis=-1)
 
 
-def pairwise_mean_per_t(dists: np.ndarray) -> np.ndarray:
-    """``(..., n, n)`` symmetric distance matrices -> ``(...)`` mean over pairs of different samples."""
+def pairwise_mean_per_t(dists: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """``(..., n, n)`` symmetric distance matrices -> ``(...)`` mean over pairs of different samples.
+
+    ``idx``: optional resample ``(n,)`` of sample indices (a bootstrap replicate); pairs of a sample
+    with its own copy are left out.
+    """
     d = np.asarray(dists, dtype=np.float64)
-    return _pairwise_means(d, np.arange(d.shape[-1]))
+    return _pairwise_means(d, np.arange(d.shape[-1]) if idx is None else np.asarray(idx))
 
 
 def bootstrap_pairwise_stat(
@@ -403,11 +407,10 @@ def ablation_distances(
     *,
     sweep: BasisSweep | None = None,
     samples: Sequence[int] | None = None,
-    side: str = "v",
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     **solver: Any,
-) -> dict[str, np.ndarray]:
+) -> dict[str, dict[str, np.ndarray]]:
     """Separate the two causes of the timestep discrepancy with a 2 x 2 design.
 
     For each sample and the two times ``t_a = traj.times[i_a]``, ``t_b = traj.times[i_b]``, the bases
@@ -420,30 +423,37 @@ def ablation_distances(
       -- the time input is held fixed, only the state changes.
 
     The diagonal bases are taken from ``sweep`` when given (same ``k``/solver), else computed; the two
-    crossed ones are computed (cached). Returns ``{"total", "time_only", "state_only"}``, each
-    ``(n_samples,)``, and ``"samples"``.
+    crossed ones are computed (cached).
+
+    Returns:
+        ``{"v": {...}, "u": {...}}`` (x-side and h-side), each ``{"total", "time_only", "state_only"}``
+        arrays ``(n_samples,)`` and ``"samples"`` (the sample indices).
     """
     idx = list(range(traj.n)) if samples is None else [int(s) for s in samples]
     ta, tb = traj.times[i_a], traj.times[i_b]
     xa, xb = traj.x[i_a, idx], traj.x[i_b, idx]
-    if sweep is not None:
-        Baa, Bbb = sweep.side(side)[i_a, idx], sweep.side(side)[i_b, idx]
+    if sweep is None:
+        sweep_ab = bases_over(model, torch.stack([xa, xb]), [ta, tb], k, cache_dir=cache_dir,
+                              progress=progress, desc="ablation (diagonal)", **solver)
+        rows, cols = (0, 1), slice(None)
     else:
-        diag = bases_over(model, torch.stack([xa, xb]), [ta, tb], k, cache_dir=cache_dir,
-                          progress=progress, desc="ablation (diagonal)", **solver)
-        Baa, Bbb = diag.side(side)[0], diag.side(side)[1]
+        sweep_ab, rows, cols = sweep, (i_a, i_b), idx
     crossed = bases_over(model, torch.stack([xa, xb]), [tb, ta], k, cache_dir=cache_dir,
                          progress=progress, desc="ablation (crossed)", **solver)
-    Bab, Bba = crossed.side(side)[0], crossed.side(side)[1]  # B(x_ta, t_b), B(x_tb, t_a)
     from .geometry import geodesic_distance as gd
 
-    tot, tim, sta = [], [], []
-    for j in range(len(idx)):
-        tot.append(gd(Baa[j].double(), Bbb[j].double()))
-        tim.append(0.5 * (gd(Baa[j].double(), Bab[j].double()) + gd(Bba[j].double(), Bbb[j].double())))
-        sta.append(0.5 * (gd(Baa[j].double(), Bba[j].double()) + gd(Bab[j].double(), Bbb[j].double())))
-    return {"total": np.array(tot), "time_only": np.array(tim), "state_only": np.array(sta),
-            "samples": np.array(idx)}
+    out = {}
+    for side in ("v", "u"):
+        Baa, Bbb = sweep_ab.side(side)[rows[0], cols], sweep_ab.side(side)[rows[1], cols]
+        Bab, Bba = crossed.side(side)[0], crossed.side(side)[1]  # B(x_ta, t_b), B(x_tb, t_a)
+        tot, tim, sta = [], [], []
+        for j in range(len(idx)):
+            tot.append(gd(Baa[j].double(), Bbb[j].double()))
+            tim.append(0.5 * (gd(Baa[j].double(), Bab[j].double()) + gd(Bba[j].double(), Bbb[j].double())))
+            sta.append(0.5 * (gd(Baa[j].double(), Bba[j].double()) + gd(Bab[j].double(), Bbb[j].double())))
+        out[side] = {"total": np.array(tot), "time_only": np.array(tim), "state_only": np.array(sta),
+                     "samples": np.array(idx)}
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pullback_utils.geometry import geodesic_distance
 from pullback_utils.models import DiffusionModel
 from pullback_utils.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
-SOLVER = dict(method="exact")  # tiny model: x is 3x16x16 = 768, h is 32x4x4 = 512
+SOLVER = dict(method="krylov", tol=1e-6)  # tiny model: x is 3x16x16 = 768, h is 32x4x4 = 512
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +130,23 @@ def test_self_distance_trend_detects_a_drifting_subspace():
 
 def test_ablation_reuses_the_sweep_and_separates_causes(model, traj, tmp_path):
     sweep = an.bases_over(model, traj.x, traj.times, 2, cache_dir=tmp_path, progress=False, **SOLVER)
-    ab = an.ablation_distances(model, traj, 0, 2, 2, sweep=sweep, samples=[0, 1], cache_dir=tmp_path,
-                               progress=False, **SOLVER)
+    res = an.ablation_distances(model, traj, 0, 2, 2, sweep=sweep, samples=[0, 1], cache_dir=tmp_path,
+                                progress=False, **SOLVER)
+    ab = res["v"]
+    assert set(res) == {"v", "u"}
     assert set(ab) == {"total", "time_only", "state_only", "samples"}
     assert ab["total"].shape == (2,)
     assert np.allclose(ab["total"], [geodesic_distance(sweep.v[0, j], sweep.v[2, j]) for j in (0, 1)])
+    assert np.allclose(res["u"]["total"], [geodesic_distance(sweep.u[0, j], sweep.u[2, j]) for j in (0, 1)])
     assert (ab["time_only"] > 0).all() and (ab["state_only"] > 0).all()
+    # the crossed bases are the sweep's own bases with the other time input
+    cross = an.bases_over(model, traj.x[0, :2], [traj.times[2]], 2, progress=False, **SOLVER)
+    d_time0 = geodesic_distance(sweep.v[0, 0], cross.v[0, 0])
+    assert 0 < d_time0 <= 2 * ab["time_only"][0] + 1e-6
     # without a sweep the diagonal is computed (and hits the cache): same answer
-    ab2 = an.ablation_distances(model, traj, 0, 2, 2, samples=[0, 1], cache_dir=tmp_path, progress=False, **SOLVER)
-    assert np.allclose(ab2["time_only"], ab["time_only"], atol=1e-5)
+    res2 = an.ablation_distances(model, traj, 0, 2, 2, samples=[0, 1], cache_dir=tmp_path, progress=False, **SOLVER)
+    assert np.allclose(res2["v"]["time_only"], ab["time_only"], atol=1e-5)
+    assert np.allclose(res2["u"]["state_only"], res["u"]["state_only"], atol=1e-5)
 
 
 def test_psd_summary_separates_smooth_from_rough_bases():
