@@ -134,7 +134,8 @@ def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None,
         resid = R.norm(dim=1) / (s**2).clamp_min(1e-300)
         if S.shape[0] > k:
             gap = float(S[k - 1] ** 2 - S[k] ** 2)
-            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else float("inf")
+            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else math.pi / 2
+            angle = min(angle, math.pi / 2)  # principal angles never exceed π/2
         else:
             angle = float("nan")
     return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle)

@@ -90,6 +90,7 @@ def test_angle_estimate_tracks_true_error():
         estimates.append(b.info["angle_estimate"])
         truths.append(max_angle(b.v, V[:, :k].T))
     assert estimates[0] > estimates[-1]
+    assert all(0 <= e <= math.pi / 2 for e in estimates)
     for est, true in zip(estimates, truths):
         assert true <= 3 * est + 1e-12
 
