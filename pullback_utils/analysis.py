@@ -477,19 +477,22 @@ def psd_summary(sweep: BasisSweep, *, low_fraction: float = 0.25) -> dict[str, A
         k vectors; ``low_share`` ``(n_t, n)`` and ``mean_freq`` ``(n_t, n)`` averaged over the k vectors;
         ``cutoff`` and ``white_noise_low_share`` (the flat-spectrum baseline of ``low_share``).
     """
-    v = sweep.v.double()
-    if v.dim() != 6:
-        raise ValueError(f"psd_summary needs image-shaped bases (n_t, n, k, C, H, W), got {tuple(v.shape)}")
-    h, w = v.shape[-2:]
+    if sweep.v.dim() != 6:
+        raise ValueError(f"psd_summary needs image-shaped bases (n_t, n, k, C, H, W), got {tuple(sweep.v.shape)}")
+    h, w = sweep.v.shape[-2:]
     cutoff = float(low_fraction) * min(h, w) / 2
-    freqs, psd = radial_psd(v)  # (n_t, n, k, R)
-    share = low_frequency_share(v, cutoff)  # (n_t, n, k)
-    mf = mean_frequency(v)
+    psd, share, mf = [], [], []
+    for i in range(sweep.v.shape[0]):  # one timestep at a time: float64 copies stay small
+        v = sweep.v[i].double()
+        freqs, p = radial_psd(v)  # (n, k, R)
+        psd.append(p.mean(dim=1))
+        share.append(low_frequency_share(v, cutoff).mean(dim=1))  # (n,)
+        mf.append(mean_frequency(v).mean(dim=1))
     return {
         "freqs": np.asarray(freqs),
-        "psd": psd.mean(dim=2).numpy(),
-        "low_share": share.mean(dim=2).numpy(),
-        "mean_freq": mf.mean(dim=2).numpy(),
+        "psd": torch.stack(psd).numpy(),
+        "low_share": torch.stack(share).numpy(),
+        "mean_freq": torch.stack(mf).numpy(),
         "cutoff": cutoff,
         "white_noise_low_share": white_noise_low_share(h, w, cutoff),
     }
@@ -545,14 +548,39 @@ def pairs_bootstrap(
     *,
     n_boot: int = 2000,
     seed: int = 0,
-) -> tuple[float, float, float]:
+    ci: float = 0.95,
+    min_distinct: int = 3,
+) -> tuple[float, float, float, float]:
     """Bootstrap over units (e.g. prompts) for statistics of unit *pairs*.
 
     ``pair_stat(idx)`` receives a resample ``idx`` ``(n_units,)`` of unit indices and must use only the
     pairs ``(idx[a], idx[b])`` with ``idx[a] != idx[b]`` (see :func:`pullback_utils.stats.
-    bootstrap_pairwise_mean_ci` for the reason). Thin wrapper for readability in the chapters.
+    bootstrap_pairwise_mean_ci` for the reason). With few units many resamples hold only one or two
+    distinct units and leave the statistic undefined (or trivially constant), which would shrink the
+    CI to a point; such resamples (fewer than ``min_distinct`` distinct units) are redrawn, and
+    replicates that are still non-finite are dropped.
+
+    Returns:
+        ``(estimate, low, high, valid_fraction)``; ``valid_fraction`` is the share of finite
+        replicates among the kept resamples. Raises ``ValueError`` if ``n_units < min_distinct``.
     """
-    return bootstrap_ci_from_index(n_units, pair_stat, n_boot=n_boot, seed=seed)
+    if n_units < min_distinct:
+        raise ValueError(f"need at least min_distinct={min_distinct} units, got {n_units}")
+    rng = np.random.default_rng(seed)
+    est = float(pair_stat(np.arange(n_units)))
+    reps = []
+    while len(reps) < n_boot:
+        idx = rng.integers(0, n_units, size=n_units)
+        if len(np.unique(idx)) < min_distinct:
+            continue
+        reps.append(float(pair_stat(idx)))
+    reps = np.asarray(reps)
+    ok = np.isfinite(reps)
+    if not ok.any():
+        raise ValueError("the statistic was non-finite on every bootstrap resample")
+    alpha = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(reps[ok], [alpha, 1.0 - alpha])
+    return est, float(lo), float(hi), float(ok.mean())
 
 
 # --------------------------------------------------------------------------------------------------
