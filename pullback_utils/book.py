@@ -60,7 +60,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
-from .notebook import ParameterError, validate_overrides
+from .notebook import ParameterError, _Unparsed, parse_assignments, validate_overrides
 
 __all__ = [
     "Layout",
@@ -198,10 +198,14 @@ def load_param_groups(path: Path | str | None) -> dict[str, dict[str, Any]]:
 
 
 def notebook_defaults(path: Path | str) -> dict[str, Any]:
-    """The parameters cell's names and default values, read by ``papermill.inspect_notebook``.
+    """The parameters cell's names and default values.
 
-    A default that is not a Python literal reads as None, which accepts an override of any type.
+    Read by ``papermill.inspect_notebook`` and, because papermill skips lines it cannot parse (a quote
+    inside the comment is enough), also by :func:`pullback_utils.notebook.parse_assignments` on the cell
+    tagged ``parameters``, which sees every literal assignment. A default that is not a Python literal
+    reads as None, which accepts an override of any type.
     """
+    import nbformat
     import papermill
 
     with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
@@ -212,7 +216,11 @@ def notebook_defaults(path: Path | str) -> dict[str, Any]:
             defaults[name] = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):
             defaults[name] = None
-    return defaults
+    cell = next((c for c in nbformat.read(str(path), as_version=4).cells
+                 if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    from_cell = parse_assignments(cell.source) if cell is not None else {}
+    ordered = {name: None if isinstance(value, _Unparsed) else value for name, value in from_cell.items()}
+    return {**ordered, **{n: v for n, v in defaults.items() if n not in ordered}}
 
 
 def effective_overrides(

@@ -307,3 +307,10 @@ def test_params_command_prints_a_flat_file_for_papermill(layout, tmp_path, capsy
     file.write_text("beta: {k: five}\n")
     assert book.main(["--root", str(layout.root), "params", "beta", "--params", str(file)]) == 2
     assert "parameter 'k' must be int" in capsys.readouterr().err
+
+
+def test_defaults_include_lines_papermill_cannot_parse(tmp_path):
+    nb = make_notebook(tmp_path / "n.ipynb", [], params='k = 3  # size\ncache = "~/.c"  # cache ("" = none)\n'
+                       'device = "cuda" if False else "cpu"  # not a literal\n')
+    assert book.notebook_defaults(nb) == {"k": 3, "cache": "~/.c", "device": None}
+    effective_overrides("n", book.notebook_defaults(nb), [{"n": {"cache": "", "device": 0}}])
