@@ -491,6 +491,12 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
         ] + [f"| {k} | {100 * v:.1f} % | {('%.1f %%' % (100 * ch[k])) if k in ch else ''} |"
              for k, v in po.items()] + [""]
     lines += ["## Assessment and limitations", ""] + [f"- {a}" for a in assessment(name, info, res)]
+    notes_file = CARDS_DIR / name / "notes.json"
+    if notes_file.is_file():  # observations by eye, tagged with the step they were written for
+        notes = json.loads(notes_file.read_text())
+        stale = "" if int(notes["step"]) == int(info["steps"]) else \
+            " (written for an earlier version of the weights; check the grids)"
+        lines.append(f"- Seen in the grids at step {notes['step']}{stale}: {notes['text']}")
     lines += ["", LIMITATIONS_NOTE, ""]
     return "\n".join(lines)
 
