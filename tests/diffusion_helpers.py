@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import make_tiny_unet2d, make_tiny_unet2d_condition
+from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 
 
 def tiny_scheduler(kind: str = "ddim", **kw):

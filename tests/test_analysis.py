@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_unet2d
+from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
 from pullback_utils import analysis as an
 from pullback_utils.geometry import geodesic_distance

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import make_tiny_unet2d
+from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
 from pullback_utils.cache import (
     BasisCache,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_unet2d, make_tiny_unet2d_condition
+from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 from diffusion_helpers import FakeTextEncoder, GaussianEps, tiny_scheduler
 from pullback_utils import editing as E
 from pullback_utils.geometry import geodesic_distance

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tiny_unet2d
+from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
 from pullback_utils.images import load_image, make_grid, resize_center_crop, save_grid, to_pil
 from pullback_utils.models import DiffusionModel

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from conftest import make_tiny_unet2d, make_tiny_unet2d_condition
+from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 from diffusion_helpers import (
     FakeTextEncoder,
     save_pixel_pipeline,

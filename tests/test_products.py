@@ -18,7 +18,7 @@ def unet_op(tiny_unet):
 
 @pytest.mark.parametrize("jvp_mode", ["forward", "reverse"])
 def test_jvp_matches_central_finite_differences(jvp_mode):
-    from conftest import make_tiny_unet2d
+    from unet_factories import make_tiny_unet2d
 
     unet64 = make_tiny_unet2d(seed=5).double()  # float64 for a clean finite-difference oracle
     fn = feature_map(unet64, 400)
