@@ -108,12 +108,16 @@ def ddim_timesteps(model: "DiffusionModel", t_from: Time, t_to: Time, steps: int
 
     Descending when ``t_from > t_to`` (sampling), ascending otherwise (inversion).
     """
-    steps = _check_steps(steps)
-    T = model.num_train_timesteps
-    a = resolve_time(t_from, T, name="t_from")
-    b = resolve_time(t_to, T, name="t_to")
+    steps, a, b = _span(model, t_from, t_to, steps)
     grid = _grid(min(a, b), max(a, b), steps)
     return grid[::-1] if a > b else grid
+
+
+def _span(model: "DiffusionModel", t_from: Time, t_to: Time, steps: int) -> tuple[int, int, int]:
+    """Checked ``steps`` and the levels of ``t_from`` and ``t_to`` on the model's training grid."""
+    steps = _check_steps(steps)
+    T = model.num_train_timesteps
+    return steps, resolve_time(t_from, T, name="t_from"), resolve_time(t_to, T, name="t_to")
 
 
 def _check_x(model: "DiffusionModel", x: torch.Tensor, name: str) -> None:
@@ -173,10 +177,7 @@ def ddim_sample(
     Returns:
         (B, *sample_shape) states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
     """
-    steps = _check_steps(steps)
-    T = model.num_train_timesteps
-    a = resolve_time(t_from, T, name="t_from")
-    b = resolve_time(t_to, T, name="t_to")
+    steps, a, b = _span(model, t_from, t_to, steps)
     if b > a:
         raise ValueError(
             f"t_to (level {b}) must not exceed t_from (level {a}) for sampling, which runs towards "
@@ -252,10 +253,7 @@ def ddim_invert(
     Returns:
         (B, *sample_shape) states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
     """
-    steps = _check_steps(steps)
-    T = model.num_train_timesteps
-    a = resolve_time(t_from, T, name="t_from")
-    b = resolve_time(t_to, T, name="t_to")
+    steps, a, b = _span(model, t_from, t_to, steps)
     if b < a:
         raise ValueError(
             f"t_to (level {b}) must not be below t_from (level {a}) for inversion, which runs "
