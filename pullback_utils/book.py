@@ -767,9 +767,39 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = kept
 
 
+def local_mathjax_dir() -> Path | None:
+    """The MathJax 3 ``es5`` folder of the ``django-static-mathjax`` package (a dependency of the book), or
+    ``None`` when it is not installed."""
+    try:
+        import mathjax  # django-static-mathjax: MathJax 3.2.2 as package data, no other dependency
+    except ImportError:
+        return None
+    folder = Path(mathjax.__file__).resolve().parent / "static" / "mathjax" / "es5"
+    return folder if (folder / "tex-mml-chtml.js").is_file() else None
+
+
+def _use_local_mathjax(app, config) -> None:
+    """Serve MathJax from the book itself instead of a CDN, so that formulas render offline (a reader's
+    laptop, this workplace, the browser test). Only when ``mathjax_path`` is still a web address (the
+    Sphinx default) and the local copy exists; set ``sphinx.config.mathjax_path`` to override."""
+    source = local_mathjax_dir()
+    if source is None or not str(config.mathjax_path).startswith(("http://", "https://")):
+        return
+    config.mathjax_path = "mathjax/tex-mml-chtml.js"  # relative to _static
+    app.pullback_mathjax_source = source
+
+
+def _copy_mathjax(app, exception) -> None:
+    source = getattr(app, "pullback_mathjax_source", None)
+    if exception is None and source is not None and app.builder.format == "html":
+        shutil.copytree(source, Path(app.outdir) / "_static" / "mathjax", dirs_exist_ok=True)
+
+
 def setup(app):  # pragma: no cover - exercised by the book build
     app.connect("html-page-context", _rewrite_launch_urls, priority=502)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("config-inited", _use_local_mathjax, priority=900)
+    app.connect("build-finished", _copy_mathjax)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 

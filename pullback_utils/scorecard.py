@@ -411,33 +411,38 @@ def summary_figure(rows: Sequence[ScoreRow], *, title: str = "Claims scorecard")
     if not rows:
         raise ValueError("rows: nothing to plot (no claim records)")
     n = len(rows)
-    fig, axes = plt.subplots(n, 1, figsize=(8.5, 0.55 * n + 1.2), squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(8.5, 0.5 * n + 0.9), squeeze=False, layout="constrained")
     for ax, r in zip(axes[:, 0], rows):
-        label = f"{r.title} · {r.side}" + (f" · {r.model}" if r.model and "," not in r.model else "")
+        if r.primary:
+            label = f"{r.title} · {r.side}" + (f" · {r.model}" if r.model and "," not in r.model else "")
+        else:
+            label = f"↳ {r.record}"
         ax.set_yticks([0])
         ax.set_yticklabels([label], fontsize=7, fontweight="bold" if r.primary else "normal")
         ax.tick_params(axis="x", labelsize=6, pad=1)
-        for s in ("top", "right", "left"):
-            ax.spines[s].set_visible(False)
+        ax.tick_params(axis="y", length=0)
+        for spine in ("top", "right", "left"):
+            ax.spines[spine].set_visible(False)
         colour = VERDICT_COLOURS[r.verdict]
+        ax.set_ylim(-1, 1)
         if not r.measured:
             ax.set_xticks([])
-            ax.text(0.5, 0, f"not measured: {r.reason[:90]}", transform=ax.get_yaxis_transform(),
-                    ha="center", va="center", fontsize=6, color=colour)
+            ax.spines["bottom"].set_visible(False)
+            ax.text(0.0, 0, f"not measured: {r.reason[:100]}", transform=ax.get_yaxis_transform(),
+                    ha="left", va="center", fontsize=6.5, color="#616161", style="italic")
             continue
         ax.axvline(r.null, color="k", lw=0.8, ls="--")
         ax.plot([r.low, r.high], [0, 0], color=colour, lw=3, solid_capstyle="butt")
         ax.plot([r.estimate], [0], "o", color="k", ms=3.5)
-        span = max(r.high, r.null, r.estimate) - min(r.low, r.null, r.estimate)
-        pad = 0.15 * span if span > 0 else 1.0
-        ax.set_xlim(min(r.low, r.null, r.estimate) - pad, max(r.high, r.null, r.estimate) + pad)
+        lo, hi = min(r.low, r.null, r.estimate), max(r.high, r.null, r.estimate)
+        pad = 0.15 * (hi - lo) if hi > lo else 1.0
+        ax.set_xlim(lo - pad, hi + pad)
         side = ">" if r.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
-        ax.text(1.0, 0.5, f"claimed {side}", transform=ax.transAxes, fontsize=6, ha="right", va="bottom")
-        ax.set_ylim(-1, 1)
+        ax.text(1.0, 0.55, f"claimed {side} {_fmt(r.null, 2)}", transform=ax.transAxes, fontsize=6,
+                ha="right", va="bottom", color="#424242")
     handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in VERDICTS]
-    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(title, y=1.0 + 0.25 / max(n, 1), fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (0.55 * n + 1.2)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

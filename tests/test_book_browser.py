@@ -4,11 +4,12 @@ Builds the book in quick mode (chapters executed with book/params/quick.yaml, sh
 smoke tests), serves ``_build/html`` on 127.0.0.1 and opens every page of the table of contents in
 headless Chromium, driven over the DevTools protocol (websocket-client, which jupyter_server brings).
 Checks: no console errors or uncaught exceptions, no failed same-origin request, every ``<img>`` loads
-(naturalWidth > 0), every chapter shows at least one figure. Keeps a screenshot in
+(naturalWidth > 0), every chapter shows at least one figure, and formulas are typeset by the book's own
+copy of MathJax (no raw TeX left). Keeps a screenshot in
 ``artifacts/book-screenshot.png``.
 
 Requests to other hosts are refused by the browser (``--host-resolver-rules``) so that the test means
-the same offline and on CI; their failures (MathJax's CDN, for instance) are not errors of the book.
+the same offline and on CI; their failures are not errors of the book.
 """
 
 from __future__ import annotations
@@ -152,11 +153,16 @@ IMAGES_JS = """
 (async () => {
   const imgs = Array.from(document.images);
   await Promise.all(imgs.map(i => { i.loading = 'eager'; return i.decode().catch(() => null); }));
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, 20000))]);
+  }
   const main = document.querySelector('main, article, .bd-article') || document.body;
   return {
     images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, complete: i.complete})),
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
+    math: document.querySelectorAll('.math').length,
+    typeset: document.querySelectorAll('mjx-container').length,
   };
 })()
 """
@@ -252,6 +258,8 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
         issues = report["errors"] + [f"image did not load: {s}" for s in bad_images]
         if _chapter_of(page) and report["figures"] == 0:
             issues.append("chapter shows no figure")
+        if report["math"] and not report["typeset"]:
+            issues.append(f"{report['math']} formulas left as raw TeX (MathJax did not typeset them)")
         if issues:
             problems[page] = issues
     assert not problems, json.dumps(problems, indent=2)
