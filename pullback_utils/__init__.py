@@ -24,6 +24,7 @@ from .models import DiffusionModel, ModelNotFoundError, load_model
 from .images import load_image, save_grid
 from .cache import BasisCache
 from . import analysis  # sweeps and claim statistics of the analysis chapters
+from . import ground_truth  # tangent-space ground truth of the procedural zoo datasets
 from . import scorecard  # the claims scorecard, read from the chapters' metrics.json
 from .editing import (
     EDIT_DEFAULTS,
