@@ -73,6 +73,8 @@ class ClaimSpec:
         chapter: the chapter (notebook name) whose ``metrics.json`` holds the records.
         records: record names in that file's ``"claims"``; the first is the primary one. A name ending
             in ``*`` matches every record that starts with the rest (one row per match).
+        per_model: ``(chapter, pattern)`` pairs of further support records from other chapters, typically
+            the same statistic on every bundled model (``"coarse_to_fine@*"`` in ``dataset_complexity``).
     """
 
     id: str
@@ -80,17 +82,20 @@ class ClaimSpec:
     text: str
     chapter: str
     records: tuple[str, ...]
+    per_model: tuple[tuple[str, str], ...] = ()
 
 
 PAPER_CLAIMS: tuple[ClaimSpec, ...] = (
     ClaimSpec("coarse_to_fine", "Coarse to fine",
               "Early in generation (t near T) the local basis is dominated by low frequencies, later by high "
               "ones; editing at large t changes coarse attributes, at small t details.",
-              "coarse_to_fine", ("coarse_to_fine", "coarse_to_fine_edits")),
+              "coarse_to_fine", ("coarse_to_fine", "coarse_to_fine_edits"),
+              per_model=(("dataset_complexity", "coarse_to_fine@*"),)),
     ClaimSpec("early_similarity", "Early cross-sample similarity",
               "At early timesteps different samples share similar tangent spaces; the cross-sample distance "
               "grows as t -> 0.",
-              "timestep_discrepancy", ("early_cross_sample_similarity", "early_cross_sample_similarity_h")),
+              "timestep_discrepancy", ("early_cross_sample_similarity", "early_cross_sample_similarity_h"),
+              per_model=(("dataset_complexity", "early_cross_sample_similarity@*"),)),
     ClaimSpec("timestep_discrepancy", "Timestep discrepancy",
               "The tangent spaces of one sample at different timesteps differ; the distance grows with |t - t'|.",
               "timestep_discrepancy", ("timestep_discrepancy", "timestep_discrepancy_h")),
@@ -239,26 +244,29 @@ def _model_of(rec: dict, data: dict) -> str:
     return ""
 
 
-def _rows_for(spec: ClaimSpec, data: dict | None, source: str, reason: str, extension: bool) -> list[ScoreRow]:
+def _rows_for(spec: ClaimSpec, chapter: str, patterns: Sequence[str], data: dict | None, source: str, reason: str,
+              *, primary_first: bool, extension: bool) -> list[ScoreRow]:
+    """Rows of ``spec`` from one chapter's file: one per record matching ``patterns`` (in order), or a
+    ``"not measured"`` row per pattern that matches nothing (with ``reason`` when the file is unusable)."""
     rows: list[ScoreRow] = []
     claims = (data or {}).get("claims", {})
-    for i, pattern in enumerate(spec.records):
-        primary = i == 0
+    known = {"claim", "statistic", "estimate", "ci", "ci_level", "null", "direction", "baseline", "verdict"}
+    for i, pattern in enumerate(patterns):
+        primary = primary_first and i == 0
         if pattern.endswith("*"):
             names = sorted(n for n in claims if n.startswith(pattern[:-1]))
         else:
             names = [pattern] if pattern in claims else []
         if not names:
-            why = reason or f"{Path(source).name if source else 'metrics.json'} has no record {pattern!r}"
-            rows.append(ScoreRow(spec.id, spec.title, spec.chapter, pattern, primary, extension, NOT_MEASURED,
+            why = reason or f"{chapter}/metrics.json has no record {pattern!r}"
+            rows.append(ScoreRow(spec.id, spec.title, chapter, pattern, primary, extension, NOT_MEASURED,
                                  side=_side(pattern.rstrip("*")), reason=why, source=source))
             continue
         for j, name in enumerate(names):
             rec = claims[name]
             checked = _check_record(name, rec)
-            known = {"claim", "statistic", "estimate", "ci", "ci_level", "null", "direction", "baseline", "verdict"}
             rows.append(ScoreRow(
-                spec.id, spec.title, spec.chapter, name, primary and j == 0, extension, checked["verdict"],
+                spec.id, spec.title, chapter, name, primary and j == 0, extension, checked["verdict"],
                 statistic=str(rec.get("statistic", "")), side=_side(name), model=_model_of(rec, data or {}),
                 estimate=checked["estimate"], low=checked["low"], high=checked["high"], null=checked["null"],
                 direction=str(rec["direction"]), baseline=rec.get("baseline"), stored_verdict=rec.get("verdict"),
@@ -292,21 +300,27 @@ def collect(
         raise ValueError(f"results_dir: {str(root)!r} is not a folder; pass the folder that holds "
                          "<chapter>/metrics.json (the book's book/generated)")
     cache: dict[str, tuple[dict | None, str]] = {}
+
+    def load(chapter: str) -> tuple[dict | None, str]:
+        if chapter not in cache:
+            path = root / chapter / "metrics.json"
+            if not path.exists():
+                cache[chapter] = (None, f"chapter {chapter!r} has not been run (no {path.name})")
+            else:
+                try:
+                    cache[chapter] = (read_metrics(path), "")
+                except MetricsError as exc:
+                    cache[chapter] = (None, f"invalid metrics: {exc}")
+        return cache[chapter]
+
     rows: list[ScoreRow] = []
     for extension, group in ((False, specs), (True, extensions)):
         for spec in group:
-            if spec.chapter not in cache:
-                path = root / spec.chapter / "metrics.json"
-                if not path.exists():
-                    cache[spec.chapter] = (None, f"chapter {spec.chapter!r} has not been run (no {path.name})")
-                else:
-                    try:
-                        cache[spec.chapter] = (read_metrics(path), "")
-                    except MetricsError as exc:
-                        cache[spec.chapter] = (None, f"invalid metrics: {exc}")
-            data, reason = cache[spec.chapter]
-            source = str(root / spec.chapter / "metrics.json")
-            rows += _rows_for(spec, data, source, reason, extension)
+            sources = [(spec.chapter, spec.records, True)] + [(ch, (pat,), False) for ch, pat in spec.per_model]
+            for chapter, patterns, primary_first in sources:
+                data, reason = load(chapter)
+                rows += _rows_for(spec, chapter, patterns, data, str(root / chapter / "metrics.json"), reason,
+                                  primary_first=primary_first, extension=extension)
     return rows
 
 

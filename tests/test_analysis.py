@@ -211,3 +211,36 @@ def test_pairs_bootstrap_redraws_degenerate_resamples():
     assert lo < est < hi and lo < hi and 0.9 <= valid <= 1.0
     with pytest.raises(ValueError, match="min_distinct"):
         an.pairs_bootstrap(2, rho)
+
+
+def test_coarse_to_fine_claim_is_the_paired_difference_of_low_shares():
+    rng = np.random.default_rng(0)
+    low = np.stack([0.6 + 0.01 * rng.standard_normal(6), 0.5 + 0.01 * rng.standard_normal(6),
+                    0.3 + 0.01 * rng.standard_normal(6)])  # (n_t, n), times given in increasing order below
+    ps = {"low_share": low, "cutoff": 4.0, "white_noise_low_share": 0.05}
+    times = [0.9, 0.5, 0.1]
+    rec = an.coarse_to_fine_claim(ps, times, 8, n_boot=500, seed=1, model="m")
+    assert rec["estimate"] == pytest.approx(np.mean(low[0] - low[2]))
+    assert rec["ci"][0] <= rec["estimate"] <= rec["ci"][1] and rec["verdict"] == "reproduced"
+    assert rec["spearman_t_vs_low_share"][0] > 0.9 and rec["model"] == "m"  # pooled over samples: tied t
+    flipped = an.coarse_to_fine_claim(ps, times[::-1], 8, n_boot=500, seed=1)  # same data, time reversed
+    assert flipped["estimate"] == pytest.approx(-rec["estimate"]) and flipped["verdict"] == "not reproduced"
+    with pytest.raises(ValueError, match="low_share"):
+        an.coarse_to_fine_claim(ps, [0.9, 0.1], 8)
+
+
+def test_early_similarity_claim_is_the_difference_of_mean_pairwise_distances():
+    n = 5
+    off = 1 - np.eye(n)
+    cross = np.stack([0.4 * off, 0.7 * off, 1.0 * off])  # (n_t, n, n): every pair at distance 0.4, 0.7, 1.0
+    base = {"mean": 2.0, "low": 1.9, "high": 2.1}
+    rec = an.early_similarity_claim(cross, [0.9, 0.5, 0.1], 4, "v", base, n_boot=200, seed=0)
+    assert rec["estimate"] == pytest.approx(0.6) and rec["ci"] == pytest.approx([0.6, 0.6])
+    assert rec["verdict"] == "reproduced" and rec["baseline"]["random_subspace_distance"] == 2.0
+    assert rec["spearman_t_vs_distance"][0] == pytest.approx(-1.0)
+    two = an.early_similarity_claim(cross[[0, 2]], [0.9, 0.1], 4, "u", base, n_boot=200, seed=0)
+    assert two["estimate"] == pytest.approx(0.6) and two["spearman_t_vs_distance"] == [None, None, None]
+    with pytest.raises(ValueError, match="side"):
+        an.early_similarity_claim(cross, [0.9, 0.5, 0.1], 4, "x", base)
+    with pytest.raises(ValueError, match="cross"):
+        an.early_similarity_claim(cross, [0.9, 0.1], 4, "v", base)

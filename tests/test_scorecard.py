@@ -35,7 +35,9 @@ def fabricate(root: Path) -> Path:
                    "early_cross_sample_similarity_h": _rec(0.1, 0.3, "less"),
                    "timestep_discrepancy": _rec(0.2, 0.8), "timestep_discrepancy_h": _rec(0.1, 0.9)}, {}, model="disks")
     write_metrics(root / "dataset_complexity", "dataset_complexity",
-                  {"dataset_complexity": _rec(-0.8, -0.2), "dataset_complexity_h": _rec(-0.1, 0.5)}, {},
+                  {"dataset_complexity": _rec(-0.8, -0.2), "dataset_complexity_h": _rec(-0.1, 0.5),
+                   "coarse_to_fine@disks": _rec(0.1, 0.2, model="disks"),
+                   "coarse_to_fine@textures": _rec(-0.1, 0.2, model="textures")}, {},
                   models=["disks", "shapes", "textures"])
     write_metrics(root / "prompt_influence", "prompt_influence",
                   {"similar_prompts_similar_tangents": _rec(0.01, 0.2),
@@ -138,6 +140,22 @@ def test_wildcard_records_give_one_row_each(tmp_path):
     assert [r.primary for r in rows if r.claim_id == "ground_truth_random"] == [True, False]
     assert sc.claim_verdicts(rows)["ground_truth_pca"] == NOT_REPRODUCED
     assert all(not r.extension for r in sc.collect(tmp_path, extensions=()))
+
+
+def test_per_model_records_from_another_chapter_are_support_rows(tmp_path):
+    rows = sc.collect(fabricate(tmp_path))
+    c2f = [r for r in rows if r.claim_id == "coarse_to_fine"]
+    assert [r.record for r in c2f] == ["coarse_to_fine", "coarse_to_fine_edits", "coarse_to_fine@disks",
+                                       "coarse_to_fine@textures"]
+    per_model = c2f[2:]
+    assert [r.model for r in per_model] == ["disks", "textures"]  # from the record, not the file's model list
+    assert [r.verdict for r in per_model] == [REPRODUCED, INCONCLUSIVE]
+    assert not any(r.primary for r in per_model) and all(r.chapter == "dataset_complexity" for r in per_model)
+    # the claim's verdict is still its primary record's
+    assert sc.claim_verdicts(rows)["coarse_to_fine"] == REPRODUCED
+    # a per-model pattern with no record is shown as not measured
+    (missing,) = [r for r in rows if r.record == "early_cross_sample_similarity@*"]
+    assert missing.verdict == sc.NOT_MEASURED and "dataset_complexity" in missing.reason
 
 
 def test_results_dir_must_be_a_folder(tmp_path):
