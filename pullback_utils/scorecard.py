@@ -49,6 +49,8 @@ __all__ = [
     "to_markdown",
     "describe",
     "summary_figure",
+    "model_matrix",
+    "model_matrix_figure",
     "scorecard_summary",
 ]
 
@@ -457,6 +459,69 @@ def summary_figure(rows: Sequence[ScoreRow], *, title: str = "Claims scorecard")
     handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in VERDICTS]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def model_matrix(rows: Sequence[ScoreRow]) -> tuple[list[str], list[str], dict[tuple[str, str], ScoreRow]]:
+    """Claims x models: the x-side record of each claim on each single model (primary records first).
+
+    Returns ``(claim titles, model names, {(title, model): row})``; rows of several models at once
+    (dataset complexity) and h-side rows are left out.
+    """
+    cells: dict[tuple[str, str], ScoreRow] = {}
+    titles: list[str] = []
+    models: list[str] = []
+    for r in sorted(rows, key=lambda r: not r.primary):  # a primary record wins its cell
+        if not r.measured or r.side != "x" or not r.model or "," in r.model:
+            continue
+        if r.record.endswith("_edits"):  # a second statistic, not the claim's main one
+            continue
+        key = (r.title, r.model)
+        if key not in cells:
+            cells[key] = r
+    for r in rows:  # order of appearance
+        if (r.title, r.model) in cells:
+            if r.title not in titles:
+                titles.append(r.title)
+            if r.model not in models:
+                models.append(r.model)
+    from .zoo.datasets import DATASETS  # the zoo's ladder of complexity first, other models after
+
+    first = {m: i for i, m in enumerate(models)}
+    models.sort(key=lambda m: (DATASETS.index(m) if m in DATASETS else len(DATASETS), first[m]))
+    return titles, models, cells
+
+
+def model_matrix_figure(rows: Sequence[ScoreRow]):
+    """A grid of claims (rows) by models (columns), each cell coloured by its verdict and labelled with
+    the estimate; empty where the claim was not measured on that model. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+
+    titles, models, cells = model_matrix(rows)
+    if not cells:
+        raise ValueError("rows: no single-model x-side record to place in a claims x models grid")
+    fig, ax = plt.subplots(figsize=(1.6 * len(models) + 3.2, 0.45 * len(titles) + 1.3), layout="constrained")
+    for i, title in enumerate(titles):
+        for j, model in enumerate(models):
+            r = cells.get((title, model))
+            colour = VERDICT_COLOURS[r.verdict] if r else "white"
+            ax.add_patch(Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="white", lw=2, alpha=0.85 if r else 1))
+            if r:
+                ax.text(j + 0.5, i + 0.5, f"{_fmt(r.estimate, 2)}\n[{_fmt(r.low, 2)}, {_fmt(r.high, 2)}]",
+                        ha="center", va="center", fontsize=6.5, color="white" if r.verdict != INCONCLUSIVE else "black")
+            else:
+                ax.text(j + 0.5, i + 0.5, "–", ha="center", va="center", fontsize=8, color="#9e9e9e")
+    ax.set_xlim(0, len(models))
+    ax.set_ylim(len(titles), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(models))], models, fontsize=8)
+    ax.set_yticks([i + 0.5 for i in range(len(titles))], titles, fontsize=8)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     return fig
 
 

@@ -158,6 +158,20 @@ def test_per_model_records_from_another_chapter_are_support_rows(tmp_path):
     assert missing.verdict == sc.NOT_MEASURED and "dataset_complexity" in missing.reason
 
 
+def test_model_matrix_places_each_claim_on_its_models(tmp_path):
+    rows = sc.collect(fabricate(tmp_path))
+    titles, models, cells = sc.model_matrix(rows)
+    assert models == ["disks", "textures", "shapes-text"]  # the zoo's order; multi-model rows left out
+    assert cells[("Coarse to fine", "disks")].record == "coarse_to_fine"  # the primary wins over coarse_to_fine@disks
+    assert cells[("Coarse to fine", "textures")].verdict == INCONCLUSIVE
+    assert ("Dataset complexity", "disks") not in cells and "Dataset complexity" not in titles
+    assert all(r.side == "x" for r in cells.values())
+    fig = sc.model_matrix_figure(rows)
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError, match="rows"):
+        sc.model_matrix_figure([r for r in rows if not r.measured])
+
+
 def test_results_dir_must_be_a_folder(tmp_path):
     with pytest.raises(ValueError, match="results_dir"):
         sc.collect(tmp_path / "nowhere")
