@@ -159,6 +159,7 @@ class ScoreRow:
     stored_verdict: str | None = None
     reason: str = ""
     source: str = ""
+    label: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -242,8 +243,20 @@ def _model_of(rec: dict, data: dict) -> str:
         for key in ("model", "models"):
             if key in source and source[key] not in (None, "", []):
                 val = source[key]
-                return ", ".join(map(str, val)) if isinstance(val, (list, tuple)) else str(val)
+                return ", ".join(map(str, val)) if isinstance(val, (list, tuple, dict)) else str(val)
     return ""
+
+
+def _support_label(record: str, primary_pattern: str, chapter: str, spec_chapter: str) -> str:
+    """Short name of a support record relative to its claim's primary record (``h-side``, ``edits``...)."""
+    base = primary_pattern.rstrip("*")
+    common = 0
+    while common < min(len(record), len(base)) and record[common] == base[common]:
+        common += 1
+    suffix = record[common:].strip("_@") or record
+    if chapter != spec_chapter:  # the same statistic measured by another chapter (its model: the model column)
+        return f"from {chapter.replace('_', ' ')}"
+    return "h-side" if suffix == "h" else suffix.replace("_", " ")
 
 
 def _rows_for(spec: ClaimSpec, chapter: str, patterns: Sequence[str], data: dict | None, source: str, reason: str,
@@ -262,7 +275,9 @@ def _rows_for(spec: ClaimSpec, chapter: str, patterns: Sequence[str], data: dict
         if not names:
             why = reason or f"{chapter}/metrics.json has no record {pattern!r}"
             rows.append(ScoreRow(spec.id, spec.title, chapter, pattern, primary, extension, NOT_MEASURED,
-                                 side=_side(pattern.rstrip("*")), reason=why, source=source))
+                                 side=_side(pattern.rstrip("*")), reason=why, source=source,
+                                 label=spec.title if primary else
+                                 _support_label(pattern, spec.records[0], chapter, spec.chapter)))
             continue
         for j, name in enumerate(names):
             rec = claims[name]
@@ -273,6 +288,7 @@ def _rows_for(spec: ClaimSpec, chapter: str, patterns: Sequence[str], data: dict
                 estimate=checked["estimate"], low=checked["low"], high=checked["high"], null=checked["null"],
                 direction=str(rec["direction"]), baseline=rec.get("baseline"), stored_verdict=rec.get("verdict"),
                 source=source, extra={k: v for k, v in rec.items() if k not in known},
+                label=spec.title if primary and j == 0 else _support_label(name, spec.records[0], chapter, spec.chapter),
             ))
     return rows
 
@@ -378,27 +394,35 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(rows: Sequence[ScoreRow], *, extensions: bool = True) -> str:
-    """The scorecard as a Markdown table (one line per record; primary records in bold)."""
-    head = ("| claim | model | side | statistic | estimate | 95% CI | null, claimed side | baseline | verdict |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
+def to_markdown(rows: Sequence[ScoreRow], *, extensions: bool = True, detailed: bool = False) -> str:
+    """The scorecard as a Markdown table, one line per record (primary records in bold; support records
+    named by their record). ``detailed`` adds the statistic and baseline columns (wide: the chapter
+    puts those in :func:`describe` sentences instead)."""
+    cols = ["claim", "model", "side", "estimate", "95% CI", "claimed", "verdict"]
+    if detailed:
+        cols[3:3] = ["statistic"]
+        cols[-1:-1] = ["baseline"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if r.extension and not extensions:
             continue
-        name = f"**{r.title}**" if r.primary else r.title
+        name = f"**{r.title}**" if r.primary else f"↳ {r.label or r.record}"
         if r.measured:
             ci = f"[{_fmt(r.low)}, {_fmt(r.high)}]"
             side = ">" if r.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
             claimed = f"{side} {_fmt(r.null)}"
-            stat = r.statistic
             verdict_cell = r.verdict + (" (stored: " + str(r.stored_verdict) + ")" if r.verdict_mismatch else "")
+            stat = r.statistic
         else:
-            ci, claimed, stat, verdict_cell = "–", "–", f"`{r.record}`: {r.reason}", NOT_MEASURED
-        lines.append("| " + " | ".join(_cell(c) for c in (
-            name, r.model or "–", r.side, stat, _fmt(r.estimate), ci, claimed, _baseline_text(r.baseline),
-            f"**{verdict_cell}**" if r.primary else verdict_cell)) + " |")
-    return head + "\n".join(lines) + "\n"
+            ci, claimed, verdict_cell, stat = "–", "–", f"{NOT_MEASURED}: {r.reason}", "–"
+        model = f"{r.model.count(',') + 1} models" if "," in r.model else (r.model or "–")
+        cells = [name, model, r.side, _fmt(r.estimate), ci, claimed,
+                 f"**{verdict_cell}**" if r.primary else verdict_cell]
+        if detailed:
+            cells[3:3] = [stat]
+            cells[-1:-1] = [_baseline_text(r.baseline)]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def describe(row: ScoreRow) -> str:
@@ -409,6 +433,8 @@ def describe(row: ScoreRow) -> str:
     side = ">" if row.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
     text = (f"{row.title} ({where}): **{row.verdict}** -- {row.statistic} = {_fmt(row.estimate)}, "
             f"95% CI [{_fmt(row.low)}, {_fmt(row.high)}]; the claim predicts {side} {_fmt(row.null)}.")
+    if row.baseline is not None:
+        text += f" Baseline: {_baseline_text(row.baseline)}."
     if row.verdict_mismatch:
         text += f" (The chapter stored {row.stored_verdict!r}; the rule applied to its CI gives {row.verdict!r}.)"
     return text
@@ -432,7 +458,7 @@ def summary_figure(rows: Sequence[ScoreRow], *, title: str = "Claims scorecard")
         if r.primary:
             label = f"{r.title} · {r.side}" + (f" · {r.model}" if r.model and "," not in r.model else "")
         else:
-            label = f"↳ {r.record}"
+            label = f"↳ {r.label or r.record}" + (f" · {r.model}" if r.model and "," not in r.model else "")
         ax.set_yticks([0])
         ax.set_yticklabels([label], fontsize=7, fontweight="bold" if r.primary else "normal")
         ax.tick_params(axis="x", labelsize=6, pad=1)

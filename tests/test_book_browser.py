@@ -162,6 +162,7 @@ IMAGES_JS = """
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
     math: document.querySelectorAll('.math').length,
+    rawTables: /\|\s*(---|—)+\s*\|/.test(main.innerText),
     typeset: document.querySelectorAll('mjx-container').length,
   };
 })()
@@ -258,6 +259,8 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
         issues = report["errors"] + [f"image did not load: {s}" for s in bad_images]
         if _chapter_of(page) and report["figures"] == 0:
             issues.append("chapter shows no figure")
+        if report["rawTables"]:
+            issues.append("a Markdown table was left as text (|---| in the page)")
         if report["math"] and not report["typeset"]:
             issues.append(f"{report['math']} formulas left as raw TeX (MathJax did not typeset them)")
         if issues:

@@ -38,7 +38,7 @@ def fabricate(root: Path) -> Path:
                   {"dataset_complexity": _rec(-0.8, -0.2), "dataset_complexity_h": _rec(-0.1, 0.5),
                    "coarse_to_fine@disks": _rec(0.1, 0.2, model="disks"),
                    "coarse_to_fine@textures": _rec(-0.1, 0.2, model="textures")}, {},
-                  models=["disks", "shapes", "textures"])
+                  models={"disks": {"intrinsic_dimension": 5.3}, "shapes": {}, "textures": {}})
     write_metrics(root / "prompt_influence", "prompt_influence",
                   {"similar_prompts_similar_tangents": _rec(0.01, 0.2),
                    "text_influence_fades": _rec(0.3, 0.6, "greater", null=0.5)}, {}, model="shapes-text")
@@ -80,9 +80,13 @@ def test_numbers_model_and_side_come_from_the_files(tmp_path):
     r = _row(rows, "timestep_discrepancy_h")
     assert (r.low, r.high, r.estimate, r.side, r.model) == (0.1, 0.9, 0.5, "h", "disks")
     assert _row(rows, "dataset_complexity").model == "disks, shapes, textures"
+    assert _row(rows, "dataset_complexity_h").model == "disks, shapes, textures"  # a {model: ...} dict: its keys
     table = sc.to_markdown(rows)
     assert "[0.100, 0.900]" in table and "not reproduced" in table
     assert table.count("\n") == len(rows) + 2  # header, rule, one line per row
+    assert all(line.count(" | ") == 6 for line in table.splitlines() if not line.startswith("|-"))
+    wide = sc.to_markdown(rows, detailed=True)
+    assert "a statistic" in wide and wide.splitlines()[0].count(" | ") == 8
 
 
 def test_changing_a_metrics_file_changes_the_scorecard(tmp_path):
