@@ -510,7 +510,9 @@ def assessment(name: str, info: dict, res: dict) -> list[str]:
     if fi is not None:
         what = "disks" if name == "disks" else "shapes"
         good = fi.get("samples_explained_visible", fi["samples_explained"])
-        verdict = ("most samples are clean renderings" if good >= 0.5 else
+        verdict = (f"most samples lie within the threshold of a rendered {what[:-1]} (a per-pixel score: a small "
+                   "or irregular shape on the right background can pass, so read it with the observations "
+                   "by eye below)" if good >= 0.5 else
                    "most samples are not yet clean renderings (blurred or irregular edges, uneven "
                    "colour)")
         if "samples_visible" in fi:
