@@ -46,7 +46,7 @@ from .geometry import (
     mean_frequency,
     random_subspace_distance,
 )
-from .stats import bootstrap_ci, bootstrap_ci_from_index, spearman, verdict
+from .stats import bootstrap_ci, bootstrap_ci_from_index, spearman, spearman_trend, verdict
 
 __all__ = [
     "Trajectories",
@@ -649,8 +649,6 @@ def coarse_to_fine_claim(
                          f"samples, got shape {low.shape} for times {times}")
     i_hi, i_lo = int(np.argmax(times)), int(np.argmin(times))
     est, lo, hi = bootstrap_ci((low[i_hi], low[i_lo]), statistic=lambda a, b: np.mean(a - b), n_boot=n_boot, seed=seed)
-    from .stats import spearman_trend
-
     rho = spearman_trend(times, low.T, n_boot=n_boot, seed=seed)
     means = low.mean(axis=1)
     return claim(

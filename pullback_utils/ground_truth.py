@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .analysis import _check_times
 from .ddim import Time, ddim_invert
 from .geometry import principal_angles, random_subspace_angles
 
@@ -219,11 +220,7 @@ def invert_to_times(model, x0: torch.Tensor, times: Sequence[Time], *, steps: in
     ``(len(times), n, *sample_shape)`` in the order of ``times``.
     """
     steps = _as_int(steps, "steps", 1)
-    if isinstance(times, (str, bytes)) or len(times) == 0:
-        raise ValueError(f"times must be a non-empty list of times, got {times!r}")
-    levels = [model.level(t, name="times") for t in times]
-    if min(levels) < 1:
-        raise ValueError(f"times must all be > 0, got {list(times)}")
+    levels = _check_times(model, times)
     T = model.num_train_timesteps
     out: dict[int, torch.Tensor] = {}
     x, cur = x0.to(model.device, model.dtype), 0

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
+from .stats import _GREATER, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, verdict
 
 __all__ = [
     "NOT_MEASURED",
@@ -390,6 +390,12 @@ def _baseline_text(b: Any, limit: int = 3) -> str:
     return str(b)
 
 
+def _claimed(row: ScoreRow, digits: int = 3) -> str:
+    """``"> null"`` or ``"< null"``: the side of the no-effect value that the claim predicts."""
+    greater = str(row.direction).strip().lower() in _GREATER | {"1"}
+    return f"{'>' if greater else '<'} {_fmt(row.null, digits)}"
+
+
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -409,8 +415,7 @@ def to_markdown(rows: Sequence[ScoreRow], *, extensions: bool = True, detailed: 
         name = f"**{r.title}**" if r.primary else f"↳ {r.label or r.record}"
         if r.measured:
             ci = f"[{_fmt(r.low)}, {_fmt(r.high)}]"
-            side = ">" if r.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
-            claimed = f"{side} {_fmt(r.null)}"
+            claimed = _claimed(r)
             verdict_cell = r.verdict + (" (stored: " + str(r.stored_verdict) + ")" if r.verdict_mismatch else "")
             stat = r.statistic
         else:
@@ -430,9 +435,8 @@ def describe(row: ScoreRow) -> str:
     where = f"{row.chapter}" + (f", {row.model}" if row.model else "") + f", {row.side}-side"
     if not row.measured:
         return f"{row.title} ({where}): not measured -- {row.reason}."
-    side = ">" if row.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
     text = (f"{row.title} ({where}): **{row.verdict}** -- {row.statistic} = {_fmt(row.estimate)}, "
-            f"95% CI [{_fmt(row.low)}, {_fmt(row.high)}]; the claim predicts {side} {_fmt(row.null)}.")
+            f"95% CI [{_fmt(row.low)}, {_fmt(row.high)}]; the claim predicts {_claimed(row)}.")
     if row.baseline is not None:
         text += f" Baseline: {_baseline_text(row.baseline)}."
     if row.verdict_mismatch:
@@ -479,8 +483,7 @@ def summary_figure(rows: Sequence[ScoreRow], *, title: str = "Claims scorecard")
         lo, hi = min(r.low, r.null, r.estimate), max(r.high, r.null, r.estimate)
         pad = 0.15 * (hi - lo) if hi > lo else 1.0
         ax.set_xlim(lo - pad, hi + pad)
-        side = ">" if r.direction.lower() in ("greater", "increase", "positive", "+", ">", "1") else "<"
-        ax.text(1.0, 0.55, f"claimed {side} {_fmt(r.null, 2)}", transform=ax.transAxes, fontsize=6,
+        ax.text(1.0, 0.55, f"claimed {_claimed(r, 2)}", transform=ax.transAxes, fontsize=6,
                 ha="right", va="bottom", color="#424242")
     handles = [Patch(color=VERDICT_COLOURS[v], label=v) for v in VERDICTS]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, fontsize=7, frameon=False)
