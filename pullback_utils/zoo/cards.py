@@ -17,8 +17,8 @@ Measurements:
   types, several starts, Adam); a sample counts as explained if the best fit's per-pixel RMS error
   is at most :data:`FIDELITY_RMSE` (pixel range [0, 1]); the same is reported for fresh data to
   show what the fitter achieves on real images;
-- prompts obeyed (shapes-text): full captions of fresh factors are used as prompts (classifier-free
-  guidance); the fitted shape type, foreground colour (nearest palette colour to the fitted colour),
+- prompts obeyed (shapes-text): full captions of fresh factors are used as prompts (guidance 1 by
+  default, and each scale of :data:`GUIDANCE_SWEEP` on the first prompts); the fitted shape type, foreground colour (nearest palette colour to the fitted colour),
   background colour, position cell and size word are compared with the prompt.
 """
 
@@ -45,6 +45,8 @@ FRESH_SEED = 10_007
 FIT_ROTATIONS = {"circle": (0.0,), "square": (0.0, math.pi / 4), "triangle": (0.0, math.pi / 3, 2 * math.pi / 3),
                  "plus": (0.0, math.pi / 4)}
 SAMPLE_SEED = 1234
+GUIDANCE_SWEEP = (1.0, 2.0, 3.0)  # classifier-free guidance scales at which prompt control is measured
+SWEEP_SAMPLES = 128
 
 
 def load_unet(path: Path | str, device: str = "cpu") -> torch.nn.Module:
@@ -289,12 +291,39 @@ DATA_TEXT = {
 }
 
 
+def prompts_obeyed(fit: dict, factors: torch.Tensor, discrete: dict[str, torch.Tensor]) -> dict:
+    """Share of samples whose fitted renderer (``fit``: :func:`fit_factors` output for n samples)
+    matches the prompted attributes, from the prompts' true ``factors`` (n, K) and ``discrete``
+    labels: shape type, foreground / background colour (nearest palette colour), position cell
+    (3x3), size word, colour and shape together, and everything at once."""
+    from pullback_utils.zoo.captions import POS_EDGES, SIZE_EDGES, _third
+
+    ff, f, d = fit["factors"], factors, discrete
+    ok = {
+        "shape": fit["shape"] == d["shape"],
+        "colour": nearest_palette(ff[:, 4:7].clamp(0, 1)) == d["fg"],
+        "background": nearest_palette(ff[:, 7:10].clamp(0, 1)) == d["bg"],
+        "position": torch.tensor([
+            (_third(float(a), POS_EDGES), _third(float(b), POS_EDGES))
+            == (_third(float(c), POS_EDGES), _third(float(e), POS_EDGES))
+            for a, b, c, e in zip(ff[:, 0], ff[:, 1], f[:, 0], f[:, 1])]),
+        "size": torch.tensor([_third(float(a), SIZE_EDGES) == _third(float(b), SIZE_EDGES)
+                              for a, b in zip(ff[:, 2], f[:, 2])]),
+    }
+    ok["colour+shape"] = ok["colour"] & ok["shape"]
+    ok["all"] = ok["colour+shape"] & ok["background"] & ok["position"] & ok["size"]
+    return {k: float(v.float().mean()) for k, v in ok.items()}
+
+
 def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | str | None = None,
-               n_samples: int | None = None, ddim_steps: int = 50, guidance: float = 3.0,
+               n_samples: int | None = None, ddim_steps: int = 50, guidance: float = 1.0,
                device: str = "cpu", threads: int = 1, progress: bool = True) -> dict:
     """Measure bundled model ``name`` and write its card; returns the card's numbers.
 
     n_samples: samples drawn (default 256 for disks / shapes / shapes-text, 128 otherwise).
+    guidance: classifier-free guidance of the text model's samples (1 = the conditional model
+    alone, as the book's analyses use it); prompt control is also measured at each scale of
+    :data:`GUIDANCE_SWEEP` on the first :data:`SWEEP_SAMPLES` prompts.
     """
     check_model_name(name)
     if ddim_steps < 1:
@@ -368,28 +397,25 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
             "data_median_rmse": float(fd["rmse"].median()),
         }
         if name == "shapes-text":
-            from pullback_utils.zoo.captions import POS_EDGES, SIZE_EDGES, _third
-
             f, d = fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()}
-            ff = fs["factors"]
-            ok = {
-                "shape": fs["shape"] == d["shape"],
-                "colour": nearest_palette(ff[:, 4:7].clamp(0, 1)) == d["fg"],
-                "background": nearest_palette(ff[:, 7:10].clamp(0, 1)) == d["bg"],
-                "position": torch.tensor([
-                    (_third(float(a), POS_EDGES), _third(float(b), POS_EDGES))
-                    == (_third(float(c), POS_EDGES), _third(float(e), POS_EDGES))
-                    for a, b, c, e in zip(ff[:, 0], ff[:, 1], f[:, 0], f[:, 1])]),
-                "size": torch.tensor([_third(float(a), SIZE_EDGES) == _third(float(b), SIZE_EDGES)
-                                      for a, b in zip(ff[:, 2], f[:, 2])]),
-            }
-            ok["colour+shape"] = ok["colour"] & ok["shape"]
-            ok["all"] = ok["colour+shape"] & ok["background"] & ok["position"] & ok["size"]
-            res["prompts_obeyed"] = {k: float(v.float().mean()) for k, v in ok.items()}
+            res["prompts_obeyed"] = prompts_obeyed(fs, f, d)
             res["prompts_chance"] = {"shape": 1 / len(SHAPES), "colour": 1 / len(COLOUR_NAMES),
                                      "background": 1 / (len(COLOUR_NAMES) - 1), "position": 1 / 9,
                                      "size": 1 / 3}
             res["example_prompts"] = prompts[:8]
+            sweep = {}
+            m = min(n, SWEEP_SAMPLES)
+            for g in GUIDANCE_SWEEP:
+                if g == guidance:
+                    sw_fs = {k: v[:m] for k, v in fs.items()}
+                else:
+                    sw = sample(unet, sched, m, steps=ddim_steps, seed=SAMPLE_SEED, cond=cond[:m],
+                                uncond=uncond, guidance=g, progress=progress)
+                    sw_fs = fit_factors("shapes", sw, progress=progress)
+                entry = prompts_obeyed(sw_fs, f[:m], {k: v[:m] for k, v in d.items()})
+                entry["explained"] = float((sw_fs["rmse"] <= FIDELITY_RMSE).float().mean())
+                sweep[str(g)] = entry
+            res["guidance_sweep"] = {"n_samples": m, "obeyed": sweep}
     res["card_wall_s"] = round(time.time() - t_start, 1)
     (fig_dir / "card.json").write_text(json.dumps(res, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(card_markdown(name, info, res, json.loads((path / "unet" / "config.json").read_text())))
@@ -423,7 +449,7 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
         f"- Architecture: {_arch_text(info, cfg) if cfg else 'see unet/config.json'}",
         f"- Noise schedule: DDPM, {info['num_train_timesteps']} steps, linear betas 1e-4..0.02, "
         f"{info['prediction_type']} (MSE loss on the network output), uniform t.",
-        f"- Optimiser: AdamW, lr {info['lr']} (200-step warm-up), batch {info['batch_size']}, "
+        f"- Optimiser: AdamW, {_schedule_text(info)}, "
         f"gradient clipping 1, EMA decay {info['ema_decay']} (the bundled weights are the EMA).",
     ]
     if info["kind"] == "text":
@@ -490,6 +516,16 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
             "| attribute | obeyed | chance |", "|---|---|---|",
         ] + [f"| {k} | {100 * v:.1f} % | {('%.1f %%' % (100 * ch[k])) if k in ch else ''} |"
              for k, v in po.items()] + [""]
+        sw = res.get("guidance_sweep")
+        if sw:
+            gs = list(sw["obeyed"])
+            keys = list(next(iter(sw["obeyed"].values())))
+            lines += [f"Classifier-free guidance changes this (the first {sw['n_samples']} prompts, "
+                      f"same seeds; 'explained' is the fidelity score above):", "",
+                      "| attribute | " + " | ".join(f"guidance {g}" for g in gs) + " |",
+                      "|---|" + "---|" * len(gs)]
+            lines += [f"| {k} | " + " | ".join(f"{100 * sw['obeyed'][g][k]:.1f} %" for g in gs) + " |"
+                      for k in keys] + [""]
     lines += ["## Assessment and limitations", ""] + [f"- {a}" for a in assessment(name, info, res)]
     notes_file = CARDS_DIR / name / "notes.json"
     if notes_file.is_file():  # observations by eye, tagged with the step they were written for
@@ -560,6 +596,31 @@ LIMITATIONS_NOTE = (
 )
 
 
+def _schedule_text(info: dict) -> str:
+    """The learning-rate schedule and batch size, run by run where ``zoo.json`` records runs."""
+    runs = info.get("runs")
+    if not runs:
+        return f"lr {info['lr']} (200-step warm-up), batch {info['batch_size']}"
+    from pullback_utils.zoo.train import learning_rate
+
+    parts, merged = [], []
+    for r in runs:  # merge consecutive runs of the same schedule (a run resumed after a stop)
+        key = (r.get("lr"), r.get("batch_size"), r.get("decay_from"), r.get("lr_final"),
+               r.get("target_steps") if r.get("decay_from") is not None else None)
+        if merged and merged[-1][0] == key and merged[-1][2] == r["from_step"]:
+            merged[-1][2] = r["to_step"]
+        else:
+            merged.append([key, r["from_step"], r["to_step"]])
+    for (lr, bs, decay_from, lr_final, target), a, b in merged:
+        if decay_from is None:
+            parts.append(f"steps {a}-{b}: lr {lr}, batch {bs}")
+        else:
+            end = learning_rate(b, lr, 200, target, decay_from, lr_final)
+            parts.append(f"steps {a}-{b}: lr cosine-annealed from {lr} at step {decay_from} towards "
+                         f"{lr_final} at step {target} ({end:.2g} at step {b}), batch {bs}")
+    return "200-step warm-up, then " + "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Write the model card of a bundled zoo model.")
     p.add_argument("name", choices=list(MODELS))
@@ -567,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", default=None)
     p.add_argument("--n-samples", type=int, default=None)
     p.add_argument("--ddim-steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--markdown-only", action="store_true",

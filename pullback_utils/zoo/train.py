@@ -8,7 +8,8 @@ the cache is gone, warm-starts from the bundled weights (EMA weights as both mod
 loss log from the folder; the optimizer restarts). ``--steps`` is the total step count to reach.
 
 Recipe (all models): DDPM, 1000 training steps, linear betas 1e-4..0.02, v-prediction
-(v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0; MSE loss on v), uniform t, pixel range [-1, 1]; AdamW (lr 8e-4 after a 200-step warm-up, weight decay 0),
+(v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0; MSE loss on v), uniform t, pixel range [-1, 1]; AdamW (lr 8e-4 after a 200-step warm-up, weight decay 0;
+optionally annealed, ``--decay-from S --lr-final LR``: cosine from step S to ``--steps``),
 gradient clipping at 1, EMA of the weights (decay min(0.999, (1+s)/(10+s))). The training set is a
 fixed draw of ``n_train`` images (seed ``seed``); batches are drawn with replacement.
 Text model: captions replaced by ``""`` with probability 0.1 (classifier-free guidance).
@@ -133,6 +134,31 @@ def _caption_embeddings(captions: list[str], cache_file: Path | None, device: st
     return emb, index, uncond
 
 
+def learning_rate(step: int, lr: float, warmup: int, steps: int, decay_from: int | None = None,
+                  lr_final: float | None = None) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup`` steps to
+    ``lr``, constant, then (if ``decay_from`` is given) cosine annealing to ``lr_final`` at ``steps``."""
+    if decay_from is not None and step >= decay_from:
+        frac = min(1.0, (step - decay_from) / max(1, steps - decay_from))
+        return lr_final + (lr - lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return lr * min(1.0, (step + 1) / warmup)
+
+
+def _previous_runs(out_dir: Path) -> list[dict]:
+    """The run records of the model folder's ``zoo.json`` (folders from before run records get one
+    summary record of their steps, learning rate and batch size)."""
+    f = out_dir / "zoo.json"
+    if not f.is_file():
+        return []
+    info = json.loads(f.read_text())
+    if "runs" in info:
+        return list(info["runs"])
+    return [{"from_step": 0, "to_step": int(info.get("steps", 0)), "lr": info.get("lr"),
+             "decay_from": None, "lr_final": None, "batch_size": info.get("batch_size"),
+             "hardware": info.get("hardware"), "wall_s": info.get("train_wall_s"),
+             "note": "summary of the runs before per-run records were kept"}]
+
+
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`: total step reached, final smoothed loss, output folder."""
@@ -164,7 +190,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
           seed: int = 0, threads: int = 1, max_minutes: float | None = None,
           out_dir: Path | str | None = None, cache_dir: Path | str | None = DEFAULT_CACHE,
           tiny: bool = False, n_train: int = 20000, save_every: int = 500,
-          warmup: int = 200, ema_decay: float = 0.999, progress: bool = True) -> TrainResult:
+          warmup: int = 200, ema_decay: float = 0.999, progress: bool = True,
+          decay_from: int | None = None, lr_final: float | None = None) -> TrainResult:
     """Train (or continue training) zoo model ``name`` until ``steps`` total steps.
 
     Args:
@@ -177,6 +204,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         cache_dir: folder of the resumable state (``None``: no checkpointing beyond ``out_dir``).
         tiny: small U-Net and no more than 512 training images (tests).
         n_train: training-set size. save_every: checkpoint period in steps.
+        decay_from, lr_final: optional cosine annealing of the learning rate from ``lr`` at step
+            ``decay_from`` to ``lr_final`` at step ``steps`` (constant ``lr`` before); both or neither.
 
     Returns:
         :class:`TrainResult`.
@@ -188,6 +217,12 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if n_train < 1:
         raise ValueError(f"n_train: must be >= 1, got {n_train}")
+    if (decay_from is None) != (lr_final is None):
+        raise ValueError("decay_from, lr_final: give both (cosine annealing) or neither (constant lr)")
+    if decay_from is not None and not 0 <= decay_from < steps:
+        raise ValueError(f"decay_from: must be in [0, steps={steps}), got {decay_from}")
+    if lr_final is not None and not 0.0 <= lr_final <= lr:
+        raise ValueError(f"lr_final: must be in [0, lr={lr}], got {lr_final}")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -249,6 +284,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         gen.manual_seed(seed + 1 + step)
         resumed = f"bundled weights {out_dir} (step {step}; optimizer restarted)"
     n_params = sum(p.numel() for p in model.parameters())
+    runs = _previous_runs(out_dir) if resumed != "fresh" else []
 
     stop = {"flag": False}
 
@@ -293,7 +329,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
             target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
             loss = torch.nn.functional.mse_loss(pred, target)
             for g in opt.param_groups:
-                g["lr"] = lr * min(1.0, (step + 1) / warmup)
+                g["lr"] = learning_rate(step, lr, warmup, steps, decay_from, lr_final)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -339,6 +375,12 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                 "hardware": hardware_string(device, threads), "tiny": tiny,
                 "data_time_s": round(t_data, 1),
                 "final_loss": log["loss"][-1] if log["loss"] else None,
+                "runs": runs + [{"from_step": start_step, "to_step": step, "lr": lr,
+                                 "decay_from": decay_from, "lr_final": lr_final,
+                                 "target_steps": steps, "batch_size": batch_size,
+                                 "hardware": hardware_string(device, threads),
+                                 "wall_s": round(time.time() - t0, 1),
+                                 "s_per_step": round(s_per_step, 4)}],
             }
             if kind == "text":
                 info.update({"text_encoder": "minilm", "text_max_length": TEXT_MAX_LENGTH,
@@ -367,12 +409,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
     p.add_argument("--n-train", type=int, default=20000)
     p.add_argument("--save-every", type=int, default=500)
+    p.add_argument("--decay-from", type=int, default=None,
+                   help="anneal the learning rate (cosine) from this step to --steps")
+    p.add_argument("--lr-final", type=float, default=None, help="learning rate reached at --steps")
     p.add_argument("--tiny", action="store_true", help="tiny U-Net and data (smoke tests)")
     p.add_argument("--no-card", action="store_true", help="do not (re)write the model card")
     a = p.parse_args(argv)
     res = train(a.name, a.steps, batch_size=a.batch_size, lr=a.lr, device=a.device, seed=a.seed,
                 threads=a.threads, max_minutes=a.max_minutes, out_dir=a.out_dir,
-                cache_dir=a.cache_dir, tiny=a.tiny, n_train=a.n_train, save_every=a.save_every)
+                cache_dir=a.cache_dir, tiny=a.tiny, n_train=a.n_train, save_every=a.save_every,
+                decay_from=a.decay_from, lr_final=a.lr_final)
     print(f"{a.name}: step {res.step}, loss {res.loss:.4f}, {res.s_per_step:.3f} s/step")
     if not a.no_card:
         from pullback_utils.zoo.cards import write_card

@@ -43,3 +43,37 @@ def test_heldout_loss_of_an_oracle_is_zero(tmp_path):
 
     res = cards.heldout_loss(Oracle(), tmp_path, x0, timesteps=(10, 500), seed=0)
     assert max(res.values()) < 1e-8
+
+
+def test_prompts_obeyed_oracle_and_mismatch():
+    """A 'fit' equal to the prompts' own factors obeys every attribute; fits of other images
+    (a cyclic shift: different colour pairs by construction of the draw) obey fewer."""
+    d = make_dataset("shapes-text", 64, seed=3)
+    true_fit = {"factors": d.factors, "shape": d.discrete["shape"], "rmse": torch.zeros(64)}
+    ok = cards.prompts_obeyed(true_fit, d.factors, d.discrete)
+    assert set(ok) == {"shape", "colour", "background", "position", "size", "colour+shape", "all"}
+    assert all(v == 1.0 for v in ok.values())
+    shifted = {"factors": d.factors.roll(1, 0), "shape": d.discrete["shape"].roll(1, 0),
+               "rmse": torch.zeros(64)}
+    bad = cards.prompts_obeyed(shifted, d.factors, d.discrete)
+    assert bad["all"] < 0.2 and bad["colour"] < 0.5
+
+
+def test_card_markdown_shows_the_guidance_sweep():
+    import json
+
+    path = cards.WEIGHTS_DIR / "shapes-text"
+    info = json.loads((path / "zoo.json").read_text())
+    cfg = json.loads((path / "unet" / "config.json").read_text())
+    att = {"shape": 0.25, "colour": 0.9, "background": 1.0, "position": 0.9, "size": 0.5,
+           "colour+shape": 0.2, "all": 0.1}
+    res = {"n_samples": 8, "ddim_steps": 5, "guidance": 1.0, "heldout_loss": {10: 0.1},
+           "memorisation": {"n_train": 1, "sample_nn_median": 0.1, "sample_nn_p05": 0.1,
+                            "fresh_nn_median": 0.1, "fresh_nn_p05": 0.1,
+                            "share_samples_closer_than_fresh_p05": 0.0},
+           "prompts_obeyed": att, "prompts_chance": {"shape": 0.25},
+           "guidance_sweep": {"n_samples": 8, "obeyed": {
+               "1.0": {**att, "explained": 0.7}, "3.0": {**att, "colour": 0.1, "explained": 0.1}}}}
+    md = cards.card_markdown("shapes-text", info, res, cfg)
+    assert "| attribute | guidance 1.0 | guidance 3.0 |" in md
+    assert "| colour | 90.0 % | 10.0 % |" in md and "| explained | 70.0 % | 10.0 % |" in md

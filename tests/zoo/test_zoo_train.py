@@ -30,6 +30,8 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path):
     shutil.rmtree(cache)
     res = tr.train("disks", 58, **kw)
     assert res.step == 58
+    runs = json.loads((out / "zoo.json").read_text())["runs"]
+    assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 50), (50, 55), (55, 58)]
     assert len(json.loads((out / "training_log.json").read_text())["step"]) >= 3
     from diffusers import DDPMPipeline
 
@@ -52,3 +54,35 @@ def test_bad_arguments():
         tr.train("disks", 0)
     with pytest.raises(ValueError, match="batch_size"):
         tr.train("disks", 10, batch_size=0)
+
+
+def test_learning_rate_schedule_closed_form():
+    # warm-up: linear to lr; then constant; cosine annealing reaches lr_final exactly at `steps`
+    assert tr.learning_rate(0, 1.0, 10, 100) == pytest.approx(0.1)
+    assert tr.learning_rate(9, 1.0, 10, 100) == pytest.approx(1.0)
+    assert tr.learning_rate(50, 1.0, 10, 100) == pytest.approx(1.0)
+    assert tr.learning_rate(59, 1.0, 10, 100, decay_from=60, lr_final=0.2) == pytest.approx(1.0)
+    assert tr.learning_rate(60, 1.0, 10, 100, decay_from=60, lr_final=0.2) == pytest.approx(1.0)
+    assert tr.learning_rate(80, 1.0, 10, 100, decay_from=60, lr_final=0.2) == pytest.approx(0.6)
+    assert tr.learning_rate(100, 1.0, 10, 100, decay_from=60, lr_final=0.2) == pytest.approx(0.2)
+
+
+def test_annealed_run_is_recorded(tmp_path):
+    out = tmp_path / "m"
+    kw = dict(batch_size=4, tiny=True, n_train=16, out_dir=out, cache_dir=tmp_path / "c",
+              progress=False, warmup=2, save_every=0)
+    tr.train("disks", 4, **kw)
+    tr.train("disks", 8, decay_from=4, lr_final=1e-4, **kw)
+    runs = json.loads((out / "zoo.json").read_text())["runs"]
+    assert runs[-1]["from_step"] == 4 and runs[-1]["to_step"] == 8
+    assert runs[-1]["decay_from"] == 4 and runs[-1]["lr_final"] == 1e-4
+    assert runs[0]["decay_from"] is None
+
+
+def test_bad_schedule_arguments():
+    with pytest.raises(ValueError, match="decay_from, lr_final"):
+        tr.train("disks", 10, decay_from=5)
+    with pytest.raises(ValueError, match="decay_from"):
+        tr.train("disks", 10, decay_from=10, lr_final=1e-4)
+    with pytest.raises(ValueError, match="lr_final"):
+        tr.train("disks", 10, lr=1e-3, decay_from=2, lr_final=1e-2)
