@@ -419,6 +419,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     res["card_wall_s"] = round(time.time() - t_start, 1)
     (fig_dir / "card.json").write_text(json.dumps(res, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(card_markdown(name, info, res, json.loads((path / "unet" / "config.json").read_text())))
+    (out_dir / "index.md").write_text(index_markdown(out_dir, path.parent))
     return res
 
 
@@ -621,6 +622,63 @@ def _schedule_text(info: dict) -> str:
     return "200-step warm-up, then " + "; ".join(parts)
 
 
+INDEX_HEAD = """# Appendix: model cards of the bundled zoo
+
+The book runs offline on a laptop with small diffusion models that the project trains itself
+(`pullback_utils/zoo/`). They share one architecture (a 32x32 RGB `UNet2DModel` with attention at
+the 8x8 level and in the mid block), so that the training data is the only variable across the
+ladder `disks` → `shapes` → `scenes` → `textures`; `shapes-text` adds cross-attention on MiniLM
+token embeddings.
+"""
+
+INDEX_DATA = {"disks": "one disk on black", "shapes": "one shape on a plain colour",
+              "shapes-text": "`shapes` with captions", "scenes": "2–3 overlapping shapes on a gradient",
+              "textures": "crops of bundled photographs"}
+
+
+def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = WEIGHTS_DIR) -> str:
+    """The appendix's index page: one row per model with its training steps, the measured scores of
+    its card (``card.json``) and the one-line verdict by eye (``notes.json`` ``"summary"``), so that
+    a reader sees at a glance where each model falls short. Models without a card say so."""
+    cards_dir, weights_dir = Path(cards_dir), Path(weights_dir)
+    rows = ["| model | data | steps | measured | by eye | card |", "|---|---|---|---|---|---|"]
+    for name in MODELS:
+        info_f, card_f = weights_dir / name / "zoo.json", cards_dir / name / "card.json"
+        steps = json.loads(info_f.read_text())["steps"] if info_f.is_file() else "–"
+        measured, eye = "no card yet", "–"
+        if card_f.is_file():
+            res = json.loads(card_f.read_text())
+            parts = []
+            if "fidelity" in res:
+                fi = res["fidelity"]
+                parts.append(f"{100 * fi.get('samples_explained_visible', fi['samples_explained']):.0f} % "
+                             f"of samples fit a rendered {'disk' if name == 'disks' else 'shape'}")
+            if "prompts_obeyed" in res:
+                po = res["prompts_obeyed"]
+                parts.append("prompt words obeyed (guidance " + str(res.get("guidance")) + "): "
+                             + ", ".join(f"{k} {100 * po[k]:.0f} %" for k in
+                                         ("colour", "background", "position", "size", "shape")))
+            mem = res["memorisation"]["share_samples_closer_than_fresh_p05"]
+            parts.append(f"{100 * mem:.0f} % of samples nearer the training set than 95 % of fresh "
+                         f"data (5 % expected)")
+            measured = "; ".join(parts)
+            if res.get("steps") != steps:
+                measured += f" (card measured at step {res.get('steps')})"
+        notes_f = cards_dir / name / "notes.json"
+        if notes_f.is_file():
+            notes = json.loads(notes_f.read_text())
+            eye = notes.get("summary", "see card")
+            if notes.get("step") != steps:
+                eye += f" (seen at step {notes.get('step')})"
+        rows.append(f"| `{name}` | {INDEX_DATA[name]} | {steps} | {measured} | {eye} | [{name}]({name}.md) |")
+    return "\n".join([INDEX_HEAD, *rows, "", """Retrain or continue training with `python -m pullback_utils.zoo.train NAME --steps N` (resumes from
+`.cache/zoo-train/NAME/` or, without it, warm-starts from the bundled weights; `--decay-from S
+--lr-final LR` anneals the learning rate), then regenerate the card with
+`python -m pullback_utils.zoo.cards NAME`. Every number on a card and in this table is measured on the
+bundled weights by that command; the verdicts by eye come from `book/model_cards/NAME/notes.json`.
+""", ""])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Write the model card of a bundled zoo model.")
     p.add_argument("name", choices=list(MODELS))
@@ -642,6 +700,7 @@ def main(argv: list[str] | None = None) -> None:
         info = json.loads((path / "zoo.json").read_text())
         cfg = json.loads((path / "unet" / "config.json").read_text())
         (out_dir / f"{a.name}.md").write_text(card_markdown(a.name, info, res, cfg))
+        (out_dir / "index.md").write_text(index_markdown(out_dir, path.parent))
         return
     res = write_card(a.name, a.model_path, a.out_dir, a.n_samples, a.ddim_steps, a.guidance,
                      a.device, a.threads)

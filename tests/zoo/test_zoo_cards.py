@@ -77,3 +77,24 @@ def test_card_markdown_shows_the_guidance_sweep():
     md = cards.card_markdown("shapes-text", info, res, cfg)
     assert "| attribute | guidance 1.0 | guidance 3.0 |" in md
     assert "| colour | 90.0 % | 10.0 % |" in md and "| explained | 70.0 % | 10.0 % |" in md
+
+
+def test_index_lists_every_model_with_its_scores(tmp_path):
+    import json
+
+    cdir, wdir = tmp_path / "cards", tmp_path / "weights"
+    (wdir / "disks").mkdir(parents=True)
+    (wdir / "disks" / "zoo.json").write_text(json.dumps({"steps": 120}))
+    (cdir / "disks").mkdir(parents=True)
+    (cdir / "disks" / "card.json").write_text(json.dumps({
+        "steps": 100, "fidelity": {"samples_explained": 0.5, "samples_explained_visible": 0.25},
+        "memorisation": {"share_samples_closer_than_fresh_p05": 0.03}}))
+    (cdir / "disks" / "notes.json").write_text(json.dumps({"step": 120, "summary": "round", "text": "x"}))
+    md = cards.index_markdown(cdir, wdir)
+    row = next(line for line in md.splitlines() if line.startswith("| `disks`"))
+    assert "| 120 |" in row and "25 % of samples fit a rendered disk" in row
+    assert "3 % of samples nearer" in row and "(card measured at step 100)" in row
+    assert "| round |" in row
+    for name in cards.MODELS:  # models without weights or a card are listed, not dropped
+        assert f"| `{name}` |" in md
+    assert "no card yet" in next(line for line in md.splitlines() if line.startswith("| `shapes` |"))
