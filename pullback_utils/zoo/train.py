@@ -61,17 +61,36 @@ def check_model_name(name: str) -> None:
         raise ValueError(f"name: unknown zoo model {name!r}; valid models: {list(MODELS)}")
 
 
-def build_unet(kind: str, tiny: bool = False) -> torch.nn.Module:
+DEFAULT_CHANNELS = (32, 64, 64)
+TINY_CHANNELS = (16, 32, 32)
+
+
+def check_channels(channels) -> tuple[int, int, int]:
+    """Validate ``block_out_channels``: three positive multiples of 8 (group norm with 8 groups,
+    attention heads of width 8); returns them as a tuple."""
+    try:
+        ch = tuple(int(c) for c in channels)
+    except (TypeError, ValueError):
+        ch = ()
+    if len(ch) != 3 or any(c < 8 or c % 8 for c in ch) or tuple(channels) != ch:
+        raise ValueError(f"channels: expected three positive multiples of 8 (block_out_channels, "
+                         f"e.g. {DEFAULT_CHANNELS}), got {channels!r}")
+    return ch
+
+
+def build_unet(kind: str, tiny: bool = False, channels: tuple[int, int, int] | None = None
+               ) -> torch.nn.Module:
     """The zoo U-Net for ``kind`` ``"pixel"`` (``UNet2DModel``) or ``"text"`` (``UNet2DConditionModel``).
 
     Channels (32, 64, 64), one ResNet layer per block (1.11M parameters for ``"pixel"``).
     Input x: (B, 3, 32, 32) in [-1, 1]; resolutions 32 -> 16 -> 8, the last down block
     (attention / cross-attention) and the mid block (attention) at 8x8; mid-block h: (B, 64, 8, 8).
-    Text: encoder_hidden_states (B, 16, 384). ``tiny`` gives a small variant for tests.
+    Text: encoder_hidden_states (B, 16, 384). ``tiny`` gives a small variant for tests;
+    ``channels`` overrides ``block_out_channels`` (a larger model for a GPU run, e.g. (64, 128, 128)).
     """
     from diffusers import UNet2DConditionModel, UNet2DModel
 
-    ch = (16, 32, 32) if tiny else (32, 64, 64)
+    ch = check_channels(channels) if channels is not None else (TINY_CHANNELS if tiny else DEFAULT_CHANNELS)
     common = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
                   layers_per_block=1, norm_num_groups=8, attention_head_dim=8)
     if kind == "pixel":
@@ -191,7 +210,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
           out_dir: Path | str | None = None, cache_dir: Path | str | None = DEFAULT_CACHE,
           tiny: bool = False, n_train: int = 20000, save_every: int = 500,
           warmup: int = 200, ema_decay: float = 0.999, progress: bool = True,
-          decay_from: int | None = None, lr_final: float | None = None) -> TrainResult:
+          decay_from: int | None = None, lr_final: float | None = None,
+          channels: tuple[int, int, int] | None = None) -> TrainResult:
     """Train (or continue training) zoo model ``name`` until ``steps`` total steps.
 
     Args:
@@ -206,6 +226,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         n_train: training-set size. save_every: checkpoint period in steps.
         decay_from, lr_final: optional cosine annealing of the learning rate from ``lr`` at step
             ``decay_from`` to ``lr_final`` at step ``steps`` (constant ``lr`` before); both or neither.
+        channels: the U-Net's ``block_out_channels`` (default (32, 64, 64), the bundled size; tiny:
+            (16, 32, 32)); a run that resumes must use the channels it was started with.
 
     Returns:
         :class:`TrainResult`.
@@ -217,6 +239,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
     if n_train < 1:
         raise ValueError(f"n_train: must be >= 1, got {n_train}")
+    if channels is not None:
+        channels = check_channels(channels)
     if (decay_from is None) != (lr_final is None):
         raise ValueError("decay_from, lr_final: give both (cosine annealing) or neither (constant lr)")
     if decay_from is not None and not 0 <= decay_from < steps:
@@ -250,7 +274,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     t_data = time.time() - t_data
 
     torch.manual_seed(seed)
-    model = build_unet(kind, tiny).to(device).train()
+    model = build_unet(kind, tiny, channels).to(device).train()
+    ch = tuple(model.config.block_out_channels)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = make_scheduler()
@@ -263,6 +288,10 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         st = torch.load(state_file, map_location=device, weights_only=False)
         if st.get("tiny") != tiny or st.get("kind") != kind:
             raise ValueError(f"cache_dir: checkpoint {state_file} was written with another config")
+        if tuple(st.get("channels", DEFAULT_CHANNELS if not st.get("tiny") else TINY_CHANNELS)) != ch:
+            raise ValueError(f"channels: checkpoint {state_file} was trained with channels "
+                             f"{tuple(st.get('channels', ()))}, not {ch}; pass those channels, or a new "
+                             f"cache_dir and out_dir to train another size")
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["opt"])
@@ -272,6 +301,11 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         resumed = f"checkpoint {state_file} (step {step})"
     elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
         info_old = json.loads((out_dir / "zoo.json").read_text())
+        old_ch = tuple(json.loads((out_dir / "unet" / "config.json").read_text())["block_out_channels"])
+        if old_ch != ch:
+            raise ValueError(f"channels: the model folder {out_dir} holds a U-Net with channels "
+                             f"{old_ch}, not {ch}; pass those channels, or a new out_dir to train "
+                             f"another size")
         cls = type(model)
         bundled = cls.from_pretrained(out_dir / "unet").to(device)
         model.load_state_dict(bundled.state_dict())
@@ -301,7 +335,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         tmp = state_file.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "wall_s": wall, "log": log, "tiny": tiny, "kind": kind}, tmp)
+                    "wall_s": wall, "log": log, "tiny": tiny, "kind": kind, "channels": list(ch)}, tmp)
         os.replace(tmp, state_file)
 
     t0 = time.time()
@@ -373,6 +407,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                 "ema_decay": ema_decay, "seed": seed, "n_train": n_train, "n_params": n_params,
                 "train_wall_s": round(wall, 1), "last_run_s_per_step": round(s_per_step, 4),
                 "hardware": hardware_string(device, threads), "tiny": tiny,
+                "block_out_channels": list(ch),
                 "data_time_s": round(t_data, 1),
                 "final_loss": log["loss"][-1] if log["loss"] else None,
                 "runs": runs + [{"from_step": start_step, "to_step": step, "lr": lr,
@@ -395,6 +430,14 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     return TrainResult(step, final, out_dir, wall, (time.time() - t0) / max(1, n_run))
 
 
+def _parse_channels(text: str) -> tuple[int, int, int]:
+    try:
+        return check_channels(tuple(int(c) for c in text.split(",")))
+    except ValueError:
+        raise SystemExit(f"--channels: expected three comma-separated multiples of 8 such as "
+                         f"64,128,128, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=list(MODELS))
@@ -412,13 +455,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--decay-from", type=int, default=None,
                    help="anneal the learning rate (cosine) from this step to --steps")
     p.add_argument("--lr-final", type=float, default=None, help="learning rate reached at --steps")
+    p.add_argument("--channels", default=None,
+                   help="U-Net block_out_channels, comma-separated (default 32,64,64; e.g. 64,128,128 "
+                        "for a larger model on a GPU, with a new --out-dir)")
     p.add_argument("--tiny", action="store_true", help="tiny U-Net and data (smoke tests)")
     p.add_argument("--no-card", action="store_true", help="do not (re)write the model card")
     a = p.parse_args(argv)
     res = train(a.name, a.steps, batch_size=a.batch_size, lr=a.lr, device=a.device, seed=a.seed,
                 threads=a.threads, max_minutes=a.max_minutes, out_dir=a.out_dir,
                 cache_dir=a.cache_dir, tiny=a.tiny, n_train=a.n_train, save_every=a.save_every,
-                decay_from=a.decay_from, lr_final=a.lr_final)
+                decay_from=a.decay_from, lr_final=a.lr_final,
+                channels=_parse_channels(a.channels) if a.channels else None)
     print(f"{a.name}: step {res.step}, loss {res.loss:.4f}, {res.s_per_step:.3f} s/step")
     if not a.no_card:
         from pullback_utils.zoo.cards import write_card

@@ -86,3 +86,39 @@ def test_bad_schedule_arguments():
         tr.train("disks", 10, decay_from=10, lr_final=1e-4)
     with pytest.raises(ValueError, match="lr_final"):
         tr.train("disks", 10, lr=1e-3, decay_from=2, lr_final=1e-2)
+
+
+def test_channels_option_builds_that_size_and_guards_resume(tmp_path):
+    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=tmp_path / "c",
+              progress=False, save_every=0)
+    tr.train("disks", 2, channels=(8, 16, 24), **kw)
+    cfg = json.loads((tmp_path / "m" / "unet" / "config.json").read_text())
+    assert cfg["block_out_channels"] == [8, 16, 24]
+    assert json.loads((tmp_path / "m" / "zoo.json").read_text())["block_out_channels"] == [8, 16, 24]
+    with pytest.raises(ValueError, match="channels.*checkpoint"):
+        tr.train("disks", 4, channels=(16, 32, 32), **kw)
+    shutil.rmtree(tmp_path / "c")  # warm start from the folder checks its size too
+    with pytest.raises(ValueError, match="channels.*model folder"):
+        tr.train("disks", 4, **kw)
+    assert tr.train("disks", 3, channels=(8, 16, 24), **kw).step == 3
+
+
+@pytest.mark.parametrize("bad", [(8, 16), (8, 16, 20), (0, 8, 8), "abc", (8.5, 16, 16)])
+def test_bad_channels(bad):
+    with pytest.raises(ValueError, match="channels"):
+        tr.train("disks", 2, tiny=True, channels=bad)
+
+
+def test_cli_rejects_bad_channels():
+    with pytest.raises(SystemExit, match="--channels"):
+        tr.main(["disks", "--channels", "8,x,16"])
+
+
+def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
+    from pullback_utils.models import load_model
+
+    tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m",
+             cache_dir=None, progress=False, channels=(8, 16, 24))
+    model = load_model(tmp_path / "m")
+    assert list(model.unet.config.block_out_channels) == [8, 16, 24]
+    assert model.sample_shape == (3, 32, 32)
