@@ -16,7 +16,8 @@ Measurements:
 - fidelity (disks, shapes, shapes-text): the renderer's factors are fitted to each sample (all shape
   types, several starts, Adam); a sample counts as explained if the best fit's per-pixel RMS error
   is at most :data:`FIDELITY_RMSE` (pixel range [0, 1]); the same is reported for fresh data to
-  show what the fitter achieves on real images;
+  show what the fitter achieves on real images; the shape itself is scored by the foreground IoU
+  of sample and fitted rendering (:func:`foreground_iou`, clean at :data:`CLEAN_IOU`);
 - prompts obeyed (shapes-text): full captions of fresh factors are used as prompts (guidance 1 by
   default, and each scale of :data:`GUIDANCE_SWEEP` on the first prompts); the fitted shape type, foreground colour (nearest palette colour to the fitted colour),
   background colour, position cell and size word are compared with the prompt.
@@ -40,6 +41,7 @@ from pullback_utils.zoo.registry import WEIGHTS_DIR
 
 CARDS_DIR = REPO_ROOT / "book" / "model_cards"
 FIDELITY_RMSE = 0.04
+CLEAN_IOU = 0.9  # foreground IoU with the fitted rendering at which a sample counts as a clean shape
 LOSS_TIMESTEPS = (10, 50, 100, 250, 500, 750, 999)
 FRESH_SEED = 10_007
 FIT_ROTATIONS = {"circle": (0.0,), "square": (0.0, math.pi / 4), "triangle": (0.0, math.pi / 3, 2 * math.pi / 3),
@@ -246,6 +248,39 @@ def fit_factors(name: str, images: torch.Tensor, iters: int = 100, lr: float = 0
     return out
 
 
+def foreground_iou(name: str, images: torch.Tensor, fit: dict) -> torch.Tensor:
+    """Intersection over union of the sample's foreground and the fitted shape's, (N,) in [0, 1].
+
+    A pixel is foreground when its colour projects more than halfway from the fitted background
+    colour towards the fitted foreground colour (the same rule for the sample and for the
+    rendering of the fit), so the score ignores the background that dominates the per-pixel RMS
+    error and asks whether the sample's shape *is* the fitted disk / square / triangle / ... .
+    images: (N, 3, 32, 32) in [-1, 1]; fit: :func:`fit_factors` output for them (``disks`` or
+    ``shapes``). An empty union (no foreground in either) scores 0.
+    """
+    if name not in ("disks", "shapes"):
+        raise ValueError(f"name: defined for 'disks' and 'shapes', got {name!r}")
+    ff = fit["factors"]
+    x = (images.clamp(-1, 1) + 1) / 2
+    with torch.no_grad():
+        if name == "disks":
+            fg, bg = ff[:, 3:6], torch.zeros_like(ff[:, 3:6])
+            r = (render("disks", ff) + 1) / 2
+        else:
+            fg, bg = ff[:, 4:7], ff[:, 7:10]
+            r = (render("shapes", ff, {"shape": fit["shape"]}) + 1) / 2
+    axis = (fg - bg)[:, :, None, None]
+    denom = axis.pow(2).sum(1).clamp_min(1e-6)
+
+    def fore(img: torch.Tensor) -> torch.Tensor:
+        return ((img - bg[:, :, None, None]) * axis).sum(1) / denom > 0.5
+
+    a, b = fore(x), fore(r)
+    inter = (a & b).sum((1, 2)).float()
+    union = (a | b).sum((1, 2)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
+
+
 def nearest_palette(rgb: torch.Tensor) -> torch.Tensor:
     """Index into :data:`PALETTE` of the nearest named colour to each RGB row (N, 3) in [0, 1]."""
     pal = torch.tensor(list(PALETTE.values()))
@@ -396,6 +431,15 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
             "data_explained": float((fd["rmse"] <= FIDELITY_RMSE).float().mean()),
             "data_median_rmse": float(fd["rmse"].median()),
         }
+        iou_s = foreground_iou(fit_name, samples, fs)
+        iou_d = foreground_iou(fit_name, fresh.images[:64], fd)
+        res["fidelity"].update({
+            "iou_threshold": CLEAN_IOU,
+            "samples_clean": float(((iou_s >= CLEAN_IOU) & visible).float().mean()),
+            "samples_median_iou": float(iou_s.median()),
+            "data_clean": float((iou_d >= CLEAN_IOU).float().mean()),
+            "data_median_iou": float(iou_d.median()),
+        })
         if name == "shapes-text":
             f, d = fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()}
             res["prompts_obeyed"] = prompts_obeyed(fs, f, d)
@@ -502,11 +546,31 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
                f"{100 * fi['samples_visible']:.1f} % of samples; explained and visible: "
                f"{100 * fi['samples_explained_visible']:.1f} %." if "samples_visible" in fi else ""),
             "",
-            "| | explained | median RMS error |", "|---|---|---|",
-            f"| {res['n_samples']} samples | {100 * fi['samples_explained']:.1f} % | {fi['samples_median_rmse']:.4f} |",
-            f"| 64 fresh data images (fitter check) | {100 * fi['data_explained']:.1f} % | "
-            f"{fi['data_median_rmse']:.4f} |", "",
         ]
+        if "samples_clean" in fi:
+            lines += [
+                f"The per-pixel error is dominated by the background, so a small or irregular blob on "
+                f"the right background can pass it. The shape itself is scored by the intersection over "
+                f"union (IoU) of the sample's foreground with the fitted rendering's (a pixel is "
+                f"foreground when its colour lies more than halfway from the fitted background to the "
+                f"fitted foreground colour); a sample counts as a **clean shape** when it shows a "
+                f"visible shape with IoU >= {fi['iou_threshold']}.", "",
+                "| | explained (RMS) | median RMS error | clean shape (IoU) | median IoU |",
+                "|---|---|---|---|---|",
+                f"| {res['n_samples']} samples | {100 * fi['samples_explained']:.1f} % | "
+                f"{fi['samples_median_rmse']:.4f} | {100 * fi['samples_clean']:.1f} % | "
+                f"{fi['samples_median_iou']:.3f} |",
+                f"| 64 fresh data images (fitter check) | {100 * fi['data_explained']:.1f} % | "
+                f"{fi['data_median_rmse']:.4f} | {100 * fi['data_clean']:.1f} % | "
+                f"{fi['data_median_iou']:.3f} |", "",
+            ]
+        else:
+            lines += [
+                "| | explained | median RMS error |", "|---|---|---|",
+                f"| {res['n_samples']} samples | {100 * fi['samples_explained']:.1f} % | {fi['samples_median_rmse']:.4f} |",
+                f"| 64 fresh data images (fitter check) | {100 * fi['data_explained']:.1f} % | "
+                f"{fi['data_median_rmse']:.4f} |", "",
+            ]
     if "prompts_obeyed" in res:
         po, ch = res["prompts_obeyed"], res["prompts_chance"]
         lines += [
@@ -564,6 +628,13 @@ def assessment(name: str, info: dict, res: dict) -> list[str]:
                    f"renderer within RMS {fi['threshold_rmse']} (the fitter explains "
                    f"{100 * fi['data_explained']:.0f} % of real {what}), median error "
                    f"{fi['samples_median_rmse']:.3f}: {verdict}.")
+        if "samples_clean" in fi:
+            out.append(f"Shape quality: {100 * fi['samples_clean']:.0f} % of samples are clean {what} "
+                       f"(foreground IoU >= {fi['iou_threshold']} with the fitted rendering; "
+                       f"{100 * fi['data_clean']:.0f} % of real {what}), median IoU "
+                       f"{fi['samples_median_iou']:.2f} (real: {fi['data_median_iou']:.2f})"
+                       + (": most samples are not yet the clean shapes of the data."
+                          if fi["samples_clean"] < 0.5 else "."))
     mem = res["memorisation"]
     if mem["share_samples_closer_than_fresh_p05"] <= 0.10:
         out.append(f"No sign of memorisation: {100 * mem['share_samples_closer_than_fresh_p05']:.0f} % "
@@ -651,8 +722,12 @@ def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = 
             parts = []
             if "fidelity" in res:
                 fi = res["fidelity"]
+                what = 'disk' if name == 'disks' else 'shape'
                 parts.append(f"{100 * fi.get('samples_explained_visible', fi['samples_explained']):.0f} % "
-                             f"of samples fit a rendered {'disk' if name == 'disks' else 'shape'}")
+                             f"of samples fit a rendered {what} within RMS {fi['threshold_rmse']}")
+                if "samples_clean" in fi:
+                    parts.append(f"{100 * fi['samples_clean']:.0f} % are clean {what}s (foreground IoU "
+                                 f">= {fi['iou_threshold']}; data: {100 * fi['data_clean']:.0f} %)")
             if "prompts_obeyed" in res:
                 po = res["prompts_obeyed"]
                 parts.append("prompt words obeyed (guidance " + str(res.get("guidance")) + "): "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pullback_utils.zoo import cards
@@ -87,14 +88,60 @@ def test_index_lists_every_model_with_its_scores(tmp_path):
     (wdir / "disks" / "zoo.json").write_text(json.dumps({"steps": 120}))
     (cdir / "disks").mkdir(parents=True)
     (cdir / "disks" / "card.json").write_text(json.dumps({
-        "steps": 100, "fidelity": {"samples_explained": 0.5, "samples_explained_visible": 0.25},
+        "steps": 100, "fidelity": {"samples_explained": 0.5, "samples_explained_visible": 0.25,
+                                   "threshold_rmse": 0.04, "samples_clean": 0.125,
+                                   "iou_threshold": 0.9, "data_clean": 1.0},
         "memorisation": {"share_samples_closer_than_fresh_p05": 0.03}}))
     (cdir / "disks" / "notes.json").write_text(json.dumps({"step": 120, "summary": "round", "text": "x"}))
     md = cards.index_markdown(cdir, wdir)
     row = next(line for line in md.splitlines() if line.startswith("| `disks`"))
-    assert "| 120 |" in row and "25 % of samples fit a rendered disk" in row
+    assert "| 120 |" in row and "25 % of samples fit a rendered disk within RMS 0.04" in row
+    assert "12 % are clean disks (foreground IoU >= 0.9; data: 100 %)" in row
     assert "3 % of samples nearer" in row and "(card measured at step 100)" in row
     assert "| round |" in row
     for name in cards.MODELS:  # models without weights or a card are listed, not dropped
         assert f"| `{name}` |" in md
     assert "no card yet" in next(line for line in md.splitlines() if line.startswith("| `shapes` |"))
+
+
+def test_foreground_iou_oracles():
+    """True factors as the 'fit' give IoU ~1; the wrong shape type at the same place scores lower;
+    a plain background (no foreground anywhere) scores 0."""
+    d = make_dataset("shapes", 32, seed=4)
+    truth = {"factors": d.factors, "shape": d.discrete["shape"]}
+    iou = cards.foreground_iou("shapes", d.images, truth)
+    assert iou.shape == (32,) and (iou >= 0.97).all()
+    is_plus = d.discrete["shape"] == cards.SHAPES.index("plus")
+    wrong = {"factors": d.factors, "shape": torch.where(is_plus, 0, cards.SHAPES.index("plus"))}
+    assert (cards.foreground_iou("shapes", d.images, wrong) < 0.9).all()
+    blank = d.factors[:, 7:10].clone()[:, :, None, None].expand(-1, -1, 32, 32) * 2 - 1
+    assert (cards.foreground_iou("shapes", blank, truth) == 0).all()
+    dd = make_dataset("disks", 16, seed=4)
+    assert (cards.foreground_iou("disks", dd.images, {"factors": dd.factors}) >= 0.97).all()
+
+
+@pytest.mark.parametrize("name", ["disks", "shapes-text"])
+def test_write_card_end_to_end_on_a_tiny_model(tmp_path, name):
+    import json
+
+    from pullback_utils.zoo import train as tr
+
+    model_dir = tmp_path / "weights" / name
+    tr.train(name, 2, batch_size=2, tiny=True, n_train=8, out_dir=model_dir, cache_dir=None,
+             progress=False)
+    res = cards.write_card(name, model_path=model_dir, out_dir=tmp_path / "cards", n_samples=4,
+                           ddim_steps=2, progress=False)
+    stored = json.loads((tmp_path / "cards" / name / "card.json").read_text())
+    assert stored["steps"] == 2 and stored["samples_finite"] is True
+    fi = stored["fidelity"]
+    assert 0 <= fi["samples_clean"] <= fi["samples_visible"] <= 1 and fi["data_clean"] == 1.0
+    for png in ("samples", "data", "loss", "neighbours"):
+        assert (tmp_path / "cards" / name / f"{png}.png").is_file()
+    md = (tmp_path / "cards" / f"{name}.md").read_text()
+    assert "clean shape (IoU)" in md
+    index = (tmp_path / "cards" / "index.md").read_text()
+    assert f"| `{name}` |" in index and "| 2 |" in index
+    if name == "shapes-text":
+        assert res["guidance"] == 1.0
+        assert set(res["guidance_sweep"]["obeyed"]) == {str(g) for g in cards.GUIDANCE_SWEEP}
+        assert "| attribute | guidance 1.0 | guidance 2.0 | guidance 3.0 |" in md
