@@ -538,8 +538,10 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
         fi = res["fidelity"]
         lines += [
             "## Fidelity", "",
-            f"The renderer is fitted to each sample (every shape type, several starting rotations, "
-            f"Adam); a sample counts as explained when the best fit's per-pixel RMS error is at most "
+            "The renderer is fitted to each sample ("
+            + ("Adam from the foreground's centroid, area and mean colour" if name == "disks" else
+               "every shape type, several starting rotations, Adam")
+            + f"); a sample counts as explained when the best fit's per-pixel RMS error is at most "
             f"{fi['threshold_rmse']} (pixel range [0, 1])."
             + (f" A fit counts as showing a visible shape when its size is at least 0.08 and its colour "
                f"differs from the background by more than 0.25 (RGB distance): "
