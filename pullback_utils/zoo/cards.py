@@ -686,7 +686,9 @@ def _schedule_text(info: dict) -> str:
         else:
             merged.append([key, r["from_step"], r["to_step"]])
     for (lr, bs, decay_from, lr_final, target), a, b in merged:
-        if decay_from is None:
+        if lr is None:
+            parts.append(f"steps {a}-{b}: not recorded")
+        elif decay_from is None:
             parts.append(f"steps {a}-{b}: lr {lr}, batch {bs}")
         else:
             end = learning_rate(b, lr, 200, target, decay_from, lr_final)

@@ -319,6 +319,11 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         resumed = f"bundled weights {out_dir} (step {step}; optimizer restarted)"
     n_params = sum(p.numel() for p in model.parameters())
     runs = _previous_runs(out_dir) if resumed != "fresh" else []
+    if runs and runs[-1]["to_step"] != step:  # the checkpoint holds steps the folder never recorded
+        runs.append({"from_step": runs[-1]["to_step"], "to_step": step, "lr": None,
+                     "decay_from": None, "lr_final": None, "batch_size": None, "hardware": None,
+                     "wall_s": None, "note": "steps of the resumed checkpoint that no model-folder "
+                                             "record covers (a run that stopped before writing it)"})
 
     stop = {"flag": False}
 

@@ -122,3 +122,22 @@ def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
     model = load_model(tmp_path / "m")
     assert list(model.unet.config.block_out_channels) == [8, 16, 24]
     assert model.sample_shape == (3, 32, 32)
+
+
+def test_steps_no_folder_record_covers_are_recorded_as_such(tmp_path):
+    """A checkpoint ahead of the model folder's run records (a run that stopped before writing the
+    folder) gets an explicit 'not recorded' run, so the history stays contiguous."""
+    from pullback_utils.zoo.cards import _schedule_text
+
+    out = tmp_path / "m"
+    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=out, cache_dir=tmp_path / "c",
+              progress=False, save_every=0)
+    tr.train("disks", 4, **kw)
+    info = json.loads((out / "zoo.json").read_text())
+    info["runs"][-1]["to_step"] = 3  # the folder lags the checkpoint (step 4)
+    (out / "zoo.json").write_text(json.dumps(info))
+    tr.train("disks", 6, **kw)
+    runs = json.loads((out / "zoo.json").read_text())["runs"]
+    assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 3), (3, 4), (4, 6)]
+    assert runs[1]["lr"] is None and "no model-folder record" in runs[1]["note"]
+    assert "steps 3-4: not recorded" in _schedule_text({"runs": runs})
