@@ -549,30 +549,25 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict) -> str:
                f"{100 * fi['samples_explained_visible']:.1f} %." if "samples_visible" in fi else ""),
             "",
         ]
-        if "samples_clean" in fi:
+        iou = "samples_clean" in fi  # cards measured before the IoU score lack its two columns
+        if iou:
             lines += [
                 f"The per-pixel error is dominated by the background, so a small or irregular blob on "
                 f"the right background can pass it. The shape itself is scored by the intersection over "
                 f"union (IoU) of the sample's foreground with the fitted rendering's (a pixel is "
                 f"foreground when its colour lies more than halfway from the fitted background to the "
                 f"fitted foreground colour); a sample counts as a **clean shape** when it shows a "
-                f"visible shape with IoU >= {fi['iou_threshold']}.", "",
-                "| | explained (RMS) | median RMS error | clean shape (IoU) | median IoU |",
-                "|---|---|---|---|---|",
-                f"| {res['n_samples']} samples | {100 * fi['samples_explained']:.1f} % | "
-                f"{fi['samples_median_rmse']:.4f} | {100 * fi['samples_clean']:.1f} % | "
-                f"{fi['samples_median_iou']:.3f} |",
-                f"| 64 fresh data images (fitter check) | {100 * fi['data_explained']:.1f} % | "
-                f"{fi['data_median_rmse']:.4f} | {100 * fi['data_clean']:.1f} % | "
-                f"{fi['data_median_iou']:.3f} |", "",
-            ]
-        else:
-            lines += [
-                "| | explained | median RMS error |", "|---|---|---|",
-                f"| {res['n_samples']} samples | {100 * fi['samples_explained']:.1f} % | {fi['samples_median_rmse']:.4f} |",
-                f"| 64 fresh data images (fitter check) | {100 * fi['data_explained']:.1f} % | "
-                f"{fi['data_median_rmse']:.4f} |", "",
-            ]
+                f"visible shape with IoU >= {fi['iou_threshold']}.", ""]
+        lines += ["| | explained" + (" (RMS)" if iou else "") + " | median RMS error |"
+                  + (" clean shape (IoU) | median IoU |" if iou else ""),
+                  "|---|---|---|" + ("---|---|" if iou else "")]
+        for label, key in ((f"{res['n_samples']} samples", "samples"),
+                           ("64 fresh data images (fitter check)", "data")):
+            lines.append(f"| {label} | {100 * fi[key + '_explained']:.1f} % | "
+                         f"{fi[key + '_median_rmse']:.4f} |"
+                         + (f" {100 * fi[key + '_clean']:.1f} % | {fi[key + '_median_iou']:.3f} |"
+                            if iou else ""))
+        lines.append("")
     if "prompts_obeyed" in res:
         po, ch = res["prompts_obeyed"], res["prompts_chance"]
         lines += [

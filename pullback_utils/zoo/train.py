@@ -288,9 +288,10 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         st = torch.load(state_file, map_location=device, weights_only=False)
         if st.get("tiny") != tiny or st.get("kind") != kind:
             raise ValueError(f"cache_dir: checkpoint {state_file} was written with another config")
-        if tuple(st.get("channels", DEFAULT_CHANNELS if not st.get("tiny") else TINY_CHANNELS)) != ch:
+        st_ch = tuple(st.get("channels", TINY_CHANNELS if tiny else DEFAULT_CHANNELS))
+        if st_ch != ch:
             raise ValueError(f"channels: checkpoint {state_file} was trained with channels "
-                             f"{tuple(st.get('channels', ()))}, not {ch}; pass those channels, or a new "
+                             f"{st_ch}, not {ch}; pass those channels, or a new "
                              f"cache_dir and out_dir to train another size")
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
@@ -404,6 +405,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
             checkpoint(wall)
             n_steps_run = step - start_step
             s_per_step = (time.time() - t0) / max(1, n_steps_run)
+            hardware = hardware_string(device, threads)
             info = {
                 "name": name, "kind": kind, "dataset": spec["dataset"],
                 "image_range": [-1.0, 1.0], "resolution": 32, "channels": 3,
@@ -411,14 +413,14 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                 "beta_schedule": "linear", "steps": step, "batch_size": batch_size, "lr": lr,
                 "ema_decay": ema_decay, "seed": seed, "n_train": n_train, "n_params": n_params,
                 "train_wall_s": round(wall, 1), "last_run_s_per_step": round(s_per_step, 4),
-                "hardware": hardware_string(device, threads), "tiny": tiny,
+                "hardware": hardware, "tiny": tiny,
                 "block_out_channels": list(ch),
                 "data_time_s": round(t_data, 1),
                 "final_loss": log["loss"][-1] if log["loss"] else None,
                 "runs": runs + [{"from_step": start_step, "to_step": step, "lr": lr,
                                  "decay_from": decay_from, "lr_final": lr_final,
                                  "target_steps": steps, "batch_size": batch_size,
-                                 "hardware": hardware_string(device, threads),
+                                 "hardware": hardware,
                                  "wall_s": round(time.time() - t0, 1),
                                  "s_per_step": round(s_per_step, 4)}],
             }
