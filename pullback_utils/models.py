@@ -490,13 +490,13 @@ def load_model(
         raise TypeError(f"name_or_path must be a str or a path, got {type(name_or_path).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    from pullback_utils.zoo.registry import available_models, model_dir
+    from pullback_utils.zoo.registry import available_models, is_bundled, model_dir
 
     s = os.fspath(name_or_path)
     path = Path(s).expanduser()
     if path.is_dir():
         folder, name = path, s
-    elif s in available_models():
+    elif is_bundled(s):
         folder, name = model_dir(s), s
     elif isinstance(name_or_path, str) and _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
         folder, name = _download(s), s

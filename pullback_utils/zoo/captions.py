@@ -1,8 +1,9 @@
 """Captions of the ``shapes-text`` dataset, generated from the ``shapes`` factors.
 
 A full caption reads ``"a small red triangle in the upper left on a blue background"``:
-size word (thirds of the size range [0.12, 0.25]), foreground colour name, shape name, position
-phrase (thirds of the position range [0.25, 0.75] in x and y; y points down, so small y is "upper"),
+size word (thirds of :data:`~pullback_utils.zoo.vocab.SIZE_RANGE`), foreground colour name, shape
+name, position phrase (thirds of :data:`~pullback_utils.zoo.vocab.POS_RANGE` in x and y; y points
+down, so small y is "upper"),
 background colour name. For training variety each of the size, position and background parts is
 left out with probability ``drop_part`` (the colour and shape words are always present).
 """
@@ -11,11 +12,16 @@ from __future__ import annotations
 
 import torch
 
-from pullback_utils.zoo.datasets import COLOUR_NAMES, SHAPES
+from pullback_utils.zoo.vocab import COLOUR_NAMES, POS_RANGE, SHAPES, SIZE_RANGE
+
+
+def _thirds(lo: float, hi: float) -> tuple[float, float]:
+    return lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
+
 
 SIZE_WORDS: tuple[str, ...] = ("small", "medium", "large")
-SIZE_EDGES: tuple[float, float] = (0.12 + 0.13 / 3, 0.12 + 2 * 0.13 / 3)
-POS_EDGES: tuple[float, float] = (0.25 + 0.5 / 3, 0.25 + 1.0 / 3)
+SIZE_EDGES: tuple[float, float] = _thirds(*SIZE_RANGE)
+POS_EDGES: tuple[float, float] = _thirds(*POS_RANGE)
 POSITION_PHRASES: dict[tuple[int, int], str] = {
     (0, 0): "in the upper left", (0, 1): "at the top", (0, 2): "in the upper right",
     (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
@@ -28,7 +34,7 @@ def _third(x: float, edges: tuple[float, float]) -> int:
 
 
 def size_word(size: float) -> str:
-    """``"small"``, ``"medium"`` or ``"large"`` for a shape size in [0.12, 0.25]."""
+    """``"small"``, ``"medium"`` or ``"large"`` for a shape size in :data:`SIZE_RANGE`."""
     return SIZE_WORDS[_third(size, SIZE_EDGES)]
 
 

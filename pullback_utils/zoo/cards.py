@@ -36,7 +36,8 @@ import torch
 
 from pullback_utils.zoo.datasets import (
     COLOUR_NAMES, PALETTE, SHAPES, make_dataset, render)
-from pullback_utils.zoo.train import MODELS, REPO_ROOT, check_model_name
+from pullback_utils.zoo.registry import ZOO_MODELS as MODELS
+from pullback_utils.zoo.train import REPO_ROOT, check_model_name
 from pullback_utils.zoo.registry import WEIGHTS_DIR
 
 CARDS_DIR = REPO_ROOT / "book" / "model_cards"

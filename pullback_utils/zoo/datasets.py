@@ -19,6 +19,8 @@ Four datasets form a ladder of complexity (all 32x32 RGB, pixel range [-1, 1]):
   photographs bundled with scikit-image and scikit-learn (:data:`PHOTOS`), area-resized to 32x32.
   No factors.
 - ``shapes-text``: the ``shapes`` images with a caption each (see :mod:`pullback_utils.zoo.captions`).
+- ``ladder-1`` ... ``ladder-5``: the dataset-complexity ladder, one disk renderer with 2 to 15 free
+  factors (see :mod:`pullback_utils.zoo.ladder`).
 
 The procedural images are rendered by :func:`render`, which is differentiable in the continuous
 factors (soft, anti-aliased edges: coverage = sigmoid(signed distance / :data:`EDGE_SOFTNESS`)), so
@@ -34,23 +36,17 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-RESOLUTION = 32
-DATASETS: tuple[str, ...] = ("disks", "shapes", "scenes", "textures", "shapes-text")
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "plus")
-PALETTE: dict[str, tuple[float, float, float]] = {
-    "red": (0.85, 0.12, 0.12),
-    "orange": (0.95, 0.55, 0.08),
-    "yellow": (0.95, 0.90, 0.15),
-    "green": (0.15, 0.65, 0.20),
-    "blue": (0.12, 0.25, 0.85),
-    "purple": (0.55, 0.18, 0.75),
-    "white": (0.95, 0.95, 0.95),
-    "black": (0.07, 0.07, 0.07),
-}
-COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
-COLOUR_JITTER = 0.05
-#: Edge softness of the renderer, in image widths (0.4 pixel).
-EDGE_SOFTNESS = 0.4 / RESOLUTION
+from pullback_utils.zoo import ladder
+from pullback_utils.zoo.render import coverage as _coverage
+from pullback_utils.zoo.render import hsv_to_rgb as _hsv_to_rgb
+from pullback_utils.zoo.render import jacobian_columns, pixel_grid, shape_sdf
+from pullback_utils.zoo.vocab import (  # noqa: F401  (re-exported: the datasets' vocabulary)
+    COLOUR_JITTER, COLOUR_NAMES, EDGE_SOFTNESS, PALETTE, POS_RANGE, RESOLUTION, SHAPES, SIZE_RANGE)
+
+DATASETS: tuple[str, ...] = ("disks", "shapes", "scenes", "textures", "shapes-text") + tuple(
+    ladder.dataset_name(r) for r in ladder.RUNGS)
+#: The datasets with factors and a differentiable renderer (all but ``textures``).
+PROCEDURAL: tuple[str, ...] = tuple(d for d in DATASETS if d != "textures")
 #: Photographs bundled with scikit-image / scikit-learn that load without any download.
 PHOTOS: tuple[str, ...] = (
     "skimage:astronaut",
@@ -71,6 +67,7 @@ FACTOR_NAMES: dict[str, tuple[str, ...]] = {
     + ("bg0_r", "bg0_g", "bg0_b", "bg1_r", "bg1_g", "bg1_b", "bg_angle"),
 }
 FACTOR_NAMES["shapes-text"] = FACTOR_NAMES["shapes"]
+FACTOR_NAMES.update({ladder.dataset_name(r): ladder.factor_names(r) for r in ladder.RUNGS})
 
 
 @dataclass
@@ -102,68 +99,12 @@ def _check_name(name: str, valid: tuple[str, ...] = DATASETS) -> None:
         raise ValueError(f"name: unknown dataset {name!r}; valid datasets: {list(valid)}")
 
 
-def _grid(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Pixel centres, (2, R, R): [0] = x (column), [1] = y (row, pointing down), in (0, 1)."""
-    c = (torch.arange(RESOLUTION, device=device, dtype=dtype) + 0.5) / RESOLUTION
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([xx, yy])
-
-
-def shape_sdf(kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torch.Tensor,
-              rot: torch.Tensor) -> torch.Tensor:
-    """Signed distance (positive inside, image-width units) of each shape to every pixel centre.
-
-    kind: (N,) long index into :data:`SHAPES`; cx, cy, size, rot: (N,). Returns (N, R, R).
-    ``size`` is the circumradius (the circle's radius; half the square's diagonal; the plus's arm
-    reach). Exact inside the shapes and along edge normals, which is all a soft edge needs.
-    """
-    g = _grid(cx.device, cx.dtype)
-    dx = g[0][None] - cx[:, None, None]
-    dy = g[1][None] - cy[:, None, None]
-    c, s = torch.cos(rot)[:, None, None], torch.sin(rot)[:, None, None]
-    u = c * dx + s * dy  # coordinates in the shape's rotated frame
-    v = -s * dx + c * dy
-    sz = size[:, None, None]
-    out = torch.empty_like(dx)
-    for k in range(len(SHAPES)):
-        sel = kind == k
-        if bool(sel.any()):
-            out = out.index_put((sel,), _sdf_one(k, dx[sel], dy[sel], u[sel], v[sel], sz[sel]))
-    return out
-
-
-def _sdf_one(k: int, dx: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-             sz: torch.Tensor) -> torch.Tensor:
-    """Signed distance of shape ``SHAPES[k]``; u, v: pixel offsets in the shape's rotated frame."""
-    if k == 0:  # circle of radius size
-        return sz - torch.sqrt(dx * dx + dy * dy + 1e-12)
-    if k == 1:  # square of half-diagonal size
-        half = sz / math.sqrt(2.0)
-        return torch.minimum(half - u.abs(), half - v.abs())
-    if k == 2:  # equilateral triangle, apex up before rotation: three edge half-planes, apothem size/2
-        ap = sz / 2.0
-        tri = None
-        for j in range(3):
-            ang = math.pi / 2 + 2 * math.pi * j / 3  # outward normals at 90, 210, 330 degrees
-            nx, ny = math.cos(ang), -math.sin(ang)  # y points down
-            d = ap - (u * nx + v * ny)
-            tri = d if tri is None else torch.minimum(tri, d)
-        return tri
-    arm = sz * 0.35  # plus: two bars of half-length size and half-width 0.35 size
-    return torch.maximum(torch.minimum(sz - u.abs(), arm - v.abs()),
-                         torch.minimum(arm - u.abs(), sz - v.abs()))
-
-
-def _coverage(sd: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(sd / EDGE_SOFTNESS)
-
-
 def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None
            ) -> torch.Tensor:
     """Render procedural images from their factors, differentiably in ``factors``.
 
     Args:
-        name: ``"disks"``, ``"shapes"``, ``"shapes-text"`` or ``"scenes"``.
+        name: a procedural dataset (:data:`PROCEDURAL`).
         factors: (N, K) continuous factors laid out as ``FACTOR_NAMES[name]``.
         discrete: labels: ``shape`` (N,) for shapes, ``shape`` (N, 3) and ``present`` (N, 3) for
             scenes; unused for disks.
@@ -171,7 +112,9 @@ def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] |
     Returns:
         (N, 3, 32, 32) images in [-1, 1].
     """
-    _check_name(name, ("disks", "shapes", "shapes-text", "scenes"))
+    _check_name(name, PROCEDURAL)
+    if name.startswith(ladder.PREFIX):
+        return ladder.render(ladder.rung_of(name), factors)
     if factors.ndim != 2 or factors.shape[1] != len(FACTOR_NAMES[name]):
         raise ValueError(f"factors: expected shape (N, {len(FACTOR_NAMES[name])}) for {name!r}, "
                          f"got {tuple(factors.shape)}")
@@ -191,7 +134,7 @@ def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] |
         if "shape" not in discrete or "present" not in discrete:
             raise ValueError("discrete: rendering scenes needs discrete['shape'] and "
                              "discrete['present'], each of shape (N, 3)")
-        g = _grid(f.device, f.dtype)
+        g = pixel_grid(f.device, f.dtype)
         ang = f[:, 27]
         t = 0.5 + 0.7 * ((g[0][None] - 0.5) * torch.cos(ang)[:, None, None]
                          + (g[1][None] - 0.5) * torch.sin(ang)[:, None, None])
@@ -211,24 +154,11 @@ def factor_jacobian(name: str, factors: torch.Tensor, discrete: dict[str, torch.
     factors: (N, K). Returns (N, 3*32*32, K): column k is d image / d factor k (flattened C,H,W),
     i.e. the tangent vectors of the data manifold at each image.
     """
-    n, k = factors.shape
-    cols = []
-    for j in range(k):
-        e = torch.zeros_like(factors)
-        e[:, j] = 1
-        _, jv = torch.func.jvp(lambda f: render(name, f, discrete), (factors,), (e,))
-        cols.append(jv.reshape(n, -1))
-    return torch.stack(cols, dim=-1)
+    return jacobian_columns(lambda f: render(name, f, discrete), factors)
 
 
 def _rand(gen: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=gen)
-
-
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """h, s, v: (N,) in [0, 1] -> (N, 3) RGB in [0, 1]."""
-    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], dim=1)
-    return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
 def _palette_colours(gen: torch.Generator, idx: torch.Tensor) -> torch.Tensor:
@@ -242,20 +172,22 @@ def sample_factors(name: str, n: int, seed: int) -> tuple[torch.Tensor, dict[str
 
     Returns (factors (n, K), discrete labels) as documented in the module docstring.
     """
-    _check_name(name, ("disks", "shapes", "shapes-text", "scenes"))
+    _check_name(name, PROCEDURAL)
     if n < 1:
         raise ValueError(f"n: must be >= 1, got {n}")
+    if name.startswith(ladder.PREFIX):
+        return ladder.sample_factors(ladder.rung_of(name), n, seed), {}
     gen = torch.Generator().manual_seed(int(seed))
     if name == "disks":
-        pos = _rand(gen, 2 * n, 0.25, 0.75).view(n, 2)
-        rad = _rand(gen, n, 0.12, 0.25)
+        pos = _rand(gen, 2 * n, *POS_RANGE).view(n, 2)
+        rad = _rand(gen, n, *SIZE_RANGE)
         rgb = _hsv_to_rgb(torch.rand(n, generator=gen), _rand(gen, n, 0.5, 1.0),
                           _rand(gen, n, 0.7, 1.0))
         return torch.cat([pos, rad[:, None], rgb], 1), {}
     if name in ("shapes", "shapes-text"):
         shape = torch.randint(len(SHAPES), (n,), generator=gen)
-        pos = _rand(gen, 2 * n, 0.25, 0.75).view(n, 2)
-        size = _rand(gen, n, 0.12, 0.25)
+        pos = _rand(gen, 2 * n, *POS_RANGE).view(n, 2)
+        size = _rand(gen, n, *SIZE_RANGE)
         rot = _rand(gen, n, 0.0, math.pi / 2)
         fg = torch.randint(len(PALETTE), (n,), generator=gen)
         bg = (fg + torch.randint(1, len(PALETTE), (n,), generator=gen)) % len(PALETTE)

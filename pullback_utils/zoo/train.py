@@ -38,15 +38,9 @@ from pathlib import Path
 
 import torch
 
-from pullback_utils.zoo.registry import WEIGHTS_DIR
+from pullback_utils.zoo.registry import DEFAULT_CHANNELS, MODELS, default_folder
+from pullback_utils.zoo.registry import check_model_name as _catalogue_entry
 
-MODELS: dict[str, dict] = {
-    "disks": {"kind": "pixel", "dataset": "disks"},
-    "shapes": {"kind": "pixel", "dataset": "shapes"},
-    "scenes": {"kind": "pixel", "dataset": "scenes"},
-    "textures": {"kind": "pixel", "dataset": "textures"},
-    "shapes-text": {"kind": "text", "dataset": "shapes-text"},
-}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "zoo-train"
 NUM_TRAIN_TIMESTEPS = 1000
@@ -57,11 +51,9 @@ PREDICTION_TYPE = "v_prediction"
 
 
 def check_model_name(name: str) -> None:
-    if name not in MODELS:
-        raise ValueError(f"name: unknown zoo model {name!r}; valid models: {list(MODELS)}")
+    _catalogue_entry(name)
 
 
-DEFAULT_CHANNELS = (32, 64, 64)
 TINY_CHANNELS = (16, 32, 32)
 
 
@@ -160,7 +152,7 @@ def learning_rate(step: int, lr: float, warmup: int, steps: int, decay_from: int
     if decay_from is not None and step >= decay_from:
         frac = min(1.0, (step - decay_from) / max(1, steps - decay_from))
         return lr_final + (lr - lr_final) * 0.5 * (1.0 + math.cos(math.pi * frac))
-    return lr * min(1.0, (step + 1) / warmup)
+    return lr * min(1.0, (step + 1) / warmup) if warmup > 0 else lr
 
 
 def _previous_runs(out_dir: Path) -> list[dict]:
@@ -206,7 +198,7 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
 
 
 def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, device: str = "cpu",
-          seed: int = 0, threads: int = 1, max_minutes: float | None = None,
+          seed: int | None = None, threads: int = 1, max_minutes: float | None = None,
           out_dir: Path | str | None = None, cache_dir: Path | str | None = DEFAULT_CACHE,
           tiny: bool = False, n_train: int = 20000, save_every: int = 500,
           warmup: int = 200, ema_decay: float = 0.999, progress: bool = True,
@@ -218,7 +210,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         name: one of :data:`MODELS`.
         steps: total number of optimizer steps to reach (>= 1); a resumed run continues from its step.
         batch_size: images per step. lr: peak learning rate. device: ``"cpu"`` or ``"cuda"``.
-        seed: seeds the training set, the batch order, noise and initial weights.
+        seed: seeds the training set, the batch order, noise and initial weights (default: the
+            catalogue's seed of ``name``; ladder models fix their seed in their name).
         threads: torch CPU threads. max_minutes: stop (cleanly, saving) after this wall time.
         out_dir: model folder (default ``pullback_utils/zoo/weights/<name>``).
         cache_dir: folder of the resumable state (``None``: no checkpointing beyond ``out_dir``).
@@ -226,13 +219,27 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         n_train: training-set size. save_every: checkpoint period in steps.
         decay_from, lr_final: optional cosine annealing of the learning rate from ``lr`` at step
             ``decay_from`` to ``lr_final`` at step ``steps`` (constant ``lr`` before); both or neither.
-        channels: the U-Net's ``block_out_channels`` (default (32, 64, 64), the bundled size; tiny:
-            (16, 32, 32)); a run that resumes must use the channels it was started with.
+        channels: the U-Net's ``block_out_channels`` (default: the catalogue's, (32, 64, 64) for the
+            main zoo and (16, 32, 32) for the ladder; tiny: (16, 32, 32)); a run that resumes must use
+            the channels it was started with.
+        warmup: linear warm-up steps of the learning rate (0: none).
+
+    A run resumed from a checkpoint must use the checkpoint's ``seed`` and ``batch_size`` (another
+    seed would draw another training set); train into a new ``cache_dir``/``out_dir`` instead.
 
     Returns:
         :class:`TrainResult`.
     """
-    check_model_name(name)
+    entry = _catalogue_entry(name)
+    if seed is None:
+        seed = int(entry["seed"])
+    elif "rung" in entry and seed != entry["seed"]:
+        raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
+                         f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
     if steps < 1:
         raise ValueError(f"steps: must be >= 1, got {steps}")
     if batch_size < 1:
@@ -241,6 +248,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         raise ValueError(f"n_train: must be >= 1, got {n_train}")
     if channels is not None:
         channels = check_channels(channels)
+    elif not tiny:
+        channels = tuple(entry["channels"])
     if (decay_from is None) != (lr_final is None):
         raise ValueError("decay_from, lr_final: give both (cosine annealing) or neither (constant lr)")
     if decay_from is not None and not 0 <= decay_from < steps:
@@ -259,7 +268,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     torch.set_num_threads(threads)
     spec = MODELS[name]
     kind = spec["kind"]
-    out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR / name
+    out_dir = Path(out_dir) if out_dir is not None else default_folder(name)
     state_file = Path(cache_dir) / name / "state.pt" if cache_dir is not None else None
     if tiny:
         n_train = min(n_train, 512)
@@ -285,9 +294,14 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     log: dict = {"step": [], "loss": [], "wall_s": []}
     resumed = "fresh"
     if state_file is not None and state_file.is_file():
-        st = torch.load(state_file, map_location=device, weights_only=False)
+        st = torch.load(state_file, map_location=device, weights_only=True)
         if st.get("tiny") != tiny or st.get("kind") != kind:
             raise ValueError(f"cache_dir: checkpoint {state_file} was written with another config")
+        for key, val in (("seed", seed), ("batch_size", batch_size)):
+            if key in st and int(st[key]) != int(val):
+                raise ValueError(f"{key}: checkpoint {state_file} was trained with {key}={st[key]}, not {val}; "
+                                 f"resume with {key}={st[key]}, or pass a new cache_dir and out_dir to start "
+                                 f"another run")
         st_ch = tuple(st.get("channels", TINY_CHANNELS if tiny else DEFAULT_CHANNELS))
         if st_ch != ch:
             raise ValueError(f"channels: checkpoint {state_file} was trained with channels "
@@ -302,6 +316,10 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         resumed = f"checkpoint {state_file} (step {step})"
     elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
         info_old = json.loads((out_dir / "zoo.json").read_text())
+        if "seed" in info_old and int(info_old["seed"]) != int(seed):
+            raise ValueError(f"seed: the model folder {out_dir} was trained with seed={info_old['seed']}, not "
+                             f"{seed} (another seed draws another training set); pass seed={info_old['seed']}, "
+                             f"or a new out_dir to start another run")
         old_ch = tuple(json.loads((out_dir / "unet" / "config.json").read_text())["block_out_channels"])
         if old_ch != ch:
             raise ValueError(f"channels: the model folder {out_dir} holds a U-Net with channels "
@@ -341,7 +359,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         tmp = state_file.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                     "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step,
-                    "wall_s": wall, "log": log, "tiny": tiny, "kind": kind, "channels": list(ch)}, tmp)
+                    "wall_s": wall, "log": log, "tiny": tiny, "kind": kind, "channels": list(ch),
+                    "seed": int(seed), "batch_size": int(batch_size)}, tmp)
         os.replace(tmp, state_file)
 
     t0 = time.time()
@@ -414,11 +433,12 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                 "ema_decay": ema_decay, "seed": seed, "n_train": n_train, "n_params": n_params,
                 "train_wall_s": round(wall, 1), "last_run_s_per_step": round(s_per_step, 4),
                 "hardware": hardware, "tiny": tiny,
+                **({"rung": entry["rung"]} if "rung" in entry else {}),
                 "block_out_channels": list(ch),
                 "data_time_s": round(t_data, 1),
                 "final_loss": log["loss"][-1] if log["loss"] else None,
                 "runs": runs + [{"from_step": start_step, "to_step": step, "lr": lr,
-                                 "decay_from": decay_from, "lr_final": lr_final,
+                                 "warmup": warmup, "decay_from": decay_from, "lr_final": lr_final,
                                  "target_steps": steps, "batch_size": batch_size,
                                  "hardware": hardware,
                                  "wall_s": round(time.time() - t0, 1),
@@ -447,12 +467,13 @@ def _parse_channels(text: str) -> tuple[int, int, int]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=list(MODELS))
+    p.add_argument("name", help="zoo model: " + ", ".join(n for n in MODELS if not n.startswith("ladder-"))
+                   + " or ladder-<rung>-s<seed>")
     p.add_argument("--steps", type=int, default=15000, help="total steps to reach")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the catalogue's seed of the model")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this wall time")
     p.add_argument("--out-dir", default=None, help="model folder (default: the bundled zoo folder)")
@@ -467,11 +488,16 @@ def main(argv: list[str] | None = None) -> None:
                         "for a larger model on a GPU, with a new --out-dir)")
     p.add_argument("--tiny", action="store_true", help="tiny U-Net and data (smoke tests)")
     p.add_argument("--no-card", action="store_true", help="do not (re)write the model card")
+    p.add_argument("--warmup", type=int, default=200, help="learning-rate warm-up steps")
     a = p.parse_args(argv)
+    try:
+        check_model_name(a.name)
+    except ValueError as e:
+        p.error(str(e))
     res = train(a.name, a.steps, batch_size=a.batch_size, lr=a.lr, device=a.device, seed=a.seed,
                 threads=a.threads, max_minutes=a.max_minutes, out_dir=a.out_dir,
                 cache_dir=a.cache_dir, tiny=a.tiny, n_train=a.n_train, save_every=a.save_every,
-                decay_from=a.decay_from, lr_final=a.lr_final,
+                decay_from=a.decay_from, lr_final=a.lr_final, warmup=a.warmup,
                 channels=_parse_channels(a.channels) if a.channels else None)
     print(f"{a.name}: step {res.step}, loss {res.loss:.4f}, {res.s_per_step:.3f} s/step")
     if not a.no_card:

@@ -141,3 +141,27 @@ def test_steps_no_folder_record_covers_are_recorded_as_such(tmp_path):
     assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 3), (3, 4), (4, 6)]
     assert runs[1]["lr"] is None and "no model-folder record" in runs[1]["note"]
     assert "steps 3-4: not recorded" in _schedule_text({"runs": runs})
+
+
+def test_resume_refuses_another_seed_or_batch_and_records_warmup(tmp_path):
+    out, cache = tmp_path / "model", tmp_path / "cache"
+    kw = dict(tiny=True, n_train=16, out_dir=out, cache_dir=cache, progress=False, save_every=0)
+    tr.train("disks", 3, batch_size=4, warmup=0, seed=0, **kw)  # warmup=0 used to divide by zero
+    assert json.loads((out / "zoo.json").read_text())["runs"][-1]["warmup"] == 0
+    # the checkpoint loads with weights_only=True (no pickled code can run)
+    torch.load(cache / "disks" / "state.pt", weights_only=True)
+    with pytest.raises(ValueError, match="seed: checkpoint .* was trained with seed=0, not 1"):
+        tr.train("disks", 5, batch_size=4, seed=1, **kw)
+    with pytest.raises(ValueError, match="batch_size: checkpoint .* was trained with batch_size=4, not 8"):
+        tr.train("disks", 5, batch_size=8, seed=0, **kw)
+    shutil.rmtree(cache)  # warm start from the folder: another seed is refused too
+    with pytest.raises(ValueError, match="seed: the model folder .* was trained with seed=0"):
+        tr.train("disks", 5, batch_size=4, seed=2, **kw)
+    with pytest.raises(ValueError, match="seed: ladder model 'ladder-2-s1' is trained with seed 1"):
+        tr.train("ladder-2-s1", 5, seed=0, tiny=True, out_dir=tmp_path / "l", cache_dir=None)
+    with pytest.raises(ValueError, match="lr: must be a finite number > 0"):
+        tr.train("disks", 5, lr=float("nan"), tiny=True, out_dir=tmp_path / "n", cache_dir=None)
+
+
+def test_lr_without_warmup_is_constant():
+    assert [tr.learning_rate(s, 1e-3, 0, 100) for s in (0, 1, 50)] == [1e-3] * 3

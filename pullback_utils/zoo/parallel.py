@@ -1,0 +1,121 @@
+"""Train several zoo models side by side, one process and one torch thread each, resumably.
+
+``python -m pullback_utils.zoo.parallel --ladder --workers 2`` trains every ladder model with the
+shared :data:`~pullback_utils.zoo.registry.LADDER_RECIPE`, at most ``--workers`` at a time, in the
+catalogue's seed-major order (each rung's first seed first, so an interrupted run leaves whole
+replicates). Each model runs ``python -m pullback_utils.zoo.train NAME ...`` in its own process, logging to
+``<cache-dir>/<name>/train.log``; a model whose folder already holds the target steps is skipped, and a
+stopped one resumes from its checkpoint. SIGTERM / Ctrl-C stop every worker cleanly (each saves).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pullback_utils.zoo.registry import LADDER_MODELS, LADDER_RECIPE, check_model_name, default_folder
+
+DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "zoo-train"
+
+
+def steps_done(name: str, out_dir: Path | None = None) -> int:
+    """Steps recorded in the model folder's ``zoo.json`` (0 when there is none)."""
+    f = (out_dir or default_folder(name)) / "zoo.json"
+    try:
+        return int(json.loads(f.read_text()).get("steps", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1,
+                  max_minutes: float | None = None) -> list[str]:
+    """The ``python -m pullback_utils.zoo.train`` command line of one model under ``recipe``."""
+    cmd = [sys.executable, "-m", "pullback_utils.zoo.train", name, "--no-card", "--threads", str(threads),
+           "--cache-dir", str(cache_dir), "--steps", str(recipe["steps"]),
+           "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]),
+           "--warmup", str(recipe["warmup"]), "--n-train", str(recipe["n_train"]),
+           "--channels", ",".join(map(str, recipe["channels"]))]
+    if recipe.get("decay_from") is not None:
+        cmd += ["--decay-from", str(recipe["decay_from"]), "--lr-final", str(recipe["lr_final"])]
+    if max_minutes is not None:
+        cmd += ["--max-minutes", str(max_minutes)]
+    return cmd
+
+
+def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: Path = DEFAULT_CACHE,
+               max_minutes: float | None = None, poll_s: float = 5.0) -> dict[str, int]:
+    """Train ``names`` under ``recipe`` with at most ``workers`` processes at once.
+
+    Returns ``{name: return code}`` of the models that ran (models already at the target are left
+    out). A failed model does not stop the others; its log says why.
+    """
+    for n in names:
+        check_model_name(n)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: must be an int >= 1, got {workers!r}")
+    todo = [n for n in names if steps_done(n) < recipe["steps"]]
+    running: dict[str, tuple[subprocess.Popen, object]] = {}
+    codes: dict[str, int] = {}
+    stop = {"flag": False}
+
+    def _stop(signum, frame):
+        stop["flag"] = True
+        for proc, _ in running.values():
+            proc.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while (todo and not stop["flag"]) or running:
+            while todo and len(running) < workers and not stop["flag"]:
+                name = todo.pop(0)
+                log_path = Path(cache_dir) / name / "train.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = open(log_path, "a")
+                log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (target {recipe['steps']} steps)\n")
+                log.flush()
+                env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_MININTERVAL="60")
+                proc = subprocess.Popen(train_command(name, recipe, cache_dir=Path(cache_dir),
+                                                      max_minutes=max_minutes),
+                                        stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[name] = (proc, log)
+                print(f"[{time.strftime('%H:%M:%S')}] started {name} (pid {proc.pid})", flush=True)
+            time.sleep(poll_s)
+            for name in [n for n, (p, _) in running.items() if p.poll() is not None]:
+                proc, log = running.pop(name)
+                log.close()
+                codes[name] = proc.returncode
+                print(f"[{time.strftime('%H:%M:%S')}] {name} finished with code {proc.returncode} "
+                      f"at step {steps_done(name)}", flush=True)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return codes
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", help="models to train (default with --ladder: every ladder model)")
+    p.add_argument("--ladder", action="store_true", help="train the ladder's models with its shared recipe")
+    p.add_argument("--workers", type=int, default=2, help="models trained at once (one thread each)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    p.add_argument("--max-minutes", type=float, default=None, help="per model and run")
+    a = p.parse_args(argv)
+    names = a.names or (list(LADDER_MODELS) if a.ladder else [])
+    if not names:
+        p.error("give model names, or --ladder")
+    try:
+        codes = train_many(names, dict(LADDER_RECIPE), workers=a.workers, cache_dir=Path(a.cache_dir),
+                           max_minutes=a.max_minutes)
+    except ValueError as e:
+        p.error(str(e))
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
