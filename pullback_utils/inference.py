@@ -159,9 +159,10 @@ def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exac
     se = float(d.std(ddof=1) / math.sqrt(n))
     q = float(_sps.t.ppf(0.975, n - 1))
     est = stat + float(null)
+    min_p = min(1.0, 2.0 / 2 ** n)
     return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit,
                       "sign-flip" + (" (exact)" if exact else f" ({signs.shape[0]} draws)"),
-                      min_p=min(1.0, 2.0 / 2 ** n), null=float(null))
+                      min_p=min_p, null=float(null), extra=_needed(min_p, lambda m: 2.0 / 2 ** m))
 
 
 def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") -> TestResult:
@@ -262,9 +263,13 @@ def permutation_trend_test(covariate: Any, values: Any, *, unit: str = "model", 
         rbx, rby = rbx - rbx.mean(1, keepdims=True), rby - rby.mean(1, keepdims=True)
         boots = (rbx * rby).sum(1) / np.sqrt((rbx ** 2).sum(1) * (rby ** 2).sum(1))
     lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots.size else (math.nan, math.nan))
+    reps = int(np.unique(x, return_counts=True)[1].max())
+    extra = {"distinct_labellings": int(n_lab), "levels": int(np.unique(x).size), "replicates": reps}
+    extra.update(_needed(min(1.0, 2.0 / n_lab), lambda lv: 2.0 * math.factorial(reps) ** lv
+                         / math.factorial(lv * reps), unit_word=f"levels of {reps} unit(s) each"))
     return TestResult(stat, (float(lo), float(hi)), pg, pl, n, unit,
                       "permutation of the covariate" + (" (exact)" if exact else f" ({len(null_stats)} draws)"),
-                      min_p=min(1.0, 2.0 / n_lab), extra={"distinct_labellings": int(n_lab)})
+                      min_p=min(1.0, 2.0 / n_lab), extra=extra)
 
 
 def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", n_draws: int = 20000,
@@ -329,7 +334,9 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     return TestResult(stat, (float(lo), float(hi)), pg, pl, n_s, unit,
                       "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
                       min_p=min(1.0, 2.0 / math.factorial(p)),
-                      extra={"n_items": int(p), "per_stratum": per.tolist()})
+                      extra={"n_items": int(p), "per_stratum": per.tolist(),
+                             **_needed(min(1.0, 2.0 / math.factorial(p)), lambda q: 2.0 / math.factorial(q),
+                                       unit_word="items")})
 
 
 def two_sample_permutation_test(a: Any, b: Any, *, unit: str = "sample", n_draws: int = 20000,
@@ -346,6 +353,13 @@ def two_sample_permutation_test(a: Any, b: Any, *, unit: str = "sample", n_draws
     se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
     return TestResult(stat, (stat - 1.96 * se, stat + 1.96 * se), pg, pl, int(pooled.size), unit,
                       f"two-sample permutation ({n_draws} draws)", min_p=0.0)
+
+
+def _needed(min_p: float, min_p_of_n: Callable[[int], float], unit_word: str = "units") -> dict[str, Any]:
+    """``{"n_needed": ..., "n_needed_of": ...}`` when the design's ``min_p`` cannot reach ``ALPHA``."""
+    if min_p < ALPHA:
+        return {}
+    return {"n_needed": required_units(min_p_of_n), "n_needed_of": unit_word}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
