@@ -267,7 +267,7 @@ def ladder_card_markdown(name: str, info: dict, res: dict, notes: dict | None = 
         f"(median IoU {fi['data_median_iou']:.3f}).",
         f"- Explained within RMS {fi['threshold_rmse']}: {100 * fi['samples_explained']:.1f} % of "
         f"samples ({100 * fi['data_explained']:.1f} % of data).",
-        f"- Memorisation: {_memorisation_text(mem)}",
+        f"- Memorisation check: {_memorisation_text(mem)}",
     ] + _notes_line(notes, info) + [""]
     return "\n".join(lines)
 
