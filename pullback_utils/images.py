@@ -161,15 +161,19 @@ def make_grid(
     padding: int = 2,
     pad_value: float = 1.0,
     value_range: tuple[float, float] = (-1.0, 1.0),
+    scale: int = 1,
 ) -> Image.Image:
     """A PIL grid of ``images`` (N, C, H, W), ``nrow`` images per row, ``padding`` px between.
 
     The canvas is ``cols * W + (cols + 1) * padding`` wide and ``rows * H + (rows + 1) * padding``
     high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``, column ``i % nrow``.
-    ``pad_value`` is in [0, 1] (1 = white).
+    ``pad_value`` is in [0, 1] (1 = white). ``scale`` (an int >= 1) enlarges the whole canvas by
+    that factor with nearest-neighbour upscaling (each pixel becomes a ``scale`` x ``scale`` block).
     """
     if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
         raise ValueError(f"nrow must be an int >= 1, got {nrow!r}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
     if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
         raise ValueError(f"padding must be an int >= 0, got {padding!r}")
     x = _as_batch(images)
@@ -183,6 +187,8 @@ def make_grid(
         r, q = divmod(i, int(nrow))
         top, left = padding + r * (h + padding), padding + q * (w + padding)
         canvas[top : top + h, left : left + w] = a[i]
+    if scale > 1:
+        canvas = canvas.repeat(int(scale), axis=0).repeat(int(scale), axis=1)
     return Image.fromarray(canvas[:, :, 0] if c == 1 else canvas)
 
 

@@ -97,3 +97,20 @@ def test_bad_input(tmp_path):
         make_grid([torch.zeros(3, 4, 4), torch.zeros(3, 5, 4)])
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         make_grid(torch.zeros(2, 5, 4, 4))
+
+
+def test_grid_scale_is_nearest_upscaling_of_the_canvas(tmp_path):
+    """scale=k: every pixel of the unscaled grid becomes a k x k block (checked against the
+    unscaled grid, element by element); a bad scale names the parameter."""
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.rand(3, 3, 5, 4, generator=g) * 2 - 1
+    small = np.asarray(make_grid(imgs, nrow=2, padding=1))
+    big = np.asarray(save_grid(imgs, tmp_path / "big.png", nrow=2, padding=1, scale=3))
+    assert big.shape == (3 * small.shape[0], 3 * small.shape[1], 3)
+    for dy in range(3):
+        for dx in range(3):
+            np.testing.assert_array_equal(big[dy::3, dx::3], small)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "big.png")), big)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="scale must be an int >= 1"):
+            make_grid(imgs, scale=bad)

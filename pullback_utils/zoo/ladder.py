@@ -44,6 +44,7 @@ __all__ = [
     "factor_names",
     "n_factors",
     "sample_factors",
+    "full_factors",
     "render",
     "factor_jacobian",
 ]
@@ -115,8 +116,9 @@ def sample_factors(rung: int, n: int, seed: int) -> torch.Tensor:
     return _full_draw(n, seed)[:, :k].contiguous()
 
 
-def _expand(rung: int, factors: torch.Tensor) -> torch.Tensor:
-    """Free factors (N, K) -> all 15 factors (N, 15), linear (so differentiable) in ``factors``."""
+def full_factors(rung: int, factors: torch.Tensor) -> torch.Tensor:
+    """Free factors (N, K) of ``rung`` -> all 15 factors (N, 15) in :data:`ALL_FACTORS` order (the
+    fixed ones at :data:`FIXED`), linear (so differentiable) in ``factors``."""
     k = n_factors(rung)
     if factors.ndim != 2 or factors.shape[1] != k:
         raise ValueError(f"factors: expected shape (N, {k}) for ladder rung {rung} "
@@ -127,7 +129,7 @@ def _expand(rung: int, factors: torch.Tensor) -> torch.Tensor:
 
 def render(rung: int, factors: torch.Tensor) -> torch.Tensor:
     """(N, 3, 32, 32) images in [-1, 1] of rung ``rung`` from its free factors (N, K), differentiably."""
-    f = _expand(rung, factors)
+    f = full_factors(rung, factors)
     img = f[:, 6:9, None, None] * torch.ones(1, 1, 32, 32, dtype=f.dtype, device=f.device)
     for o in (0, 9):  # disk 1, then disk 2 over it (radius 0: no disk)
         m = disk_coverage(f[:, o], f[:, o + 1], f[:, o + 2]) * (f[:, o + 2] > 0).to(f.dtype)[:, None, None, None]

@@ -1,17 +1,16 @@
 """Train several zoo models side by side, one process and one torch thread each, resumably.
 
-``python -m pullback_utils.zoo.parallel --ladder --workers 2`` trains every ladder model with the
+``python -m pullback_utils.zoo ladder --workers 2`` trains every ladder model with the
 shared :data:`~pullback_utils.zoo.registry.LADDER_RECIPE`, at most ``--workers`` at a time, in the
 catalogue's seed-major order (each rung's first seed first, so an interrupted run leaves whole
-replicates). Each model runs ``python -m pullback_utils.zoo.train NAME ...`` in its own process, logging to
+replicates). Each model runs ``python -m pullback_utils.zoo train NAME ...`` in its own process, logging to
 ``<cache-dir>/<name>/train.log``; a model whose folder already holds the target steps is skipped, and a
 stopped one resumes from its checkpoint. SIGTERM / Ctrl-C stop every worker cleanly (each saves).
+``python -m pullback_utils.zoo.parallel [--ladder] [NAME ...]`` is an alias of the ``ladder`` command.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import signal
 import subprocess
@@ -19,28 +18,31 @@ import sys
 import time
 from pathlib import Path
 
-from pullback_utils.zoo.registry import LADDER_MODELS, LADDER_RECIPE, check_model_name, default_folder
-
-DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "zoo-train"
+from pullback_utils.zoo.paths import DEFAULT_CACHE
+from pullback_utils.zoo.registry import check_model_name, default_folder, read_info
 
 
 def steps_done(name: str, out_dir: Path | None = None) -> int:
     """Steps recorded in the model folder's ``zoo.json`` (0 when there is none)."""
-    f = (out_dir or default_folder(name)) / "zoo.json"
+    folder = out_dir or default_folder(name)
+    if not (folder / "zoo.json").is_file():
+        return 0
     try:
-        return int(json.loads(f.read_text()).get("steps", 0))
-    except (OSError, ValueError):
+        return int(read_info(folder).get("steps", 0))
+    except ValueError:
         return 0
 
 
 def train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1,
                   max_minutes: float | None = None) -> list[str]:
-    """The ``python -m pullback_utils.zoo.train`` command line of one model under ``recipe``."""
-    cmd = [sys.executable, "-m", "pullback_utils.zoo.train", name, "--no-card", "--threads", str(threads),
+    """The ``python -m pullback_utils.zoo train`` command line of one model under ``recipe``."""
+    cmd = [sys.executable, "-m", "pullback_utils.zoo", "train", name, "--no-card", "--threads", str(threads),
            "--cache-dir", str(cache_dir), "--steps", str(recipe["steps"]),
            "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]),
            "--warmup", str(recipe["warmup"]), "--n-train", str(recipe["n_train"]),
            "--channels", ",".join(map(str, recipe["channels"]))]
+    if recipe.get("loss_weighting", "none") != "none":
+        cmd += ["--loss-weighting", recipe["loss_weighting"], "--snr-gamma", str(recipe.get("snr_gamma", 5.0))]
     if recipe.get("decay_from") is not None:
         cmd += ["--decay-from", str(recipe["decay_from"]), "--lr-final", str(recipe["lr_final"])]
     if max_minutes is not None:
@@ -98,24 +100,8 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
     return codes
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", help="models to train (default with --ladder: every ladder model)")
-    p.add_argument("--ladder", action="store_true", help="train the ladder's models with its shared recipe")
-    p.add_argument("--workers", type=int, default=2, help="models trained at once (one thread each)")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
-    p.add_argument("--max-minutes", type=float, default=None, help="per model and run")
-    a = p.parse_args(argv)
-    names = a.names or (list(LADDER_MODELS) if a.ladder else [])
-    if not names:
-        p.error("give model names, or --ladder")
-    try:
-        codes = train_many(names, dict(LADDER_RECIPE), workers=a.workers, cache_dir=Path(a.cache_dir),
-                           max_minutes=a.max_minutes)
-    except ValueError as e:
-        p.error(str(e))
-    return 0 if all(c == 0 for c in codes.values()) else 1
+if __name__ == "__main__":  # alias of `python -m pullback_utils.zoo ladder ...`
+    import runpy
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.argv[1:] = ["ladder"] + [arg for arg in sys.argv[1:] if arg != "--ladder"]
+    runpy.run_module("pullback_utils.zoo", run_name="__main__", alter_sys=True)

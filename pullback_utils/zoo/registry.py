@@ -104,6 +104,21 @@ def model_dir(name: str) -> Path:
     return path
 
 
+def read_info(folder: Path | str) -> dict:
+    """The parsed ``zoo.json`` of a model folder (bundled or not); ``ValueError`` naming the file
+    when it is missing or not a JSON object."""
+    f = Path(folder) / "zoo.json"
+    try:
+        info = json.loads(f.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"model folder: {f} does not exist (is {folder} a zoo model folder?)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"model folder: cannot read {f}: {e}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"model folder: {f} must hold a JSON object, got {type(info).__name__}")
+    return info
+
+
 def model_info(name: str) -> dict:
     """The parsed ``zoo.json`` of bundled model ``name``."""
-    return json.loads((model_dir(name) / "zoo.json").read_text())
+    return read_info(model_dir(name))

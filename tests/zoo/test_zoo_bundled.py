@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -21,17 +19,15 @@ def test_registry_lists_bundled_models():
 
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_samples(name, minilm):
-    from pullback_utils.zoo.cards import ddim_scheduler, load_unet, sample
+    """Samples through the card's sampler (the package's DDIM), with guidance for the text model."""
+    from pullback_utils.models import load_model
+    from pullback_utils.zoo.evaluate import sample_images
 
-    path = model_dir(name)
-    info = json.loads((path / "zoo.json").read_text())
-    unet = load_unet(path)
-    cond = uncond = None
-    if info["kind"] == "text":
-        cond = minilm.encode(["a small red triangle in the upper left on a blue background"] * 2)
-        uncond = minilm.encode([""])
-    x = sample(unet, ddim_scheduler(path), 2, steps=3, seed=0, cond=cond, uncond=uncond,
-               guidance=2.0, progress=False)
+    info = model_info(name)
+    model = load_model(name, text_encoder=minilm if info["kind"] == "text" else None)
+    prompt = ["a small red triangle in the upper left on a blue background"] * 2 if info["kind"] == "text" else None
+    x = sample_images(model, 2, steps=3, seed=0, prompt=prompt, guidance=2.0 if prompt else 1.0,
+                      progress=False)
     assert x.shape == (2, 3, 32, 32)
     assert torch.isfinite(x).all() and x.abs().max() <= 1
 

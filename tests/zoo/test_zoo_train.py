@@ -110,8 +110,10 @@ def test_bad_channels(bad):
 
 
 def test_cli_rejects_bad_channels():
+    from pullback_utils.zoo.__main__ import main
+
     with pytest.raises(SystemExit, match="--channels"):
-        tr.main(["disks", "--channels", "8,x,16"])
+        main(["train", "disks", "--channels", "8,x,16"])
 
 
 def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
@@ -127,7 +129,7 @@ def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
 def test_steps_no_folder_record_covers_are_recorded_as_such(tmp_path):
     """A checkpoint ahead of the model folder's run records (a run that stopped before writing the
     folder) gets an explicit 'not recorded' run, so the history stays contiguous."""
-    from pullback_utils.zoo.cards import _schedule_text
+    from pullback_utils.zoo.card_text import schedule_text
 
     out = tmp_path / "m"
     kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=out, cache_dir=tmp_path / "c",
@@ -140,7 +142,7 @@ def test_steps_no_folder_record_covers_are_recorded_as_such(tmp_path):
     runs = json.loads((out / "zoo.json").read_text())["runs"]
     assert [(r["from_step"], r["to_step"]) for r in runs] == [(0, 3), (3, 4), (4, 6)]
     assert runs[1]["lr"] is None and "no model-folder record" in runs[1]["note"]
-    assert "steps 3-4: not recorded" in _schedule_text({"runs": runs})
+    assert "steps 3-4: not recorded" in schedule_text({"runs": runs})
 
 
 def test_resume_refuses_another_seed_or_batch_and_records_warmup(tmp_path):
@@ -165,3 +167,55 @@ def test_resume_refuses_another_seed_or_batch_and_records_warmup(tmp_path):
 
 def test_lr_without_warmup_is_constant():
     assert [tr.learning_rate(s, 1e-3, 0, 100) for s in (0, 1, 50)] == [1e-3] * 3
+
+
+def test_min_snr_weights_closed_form():
+    """min(SNR, gamma) / (SNR + 1) with SNR = a / (1 - a) is a itself where SNR <= gamma and
+    gamma (1 - a) above; "none" weighs every t by 1."""
+    a = tr.make_scheduler().alphas_cumprod.double()
+    w = tr.loss_weights(a, "min-snr", 5.0)
+    snr = a / (1 - a)
+    expected = torch.where(snr <= 5.0, a, 5.0 * (1 - a))
+    assert torch.allclose(w, expected, rtol=1e-12, atol=0)
+    assert (snr[:10] > 5).all() and (snr[-10:] < 5).all()  # both branches are exercised
+    assert torch.equal(tr.loss_weights(a, "none"), torch.ones_like(a))
+    # gamma large: the weight is abar everywhere (the eps-loss, unweighted by SNR)
+    assert torch.allclose(tr.loss_weights(a, "min-snr", 1e12), a, rtol=1e-9, atol=0)
+
+
+def test_min_snr_training_is_recorded_and_differs(tmp_path):
+    kw = dict(batch_size=4, tiny=True, n_train=16, cache_dir=None, progress=False, save_every=0, warmup=0)
+    plain = tr.train("disks", 3, out_dir=tmp_path / "plain", **kw)
+    snr = tr.train("disks", 3, out_dir=tmp_path / "snr", loss_weighting="min-snr", snr_gamma=2.0, **kw)
+    run = json.loads((tmp_path / "snr" / "zoo.json").read_text())["runs"][-1]
+    assert run["loss_weighting"] == "min-snr" and run["snr_gamma"] == 2.0
+    assert json.loads((tmp_path / "plain" / "zoo.json").read_text())["runs"][-1]["loss_weighting"] == "none"
+    assert snr.loss < plain.loss  # same batches, noise and init; every weight is <= 1, most < 1
+    from pullback_utils.zoo.card_text import schedule_text
+
+    assert "min-SNR-2 loss weighting" in schedule_text(json.loads((tmp_path / "snr" / "zoo.json").read_text()))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"loss_weighting": "snr"}, r"loss_weighting: expected one of \['none', 'min-snr'\]"),
+    ({"loss_weighting": "min-snr", "snr_gamma": 0.0}, "snr_gamma: must be a finite number > 0"),
+    ({"loss_weighting": "min-snr", "snr_gamma": float("inf")}, "snr_gamma"),
+    ({"snr_gamma": True}, "snr_gamma"),
+])
+def test_bad_loss_weighting(kw, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        tr.train("disks", 2, tiny=True, out_dir=tmp_path / "m", cache_dir=None, **kw)
+    assert not (tmp_path / "m").exists()  # refused before any work
+
+
+def test_checkpoint_keys_and_format_unchanged(tmp_path):
+    """The checkpoint keeps the keys a running ladder training resumes from, all loadable with
+    weights_only=True; a checkpoint written by the code before the split (same keys) resumes."""
+    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=tmp_path / "c",
+              progress=False, save_every=0)
+    tr.train("disks", 2, **kw)
+    st = torch.load(tmp_path / "c" / "disks" / "state.pt", weights_only=True)
+    assert set(st) == {"model", "ema", "opt", "gen", "torch_rng", "step", "wall_s", "log", "tiny", "kind",
+                       "channels", "seed", "batch_size"}
+    assert st["step"] == 2 and st["channels"] == [16, 32, 32] and st["seed"] == 0
+    assert tr.train("disks", 3, **kw).step == 3

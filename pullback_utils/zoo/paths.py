@@ -1,0 +1,31 @@
+"""Where the zoo keeps things on disk: a leaf module (imports nothing of the package).
+
+- :data:`REPO_ROOT`: the repository (or source tree) that holds the package;
+- :data:`DEFAULT_CACHE`: resumable training states, ``.cache/zoo-train/<name>/state.pt`` (git-ignored);
+- :data:`CARDS_DIR`: the book's model cards, ``book/model_cards/`` (ladder cards in
+  ``book/model_cards/ladder/``, :data:`LADDER_CARDS`).
+
+The bundled weights live in :data:`pullback_utils.zoo.registry.WEIGHTS_DIR`.
+:func:`write_text_atomic` writes a file so that a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CACHE = REPO_ROOT / ".cache" / "zoo-train"
+CARDS_DIR = REPO_ROOT / "book" / "model_cards"
+#: Sub-folder of a cards folder that holds the ladder's compact cards.
+LADDER_CARDS = "ladder"
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (a
+    crash leaves the old file or the new one, never a torn one); parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
