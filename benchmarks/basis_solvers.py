@@ -27,7 +27,8 @@ import time
 
 import torch
 
-from pullback_utils import feature_map, forward_ad_safe, jacobian_svd
+from pullback_utils import feature_map, jacobian_svd
+from pullback_utils.ad_safe import forward_ad_safe
 from pullback_utils.basis import frozen
 
 

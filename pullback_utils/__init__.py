@@ -2,75 +2,62 @@
 
 Reproduces and extends Park et al., "Understanding the Latent Space of Diffusion Models through the
 Lens of Riemannian Geometry" (NeurIPS 2023).
+
+The public API is small: the engine (:func:`local_basis`, :func:`jacobian_svd`, :func:`feature_map`),
+models and sampling (:func:`load_model`, :func:`ddim_sample`, :func:`ddim_invert`), editing
+(:func:`edit_image`, :func:`xspace_guidance`, :func:`parallel_transport`) and geometry
+(:func:`principal_angles`, :func:`geodesic_distance`). Everything else lives one level down, e.g.
+``pullback_utils.claims``, ``pullback_utils.sweeps``, ``pullback_utils.inference``; those submodules load
+on first use (``pu.claims`` works after ``import pullback_utils as pu``).
 """
 
-from .ad_safe import ForwardADAttnProcessor, forward_ad_safe
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .basis import local_basis
-from .features import FeatureMap, feature_map, layer_names
-from .products import JacobianOperator
+from .ddim import ddim_invert, ddim_sample
+from .features import feature_map, layer_names
+from .geometry import geodesic_distance, principal_angles
+from .models import DiffusionModel, load_model
 from .solvers import LocalBasis, jacobian_svd
-from .geometry import (
-    geodesic_distance,
-    low_frequency_share,
-    mean_frequency,
-    pairwise_geodesic_distances,
-    principal_angles,
-    radial_psd,
-    random_subspace_distance,
-)
-from .stats import bootstrap_ci, bootstrap_diff_ci, spearman_trend, verdict
-from .ddim import ddim_invert, ddim_sample, ddim_timesteps
-from .models import DiffusionModel, ModelNotFoundError, load_model
-from .images import load_image, save_grid
-from .cache import BasisCache
-from . import analysis  # sweeps and claim statistics of the analysis chapters
-from . import ground_truth  # tangent-space ground truth of the procedural zoo datasets
-from . import scorecard  # the claims scorecard, read from the chapters' metrics.json
-from .editing import (
-    EDIT_DEFAULTS,
-    edit_defaults,
-    edit_image,
-    naive_traverse,
-    parallel_transport,
-    xspace_guidance,
-)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ForwardADAttnProcessor",
-    "forward_ad_safe",
     "local_basis",
-    "FeatureMap",
+    "jacobian_svd",
+    "LocalBasis",
     "feature_map",
     "layer_names",
-    "JacobianOperator",
-    "LocalBasis",
-    "jacobian_svd",
-    "principal_angles",
-    "geodesic_distance",
-    "pairwise_geodesic_distances",
-    "random_subspace_distance",
-    "radial_psd",
-    "low_frequency_share",
-    "mean_frequency",
-    "bootstrap_ci",
-    "bootstrap_diff_ci",
-    "spearman_trend",
-    "verdict",
+    "load_model",
+    "DiffusionModel",
     "ddim_sample",
     "ddim_invert",
-    "ddim_timesteps",
-    "DiffusionModel",
-    "ModelNotFoundError",
-    "load_model",
-    "load_image",
-    "save_grid",
-    "BasisCache",
-    "EDIT_DEFAULTS",
-    "edit_defaults",
     "edit_image",
-    "naive_traverse",
-    "parallel_transport",
     "xspace_guidance",
+    "parallel_transport",
+    "principal_angles",
+    "geodesic_distance",
 ]
+
+_EDITING = ("edit_image", "xspace_guidance", "parallel_transport")
+_SUBMODULES = frozenset({
+    "ad_safe", "analysis", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features",
+    "figures", "geometry", "ground_truth", "images", "inference", "intrinsic", "io", "models", "notebook",
+    "plotting", "products", "schedule", "scorecard", "solvers", "spectra", "stats", "studies", "sweeps",
+    "validate", "zoo", "book",
+})
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: submodules and the editing entry points load lazily
+    if name in _EDITING:
+        return getattr(importlib.import_module(".editing", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'pullback_utils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EDITING) | _SUBMODULES)

@@ -79,7 +79,10 @@ def random_weight_model(model: Any, *, seed: int = 0) -> Any:
         fresh = type(unet).from_config(unet.config)
     finally:
         torch.random.set_rng_state(state)
-    fresh = fresh.to(model.device, model.dtype).eval().requires_grad_(False)
+    fresh = fresh.to(model.device)
+    if model.dtype != torch.float32:  # from_config builds float32; cast only when needed (diffusers warns)
+        fresh = fresh.to(model.dtype)
+    fresh = fresh.eval().requires_grad_(False)
     out = copy.copy(model)
     out.unet = fresh
     out.name = f"{model.name} (random weights, seed {seed})"

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.func import jvp
 
-from pullback_utils import feature_map, forward_ad_safe
+from pullback_utils import feature_map
+from pullback_utils.ad_safe import forward_ad_safe
 from pullback_utils.ad_safe import ForwardADAttnProcessor, attention_modules
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pullback_utils import feature_map, forward_ad_safe, local_basis
+from pullback_utils import feature_map, local_basis
+from pullback_utils.ad_safe import forward_ad_safe
 from oracles import dense_jacobian, max_angle
 
 K = 4

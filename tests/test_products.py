@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pullback_utils import JacobianOperator, feature_map, forward_ad_safe
+from pullback_utils import feature_map
+from pullback_utils.ad_safe import forward_ad_safe
+from pullback_utils.products import JacobianOperator
 
 
 @pytest.fixture(scope="module")

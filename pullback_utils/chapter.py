@@ -1,0 +1,175 @@
+"""What every chapter does first and last: check its parameters, set threads and folders, start the
+clock; then save figures with captions and write its claim records into ``metrics.json``.
+
+A chapter notebook starts with one call and ends with one::
+
+    ch = pu.chapter.setup("coarse_to_fine", pu.notebook.check_parameters())
+    ...
+    ch.figure(fig, "c2f_psd", "Radially averaged power spectrum of the basis at each t ...")
+    ch.claim("coarse_to_fine", result, model=..., baselines=..., controls=...)
+    ch.finish(solver=sweep.solver_summary())
+
+:func:`setup` validates every parameter it knows by name (:data:`RULES`, the same rule wherever a name
+appears: ``times``, ``n_samples``, ``k``, ``tol``, ...) plus the chapter's own cross-parameter rules
+(:data:`CHAPTER_RULES`), all before any model is loaded, and raises one ``ValueError`` naming the
+parameter, the value and what would be valid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import validate as V
+from .sweeps import resolve_cache_dir
+
+__all__ = ["Chapter", "setup", "RULES", "CHAPTER_RULES", "ParameterValueError"]
+
+
+class ParameterValueError(ValueError):
+    """A chapter parameter with a value the chapter cannot use."""
+
+
+def _times(value: Any, name: str, min_len: int = 2) -> list[float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) < min_len:
+        raise ParameterValueError(f"{name} must be a list of at least {min_len} fractions of T in (0, 1], "
+                                  f"got {value!r}")
+    out = [V.check_fraction(v, f"{name}[{i}]", open_low=True) for i, v in enumerate(value)]
+    if len(set(out)) != len(out):
+        raise ParameterValueError(f"{name} must not repeat a time, got {value!r}")
+    return sorted(out, reverse=True)
+
+
+def _optional_int(minimum: int) -> Callable[[Any, str], Any]:
+    return lambda v, n: None if v is None else V.check_int(v, n, minimum)
+
+
+#: Rules by parameter name, applied wherever the name appears; each returns the canonical value.
+RULES: dict[str, Callable[[Any, str], Any]] = {
+    "model": lambda v, n: v if isinstance(v, str) and v.strip() else _bad(n, v, "a bundled model name, a folder or a hub id"),
+    "n_samples": lambda v, n: V.check_int(v, n, 2),
+    "n_states": lambda v, n: V.check_int(v, n, 2),
+    "times": _times,
+    "control_times": lambda v, n: _times(v, n),
+    "k": lambda v, n: V.check_int(v, n, 1),
+    "method": lambda v, n: V.check_choice(v, n, ("auto", "exact", "power", "randomized", "krylov")),
+    "tol": lambda v, n: V.check_real(v, n, positive=True),
+    "max_iters": _optional_int(1),
+    "ddim_steps": lambda v, n: V.check_int(v, n, 1),
+    "seed": lambda v, n: V.check_int(v, n, 0),
+    "threads": lambda v, n: V.check_int(v, n, 1),
+    "low_fraction": lambda v, n: V.check_fraction(v, n, open_low=True),
+    "n_draws": lambda v, n: V.check_int(v, n, 99),
+}
+
+
+def _bad(name: str, value: Any, valid: str) -> Any:
+    raise ParameterValueError(f"{name} must be {valid}, got {value!r}")
+
+
+def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], None]:
+    def rule(p: dict) -> None:
+        sub = p.get(name)
+        if sub is None:
+            return
+        vals = _times(sub, name, min_len=size or 1)
+        if size is not None and len(vals) != size:
+            raise ParameterValueError(f"{name} must hold {size} times, got {sub!r}")
+        missing = [t for t in vals if t not in p[of]]
+        if missing:
+            raise ParameterValueError(f"{name} must be among times={p[of]}; {missing} is not")
+        p[name] = vals
+    return rule
+
+
+#: Cross-parameter rules per chapter, run after :data:`RULES`.
+CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
+    "coarse_to_fine": [_subset("times", "edit_times", 2), _subset("times", "control_times")],
+    "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times")],
+}
+
+
+@dataclass
+class Chapter:
+    """A running chapter: its name, checked parameters, output and cache folders, records and clock."""
+
+    name: str
+    params: dict[str, Any]
+    output_dir: Path
+    cache_dir: Path | None
+    claims: dict[str, dict] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    cpu_started: float = field(default_factory=time.process_time)
+
+    def __getattr__(self, item: str) -> Any:  # ch.times, ch.k, ... read the checked parameters
+        params = self.__dict__.get("params", {})
+        if item in params:
+            return params[item]
+        raise AttributeError(f"chapter {self.__dict__.get('name')!r} has no parameter or attribute {item!r}")
+
+    @property
+    def solver(self) -> dict[str, Any]:
+        """The solver options of the parameters (``method``, ``tol``, ``max_iters``, ``seed``)."""
+        return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
+
+    def figure(self, fig: Any, name: str, caption: str, *, dpi: int = 110) -> Path:
+        """Save ``fig`` as ``<output_dir>/<name>.png`` and record its caption (written to metrics.json)."""
+        if not caption or not caption.strip():
+            raise ValueError(f"figure {name!r} needs a caption that says what to see in it")
+        path = self.output_dir / f"{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        self.figures[name] = caption.strip()
+        return path
+
+    def claim(self, record_id: str, result: Any, **kwargs: Any) -> dict:
+        """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
+        from .claims import record
+
+        rec = record(record_id, result, **kwargs)
+        self.claims[record_id] = rec
+        return rec
+
+    def finish(self, **sections: Any) -> Path:
+        """Write ``metrics.json`` (records, parameters, figure captions, run time, sections) atomically."""
+        from .claims import write_metrics
+
+        return write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
+                             runtime_seconds=time.perf_counter() - self.started,
+                             cpu_seconds=time.process_time() - self.cpu_started, **sections)
+
+
+def setup(name: str, params: dict[str, Any]) -> Chapter:
+    """Check a chapter's parameters, set torch's thread count, create its output folder and cache.
+
+    Args:
+        name: the chapter (notebook) name.
+        params: the parameter values (``pullback_utils.notebook.check_parameters()``); ``threads``,
+            ``output_dir`` and ``cache_dir`` are used here when present.
+
+    Returns:
+        :class:`Chapter` whose ``params`` hold the canonical values (e.g. ``times`` sorted from the
+        earliest, ``t`` near ``T``, to the latest).
+    """
+    checked = dict(params)
+    for key, rule in RULES.items():
+        if key in checked:
+            try:
+                checked[key] = rule(checked[key], key)
+            except ValueError as exc:
+                raise ParameterValueError(f"{name}: {exc}") from None
+    for rule in CHAPTER_RULES.get(name, []):
+        try:
+            rule(checked)
+        except ValueError as exc:
+            raise ParameterValueError(f"{name}: {exc}") from None
+    if "threads" in checked:
+        torch.set_num_threads(checked["threads"])
+    out = Path(str(checked.get("output_dir", "."))).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    return Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))

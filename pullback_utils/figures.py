@@ -1,0 +1,174 @@
+"""The chapters' figures, in one style: page width, legible fonts, time running from T (left) to 0.
+
+Every function returns a matplotlib figure at most :data:`WIDTH` inches wide (the book's content
+column at the saved resolution) with fonts of at least :data:`MIN_FONT` points; the caller saves it
+with :meth:`pullback_utils.chapter.Chapter.figure`, which requires a caption.
+
+Intervals drawn around means over samples are 95% Student-t intervals; around means over sample
+pairs, jackknife intervals over samples (the unit of resampling is the sample, as in the tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .inference import pair_u_test
+
+__all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
+           "self_distance_heatmap", "ablation_bars", "mean_ci"]
+
+WIDTH = 7.0
+MIN_FONT = 9
+COLOURS = {"model": "tab:blue", "matched": "tab:orange", "control": "tab:red", "random": "grey"}
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The book's matplotlib settings (fonts >= MIN_FONT points)."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": MIN_FONT,
+                         "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT, "figure.dpi": 110}):
+        yield
+
+
+def mean_ci(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% Student-t interval over ``axis``."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[axis]
+    m = v.mean(axis=axis)
+    half = stats.t.ppf(0.975, max(n - 1, 1)) * v.std(axis=axis, ddof=1) / np.sqrt(n) if n > 1 else 0 * m
+    return m, m - half, m + half
+
+
+def _time_axis(ax: Any, times: Sequence[float]) -> None:
+    ax.set_xlabel("t / T  (generation runs left to right)")
+    ax.set_xlim(max(times) + 0.05, min(times) - 0.05)
+    ax.grid(alpha=0.3)
+
+
+def low_share_over_t(low: np.ndarray, times: Sequence[float], *, control: np.ndarray | None = None,
+                     control_times: Sequence[float] = (), white: float | None = None, cutoff: float = 0.0):
+    """Low-frequency share ``(n_t, n)`` over t, with the random-weight control and white noise."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.62, 3.2))
+        m, lo, hi = mean_ci(low, axis=1)
+        ax.errorbar(times, m, yerr=[m - lo, hi - m], fmt="o-", capsize=3, color=COLOURS["model"], label="trained")
+        if control is not None:
+            c, clo, chi = mean_ci(control, axis=1)
+            ax.errorbar(control_times, c, yerr=[c - clo, chi - c], fmt="s--", capsize=3, color=COLOURS["control"],
+                        label="random weights")
+        if white is not None:
+            ax.axhline(white, color=COLOURS["random"], ls=":", label="white noise")
+        ax.set_ylabel(f"energy share at f <= {cutoff:.0f} cycles/image")
+        _time_axis(ax, times)
+        ax.legend(loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def psd_curves(freqs: np.ndarray, psd: np.ndarray, times: Sequence[float], nyquist: int, flat: float):
+    """Radially averaged power ``(n_t, n, R)`` per t (mean over samples), log scale, with white noise."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.62, 3.2))
+        colours = plt.cm.viridis(np.linspace(0, 1, len(times)))
+        for i, t in enumerate(times):
+            ax.semilogy(freqs[: nyquist + 1], psd[i].mean(0)[: nyquist + 1], color=colours[i], label=f"t = {t}")
+        ax.axhline(flat, color=COLOURS["random"], ls=":", label="white noise")
+        ax.set_xlabel("radial frequency (cycles per image)")
+        ax.set_ylabel("mean power per frequency")
+        ax.grid(alpha=0.3)
+        ax.legend(ncol=2)
+        fig.tight_layout()
+    return fig
+
+
+def _pair_mean_ci(cross: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    res = [pair_u_test(c) for c in cross]
+    return (np.array([r.estimate for r in res]), np.array([r.ci[0] for r in res]), np.array([r.ci[1] for r in res]))
+
+
+def distances_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]):
+    """One panel per side: mean cross-sample distance over t for the model, its spectrum-matched
+    twin and the random-weight control, and the isotropic random level.
+
+    ``panels``: dicts with ``title``, ``cross`` ``(n_t, n, n)``, ``matched`` ``(n_t, n, n)``, optional
+    ``control`` ``(n_c, n, n)`` with ``control_times``, and ``random`` (a number, rad).
+    """
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.2), squeeze=False)
+        for ax, p in zip(axes[0], panels):
+            for key, label, fmt in (("cross", "trained", "o-"), ("matched", "same spectrum, random", "^:")):
+                m, lo, hi = _pair_mean_ci(p[key])
+                ax.errorbar(times, m, yerr=[m - lo, hi - m], fmt=fmt, capsize=3, label=label,
+                            color=COLOURS["model" if key == "cross" else "matched"])
+            if p.get("control") is not None:
+                m, lo, hi = _pair_mean_ci(p["control"])
+                ax.errorbar(p["control_times"], m, yerr=[m - lo, hi - m], fmt="s--", capsize=3,
+                            color=COLOURS["control"], label="random weights")
+            ax.axhline(p["random"], color=COLOURS["random"], ls="--", label="isotropic random")
+            ax.set_title(p["title"])
+            ax.set_ylabel("geodesic distance (rad)")
+            _time_axis(ax, times)
+        axes[0][0].legend(loc="lower left")
+        fig.tight_layout()
+    return fig
+
+
+def self_distance_heatmap(panels: Sequence[dict[str, Any]], times: Sequence[float]):
+    """Mean distance between one sample's bases at every pair of times, one panel per side.
+
+    ``panels``: dicts with ``title``, ``self`` ``(n, n_t, n_t)`` and ``vmax`` (e.g. ``(pi/2) sqrt(k)``)."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.4), squeeze=False)
+        for ax, p in zip(axes[0], panels):
+            mean = np.asarray(p["self"]).mean(0)
+            im = ax.imshow(mean, cmap="magma", vmin=0, vmax=p["vmax"])
+            labels = [str(t) for t in times]
+            ax.set_xticks(range(len(times)), labels)
+            ax.set_yticks(range(len(times)), labels)
+            ax.set_xlabel("t' / T")
+            ax.set_ylabel("t / T")
+            ax.set_title(p["title"])
+            for (a, b), val in np.ndenumerate(mean):
+                ax.text(b, a, f"{val:.1f}", ha="center", va="center", fontsize=MIN_FONT,
+                        color="w" if val < 0.6 * p["vmax"] else "k")
+            fig.colorbar(im, ax=ax, fraction=0.046, label="rad")
+        fig.tight_layout()
+    return fig
+
+
+def ablation_bars(panels: Sequence[dict[str, Any]]):
+    """Bars of the state x time-input ablation per side: ``panels`` with ``title``, ``time_only``,
+    ``state_only``, ``total`` (each ``(n,)``) and ``floor`` (the noise floor, rad)."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.0), squeeze=False)
+        for ax, p in zip(axes[0], panels):
+            keys = ("time_only", "state_only", "total")
+            stats = [mean_ci(np.asarray(p[k_])) for k_ in keys]
+            m = np.array([s[0] for s in stats])
+            err = np.array([[s[0] - s[1], s[2] - s[0]] for s in stats]).T
+            ax.bar(range(3), m, yerr=err, capsize=4, color=["tab:orange", "tab:green", "tab:blue"])
+            ax.axhline(p["floor"], color=COLOURS["random"], ls=":", label="noise floor")
+            ax.set_xticks(range(3), ["time input\nonly", "state\nonly", "both"])
+            ax.set_ylabel("geodesic distance (rad)")
+            ax.set_title(p["title"])
+            ax.legend()
+        fig.tight_layout()
+    return fig

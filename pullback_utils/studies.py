@@ -1,0 +1,180 @@
+"""Measurement pipelines shared by the chapters: what to compute for a claim, its baseline and its control.
+
+:func:`tangent_study` is the common start of the coarse-to-fine and timestep-discrepancy chapters:
+seeded DDIM trajectories, the local bases at every kept time, their spectrum-matched random twins, and
+the same bases of a random-weight network of the same architecture at the *same* states ``x_t``
+(the control: an effect that the random network shows too is not learned). :func:`noise_floor_sweep`
+and :func:`crossed_bases` add the solver noise floor and the state x time-input ablation.
+
+Everything goes through the basis cache, so chapters that share parameters share their bases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .baselines import random_weight_model
+from .geometry import geodesic_distance
+from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
+
+__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances"]
+
+
+@dataclass
+class TangentStudy:
+    """Trajectories, bases, their spectrum-matched twins and the random-weight control.
+
+    Attributes:
+        traj: :class:`~pullback_utils.sweeps.Trajectories` of the trained model.
+        sweep: bases at every time of ``traj`` (``(n_t, n, k, ...)``).
+        matched: ``sweep`` with every basis replaced by a spectrum-matched random one.
+        control: bases of the random-weight network at ``control_times`` on the same states.
+        control_times: the times of ``control``.
+        control_name: the control model's name.
+    """
+
+    traj: Trajectories
+    sweep: BasisSweep
+    matched: BasisSweep
+    control: BasisSweep
+    control_times: list
+    control_name: str
+
+    @property
+    def times(self) -> list:
+        return list(self.traj.times)
+
+
+def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
+                  control_times: Sequence[float], cache_dir: Any = None, solver: dict | None = None,
+                  progress: bool = True) -> TangentStudy:
+    """Run the shared measurements of the tangent-space chapters (module doc).
+
+    Args:
+        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        n, seed: samples (seeded noise draws).
+        times: kept times (fractions of ``T``); control_times: a subset of them for the control.
+        k: basis size; ddim_steps: DDIM steps over ``[0, T]``.
+        cache_dir: basis cache; solver: options of :func:`pullback_utils.jacobian_svd`.
+    """
+    solver = dict(solver or {})
+    missing = [t for t in control_times if t not in list(times)]
+    if missing:
+        raise ValueError(f"control_times must be among times={list(times)}; {missing} are not")
+    traj = sample_trajectories(model, n, seed, list(times), steps=ddim_steps)
+    dtype = storage_dtype(len(times), n, k, model.sample_shape)
+    sweep = bases_over(model, traj.x, traj.times, k, cache_dir=cache_dir, desc="bases", dtype=dtype,
+                       progress=progress, **solver)
+    ctrl = random_weight_model(model, seed=seed)
+    idx = [list(times).index(t) for t in control_times]
+    control = bases_over(ctrl, traj.x[idx], list(control_times), k, cache_dir=cache_dir,
+                         desc="bases (random weights)", dtype=dtype, progress=progress, **solver)
+    return TangentStudy(traj=traj, sweep=sweep, matched=sweep.spectrum_matched(seed=seed), control=control,
+                        control_times=list(control_times), control_name=ctrl.name)
+
+
+def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(geodesic_distance(a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()))
+
+
+def noise_floor_sweep(model: Any, study: TangentStudy, times: Sequence[float], *, cache_dir: Any = None,
+                      solver: dict | None = None, side: str = "u", progress: bool = True) -> np.ndarray:
+    """``(n,)`` per sample: the distance between its basis and a recomputation with another solver seed,
+    averaged over ``times`` -- the resolution of the distances the chapter reports."""
+    solver = dict(solver or {})
+    seed = int(solver.pop("seed", 0))
+    idx = [study.times.index(t) for t in times]
+    again = bases_over(model, study.traj.x[idx], list(times), study.sweep.k, cache_dir=cache_dir,
+                       desc="bases (other solver seed)", progress=progress, seed=seed + 1, **solver)
+    a, b = study.sweep.side(side)[idx], again.side(side)
+    return np.array([[_dist(a[i, j], b[i, j]) for j in range(a.shape[1])] for i in range(a.shape[0])]).mean(0)
+
+
+def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, cache_dir: Any = None,
+                  solver: dict | None = None, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """The 2 x 2 ablation: per sample, bases at (state x_ta or x_tb) x (time input t_a or t_b).
+
+    Returns ``{side: {"total", "time_only", "state_only"}}`` arrays ``(n,)`` for sides ``"v"``, ``"u"``:
+    ``total`` = d(B(x_ta, t_a), B(x_tb, t_b)); ``time_only`` = mean of d(B(x_ta, t_a), B(x_ta, t_b)) and
+    d(B(x_tb, t_a), B(x_tb, t_b)) (state fixed); ``state_only`` = mean of d(B(x_ta, t_a), B(x_tb, t_a)) and
+    d(B(x_ta, t_b), B(x_tb, t_b)) (time input fixed).
+    """
+    ia, ib = study.times.index(t_a), study.times.index(t_b)
+    xa, xb = study.traj.x[ia], study.traj.x[ib]
+    crossed = bases_over(model, torch.stack([xa, xb]), [t_b, t_a], study.sweep.k, cache_dir=cache_dir,
+                         desc="bases (crossed)", progress=progress, **dict(solver or {}))
+    out = {}
+    for side in ("v", "u"):
+        aa, bb = study.sweep.side(side)[ia], study.sweep.side(side)[ib]
+        ab, ba = crossed.side(side)[0], crossed.side(side)[1]  # B(x_ta, t_b), B(x_tb, t_a)
+        n = aa.shape[0]
+        out[side] = {
+            "total": np.array([_dist(aa[j], bb[j]) for j in range(n)]),
+            "time_only": np.array([0.5 * (_dist(aa[j], ab[j]) + _dist(ba[j], bb[j])) for j in range(n)]),
+            "state_only": np.array([0.5 * (_dist(aa[j], ba[j]) + _dist(ab[j], bb[j])) for j in range(n)]),
+        }
+    return out
+
+
+def pairwise_side_distances(sweep: BasisSweep, side: str) -> dict[str, np.ndarray]:
+    """Both distance matrices of a sweep: ``{"cross": (n_t, n, n), "self": (n, n_t, n_t)}``."""
+    return {"cross": sweep.cross_sample_distances(side), "self": sweep.self_distances(side)}
+
+
+def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float], *, gamma: float,
+                          n_steps: int, sampling_steps: int, scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+                          progress: bool = True) -> dict[str, Any]:
+    """Edits along ``+-v_1`` of every sample at each time in ``times``, at one matched size of change.
+
+    For each sample and time, guidance runs with ``gamma * s`` for every ``s`` of ``scales``; the RMS
+    change of the finished image (mean over both signs) is interpolated in ``log gamma`` to the target
+    size (the median change at ``gamma`` over samples at the first time), and the edit is redone at
+    that gamma. Returns ``{"frequency": (n_times, n), "size": (n_times, n), "gamma": (n_times, n),
+    "target": float, "images": (n_times, n, 3, *image_shape)}`` (``-v_1``, original, ``+v_1``).
+    """
+    from tqdm.auto import tqdm
+
+    from . import editing as ed
+
+    idx = [study.times.index(t) for t in times]
+    n = study.traj.n
+    grid = np.log(np.asarray(scales, dtype=np.float64) * gamma)
+
+    def run(i_t: int, j: int, g: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x = study.traj.x[i_t, j:j + 1]
+        v1 = study.sweep.v[i_t, j, 0].to(model.dtype)
+        guided = ed.xspace_guidance(model, x, study.times[i_t], torch.stack([v1, -v1]), gamma=g,
+                                    n_steps=n_steps)[-1]
+        out = model.to_image(ed.finish(model, torch.cat([x, guided]), study.times[i_t], sampling_steps=sampling_steps))
+        return out[:1], out[1:]
+
+    sizes = np.zeros((len(idx), n, len(scales)))
+    bar = tqdm(total=len(idx) * n * (len(scales) + 1), desc="edits", disable=not progress)
+    for a, i_t in enumerate(idx):
+        for j in range(n):
+            for c, s in enumerate(scales):
+                orig, both = run(i_t, j, gamma * s)
+                sizes[a, j, c] = float(ed.change_size(both, orig.expand_as(both)).mean())
+                bar.update(1)
+    target = float(np.median(sizes[0, :, list(scales).index(1.0) if 1.0 in scales else 0]))
+    freq, size, gam = np.zeros((len(idx), n)), np.zeros((len(idx), n)), np.zeros((len(idx), n))
+    images = []
+    for a, i_t in enumerate(idx):
+        row = []
+        for j in range(n):
+            ls = np.log(np.maximum(sizes[a, j], 1e-12))
+            order = np.argsort(ls)
+            g = float(np.exp(np.interp(np.log(target), ls[order], grid[order])))
+            orig, both = run(i_t, j, g)
+            freq[a, j] = float(np.nanmean(ed.change_frequency(both, orig.expand_as(both)).numpy()))
+            size[a, j] = float(ed.change_size(both, orig.expand_as(both)).mean())
+            gam[a, j] = g
+            row.append(torch.cat([both[1:], orig, both[:1]]).clamp(-1, 1))
+            bar.update(1)
+        images.append(torch.stack(row))
+    bar.close()
+    return {"frequency": freq, "size": size, "gamma": gam, "target": target, "images": torch.stack(images)}
