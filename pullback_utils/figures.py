@@ -19,7 +19,7 @@ import numpy as np
 from .inference import pair_u_test
 
 __all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
-           "self_distance_heatmap", "ablation_bars", "mean_ci"]
+           "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t"]
 
 WIDTH = 7.0
 MIN_FONT = 9
@@ -170,5 +170,48 @@ def ablation_bars(panels: Sequence[dict[str, Any]]):
             ax.set_ylabel("geodesic distance (rad)")
             ax.set_title(p["title"])
             ax.legend()
+        fig.tight_layout()
+    return fig
+
+
+def similarity_scatter(similarity: np.ndarray, distances: np.ndarray, *, xlabel: str):
+    """Distance between two prompts' bases (``(S, P, P)``, mean over states with 95% interval) against
+    their similarity ``(P, P)``, one point per prompt pair."""
+    import matplotlib.pyplot as plt
+
+    p = similarity.shape[0]
+    iu = np.triu_indices(p, 1)
+    m, lo, hi = mean_ci(distances[:, iu[0], iu[1]], axis=0)
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.55, 3.2))
+        jitter = np.random.default_rng(0).uniform(-0.08, 0.08, m.size)
+        ax.errorbar(similarity[iu] + jitter, m, yerr=[m - lo, hi - m], fmt="o", capsize=2, color=COLOURS["model"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("distance between the bases (rad)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+    return fig
+
+
+def prompt_distances_over_t(between: np.ndarray, to_empty: np.ndarray, times: Sequence[float], *,
+                            control_between: np.ndarray | None = None, random: float | None = None):
+    """Mean distance between different prompts' bases and to the empty prompt's, per state ``(S, n_t)``,
+    over t (mean and 95% interval over states)."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.55, 3.2))
+        for vals, label, fmt, col in ((between, "between prompts", "o-", COLOURS["model"]),
+                                      (to_empty, "prompt vs empty prompt", "s--", COLOURS["matched"]),
+                                      (control_between, "between prompts, random weights", "^:", COLOURS["control"])):
+            if vals is None:
+                continue
+            m, lo, hi = mean_ci(vals, axis=0)
+            ax.errorbar(times, m, yerr=[m - lo, hi - m], fmt=fmt, capsize=3, label=label, color=col)
+        if random is not None:
+            ax.axhline(random, color=COLOURS["random"], ls="--", label="isotropic random")
+        ax.set_ylabel("geodesic distance (rad)")
+        _time_axis(ax, times)
+        ax.legend()
         fig.tight_layout()
     return fig

@@ -334,7 +334,8 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     return TestResult(stat, (float(lo), float(hi)), pg, pl, n_s, unit,
                       "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
                       min_p=min(1.0, 2.0 / math.factorial(p)),
-                      extra={"n_items": int(p), "per_stratum": per.tolist(),
+                      extra={"n_items": int(p), "per_stratum": per.tolist(), "null_mean": float(null_stats.mean()),
+                             "null_95": [float(q) for q in np.quantile(null_stats, [0.025, 0.975])],
                              **_needed(min(1.0, 2.0 / math.factorial(p)), lambda q: 2.0 / math.factorial(q),
                                        unit_word="items")})
 

@@ -21,7 +21,8 @@ from .baselines import random_weight_model
 from .geometry import geodesic_distance
 from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 
-__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances"]
+__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
+           "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances"]
 
 
 @dataclass
@@ -178,3 +179,66 @@ def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float
         images.append(torch.stack(row))
     bar.close()
     return {"frequency": freq, "size": size, "gamma": gam, "target": target, "images": torch.stack(images)}
+
+
+@dataclass
+class PromptStudy:
+    """Bases of the same states under several prompts (and the empty prompt), trained and control.
+
+    ``bases[p]`` and ``empty`` are sweeps ``(n_t, S, k, ...)`` over the ``S`` prompt-states (seeded
+    states generated without a prompt); ``control[p]``/``control_empty`` the same for the random-weight
+    network on the first ``n_control`` states.
+    """
+
+    prompts: list[str]
+    traj: Trajectories
+    bases: dict[str, BasisSweep]
+    empty: BasisSweep
+    control: dict[str, BasisSweep]
+    control_empty: BasisSweep
+    control_name: str
+
+
+def prompt_study(model: Any, prompts: Sequence[str], *, n_states: int, n_control: int, seed: int,
+                 times: Sequence[float], k: int, ddim_steps: int, cache_dir: Any = None,
+                 solver: dict | None = None, progress: bool = True) -> PromptStudy:
+    """Run the prompt chapter's measurements (see :class:`PromptStudy`)."""
+    if not getattr(model, "is_conditional", False):
+        raise ValueError(f"model {getattr(model, 'name', model)!r} is unconditional; the prompt study needs a "
+                         "text-conditional model")
+    if len(set(prompts)) != len(prompts) or len(prompts) < 4:
+        raise ValueError(f"prompts must be at least 4 distinct strings, got {list(prompts)!r}")
+    for p in prompts:
+        model.conditioning(p)  # encodes, and so checks, every prompt before heavy compute
+    solver = dict(solver or {})
+    traj = sample_trajectories(model, n_states, seed, list(times), steps=ddim_steps)
+
+    def sweep(m: Any, x: torch.Tensor, prompt: str | None, desc: str) -> BasisSweep:
+        return bases_over(m, x, list(times), k, prompt=prompt, cache_dir=cache_dir, desc=desc, progress=progress,
+                          **solver)
+
+    bases = {p: sweep(model, traj.x, p, p[:28]) for p in prompts}
+    empty = sweep(model, traj.x, None, "(empty prompt)")
+    ctrl = random_weight_model(model, seed=seed)
+    xc = traj.x[:, :n_control]
+    control = {p: sweep(ctrl, xc, p, f"{p[:20]} (random weights)") for p in prompts}
+    return PromptStudy(list(prompts), traj, bases, empty, control, sweep(ctrl, xc, None, "(empty, random weights)"),
+                       ctrl.name)
+
+
+def prompt_distances(bases: dict[str, BasisSweep], empty: BasisSweep, prompts: Sequence[str],
+                     side: str = "u") -> tuple[np.ndarray, np.ndarray]:
+    """``(D, E)``: ``D`` ``(n_t, S, P, P)`` distances between the prompts' bases of each state and time;
+    ``E`` ``(n_t, S, P)`` distance of each prompt's basis to the empty prompt's."""
+    from .geometry import pairwise_geodesic_distances
+
+    B = torch.stack([bases[p].side(side) for p in prompts], dim=2)  # (n_t, S, P, k, ...)
+    e = empty.side(side)
+    n_t, n_s, p = B.shape[:3]
+    D = np.zeros((n_t, n_s, p, p))
+    E = np.zeros((n_t, n_s, p))
+    for i in range(n_t):
+        for j in range(n_s):
+            D[i, j] = np.asarray(pairwise_geodesic_distances(B[i, j].double().numpy()))
+            E[i, j] = [_dist(B[i, j, a], e[i, j]) for a in range(p)]
+    return D, E

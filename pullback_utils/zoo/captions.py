@@ -81,3 +81,39 @@ def captions_for(factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed:
     s, fg, bg = discrete["shape"].tolist(), discrete["fg"].tolist(), discrete["bg"].tolist()
     return [caption(s[i], fg[i], bg[i], f[i][0], f[i][1], f[i][2], tuple(keep[i]))
             for i in range(n)]
+
+
+def caption_attributes(text: str) -> dict[str, str]:
+    """The attributes a caption states, read with the captions' own vocabulary.
+
+    Returns a dict with any of ``size``, ``colour``, ``shape``, ``position``, ``background`` (the
+    parts a caption leaves out are absent), e.g. ``{"size": "small", "colour": "red", "shape":
+    "triangle", "position": "in the upper left", "background": "blue"}``. Raises ``ValueError`` for
+    a caption without a colour and a shape word of the vocabulary.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"caption must be a string, got {type(text).__name__}")
+    words = text.lower().replace(",", " ").split()
+    out: dict[str, str] = {}
+    if "background" in words:
+        i = words.index("background")
+        if i >= 1 and words[i - 1] in COLOUR_NAMES:
+            out["background"] = words[i - 1]
+            words = words[: max(0, i - 3)]  # drop "on a <colour> background"
+    rest = " ".join(words)
+    for phrase in POSITION_PHRASES.values():
+        if phrase in rest:
+            out["position"] = phrase
+            rest = rest.replace(phrase, " ")
+    toks = rest.split()
+    for t in toks:
+        if t in SIZE_WORDS and "size" not in out:
+            out["size"] = t
+        elif t in COLOUR_NAMES and "colour" not in out:
+            out["colour"] = t
+        elif t in SHAPES and "shape" not in out:
+            out["shape"] = t
+    if "colour" not in out or "shape" not in out:
+        raise ValueError(f"caption {text!r} names no colour and shape of the vocabulary "
+                         f"(colours {list(COLOUR_NAMES)}, shapes {list(SHAPES)})")
+    return out
