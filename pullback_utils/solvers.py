@@ -21,7 +21,8 @@ Methods (``method=``):
 ``"krylov"``
     Block Krylov (block Lanczos with full re-orthogonalisation; Musco & Musco 2015): keeps every
     block of the Krylov space span{Ω, JᵀJΩ, (JᵀJ)²Ω, …} and extracts the Ritz vectors from all of
-    it, converging in fewer products than subspace iteration.
+    it, converging in fewer products than subspace iteration. When dim h < dim x and the space
+    would outgrow dim h (the bound on J's rank) unconverged, it finishes as ``"exact"``.
 ``"auto"``
     ``"exact"`` when J is small enough that materialising it costs no more than a few Krylov
     iterations, else ``"krylov"``.
@@ -40,6 +41,14 @@ returned subspace and the true one. That estimate is the smaller of
   The extrapolation is used only from the third iteration on, when ρ < 0.9.
 
 ``tol`` bounds this estimate.
+
+Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
+give ``info["rank"]``, the number above ``info["rank_rtol"]`` × σ₁ with ``rank_rtol`` =
+max(100, 10 √max(dim x, dim h)) × the machine epsilon of x's dtype (the noise floor of the
+products; for the iterative methods a lower bound on the numerical rank). When k exceeds it, the
+trailing vectors are arbitrary directions of the null space: ``info["degenerate"]`` is True,
+``info["converged"]`` False, and a :class:`DegenerateJacobianWarning` names k and the rank.
+:func:`basis_warnings` rebuilds a basis's warnings from its ``info`` (the cache replays them).
 """
 
 from __future__ import annotations
@@ -56,9 +65,13 @@ from tqdm.auto import tqdm
 
 from .products import JacobianOperator
 
-__all__ = ["LocalBasis", "jacobian_svd", "METHODS"]
+__all__ = ["LocalBasis", "jacobian_svd", "METHODS", "DegenerateJacobianWarning", "basis_warnings"]
 
 METHODS = ("auto", "exact", "power", "randomized", "krylov")
+
+
+class DegenerateJacobianWarning(RuntimeWarning):
+    """k exceeds the numerical rank of the Jacobian: the trailing basis vectors are arbitrary."""
 
 
 @dataclass
@@ -69,7 +82,8 @@ class LocalBasis:
         v: (k, *x_shape) unit-norm right singular vectors (local latent basis, x-space).
         u: (k, *h_shape) unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
         s: (k,) singular values, descending.
-        info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, ...
+        info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, converged,
+            rank, rank_rtol, degenerate, ... (module doc)
     """
 
     v: torch.Tensor
@@ -89,12 +103,47 @@ class LocalBasis:
 
 
 # --------------------------------------------------------------------------- dense helpers
-def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis (as rows) of the row space of M (m, D); float64; drops null directions."""
+def _orthonormal_rows(M: torch.Tensor, rtol: float = 1e-10, scale: float | None = None) -> torch.Tensor:
+    """Orthonormal basis (as rows) of the row space of M (m, D); float64.
+
+    Drops the directions whose new part (QR diagonal) is at most ``rtol`` × ``scale`` (default
+    scale: the largest row norm of M), so an all-zero M gives no rows.
+    """
+    if M.shape[0] == 0:
+        return M.clone()
     Q, R = torch.linalg.qr(M.T)
     diag = R.diagonal().abs()
-    keep = diag > diag.max().clamp_min(1e-300) * 1e-10 if diag.numel() else diag.bool()
+    ref = float(M.norm(dim=1).max()) if scale is None else scale
+    keep = diag > rtol * ref
     return Q[:, keep].T.contiguous()
+
+
+def _complete_rows(Q: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    """Q (r, D) orthonormal rows, completed to m rows by random directions orthogonal to them."""
+    while Q.shape[0] < m:
+        extra = _random_rows(m - Q.shape[0], Q.shape[1], seed)
+        for _ in range(2):
+            extra = extra - (extra @ Q.T) @ Q
+        Q = torch.cat([Q, _orthonormal_rows(extra)])
+        seed += 1
+    return Q[:m]
+
+
+def _noise_rtol(dtype: torch.dtype) -> float:
+    """Relative size below which a product's component is rounding noise (64 machine epsilons)."""
+    return 64 * torch.finfo(dtype).eps
+
+
+def rank_rtol(dtype: torch.dtype, dim_x: int, dim_h: int) -> float:
+    """σ_i ≤ this × σ₁ counts as zero (module doc, 'Rank')."""
+    return max(100.0, 10.0 * math.sqrt(max(dim_x, dim_h))) * torch.finfo(dtype).eps
+
+
+def _numerical_rank(spectrum: torch.Tensor, rtol: float) -> int:
+    """Number of singular values above rtol × the largest (0 for an all-zero spectrum)."""
+    if spectrum.numel() == 0 or not float(spectrum.max()) > 0:
+        return 0
+    return int((spectrum > rtol * spectrum.max()).sum())
 
 
 def _max_angle(A: torch.Tensor, B: torch.Tensor) -> float:
@@ -113,6 +162,7 @@ class _Ritz:
     s: torch.Tensor  # (k,)
     residuals: torch.Tensor  # (k,)
     angle_estimate: float
+    spectrum: torch.Tensor  # every singular value estimate seen (descending), for the rank
     converged: bool | None = None  # None: decided by angle_estimate <= tol
 
 
@@ -138,7 +188,7 @@ def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None,
             angle = min(angle, math.pi / 2)  # principal angles never exceed π/2
         else:
             angle = float("nan")
-    return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle)
+    return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle, spectrum=S)
 
 
 class _ErrorMonitor:
@@ -169,7 +219,6 @@ def _random_rows(m: int, d: int, seed: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- methods
 def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
     dx, dh = op.dim_x, op.dim_h
-    eye_chunks = []
     if dx <= dh:
         cols = []
         for i in tqdm(range(0, dx, op.chunk_size), disable=not progress, desc="exact J (JVP)"):
@@ -186,16 +235,16 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Rit
             E[torch.arange(n), torch.arange(i, i + n)] = 1.0
             rows.append(op.vjp(E.reshape(n, *op.h_shape)).reshape(n, dx).double())
         J = torch.cat(rows)  # (dh, dx)
-    del eye_chunks
     Uf, S, Vh = torch.linalg.svd(J, full_matrices=False)
     m = min(k + 1, S.shape[0])
     Q = Vh[:m]
     ritz = _rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    ritz.spectrum = S
     return ritz, 1
 
 
 def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
-           callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+           rank_rtol: float, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
     V = _orthonormal_rows(_random_rows(k, op.dim_x, seed))
@@ -203,13 +252,15 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
     for it in bar:
         Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
         W = op.vjp(Y.reshape(k, *op.h_shape)).reshape(k, -1).double()  # rows JᵀJ v_i
-        _, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        _, S, Vh = torch.linalg.svd(W, full_matrices=False)  # S: σ_i² estimates
         V_new = Vh[:k]
         change = _max_angle(V_new, V)
         bar.set_postfix(change=f"{change:.2e}")
         if callback is not None:
             callback(it + 1, V_new)
-        if it + 1 >= min_iters and change < tol:
+        # k above the rank: the trailing vectors are arbitrary and need not settle
+        degenerate = _numerical_rank(S.clamp_min(0).sqrt(), rank_rtol) < k
+        if it + 1 >= min_iters and (change < tol or degenerate):
             break
         if it + 1 < max_iters:
             V = V_new
@@ -219,7 +270,8 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
 
 
 def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
-                seed: int, progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+                seed: int, progress: bool, rank_rtol: float, callback: Callable | None = None,
+                **_: Any) -> tuple[_Ritz, int]:
     max_iters = max_iters or 30
     b = min(k + oversample, op.dim_x, op.dim_h)
     Q = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
@@ -233,17 +285,23 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol:
+        if ritz.angle_estimate <= tol or (it >= 1 and _numerical_rank(ritz.spectrum, rank_rtol) < k):
             break
-        Q = _orthonormal_rows(Z)
+        # a rank-deficient J gives fewer directions than vectors: refill with random ones
+        Q = _complete_rows(_orthonormal_rows(Z), b, seed + it + 1)
     return ritz, it + 1
 
 
 def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
-            progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+            progress: bool, rank_rtol: float, callback: Callable | None = None,
+            **_: Any) -> tuple[_Ritz, int]:
     b = min(k + oversample, op.dim_x, op.dim_h)
-    max_dim = min(op.dim_x, op.dim_h)
-    max_iters = max_iters or max(2, math.ceil(max_dim / b))
+    # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
+    # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
+    # numerically; there J is materialised from dim h VJPs (no dearer than the Krylov space
+    # itself) when the space would outgrow dim h unconverged.
+    wide = op.dim_h < op.dim_x
+    max_iters = max_iters or (op.dim_h + 1 if wide else max(2, math.ceil(op.dim_x / b)))
     Qs, Ys, Zs = [], [], []
     Qb = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
     monitor = _ErrorMonitor()
@@ -258,13 +316,23 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol or Q.shape[0] >= max_dim:
+        if ritz.angle_estimate <= tol or Q.shape[0] >= op.dim_x:
             break
-        # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2)
-        nxt = Z / Z.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        if it >= 1 and _numerical_rank(ritz.spectrum, rank_rtol) < k:
+            break  # k above the rank: more products cannot determine the trailing vectors
+        if wide and Q.shape[0] + b > op.dim_h:
+            ritz, _ = _exact(op, k, progress)
+            ritz.converged = True
+            break
+        # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2); its new
+        # directions below the products' rounding noise are dropped
+        scale = float(Z.norm(dim=1).max())
+        if not scale > 0:
+            break  # JᵀJ Q_b = 0: span(Q) is invariant
+        nxt = Z / scale
         for _ in range(2):
             nxt = nxt - (nxt @ Q.T) @ Q
-        Qb = _orthonormal_rows(nxt)
+        Qb = _orthonormal_rows(nxt, rtol=_noise_rtol(op.x.dtype), scale=1.0)
         if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact
             break
     return ritz, it + 1
@@ -335,7 +403,8 @@ def jacobian_svd(
         tol: target largest principal angle (radians) between the returned and the true subspace,
             as estimated a posteriori; for ``"power"``, the change between iterates (module doc).
         max_iters: iteration cap (default: power 100, randomized 30, krylov until the Krylov space
-            fills the smaller dimension).
+            fills x or, when dim h < dim x, would outgrow dim h: then J is materialised from
+            dim h VJPs and the answer is exact).
         oversample: extra vectors per block (default: krylov 2, randomized 10; power uses none).
         seed: seed of the random start; same arguments give the same numbers.
         chunk_size: at most this many vectors per batched product (bounds memory).
@@ -368,9 +437,10 @@ def jacobian_svd(
     if not torch.isfinite(op.h).all():
         raise ValueError("fn(x) is not finite; cannot compute its Jacobian's singular vectors")
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
+    rtol = rank_rtol(op.x.dtype, op.dim_x, op.dim_h)
     ritz, iters = _SOLVERS[chosen](
         op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress,
-        callback=callback,
+        rank_rtol=rtol, callback=callback,
     )
     op.release()
     if ritz.s.shape[0] < k:
@@ -381,20 +451,16 @@ def jacobian_svd(
     signs = torch.sign(v.gather(1, v.abs().argmax(dim=1, keepdim=True))).squeeze(1)
     signs[signs == 0] = 1
     v, u = v * signs[:, None], u * signs[:, None]
-    if chosen == "exact":
+    rank = _numerical_rank(ritz.spectrum, rtol)
+    degenerate = rank < k
+    if degenerate:
+        converged = False  # the trailing vectors are not determined
+    elif chosen == "exact":
         converged = True
     elif ritz.converged is not None:
-        converged = ritz.converged
+        converged = bool(ritz.converged)
     else:
         converged = bool(ritz.angle_estimate <= tol)
-    if not converged:
-        warnings.warn(
-            f"jacobian_svd({chosen!r}) stopped after {iters} iterations with estimated angle "
-            f"{ritz.angle_estimate:.2e} (power: change between iterates) above tol={tol:g}; "
-            "raise max_iters or oversample",
-            RuntimeWarning,
-            stacklevel=2,
-        )
     info = {
         "method": chosen,
         "requested_method": method,
@@ -405,13 +471,49 @@ def jacobian_svd(
         "residuals": ritz.residuals.float(),
         "angle_estimate": ritz.angle_estimate,
         "converged": converged,
+        "rank": rank,
+        "rank_rtol": rtol,
+        "degenerate": degenerate,
         "tol": tol,
         "oversample": oversample,
         "seed": seed,
     }
-    return LocalBasis(
+    basis = LocalBasis(
         v=v.to(x.dtype).reshape(k, *op.x_shape),
         u=u.to(x.dtype).reshape(k, *op.h_shape),
         s=ritz.s.to(x.dtype),
         info=info,
     )
+    for category, message in basis_warnings(basis):
+        warnings.warn(message, category, stacklevel=2)
+    return basis
+
+
+def basis_warnings(basis: LocalBasis) -> list[tuple[type[Warning], str]]:
+    """The warnings :func:`jacobian_svd` gives for ``basis``, rebuilt from ``basis.info`` alone.
+
+    A degenerate basis (k above the numerical rank) gets a :class:`DegenerateJacobianWarning`;
+    otherwise an unconverged one gets a ``RuntimeWarning``. The basis cache replays these on a hit.
+    """
+    info = basis.info
+    if info.get("degenerate"):
+        rank, k = int(info["rank"]), basis.k
+        why = (
+            "the Jacobian is zero here (no direction of x changes h), so every vector is arbitrary"
+            if rank == 0
+            else f"vectors {rank + 1}..{k} are arbitrary directions of its null space; use k <= {rank}"
+        )
+        return [(
+            DegenerateJacobianWarning,
+            f"jacobian_svd({info.get('method')!r}): k = {k} exceeds the numerical rank {rank} of the "
+            f"Jacobian (singular values <= {float(info.get('rank_rtol', 0.0)):.1e} x sigma_1 count as "
+            f"zero; sigma_{k} = {float(basis.s[-1]):.3g}): {why}",
+        )]
+    if info.get("converged") is False:
+        return [(
+            RuntimeWarning,
+            f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations "
+            f"with estimated angle {float(info.get('angle_estimate', float('nan'))):.2e} (power: change "
+            f"between iterates) above tol={float(info.get('tol', float('nan'))):g}; raise max_iters or oversample",
+        )]
+    return []
