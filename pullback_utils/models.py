@@ -95,7 +95,7 @@ class DiffusionModel:
         self.sample_shape: tuple[int, int, int] = tuple(int(s) for s in sample_shape)  # type: ignore[assignment]
         self._uncond = uncond_embedding
         self._prompt_memo: dict[tuple[str, ...], torch.Tensor] = {}
-        self._fingerprint: str | None = None
+        self._fingerprint: tuple[tuple, str] | None = None  # (state token, sha256)
         ac = getattr(scheduler, "alphas_cumprod", None)
         if ac is None:
             betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
@@ -158,12 +158,18 @@ class DiffusionModel:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the U-Net's class, config and weights (the basis cache's model key)."""
-        if self._fingerprint is None:
-            from pullback_utils.cache import module_fingerprint
+        """sha256 of the U-Net's class, config and weights (the basis cache's model key).
 
-            self._fingerprint = module_fingerprint(self.unet)
-        return self._fingerprint
+        Re-hashed only when a parameter or buffer was replaced, moved, cast or changed in place
+        since the last call (:func:`~pullback_utils.cache.module_state_token`; edits through
+        ``.data`` are not seen).
+        """
+        from pullback_utils import cache
+
+        token = cache.module_state_token(self.unet)
+        if self._fingerprint is None or self._fingerprint[0] != token:
+            self._fingerprint = (token, cache.module_fingerprint(self.unet))
+        return self._fingerprint[1]
 
     # ---------------------------------------------------------------- times
     def level(self, t: Time, *, name: str = "t") -> int:
