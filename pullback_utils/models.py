@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from pullback_utils.ddim import Prompt, Time, resolve_time
+from pullback_utils.images import check_image_range
 
 __all__ = ["DiffusionModel", "ModelNotFoundError", "load_model"]
 
@@ -311,9 +312,12 @@ class DiffusionModel:
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
         """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
 
+        Images outside [-1, 1] beyond :data:`~pullback_utils.images.IMAGE_RANGE_TOL` are refused.
+
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
         self._check(images, self.image_shape, "images", "images in [-1, 1]")
+        check_image_range(images, "images")
         if self.vae is None:
             return images
         images = images.to(self.device, self.vae.dtype)
