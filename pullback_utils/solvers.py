@@ -64,6 +64,18 @@ import torch
 from tqdm.auto import tqdm
 
 from .products import JacobianOperator
+from .ritz import (
+    ErrorMonitor,
+    Ritz,
+    complete_rows,
+    max_angle,
+    noise_rtol,
+    numerical_rank,
+    orthonormal_rows,
+    random_rows,
+    rank_rtol,
+    rayleigh_ritz,
+)
 
 __all__ = ["LocalBasis", "jacobian_svd", "METHODS", "DegenerateJacobianWarning", "basis_warnings"]
 
@@ -102,122 +114,8 @@ class LocalBasis:
         )
 
 
-# --------------------------------------------------------------------------- dense helpers
-def _orthonormal_rows(M: torch.Tensor, rtol: float = 1e-10, scale: float | None = None) -> torch.Tensor:
-    """Orthonormal basis (as rows) of the row space of M (m, D); float64.
-
-    Drops the directions whose new part (QR diagonal) is at most ``rtol`` × ``scale`` (default
-    scale: the largest row norm of M), so an all-zero M gives no rows.
-    """
-    if M.shape[0] == 0:
-        return M.clone()
-    Q, R = torch.linalg.qr(M.T)
-    diag = R.diagonal().abs()
-    ref = float(M.norm(dim=1).max()) if scale is None else scale
-    keep = diag > rtol * ref
-    return Q[:, keep].T.contiguous()
-
-
-def _complete_rows(Q: torch.Tensor, m: int, seed: int) -> torch.Tensor:
-    """Q (r, D) orthonormal rows, completed to m rows by random directions orthogonal to them."""
-    while Q.shape[0] < m:
-        extra = _random_rows(m - Q.shape[0], Q.shape[1], seed)
-        for _ in range(2):
-            extra = extra - (extra @ Q.T) @ Q
-        Q = torch.cat([Q, _orthonormal_rows(extra)])
-        seed += 1
-    return Q[:m]
-
-
-def _noise_rtol(dtype: torch.dtype) -> float:
-    """Relative size below which a product's component is rounding noise (64 machine epsilons)."""
-    return 64 * torch.finfo(dtype).eps
-
-
-def rank_rtol(dtype: torch.dtype, dim_x: int, dim_h: int) -> float:
-    """σ_i ≤ this × σ₁ counts as zero (module doc, 'Rank')."""
-    return max(100.0, 10.0 * math.sqrt(max(dim_x, dim_h))) * torch.finfo(dtype).eps
-
-
-def _numerical_rank(spectrum: torch.Tensor, rtol: float) -> int:
-    """Number of singular values above rtol × the largest (0 for an all-zero spectrum)."""
-    if spectrum.numel() == 0 or not float(spectrum.max()) > 0:
-        return 0
-    return int((spectrum > rtol * spectrum.max()).sum())
-
-
-def _max_angle(A: torch.Tensor, B: torch.Tensor) -> float:
-    """Largest principal angle (radians) between row spaces of orthonormal A (k, D) and B (k, D)."""
-    cos = torch.linalg.svdvals(A @ B.T).clamp(max=1.0)
-    # sine form is accurate for small angles: sin θ_max = ‖(I − BᵀB) Aᵀ‖₂
-    resid = A - (A @ B.T) @ B
-    sin_max = float(torch.linalg.matrix_norm(resid, ord=2)) if resid.numel() else 0.0
-    return float(min(math.asin(min(sin_max, 1.0)), math.acos(float(cos.min()))) if cos.numel() else 0.0)
-
-
-@dataclass
-class _Ritz:
-    v: torch.Tensor  # (k, D_x) float64
-    u: torch.Tensor  # (k, D_h) float64
-    s: torch.Tensor  # (k,)
-    residuals: torch.Tensor  # (k,)
-    angle_estimate: float
-    spectrum: torch.Tensor  # every singular value estimate seen (descending), for the rank
-    converged: bool | None = None  # None: decided by angle_estimate <= tol
-
-
-def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int) -> _Ritz:
-    """Best rank-k approximation of J from span(Q).
-
-    Q: (m, D_x) orthonormal rows; JQ: (m, D_h) rows J q_i; JtJQ: (m, D_x) rows JᵀJ q_i or None.
-    """
-    A, S, Bh = torch.linalg.svd(JQ, full_matrices=False)  # JQ = A diag(S) Bh
-    V = A.T @ Q  # rows: Ritz vectors in x
-    U = Bh  # rows: left vectors in h (unit norm)
-    s = S[:k]
-    if JtJQ is None:
-        resid = torch.full((k,), float("nan"), dtype=S.dtype)
-        angle = float("nan")
-    else:
-        AV = (A.T @ JtJQ)[:k]
-        R = AV - (s**2)[:, None] * V[:k]
-        resid = R.norm(dim=1) / (s**2).clamp_min(1e-300)
-        if S.shape[0] > k:
-            gap = float(S[k - 1] ** 2 - S[k] ** 2)
-            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else math.pi / 2
-            angle = min(angle, math.pi / 2)  # principal angles never exceed π/2
-        else:
-            angle = float("nan")
-    return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle, spectrum=S)
-
-
-class _ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (module doc, 'Accuracy')."""
-
-    def __init__(self) -> None:
-        self.prev_v: torch.Tensor | None = None
-        self.changes: list[float] = []
-
-    def update(self, ritz: _Ritz) -> _Ritz:
-        if self.prev_v is not None:
-            self.changes.append(_max_angle(ritz.v, self.prev_v))
-        self.prev_v = ritz.v
-        if len(self.changes) >= 2 and self.changes[-2] > 0:
-            rho = self.changes[-1] / self.changes[-2]
-            if rho < 0.9:
-                extrapolated = self.changes[-1] * rho / (1 - rho)
-                if not math.isfinite(ritz.angle_estimate) or extrapolated < ritz.angle_estimate:
-                    ritz.angle_estimate = extrapolated
-        return ritz
-
-
-def _random_rows(m: int, d: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randn(m, d, generator=gen, dtype=torch.float64)
-
-
 # --------------------------------------------------------------------------- methods
-def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
+def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[Ritz, int]:
     dx, dh = op.dim_x, op.dim_h
     if dx <= dh:
         cols = []
@@ -238,63 +136,63 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Rit
     Uf, S, Vh = torch.linalg.svd(J, full_matrices=False)
     m = min(k + 1, S.shape[0])
     Q = Vh[:m]
-    ritz = _rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    ritz = rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
     ritz.spectrum = S
     return ritz, 1
 
 
 def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
-           rank_rtol: float, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+           rank_rtol: float, callback: Callable | None = None, **_: Any) -> tuple[Ritz, int]:
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
-    V = _orthonormal_rows(_random_rows(k, op.dim_x, seed))
+    V = orthonormal_rows(random_rows(k, op.dim_x, seed))
     bar = tqdm(range(max_iters), disable=not progress, desc="power iteration")
     for it in bar:
         Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
         W = op.vjp(Y.reshape(k, *op.h_shape)).reshape(k, -1).double()  # rows JᵀJ v_i
         _, S, Vh = torch.linalg.svd(W, full_matrices=False)  # S: σ_i² estimates
         V_new = Vh[:k]
-        change = _max_angle(V_new, V)
+        change = max_angle(V_new, V)
         bar.set_postfix(change=f"{change:.2e}")
         if callback is not None:
             callback(it + 1, V_new)
         # k above the rank: the trailing vectors are arbitrary and need not settle
-        degenerate = _numerical_rank(S.clamp_min(0).sqrt(), rank_rtol) < k
+        degenerate = numerical_rank(S.clamp_min(0).sqrt(), rank_rtol) < k
         if it + 1 >= min_iters and (change < tol or degenerate):
             break
         if it + 1 < max_iters:
             V = V_new
-    ritz = _rayleigh_ritz(V, Y, W, k)
+    ritz = rayleigh_ritz(V, Y, W, k)
     ritz.converged = change < tol
     return ritz, it + 1
 
 
 def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
                 seed: int, progress: bool, rank_rtol: float, callback: Callable | None = None,
-                **_: Any) -> tuple[_Ritz, int]:
+                **_: Any) -> tuple[Ritz, int]:
     max_iters = max_iters or 30
     b = min(k + oversample, op.dim_x, op.dim_h)
-    Q = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
-    monitor = _ErrorMonitor()
+    Q = orthonormal_rows(random_rows(b, op.dim_x, seed))
+    monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="randomized subspace iteration")
     for it in bar:
         m = Q.shape[0]
         Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
-        ritz = monitor.update(_rayleigh_ritz(Q, Y, Z, k))
+        ritz = monitor.update(rayleigh_ritz(Q, Y, Z, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol or (it >= 1 and _numerical_rank(ritz.spectrum, rank_rtol) < k):
+        if ritz.angle_estimate <= tol or (it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k):
             break
         # a rank-deficient J gives fewer directions than vectors: refill with random ones
-        Q = _complete_rows(_orthonormal_rows(Z), b, seed + it + 1)
+        Q = complete_rows(orthonormal_rows(Z), b, seed + it + 1)
     return ritz, it + 1
 
 
 def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
             progress: bool, rank_rtol: float, callback: Callable | None = None,
-            **_: Any) -> tuple[_Ritz, int]:
+            **_: Any) -> tuple[Ritz, int]:
     b = min(k + oversample, op.dim_x, op.dim_h)
     # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
     # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
@@ -303,8 +201,8 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
     wide = op.dim_h < op.dim_x
     max_iters = max_iters or (op.dim_h + 1 if wide else max(2, math.ceil(op.dim_x / b)))
     Qs, Ys, Zs = [], [], []
-    Qb = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
-    monitor = _ErrorMonitor()
+    Qb = orthonormal_rows(random_rows(b, op.dim_x, seed))
+    monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
     for it in bar:
         m = Qb.shape[0]
@@ -312,13 +210,13 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
         Qs.append(Qb), Ys.append(Y), Zs.append(Z)
         Q, JQ, JtJQ = torch.cat(Qs), torch.cat(Ys), torch.cat(Zs)
-        ritz = monitor.update(_rayleigh_ritz(Q, JQ, JtJQ, k))
+        ritz = monitor.update(rayleigh_ritz(Q, JQ, JtJQ, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
         if callback is not None:
             callback(it + 1, ritz.v)
         if ritz.angle_estimate <= tol or Q.shape[0] >= op.dim_x:
             break
-        if it >= 1 and _numerical_rank(ritz.spectrum, rank_rtol) < k:
+        if it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k:
             break  # k above the rank: more products cannot determine the trailing vectors
         if wide and Q.shape[0] + b > op.dim_h:
             ritz, _ = _exact(op, k, progress)
@@ -332,13 +230,13 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         nxt = Z / scale
         for _ in range(2):
             nxt = nxt - (nxt @ Q.T) @ Q
-        Qb = _orthonormal_rows(nxt, rtol=_noise_rtol(op.x.dtype), scale=1.0)
+        Qb = orthonormal_rows(nxt, rtol=noise_rtol(op.x.dtype), scale=1.0)
         if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact
             break
     return ritz, it + 1
 
 
-_SOLVERS: dict[str, Callable[..., tuple[_Ritz, int]]] = {
+_SOLVERS: dict[str, Callable[..., tuple[Ritz, int]]] = {
     "exact": _exact,
     "power": _power,
     "randomized": _randomized,
@@ -451,7 +349,7 @@ def jacobian_svd(
     signs = torch.sign(v.gather(1, v.abs().argmax(dim=1, keepdim=True))).squeeze(1)
     signs[signs == 0] = 1
     v, u = v * signs[:, None], u * signs[:, None]
-    rank = _numerical_rank(ritz.spectrum, rtol)
+    rank = numerical_rank(ritz.spectrum, rtol)
     degenerate = rank < k
     if degenerate:
         converged = False  # the trailing vectors are not determined
@@ -501,13 +399,14 @@ def basis_warnings(basis: LocalBasis) -> list[tuple[type[Warning], str]]:
         why = (
             "the Jacobian is zero here (no direction of x changes h), so every vector is arbitrary"
             if rank == 0
-            else f"vectors {rank + 1}..{k} are arbitrary directions of its null space; use k <= {rank}"
+            else (f"vector {k} is an arbitrary direction" if rank + 1 == k
+                  else f"vectors {rank + 1}..{k} are arbitrary directions") + f" of its null space; use k <= {rank}"
         )
         return [(
             DegenerateJacobianWarning,
             f"jacobian_svd({info.get('method')!r}): k = {k} exceeds the numerical rank {rank} of the "
             f"Jacobian (singular values <= {float(info.get('rank_rtol', 0.0)):.1e} x sigma_1 count as "
-            f"zero; sigma_{k} = {float(basis.s[-1]):.3g}): {why}",
+            f"zero; sigma_{k} = {abs(float(basis.s[-1])):.3g}): {why}",
         )]
     if info.get("converged") is False:
         return [(
