@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     from pullback_utils import feature_map
 
     with torch.no_grad():
-        h = feature_map(model.unet, model.unet_timestep(args.t), layer=args.layer)(x_t)
+        h = feature_map(model.unet, model.level(args.t), layer=args.layer, num_train_timesteps=model.num_train_timesteps)(x_t)
     forward_s = time.perf_counter() - fn_t0
     before = rss_mib()
     solver = dict(method=args.method, tol=args.tol, seed=args.seed, progress=args.progress)

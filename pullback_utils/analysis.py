@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import Prompt, Time, ddim_sample
+from .ddim import Prompt, Time, ddim_sample_to_times
+from .schedule import check_times
 from .geometry import (
     pairwise_geodesic_distances,
     radial_frequency_grid,
@@ -111,12 +112,7 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
 
 
 def _check_times(model, times: Sequence[Time], name: str = "times") -> list[int]:
-    if isinstance(times, (str, bytes)) or not isinstance(times, Sequence) or len(times) == 0:
-        raise ValueError(f"{name} must be a non-empty list of times (fractions of T or int levels), got {times!r}")
-    levels = [model.level(t, name=name) for t in times]
-    if min(levels) < 1:
-        raise ValueError(f"{name} must all be > 0 (the U-Net is not defined on clean data), got {list(times)}")
-    return levels
+    return check_times(times, model.num_train_timesteps, name=name)
 
 
 @torch.no_grad()
@@ -151,20 +147,9 @@ def sample_trajectories(
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     levels = _check_times(model, times)
-    T = model.num_train_timesteps
-    order = sorted(set(levels), reverse=True)
-    x = model.noise(n, seed)
-    current = T
-    kept: dict[int, torch.Tensor] = {}
-    stops = order + ([0] if final else [])
-    for lvl in tqdm(stops, desc="DDIM", disable=not progress, leave=False):
-        if lvl < current:
-            share = max(1, int(round(steps * (current - lvl) / T)))
-            x = ddim_sample(model, x, current, lvl, steps=share, prompt=prompt, guidance_scale=guidance_scale)
-            current = lvl
-        kept[lvl] = x
-    xs = torch.stack([kept[lvl] for lvl in levels])
-    return Trajectories(x=xs, times=list(times), levels=levels, x0=kept.get(0) if final else None, seed=int(seed))
+    xs, x0 = ddim_sample_to_times(model, model.noise(n, seed), times, steps=steps, prompt=prompt,
+                                  guidance_scale=guidance_scale, final=final, progress=progress)
+    return Trajectories(x=xs, times=list(times), levels=levels, x0=x0, seed=int(seed))
 
 
 @dataclass

@@ -48,11 +48,12 @@ def local_basis(
     Args:
         unet: diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
         x_t: (1, C, H, W) noisy sample, C and H, W matching the U-Net.
-        t: training timestep in [0, T] (T = ``num_train_timesteps`` when given).
+        t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or
+            a float fraction of ``T`` in ``(0, 1]``; the U-Net sees timestep ``level - 1``.
         k: number of basis vectors.
         layer: ``"mid"`` (h-space, default), ``"down.i"`` or ``"up.i"``.
         encoder_hidden_states: (1, L, D) prompt embedding for a text-conditional U-Net.
-        num_train_timesteps: the scheduler's T, to check ``t``.
+        num_train_timesteps: the schedule's ``T`` (default 1000).
         **solver: options of :func:`~pullback_utils.solvers.jacobian_svd` (method, tol, …).
 
     Returns:
@@ -83,5 +84,5 @@ def local_basis(
     dtype = next(unet.parameters()).dtype
     with frozen(unet), forward_ad_safe(unet):
         basis = jacobian_svd(fn, x_t.to(dtype), k, **solver)
-    basis.info.update({"t": float(fn.t), "layer": layer})
+    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": layer})
     return basis

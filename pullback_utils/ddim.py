@@ -1,53 +1,58 @@
-"""Deterministic DDIM sampling and inversion on a model's training grid.
+"""Deterministic DDIM sampling and inversion on a model's training grid, and runs through kept times.
 
-Times
------
-Every function of the package that takes a time ``t`` (``ddim_sample``, ``ddim_invert``,
-``DiffusionModel.eps``, ``DiffusionModel.local_basis``) reads it the same way. With
-``T = scheduler.config.num_train_timesteps`` (1000 for the paper's models):
+Times and the grid follow :mod:`pullback_utils.schedule` (int levels ``0..T``, float fractions of
+``T``; ``steps`` DDIM steps between two levels; legs between kept times). Inversion ends exactly on
+the requested level (the official code stops one step early).
 
-- an ``int`` ``n`` in ``0..T`` is a *level* of the training grid: ``n = 0`` is clean data
-  (``alpha_bar = 1``); ``n >= 1`` is the state ``x_n = sqrt(a_n) x_0 + sqrt(1 - a_n) eps`` with
-  ``a_n = scheduler.alphas_cumprod[n - 1]``, at which the U-Net is called with timestep ``n - 1``
-  (diffusers' 0-based training index);
-- a ``float`` ``f`` in ``[0, 1]`` is a fraction of ``T``: level ``n = round(f * T)`` (halves up).
+The functions need only a small part of a model, the :class:`Denoiser` protocol (what
+:class:`~pullback_utils.models.DiffusionModel` provides): ``num_train_timesteps``,
+``sample_shape``, ``is_latent``, ``alpha_bar(level)``, ``conditioning(prompt, ...)`` and
+``eps(x, level, cond, guidance_scale)``.
 
-So ``1.0`` and ``T`` are the top of the grid (U-Net timestep ``T - 1 = 999``), ``0.5`` is level
-500 (U-Net timestep 499), and ``0`` / ``0.0`` is clean data. Ints and fractions agree
-(``n = f * T``), and ``0`` always means "clean", so ``ddim_sample(m, x, 1.0, 0)`` returns images.
-
-Grid
-----
-``steps`` DDIM steps between levels ``lo < hi`` visit ``lo + round(i * (hi - lo) / steps)``,
-``i = 0..steps``; sampling walks that list downwards, inversion upwards, so inverting to ``t``
-and sampling back from ``t`` with the same ``steps`` use exactly the same levels. At most one step
-per level is taken: ``steps`` larger than ``hi - lo`` is reduced to ``hi - lo``.
-Inversion ends exactly on the requested level (the official code stops one step early).
+:func:`ddim_sample_to_times` and :func:`ddim_invert_to_times` are the one "DDIM run through a list of
+times" of the package: trajectories of the analysis chapters, edit states at several times and
+inversions of data images to several times all use them.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, NamedTuple, Sequence, Union
+from typing import NamedTuple, Protocol, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+from pullback_utils.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
-Time = Union[int, float]
 Prompt = Union[str, Sequence[str], torch.Tensor, None]
 
 __all__ = [
     "Time",
+    "Prompt",
+    "Denoiser",
     "DDIMTrajectory",
     "resolve_time",
     "ddim_timesteps",
     "ddim_sample",
     "ddim_invert",
+    "ddim_sample_to_times",
+    "ddim_invert_to_times",
 ]
+
+
+class Denoiser(Protocol):
+    """What the DDIM functions use of a model (see :class:`~pullback_utils.models.DiffusionModel`)."""
+
+    num_train_timesteps: int
+    sample_shape: tuple[int, ...]
+    is_latent: bool
+
+    def alpha_bar(self, t: Time) -> float: ...
+
+    def conditioning(self, prompt: Prompt, *, batch: int = 1, guidance_scale: float = 1.0) -> torch.Tensor | None: ...
+
+    def eps(self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0) -> torch.Tensor: ...
 
 
 class DDIMTrajectory(NamedTuple):
@@ -57,70 +62,24 @@ class DDIMTrajectory(NamedTuple):
     times: list[int]
 
 
-def resolve_time(t: Time, num_train_timesteps: int, *, name: str = "t") -> int:
-    """Level ``n`` in ``0..T`` of time ``t`` (an int level or a float fraction of T; see module doc).
-
-    Raises ``TypeError`` for other types (bool included) and ``ValueError`` when out of range.
-    """
-    T = int(num_train_timesteps)
-    if isinstance(t, torch.Tensor):
-        if t.numel() != 1:
-            raise ValueError(f"{name} must be a single time, got a tensor of shape {tuple(t.shape)}")
-        t = t.item()
-    if isinstance(t, bool) or not isinstance(t, (numbers.Integral, numbers.Real)):
-        raise TypeError(
-            f"{name} must be an int level in 0..{T} or a float fraction of T in [0, 1], "
-            f"got {type(t).__name__}"
-        )
-    if isinstance(t, numbers.Integral):
-        n = int(t)
-        if not 0 <= n <= T:
-            raise ValueError(
-                f"{name}={n} is outside the training grid: int levels run from 0 (clean data) to "
-                f"{T} (the top); use a float in [0, 1] for a fraction of T"
-            )
-        return n
-    f = float(t)
-    if not math.isfinite(f) or not 0.0 <= f <= 1.0:
-        raise ValueError(f"{name}={f} must be a fraction of T in [0, 1] (or an int level in 0..{T})")
-    return int(math.floor(f * T + 0.5))
-
-
-def _grid(lo: int, hi: int, steps: int) -> list[int]:
-    """Ascending levels from ``lo`` to ``hi`` (inclusive) in ``min(steps, hi - lo)`` steps."""
-    span = hi - lo
-    s = min(steps, span)
-    if s == 0:
-        return [lo]
-    return [lo + (2 * i * span + s) // (2 * s) for i in range(s + 1)]
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be an int >= 1, got {type(steps).__name__}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    return int(steps)
-
-
-def ddim_timesteps(model: "DiffusionModel", t_from: Time, t_to: Time, steps: int) -> list[int]:
+def ddim_timesteps(model: Denoiser, t_from: Time, t_to: Time, steps: int) -> list[int]:
     """The levels a DDIM run from ``t_from`` to ``t_to`` visits, in order, both ends included.
 
     Descending when ``t_from > t_to`` (sampling), ascending otherwise (inversion).
     """
     steps, a, b = _span(model, t_from, t_to, steps)
-    grid = _grid(min(a, b), max(a, b), steps)
-    return grid[::-1] if a > b else grid
+    g = grid(min(a, b), max(a, b), steps)
+    return g[::-1] if a > b else g
 
 
-def _span(model: "DiffusionModel", t_from: Time, t_to: Time, steps: int) -> tuple[int, int, int]:
+def _span(model: Denoiser, t_from: Time, t_to: Time, steps: int) -> tuple[int, int, int]:
     """Checked ``steps`` and the levels of ``t_from`` and ``t_to`` on the model's training grid."""
-    steps = _check_steps(steps)
+    steps = check_steps(steps)
     T = model.num_train_timesteps
     return steps, resolve_time(t_from, T, name="t_from"), resolve_time(t_to, T, name="t_to")
 
 
-def _check_x(model: "DiffusionModel", x: torch.Tensor, name: str) -> None:
+def _check_x(model: Denoiser, x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     expected = tuple(model.sample_shape)
@@ -134,10 +93,6 @@ def _check_x(model: "DiffusionModel", x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def _alpha_bar(model: "DiffusionModel", n: int) -> float:
-    return model.alpha_bar(n)
-
-
 def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
     """Deterministic DDIM move of ``x`` from alpha_bar ``a_from`` to ``a_to`` with noise ``eps``."""
     x0 = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
@@ -146,7 +101,7 @@ def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -
 
 @torch.no_grad()
 def ddim_sample(
-    model: "DiffusionModel",
+    model: Denoiser,
     x: torch.Tensor,
     t_from: Time,
     t_to: Time = 0,
@@ -187,14 +142,14 @@ def ddim_sample(
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     cond = model.conditioning(prompt, batch=x.shape[0], guidance_scale=guidance_scale)
-    levels = _grid(b, a, steps)[::-1]
+    levels = grid(b, a, steps)[::-1]
     gen = torch.Generator().manual_seed(int(seed)) if eta > 0 else None
     states = [x] if return_trajectory else None
     for n_from, n_to in tqdm(
         list(zip(levels[:-1], levels[1:])), desc="DDIM sample", disable=not progress, leave=False
     ):
         eps = model.eps(x, n_from, cond, guidance_scale=guidance_scale)
-        a_from, a_to = _alpha_bar(model, n_from), _alpha_bar(model, n_to)
+        a_from, a_to = model.alpha_bar(n_from), model.alpha_bar(n_to)
         if eta > 0 and n_to > 0:
             sigma = (
                 float(eta)
@@ -219,7 +174,7 @@ def ddim_sample(
 
 @torch.no_grad()
 def ddim_invert(
-    model: "DiffusionModel",
+    model: Denoiser,
     x0: torch.Tensor,
     t_to: Time,
     *,
@@ -265,13 +220,13 @@ def ddim_invert(
     ):
         raise ValueError(f"fixed_point_iters must be an int >= 0, got {fixed_point_iters!r}")
     cond = model.conditioning(prompt, batch=x0.shape[0], guidance_scale=1.0)
-    levels = _grid(a, b, steps)
+    levels = grid(a, b, steps)
     x = x0
     states = [x] if return_trajectory else None
     for n_from, n_to in tqdm(
         list(zip(levels[:-1], levels[1:])), desc="DDIM invert", disable=not progress, leave=False
     ):
-        a_from, a_to = _alpha_bar(model, n_from), _alpha_bar(model, n_to)
+        a_from, a_to = model.alpha_bar(n_from), model.alpha_bar(n_to)
         eps = model.eps(x, max(n_from, 1), cond)
         x_next = _ddim_step(x, eps, a_from, a_to)
         for _ in range(int(fixed_point_iters)):
@@ -283,3 +238,71 @@ def ddim_invert(
     if return_trajectory:
         return x, DDIMTrajectory(torch.stack(states), levels)
     return x
+
+
+@torch.no_grad()
+def ddim_sample_to_times(
+    model: Denoiser,
+    x_T: torch.Tensor,
+    times: Sequence[Time],
+    *,
+    steps: int,
+    prompt: Prompt = None,
+    guidance_scale: float = 1.0,
+    final: bool = False,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One deterministic DDIM run from ``x_T`` (at the top, level ``T``) keeping the state at every time.
+
+    Args:
+        model: a :class:`Denoiser`.
+        x_T: (B, *sample_shape) states at level ``T`` (e.g. ``model.noise(B, seed)``).
+        times: times to keep (any order, each > 0; int levels or fractions of ``T``).
+        steps: DDIM steps over the whole ``[0, T]``; each leg between consecutive kept times gets its
+            proportional share, at least one step (:func:`pullback_utils.schedule.legs`).
+        prompt, guidance_scale: conditioning of the sampler (``None`` = unconditional branch).
+        final: also run on to ``t = 0`` and return the clean samples.
+        progress: tqdm bar over the legs.
+
+    Returns:
+        ``(states, x0)``: states ``(len(times), B, *sample_shape)`` in the order of ``times``, and the
+        clean samples ``(B, *sample_shape)`` (``None`` unless ``final``).
+    """
+    T = model.num_train_timesteps
+    levels = check_times(times, T)
+    total = check_steps(steps)
+    stops = levels + ([0] if final else [])
+    kept: dict[int, torch.Tensor] = {T: x_T}
+    x = x_T
+    for hi, lo, n in tqdm(legs(T, stops, total, T), desc="DDIM", disable=not progress, leave=False):
+        x = ddim_sample(model, x, hi, lo, steps=n, prompt=prompt, guidance_scale=guidance_scale)
+        kept[lo] = x
+    return torch.stack([kept[lvl] for lvl in levels]), (kept[0] if final else None)
+
+
+@torch.no_grad()
+def ddim_invert_to_times(
+    model: Denoiser,
+    x0: torch.Tensor,
+    times: Sequence[Time],
+    *,
+    steps: int,
+    prompt: Prompt = None,
+    fixed_point_iters: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """One deterministic DDIM inversion of clean ``x0`` (B, *sample_shape) up through every time of ``times``.
+
+    ``steps`` counts DDIM steps over the whole ``[0, T]`` (proportional legs, at least one each);
+    ``fixed_point_iters`` as in :func:`ddim_invert`. Returns ``(len(times), B, *sample_shape)`` in the
+    order of ``times``.
+    """
+    T = model.num_train_timesteps
+    levels = check_times(times, T)
+    total = check_steps(steps)
+    kept: dict[int, torch.Tensor] = {}
+    x = x0
+    for lo, hi, n in tqdm(legs(0, levels, total, T), desc="DDIM invert", disable=not progress, leave=False):
+        x = ddim_invert(model, x, hi, steps=n, t_from=lo, prompt=prompt, fixed_point_iters=fixed_point_iters)
+        kept[hi] = x
+    return torch.stack([kept[lvl] for lvl in levels])

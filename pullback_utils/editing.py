@@ -44,7 +44,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pullback_utils.ddim import Prompt, Time, ddim_invert, ddim_sample
+from pullback_utils.ddim import Prompt, Time, ddim_invert, ddim_sample, ddim_sample_to_times
+from pullback_utils.schedule import leg_steps
 from pullback_utils.geometry import mean_frequency
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,8 +222,7 @@ def _direction_batch(model: "DiffusionModel", direction: torch.Tensor, name: str
 
 def _steps_between(total: int, model: "DiffusionModel", hi: int, lo: int) -> int:
     """Proportional share of ``total`` steps over [0, T] for a run from level ``hi`` to ``lo``."""
-    T = model.num_train_timesteps
-    return max(1, int(round(total * (hi - lo) / T)))
+    return leg_steps(total, hi, lo, model.num_train_timesteps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -798,14 +798,8 @@ def states_at_times(
     """
     levels = [_check_edit_time(model, t, "times") for t in times]
     total = _check_int(sampling_steps, "sampling_steps", 1)
-    out: dict[int, torch.Tensor] = {}
-    x, cur = x_T, model.num_train_timesteps
-    for n in sorted(set(levels), reverse=True):
-        if n < cur:
-            x = ddim_sample(model, x, cur, n, steps=_steps_between(total, model, cur, n), prompt=prompt, progress=progress)
-            cur = n
-        out[n] = x
-    return [out[n] for n in levels]
+    states, _ = ddim_sample_to_times(model, x_T, levels, steps=total, prompt=prompt, progress=progress)
+    return list(states)
 
 
 @torch.no_grad()
@@ -859,7 +853,7 @@ def tangent_alignment(
     x = x_t.unsqueeze(0) if x_t.dim() == len(model.sample_shape) else x_t
     model._check(x, model.sample_shape, "x_t", "x_t")
     ehs = model.conditioning(prompt, batch=1)
-    fn = feature_map(model.unet, model.unet_timestep(level), layer=layer, encoder_hidden_states=ehs,
+    fn = feature_map(model.unet, level, layer=layer, encoder_hidden_states=ehs,
                      num_train_timesteps=model.num_train_timesteps)
     e = _check_real(fd_step, "fd_step", positive=True)
     x = x.to(model.device, model.dtype)

@@ -13,13 +13,14 @@ forward pass.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["FeatureMap", "feature_map", "layer_names", "validate_timestep"]
+from .schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
+
+__all__ = ["FeatureMap", "feature_map", "layer_names"]
 
 
 def _is_conditional(unet: nn.Module) -> bool:
@@ -37,29 +38,12 @@ def layer_names(unet: nn.Module) -> list[str]:
     return names
 
 
-def validate_timestep(t: float | int | torch.Tensor, num_train_timesteps: int | None = None) -> float:
-    """Return ``t`` as a float after checking it is a finite, non-negative scalar.
-
-    ``num_train_timesteps`` (the scheduler's T), when known, bounds ``t`` to ``[0, T]``.
-    """
-    if isinstance(t, torch.Tensor):
-        if t.numel() != 1:
-            raise ValueError(f"t must be a scalar timestep, got a tensor of shape {tuple(t.shape)}")
-        t = t.item()
-    if not isinstance(t, (int, float)) or isinstance(t, bool):
-        raise TypeError(f"t must be a number (a training timestep), got {type(t).__name__}")
-    if not math.isfinite(t) or t < 0:
-        raise ValueError(f"t must be a finite timestep >= 0, got {t}")
-    if num_train_timesteps is not None and t > num_train_timesteps:
-        raise ValueError(
-            f"t={t} is past the model's training timesteps; valid range is [0, {num_train_timesteps}]"
-        )
-    return float(t)
-
-
 @dataclass
 class FeatureMap:
-    """Callable ``x ↦ h`` for a U-Net at a fixed timestep (and prompt).
+    """Callable ``x ↦ h`` for a U-Net at a fixed time (and prompt).
+
+    ``timestep`` is the network's input (diffusers' training index, ``level - 1``); ``level`` the time
+    on the package's grid (:mod:`pullback_utils.schedule`).
 
     ``__call__`` takes ``x`` of shape (B, C, H, W) and returns ``h`` of shape (B, *h_shape); each
     sample is processed independently (``per_sample`` is True), which the Jacobian products use to
@@ -67,10 +51,11 @@ class FeatureMap:
     """
 
     unet: nn.Module
-    t: float
+    timestep: int
     layer: str
     encoder_hidden_states: torch.Tensor | None = None
     per_sample: bool = True
+    level: int | None = None
 
     def __post_init__(self) -> None:
         self._emb_cache: dict[tuple, torch.Tensor] = {}
@@ -81,7 +66,7 @@ class FeatureMap:
         if key not in self._emb_cache:
             unet = self.unet
             with torch.no_grad():
-                t = torch.tensor([self.t], dtype=torch.float32, device=x.device)
+                t = torch.tensor([self.timestep], dtype=torch.float32, device=x.device)
                 t_emb = unet.time_proj(t).to(dtype=x.dtype)
                 if _is_conditional(unet):
                     emb = unet.time_embedding(t_emb, None)
@@ -171,14 +156,15 @@ def feature_map(
     encoder_hidden_states: torch.Tensor | None = None,
     num_train_timesteps: int | None = None,
 ) -> FeatureMap:
-    """The feature map ``x ↦ h`` of ``unet`` at timestep ``t``, up to and including ``layer``.
+    """The feature map ``x ↦ h`` of ``unet`` at time ``t``, up to and including ``layer``.
 
     Args:
         unet: a diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
-        t: training timestep (0 ≤ t ≤ T). Fractional values are passed to the sinusoidal embedding.
+        t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or a
+            float fraction of ``T`` in ``(0, 1]``; the network sees timestep ``level - 1``.
         layer: ``"mid"`` (default, h-space), ``"down.i"`` or ``"up.i"``; see :func:`layer_names`.
         encoder_hidden_states: (1, L, D) prompt embedding for text-conditional U-Nets, else None.
-        num_train_timesteps: the scheduler's T when known; ``t`` must then lie in [0, T].
+        num_train_timesteps: the schedule's ``T`` (default 1000, diffusers' and the paper's value).
 
     Returns:
         A :class:`FeatureMap`: x (B, C, H, W) ↦ h (B, C_h, H_h, W_h).
@@ -189,7 +175,8 @@ def feature_map(
         raise TypeError(
             f"unet must be a diffusers UNet2DModel or UNet2DConditionModel, got {type(unet).__name__}"
         )
-    t = validate_timestep(t, num_train_timesteps)
+    T = DEFAULT_NUM_TRAIN_TIMESTEPS if num_train_timesteps is None else int(num_train_timesteps)
+    timestep = unet_timestep(t, T)
     valid = layer_names(unet)
     if layer not in valid:
         raise ValueError(f"unknown layer {layer!r}; valid layers for this U-Net: {valid}")
@@ -212,4 +199,5 @@ def feature_map(
             )
     elif encoder_hidden_states is not None:
         raise ValueError("encoder_hidden_states was given, but this UNet2DModel is unconditional")
-    return FeatureMap(unet=unet, t=t, layer=layer, encoder_hidden_states=encoder_hidden_states)
+    return FeatureMap(unet=unet, timestep=timestep, layer=layer, encoder_hidden_states=encoder_hidden_states,
+                      level=resolve_time(t, T))

@@ -28,8 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .analysis import _check_times
-from .ddim import Time, ddim_invert
+from .ddim import Time, ddim_invert_to_times
 from .geometry import principal_angles, random_subspace_angles
 
 __all__ = [
@@ -219,17 +218,7 @@ def invert_to_times(model, x0: torch.Tensor, times: Sequence[Time], *, steps: in
     ``steps`` (steps over the whole ``[0, T]``, at least one per leg). Returns
     ``(len(times), n, *sample_shape)`` in the order of ``times``.
     """
-    steps = _as_int(steps, "steps", 1)
-    levels = _check_times(model, times)
-    T = model.num_train_timesteps
-    out: dict[int, torch.Tensor] = {}
-    x, cur = x0.to(model.device, model.dtype), 0
-    for lvl in sorted(set(levels)):
-        share = max(1, int(round(steps * (lvl - cur) / T)))
-        x = ddim_invert(model, x, lvl, steps=share, t_from=cur)
-        cur = lvl
-        out[lvl] = x
-    return torch.stack([out[lvl] for lvl in levels])
+    return ddim_invert_to_times(model, x0.to(model.device, model.dtype), times, steps=steps)
 
 
 def alignment_stats(v: torch.Tensor, tangents: Sequence[torch.Tensor], pca: Sequence[torch.Tensor] | None = None,

@@ -14,14 +14,21 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+
+class ImageModel(Protocol):
+    """What :func:`load_image` reads of a model (a :class:`~pullback_utils.models.DiffusionModel`);
+    a protocol, so that models can import this module without a cycle."""
+
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    dtype: torch.dtype
+
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -127,7 +134,7 @@ def load_image(
     source: ImageSource,
     size: int | tuple[int, int] | None = None,
     *,
-    model: "DiffusionModel | None" = None,
+    model: ImageModel | None = None,
     channels: int | None = None,
 ) -> torch.Tensor:
     """Load an image into model range: (1, C, H, W) float in [-1, 1].

@@ -6,7 +6,7 @@ id, and returns a :class:`DiffusionModel`: unconditional pixel models (``UNet2DM
 text-to-image models (Stable Diffusion: ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
 encoder) and the zoo's text-conditional pixel model (``UNet2DConditionModel`` + MiniLM).
 
-Times follow :mod:`pullback_utils.ddim`: an int level ``n`` in ``0..T`` (0 = clean data; the
+Times follow :mod:`pullback_utils.schedule`: an int level ``n`` in ``0..T`` (0 = clean data; the
 U-Net sees timestep ``n - 1``) or a float fraction of ``T`` in ``[0, 1]``.
 """
 
@@ -24,8 +24,9 @@ from typing import Any, Sequence
 
 import torch
 
-from pullback_utils.ddim import Prompt, Time, resolve_time
+from pullback_utils.ddim import Prompt
 from pullback_utils.images import check_image_range
+from pullback_utils.schedule import Time, resolve_time, unet_timestep
 
 __all__ = ["DiffusionModel", "ModelNotFoundError", "SUPPORTED_UNETS", "load_model"]
 
@@ -176,17 +177,12 @@ class DiffusionModel:
 
     # ---------------------------------------------------------------- times
     def level(self, t: Time, *, name: str = "t") -> int:
-        """Level ``n`` in ``0..T`` of time ``t`` (see :mod:`pullback_utils.ddim`)."""
+        """Level ``n`` in ``0..T`` of time ``t`` (see :mod:`pullback_utils.schedule`)."""
         return resolve_time(t, self.num_train_timesteps, name=name)
 
     def unet_timestep(self, t: Time, *, name: str = "t") -> int:
         """The U-Net's timestep input (diffusers training index, ``level - 1``) at time ``t`` > 0."""
-        n = self.level(t, name=name)
-        if n < 1:
-            raise ValueError(
-                f"{name}={t!r} is clean data (level 0); the U-Net is defined on levels 1..{self.num_train_timesteps}"
-            )
-        return n - 1
+        return unet_timestep(t, self.num_train_timesteps, name=name)
 
     def alpha_bar(self, t: Time) -> float:
         """alpha_bar at time ``t`` (1.0 for clean data)."""
@@ -427,13 +423,13 @@ class DiffusionModel:
         timestep = self.unet_timestep(t)
         ehs = self.conditioning(prompt, batch=1)
         x_t = x_t.to(self.device, self.dtype)
-        from pullback_utils import local_basis as engine_local_basis
+        from pullback_utils.basis import local_basis as engine_local_basis
 
         def compute():
             return engine_local_basis(
                 self.unet,
                 x_t,
-                timestep,
+                timestep + 1,  # the level: the engine reads times on the package's grid
                 int(k),
                 layer=layer,
                 encoder_hidden_states=ehs,

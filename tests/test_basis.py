@@ -41,7 +41,7 @@ def test_methods_match_exact_on_unet2d(tiny_unet, unet_case, method, opts):
     assert max_angle(basis.v, exact.v) < 1e-2
     assert max_angle(basis.u, exact.u) < 1e-2
     torch.testing.assert_close(basis.s, exact.s, rtol=1e-3, atol=1e-4)
-    assert basis.info["t"] == 600 and basis.info["layer"] == "mid"
+    assert basis.info["level"] == 600 and basis.info["timestep"] == 599 and basis.info["layer"] == "mid"
 
 
 def test_conditional_unet_krylov_vs_exact(tiny_cond_unet):
@@ -83,8 +83,9 @@ def test_parameters_and_processors_restored(tiny_unet):
     ((1, 3, 16, 16), {"k": 513}, r"min\(dim x, dim h\)"),
     ((1, 3, 16, 16), {"tol": 0.0}, "tol must"),
     ((1, 3, 16, 16), {"layer": "bottleneck"}, "valid layers"),
-    ((1, 3, 16, 16), {"t": -3}, "t must"),
-    ((1, 3, 16, 16), {"t": 2000, "num_train_timesteps": 1000}, "valid range"),
+    ((1, 3, 16, 16), {"t": -3}, "outside the training grid"),
+    ((1, 3, 16, 16), {"t": 2000, "num_train_timesteps": 1000}, "outside the training grid"),
+    ((1, 3, 16, 16), {"t": 5000}, r"t=5000 is outside the training grid"),
 ])
 def test_bad_input(tiny_unet, x_shape, kwargs, match):
     k = kwargs.pop("k", 2)

@@ -188,19 +188,24 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
-def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
-    import pullback_utils
+def _count_engine(monkeypatch):
+    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.basis.local_basis)."""
+    import pullback_utils.basis
 
-    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler(), name="tiny")
-    x = model.noise(1, seed=0)
-    engine = pullback_utils.local_basis
-    calls = []
+    engine, calls = pullback_utils.basis.local_basis, []
 
     def counting(*a, **k):
         calls.append(1)
         return engine(*a, **k)
 
-    monkeypatch.setattr(pullback_utils, "local_basis", counting)
+    monkeypatch.setattr(pullback_utils.basis, "local_basis", counting)
+    return calls
+
+
+def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler(), name="tiny")
+    x = model.noise(1, seed=0)
+    calls = _count_engine(monkeypatch)
     first = model.local_basis(x, 0.5, 2, cache_dir=tmp_path, method="krylov")
     again = model.local_basis(x.clone(), 0.5, 2, cache_dir=tmp_path, method="krylov", chunk_size=1)
     assert len(calls) == 1 and again.info["cache"]["hit"]
@@ -211,19 +216,6 @@ def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ issue 13: stale keys, types, warnings, folders
-def _count_engine(monkeypatch):
-    import pullback_utils
-
-    engine, calls = pullback_utils.local_basis, []
-
-    def counting(*a, **k):
-        calls.append(1)
-        return engine(*a, **k)
-
-    monkeypatch.setattr(pullback_utils, "local_basis", counting)
-    return calls
-
-
 @pytest.mark.parametrize("change", ["load_state_dict", "in_place", "to_double"])
 def test_weights_changed_in_place_give_a_fresh_basis(tmp_path, monkeypatch, change):
     """The key follows the weights actually used: after an in-place change the cache must not

@@ -31,7 +31,7 @@ def _hooked_outputs(unet, x, t, **kwargs):
 
 def test_unet2d_every_layer_matches_stock_forward(tiny_unet):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    ref = _hooked_outputs(tiny_unet, x, 321)
+    ref = _hooked_outputs(tiny_unet, x, 320)  # level 321 = U-Net timestep 320
     assert set(ref) == set(layer_names(tiny_unet))
     for name, expected in ref.items():
         with torch.no_grad():
@@ -43,7 +43,7 @@ def test_conditional_unet_every_layer_matches_stock_forward(tiny_cond_unet):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 4, 8, 8, generator=gen)
     ehs = torch.randn(1, 5, 24, generator=gen)
-    ref = _hooked_outputs(tiny_cond_unet, x, 77, encoder_hidden_states=ehs)
+    ref = _hooked_outputs(tiny_cond_unet, x, 76, encoder_hidden_states=ehs)  # level 77
     for name, expected in ref.items():
         with torch.no_grad():
             got = feature_map(tiny_cond_unet, 77, layer=name, encoder_hidden_states=ehs)(x)
@@ -71,9 +71,12 @@ def test_prompt_changes_conditional_features(tiny_cond_unet):
     [
         (dict(layer="middle"), r"valid layers.*'mid'"),
         (dict(layer="down.9"), "valid layers"),
-        (dict(t=-1), "t must be a finite timestep"),
-        (dict(t=float("nan")), "t must be a finite timestep"),
-        (dict(t=1001, num_train_timesteps=1000), r"valid range is \[0, 1000\]"),
+        (dict(t=-1), r"t=-1 is outside the training grid"),
+        (dict(t=float("nan")), r"t=nan must be a fraction of T in \[0, 1\]"),
+        (dict(t=1001, num_train_timesteps=1000), r"t=1001 is outside the training grid: int levels run from 0"),
+        (dict(t=5000), r"t=5000 is outside the training grid"),
+        (dict(t=0), r"t=0 is clean data \(level 0\)"),
+        (dict(t=1.5), r"t=1.5 must be a fraction of T"),
         (dict(encoder_hidden_states=torch.zeros(1, 3, 24)), "unconditional"),
     ],
 )

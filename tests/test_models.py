@@ -228,7 +228,7 @@ def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
     m = load_model(folders["ddpm"])
     x = m.noise(1, seed=4)
     b = m.local_basis(x, 0.5, 2, method="krylov")  # a real engine call on the loaded U-Net
-    ref = pullback_utils.local_basis(m.unet, x, 499, 2, method="krylov")
+    ref = pullback_utils.local_basis(m.unet, x, 500, 2, method="krylov")  # one convention: level 500
     assert b.v.shape == (2, 1, 3, 16, 16)
     torch.testing.assert_close(b.s, ref.s)
 
@@ -238,16 +238,16 @@ def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
         calls.append((unet, x_t, t, k, kw))
         return LocalBasis(v=torch.zeros(k, *x_t.shape), u=torch.zeros(k, 1, 2), s=torch.ones(k))
 
-    monkeypatch.setattr(pullback_utils, "local_basis", fake_engine)
+    monkeypatch.setattr(pullback_utils.basis, "local_basis", fake_engine)
     z = sd.noise(1, seed=4)
     sd.local_basis(z[0], 0.3, 3, prompt="dog", layer="down.0", tol=1e-2, seed=7)
     unet, x_t, t, k, kw = calls[-1]
-    assert unet is sd.unet and t == 299 and k == 3 and torch.equal(x_t, z)
+    assert unet is sd.unet and t == 300 and k == 3  # the level: one time convention and torch.equal(x_t, z)
     torch.testing.assert_close(kw.pop("encoder_hidden_states"), sd.encode_prompt("dog"))
     assert kw == {"layer": "down.0", "num_train_timesteps": 1000, "tol": 1e-2, "seed": 7}
     sd.local_basis(z, 1.0, 1)
     torch.testing.assert_close(calls[-1][4]["encoder_hidden_states"], sd.encode_prompt(""))
-    assert calls[-1][2] == 999
+    assert calls[-1][2] == 1000
     with pytest.raises(ValueError, match="prompt"):
         m.local_basis(x, 0.5, 2, prompt="dog")
     with pytest.raises(ValueError, match="clean data"):

@@ -1,0 +1,386 @@
+"""Hypothesis tests behind the book's verdicts, and the verdict rule.
+
+Every claim is decided by a test of its null hypothesis at the sample size it is used at; the test
+suite (``tests/test_inference.py``) simulates each test's false-positive rate under a true null and its
+power at a stated effect, at the book's default sizes. The tests:
+
+- :func:`sign_flip_test` -- one value per independent unit (a sample, a prompt-state): under the null the
+  values are symmetric about ``null``, so flipping the sign of any subset of ``value - null`` is
+  equally likely. Exact enumeration of all ``2^n`` flips for ``n <= exact_max`` units, else a Monte
+  Carlo draw with the ``(1 + hits) / (1 + draws)`` p-value, which is valid at every draw count.
+- :func:`pair_u_test` -- a statistic of unit *pairs* (e.g. the mean cross-sample distance over sample
+  pairs): pairs share units, so the unit of resampling is the unit, not the pair. The mean over
+  pairs is a U-statistic; its standard error is the delete-one-unit jackknife and the reference is
+  Student's t with ``n - 1`` degrees of freedom.
+- :func:`permutation_trend_test` -- a trend of one value per unit over a known covariate (the ladder's
+  factor count, with several training seeds per rung): Spearman's rho against all relabellings of the
+  covariate (exact for few units, Monte Carlo otherwise). The design's smallest attainable p is
+  reported, so a design that cannot reach significance is flagged before it runs.
+- :func:`mantel_test` -- association between distance matrices over the same items (prompts), with one
+  permutation of the items shared by every stratum (prompt-state), so item effects that repeat across
+  strata are kept under the null.
+- :func:`holm` -- Holm's step-down adjustment across the primary claims.
+
+Verdict rule (fixed before any result is seen), from the two-sided p-value ``p`` of the claim's test
+(adjusted by Holm across the primary claims), the estimate's side, and the design:
+
+* **reproduced** -- ``p < alpha`` and the estimate lies on the claimed side of the null;
+* **not reproduced** -- ``p < alpha`` on the other side (a significant effect against the claim);
+* **underpowered** -- the design's smallest attainable p is ``>= alpha`` (too few units for its test);
+* **inconclusive** -- otherwise.
+
+``alpha = 0.05`` two-sided is the old rule's 95% interval excluding the null (2.5% per side).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats as _sps
+
+from .validate import check_int
+
+__all__ = [
+    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
+    "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
+    "decide", "direction_sign", "two_sample_permutation_test", "required_units",
+]
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+UNDERPOWERED = "underpowered"
+ALPHA = 0.05
+_GREATER = {"greater", "increase", "increasing", "positive", "+", ">"}
+_LESS = {"less", "decrease", "decreasing", "negative", "-", "<"}
+
+
+def direction_sign(direction: Any) -> int:
+    """+1 for ``"greater"`` (and aliases, or ``1``), -1 for ``"less"`` (or ``-1``)."""
+    if isinstance(direction, str):
+        d = direction.strip().lower()
+        if d in _GREATER:
+            return 1
+        if d in _LESS:
+            return -1
+    elif isinstance(direction, (int, np.integer)) and not isinstance(direction, bool) and direction in (1, -1):
+        return int(direction)
+    raise ValueError(f"direction must be 'greater' or 'less' (or +1/-1), got {direction!r}")
+
+
+@dataclass
+class TestResult:
+    """Outcome of a test: the estimate, its 95% interval, one- and two-sided p-values, and the design.
+
+    ``p_greater``/``p_less`` are the one-sided p-values of "statistic > null"/"< null"; ``p_value`` the
+    two-sided ``min(1, 2 min(p_greater, p_less))``; ``min_p`` the smallest two-sided p the design can
+    attain (e.g. ``2 / 2^n`` for ``n`` sign flips); ``n_units`` and ``unit`` the independent units;
+    ``test`` a short name; ``extra`` further numbers.
+    """
+
+    estimate: float
+    ci: tuple[float, float]
+    p_greater: float
+    p_less: float
+    n_units: int
+    unit: str
+    test: str
+    min_p: float
+    null: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def p_value(self) -> float:
+        return float(min(1.0, 2.0 * min(self.p_greater, self.p_less)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.estimate, "ci": list(self.ci), "p_value": self.p_value,
+                "p_greater": self.p_greater, "p_less": self.p_less, "n_units": self.n_units,
+                "unit": self.unit, "test": self.test, "min_p": self.min_p, "null": self.null, **self.extra}
+
+
+def _finite_vector(values: Any, name: str, min_n: int) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one value per unit (1-D), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        bad = np.flatnonzero(~np.isfinite(a))
+        raise ValueError(f"{name} has non-finite entries at units {bad.tolist()[:10]} (NaN or inf); "
+                         "a claim cannot be tested on them")
+    if a.size < min_n:
+        raise ValueError(f"{name} needs at least {min_n} units, got {a.size}")
+    return a
+
+
+def _flip_signs(n: int, exact_max: int, n_draws: int, seed: int) -> tuple[np.ndarray, bool]:
+    """(M, n) sign patterns: all 2^n when n <= exact_max, else n_draws random ones."""
+    if n <= exact_max:
+        return np.array(list(itertools.product((1.0, -1.0), repeat=n))), True
+    rng = np.random.default_rng(seed)
+    return rng.choice((1.0, -1.0), size=(n_draws, n)), False
+
+
+def _p_from(stat: float, null_stats: np.ndarray, exact: bool) -> tuple[float, float]:
+    """One-sided p-values (greater, less) of ``stat`` against permutation statistics (ties count)."""
+    tol = 1e-12 * max(1.0, abs(stat))
+    ge = int(np.sum(null_stats >= stat - tol))
+    le = int(np.sum(null_stats <= stat + tol))
+    m = null_stats.size
+    if exact:  # the identity is among the enumerated patterns
+        return ge / m, le / m
+    return (1 + ge) / (1 + m), (1 + le) / (1 + m)
+
+
+def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exact_max: int = 16,
+                   n_draws: int = 20000, seed: int = 0) -> TestResult:
+    """Sign-flip test of ``mean(values) = null`` with one value per independent unit.
+
+    Args:
+        values: ``(n,)`` one value per unit (e.g. a per-sample difference), ``n >= 2``, finite.
+        null: the no-effect value.
+        unit: what a unit is (for the record).
+        exact_max: enumerate all ``2^n`` sign patterns up to this ``n``; Monte Carlo beyond.
+        n_draws, seed: Monte Carlo draws and their seed.
+
+    Returns:
+        :class:`TestResult`: the mean, a 95% Student-t interval, one-sided p-values of the mean.
+    """
+    d = _finite_vector(values, "values", 2) - float(null)
+    n = d.size
+    signs, exact = _flip_signs(n, exact_max, check_int(n_draws, "n_draws", 99), seed)
+    stat = float(d.mean())
+    null_stats = signs @ d / n
+    pg, pl = _p_from(stat, null_stats, exact)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    q = float(_sps.t.ppf(0.975, n - 1))
+    est = stat + float(null)
+    return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit,
+                      "sign-flip" + (" (exact)" if exact else f" ({signs.shape[0]} draws)"),
+                      min_p=min(1.0, 2.0 / 2 ** n), null=float(null))
+
+
+def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") -> TestResult:
+    """Test of ``mean over unit pairs = null`` for a symmetric ``(n, n)`` matrix of pair values.
+
+    The estimate is the mean over pairs ``i < j``; the standard error is the delete-one-unit jackknife
+    (each unit removed with all its pairs), and the reference distribution Student's t with ``n - 1``
+    degrees of freedom. Needs ``n >= 4``.
+    """
+    m = np.asarray(pair_values, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"pair_values must be a square (n, n) matrix, got shape {m.shape}")
+    n = m.shape[0]
+    if n < 4:
+        raise ValueError(f"pair_values needs at least 4 units for a jackknife test, got {n}")
+    iu = np.triu_indices(n, 1)
+    vals = m[iu]
+    if not np.isfinite(vals).all():
+        raise ValueError("pair_values has non-finite entries (NaN or inf); a claim cannot be tested on them")
+    est = float(vals.mean())
+    off = m.copy()
+    np.fill_diagonal(off, 0.0)
+    row = off.sum(axis=1)
+    total = vals.sum()
+    n_pairs_minus = (n - 1) * (n - 2) / 2
+    loo = (total - row) / n_pairs_minus  # mean without unit i
+    se = float(math.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
+    df = n - 1
+    if se == 0.0:
+        pg = 0.0 if est > null else 1.0
+        pl = 0.0 if est < null else 1.0
+    else:
+        tstat = (est - null) / se
+        pg, pl = float(_sps.t.sf(tstat, df)), float(_sps.t.cdf(tstat, df))
+    q = float(_sps.t.ppf(0.975, df))
+    return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit, "jackknife t over units",
+                      min_p=0.0, null=float(null), extra={"se": se, "n_pairs": int(vals.size)})
+
+
+def _rank(a: np.ndarray) -> np.ndarray:
+    return _sps.rankdata(a, axis=-1)
+
+
+def _spearman_rows(x_ranks: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho of ``y`` against every row of ``x_ranks`` (already ranked)."""
+    ry = _rank(y)
+    ry = ry - ry.mean()
+    xr = x_ranks - x_ranks.mean(axis=-1, keepdims=True)
+    den = np.sqrt((xr ** 2).sum(-1) * (ry ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xr @ ry) / den
+
+
+def _distinct_labellings(labels: np.ndarray) -> int:
+    _, counts = np.unique(labels, return_counts=True)
+    return math.factorial(len(labels)) // math.prod(math.factorial(int(c)) for c in counts)
+
+
+def permutation_trend_test(covariate: Any, values: Any, *, unit: str = "model", n_draws: int = 20000,
+                           exact_max: int = 40320, seed: int = 0) -> TestResult:
+    """Monotone trend of one value per unit in a covariate: Spearman rho against relabellings.
+
+    Args:
+        covariate: ``(n,)`` the known level of each unit (e.g. a rung's factor count; ties allowed:
+            several seeds per rung).
+        values: ``(n,)`` the measurement of each unit.
+        exact_max: enumerate every distinct relabelling when there are at most this many.
+
+    Returns:
+        :class:`TestResult` with the estimate rho, a 95% interval from a bootstrap over units, the
+        one-sided p-values, and ``min_p`` the smallest attainable two-sided p of the design
+        (``2 / number of distinct labellings``).
+    """
+    x = _finite_vector(covariate, "covariate", 3)
+    y = _finite_vector(values, "values", 3)
+    if x.size != y.size:
+        raise ValueError(f"covariate and values must have one entry per unit, got {x.size} and {y.size}")
+    if np.unique(x).size < 2:
+        raise ValueError("covariate must take at least 2 distinct values for a trend")
+    n = x.size
+    n_lab = _distinct_labellings(x)
+    rx = _rank(x)
+    stat = float(_spearman_rows(rx[None], y)[0])
+    if n_lab <= exact_max and math.factorial(n) <= 10 * exact_max:
+        perms = np.array(sorted(set(itertools.permutations(rx.tolist()))))
+        null_stats, exact = _spearman_rows(perms, y), True
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.stack([rng.permutation(rx) for _ in range(check_int(n_draws, "n_draws", 99))])
+        null_stats, exact = _spearman_rows(perms, y), False
+    pg, pl = _p_from(stat, null_stats, exact)
+    idx = np.random.default_rng(seed + 1).integers(0, n, (2000, n))
+    bx, by = x[idx], y[idx]
+    ok = (bx.max(1) > bx.min(1)) & (by.max(1) > by.min(1))
+    boots = np.empty(0)
+    if ok.any():
+        rbx, rby = _rank(bx[ok]), _rank(by[ok])
+        rbx, rby = rbx - rbx.mean(1, keepdims=True), rby - rby.mean(1, keepdims=True)
+        boots = (rbx * rby).sum(1) / np.sqrt((rbx ** 2).sum(1) * (rby ** 2).sum(1))
+    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots.size else (math.nan, math.nan))
+    return TestResult(stat, (float(lo), float(hi)), pg, pl, n, unit,
+                      "permutation of the covariate" + (" (exact)" if exact else f" ({len(null_stats)} draws)"),
+                      min_p=min(1.0, 2.0 / n_lab), extra={"distinct_labellings": int(n_lab)})
+
+
+def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", n_draws: int = 20000,
+                exact_max: int = 40320, seed: int = 0) -> TestResult:
+    """Stratified Mantel test: mean over strata of Spearman rho(similarity, distance) over item pairs.
+
+    Args:
+        distances: ``(S, P, P)`` symmetric distance matrices over the same ``P`` items (prompts) in each
+            of ``S`` strata (prompt-states), or ``(P, P)`` for one stratum.
+        similarity: ``(P, P)`` symmetric similarity of the items (fixed across strata).
+        exact_max: enumerate all ``P!`` item permutations up to this many, else Monte Carlo.
+
+    One permutation of the items is applied to every stratum at once (items are the exchangeable units
+    under the null, and an item's idiosyncrasy repeats across strata). The estimate is the mean rho;
+    its 95% interval a bootstrap over strata. ``n_units`` is the number of strata; ``extra`` holds the
+    number of items and the per-stratum rho.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim == 2:
+        d = d[None]
+    s = np.asarray(similarity, dtype=np.float64)
+    if d.ndim != 3 or d.shape[1] != d.shape[2] or s.shape != d.shape[1:]:
+        raise ValueError(f"distances must be (S, P, P) and similarity (P, P) over the same P items, got "
+                         f"{d.shape} and {s.shape}")
+    n_s, p = d.shape[0], d.shape[1]
+    if p < 4:
+        raise ValueError(f"a Mantel test needs at least 4 items, got {p}")
+    iu = np.triu_indices(p, 1)
+    if not (np.isfinite(d[:, iu[0], iu[1]]).all() and np.isfinite(s[iu]).all()):
+        raise ValueError("distances or similarity have non-finite entries (NaN or inf)")
+    rs = _rank(s[iu])
+    rs = rs - rs.mean()
+    ranks = np.zeros_like(d)
+    ranks[:, iu[0], iu[1]] = _rank(d[:, iu[0], iu[1]])  # within-stratum ranks of the pair distances
+    ranks = ranks + ranks.transpose(0, 2, 1)
+    centre = ranks[:, iu[0], iu[1]].mean(1)  # invariant under item permutations, as is the spread
+    den = np.sqrt(((ranks[:, iu[0], iu[1]] - centre[:, None]) ** 2).sum(1) * (rs ** 2).sum())
+    if np.any(den == 0):
+        raise ValueError("a stratum's distances are constant: the Mantel correlation is undefined")
+
+    def stats_of(perms: np.ndarray) -> np.ndarray:  # (M, P) -> (M,) mean rho over strata
+        out = []
+        for c in range(0, perms.shape[0], 4096):
+            q = perms[c:c + 4096]
+            g = ranks[:, q[:, iu[0]], q[:, iu[1]]]  # (S, M, pairs)
+            out.append((((g - centre[:, None, None]) @ rs) / den[:, None]).mean(0))
+        return np.concatenate(out)
+
+    per = (((ranks[:, iu[0], iu[1]] - centre[:, None]) @ rs) / den)
+    stat = float(per.mean())
+    if math.factorial(p) <= exact_max:
+        perms, exact = np.array(list(itertools.permutations(range(p)))), True
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.stack([rng.permutation(p) for _ in range(check_int(n_draws, "n_draws", 99))])
+        exact = False
+    null_stats = stats_of(perms)
+    pg, pl = _p_from(stat, null_stats, exact)
+    rng = np.random.default_rng(seed + 1)
+    boots = [float(per[rng.integers(0, n_s, n_s)].mean()) for _ in range(2000)] if n_s > 1 else [stat]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return TestResult(stat, (float(lo), float(hi)), pg, pl, n_s, unit,
+                      "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
+                      min_p=min(1.0, 2.0 / math.factorial(p)),
+                      extra={"n_items": int(p), "per_stratum": per.tolist()})
+
+
+def two_sample_permutation_test(a: Any, b: Any, *, unit: str = "sample", n_draws: int = 20000,
+                                seed: int = 0) -> TestResult:
+    """Difference of means ``mean(a) - mean(b)`` of two independent groups, by relabelling units."""
+    x, y = _finite_vector(a, "a", 2), _finite_vector(b, "b", 2)
+    pooled = np.concatenate([x, y])
+    n_a = x.size
+    rng = np.random.default_rng(seed)
+    stat = float(x.mean() - y.mean())
+    draws = np.stack([rng.permutation(pooled) for _ in range(check_int(n_draws, "n_draws", 99))])
+    null_stats = draws[:, :n_a].mean(1) - draws[:, n_a:].mean(1)
+    pg, pl = _p_from(stat, null_stats, False)
+    se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
+    return TestResult(stat, (stat - 1.96 * se, stat + 1.96 * se), pg, pl, int(pooled.size), unit,
+                      f"two-sample permutation ({n_draws} draws)", min_p=0.0)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given; each in [0, 1])."""
+    p = np.asarray(p_values, dtype=np.float64)
+    if p.ndim != 1 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"p_values must be a list of numbers in [0, 1], got {list(p_values)}")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return adj.tolist()
+
+
+def decide(p_value: float, estimate: float, direction: Any, *, null: float = 0.0, min_p: float = 0.0,
+           alpha: float = ALPHA) -> str:
+    """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``."""
+    sign = direction_sign(direction)
+    for val, nm in ((p_value, "p_value"), (estimate, "estimate"), (null, "null"), (min_p, "min_p")):
+        if not isinstance(val, (int, float, np.floating, np.integer)) or not math.isfinite(float(val)):
+            raise ValueError(f"{nm} must be a finite number, got {val!r}")
+    if float(min_p) >= alpha:
+        return UNDERPOWERED
+    if float(p_value) < alpha and float(estimate) != float(null):
+        return REPRODUCED if (float(estimate) - float(null)) * sign > 0 else NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def required_units(min_p_of_n: Callable[[int], float], *, alpha: float = ALPHA, start: int = 2,
+                   stop: int = 10_000) -> int | None:
+    """Smallest ``n >= start`` whose design can attain a two-sided p below ``alpha`` (None if none)."""
+    for n in range(start, stop):
+        if min_p_of_n(n) < alpha:
+            return n
+    return None

@@ -1,0 +1,88 @@
+"""Results on disk: atomic writes, validated JSON reads, and plain-JSON conversion (a leaf module).
+
+Every file the package writes for a reader to keep (``metrics.json``, cache entries, stamps, model
+records) goes through :func:`atomic_write`: the data land in a temporary file in the same folder, which
+replaces the target only once it is complete, so an interrupted run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "JSONReadError"]
+
+
+class JSONReadError(ValueError):
+    """A JSON file that is missing, unreadable, not JSON, or not of the expected shape."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file next to ``path`` for writing; it replaces ``path`` when the block succeeds.
+
+    The folder is created if needed. On an exception the temporary file is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
+    """Write ``to_jsonable(data)`` as strict JSON (no NaN) to ``path`` atomically; returns the path."""
+    text = json.dumps(to_jsonable(data), indent=indent, allow_nan=False)
+    with atomic_write(path) as f:
+        f.write(text + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike, *, expect: type = dict) -> Any:
+    """Parse ``path``; :class:`JSONReadError` naming the file when it is missing, broken or not ``expect``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise JSONReadError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise JSONReadError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, expect):
+        raise JSONReadError(f"{path}: expected a JSON {expect.__name__}, got {type(data).__name__}")
+    return data
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy/torch scalars and arrays, tuples, Paths, dataclass-like ``to_dict()`` -> plain JSON (NaN -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch tensors
+        return to_jsonable(obj.detach().cpu().numpy())
+    if hasattr(obj, "tolist") and hasattr(obj, "dtype"):  # numpy arrays and scalars
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_dict"):
+        return to_jsonable(obj.to_dict())
+    return obj
