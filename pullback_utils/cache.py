@@ -5,14 +5,23 @@ An entry's key is the sha256 of everything that determines the basis: the U-Net'
 conditioning (hash of the encoder hidden states, so the prompt *and* the text encoder count) and
 the solver arguments that change results (method, tol, max_iters, oversample, seed, ...; not
 ``chunk_size``, ``progress``, ``jvp_mode``, ``batching`` or ``callback``, which change only speed,
-rounding or display). Values are stored with safetensors (``v``, ``u``, ``s``) and the
-``info`` dict as JSON in the header metadata, with a sha256 of the tensor bytes.
+rounding or display). Values are stored with safetensors (``v``, ``u``, ``s``, and every tensor
+of ``info`` as ``info.<name>``) and the rest of the ``info`` dict as JSON in the header metadata,
+with a sha256 of the tensor bytes. A hit returns the same types (tensors stay tensors, ints ints,
+NaN stays a float) and gives the warnings the computation gave (unconverged, degenerate).
+
+The model's fingerprint (:func:`module_fingerprint`) hashes every weight, so callers keep it and
+re-hash only when :func:`module_state_token` (identity, version counter and storage of each
+parameter and buffer) changes: ``load_state_dict``, in-place updates, ``.to(...)``. An edit through
+``.data`` bypasses the version counter and is not seen.
 
 - Writes are atomic: a temporary file in the same folder, then ``os.replace``.
 - Reads validate the file (header, key, shapes, checksum); a truncated or corrupted entry is
   reported once (a :class:`BasisCacheWarning`) and recomputed. Nothing is ever unpickled.
 - A sweep calling :meth:`BasisCache.get_or_compute` per item resumes after an interruption
   without recomputing entries already on disk.
+- A folder that cannot be written (read-only, a file, under a file) is reported before the
+  computation (a :class:`BasisCacheWarning`); the basis is computed and returned, not saved.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ __all__ = [
     "BasisCacheWarning",
     "basis_key_fields",
     "module_fingerprint",
+    "module_state_token",
     "tensor_hash",
 ]
 
@@ -49,7 +59,7 @@ _reported: set[str] = set()
 
 
 class BasisCacheWarning(UserWarning):
-    """A cache entry was unreadable (truncated, corrupted or foreign) and is being recomputed."""
+    """A cache entry was unreadable (and is recomputed), or the cache folder cannot be written."""
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
@@ -79,6 +89,15 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+def module_state_token(module: torch.nn.Module) -> tuple:
+    """Cheap token that changes whenever a parameter or buffer of ``module`` is replaced, moved,
+    cast or modified in place (its ``_version`` counter); no tensor data is read."""
+    return tuple(
+        (id(t), t._version, t.data_ptr(), t.dtype, t.device, tuple(t.shape))
+        for t in (*module.parameters(), *module.buffers())
+    )
 
 
 def _solver_defaults() -> dict[str, Any]:
@@ -120,20 +139,34 @@ def basis_key_fields(
     }
 
 
-def _jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any, keep_floats: bool = False) -> Any:
+    """JSON-able copy of ``obj``; non-finite floats become strings unless ``keep_floats`` (then
+    they are written as NaN / Infinity, which ``json`` reads back as floats)."""
     if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v, keep_floats) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [_jsonable(v, keep_floats) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return _jsonable(obj.detach().cpu().tolist())
+        return _jsonable(obj.detach().cpu().tolist(), keep_floats)
     if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays and scalars
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
+        return _jsonable(obj.tolist(), keep_floats)
+    if isinstance(obj, float) and not math.isfinite(obj) and not keep_floats:
         return str(obj)
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return repr(obj)
+
+
+_INFO = "info."  # prefix of the tensors of a basis's info in an entry
+
+
+def _upgrade_legacy_info(info: dict[str, Any]) -> None:
+    """Entries written before info tensors were stored: the engine's residuals come back as a
+    float32 tensor and non-finite angle estimates as floats, as the engine returns them."""
+    if isinstance(info.get("residuals"), list):
+        info["residuals"] = torch.tensor(info["residuals"], dtype=torch.float32)
+    if isinstance(info.get("angle_estimate"), str):
+        info["angle_estimate"] = float(info["angle_estimate"])
 
 
 def _key(fields: Mapping[str, Any]) -> str:
@@ -188,9 +221,11 @@ class BasisCache:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             names = set(f.keys())
-            if names != {"v", "u", "s"}:
+            if not {"v", "u", "s"} <= names or any(
+                n not in ("v", "u", "s") and not n.startswith(_INFO) for n in names
+            ):
                 raise ValueError(f"unexpected tensors {sorted(names)}")
-            tensors = {n: f.get_tensor(n) for n in ("v", "u", "s")}
+            tensors = {n: f.get_tensor(n) for n in names}
         if meta.get("format") != FORMAT or meta.get("key") != key:
             raise ValueError("header does not match this cache entry")
         if meta.get("sha256") != _digest(tensors):
@@ -199,6 +234,9 @@ class BasisCache:
         if tensors["s"].dim() != 1 or tensors["v"].shape[0] != k or tensors["u"].shape[0] != k:
             raise ValueError("inconsistent shapes")
         info = json.loads(meta.get("info", "{}"))
+        if not any(n.startswith(_INFO) for n in names):
+            _upgrade_legacy_info(info)
+        info.update({n[len(_INFO):]: t for n, t in tensors.items() if n.startswith(_INFO)})
         info["cache"] = {"hit": True, "key": key}
         return LocalBasis(v=tensors["v"], u=tensors["u"], s=tensors["s"], info=info)
 
@@ -216,11 +254,13 @@ class BasisCache:
             n: getattr(basis, n).detach().to("cpu").contiguous() for n in ("v", "u", "s")
         }
         info = {k: v for k, v in dict(getattr(basis, "info", {}) or {}).items() if k != "cache"}
+        for name in [n for n, v in info.items() if isinstance(v, torch.Tensor)]:
+            tensors[_INFO + name] = info.pop(name).detach().to("cpu").contiguous()
         header = {
             "format": FORMAT,
             "key": key,
             "sha256": _digest(tensors),
-            "info": json.dumps(_jsonable(info)),
+            "info": json.dumps(_jsonable(info, keep_floats=True)),
             "fields": json.dumps(_jsonable(dict(fields or {}))),
             "meta": json.dumps(_jsonable(dict(meta or {}))),
         }
@@ -242,6 +282,28 @@ class BasisCache:
         _reported.discard(str(path))
         return path
 
+    def unusable(self) -> str | None:
+        """Why entries cannot be written under ``root`` (``None`` when they can); creates ``root``."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            return "it exists and is not a folder"
+        except OSError as e:
+            return f"it cannot be created ({e.strerror or e})"
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=".tmp", dir=self.root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            return f"it is not writable ({e.strerror or e})"
+        return None
+
+    def _report_unusable(self, problem: str) -> None:
+        msg = (f"basis cache folder {self.root} cannot be used: {problem}; the basis is computed and "
+               "returned but not saved (pass a writable cache_dir, or None for no cache)")
+        log.warning(msg)
+        warnings.warn(msg, BasisCacheWarning, stacklevel=4)
+
     def get_or_compute(
         self,
         fields: Mapping[str, Any],
@@ -249,13 +311,29 @@ class BasisCache:
         *,
         meta: Mapping[str, Any] | None = None,
     ):
-        """The cached basis for ``fields``, or ``compute()`` stored then returned."""
+        """The cached basis for ``fields``, or ``compute()`` stored then returned.
+
+        A hit gives the warnings the computation gave (:func:`~pullback_utils.solvers.basis_warnings`).
+        When the folder cannot be written, a :class:`BasisCacheWarning` says so before
+        ``compute()`` runs, and the basis is returned unsaved (a sweep goes on).
+        """
+        from pullback_utils.solvers import basis_warnings
+
         key = self.key(fields)
         hit = self.load(key)
         if hit is not None:
+            for category, message in basis_warnings(hit):
+                warnings.warn(message, category, stacklevel=3)
             return hit
+        problem = self.unusable()
+        if problem:
+            self._report_unusable(problem)
         basis = compute()
-        self.save(key, basis, fields=fields, meta=meta)
+        if not problem:
+            try:
+                self.save(key, basis, fields=fields, meta=meta)
+            except OSError as e:  # e.g. the disk filled up: keep the basis
+                self._report_unusable(f"saving failed: {e}")
         info = getattr(basis, "info", None)
         if isinstance(info, dict):
             info["cache"] = {"hit": False, "key": key}

@@ -1,6 +1,11 @@
 """Image input and output: real images into a model's size and range, tensors out to grids.
 
-Model range: float images in [-1, 1], shape (B, C, H, W).
+Model range: float images in [-1, 1], shape (B, C, H, W). :func:`check_image_range` is the one
+check that a tensor is in it (with a tolerance, :data:`IMAGE_RANGE_TOL`).
+
+Bit depths: 8-bit images map 0..255 to [-1, 1]; 16-bit grayscale (PIL modes ``I;16*``, and
+``I``, as PIL opens 16-bit PGM files) maps 0..65535; float images (mode ``F``) must be in [0, 1].
+16-bit colour PNGs are opened by PIL at 8 bits per channel.
 """
 
 from __future__ import annotations
@@ -9,18 +14,53 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+
+class ImageModel(Protocol):
+    """What :func:`load_image` reads of a model (a :class:`~pullback_utils.models.DiffusionModel`);
+    a protocol, so that models can import this module without a cycle."""
+
+    image_shape: tuple[int, int, int]
+    device: torch.device
+    dtype: torch.dtype
+
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
-__all__ = ["load_image", "resize_center_crop", "to_pil", "save_grid", "make_grid"]
+__all__ = ["load_image", "resize_center_crop", "to_pil", "save_grid", "make_grid", "check_image_range",
+           "IMAGE_RANGE_TOL"]
+
+#: How far outside [-1, 1] an image may reach (decoders and samplers overshoot a little).
+IMAGE_RANGE_TOL = 0.05
+# single-channel PIL modes with more than 8 bits; 0..max maps to [0, 1]
+_WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
+
+
+def check_image_range(x: torch.Tensor, name: str = "images", *, tol: float = IMAGE_RANGE_TOL) -> None:
+    """``ValueError`` unless ``x`` is finite and within the model range [-1 - tol, 1 + tol].
+
+    Cheap (one min/max); call it where images enter the model (encoding, inversion, editing).
+    """
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    if x.numel() == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -1 - tol and hi <= 1 + tol:
+        return
+    if lo >= -tol and 1 + tol < hi <= 255 + tol:
+        guess = "; this looks like [0, 255] pixel values: use x / 127.5 - 1"
+    else:
+        guess = "; clamp decoded images with .clamp(-1, 1), map [0, 1] images with 2 * x - 1"
+    raise ValueError(
+        f"{name} must be in the model range [-1, 1] (tolerance {tol:g}), got values in "
+        f"[{lo:.4g}, {hi:.4g}]{guess}; pullback_utils.load_image reads files into this range"
+    )
 
 
 def _size2(size: Any, name: str = "size") -> tuple[int, int]:
@@ -56,6 +96,10 @@ def _to_pil(source: ImageSource) -> Image.Image:
             )
         if a.dtype == np.uint8:
             pass
+        elif a.dtype == np.uint16:
+            if a.ndim == 2:
+                return Image.fromarray(np.ascontiguousarray(a))  # mode I;16: kept at 16 bits
+            a = np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
         elif np.issubdtype(a.dtype, np.floating):
             if not np.isfinite(a).all() or a.min() < -1e-6 or a.max() > 1 + 1e-6:
                 raise ValueError(
@@ -65,7 +109,9 @@ def _to_pil(source: ImageSource) -> Image.Image:
                 )
             a = np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
         else:
-            raise TypeError(f"image as a numpy array must be uint8 or float in [0, 1], got dtype {a.dtype}")
+            raise TypeError(
+                f"image as a numpy array must be uint8, uint16 or float in [0, 1], got dtype {a.dtype}"
+            )
         return Image.fromarray(np.ascontiguousarray(a))
     raise TypeError(
         f"image must be a file path, a PIL.Image or a numpy array, got {type(source).__name__}"
@@ -88,14 +134,15 @@ def load_image(
     source: ImageSource,
     size: int | tuple[int, int] | None = None,
     *,
-    model: "DiffusionModel | None" = None,
+    model: ImageModel | None = None,
     channels: int | None = None,
 ) -> torch.Tensor:
     """Load an image into model range: (1, C, H, W) float in [-1, 1].
 
     Args:
         source: a file path, a ``PIL.Image``, or a numpy array (H, W[, 1 | 3 | 4]) of uint8
-            (0..255) or floats in [0, 1]. Alpha is dropped.
+            (0..255), uint16 (0..65535) or floats in [0, 1]. Alpha is dropped. 16-bit and float
+            grayscale images keep their precision (module doc).
         size: target (height, width) or an int for a square; defaults to the model's image size.
             The image is scaled to cover it and centre-cropped (aspect ratio kept).
         model: a :class:`~pullback_utils.models.DiffusionModel`: gives size, channels, device, dtype.
@@ -109,16 +156,36 @@ def load_image(
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     im = _to_pil(source)
-    im = im.convert("L" if channels == 1 else "RGB")
-    if size is not None:
-        im = resize_center_crop(im, size)
-    a = np.asarray(im, dtype=np.float32)
+    if im.mode in _WIDE_MODES:
+        a = _wide_gray(im, size)[:, :, None].repeat(channels, axis=2)
+    else:
+        im = im.convert("L" if channels == 1 else "RGB")
+        if size is not None:
+            im = resize_center_crop(im, size)
+        a = np.asarray(im, dtype=np.float32)
     if a.ndim == 2:
         a = a[:, :, None]
     x = torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0) / 127.5 - 1.0
     if model is not None:
         x = x.to(model.device, model.dtype)
     return x
+
+
+def _wide_gray(im: Image.Image, size: Any) -> np.ndarray:
+    """(H, W) float32 in 0..255 of a 16-bit, 32-bit integer or float grayscale image, resized in
+    floating point (no rounding to 8 bits)."""
+    a = np.asarray(im).astype(np.float64)
+    top = _WIDE_MODES[im.mode]
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > top * (1 + 1e-6):
+        valid = "0..65535 (read as 16 bits)" if top > 1 else "[0, 1]"
+        raise ValueError(
+            f"image of mode {im.mode!r} must hold values in {valid}, got "
+            f"[{float(np.nanmin(a)):.6g}, {float(np.nanmax(a)):.6g}]; convert it to 8 or 16 bits first"
+        )
+    f = Image.fromarray((a * (255.0 / top)).astype(np.float32), mode="F")
+    if size is not None:
+        f = resize_center_crop(f, size)
+    return np.clip(np.asarray(f, dtype=np.float32), 0.0, 255.0)  # Lanczos rings a little
 
 
 def _as_batch(images: torch.Tensor | Sequence[torch.Tensor], name: str = "images") -> torch.Tensor:

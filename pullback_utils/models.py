@@ -25,12 +25,15 @@ from typing import Any, Sequence
 import torch
 
 from pullback_utils.ddim import Prompt
+from pullback_utils.images import check_image_range
 from pullback_utils.schedule import Time, resolve_time, unet_timestep
 
-__all__ = ["DiffusionModel", "ModelNotFoundError", "load_model"]
+__all__ = ["DiffusionModel", "ModelNotFoundError", "SUPPORTED_UNETS", "load_model"]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
+#: The denoiser classes this package drives (noise-predicting diffusers U-Nets).
+SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -96,7 +99,7 @@ class DiffusionModel:
         self.sample_shape: tuple[int, int, int] = tuple(int(s) for s in sample_shape)  # type: ignore[assignment]
         self._uncond = uncond_embedding
         self._prompt_memo: dict[tuple[str, ...], torch.Tensor] = {}
-        self._fingerprint: str | None = None
+        self._fingerprint: tuple[tuple, str] | None = None  # (state token, sha256)
         ac = getattr(scheduler, "alphas_cumprod", None)
         if ac is None:
             betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
@@ -159,12 +162,18 @@ class DiffusionModel:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the U-Net's class, config and weights (the basis cache's model key)."""
-        if self._fingerprint is None:
-            from pullback_utils.cache import module_fingerprint
+        """sha256 of the U-Net's class, config and weights (the basis cache's model key).
 
-            self._fingerprint = module_fingerprint(self.unet)
-        return self._fingerprint
+        Re-hashed only when a parameter or buffer was replaced, moved, cast or changed in place
+        since the last call (:func:`~pullback_utils.cache.module_state_token`; edits through
+        ``.data`` are not seen).
+        """
+        from pullback_utils import cache
+
+        token = cache.module_state_token(self.unet)
+        if self._fingerprint is None or self._fingerprint[0] != token:
+            self._fingerprint = (token, cache.module_fingerprint(self.unet))
+        return self._fingerprint[1]
 
     # ---------------------------------------------------------------- times
     def level(self, t: Time, *, name: str = "t") -> int:
@@ -301,9 +310,12 @@ class DiffusionModel:
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
         """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
 
+        Images outside [-1, 1] beyond :data:`~pullback_utils.images.IMAGE_RANGE_TOL` are refused.
+
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
         self._check(images, self.image_shape, "images", "images in [-1, 1]")
+        check_image_range(images, "images")
         if self.vae is None:
             return images
         images = images.to(self.device, self.vae.dtype)
@@ -480,13 +492,16 @@ def load_model(
             to use instead of the bundled MiniLM.
 
     Raises:
-        ModelNotFoundError: unknown name, missing folder, or a hub id that cannot be fetched.
+        ModelNotFoundError: unknown name, missing folder, a hub id that cannot be fetched, or a
+            folder whose denoiser is not one of :data:`SUPPORTED_UNETS`.
+        ~pullback_utils.weights.CorruptWeightsError: a weight file is corrupt, truncated or does
+            not match the folder's recorded ``WEIGHTS.sha256`` digests.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"name_or_path must be a str or a path, got {type(name_or_path).__name__}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    from pullback_utils.zoo.registry import available_models, is_bundled, model_dir
+    from pullback_utils.zoo.registry import available_models, is_bundled, model_dir, suggest
 
     s = os.fspath(name_or_path)
     path = Path(s).expanduser()
@@ -497,9 +512,11 @@ def load_model(
     elif isinstance(name_or_path, str) and _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
         folder, name = _download(s), s
     else:
+        known = available_models() + available_models(ladder=True)
         raise ModelNotFoundError(
-            f"unknown model {s!r}: it is not a bundled model name, not an existing folder and not a "
-            f"hub id of the form 'owner/name'. Bundled models: {available_models() or 'none installed'}"
+            f"unknown model {s!r}{suggest(s, known)}: it is not a bundled model name, not an existing "
+            f"folder and not a hub id of the form 'owner/name'. Bundled models: "
+            f"{available_models() or 'none installed'}"
         )
     model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     model.unet.to(device)
@@ -547,13 +564,28 @@ def _class(library: str, class_name: str) -> type:
 def _load_component(folder: Path, sub: str | None, library: str, class_name: str, dtype: torch.dtype):
     cls = _class(library, class_name)
     kwargs: dict[str, Any] = {"subfolder": sub} if sub else {}
-    if sub == "scheduler" or class_name.endswith("Scheduler"):
-        return cls.from_pretrained(folder, **kwargs)
-    if "Tokenizer" in class_name:
-        return cls.from_pretrained(folder / sub if sub else folder)
-    if library == "transformers":
-        return cls.from_pretrained(folder / sub if sub else folder, dtype=dtype)
-    return cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **kwargs)
+    try:
+        if sub == "scheduler" or class_name.endswith("Scheduler"):
+            return cls.from_pretrained(folder, **kwargs)
+        if "Tokenizer" in class_name:
+            return cls.from_pretrained(folder / sub if sub else folder)
+        if library == "transformers":
+            return cls.from_pretrained(folder / sub if sub else folder, dtype=dtype)
+        return cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **kwargs)
+    except OSError as e:  # diffusers' "Unable to load weights ..." hides its cause in the chain
+        cause = e.__cause__ or e.__context__
+        why = f"{e}".strip() + (f" (cause: {type(cause).__name__}: {cause})" if cause is not None else "")
+        raise ModelNotFoundError(f"cannot load {class_name} from {folder / sub if sub else folder}: {why}") from e
+
+
+def _check_unet_class(config: Path, cls: Any) -> str:
+    """The U-Net class named by ``config``; ``ModelNotFoundError`` unless it is supported."""
+    if cls not in SUPPORTED_UNETS:
+        raise ModelNotFoundError(
+            f"{config}: the denoiser (unet) is a {cls!r}, but this package expects one of "
+            f"{list(SUPPORTED_UNETS)} (a diffusers U-Net predicting noise, v or x_0)"
+        )
+    return cls
 
 
 def _read_json(path: Path) -> dict:
@@ -566,14 +598,24 @@ def _read_json(path: Path) -> dict:
 def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | None = None):
     """U-Net and scheduler from ``unet/`` + ``scheduler/`` or, old layout, the folder root."""
     index = index or {}
+    spec = index.get("unet")
+    if isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1]:
+        _check_unet_class(folder / "model_index.json", spec[1])
     if (folder / "unet" / "config.json").is_file():
-        cls = _read_json(folder / "unet" / "config.json").get("_class_name", "UNet2DModel")
+        config = folder / "unet" / "config.json"
+        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
         unet = _load_component(folder, "unet", "diffusers", cls, dtype)
     elif (folder / "config.json").is_file():
-        cls = _read_json(folder / "config.json").get("_class_name", "UNet2DModel")
+        config = folder / "config.json"
+        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
         unet = _load_component(folder, None, "diffusers", cls, dtype)
     else:
-        raise ModelNotFoundError(f"{folder} holds no U-Net (neither unet/config.json nor config.json)")
+        found = sorted(k for k in index if not k.startswith("_")) or sorted(
+            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise ModelNotFoundError(
+            f"{folder} holds no U-Net: expected unet/config.json (pipeline folder) or config.json (a bare "
+            f"U-Net folder) describing one of {list(SUPPORTED_UNETS)}; found components {found}"
+        )
     if (folder / "scheduler" / "scheduler_config.json").is_file():
         sched_path, sub = folder / "scheduler" / "scheduler_config.json", "scheduler"
     elif (folder / "scheduler_config.json").is_file():
@@ -588,6 +630,9 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
 def _load_folder(
     folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
 ) -> DiffusionModel:
+    from pullback_utils.weights import check_weights
+
+    check_weights(folder)  # readable safetensors; recorded digests (WEIGHTS.sha256) match
     if (folder / "zoo.json").is_file():
         return _load_zoo(folder, name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if (folder / "model_index.json").is_file():

@@ -21,7 +21,8 @@ Methods (``method=``):
 ``"krylov"``
     Block Krylov (block Lanczos with full re-orthogonalisation; Musco & Musco 2015): keeps every
     block of the Krylov space span{Ω, JᵀJΩ, (JᵀJ)²Ω, …} and extracts the Ritz vectors from all of
-    it, converging in fewer products than subspace iteration.
+    it, converging in fewer products than subspace iteration. When dim h < dim x and the space
+    would outgrow dim h (the bound on J's rank) unconverged, it finishes as ``"exact"``.
 ``"auto"``
     ``"exact"`` when J is small enough that materialising it costs no more than a few Krylov
     iterations, else ``"krylov"``.
@@ -40,6 +41,14 @@ returned subspace and the true one. That estimate is the smaller of
   The extrapolation is used only from the third iteration on, when ρ < 0.9.
 
 ``tol`` bounds this estimate.
+
+Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
+give ``info["rank"]``, the number above ``info["rank_rtol"]`` × σ₁ with ``rank_rtol`` =
+max(100, 10 √max(dim x, dim h)) × the machine epsilon of x's dtype (the noise floor of the
+products; for the iterative methods a lower bound on the numerical rank). When k exceeds it, the
+trailing vectors are arbitrary directions of the null space: ``info["degenerate"]`` is True,
+``info["converged"]`` False, and a :class:`DegenerateJacobianWarning` names k and the rank.
+:func:`basis_warnings` rebuilds a basis's warnings from its ``info`` (the cache replays them).
 """
 
 from __future__ import annotations
@@ -55,10 +64,26 @@ import torch
 from tqdm.auto import tqdm
 
 from .products import JacobianOperator
+from .ritz import (
+    ErrorMonitor,
+    Ritz,
+    complete_rows,
+    max_angle,
+    noise_rtol,
+    numerical_rank,
+    orthonormal_rows,
+    random_rows,
+    rank_rtol,
+    rayleigh_ritz,
+)
 
-__all__ = ["LocalBasis", "jacobian_svd", "METHODS"]
+__all__ = ["LocalBasis", "jacobian_svd", "METHODS", "DegenerateJacobianWarning", "basis_warnings"]
 
 METHODS = ("auto", "exact", "power", "randomized", "krylov")
+
+
+class DegenerateJacobianWarning(RuntimeWarning):
+    """k exceeds the numerical rank of the Jacobian: the trailing basis vectors are arbitrary."""
 
 
 @dataclass
@@ -69,7 +94,8 @@ class LocalBasis:
         v: (k, *x_shape) unit-norm right singular vectors (local latent basis, x-space).
         u: (k, *h_shape) unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
         s: (k,) singular values, descending.
-        info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, ...
+        info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, converged,
+            rank, rank_rtol, degenerate, ... (module doc)
     """
 
     v: torch.Tensor
@@ -88,88 +114,9 @@ class LocalBasis:
         )
 
 
-# --------------------------------------------------------------------------- dense helpers
-def _orthonormal_rows(M: torch.Tensor) -> torch.Tensor:
-    """Orthonormal basis (as rows) of the row space of M (m, D); float64; drops null directions."""
-    Q, R = torch.linalg.qr(M.T)
-    diag = R.diagonal().abs()
-    keep = diag > diag.max().clamp_min(1e-300) * 1e-10 if diag.numel() else diag.bool()
-    return Q[:, keep].T.contiguous()
-
-
-def _max_angle(A: torch.Tensor, B: torch.Tensor) -> float:
-    """Largest principal angle (radians) between row spaces of orthonormal A (k, D) and B (k, D)."""
-    cos = torch.linalg.svdvals(A @ B.T).clamp(max=1.0)
-    # sine form is accurate for small angles: sin θ_max = ‖(I − BᵀB) Aᵀ‖₂
-    resid = A - (A @ B.T) @ B
-    sin_max = float(torch.linalg.matrix_norm(resid, ord=2)) if resid.numel() else 0.0
-    return float(min(math.asin(min(sin_max, 1.0)), math.acos(float(cos.min()))) if cos.numel() else 0.0)
-
-
-@dataclass
-class _Ritz:
-    v: torch.Tensor  # (k, D_x) float64
-    u: torch.Tensor  # (k, D_h) float64
-    s: torch.Tensor  # (k,)
-    residuals: torch.Tensor  # (k,)
-    angle_estimate: float
-    converged: bool | None = None  # None: decided by angle_estimate <= tol
-
-
-def _rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int) -> _Ritz:
-    """Best rank-k approximation of J from span(Q).
-
-    Q: (m, D_x) orthonormal rows; JQ: (m, D_h) rows J q_i; JtJQ: (m, D_x) rows JᵀJ q_i or None.
-    """
-    A, S, Bh = torch.linalg.svd(JQ, full_matrices=False)  # JQ = A diag(S) Bh
-    V = A.T @ Q  # rows: Ritz vectors in x
-    U = Bh  # rows: left vectors in h (unit norm)
-    s = S[:k]
-    if JtJQ is None:
-        resid = torch.full((k,), float("nan"), dtype=S.dtype)
-        angle = float("nan")
-    else:
-        AV = (A.T @ JtJQ)[:k]
-        R = AV - (s**2)[:, None] * V[:k]
-        resid = R.norm(dim=1) / (s**2).clamp_min(1e-300)
-        if S.shape[0] > k:
-            gap = float(S[k - 1] ** 2 - S[k] ** 2)
-            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else math.pi / 2
-            angle = min(angle, math.pi / 2)  # principal angles never exceed π/2
-        else:
-            angle = float("nan")
-    return _Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle)
-
-
-class _ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (module doc, 'Accuracy')."""
-
-    def __init__(self) -> None:
-        self.prev_v: torch.Tensor | None = None
-        self.changes: list[float] = []
-
-    def update(self, ritz: _Ritz) -> _Ritz:
-        if self.prev_v is not None:
-            self.changes.append(_max_angle(ritz.v, self.prev_v))
-        self.prev_v = ritz.v
-        if len(self.changes) >= 2 and self.changes[-2] > 0:
-            rho = self.changes[-1] / self.changes[-2]
-            if rho < 0.9:
-                extrapolated = self.changes[-1] * rho / (1 - rho)
-                if not math.isfinite(ritz.angle_estimate) or extrapolated < ritz.angle_estimate:
-                    ritz.angle_estimate = extrapolated
-        return ritz
-
-
-def _random_rows(m: int, d: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(int(seed))
-    return torch.randn(m, d, generator=gen, dtype=torch.float64)
-
-
 # --------------------------------------------------------------------------- methods
-def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Ritz, int]:
+def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[Ritz, int]:
     dx, dh = op.dim_x, op.dim_h
-    eye_chunks = []
     if dx <= dh:
         cols = []
         for i in tqdm(range(0, dx, op.chunk_size), disable=not progress, desc="exact J (JVP)"):
@@ -186,67 +133,76 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[_Rit
             E[torch.arange(n), torch.arange(i, i + n)] = 1.0
             rows.append(op.vjp(E.reshape(n, *op.h_shape)).reshape(n, dx).double())
         J = torch.cat(rows)  # (dh, dx)
-    del eye_chunks
     Uf, S, Vh = torch.linalg.svd(J, full_matrices=False)
     m = min(k + 1, S.shape[0])
     Q = Vh[:m]
-    ritz = _rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    ritz = rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    ritz.spectrum = S
     return ritz, 1
 
 
 def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
-           callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+           rank_rtol: float, callback: Callable | None = None, **_: Any) -> tuple[Ritz, int]:
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
-    V = _orthonormal_rows(_random_rows(k, op.dim_x, seed))
+    V = orthonormal_rows(random_rows(k, op.dim_x, seed))
     bar = tqdm(range(max_iters), disable=not progress, desc="power iteration")
     for it in bar:
         Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
         W = op.vjp(Y.reshape(k, *op.h_shape)).reshape(k, -1).double()  # rows JᵀJ v_i
-        _, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        _, S, Vh = torch.linalg.svd(W, full_matrices=False)  # S: σ_i² estimates
         V_new = Vh[:k]
-        change = _max_angle(V_new, V)
+        change = max_angle(V_new, V)
         bar.set_postfix(change=f"{change:.2e}")
         if callback is not None:
             callback(it + 1, V_new)
-        if it + 1 >= min_iters and change < tol:
+        # k above the rank: the trailing vectors are arbitrary and need not settle
+        degenerate = numerical_rank(S.clamp_min(0).sqrt(), rank_rtol) < k
+        if it + 1 >= min_iters and (change < tol or degenerate):
             break
         if it + 1 < max_iters:
             V = V_new
-    ritz = _rayleigh_ritz(V, Y, W, k)
+    ritz = rayleigh_ritz(V, Y, W, k)
     ritz.converged = change < tol
     return ritz, it + 1
 
 
 def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
-                seed: int, progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+                seed: int, progress: bool, rank_rtol: float, callback: Callable | None = None,
+                **_: Any) -> tuple[Ritz, int]:
     max_iters = max_iters or 30
     b = min(k + oversample, op.dim_x, op.dim_h)
-    Q = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
-    monitor = _ErrorMonitor()
+    Q = orthonormal_rows(random_rows(b, op.dim_x, seed))
+    monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="randomized subspace iteration")
     for it in bar:
         m = Q.shape[0]
         Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
-        ritz = monitor.update(_rayleigh_ritz(Q, Y, Z, k))
+        ritz = monitor.update(rayleigh_ritz(Q, Y, Z, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol:
+        if ritz.angle_estimate <= tol or (it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k):
             break
-        Q = _orthonormal_rows(Z)
+        # a rank-deficient J gives fewer directions than vectors: refill with random ones
+        Q = complete_rows(orthonormal_rows(Z), b, seed + it + 1)
     return ritz, it + 1
 
 
 def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
-            progress: bool, callback: Callable | None = None, **_: Any) -> tuple[_Ritz, int]:
+            progress: bool, rank_rtol: float, callback: Callable | None = None,
+            **_: Any) -> tuple[Ritz, int]:
     b = min(k + oversample, op.dim_x, op.dim_h)
-    max_dim = min(op.dim_x, op.dim_h)
-    max_iters = max_iters or max(2, math.ceil(max_dim / b))
+    # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
+    # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
+    # numerically; there J is materialised from dim h VJPs (no dearer than the Krylov space
+    # itself) when the space would outgrow dim h unconverged.
+    wide = op.dim_h < op.dim_x
+    max_iters = max_iters or (op.dim_h + 1 if wide else max(2, math.ceil(op.dim_x / b)))
     Qs, Ys, Zs = [], [], []
-    Qb = _orthonormal_rows(_random_rows(b, op.dim_x, seed))
-    monitor = _ErrorMonitor()
+    Qb = orthonormal_rows(random_rows(b, op.dim_x, seed))
+    monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
     for it in bar:
         m = Qb.shape[0]
@@ -254,23 +210,33 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
         Qs.append(Qb), Ys.append(Y), Zs.append(Z)
         Q, JQ, JtJQ = torch.cat(Qs), torch.cat(Ys), torch.cat(Zs)
-        ritz = monitor.update(_rayleigh_ritz(Q, JQ, JtJQ, k))
+        ritz = monitor.update(rayleigh_ritz(Q, JQ, JtJQ, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol or Q.shape[0] >= max_dim:
+        if ritz.angle_estimate <= tol or Q.shape[0] >= op.dim_x:
             break
-        # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2)
-        nxt = Z / Z.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        if it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k:
+            break  # k above the rank: more products cannot determine the trailing vectors
+        if wide and Q.shape[0] + b > op.dim_h:
+            ritz, _ = _exact(op, k, progress)
+            ritz.converged = True
+            break
+        # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2); its new
+        # directions below the products' rounding noise are dropped
+        scale = float(Z.norm(dim=1).max())
+        if not scale > 0:
+            break  # JᵀJ Q_b = 0: span(Q) is invariant
+        nxt = Z / scale
         for _ in range(2):
             nxt = nxt - (nxt @ Q.T) @ Q
-        Qb = _orthonormal_rows(nxt)
+        Qb = orthonormal_rows(nxt, rtol=noise_rtol(op.x.dtype), scale=1.0)
         if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact
             break
     return ritz, it + 1
 
 
-_SOLVERS: dict[str, Callable[..., tuple[_Ritz, int]]] = {
+_SOLVERS: dict[str, Callable[..., tuple[Ritz, int]]] = {
     "exact": _exact,
     "power": _power,
     "randomized": _randomized,
@@ -335,7 +301,8 @@ def jacobian_svd(
         tol: target largest principal angle (radians) between the returned and the true subspace,
             as estimated a posteriori; for ``"power"``, the change between iterates (module doc).
         max_iters: iteration cap (default: power 100, randomized 30, krylov until the Krylov space
-            fills the smaller dimension).
+            fills x or, when dim h < dim x, would outgrow dim h: then J is materialised from
+            dim h VJPs and the answer is exact).
         oversample: extra vectors per block (default: krylov 2, randomized 10; power uses none).
         seed: seed of the random start; same arguments give the same numbers.
         chunk_size: at most this many vectors per batched product (bounds memory).
@@ -368,9 +335,10 @@ def jacobian_svd(
     if not torch.isfinite(op.h).all():
         raise ValueError("fn(x) is not finite; cannot compute its Jacobian's singular vectors")
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
+    rtol = rank_rtol(op.x.dtype, op.dim_x, op.dim_h)
     ritz, iters = _SOLVERS[chosen](
         op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress,
-        callback=callback,
+        rank_rtol=rtol, callback=callback,
     )
     op.release()
     if ritz.s.shape[0] < k:
@@ -381,20 +349,16 @@ def jacobian_svd(
     signs = torch.sign(v.gather(1, v.abs().argmax(dim=1, keepdim=True))).squeeze(1)
     signs[signs == 0] = 1
     v, u = v * signs[:, None], u * signs[:, None]
-    if chosen == "exact":
+    rank = numerical_rank(ritz.spectrum, rtol)
+    degenerate = rank < k
+    if degenerate:
+        converged = False  # the trailing vectors are not determined
+    elif chosen == "exact":
         converged = True
     elif ritz.converged is not None:
-        converged = ritz.converged
+        converged = bool(ritz.converged)
     else:
         converged = bool(ritz.angle_estimate <= tol)
-    if not converged:
-        warnings.warn(
-            f"jacobian_svd({chosen!r}) stopped after {iters} iterations with estimated angle "
-            f"{ritz.angle_estimate:.2e} (power: change between iterates) above tol={tol:g}; "
-            "raise max_iters or oversample",
-            RuntimeWarning,
-            stacklevel=2,
-        )
     info = {
         "method": chosen,
         "requested_method": method,
@@ -405,13 +369,50 @@ def jacobian_svd(
         "residuals": ritz.residuals.float(),
         "angle_estimate": ritz.angle_estimate,
         "converged": converged,
+        "rank": rank,
+        "rank_rtol": rtol,
+        "degenerate": degenerate,
         "tol": tol,
         "oversample": oversample,
         "seed": seed,
     }
-    return LocalBasis(
+    basis = LocalBasis(
         v=v.to(x.dtype).reshape(k, *op.x_shape),
         u=u.to(x.dtype).reshape(k, *op.h_shape),
         s=ritz.s.to(x.dtype),
         info=info,
     )
+    for category, message in basis_warnings(basis):
+        warnings.warn(message, category, stacklevel=2)
+    return basis
+
+
+def basis_warnings(basis: LocalBasis) -> list[tuple[type[Warning], str]]:
+    """The warnings :func:`jacobian_svd` gives for ``basis``, rebuilt from ``basis.info`` alone.
+
+    A degenerate basis (k above the numerical rank) gets a :class:`DegenerateJacobianWarning`;
+    otherwise an unconverged one gets a ``RuntimeWarning``. The basis cache replays these on a hit.
+    """
+    info = basis.info
+    if info.get("degenerate"):
+        rank, k = int(info["rank"]), basis.k
+        why = (
+            "the Jacobian is zero here (no direction of x changes h), so every vector is arbitrary"
+            if rank == 0
+            else (f"vector {k} is an arbitrary direction" if rank + 1 == k
+                  else f"vectors {rank + 1}..{k} are arbitrary directions") + f" of its null space; use k <= {rank}"
+        )
+        return [(
+            DegenerateJacobianWarning,
+            f"jacobian_svd({info.get('method')!r}): k = {k} exceeds the numerical rank {rank} of the "
+            f"Jacobian (singular values <= {float(info.get('rank_rtol', 0.0)):.1e} x sigma_1 count as "
+            f"zero; sigma_{k} = {abs(float(basis.s[-1])):.3g}): {why}",
+        )]
+    if info.get("converged") is False:
+        return [(
+            RuntimeWarning,
+            f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations "
+            f"with estimated angle {float(info.get('angle_estimate', float('nan'))):.2e} (power: change "
+            f"between iterates) above tol={float(info.get('tol', float('nan'))):g}; raise max_iters or oversample",
+        )]
+    return []

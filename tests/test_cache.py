@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import warnings
@@ -187,19 +188,24 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
-def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
-    import pullback_utils
+def _count_engine(monkeypatch):
+    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.basis.local_basis)."""
+    import pullback_utils.basis
 
-    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler(), name="tiny")
-    x = model.noise(1, seed=0)
-    engine = pullback_utils.local_basis
-    calls = []
+    engine, calls = pullback_utils.basis.local_basis, []
 
     def counting(*a, **k):
         calls.append(1)
         return engine(*a, **k)
 
-    monkeypatch.setattr(pullback_utils, "local_basis", counting)
+    monkeypatch.setattr(pullback_utils.basis, "local_basis", counting)
+    return calls
+
+
+def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler(), name="tiny")
+    x = model.noise(1, seed=0)
+    calls = _count_engine(monkeypatch)
     first = model.local_basis(x, 0.5, 2, cache_dir=tmp_path, method="krylov")
     again = model.local_basis(x.clone(), 0.5, 2, cache_dir=tmp_path, method="krylov", chunk_size=1)
     assert len(calls) == 1 and again.info["cache"]["hit"]
@@ -207,3 +213,154 @@ def test_model_local_basis_uses_the_cache(tmp_path, monkeypatch):
         assert torch.equal(getattr(first, name), getattr(again, name))
     model.local_basis(x, 0.6, 2, cache_dir=tmp_path, method="krylov")
     assert len(calls) == 2 and len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+# ------------------------------------------------------------------ issue 13: stale keys, types, warnings, folders
+@pytest.mark.parametrize("change", ["load_state_dict", "in_place", "to_double"])
+def test_weights_changed_in_place_give_a_fresh_basis(tmp_path, monkeypatch, change):
+    """The key follows the weights actually used: after an in-place change the cache must not
+    serve the old basis, and the new one equals an uncached computation with the new weights."""
+    model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
+    x = model.noise(1, seed=0)
+    calls = _count_engine(monkeypatch)
+    old = model.local_basis(x, 0.5, 2, cache_dir=tmp_path, method="krylov")
+    if change == "load_state_dict":
+        model.unet.load_state_dict(make_tiny_unet2d(seed=1).state_dict())
+    elif change == "in_place":
+        with torch.no_grad():
+            model.unet.conv_in.weight.mul_(2.0)
+    else:
+        model.unet.double()
+        x = x.double()
+    new = model.local_basis(x, 0.5, 2, cache_dir=tmp_path, method="krylov")
+    assert len(calls) == 2 and new.info["cache"]["hit"] is False
+    truth = model.local_basis(x, 0.5, 2, method="krylov")  # no cache
+    torch.testing.assert_close(new.s, truth.s, rtol=0, atol=0)
+    torch.testing.assert_close(new.v, truth.v, rtol=0, atol=0)
+    if change != "to_double":  # (float64 gives the old basis to float32 rounding)
+        assert not torch.allclose(new.s.double(), old.s.double(), rtol=1e-3)
+    again = model.local_basis(x, 0.5, 2, cache_dir=tmp_path, method="krylov")
+    assert len(calls) == 3 and again.info["cache"]["hit"] is True  # unchanged weights: a hit
+
+
+def test_fingerprint_is_not_recomputed_while_weights_are_unchanged(monkeypatch):
+    import pullback_utils.cache as cache_mod
+
+    model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
+    hashed = []
+    real = cache_mod.module_fingerprint
+    monkeypatch.setattr(cache_mod, "module_fingerprint", lambda m: hashed.append(1) or real(m))
+    first = model.fingerprint
+    assert model.fingerprint == first and len(hashed) == 1
+    with torch.no_grad():
+        next(model.unet.parameters())[0].zero_()
+    assert model.fingerprint != first and len(hashed) == 2
+
+
+def test_a_hit_keeps_types_and_values_of_info(tmp_path):
+    model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
+    x = model.noise(1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (whether power converges in 10 iterations is not the point)
+        miss = model.local_basis(x, 0.5, 1, cache_dir=tmp_path, method="power", max_iters=10)
+        hit = model.local_basis(x, 0.5, 1, cache_dir=tmp_path, method="power", max_iters=10)
+    assert math.isnan(miss.info["angle_estimate"])  # power's estimate: NaN must stay a float
+    assert hit.info["cache"]["hit"] is True
+    assert set(hit.info) == set(miss.info)
+    for name, value in miss.info.items():
+        if name == "cache":
+            continue
+        got = hit.info[name]
+        assert type(got) is type(value), name
+        if isinstance(value, torch.Tensor):
+            assert got.dtype == value.dtype and torch.equal(got, value), name
+        elif isinstance(value, float) and math.isnan(value):
+            assert math.isnan(got), name
+        else:
+            assert got == value, name
+
+
+def test_an_unconverged_hit_warns_as_the_miss_did(tmp_path):
+    model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
+    x = model.noise(1, seed=0)
+    kw = dict(cache_dir=tmp_path, method="randomized", max_iters=1, tol=1e-9)
+    with pytest.warns(RuntimeWarning) as miss_record:
+        miss = model.local_basis(x, 0.5, 2, **kw)
+    assert miss.info["converged"] is False
+    with pytest.warns(RuntimeWarning) as hit_record:
+        hit = model.local_basis(x, 0.5, 2, **kw)
+    assert hit.info["cache"]["hit"] is True
+    as_pairs = lambda rec: sorted((w.category.__name__, str(w.message)) for w in rec)  # noqa: E731
+    assert as_pairs(hit_record) == as_pairs(miss_record)
+
+
+def test_a_degenerate_hit_warns_as_the_miss_did(tmp_path):
+    from pullback_utils.solvers import DegenerateJacobianWarning
+
+    cache = BasisCache(tmp_path)
+    fields = basis_key_fields("m", torch.zeros(5), 1, 2)
+
+    def compute():
+        return __import__("pullback_utils").jacobian_svd(lambda z: 0 * z, torch.ones(5), 2, method="exact")
+
+    with pytest.warns(DegenerateJacobianWarning, match="k = 2 exceeds the numerical rank 0") as miss:
+        cache.get_or_compute(fields, compute)
+    with pytest.warns(DegenerateJacobianWarning) as hit:
+        b = cache.get_or_compute(fields, compute)
+    assert b.info["cache"]["hit"] and [str(w.message) for w in hit] == [str(w.message) for w in miss]
+    assert b.info["rank"] == 0 and type(b.info["rank"]) is int
+
+
+def _read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    probe = folder / "probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return folder
+    probe.unlink()
+    folder.chmod(0o700)
+    pytest.skip("chmod does not stop this user from writing (root); the path-under-a-file case covers it")
+
+
+@pytest.mark.parametrize("where", ["read_only", "a_file", "under_a_file"])
+def test_unusable_cache_folder_keeps_the_result_and_warns_before_computing(tmp_path, where):
+    if where == "read_only":
+        root = _read_only_folder(tmp_path)
+    else:
+        (tmp_path / "file").write_text("not a folder")
+        root = tmp_path / "file" if where == "a_file" else tmp_path / "file" / "cache"
+    cache = BasisCache(root)
+    computed = []
+
+    def compute():
+        computed.append(1)
+        return fake_basis(0)
+
+    with pytest.warns(BasisCacheWarning, match=r"cannot be used.*not saved") as rec:
+        first = cache.get_or_compute(FIELDS, compute)
+    assert torch.equal(first.v, fake_basis(0).v) and first.info["cache"]["hit"] is False
+    assert str(root) in str(rec[0].message)
+    # a sweep goes on: the next item is computed and returned too
+    with pytest.warns(BasisCacheWarning):
+        second = cache.get_or_compute(basis_key_fields("m", torch.zeros(3), 1, 2), compute)
+    assert torch.equal(second.s, fake_basis(0).s) and len(computed) == 2
+    if where == "read_only":
+        root.chmod(0o700)
+
+
+def test_unusable_cache_warning_comes_before_the_compute(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cache = BasisCache(tmp_path / "file")
+    seen = []
+
+    def compute():
+        seen.append(len(caught))
+        return fake_basis(0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.get_or_compute(FIELDS, compute)
+    assert seen == [1] and issubclass(caught[0].category, BasisCacheWarning)

@@ -114,3 +114,86 @@ def test_grid_scale_is_nearest_upscaling_of_the_canvas(tmp_path):
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="scale must be an int >= 1"):
             make_grid(imgs, scale=bad)
+
+
+# ------------------------------------------------------------------ issue 13: bit depths and range checks
+def _png16(path, a: np.ndarray) -> None:
+    """Write a 16-bit PNG by hand (grayscale (H, W) or RGB (H, W, 3) uint16; no PIL encoder)."""
+    import struct
+    import zlib
+
+    h, w = a.shape[:2]
+    color_type = 0 if a.ndim == 2 else 2
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def _ramp16(h=20, w=40) -> np.ndarray:
+    return np.linspace(0, 65535, h * w).round().astype(np.uint16).reshape(h, w)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_grayscale_png_loads_in_range(tmp_path, channels):
+    a = _ramp16()
+    _png16(tmp_path / "g16.png", a)
+    x = load_image(tmp_path / "g16.png", channels=channels)
+    expected = torch.from_numpy(a.astype(np.float64) / 65535 * 2 - 1).float()
+    assert x.shape == (1, channels, 20, 40)
+    for c in range(channels):
+        torch.testing.assert_close(x[0, c], expected, rtol=0, atol=1e-6)
+    assert float((x > 0.99).float().mean()) < 0.02  # was 99.6 % at +1
+    # the same through numpy uint16 and a 16-bit PGM (opened by PIL as 32-bit 'I')
+    torch.testing.assert_close(load_image(a, channels=channels), x, rtol=0, atol=1e-6)
+    (tmp_path / "g16.pgm").write_bytes(b"P5 40 20 65535\n" + a.astype(">u2").tobytes())
+    torch.testing.assert_close(load_image(tmp_path / "g16.pgm", channels=channels), x, rtol=0, atol=1e-6)
+
+
+def test_16_bit_resize_keeps_precision_and_range(tmp_path):
+    a = _ramp16(40, 40)
+    _png16(tmp_path / "g16.png", a)
+    x = load_image(tmp_path / "g16.png", size=20, channels=1)
+    ref = load_image((a / 65535.0).astype(np.float32), size=20, channels=1)  # the 8-bit path
+    assert x.min() >= -1 and x.max() <= 1
+    assert float((x - ref).abs().max()) < 2.5 / 127.5  # the same picture, finer steps
+
+
+def test_16_bit_rgb_and_float_modes(tmp_path):
+    rgb = np.stack([_ramp16(), _ramp16()[::-1], 65535 - _ramp16()], -1)
+    _png16(tmp_path / "rgb16.png", rgb)
+    x = load_image(tmp_path / "rgb16.png")
+    torch.testing.assert_close(x, load_image(rgb), rtol=0, atol=1.5 / 127.5)  # PIL truncates to 8 bits
+    torch.testing.assert_close(x[0, 0], torch.from_numpy(rgb[..., 0] / 65535.0 * 2 - 1).float(), rtol=0,
+                               atol=1.5 / 127.5)
+    f = Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), mode="F")
+    torch.testing.assert_close(load_image(f, channels=1)[0, 0],
+                               torch.linspace(-1, 1, 64).reshape(8, 8), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"mode 'F'.*\[0, 1\]"):
+        load_image(Image.fromarray(np.full((4, 4), 3.0, np.float32), mode="F"))
+    with pytest.raises(ValueError, match=r"mode 'I'.*0\.\.65535"):
+        load_image(Image.fromarray(np.full((4, 4), 70000, np.int32)))
+
+
+def test_check_image_range():
+    from pullback_utils.images import check_image_range
+
+    check_image_range(torch.linspace(-1, 1, 10), "image")
+    check_image_range(torch.tensor([-1.04, 1.04]), "image")  # within the tolerance
+    with pytest.raises(ValueError, match=r"image must be in the model range \[-1, 1\].*\[0, 255\].*x / 127.5 - 1"):
+        check_image_range(torch.tensor([0.0, 255.0]), "image")
+    with pytest.raises(ValueError, match=r"images must be in the model range.*1\.2"):
+        check_image_range(torch.tensor([0.0, 1.2]))
+    with pytest.raises(ValueError, match="NaN"):
+        check_image_range(torch.tensor([0.0, float("nan")]), "image")
+
+
+def test_to_latent_refuses_out_of_range_images():
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler())
+    ok = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.equal(model.to_latent(ok), ok)
+    with pytest.raises(ValueError, match=r"images must be in the model range \[-1, 1\]"):
+        model.to_latent(ok * 127.5 + 127.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -266,3 +267,124 @@ def test_bundled_models_load_and_sample(name):
     prompt = "a red circle" if m.is_conditional else None
     x = ddim_sample(m, m.noise(1, seed=0), 1.0, 0, steps=2, prompt=prompt)
     assert x.shape == (1, *m.sample_shape) and torch.isfinite(x).all()
+
+
+# ------------------------------------------------------------------ issue 13: what may be loaded
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
+                         up_block_types=("UpDecoderBlock2D",), block_out_channels=(8,), latent_channels=4,
+                         norm_num_groups=4, sample_size=16)
+
+
+def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
+    # a bare folder: AutoencoderKL config + weights and a scheduler, as the issue's probe
+    bare = tmp_path / "bare"
+    _tiny_vae().save_pretrained(bare)
+    tiny_scheduler("ddpm").save_pretrained(bare)
+    with pytest.raises(ModelNotFoundError,
+                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel'\]"):
+        load_model(bare)
+    # a pipeline folder whose unet/ is an AutoencoderKL
+    pipe = save_pixel_pipeline(tmp_path / "pipe", "ddpm")
+    import shutil
+
+    shutil.rmtree(pipe / "unet")
+    _tiny_vae().save_pretrained(pipe / "unet")
+    with pytest.raises(ModelNotFoundError, match=r"unet.*'AutoencoderKL'.*expects one of"):
+        load_model(pipe)
+    # a pipeline folder with no U-Net at all: say what is there
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "transformer": ["diffusers", "DiTTransformer2DModel"],
+                                                     "scheduler": ["diffusers", "DDPMScheduler"]}))
+    shutil.rmtree(pipe / "unet")
+    with pytest.raises(ModelNotFoundError, match=r"holds no U-Net.*found.*scheduler.*transformer"):
+        load_model(pipe)
+
+
+def test_unknown_bundled_name_suggests_the_close_one(tmp_path, monkeypatch):
+    from pullback_utils.zoo import registry
+
+    weights = tmp_path / "weights"
+    save_zoo_folder(weights / "shapes", "pixel", name="shapes")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", weights)
+    with pytest.raises(ModelNotFoundError, match=r"unknown model 'shapez'.*did you mean 'shapes'\?"):
+        load_model("shapez")
+
+
+# ------------------------------------------------------------------ issue 13: damaged weights
+from pullback_utils.weights import (  # noqa: E402
+    DIGEST_FILE,
+    CorruptWeightsError,
+    check_weights,
+    file_sha256,
+    write_weights_digest,
+)
+
+
+def _weights(folder):
+    return folder / "unet" / "diffusion_pytorch_model.safetensors"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble_header", "empty"])
+def test_corrupt_or_truncated_weights_name_the_file(tmp_path, damage):
+    folder = save_zoo_folder(tmp_path / "z", "pixel")
+    w = _weights(folder)
+    data = w.read_bytes()
+    w.write_bytes({"truncate": data[: len(data) // 2], "garble_header": data[:8] + b"\x00" * 20 + data[28:],
+                   "empty": b""}[damage])
+    with pytest.raises(CorruptWeightsError, match=rf"weights file {re.escape(str(w))} is corrupt or truncated"):
+        load_model(folder)
+
+
+def test_flipped_byte_is_caught_by_the_recorded_digest(tmp_path):
+    folder = save_zoo_folder(tmp_path / "z", "pixel")
+    record = write_weights_digest(folder)
+    assert record.read_text() == f"{file_sha256(_weights(folder))}  unet/diffusion_pytorch_model.safetensors\n"
+    assert check_weights(folder) is True
+    load_model(folder)  # intact: loads
+    w = _weights(folder)
+    data = bytearray(w.read_bytes())
+    data[-100] ^= 0x01  # one bit inside a tensor: the file stays structurally valid
+    w.write_bytes(bytes(data))
+    with pytest.raises(CorruptWeightsError, match=rf"weights file {re.escape(str(w))} is corrupt: its sha256 .* "
+                                                  r"does not match the digest .* recorded in .*WEIGHTS\.sha256"):
+        load_model(folder)
+    (folder / DIGEST_FILE).unlink()
+    assert check_weights(folder) is False  # no record: optional, loads (as ladder folders without one)
+    load_model(folder)
+
+
+def test_digest_record_lists_every_weight_file(tmp_path):
+    folder = save_zoo_folder(tmp_path / "z", "pixel")
+    write_weights_digest(folder)
+    extra = folder / "unet" / "extra.safetensors"
+    extra.write_bytes(_weights(folder).read_bytes())
+    with pytest.raises(CorruptWeightsError, match=r"extra\.safetensors has no digest"):
+        check_weights(folder)
+    extra.unlink()
+    _weights(folder).unlink()
+    with pytest.raises(CorruptWeightsError, match=r"diffusion_pytorch_model\.safetensors, listed in .* is missing"):
+        check_weights(folder)
+    (folder / DIGEST_FILE).write_text("not a digest\n")
+    with pytest.raises(CorruptWeightsError, match=r"line 1: expected"):
+        check_weights(folder)
+
+
+def _bundled_and_ladder():
+    from pullback_utils.zoo.registry import available_models
+
+    return available_models() + available_models(ladder=True)
+
+
+@pytest.mark.parametrize("name", _bundled_and_ladder()
+                         or [pytest.param("none", marks=pytest.mark.skip("no bundled weights yet"))])
+def test_bundled_weights_carry_a_matching_digest(name):
+    """Main zoo models must carry WEIGHTS.sha256; ladder models may, and are checked when they do."""
+    from pullback_utils.zoo.registry import ZOO_MODELS, model_dir
+
+    folder = model_dir(name)
+    if name in ZOO_MODELS:
+        assert (folder / DIGEST_FILE).is_file(), f"{name}: no {DIGEST_FILE}"
+    assert check_weights(folder) in (True, name not in ZOO_MODELS)

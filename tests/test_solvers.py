@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from pullback_utils import LocalBasis, jacobian_svd
+from pullback_utils.solvers import DegenerateJacobianWarning
 from oracles import dense_jacobian, max_angle
 
 ITERATIVE = ["power", "randomized", "krylov", "auto"]
@@ -155,3 +157,74 @@ def test_unconverged_run_warns():
     with pytest.warns(RuntimeWarning, match="raise max_iters"):
         b = jacobian_svd(fn, x, 4, method="power", max_iters=3, tol=1e-9)
     assert b.info["converged"] is False
+
+
+# ------------------------------------------------------------------ dim h < dim x (issue 13, item 2)
+def wide_map(dim_h=20, dim_x=100, rank=None, seed=123):
+    """fn(z) = A z with A (dim_h, dim_x) Gaussian, or of the given rank; its exact SVD."""
+    gen = torch.Generator().manual_seed(seed)
+    A = torch.randn(dim_h, dim_x, generator=gen, dtype=torch.float64)
+    if rank is not None:
+        A = torch.randn(dim_h, rank, generator=gen, dtype=torch.float64) @ torch.randn(
+            rank, dim_x, generator=gen, dtype=torch.float64) / dim_x**0.5
+    _, S, Vh = torch.linalg.svd(A)
+    return (lambda z: A @ z), A, S, Vh
+
+
+@pytest.mark.parametrize("method, oversample", [("krylov", None), ("krylov", 0), ("krylov", 20),
+                                                ("randomized", None), ("randomized", 20)])
+def test_wide_jacobian_matches_exact_svd(method, oversample):
+    """dim h = 20 < dim x = 100: the answer must be the exact SVD, without a warning."""
+    fn, A, S, Vh = wide_map()
+    x = torch.zeros(100, dtype=torch.float64)
+    k = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = jacobian_svd(fn, x, k, method=method, oversample=oversample, tol=1e-6)
+    torch.testing.assert_close(b.s, S[:k], rtol=1e-8, atol=0)
+    assert max_angle(b.v, Vh[:k]) < 1e-6
+    assert b.info["converged"] is True
+
+
+@pytest.mark.parametrize("dim_h", [1, 2, 5])
+def test_rank_one_wide_map(dim_h):
+    """A rank-1 map with tiny h: σ₁ = ‖A‖ exactly and v₁ its row direction."""
+    gen = torch.Generator().manual_seed(5)
+    a = torch.randn(100, generator=gen, dtype=torch.float64)
+    c = torch.randn(dim_h, generator=gen, dtype=torch.float64)
+    A = torch.outer(c / c.norm(), a / a.norm())  # σ₁ = 1
+    b = jacobian_svd(lambda z: A @ z, torch.zeros(100, dtype=torch.float64), 1, method="krylov", tol=1e-8)
+    assert float(b.s[0]) == pytest.approx(1.0, rel=1e-10)
+    assert max_angle(b.v, a[None]) < 1e-6
+
+
+# ------------------------------------------------------------------ rank-deficient Jacobians (item 3)
+@pytest.mark.parametrize("method", ["exact", "power", "randomized", "krylov"])
+def test_zero_jacobian_is_flagged(method):
+    x = torch.ones(30, dtype=torch.float64)
+    with pytest.warns(DegenerateJacobianWarning, match=r"k = 2 exceeds the numerical rank 0"):
+        b = jacobian_svd(lambda z: 0 * z[:10], x, 2, method=method)
+    assert b.info["rank"] == 0 and b.info["degenerate"] is True and b.info["converged"] is False
+    assert torch.all(b.s == 0) and b.v.shape == (2, 30)
+
+
+@pytest.mark.parametrize("method", ["exact", "power", "randomized", "krylov"])
+def test_k_above_rank_is_flagged_and_the_top_vectors_are_right(method):
+    fn, A, S, Vh = wide_map(dim_h=12, dim_x=40, rank=2)
+    x = torch.zeros(40, dtype=torch.float64)
+    with pytest.warns(DegenerateJacobianWarning, match=r"k = 3 exceeds the numerical rank 2"):
+        b = jacobian_svd(fn, x, 3, method=method, tol=1e-8)
+    assert b.info["rank"] == 2 and b.info["degenerate"] is True
+    torch.testing.assert_close(b.s[:2], S[:2], rtol=1e-7, atol=0)
+    assert max_angle(b.v[:2], Vh[:2]) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["exact", "power", "randomized", "krylov"])
+def test_full_rank_reports_rank_and_no_flag(method):
+    fn, A, S, Vh = wide_map(dim_h=12, dim_x=40, rank=4)
+    x = torch.zeros(40, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b = jacobian_svd(fn, x, 4, method=method, tol=1e-8, max_iters=3000 if method == "power" else None)
+    assert b.info["degenerate"] is False and b.info["rank"] >= 4
+    torch.testing.assert_close(b.s, S[:4], rtol=1e-7, atol=0)
