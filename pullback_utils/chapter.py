@@ -55,7 +55,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "n_samples": lambda v, n: V.check_int(v, n, 2),
     "n_states": lambda v, n: V.check_int(v, n, 2),
     "times": _times,
-    "control_times": lambda v, n: _times(v, n),
+    "control_times": lambda v, n: _times(v, n, min_len=1),
     "k": lambda v, n: V.check_int(v, n, 1),
     "method": lambda v, n: V.check_choice(v, n, ("auto", "exact", "power", "randomized", "krylov")),
     "tol": lambda v, n: V.check_real(v, n, positive=True),

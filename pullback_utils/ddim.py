@@ -215,6 +215,10 @@ def ddim_invert(
             "towards noise; use ddim_sample to go down"
         )
     _check_x(model, x0, "x0")
+    if not model.is_latent and a == 0:
+        from pullback_utils.images import check_image_range
+
+        check_image_range(x0, "x0")  # clean pixel data: images in the model range
     if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, numbers.Integral) or (
         fixed_point_iters < 0
     ):

@@ -19,7 +19,8 @@ import numpy as np
 from .inference import pair_u_test
 
 __all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
-           "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t"]
+           "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t",
+           "ladder_figure"]
 
 WIDTH = 7.0
 MIN_FONT = 9
@@ -213,5 +214,38 @@ def prompt_distances_over_t(between: np.ndarray, to_empty: np.ndarray, times: Se
         ax.set_ylabel("geodesic distance (rad)")
         _time_axis(ax, times)
         ax.legend()
+        fig.tight_layout()
+    return fig
+
+
+def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: dict[int, int], times: Sequence[float],
+                  dimension: dict[int, float] | None = None):
+    """Left: each ladder model's mean cross-sample distance over t, coloured by rung. Right: the model's
+    mean over t against its rung's factor count (one point per training seed), with the rung's estimated
+    intrinsic dimension on a secondary top axis when given."""
+    import matplotlib.pyplot as plt
+
+    rungs = sorted(set(rung.values()))
+    colours = dict(zip(rungs, plt.cm.viridis(np.linspace(0, 0.9, len(rungs)))))
+    with style():
+        fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 3.3))
+        for name, c in curves.items():
+            a.plot(times, c, "o-", color=colours[rung[name]], alpha=0.8, ms=3,
+                   label=f"rung {rung[name]} ({counts[rung[name]]} factors)")
+        handles, labels = a.get_legend_handles_labels()
+        keep = dict(zip(labels, handles))
+        a.legend(keep.values(), keep.keys(), loc="best")
+        a.set_ylabel("cross-sample distance (rad)")
+        _time_axis(a, times)
+        for name, c in curves.items():
+            b.plot(counts[rung[name]], float(np.mean(c)), "o", color=colours[rung[name]])
+        b.set_xlabel("free factors of the training data")
+        b.set_ylabel("mean over t (rad)")
+        b.grid(alpha=0.3)
+        if dimension:
+            top = b.secondary_xaxis("top")
+            xs = [counts[r] for r in rungs]
+            top.set_xticks(xs, [f"{dimension[r]:.1f}" for r in rungs])
+            top.set_xlabel("estimated intrinsic dimension (TwoNN)")
         fig.tight_layout()
     return fig

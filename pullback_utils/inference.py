@@ -47,7 +47,7 @@ from .validate import check_int
 
 __all__ = [
     "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
-    "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
+    "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
     "decide", "direction_sign", "two_sample_permutation_test", "required_units",
 ]
 
@@ -56,6 +56,8 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 UNDERPOWERED = "underpowered"
 ALPHA = 0.05
+#: Smallest number of units at which :func:`pair_u_test` decides (its calibration is simulated from here).
+PAIR_MIN_UNITS = 10
 _GREATER = {"greater", "increase", "increasing", "positive", "+", ">"}
 _LESS = {"less", "decrease", "decreasing", "negative", "-", "<"}
 
@@ -170,7 +172,8 @@ def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") ->
 
     The estimate is the mean over pairs ``i < j``; the standard error is the delete-one-unit jackknife
     (each unit removed with all its pairs), and the reference distribution Student's t with ``n - 1``
-    degrees of freedom. Needs ``n >= 4``.
+    degrees of freedom. Needs ``n >= 4``; its false-positive rate is checked by simulation from
+    :data:`PAIR_MIN_UNITS` units on, so a smaller design is reported underpowered (``min_p = 1``).
     """
     m = np.asarray(pair_values, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
@@ -198,8 +201,12 @@ def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") ->
         tstat = (est - null) / se
         pg, pl = float(_sps.t.sf(tstat, df)), float(_sps.t.cdf(tstat, df))
     q = float(_sps.t.ppf(0.975, df))
+    extra = {"se": se, "n_pairs": int(vals.size)}
+    if n < PAIR_MIN_UNITS:
+        extra.update({"n_needed": PAIR_MIN_UNITS, "n_needed_of": "units (the smallest size whose calibration "
+                                                                  "is simulated)"})
     return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit, "jackknife t over units",
-                      min_p=0.0, null=float(null), extra={"se": se, "n_pairs": int(vals.size)})
+                      min_p=0.0 if n >= PAIR_MIN_UNITS else 1.0, null=float(null), extra=extra)
 
 
 def _rank(a: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ from .geometry import geodesic_distance
 from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
-           "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances"]
+           "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
+           "ladder_plan"]
 
 
 @dataclass
@@ -242,3 +243,66 @@ def prompt_distances(bases: dict[str, BasisSweep], empty: BasisSweep, prompts: S
             D[i, j] = np.asarray(pairwise_geodesic_distances(B[i, j].double().numpy()))
             E[i, j] = [_dist(B[i, j, a], e[i, j]) for a in range(p)]
     return D, E
+
+
+@dataclass
+class ModelSweep:
+    """One model's bases at seeded states, their same-spectrum twins, and (optionally) a control."""
+
+    name: str
+    sweep: BasisSweep
+    matched: BasisSweep
+    control: BasisSweep | None = None
+
+
+def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
+                 control_n: int = 0, control_times: Sequence[float] = (), cache_dir: Any = None,
+                 solver: dict | None = None, progress: bool = True, loader: Any = None) -> dict[str, ModelSweep]:
+    """The same sweep on several models (the unit of the dataset-complexity claim is the model).
+
+    Each model gets ``n`` seeded samples at ``times``; with ``control_n > 0`` the first ``control_n``
+    states at ``control_times`` also go through a random-weight network of the model's architecture.
+    ``loader``: how a name becomes a model (default :func:`pullback_utils.load_model`).
+    """
+    from tqdm.auto import tqdm
+
+    if loader is None:
+        from .models import load_model as loader
+    out = {}
+    for name in tqdm(list(names), desc="models", disable=not progress):
+        m = loader(name)
+        traj = sample_trajectories(m, n, seed, list(times), steps=ddim_steps)
+        sw = bases_over(m, traj.x, list(times), k, cache_dir=cache_dir, desc=str(name), progress=False,
+                        **dict(solver or {}))
+        ctrl = None
+        if control_n > 0:
+            idx = [list(times).index(t) for t in control_times]
+            ctrl = bases_over(random_weight_model(m, seed=seed), traj.x[idx, :control_n], list(control_times), k,
+                              cache_dir=cache_dir, progress=False, **dict(solver or {}))
+        out[name] = ModelSweep(name, sw, sw.spectrum_matched(seed=seed), ctrl)
+    return out
+
+
+def ladder_plan(rungs: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
+    """The ladder models of a design and which are present: ``{"present", "missing", "table"}``.
+
+    Unknown rungs or seeds raise ``ValueError`` naming the valid ones; models without weights are listed
+    as missing (the chapter reports them, the test runs on the others)."""
+    from .zoo import ladder, registry
+
+    if not rungs or not seeds:
+        raise ValueError(f"rungs and seeds must be non-empty lists, got rungs={rungs!r}, seeds={seeds!r}")
+    for r in rungs:
+        ladder.check_rung(r)
+    bad = [s for s in seeds if s not in registry.LADDER_SEEDS]
+    if bad:
+        raise ValueError(f"seeds: unknown ladder training seed(s) {bad}; valid seeds: {list(registry.LADDER_SEEDS)}")
+    names = [registry.ladder_name(r, s) for r in rungs for s in seeds]
+    present = [n for n in names if registry.is_bundled(n)]
+    missing = [n for n in names if n not in present]
+    rows = ["| rung | free factors | seed | model | weights |", "|---|---|---|---|---|"]
+    for n in names:
+        e = registry.MODELS[n]
+        rows.append(f"| {e['rung']} ({ladder.RUNG_NAMES[e['rung']]}) | {ladder.n_factors(e['rung'])} | {e['seed']} | "
+                    f"`{n}` | {'present' if n in present else '**missing** (not trained)'} |")
+    return {"present": present, "missing": missing, "table": "\n".join(rows)}

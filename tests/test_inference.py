@@ -57,6 +57,17 @@ def _pair_null(rng, n, effect=0.0):
     return m
 
 
+@pytest.mark.parametrize("n", [inf.PAIR_MIN_UNITS, 12])
+def test_pair_u_test_calibrated_at_its_smallest_sizes(n):
+    rng = np.random.default_rng(n)
+    sims = 800
+    rej = [inf.pair_u_test(_pair_null(rng, n)).p_value < ALPHA for _ in range(sims)]
+    assert np.mean(rej) <= _tol(sims)
+    small = inf.pair_u_test(_pair_null(rng, inf.PAIR_MIN_UNITS - 1, effect=5.0))
+    assert small.min_p == 1.0 and inf.decide(small.p_value, small.estimate, "greater", min_p=small.min_p) == \
+        inf.UNDERPOWERED
+
+
 def test_pair_u_test_calibrated_where_pairs_as_units_is_not():
     rng = np.random.default_rng(2)
     sims, n = 800, 20

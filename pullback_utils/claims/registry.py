@@ -81,7 +81,7 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "dataset_complexity", "paper", "model", "permutation trend", "greater",
        "Spearman rho between a ladder rung's number of free factors and its model's mean cross-sample distance "
        "of span(u) over t (rung x training seed)",
-       baselines=("spectrum_matched",), controls=(), primary_model="ladder", min_units=12),
+       baselines=("spectrum_matched",), controls=("random_weights",), primary_model="ladder", min_units=12),
     _C("similar_prompts", "Similar prompts, similar tangents",
        "Similar prompts yield similar tangent spaces.",
        "prompt_influence", "paper", "prompt-state", "Mantel", "less",

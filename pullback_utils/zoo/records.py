@@ -80,6 +80,9 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
         indent=2) + "\n")
     write_text_atomic(out_dir / "zoo.json", json.dumps(info, indent=2) + "\n")
     write_text_atomic(out_dir / "training_log.json", json.dumps(log) + "\n")
+    from pullback_utils.weights import write_weights_digest
+
+    write_weights_digest(out_dir)  # load_model checks the weights against it
 
 
 def model_info(name: str, st: TrainState, *, n_train: int, seed: int, batch_size: int, lr: float,
