@@ -130,6 +130,10 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
     for key in ("baselines", "controls"):
         if not isinstance(rec[key], dict):
             raise MetricsError(f"claims[{name!r}][{key!r}] must be an object name -> value")
+    if rec["p_adjusted"] is not None:  # the verdict follows the adjusted p where there is one (scorecard)
+        p = _finite(rec["p_adjusted"], f"claims[{name!r}]['p_adjusted']")
+        if not 0 <= p <= 1:
+            raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
         v = inf.decide(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p)
     except ValueError as exc:

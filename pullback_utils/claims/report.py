@@ -34,7 +34,7 @@ def sentence(name: str, rec: dict) -> str:
     """One sentence: verdict, estimate with interval, test, units, p, baselines and controls."""
     spec = get(name)
     verdict = outcome_words(spec, rec["verdict"])
-    parts = [f"**{spec.title}** ({rec.get('model', '')}): {verdict}. {rec['statistic'].capitalize()}: "
+    parts = [f"**{spec.title}** ({rec.get('model', '')}): {verdict}. {rec['statistic'][:1].upper() + rec['statistic'][1:]}: "
              f"{fmt(rec['estimate'])} [95% interval {fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}], "
              f"{rec['test']} over {rec['n_units']} {rec['unit']}s, {_p(rec)}."]
     if rec.get("n_needed"):
