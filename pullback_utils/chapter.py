@@ -65,6 +65,12 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "threads": lambda v, n: V.check_int(v, n, 1),
     "low_fraction": lambda v, n: V.check_fraction(v, n, open_low=True),
     "n_draws": lambda v, n: V.check_int(v, n, 99),
+    "t": lambda v, n: V.check_fraction(v, n, open_low=True),
+    "methods": lambda v, n: [RULES["method"](m, f"{n}[{i}]") for i, m in enumerate(v)] if isinstance(v, list) and v
+    else _bad(n, v, "a non-empty list of solver names"),
+    "power_max_iters": lambda v, n: V.check_int(v, n, 1),
+    "reference_tol": lambda v, n: V.check_real(v, n, positive=True),
+    "exact_reference": V.check_bool,
 }
 
 
