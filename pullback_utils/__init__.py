@@ -44,7 +44,7 @@ __all__ = [
 
 _EDITING = ("edit_image", "xspace_guidance", "parallel_transport")
 _SUBMODULES = frozenset({
-    "ad_safe", "analysis", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features",
+    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features",
     "figures", "geometry", "ground_truth", "images", "inference", "intrinsic", "io", "models", "notebook",
     "plotting", "products", "schedule", "scorecard", "solvers", "spectra", "stats", "studies", "sweeps",
     "validate", "zoo", "book",

@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals, trend statistics and the scorecard verdict rule.
+"""Bootstrap confidence intervals and trend statistics (descriptive intervals; tests live in inference).
 
 Bootstrap
 ---------
@@ -11,18 +11,8 @@ mean cross-sample geodesic distance) resample the samples, not the pairs
 (:func:`bootstrap_pairwise_mean_ci`); anything else can be written as a function of the resampled
 index (:func:`bootstrap_ci_from_index`).
 
-Verdict rule (fixed before looking at any result)
--------------------------------------------------
-Each claim is tested by a statistic whose sign (relative to ``null``, default 0) says which way the
-effect goes, with a claimed direction ``"greater"`` (statistic > null) or ``"less"``. With its 95%
-bootstrap CI ``[low, high]``:
-
-* **reproduced** -- the CI excludes ``null`` on the claimed side (``low > null`` for "greater",
-  ``high < null`` for "less");
-* **not reproduced** -- the CI excludes ``null`` on the opposite side (a significant effect the other
-  way);
-* **inconclusive** -- the CI contains ``null`` (a CI with an end exactly at ``null`` counts as
-  containing it).
+Verdicts are not made here: the tests and the verdict rule are in :mod:`pullback_utils.inference`
+(percentile intervals under-cover at the book's small sample sizes).
 """
 
 from __future__ import annotations
@@ -30,26 +20,18 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "REPRODUCED",
-    "NOT_REPRODUCED",
-    "INCONCLUSIVE",
     "bootstrap_ci",
     "bootstrap_ci_from_index",
     "bootstrap_diff_ci",
     "bootstrap_pairwise_mean_ci",
     "spearman",
     "spearman_trend",
-    "verdict",
 ]
-
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-INCONCLUSIVE = "inconclusive"
 
 Estimate = Any  # float, or an ndarray when the statistic returns an array
 
@@ -314,57 +296,3 @@ def spearman_trend(
         raise ValueError(f"y must be (m,) or (n, m), got shape {yv.shape}")
     est, low, high = bootstrap_ci_from_index(n_units, stat, n_boot=n_boot, ci=ci, seed=seed)
     return float(est), float(low), float(high)
-
-
-_GREATER = {"greater", "increase", "increasing", "positive", "+", ">"}
-_LESS = {"less", "decrease", "decreasing", "negative", "-", "<"}
-
-
-def verdict(
-    low: float,
-    high: float,
-    direction: Literal["greater", "less"] | str | int,
-    null: float = 0.0,
-) -> str:
-    """The scorecard verdict for a claim from the CI ``[low, high]`` of its statistic.
-
-    Args:
-        low, high: CI ends (``low <= high``, finite).
-        direction: the claimed direction: ``"greater"`` (aliases ``"increase"``, ``"positive"``,
-            ``"+"``, ``">"``, ``1``) or ``"less"`` (``"decrease"``, ``"negative"``, ``"-"``, ``"<"``,
-            ``-1``).
-        null: the no-effect value (default 0).
-
-    Returns:
-        ``"reproduced"`` if the CI excludes ``null`` in the claimed direction, ``"not reproduced"``
-        if it excludes it in the opposite direction, else ``"inconclusive"`` (see module docs).
-    """
-    if isinstance(direction, str):
-        d = direction.strip().lower()
-        if d in _GREATER:
-            sign = 1
-        elif d in _LESS:
-            sign = -1
-        else:
-            raise ValueError(f"direction must be 'greater' or 'less' (or +1/-1), got {direction!r}")
-    elif isinstance(direction, (int, np.integer)) and not isinstance(direction, bool) and direction in (1, -1):
-        sign = int(direction)
-    else:
-        raise ValueError(f"direction must be 'greater' or 'less' (or +1/-1), got {direction!r}")
-    for val, nm in ((low, "low"), (high, "high"), (null, "null")):
-        try:
-            ok = math.isfinite(float(val))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{nm} must be a finite number, got {val!r}")
-    low, high, null = float(low), float(high), float(null)
-    if low > high:
-        raise ValueError(f"low must be <= high, got low={low}, high={high}")
-    if low > null:
-        effect = 1
-    elif high < null:
-        effect = -1
-    else:
-        return INCONCLUSIVE
-    return REPRODUCED if effect == sign else NOT_REPRODUCED

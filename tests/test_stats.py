@@ -1,4 +1,4 @@
-"""Tests of pullback_utils.stats: bootstrap CIs, trend statistic, verdict rule."""
+"""Tests of pullback_utils.stats: bootstrap CIs and the trend statistic (verdicts: test_inference.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ import pytest
 import scipy.stats
 
 from pullback_utils.stats import (
-    INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
     bootstrap_ci,
     bootstrap_ci_from_index,
     bootstrap_diff_ci,
     bootstrap_pairwise_mean_ci,
     spearman,
     spearman_trend,
-    verdict,
 )
 
 
@@ -105,8 +101,6 @@ def test_spearman_matches_scipy_and_trend() -> None:
     ys = t[None, :] + rng.normal(0, 0.5, size=(12, 1)) + rng.normal(0, 0.1, size=(12, 10))
     rho, low, high = spearman_trend(t, ys, n_boot=300)
     assert 0 < low < rho < high
-    assert verdict(low, high, "greater") == REPRODUCED
-    assert verdict(low, high, "less") == NOT_REPRODUCED
     # (m,) form, no trend
     rho0, low0, high0 = spearman_trend(t, rng.normal(size=10), n_boot=300, seed=1)
     assert low0 < rho0 < high0
@@ -120,40 +114,6 @@ def test_spearman_trend_bad_input() -> None:
         spearman_trend([1.0, 2.0, 3.0], np.ones((4, 2)))
     with pytest.raises(ValueError, match="y"):
         spearman_trend([1.0, 2.0], [1.0, np.nan])
-
-
-@pytest.mark.parametrize(
-    "low,high,direction,expected",
-    [
-        (0.1, 0.5, "greater", REPRODUCED),
-        (0.1, 0.5, "less", NOT_REPRODUCED),
-        (-0.5, -0.1, "less", REPRODUCED),
-        (-0.5, -0.1, "greater", NOT_REPRODUCED),
-        (-0.1, 0.5, "greater", INCONCLUSIVE),
-        (-0.1, 0.5, "less", INCONCLUSIVE),
-        (0.0, 0.5, "greater", INCONCLUSIVE),  # an end exactly at the null is not an exclusion
-        (-0.5, 0.0, "less", INCONCLUSIVE),
-        (0.2, 0.3, 1, REPRODUCED),
-        (0.2, 0.3, -1, NOT_REPRODUCED),
-        (0.2, 0.3, "increase", REPRODUCED),
-        (-0.3, -0.2, "decrease", REPRODUCED),
-    ],
-)
-def test_verdict(low: float, high: float, direction: str | int, expected: str) -> None:
-    assert verdict(low, high, direction) == expected
-
-
-def test_verdict_null_and_bad_input() -> None:
-    assert verdict(1.2, 1.5, "greater", null=1.0) == REPRODUCED
-    assert verdict(0.8, 1.5, "greater", null=1.0) == INCONCLUSIVE
-    with pytest.raises(ValueError, match="direction"):
-        verdict(0.1, 0.2, "up")
-    with pytest.raises(ValueError, match="direction"):
-        verdict(0.1, 0.2, 2)
-    with pytest.raises(ValueError, match="low"):
-        verdict(0.3, 0.2, "greater")
-    with pytest.raises(ValueError, match="high"):
-        verdict(0.1, float("nan"), "greater")
 
 
 def test_bootstrap_bad_input() -> None:

@@ -1,0 +1,137 @@
+"""Sweeps: trajectories, cached resumable basis sweeps, distance matrices, spectrum-matched twins;
+and the studies built on them (noise floor, ablation) on a tiny random model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion_helpers import tiny_scheduler
+from pullback_utils import studies, sweeps
+from pullback_utils.geometry import geodesic_distance
+from pullback_utils.intrinsic import twonn_dimension
+from pullback_utils.models import DiffusionModel
+from pullback_utils.spectra import psd_summary
+from unet_factories import make_tiny_unet2d
+
+# tiny random model (x 3x16x16, h 32x4x4); the tests compare results of identical solver calls
+SOLVER = dict(method="krylov", tol=1e-2, max_iters=4)
+pytestmark = pytest.mark.filterwarnings("ignore:.*stopped after.*:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return DiffusionModel(make_tiny_unet2d(), tiny_scheduler("ddpm"), name="tiny", conditional=False)
+
+
+@pytest.fixture(scope="module")
+def traj(model):
+    return sweeps.sample_trajectories(model, 3, seed=1, times=[0.9, 0.5, 0.2], steps=10)
+
+
+def test_sample_trajectories_shapes_and_consistency(model, traj):
+    assert traj.x.shape == (3, 3, 3, 16, 16) and traj.levels == [900, 500, 200] and traj.x0.shape == (3, 3, 16, 16)
+    again = sweeps.sample_trajectories(model, 3, seed=1, times=[0.2, 0.9, 0.5], steps=10)
+    torch.testing.assert_close(again.x[1], traj.x[0])
+    torch.testing.assert_close(again.x[0], traj.x[2])
+    top = sweeps.sample_trajectories(model, 2, seed=4, times=[1.0], final=False)
+    torch.testing.assert_close(top.x[0], model.noise(2, 4))
+    assert top.x0 is None
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        sweeps.sample_trajectories(model, 0, 0, [0.5])
+    with pytest.raises(ValueError, match="> 0"):
+        sweeps.sample_trajectories(model, 1, 0, [0.0])
+
+
+def test_bases_over_matches_single_calls_and_resumes_from_cache(model, traj, tmp_path):
+    sw = sweeps.bases_over(model, traj.x[:2, :2], traj.times[:2], 3, cache_dir=tmp_path, progress=False, **SOLVER)
+    assert sw.v.shape == (2, 2, 3, 3, 16, 16) and sw.u.shape == (2, 2, 3, 32, 4, 4) and sw.s.shape == (2, 2, 3)
+    one = model.local_basis(traj.x[1, 1:2], traj.times[1], 3, **SOLVER)
+    assert geodesic_distance(sw.v[1, 1], one.v[:, 0]) < 1e-4
+    again = sweeps.bases_over(model, traj.x[:2, :2], traj.times[:2], 3, cache_dir=tmp_path, progress=False, **SOLVER)
+    torch.testing.assert_close(again.v, sw.v)
+    assert again.solver_summary()["n_bases"] == 4
+    fixed = sweeps.bases_over(model, traj.x[0, :2], traj.times[:2], 3, progress=False, **SOLVER)
+    torch.testing.assert_close(fixed.v[0], sw.v[0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="rows of states"):
+        sweeps.bases_over(model, traj.x, [0.5], 2, progress=False)
+
+
+def _sweep_from(v: torch.Tensor, times) -> sweeps.BasisSweep:
+    n_t, n, k = v.shape[:3]
+    return sweeps.BasisSweep(v=v, u=v.reshape(n_t, n, k, -1), s=torch.ones(n_t, n, k), times=list(times))
+
+
+def test_distance_matrices_on_constructed_subspaces():
+    g = torch.Generator().manual_seed(0)
+    n, k, d = 5, 2, 40
+    shared = torch.randn(k, d, generator=g)
+    v = torch.stack([torch.stack([torch.linalg.qr(torch.randn(k, k, generator=g))[0] @ shared for _ in range(n)]),
+                     torch.randn(n, k, d, generator=g)]).reshape(2, n, k, 1, 1, d)
+    dist = _sweep_from(v, [0.9, 0.1]).cross_sample_distances("v")
+    assert dist.shape == (2, n, n) and np.abs(dist[0]).max() < 1e-5
+    assert dist[1][~np.eye(n, dtype=bool)].min() > 0.5
+    self_d = _sweep_from(v, [0.9, 0.1]).self_distances("v")
+    assert self_d.shape == (n, 2, 2)
+    np.testing.assert_allclose(self_d[:, 0, 1], [geodesic_distance(v[0, j].reshape(k, -1), v[1, j].reshape(k, -1))
+                                                 for j in range(n)], atol=1e-10)
+
+
+def test_spectrum_matched_twin_keeps_shapes_and_destroys_shared_subspaces():
+    g = torch.Generator().manual_seed(1)
+    shared = torch.randn(2, 3, 8, 8, generator=g)
+    v = shared.expand(2, 4, 2, 3, 8, 8).clone()  # every sample shares one subspace at both times
+    sw = sweeps.BasisSweep(v=v, u=v.clone(), s=torch.ones(2, 4, 2), times=[0.9, 0.1])
+    tw = sw.spectrum_matched(seed=0)
+    assert tw.v.shape == v.shape and tw.u.shape == v.shape
+    assert np.abs(sw.cross_sample_distances("v")).max() < 1e-5
+    assert tw.cross_sample_distances("v")[0][~np.eye(4, dtype=bool)].min() > 0.3
+
+
+def test_noise_floor_and_ablation_separate_causes(model, tmp_path):
+    st = studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
+                               control_times=[0.9], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    assert st.control.v.shape[:2] == (1, 2) and "random weights" in st.control_name
+    floor = studies.noise_floor_sweep(model, st, [0.5], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    assert floor.shape == (2,) and (floor >= 0).all()
+    abl = studies.crossed_bases(model, st, 0.9, 0.2, cache_dir=tmp_path, solver=SOLVER, progress=False)
+    np.testing.assert_allclose(abl["v"]["total"], [geodesic_distance(st.sweep.v[0, j], st.sweep.v[2, j])
+                                                   for j in (0, 1)], atol=1e-6)
+    cross = sweeps.bases_over(model, st.traj.x[0, :1], [0.2], 2, progress=False, **SOLVER)
+    d_time0 = geodesic_distance(st.sweep.v[0, 0], cross.v[0, 0])
+    assert 0 < d_time0 <= 2 * abl["v"]["time_only"][0] + 1e-6
+    with pytest.raises(ValueError, match="control_times must be among times"):
+        studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5], k=2, ddim_steps=10, control_times=[0.3])
+
+
+def test_psd_summary_separates_smooth_from_rough_bases():
+    h = w = 16
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    smooth = torch.stack([torch.cos(2 * math.pi * (xx + i * yy) / w) for i in range(2)]).float()
+    rough = torch.stack([torch.cos(math.pi * (xx + yy + i)) + 0.1 * torch.cos(math.pi * xx) for i in range(2)]).float()
+    v = torch.stack([smooth, rough])[:, None, :, None].expand(2, 3, 2, 3, h, w)
+    summ = psd_summary(_sweep_from(v, [0.9, 0.1]))
+    assert summ["psd"].shape == (2, 3, len(summ["freqs"])) and summ["low_share"].shape == (2, 3)
+    assert (summ["low_share"][0] > 0.99).all() and (summ["low_share"][1] < 0.2).all()
+    assert (summ["mean_freq"][0] < summ["mean_freq"][1]).all()
+    assert summ["cutoff"] == 2.0 and 0 < summ["white_noise_low_share"] < 0.2
+
+
+def test_twonn_recovers_the_dimension_of_a_flat_manifold():
+    g = np.random.default_rng(0)
+    est, lo, hi = twonn_dimension(g.uniform(size=(1500, 3)) @ g.standard_normal((3, 50)), n_boot=100)
+    assert 2.5 < est < 3.5 and lo < est < hi
+    est6, *_ = twonn_dimension(g.uniform(size=(1500, 6)) @ g.standard_normal((6, 50)), n_boot=50)
+    assert est6 > est + 1.5
+
+
+def test_resolve_cache_dir_and_storage_dtype(tmp_path, monkeypatch):
+    assert sweeps.resolve_cache_dir("") is None and sweeps.resolve_cache_dir(None) is None
+    monkeypatch.setenv("HOME", str(tmp_path))
+    p = sweeps.resolve_cache_dir("~/cache/b")
+    assert p == tmp_path / "cache" / "b" and p.is_dir()
+    assert sweeps.storage_dtype(5, 20, 8, (3, 32, 32)) == torch.float32
+    assert sweeps.storage_dtype(20, 100, 50, (3, 256, 256)) == torch.float16  # the paper's CelebA-HQ protocol
