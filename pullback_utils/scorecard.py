@@ -95,18 +95,19 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
                          "<chapter>/metrics.json (run `python -m pullback_utils.book run` to create it)")
     specs = [c for c in CLAIMS if c.kind == "paper" or (support and c.kind == "support")
              or (extensions and c.kind == "extension")]
-    files = _read_all(root, {c.chapter for c in specs})
+    others = {p.parent.name for p in root.glob("*/metrics.json") if p.parent.name != "scorecard"}
+    files = _read_all(root, {c.chapter for c in specs} | others)
     rows: list[ScoreRow] = []
     for spec in specs:
         data, reason = files[spec.chapter]
-        recs = data["claims"] if data else {}
-        names = [n for n in recs if n == spec.id or n.startswith(spec.id + "@")]
-        if not names:
+        found = [(n, r) for n, r in (data["claims"] if data else {}).items() if n == spec.id]
+        for ch in sorted(files):  # per-model copies ("<id>@<model>") may come from any chapter
+            d = files[ch][0]
+            found += [(n, r) for n, r in (d["claims"] if d else {}).items() if n.startswith(spec.id + "@")]
+        if not found:
             why = reason or f"{spec.chapter}/metrics.json has no record {spec.id!r}"
             rows.append(ScoreRow(spec, spec.id, NOT_MEASURED, reason=why))
-            continue
-        for n in names:
-            rec = recs[n]
+        for n, rec in found:
             rows.append(ScoreRow(spec, n, rec["verdict"], rec=dict(rec), stored_verdict=rec.get("stored_verdict")))
     _adjust(rows)
     return rows
