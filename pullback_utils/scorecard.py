@@ -104,7 +104,7 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
         for ch in sorted(files):  # per-model copies ("<id>@<model>") may come from any chapter
             d = files[ch][0]
             found += [(n, r) for n, r in (d["claims"] if d else {}).items() if n.startswith(spec.id + "@")]
-        if not found:
+        if not any(n == spec.id for n, _ in found) if spec.kind == "paper" else not found:
             why = reason or f"{spec.chapter}/metrics.json has no record {spec.id!r}"
             rows.append(ScoreRow(spec, spec.id, NOT_MEASURED, reason=why))
         for n, rec in found:
