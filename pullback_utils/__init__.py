@@ -20,7 +20,8 @@ from .basis import local_basis
 from .ddim import ddim_invert, ddim_sample
 from .features import feature_map, layer_names
 from .geometry import geodesic_distance, principal_angles
-from .models import DiffusionModel, load_model
+from .loading import load_model
+from .models import DiffusionModel
 from .solvers import LocalBasis, jacobian_svd
 
 __version__ = "0.1.0"
@@ -44,7 +45,7 @@ __all__ = [
 
 _EDITING = ("edit_image", "xspace_guidance", "parallel_transport")
 _SUBMODULES = frozenset({
-    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features",
+    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features", "loading",
     "figures", "geometry", "ground_truth", "images", "inference", "intrinsic", "io", "models", "notebook",
     "plotting", "products", "schedule", "scorecard", "solvers", "spectra", "stats", "studies", "sweeps",
     "validate", "zoo", "book",

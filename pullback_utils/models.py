@@ -1,8 +1,8 @@
-"""Loading diffusion models and a uniform interface to them.
+"""A uniform interface to diffusion models (:class:`DiffusionModel`); loading is in :mod:`pullback_utils.loading`.
 
-:func:`load_model` takes a bundled model name (the offline zoo), a local folder (a diffusers
-``save_pretrained`` pipeline folder, or a zoo folder holding ``zoo.json``) or a Hugging Face hub
-id, and returns a :class:`DiffusionModel`: unconditional pixel models (``UNet2DModel``), latent
+:func:`pullback_utils.load_model` takes a bundled model name (the offline zoo), a local folder (a
+diffusers ``save_pretrained`` pipeline folder, or a zoo folder holding ``zoo.json``) or a Hugging Face
+hub id, and returns a :class:`DiffusionModel`: unconditional pixel models (``UNet2DModel``), latent
 text-to-image models (Stable Diffusion: ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
 encoder) and the zoo's text-conditional pixel model (``UNet2DConditionModel`` + MiniLM).
 
@@ -12,14 +12,10 @@ U-Net sees timestep ``n - 1``) or a float fraction of ``T`` in ``[0, 1]``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import json
 import math
 import numbers
 import os
-import re
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -28,17 +24,8 @@ from pullback_utils.ddim import Prompt
 from pullback_utils.images import check_image_range
 from pullback_utils.schedule import Time, resolve_time, unet_timestep
 
-__all__ = ["DiffusionModel", "ModelNotFoundError", "SUPPORTED_UNETS", "load_model"]
+__all__ = ["DiffusionModel"]
 
-# The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
-_COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
-#: The denoiser classes this package drives (noise-predicting diffusers U-Nets).
-SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelNotFoundError(OSError):
-    """A model name, folder or hub id that cannot be resolved to a loadable model."""
 
 
 def _frozen(module: torch.nn.Module | None) -> torch.nn.Module | None:
@@ -471,222 +458,4 @@ def _short(obj: Any) -> str:
     r = repr(obj)
     return r if len(r) < 80 else r[:77] + "..."
 
-
-# -------------------------------------------------------------------- loading
-def load_model(
-    name_or_path: str | os.PathLike,
-    *,
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    text_encoder: Any = None,
-) -> DiffusionModel:
-    """Load a diffusion model by bundled name, local folder or hub id.
-
-    Args:
-        name_or_path: a bundled model name (:func:`pullback_utils.zoo.registry.available_models`),
-            a folder (diffusers ``save_pretrained`` pipeline folder, a bare ``UNet2DModel`` folder
-            with ``scheduler_config.json``, or a zoo folder with ``zoo.json``), or a hub id
-            ``owner/name`` (downloaded by diffusers, or taken from the local cache when offline).
-        device, dtype: where and in which floating type to put the networks.
-        text_encoder: for zoo text models, an encoder object (``.encode(list[str]) -> (B, L, D)``)
-            to use instead of the bundled MiniLM.
-
-    Raises:
-        ModelNotFoundError: unknown name, missing folder, a hub id that cannot be fetched, or a
-            folder whose denoiser is not one of :data:`SUPPORTED_UNETS`.
-        ~pullback_utils.weights.CorruptWeightsError: a weight file is corrupt, truncated or does
-            not match the folder's recorded ``WEIGHTS.sha256`` digests.
-    """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"name_or_path must be a str or a path, got {type(name_or_path).__name__}")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    from pullback_utils.zoo.registry import available_models, is_bundled, model_dir, suggest
-
-    s = os.fspath(name_or_path)
-    path = Path(s).expanduser()
-    if path.is_dir():
-        folder, name = path, s
-    elif is_bundled(s):
-        folder, name = model_dir(s), s
-    elif isinstance(name_or_path, str) and _HUB_ID.match(s) and not s.startswith((".", "/", "~")):
-        folder, name = _download(s), s
-    else:
-        known = available_models() + available_models(ladder=True)
-        raise ModelNotFoundError(
-            f"unknown model {s!r}{suggest(s, known)}: it is not a bundled model name, not an existing "
-            f"folder and not a hub id of the form 'owner/name'. Bundled models: "
-            f"{available_models() or 'none installed'}"
-        )
-    model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
-    model.unet.to(device)
-    for m in (model.vae, model.text_encoder):
-        if isinstance(m, torch.nn.Module):
-            m.to(device)
-    if model._uncond is not None:
-        model._uncond = model._uncond.to(device)
-    return model
-
-
-def _download(hub_id: str) -> Path:
-    """Local folder of hub pipeline ``hub_id`` (downloaded or cached); one clear error otherwise."""
-    from diffusers import DiffusionPipeline
-    from diffusers.utils import logging as dlogging
-
-    from pullback_utils.zoo.registry import available_models
-
-    verbosity = dlogging.get_verbosity()
-    dlogging.set_verbosity_error()
-    try:
-        return Path(DiffusionPipeline.download(hub_id))
-    except Exception as e:  # noqa: BLE001 - every failure gets the same explanation
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if len(reason) > 300:
-            reason = reason[:297] + "..."
-        raise ModelNotFoundError(
-            f"could not load {hub_id!r} from the Hugging Face Hub ({reason}).\n"
-            "Either this machine is offline (or HF_HUB_OFFLINE=1) and the model is not in the local "
-            "Hugging Face cache, or the id is wrong.\n"
-            f"Bundled models that need no download: {available_models() or 'none installed'}.\n"
-            "To use a hub model offline, fetch it on a machine with internet access:\n"
-            f"    huggingface-cli download {hub_id} --local-dir <folder>\n"
-            f"  (or DiffusionPipeline.from_pretrained({hub_id!r}).save_pretrained('<folder>')),\n"
-            "copy the folder here and pass its path: load_model('<folder>')."
-        ) from None
-    finally:
-        dlogging.set_verbosity(verbosity)
-
-
-def _class(library: str, class_name: str) -> type:
-    return getattr(importlib.import_module(library), class_name)
-
-
-def _load_component(folder: Path, sub: str | None, library: str, class_name: str, dtype: torch.dtype):
-    cls = _class(library, class_name)
-    kwargs: dict[str, Any] = {"subfolder": sub} if sub else {}
-    try:
-        if sub == "scheduler" or class_name.endswith("Scheduler"):
-            return cls.from_pretrained(folder, **kwargs)
-        if "Tokenizer" in class_name:
-            return cls.from_pretrained(folder / sub if sub else folder)
-        if library == "transformers":
-            return cls.from_pretrained(folder / sub if sub else folder, dtype=dtype)
-        return cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **kwargs)
-    except OSError as e:  # diffusers' "Unable to load weights ..." hides its cause in the chain
-        cause = e.__cause__ or e.__context__
-        why = f"{e}".strip() + (f" (cause: {type(cause).__name__}: {cause})" if cause is not None else "")
-        raise ModelNotFoundError(f"cannot load {class_name} from {folder / sub if sub else folder}: {why}") from e
-
-
-def _check_unet_class(config: Path, cls: Any) -> str:
-    """The U-Net class named by ``config``; ``ModelNotFoundError`` unless it is supported."""
-    if cls not in SUPPORTED_UNETS:
-        raise ModelNotFoundError(
-            f"{config}: the denoiser (unet) is a {cls!r}, but this package expects one of "
-            f"{list(SUPPORTED_UNETS)} (a diffusers U-Net predicting noise, v or x_0)"
-        )
-    return cls
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelNotFoundError(f"cannot read {path}: {e}") from None
-
-
-def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | None = None):
-    """U-Net and scheduler from ``unet/`` + ``scheduler/`` or, old layout, the folder root."""
-    index = index or {}
-    spec = index.get("unet")
-    if isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1]:
-        _check_unet_class(folder / "model_index.json", spec[1])
-    if (folder / "unet" / "config.json").is_file():
-        config = folder / "unet" / "config.json"
-        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
-        unet = _load_component(folder, "unet", "diffusers", cls, dtype)
-    elif (folder / "config.json").is_file():
-        config = folder / "config.json"
-        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
-        unet = _load_component(folder, None, "diffusers", cls, dtype)
-    else:
-        found = sorted(k for k in index if not k.startswith("_")) or sorted(
-            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-        raise ModelNotFoundError(
-            f"{folder} holds no U-Net: expected unet/config.json (pipeline folder) or config.json (a bare "
-            f"U-Net folder) describing one of {list(SUPPORTED_UNETS)}; found components {found}"
-        )
-    if (folder / "scheduler" / "scheduler_config.json").is_file():
-        sched_path, sub = folder / "scheduler" / "scheduler_config.json", "scheduler"
-    elif (folder / "scheduler_config.json").is_file():
-        sched_path, sub = folder / "scheduler_config.json", None
-    else:
-        raise ModelNotFoundError(f"{folder} holds no scheduler (scheduler/scheduler_config.json)")
-    spec = index.get("scheduler") or ["diffusers", _read_json(sched_path).get("_class_name", "DDPMScheduler")]
-    scheduler = _load_component(folder, sub, "diffusers", spec[1], dtype)
-    return unet, scheduler
-
-
-def _load_folder(
-    folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
-) -> DiffusionModel:
-    from pullback_utils.weights import check_weights
-
-    check_weights(folder)  # readable safetensors; recorded digests (WEIGHTS.sha256) match
-    if (folder / "zoo.json").is_file():
-        return _load_zoo(folder, name=name, dtype=dtype, text_encoder=text_encoder, device=device)
-    if (folder / "model_index.json").is_file():
-        index = _read_json(folder / "model_index.json")
-        unet, scheduler = _load_unet_and_scheduler(folder, dtype, index)
-        parts: dict[str, Any] = {}
-        for comp in ("vae", "text_encoder", "tokenizer"):
-            spec = index.get(comp)
-            if isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[0] and spec[1]:
-                parts[comp] = _load_component(folder, comp, spec[0], spec[1], dtype)
-        if (parts.get("text_encoder") is None) != (parts.get("tokenizer") is None):
-            raise ModelNotFoundError(f"{folder}: a text encoder needs a tokenizer and vice versa")
-        return DiffusionModel(unet, scheduler, name=name, **parts)
-    if (folder / "config.json").is_file():
-        unet, scheduler = _load_unet_and_scheduler(folder, dtype)
-        return DiffusionModel(unet, scheduler, name=name)
-    raise ModelNotFoundError(
-        f"folder {folder} is not a model folder: it holds no zoo.json, model_index.json or config.json"
-    )
-
-
-def _load_zoo(
-    folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
-) -> DiffusionModel:
-    info = _read_json(folder / "zoo.json")
-    kind = info.get("kind")
-    if kind not in ("pixel", "text"):
-        raise ValueError(f"{folder / 'zoo.json'}: kind must be 'pixel' or 'text', got {kind!r}")
-    unet, scheduler = _load_unet_and_scheduler(folder, dtype)
-    name = info.get("name", name)
-    if kind == "pixel":
-        return DiffusionModel(unet, scheduler, name=name, conditional=False)
-    if text_encoder is None:
-        text_encoder = _zoo_text_encoder(info, device)
-    hidden = getattr(text_encoder, "hidden_size", None)
-    dim = _cfg_get(unet.config, "cross_attention_dim", None)
-    if hidden is not None and dim is not None and int(hidden) != int(dim):
-        raise ValueError(
-            f"text_encoder has hidden_size {hidden}, but the U-Net of {name!r} expects "
-            f"cross_attention_dim {dim}"
-        )
-    if not callable(getattr(text_encoder, "encode", None)):
-        raise TypeError("text_encoder must have an .encode(list[str]) -> (B, L, D) method")
-    return DiffusionModel(unet, scheduler, name=name, text_encoder=text_encoder, conditional=True)
-
-
-def _zoo_text_encoder(info: dict, device: Any = "cpu") -> Any:
-    encoder = info.get("text_encoder", "minilm")
-    if encoder != "minilm":
-        raise ValueError(f"unknown zoo text_encoder {encoder!r}; known: ['minilm']")
-    try:
-        from pullback_utils.zoo.text_encoder import MiniLMTextEncoder
-    except ImportError as e:
-        raise ModelNotFoundError(f"the zoo's MiniLM text encoder is unavailable ({e})") from None
-    kwargs = {"max_length": int(info["max_length"])} if "max_length" in info else {}
-    return MiniLMTextEncoder(device=str(device), **kwargs)
 

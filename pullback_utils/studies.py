@@ -267,7 +267,7 @@ def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[flo
     from tqdm.auto import tqdm
 
     if loader is None:
-        from .models import load_model as loader
+        from .loading import load_model as loader
     out = {}
     for name in tqdm(list(names), desc="models", disable=not progress):
         m = loader(name)

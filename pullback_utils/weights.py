@@ -4,7 +4,7 @@ A model folder may record the digests of its weight files in ``WEIGHTS.sha256``,
 file, ``<sha256 hex>  <path relative to the folder>`` (the format of ``sha256sum``, so
 ``sha256sum -c WEIGHTS.sha256`` run in the folder checks it too). The bundled zoo models carry
 one; for other folders it is optional. :func:`check_weights` (called by
-:func:`~pullback_utils.models.load_model` before any weights are read) checks
+:func:`~pullback_utils.loading.load_model` before any weights are read) checks
 
 - every ``*.safetensors`` file's header and extent (cheap: the header only), so a truncated or
   garbled file is named as such instead of diffusers' bare "Unable to load weights";

@@ -191,7 +191,7 @@ def test_held_out_images(pixel):
 
     if "disks" not in available_models():
         pytest.skip("bundled model disks not installed")
-    from pullback_utils.models import load_model
+    from pullback_utils.loading import load_model
 
     imgs = E.held_out_images(load_model("disks"), 2)
     assert imgs.shape == (2, 3, 32, 32) and float(imgs.min()) >= -1 and float(imgs.max()) <= 1

@@ -18,7 +18,8 @@ from diffusion_helpers import (
     tiny_scheduler,
 )
 from pullback_utils.ddim import ddim_sample
-from pullback_utils.models import DiffusionModel, ModelNotFoundError, load_model
+from pullback_utils.loading import ModelNotFoundError, load_model
+from pullback_utils.models import DiffusionModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -93,7 +93,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     alone, as the book's analyses use it); prompt control is also measured at each scale of
     :data:`GUIDANCE_SWEEP` on the first :data:`SWEEP_SAMPLES` prompts.
     """
-    from pullback_utils.models import load_model
+    from pullback_utils.loading import load_model
     from pullback_utils.zoo.datasets import make_dataset
 
     check_model_name(name)
