@@ -97,6 +97,7 @@ def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], Non
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
     "coarse_to_fine": [_subset("times", "edit_times", 2), _subset("times", "control_times")],
     "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times")],
+    "dataset_complexity": [_subset("times", "control_times")],
 }
 
 
