@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,book,zoo]"
 	@# the `python3` kernel that papermill and Jupyter use runs this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pullback-book)"
 	@touch $(STAMP)
