@@ -23,7 +23,7 @@ import yaml
 from ..notebook import Parameter, ParameterError, parse_parameters, validate_overrides
 
 __all__ = ["load_yaml", "parse_value", "parse_cli_pairs", "load_param_groups", "notebook_parameters",
-           "notebook_defaults", "notebook_metadata", "effective_overrides"]
+           "notebook_defaults", "notebook_metadata", "effective_overrides", "papermill_cell_problems"]
 
 
 class _Loader(yaml.SafeLoader):
@@ -132,3 +132,36 @@ def effective_overrides(
         merged.update(group.get(name, {}))
     validate_overrides(defaults, merged, notebook=f"{name}.ipynb")
     return merged
+
+
+def papermill_cell_problems(path: Path | str) -> list[str]:
+    """How ``papermill --help-notebook`` misreads the notebook's parameters cell ([]: not at all).
+
+    Papermill reads a parameter's type only from an annotation (``k: int = 8``) or a ``# type:``
+    comment, never from the literal ("Unknown type" otherwise); it drops, with only a log warning, a
+    line with more than one ``=`` (in the value or the comment) and a line whose annotation has
+    characters other than letters, digits, ``_``, ``[]``, ``,`` and spaces (``int | None``: write
+    ``Optional[int]``). The ``hide-input`` tag does not matter.
+    """
+    import logging
+
+    import papermill
+
+    ours = notebook_parameters(path)
+    logger = logging.getLogger("papermill")
+    level, logger.level = logger.level, logging.ERROR
+    try:
+        theirs = papermill.inspect_notebook(str(path))
+    finally:
+        logger.setLevel(level)
+    problems = []
+    for name, param in ours.items():
+        if name not in theirs:
+            problems.append(f"{name}: papermill cannot read this line (one '=' per line; annotations like Optional[int])")
+        elif theirs[name]["inferred_type_name"] in ("None", ""):
+            problems.append(f"{name}: no type for papermill (annotate it, e.g. '{name}: "
+                            f"{type(param.default).__name__ if param.literal and param.default is not None else 'Optional[int]'}"
+                            f" = {param.source}')")
+        elif not theirs[name]["help"]:
+            problems.append(f"{name}: no help comment")
+    return problems

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import difflib
 import json
 import os
 import shutil
@@ -256,7 +257,9 @@ def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str
             stray = [k for k in stray if k not in declared]
         if stray and names:
             what = "-p parameter(s)" if source == "-p" else f"{source}: 'all' parameter(s)"
-            errors.append(f"{what} {', '.join(map(repr, stray))} are declared by none of: {', '.join(names)}")
+            close = [m for k in stray for m in difflib.get_close_matches(k, sorted(declared), n=1)]
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            errors.append(f"{what} {', '.join(map(repr, stray))} are declared by none of: {', '.join(names)}{hint}")
     if errors:
         raise ParameterError("\n".join(errors))
     rank = {n: i for i, n in enumerate(dependency_order(layout, [n for n, _ in plan]))}
