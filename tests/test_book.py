@@ -408,6 +408,9 @@ def test_only_also_runs_the_chapters_that_read_its_results(layout, fake_papermil
     assert any(line.startswith("note: score reads the results of alpha") for line in logged)
     # beta's result is not among them: --only beta reruns score too, which sees beta's new metrics
     assert [r.status for r in quiet_run(layout, only=["beta"]).values()] == ["ok", "ok"]
+    # --force reruns the named chapter; score, whose inputs did not change, is skipped
+    assert {n: r.status for n, r in quiet_run(layout, only=["alpha"], force=True).items()} == {
+        "alpha": "ok", "score": "skipped"}
 
 
 def test_chapter_command_writes_only_into_its_output_folder(layout, fake_papermill, tmp_path):

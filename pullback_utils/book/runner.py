@@ -281,8 +281,8 @@ def _select(layout: Layout, only: Iterable[str] | None, log: Log) -> list[str]:
     selected = [n for n in order if n in wanted]
     extra = dependents(layout, selected, order)
     for n in extra:
-        log(f"note: {n} reads the results of {', '.join(d for d in depends_on(layout, n, order) if d in selected)}: "
-            "it runs too (and is skipped if they did not change)")
+        read = [d for d in depends_on(layout, n, order) if d in selected or d in extra]
+        log(f"note: {n} reads the results of {', '.join(read)}: it runs too (and is skipped if they did not change)")
     return [n for n in order if n in selected or n in extra]
 
 
@@ -297,9 +297,11 @@ def run(
     overrides: dict[str, Any] | None = None,
 ) -> list[NotebookResult]:
     """Execute the chapters; see the module docstring. ``overrides`` ({name: value}, the command line's
-    ``-p``) apply to every selected chapter that declares them. Raises :class:`ParameterError` on bad
+    ``-p``) apply to every selected chapter that declares them; ``force`` reruns the chapters of
+    ``only`` (all when None), not the dependents that ``only`` adds. Raises :class:`ParameterError` on bad
     parameters (before any kernel starts). Returns one result per chapter run or skipped."""
     names = _select(layout, only, log)
+    forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
     chapters = chapter_order(layout)[0]
     results: list[NotebookResult] = []
@@ -309,7 +311,7 @@ def run(
         for name, chapter_overrides in plan:
             inputs = inputs_digest(layout, depends_on(layout, name, chapters))
             results.append(_run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
-                                    force, progress, log))
+                                    force and name in forced, progress, log))
     write_statistics(layout)  # the statistics page reads the stamps just written
     return results
 
