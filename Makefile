@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book book-quick clean-book bench
+.PHONY: install test book book-quick book-check clean-book bench
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,book,zoo]"
 	@# the `python3` kernel that papermill and Jupyter use runs this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pullback-book)"
 	@touch $(STAMP)
@@ -28,6 +28,10 @@ BOOK_ARGS ?=
 book: install
 	@status=0; $(PY) -m pullback_utils.book run $(BOOK_ARGS) || status=$$?; \
 	$(PY) -m pullback_utils.book build && exit $$status
+
+# Checks of the built pages: the paper cited, no stderr/warnings in chapters, captioned figures that fit.
+book-check:
+	$(PY) -m pullback_utils.book check
 
 # The same with the tiny parameters of book/params/quick.yaml (seconds per chapter).
 book-quick:

@@ -6,59 +6,56 @@ Lens of Riemannian Geometry" (NeurIPS 2023).
 The public API is small: the engine (:func:`local_basis`, :func:`jacobian_svd`, :func:`feature_map`),
 models and sampling (:func:`load_model`, :func:`ddim_sample`, :func:`ddim_invert`), editing
 (:func:`edit_image`, :func:`xspace_guidance`, :func:`parallel_transport`) and geometry
-(:func:`principal_angles`, :func:`geodesic_distance`). Everything else lives one level down, e.g.
-``pullback_utils.claims``, ``pullback_utils.sweeps``, ``pullback_utils.inference``; those submodules load
-on first use (``pu.claims`` works after ``import pullback_utils as pu``).
+(:func:`principal_angles`, :func:`geodesic_distance`). Everything else lives one level down
+(``pullback_utils.claims``, ``pullback_utils.sweeps``, ``pullback_utils.inference``, ...), and every
+submodule is also an attribute (``pu.claims`` after ``import pullback_utils as pu``).
+
+Everything loads on first use (PEP 562): ``import pullback_utils`` alone imports neither torch nor
+diffusers, so tools built on the package (the book's command line) start at once.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import Any
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
-from .basis import local_basis
-from .ddim import ddim_invert, ddim_sample
-from .features import feature_map, layer_names
-from .geometry import geodesic_distance, principal_angles
-from .loading import load_model
-from .models import DiffusionModel
-from .solvers import LocalBasis, jacobian_svd
+_EXPORTS = {
+    "basis": ["local_basis"],
+    "solvers": ["LocalBasis", "jacobian_svd"],
+    "features": ["feature_map", "layer_names"],
+    "loading": ["load_model"],
+    "models": ["DiffusionModel"],
+    "ddim": ["ddim_sample", "ddim_invert"],
+    "editing": ["edit_image", "xspace_guidance", "parallel_transport"],
+    "geometry": ["principal_angles", "geodesic_distance"],
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__version__ = "0.1.0"
-
-__all__ = [
-    "local_basis",
-    "jacobian_svd",
-    "LocalBasis",
-    "feature_map",
-    "layer_names",
-    "load_model",
-    "DiffusionModel",
-    "ddim_sample",
-    "ddim_invert",
-    "edit_image",
-    "xspace_guidance",
-    "parallel_transport",
-    "principal_angles",
-    "geodesic_distance",
-]
-
-_EDITING = ("edit_image", "xspace_guidance", "parallel_transport")
-_SUBMODULES = frozenset({
-    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features", "loading",
-    "figures", "geometry", "ground_truth", "images", "inference", "intrinsic", "io", "models", "notebook",
-    "plotting", "products", "schedule", "scorecard", "solvers", "spectra", "stats", "studies", "sweeps",
-    "validate", "zoo", "book",
-})
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .basis import local_basis  # noqa: F401
+    from .ddim import ddim_invert, ddim_sample  # noqa: F401
+    from .editing import edit_image, parallel_transport, xspace_guidance  # noqa: F401
+    from .features import feature_map, layer_names  # noqa: F401
+    from .geometry import geodesic_distance, principal_angles  # noqa: F401
+    from .loading import load_model  # noqa: F401
+    from .models import DiffusionModel  # noqa: F401
+    from .solvers import LocalBasis, jacobian_svd  # noqa: F401
 
 
-def __getattr__(name: str) -> Any:  # PEP 562: submodules and the editing entry points load lazily
-    if name in _EDITING:
-        return getattr(importlib.import_module(".editing", __name__), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'pullback_utils' has no attribute {name!r}")
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f".{name}", __name__)  # pu.claims, pu.sweeps, ...
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EDITING) | _SUBMODULES)
+    return sorted(set(globals()) | set(_WHERE))
+
+
+__version__ = "0.1.0"
+
+__all__ = sorted(_WHERE)

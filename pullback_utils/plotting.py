@@ -1,15 +1,42 @@
-"""Small, generic matplotlib helpers for the book's chapters: image strips and grids.
+"""Small, generic matplotlib helpers for the book's chapters: image strips and grids, and the book's
+figure style.
 
 Images are tensors in model range [-1, 1], shaped (N, C, H, W) (C = 1 or 3).
+
+The figure style: the book's content column is :data:`CONTENT_WIDTH_PX` (790) pixels wide. A figure
+drawn inside ``with book_style():`` is :data:`FIGURE_WIDTH_IN` inches wide at :data:`FIGURE_DPI`, so
+its PNG fits the column without being scaled down, and its smallest text is :data:`MIN_FONT_PT` points
+(13.75 px on the page). :func:`save_figure` saves it at that dpi with its caption, recorded in
+``figures.json`` next to the PNG (with the measured width and smallest font size), and shows it as a
+numbered, captioned figure in the built book. :func:`check_figure` says what is wrong with a saved
+figure; the book's build checks run it on every figure. Time axes run from T (left) to 0
+(:func:`time_axis`), the direction of generation.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import base64
+import contextlib
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import torch
 
-__all__ = ["show_strip", "show_grid"]
+from .notebook import in_book_run
+
+__all__ = ["show_strip", "show_grid", "book_style", "save_figure", "check_figure", "time_axis", "SavedFigure",
+           "CONTENT_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "MIN_FONT_PT", "MANIFEST"]
+
+CONTENT_WIDTH_PX = 790  # the content column of the book's pages (sphinx-book-theme, 1280 px window)
+FIGURE_DPI = 110
+FIGURE_WIDTH_IN = 7.1  # 781 px at FIGURE_DPI
+MIN_FONT_PT = 9.0
+MANIFEST = "figures.json"
 
 
 def _hwc(image: torch.Tensor, value_range: tuple[float, float]) -> Any:
@@ -73,3 +100,182 @@ def show_strip(
     if images.dim() != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     return show_grid(images.unsqueeze(0), col_labels=labels, title=title, cell=cell, value_range=value_range)
+
+
+# --------------------------------------------------------------------------------------------------
+# The book's figure style
+
+
+@contextlib.contextmanager
+def book_style(height: float = 3.2) -> Iterator[None]:
+    """A matplotlib rc context for book figures: ``FIGURE_WIDTH_IN`` x ``height`` inches at
+    ``FIGURE_DPI``, constrained layout, fonts of at least ``MIN_FONT_PT`` points.
+
+    Use as ``with book_style(): fig, ax = plt.subplots()``. Pass ``figsize`` only to change the height.
+    """
+    import matplotlib
+
+    if isinstance(height, bool) or not isinstance(height, (int, float)) or not height > 0:
+        raise ValueError(f"height must be > 0 inches, got {height!r}")
+    small, normal = MIN_FONT_PT, MIN_FONT_PT + 1
+    with matplotlib.rc_context({
+        "figure.figsize": (FIGURE_WIDTH_IN, float(height)),
+        "figure.dpi": FIGURE_DPI,
+        "savefig.dpi": FIGURE_DPI,
+        "figure.constrained_layout.use": True,
+        "font.size": normal,
+        "axes.titlesize": normal,
+        "axes.labelsize": normal,
+        "figure.titlesize": normal + 1,
+        "xtick.labelsize": small,
+        "ytick.labelsize": small,
+        "legend.fontsize": small,
+        "legend.title_fontsize": small,
+    }):
+        yield
+        # a backend first loaded inside the context (Jupyter's inline backend) switches interactive mode
+        # on; restoring the rc would switch it off, and later figures would no longer show by themselves
+        interactive = matplotlib.is_interactive()
+    matplotlib.interactive(interactive)
+
+
+def time_axis(ax, label: str = "t / T") -> None:
+    """Make ``ax``'s x axis a time axis running from T (left) to 0 (right), as generation does."""
+    lo, hi = sorted(ax.get_xlim())
+    ax.set_xlim(hi, lo)
+    ax.set_xlabel(label)
+
+
+def _min_font_pt(fig) -> float | None:
+    """The smallest font size (points) of the figure's visible, non-empty texts (after drawing)."""
+    from matplotlib.text import Text
+
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and t.get_figure() is not None]
+    return float(min(sizes)) if sizes else None
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+@dataclass(frozen=True)
+class SavedFigure:
+    """A figure saved by :func:`save_figure`. Shown in a notebook (the last expression of a cell, or
+    ``display(...)``), it is the PNG with its caption below; in a chapter run by the book runner, a
+    MyST ``figure`` that the book numbers ("Figure 3") and captions."""
+
+    path: Path
+    caption: str
+    width_px: int
+    height_px: int
+    min_font_pt: float | None
+    label: str
+
+    def myst(self) -> str:
+        """The MyST ``figure`` directive of this figure (path relative to the current folder)."""
+        rel = os.path.relpath(self.path, Path.cwd()).replace(os.sep, "/")
+        return f"```{{figure}} {rel}\n:name: {self.label}\n:alt: {_one_line(self.caption)}\n\n{self.caption}\n```\n"
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
+        png = base64.b64encode(self.path.read_bytes()).decode()
+        if in_book_run():  # the book picks text/markdown (nb_mime_priority_overrides)
+            return {"text/markdown": self.myst(), "image/png": png, "text/plain": self.caption}
+        return {"image/png": png, "text/plain": f"Figure {self.path.name}: {self.caption}"}
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import Markdown, display
+
+        display(self._repr_mimebundle_(), raw=True)
+        if not in_book_run():
+            display(Markdown(f"*{self.caption}*"))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _write_manifest(folder: Path, name: str, entry: dict[str, Any]) -> None:
+    path = folder / MANIFEST
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data[name] = entry
+    tmp = folder / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, dpi: int = FIGURE_DPI,
+                label: str | None = None, close: bool = True) -> SavedFigure:
+    """Save ``fig`` as ``<output_dir>/<name>.png`` at ``dpi`` and record its caption in
+    ``<output_dir>/figures.json`` (with its pixel size and smallest font size).
+
+    ``caption``: what to see in the figure (one or more sentences, MyST Markdown allowed);
+    ``label``: the figure's name for cross-references (default ``fig-<name>``; unique in the book);
+    ``close``: close the figure, so that the notebook's inline backend does not show it a second time.
+    Returns a :class:`SavedFigure`: make it the last expression of the cell (or ``display`` it) to show
+    the figure with its caption.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ValueError(f"name must be a file name without folders or suffix (letters, digits, _ . -), got {name!r}")
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"caption must say what to see in the figure, got {caption!r}")
+    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
+        raise ValueError(f"dpi must be a positive int, got {dpi!r}")
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    tmp = folder / f".{name}.{uuid.uuid4().hex}.png"
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.05)
+    os.replace(tmp, path)
+    width, height = _png_size(path)
+    min_font = _min_font_pt(fig)
+    _write_manifest(folder, name, {"file": path.name, "caption": caption.strip(), "width_px": width,
+                                   "height_px": height, "dpi": dpi, "min_font_pt": min_font})
+    if close:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return SavedFigure(path, caption.strip(), width, height, min_font, label or f"fig-{name}")
+
+
+def check_figure(path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX,
+                 min_font_pt: float = MIN_FONT_PT) -> list[str]:
+    """What is wrong with a saved figure (``[]``: nothing): wider than the content column (the page
+    scales it down, and its text with it), no caption, or text below ``min_font_pt`` at its dpi.
+
+    Reads the PNG's pixel width, and the caption and smallest font size from ``figures.json`` next to
+    it (written by :func:`save_figure`; a figure saved otherwise has no caption).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return [f"{path.name}: no such file"]
+    width, _ = _png_size(path)
+    problems = []
+    scale = min(1.0, max_width_px / width)
+    if width > max_width_px:
+        problems.append(f"{path.name}: {width} px wide, wider than the {max_width_px} px content column "
+                        f"(shown at {scale:.0%}, its text with it)")
+    manifest = path.parent / MANIFEST
+    try:
+        entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    except ValueError:
+        entries = {}
+    entry = next((e for e in entries.values() if isinstance(e, dict) and e.get("file") == path.name), None)
+    if entry is None or not str(entry.get("caption", "")).strip():
+        problems.append(f"{path.name}: no caption (save it with pullback_utils.plotting.save_figure)")
+    elif entry.get("min_font_pt") is not None:
+        dpi = float(entry.get("dpi") or FIGURE_DPI)
+        shown_px = float(entry["min_font_pt"]) * dpi / 72 * scale
+        needed_px = min_font_pt * FIGURE_DPI / 72
+        if shown_px < needed_px - 1e-9:
+            problems.append(f"{path.name}: smallest text {entry['min_font_pt']:g} pt at dpi {dpi:g} is "
+                            f"{shown_px:.1f} px on the page, below {needed_px:.1f} px ({min_font_pt:g} pt at dpi {FIGURE_DPI})")
+    return problems

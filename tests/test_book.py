@@ -14,6 +14,8 @@ import yaml
 
 from pullback_utils import book
 from pullback_utils.book import Layout, ParameterError, chapter_order, effective_overrides, load_param_groups, run
+from pullback_utils.book.sphinx_ext import _rewrite_launch_urls
+from pullback_utils.book.stamps import dependency_order
 
 PARAMS_SRC = 'k = 3  # basis size\nmodel = "disks"  # bundled model\nrate = 0.5  # step\noutput_dir = "."  # where outputs go\n'
 GOOD_BODY = [
@@ -61,7 +63,7 @@ def fake_papermill(monkeypatch):
         injected.metadata["tags"] = ["injected-parameters"]
         nb.cells.insert(2, injected)
         nbformat.write(nb, output_path)
-        Path(cwd, "metrics.json").write_text("{}")
+        Path(cwd, "metrics.json").write_text(json.dumps(parameters, sort_keys=True))
 
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     return calls
@@ -99,7 +101,7 @@ def test_param_groups_merge_all_then_notebook_then_later_files(tmp_path):
 
 
 @pytest.mark.parametrize("params, match", [
-    ("beta: {lenght: 3}\n", r"beta.ipynb: unknown parameter 'lenght'; valid parameters: k \(int\), model \(str\)"),
+    ("beta: {lenght: 3}\n", r"beta.ipynb: unknown parameter 'lenght' \(value 3\); valid parameters: k \(int\), model \(str\)"),
     ("alpha: {k: 2.5}\n", r"alpha.ipynb: parameter 'k' must be int \(default 3\), got float 2.5"),
     ("betta: {k: 2}\n", r"unknown notebook group 'betta'"),
     ("all: {kk: 2}\n", r"'all' parameter\(s\) 'kk' are declared by none of"),
@@ -202,7 +204,7 @@ def test_interrupted_swap_is_recovered(layout, fake_papermill):
 # ------------------------------------------------------------------ real kernels: failures and the kernel
 
 
-def test_failed_cell_is_named_and_the_previous_output_kept(layout, capsys):
+def test_failed_cell_is_named_and_the_previous_output_kept(layout):
     assert quiet_run(layout, only=["alpha"])["alpha"].status == "ok"
     metrics = json.loads((layout.out_dir("alpha") / "metrics.json").read_text())
     assert metrics["python"] == sys.executable  # the kernel runs this interpreter
@@ -211,7 +213,8 @@ def test_failed_cell_is_named_and_the_previous_output_kept(layout, capsys):
     assert injected and "hide-input" in injected[0].metadata.tags
 
     make_notebook(layout.notebook("alpha"), ["x = 1", "y = k + 1\nraise ValueError(f'boom {y}')", "print('never')"])
-    results = run(layout, progress=False, log=lambda *_: None)  # alpha fails, beta still runs
+    logged: list[str] = []
+    results = run(layout, progress=False, log=logged.append)  # alpha fails, beta still runs
     by_name = {r.name: r for r in results}
     assert by_name["beta"].status == "ok"
     failed = by_name["alpha"]
@@ -219,7 +222,7 @@ def test_failed_cell_is_named_and_the_previous_output_kept(layout, capsys):
     # cell 4 of the source notebook: markdown, parameters, `x = 1`, then the failing one
     assert failed.message.startswith("cell 4 (In [")
     assert "`y = k + 1`" in failed.message and "ValueError: boom 4" in failed.message
-    out = capsys.readouterr().out
+    out = "\n".join(logged)
     assert "FAILED alpha: cell 4" in out and "previous output kept" in out
 
     # the good output is still there, the failed notebook next to it
@@ -249,7 +252,8 @@ def test_toc_keeps_only_executed_chapters(layout, fake_papermill):
 
 def test_api_page_lists_the_package_modules(layout):
     text = book.write_api_page(layout).read_text()
-    assert ".. automodule:: pullback_utils.solvers" in text and ".. automodule:: pullback_utils.book" in text
+    assert ".. automodule:: pullback_utils.solvers" in text and ".. automodule:: pullback_utils.book.runner" in text
+    assert ".. automodule:: pullback_utils.book\n" not in text  # the package itself defines nothing
 
 
 def test_launch_buttons_point_at_the_source_notebook():
@@ -257,7 +261,7 @@ def test_launch_buttons_point_at_the_source_notebook():
     url = "https://colab.research.google.com/github/o/r/blob/main/book/generated/editing/editing.ipynb"
     binder = "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book/generated/editing/editing.ipynb"
     context = {"header_buttons": [{"type": "group", "buttons": [{"url": url}, {"url": binder}]}]}
-    book._rewrite_launch_urls(app, "generated/editing/editing", "page.html", context, None)
+    _rewrite_launch_urls(app, "generated/editing/editing", "page.html", context, None)
     urls = [b["url"] for b in context["header_buttons"][0]["buttons"]]
     assert urls == ["https://colab.research.google.com/github/o/r/blob/main/notebooks/editing.ipynb",
                     "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/editing.ipynb"]
@@ -276,9 +280,12 @@ def test_chapter_reading_others_results_runs_after_them_and_reruns_when_they_cha
     assert fake_papermill[-1]["parameters"] == {"results_dir": "..", "output_dir": "."}
     assert {r.status for r in quiet_run(layout).values()} == {"skipped"}
 
-    (layout.out_dir("alpha") / "metrics.json").write_text('{"fabricated": 1}')
-    statuses = {n: r.status for n, r in quiet_run(layout).items()}
-    assert statuses == {"beta": "skipped", "alpha": "skipped", "a_score": "ok"}
+    # alpha's results change (other parameters): a_score reads them, so it reruns; beta does not
+    params = layout.root / "p.yaml"
+    params.write_text("alpha: {k: 2}\n")
+    statuses = {n: r.status for n, r in quiet_run(layout, params=params).items()}
+    assert statuses == {"beta": "skipped", "alpha": "ok", "a_score": "ok"}
+    assert {r.status for r in quiet_run(layout, params=params).values()} == {"skipped"}
 
     # and the book lists it although book/_toc.yml does not (yet)
     toc = yaml.safe_load(book.write_toc(layout).read_text())
@@ -296,7 +303,7 @@ def test_dependency_order(layout):
     depend("alpha", ["beta"])
     depend("score", "*")
     assert book.depends_on(layout, "score", ["score", "alpha", "beta"]) == ["alpha", "beta"]
-    assert book._dependency_order(layout, ["score", "alpha", "beta"]) == ["beta", "alpha", "score"]
+    assert dependency_order(layout, ["score", "alpha", "beta"]) == ["beta", "alpha", "score"]
 
 
 def test_params_command_prints_a_flat_file_for_papermill(layout, tmp_path, capsys):
@@ -314,3 +321,226 @@ def test_defaults_include_lines_papermill_cannot_parse(tmp_path):
                        'device = "cuda" if False else "cpu"  # not a literal\n')
     assert book.notebook_defaults(nb) == {"k": 3, "cache": "~/.c", "device": None}
     effective_overrides("n", book.notebook_defaults(nb), [{"n": {"cache": "", "device": 0}}])
+
+
+def test_kernel_log_stays_out_of_the_runner_output(layout, capfd):
+    """The kernel's own log ([IPKernelApp] ERROR | ...) goes to the chapter's kernel.log, not the terminal."""
+    body = GOOD_BODY + ["from ipykernel.kernelapp import IPKernelApp\nIPKernelApp.instance().log.error('kernel-noise 42')",
+                        "print('visible output')"]
+    make_notebook(layout.notebook("alpha"), body)
+    assert quiet_run(layout, only=["alpha"])["alpha"].status == "ok"
+    captured = capfd.readouterr()
+    assert "kernel-noise" not in captured.err + captured.out
+    assert "kernel-noise 42" in (layout.out_dir("alpha") / "kernel.log").read_text()
+    executed = nbformat.read(layout.out_dir("alpha") / "alpha.ipynb", as_version=4)
+    assert "visible output" in executed.cells[-1].outputs[0]["text"]  # the chapter's own output is untouched
+
+
+# ------------------------------------------------------------------ runner friction (issues 13, 15)
+
+
+def test_cli_p_values_are_yaml_literals(layout, fake_papermill):
+    root = str(layout.root)
+    assert book.main(["--root", root, "run", "-p", "k", "4", "-p", "rate", "1e-3", "--no-progress"]) == 0
+    assert [c["parameters"] for c in fake_papermill] == [{"k": 4, "rate": 0.001, "output_dir": "."}] * 2
+    assert book.main(["--root", root, "params", "beta", "-p", "rate", "2.5e-1"]) == 0
+
+
+def test_unquoted_exponent_in_a_parameter_file_is_a_float(layout, fake_papermill, tmp_path):
+    file = tmp_path / "p.yaml"
+    file.write_text("beta: {rate: 1e-3}\nalpha: {rate: 5E+2}\n")
+    assert load_param_groups(file) == {"beta": {"rate": 0.001}, "alpha": {"rate": 500.0}}
+    quiet_run(layout, params=file)
+    assert [c["parameters"]["rate"] for c in fake_papermill] == [0.001, 500.0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-p", "k", "null"], "error: beta.ipynb: parameter 'k' must be int (default 3), got None"),
+    (["-p", "k", "2.5"], "error: beta.ipynb: parameter 'k' must be int (default 3), got float 2.5"),
+    (["-p", "kk", "2"], "error: -p parameter(s) 'kk' are declared by none of: beta, alpha; did you mean 'k'?"),
+])
+def test_cli_parameter_errors_are_one_line_each_and_start_no_kernel(layout, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("kernel started"))
+    assert book.main(["--root", str(layout.root), "run", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == message and all(line.startswith("error: ") for line in err)
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_parameter_error_needs_neither_torch_nor_papermill(layout):
+    """`python -m pullback_utils.book run -p k null` answers from the notebook's JSON alone: no kernel,
+    no torch, no papermill imported (these take seconds to import)."""
+    import subprocess
+    import time
+
+    code = ("import sys; from pullback_utils.book.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in ('torch', 'papermill', 'diffusers', 'jupyter_client') if m in sys.modules)); "
+            "sys.exit(rc)")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "--root", str(layout.root), "run", "-p", "k", "null"],
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - started
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
+    assert proc.stderr.splitlines()[0] == "error: beta.ipynb: parameter 'k' must be int (default 3), got None"
+    print(f"parameter error reported in {seconds:.2f} s (interpreter start included)")
+
+
+def test_deleted_metrics_makes_the_chapter_run_again(layout, fake_papermill):
+    quiet_run(layout, only=["alpha"])
+    (layout.out_dir("alpha") / "metrics.json").unlink()
+    logged: list[str] = []
+    assert run(layout, only=["alpha"], progress=False, log=logged.append)[0].status == "ok"
+    assert "rerun alpha: metrics.json missing" in logged
+    assert (layout.out_dir("alpha") / "metrics.json").is_file()
+    assert quiet_run(layout, only=["alpha"])["alpha"].status == "skipped"
+
+
+def test_only_also_runs_the_chapters_that_read_its_results(layout, fake_papermill):
+    nb = make_notebook(layout.notebooks_dir / "score.ipynb", ["print(results_dir)"],
+                       params='results_dir = "book/generated"  # where the chapters are\n')
+    data = json.loads(nb.read_text())
+    data["metadata"]["pullback_book"] = {"depends_on": "*"}
+    nb.write_text(json.dumps(data))
+    logged: list[str] = []
+    results = run(layout, only=["alpha"], progress=False, log=logged.append)
+    assert [r.name for r in results] == ["alpha", "score"]
+    assert any(line.startswith("note: score reads the results of alpha") for line in logged)
+    # beta's result is not among them: --only beta reruns score too, which sees beta's new metrics
+    assert [r.status for r in quiet_run(layout, only=["beta"]).values()] == ["ok", "ok"]
+    # --force reruns the named chapter; score, whose inputs did not change, is skipped
+    assert {n: r.status for n, r in quiet_run(layout, only=["alpha"], force=True).items()} == {
+        "alpha": "ok", "score": "skipped"}
+
+
+def test_chapter_command_writes_only_into_its_output_folder(layout, fake_papermill, tmp_path):
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    notebooks_before = sorted(p.name for p in layout.notebooks_dir.iterdir())
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-p", "k", "5", "-o", str(work / "out")]) == 0
+    assert sorted(p.name for p in work.iterdir()) == ["out"]  # no lock, no temporary folder left beside it
+    assert json.loads((work / "out" / "metrics.json").read_text())["k"] == 5
+    assert sorted(p.name for p in layout.notebooks_dir.iterdir()) == notebooks_before
+    assert Path(fake_papermill[-1]["cwd"]).parent == work
+    # the same again is skipped; into the book's folder by default
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-p", "k", "5", "-o", str(work / "out")]) == 0
+    assert len(fake_papermill) == 1
+    assert book.main(["--root", str(layout.root), "chapter", "notebooks/alpha.ipynb"]) == 0
+    assert (layout.out_dir("alpha") / "alpha.ipynb").is_file()
+
+
+@pytest.mark.parametrize("target", ["user", "notebooks"])
+def test_chapter_command_refuses_a_folder_that_is_not_an_output(layout, fake_papermill, tmp_path, capsys, target):
+    folder = layout.notebooks_dir if target == "notebooks" else tmp_path / "mine"
+    folder.mkdir(exist_ok=True)
+    (folder / "keep.txt").write_text("mine")
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-o", str(folder)]) == 2
+    assert "refusing to replace a folder" in capsys.readouterr().err
+    assert (folder / "keep.txt").read_text() == "mine" and not fake_papermill
+
+
+def test_chapter_command_checks_parameters_against_that_chapter(layout, fake_papermill, capsys):
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-p", "n_samples", "3"]) == 2
+    assert capsys.readouterr().err.startswith("error: alpha.ipynb: unknown parameter 'n_samples' (value 3); ")
+
+
+def test_failure_messages_are_whole():
+    from papermill.exceptions import PapermillExecutionError
+
+    from pullback_utils.book.runner import _describe_failure
+
+    evalue = "no model " + " ".join(f"word{i}" for i in range(120)) + " or the id is wrong"
+    exc = PapermillExecutionError(3, 4, "load_model('x')\nmore", "ModelNotFoundError", evalue, [])
+    message = _describe_failure(exc, Path("/nonexistent.ipynb"))
+    assert message == f"cell 4 (In [4]) `load_model('x')`: ModelNotFoundError: {evalue}"
+
+
+def test_progress_bars_only_on_a_terminal(layout, monkeypatch):
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.append(k["progress_bar"]) or
+                        (_ for _ in ()).throw(RuntimeError("stop")))
+    book.main(["--root", str(layout.root), "run", "--only", "alpha"])  # pytest's stderr is not a terminal
+    assert seen == [False]
+
+
+ANNOTATED = ('from typing import Optional\nk: int = 3  # basis size\nmax_iters: Optional[int] = None  # cap (None: no cap)\n'
+             'times: list[float] = [0.7, 0.3]  # t/T\nmodel = "disks"  # bundled model ("quoted" help is fine)\n')
+
+
+def test_annotated_parameters_show_their_types_in_papermill_and_are_checked(tmp_path):
+    nb = make_notebook(tmp_path / "n.ipynb", [], params=ANNOTATED)
+    cell = nbformat.read(nb, as_version=4).cells[1]
+    cell.metadata["tags"] = ["parameters", "hide-input"]  # the book's tags: hide-input does not matter
+    shown = papermill.inspect_notebook(str(nb))
+    assert {n: p["inferred_type_name"] for n, p in shown.items()} == {
+        "k": "int", "max_iters": "Optional[int]", "times": "list[float]", "model": "None"}  # None: no annotation
+    params = book.notebook_parameters(nb)
+    effective_overrides("n", params, [{"n": {"max_iters": None, "k": 2, "times": [0.5, 1]}}])
+    with pytest.raises(ParameterError, match=r"'max_iters' must be int or None \(default None\), got str 'x'"):
+        effective_overrides("n", params, [{"n": {"max_iters": "x"}}])
+    with pytest.raises(ParameterError, match=r"'times' must be list of float"):
+        effective_overrides("n", params, [{"n": {"times": ["0.5"]}}])
+
+
+# ------------------------------------------------------------------ one place for the repository's address
+
+
+def test_repository_address_has_one_place(layout):
+    from pullback_utils.book import REPOSITORY_URL
+    from pullback_utils.book.project import PIP_SPEC
+
+    repo_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
+    assert "url" not in repo_config["repository"] and "branch" not in repo_config["repository"]
+    layout.config.write_text(yaml.safe_dump(repo_config))
+    config = yaml.safe_load(book.pages.write_config(layout).read_text())
+    assert config["repository"]["url"] == REPOSITORY_URL and config["repository"]["path_to_book"] == "book"
+    install, cite = (p.read_text() for p in book.write_snippets(layout))
+    assert f'pip install "{PIP_SPEC}"' in install and REPOSITORY_URL in PIP_SPEC
+    assert f"\\url{{{REPOSITORY_URL}}}" in cite and "@misc{pullback_book," in cite
+    intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
+    assert "generated/snippets/install.md" in intro and "generated/snippets/cite.md" in intro
+
+
+REPO_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.xfail(strict=False, reason="the install cells are added with the chapter rewrite")
+@pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_chapter_starts_with_the_install_cell(path):
+    cells = nbformat.read(path, as_version=4).cells
+    first = next(c for c in cells if c.cell_type == "code")
+    assert first.source == book.INSTALL_CELL
+
+
+def test_install_cell_is_valid_ipython_and_installs_only_when_missing():
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    code = TransformerManager().transform_cell(book.INSTALL_CELL)
+    calls = []
+    namespace = {"get_ipython": lambda: type("Shell", (), {"run_line_magic": lambda self, *a: calls.append(a)})()}
+    exec(compile(code, "<install cell>", "exec"), namespace)  # pullback_utils is importable here: no install
+    assert calls == [] and "pullback_utils" in namespace
+    assert "run_line_magic('pip'" in code and book.REPOSITORY_URL in code
+
+
+def test_papermill_cell_problems_name_what_help_notebook_would_miss(tmp_path):
+    from pullback_utils.book.params import papermill_cell_problems
+
+    good = make_notebook(tmp_path / "good.ipynb", [], params=ANNOTATED.replace("model = ", "model: str = "))
+    assert papermill_cell_problems(good) == []
+    bad = make_notebook(tmp_path / "bad.ipynb", [], params='k = 3  # size\nm: int | None = None  # cap\n'
+                        'c: str = "x"  # cache ("" = none)\nq: int = 1\n')
+    assert papermill_cell_problems(bad) == [
+        "k: no type for papermill (annotate it, e.g. 'k: int = 3')",
+        "m: papermill cannot read this line (one '=' per line; annotations like Optional[int])",
+        "c: papermill cannot read this line (one '=' per line; annotations like Optional[int])",
+        "q: no help comment",
+    ]
+
+
+@pytest.mark.xfail(strict=False, reason="the parameters cells are annotated with the chapter rewrite")
+@pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_help_shows_every_parameter_with_its_type(path):
+    from pullback_utils.book.params import papermill_cell_problems
+
+    assert papermill_cell_problems(path) == []

@@ -8,6 +8,12 @@ Checks: no console errors or uncaught exceptions, no failed same-origin request,
 copy of MathJax (no raw TeX left). Keeps a screenshot in
 ``artifacts/book-screenshot.png``.
 
+The book's own checks (:mod:`pullback_utils.book.checks`: the paper cited from the introduction and every
+chapter, no stderr/warning/traceback outputs, numbered captions, figures no wider than the content column
+and with legible text) run on the built pages without a browser. The introduction's and the
+bibliography's are always enforced. The chapters' are enforced with ``PULLBACK_BOOK_STRICT=1``; without
+it a chapter problem makes the test xfail with the full report (until the chapters are rewritten to pass).
+
 Requests to other hosts are refused by the browser (``--host-resolver-rules``) so that the test means
 the same offline and on CI; their failures are not errors of the book.
 """
@@ -30,13 +36,19 @@ from urllib.parse import urlparse
 import pytest
 
 from book_workspace import REPO, quick_layout, quick_run
-from pullback_utils.book import _chapter_of, build
+from pullback_utils.book import REPOSITORY_URL, build
+from pullback_utils.book.checks import check_site
+from pullback_utils.book.layout import chapter_of as _chapter_of
+from pullback_utils.book.layout import toc_files
+from pullback_utils.plotting import CONTENT_WIDTH_PX
 
 # the first test runs every chapter in quick mode (shared with test_notebooks.py) and builds the book
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)
 ARTIFACT = REPO / "artifacts" / "book-screenshot.png"
+#: Enforce the chapters' checks (citations, outputs, figures); set PULLBACK_BOOK_STRICT=1, or flip the default.
+STRICT = os.environ.get("PULLBACK_BOOK_STRICT", "0") == "1"
 
 
 class CDP:
@@ -149,7 +161,7 @@ def browser(tmp_path_factory):
             proc.kill()
 
 
-IMAGES_JS = """
+IMAGES_JS = r"""
 (async () => {
   const imgs = Array.from(document.images);
   await Promise.all(imgs.map(i => { i.loading = 'eager'; return i.decode().catch(() => null); }));
@@ -158,7 +170,8 @@ IMAGES_JS = """
   }
   const main = document.querySelector('main, article, .bd-article') || document.body;
   return {
-    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, complete: i.complete})),
+    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, shown: i.clientWidth, complete: i.complete})),
+    column: (document.querySelector('.bd-article') || main).clientWidth,
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
     math: document.querySelectorAll('.math').length,
@@ -222,10 +235,8 @@ def _toc_pages(layout) -> list[str]:
     """Docnames of the built table of contents (book/generated/_toc.yml), in order."""
     import yaml
 
-    from pullback_utils.book import _toc_files
-
     toc = yaml.safe_load((layout.generated / "_toc.yml").read_text())
-    pages = list(_toc_files(toc))
+    pages = list(toc_files(toc))
     for node in _walk(toc):  # globbed sections
         if isinstance(node, dict) and "glob" in node:
             pages += sorted(p.relative_to(layout.book_dir).with_suffix("").as_posix()
@@ -251,6 +262,7 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
     chapters = [p for p in pages if _chapter_of(p)]
     assert sorted(map(_chapter_of, chapters)) == sorted(n for n, r in results.items() if r.status != "failed")
     first_chapter = chapters[0] if chapters else pages[0]
+    strict_problems = {}
     for page in pages:
         assert (layout.html / f"{page}.html").is_file(), f"{page}.html was not built"
         report = _page_report(browser, f"{server}/{page}.html", server,
@@ -265,8 +277,33 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
             issues.append(f"{report['math']} formulas left as raw TeX (MathJax did not typeset them)")
         if issues:
             problems[page] = issues
+        if _chapter_of(page):  # the page as the reader sees it: images scaled below their size
+            scaled = [f"{i['src'].rsplit('/', 1)[-1]}: {i['w']} px shown at {i['shown']} px in a {report['column']} px column"
+                      for i in report["images"] if i["w"] and i["shown"] < i["w"] and i["w"] > CONTENT_WIDTH_PX]
+            if scaled:
+                strict_problems[page] = scaled
     assert not problems, json.dumps(problems, indent=2)
     assert ARTIFACT.is_file() and ARTIFACT.stat().st_size > 1000
+    if strict_problems:
+        report = json.dumps(strict_problems, indent=2)
+        if STRICT:
+            pytest.fail(report)
+        pytest.xfail("chapter figures scaled down (PULLBACK_BOOK_STRICT=1 enforces):\n" + report)
+
+
+def test_built_pages_pass_the_book_checks(built_book):
+    """Citations of the paper, outputs and figures of the built pages (pullback_utils.book.checks)."""
+    layout, _ = built_book
+    problems = check_site(layout.html, layout.generated)
+    always = {page: issues for page, issues in problems.items() if not _chapter_of(page.removesuffix(".html"))}
+    assert not always, json.dumps(always, indent=2)
+    if problems:
+        report = json.dumps(problems, indent=2)
+        print(report)
+        if STRICT:
+            pytest.fail(report)
+        pytest.xfail(f"{sum(map(len, problems.values()))} chapter problem(s) (PULLBACK_BOOK_STRICT=1 enforces):\n"
+                     + report)
 
 
 def test_chapter_launch_buttons_open_the_source_notebook(built_book):
@@ -276,7 +313,7 @@ def test_chapter_launch_buttons_open_the_source_notebook(built_book):
         pytest.skip("no chapter was executed")
     name = executed[0]
     html = (layout.html / "generated" / name / f"{name}.html").read_text()
-    assert f"colab.research.google.com/github/" in html
-    assert f"/blob/main/notebooks/{name}.ipynb" in html
-    assert f"urlpath=tree/notebooks/{name}.ipynb" in html
+    repo = REPOSITORY_URL.removeprefix("https://github.com/")
+    assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb" in html
+    assert f"mybinder.org/v2/gh/{repo}/main?urlpath=tree/notebooks/{name}.ipynb" in html
     assert "book/generated/" not in html  # no button points at the executed copy (not in the repository)

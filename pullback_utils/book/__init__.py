@@ -1,0 +1,55 @@
+"""The book tooling: run the chapter notebooks with papermill, then build the Jupyter Book (1.x).
+
+    python -m pullback_utils.book run [--only NAME ...] [-p NAME VALUE ...] [--params FILE] [--quick] [--force]
+    python -m pullback_utils.book chapter NAME [-p NAME VALUE ...] [-o DIR]   # one chapter, like papermill
+    python -m pullback_utils.book build                                      # HTML into _build/html
+    python -m pullback_utils.book check                                      # checks of the built pages
+    python -m pullback_utils.book params NAME [--params FILE] [--quick]      # flat YAML for papermill -f
+
+Modules, each with one job (none imports a module listed after it, except ``cli``, which uses all):
+
+- :mod:`~pullback_utils.book.project`: the repository's address and the chapters' install cell;
+- :mod:`~pullback_utils.book.layout`: where a book's pieces live, which chapters it has;
+- :mod:`~pullback_utils.book.params`: parameters cells, parameter files and ``-p`` values;
+- :mod:`~pullback_utils.book.stamps`: when a chapter must run again;
+- :mod:`~pullback_utils.book.pages`: the generated pages and the Jupyter Book build;
+- :mod:`~pullback_utils.book.runner`: papermill execution into ``book/generated``;
+- :mod:`~pullback_utils.book.checks`: checks of the built HTML (citations, warnings, figures);
+- :mod:`~pullback_utils.book.sphinx_ext`: the Sphinx extension (buttons, MathJax offline);
+- :mod:`~pullback_utils.book.cli`: the command line.
+
+Needs the ``[book]`` extra (papermill, jupyter-book, ...); importing this package does not import them.
+"""
+
+from __future__ import annotations
+
+from ..notebook import ParameterError
+from .cli import main
+from .layout import Layout, chapter_of, chapter_order, find_root, toc_files
+from .pages import build, write_api_page, write_snippets, write_statistics, write_toc
+from .params import effective_overrides, load_param_groups, notebook_defaults, notebook_parameters
+from .project import INSTALL_CELL, REPOSITORY_URL
+from .runner import KERNEL_NAME, NotebookResult, _venv_kernel, run, run_chapter
+from .stamps import FAILURE, STAMP, depends_on, package_fingerprint, read_failure, read_stamp, stamp_key
+
+__all__ = [
+    "ParameterError",
+    "Layout",
+    "NotebookResult",
+    "INSTALL_CELL",
+    "REPOSITORY_URL",
+    "chapter_order",
+    "load_param_groups",
+    "notebook_defaults",
+    "notebook_parameters",
+    "effective_overrides",
+    "stamp_key",
+    "run",
+    "run_chapter",
+    "build",
+    "write_statistics",
+    "write_toc",
+    "write_api_page",
+    "write_snippets",
+    "main",
+]

@@ -1,0 +1,124 @@
+"""``python -m pullback_utils.book``: run the chapters, run one chapter, build, check, print parameters.
+
+Errors in the parameters are reported before any kernel starts, one line each, without a traceback
+(exit status 2). Progress bars are shown only on a terminal, so logs hold no blank progress lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..notebook import ParameterError
+from .layout import Layout, find_root, normalise_name
+from .pages import build
+from .params import effective_overrides, load_param_groups, notebook_parameters, parse_cli_pairs
+from .project import INSTALL_CELL
+from .runner import run, run_chapter
+
+__all__ = ["main"]
+
+DESCRIPTION = "Run the chapter notebooks with papermill, then build the Jupyter Book (1.x)."
+
+
+def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str) -> None:
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="set a parameter (repeatable); VALUE is a YAML literal: 4, 1e-3, null, [0.7, 0.3], disks")
+    p.add_argument("--params", type=Path, metavar="FILE", help="YAML parameter groups {notebook|all: {param: value}}")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pullback_utils.book", description=DESCRIPTION)
+    parser.add_argument("--root", type=Path, default=None,
+                        help="folder with _config.yml, book/ and notebooks/ (default: found from cwd)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_run = sub.add_parser("run", help="execute the chapter notebooks with papermill into book/generated/")
+    p_run.add_argument("--only", nargs="+", metavar="NAME",
+                       help="run only these chapters, and the chapters that read their results (the scorecard)")
+    _add_parameter_options(p_run, "use the tiny parameters of book/params/quick.yaml")
+    p_run.add_argument("--force", action="store_true", help="run even if the stamp says nothing changed")
+    p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    p_ch = sub.add_parser("chapter", help="run one chapter (like papermill, with the runner's checks) into a folder")
+    p_ch.add_argument("name", help="chapter (notebook) name")
+    p_ch.add_argument("-o", "--output", type=Path, metavar="DIR",
+                      help="output folder (default book/generated/NAME); new, empty or an earlier output")
+    _add_parameter_options(p_ch, "start from book/params/quick.yaml")
+    p_ch.add_argument("--force", action="store_true", help="run even if the folder's stamp says nothing changed")
+    p_ch.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
+    p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
+
+    sub.add_parser("check", help="check the built book (_build/html): citations, warnings, figures, captions")
+
+    p_params = sub.add_parser("params", help="print one notebook's effective parameters as a flat YAML file "
+                              "(for papermill -f)")
+    p_params.add_argument("name", help="notebook name")
+    _add_parameter_options(p_params, "start from book/params/quick.yaml")
+
+    sub.add_parser("install-cell", help="print the first code cell every chapter notebook starts with")
+    return parser
+
+
+def _summary(results) -> int:
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+    print(f"{counts['ok']} ran, {counts['skipped']} skipped, {counts['failed']} failed")
+    for r in results:
+        if r.status == "failed":
+            print(f"  failed: {r.name}: {r.message}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _params(layout: Layout, args: argparse.Namespace) -> int:
+    name = normalise_name(args.name)
+    if not layout.notebook(name).is_file():
+        raise ParameterError(f"no notebook {layout.notebook(name)}")
+    files = ([layout.quick_params] if args.quick and layout.quick_params.is_file() else []) + \
+        ([args.params] if args.params else [])
+    groups = [load_param_groups(f) for f in files]
+    cli = parse_cli_pairs(args.parameter)
+    if cli:
+        groups.append({name: cli})
+    overrides = effective_overrides(name, notebook_parameters(layout.notebook(name)), groups)
+    print(yaml.safe_dump(overrides, sort_keys=False) if overrides else "{}", end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    layout = Layout(args.root or find_root())
+    progress = not getattr(args, "no_progress", True) and sys.stderr.isatty()
+    try:
+        if args.command == "build":
+            return build(layout, args.jb_args)
+        if args.command == "check":
+            from .checks import check_site  # reads figures with PIL: only when asked
+
+            problems = check_site(layout.html, layout.generated)
+            for page, issues in problems.items():
+                for issue in issues:
+                    print(f"{page}: {issue}")
+            print(f"{sum(map(len, problems.values()))} problem(s) in {len(problems)} page(s) of {layout.html}")
+            return 1 if problems else 0
+        if args.command == "install-cell":
+            print(INSTALL_CELL)
+            return 0
+        if args.command == "params":
+            return _params(layout, args)
+        if args.command == "chapter":
+            result = run_chapter(layout, args.name, out_dir=args.output, params=args.params, quick=args.quick,
+                                 overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress)
+            return _summary([result])
+        results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
+                      progress=progress, overrides=parse_cli_pairs(args.parameter))
+        return _summary(results)
+    except (ParameterError, RuntimeError) as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2

@@ -1,0 +1,386 @@
+"""Run the chapter notebooks with papermill into ``book/generated/<name>/`` (or a folder of your choice).
+
+``run`` executes ``notebooks/<name>.ipynb`` (in the order of ``book/_toc.yml``) into
+``book/generated/<name>/``: the executed notebook, the figures it saves and its ``metrics.json``.
+The kernel runs with ``cwd`` = that folder and the parameter ``output_dir = "."`` (when the notebook
+declares it), so everything a chapter writes lands next to it, never next to the source notebook.
+A chapter that declares ``results_dir`` gets the folder that holds every chapter's ``<name>/metrics.json``.
+
+Parameters and their checks: :mod:`pullback_utils.book.params` (a bad name or type stops the whole run
+before any kernel starts). Skipping unchanged chapters: :mod:`pullback_utils.book.stamps`. ``only``
+runs the named chapters and the chapters that read their results (the scorecard); those are skipped
+in turn when the results they read did not change.
+
+Nothing in ``book/generated`` is left half-written: a notebook runs in a hidden temporary folder that
+replaces ``<name>/`` only when it succeeded (the stamp inside it is written last). A failed run keeps
+the previous good output and leaves the failed notebook in ``<name>.failed/`` with ``failure.json``;
+the runner names the failing cell, carries on with the next notebook and reports it in the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import difflib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from ..notebook import BOOK_ENV, ParameterError
+from .layout import Layout, chapter_order, normalise_name, write_json_atomic
+from .pages import write_statistics
+from .params import effective_overrides, load_param_groups, notebook_parameters
+from .project import INSTALL_CELL
+from .stamps import (FAILURE, STAMP, dependency_order, dependents, depends_on, inputs_digest, output_digests,
+                     package_fingerprint, read_stamp, stale_outputs, stamp_key)
+
+__all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "plan_run", "run", "run_chapter"]
+
+KERNEL_NAME = "python3"
+KERNEL_LOG = "kernel.log"
+Log = Callable[[str], Any]
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    status: str  # "ok", "skipped", "failed"
+    seconds: float = 0.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+
+@contextlib.contextmanager
+def _venv_kernel() -> Iterator[None]:
+    """Make the ``python3`` kernel run this interpreter, whatever kernelspecs the machine has.
+
+    A kernelspec in a folder first on ``JUPYTER_PATH`` wins over user and system ones. The kernel's own
+    log (``[IPKernelApp] ...``, e.g. the KeyboardInterrupt it logs at shutdown) goes to ``kernel.log``
+    in its working folder, not to the runner's terminal; the chapters' output is unaffected. The kernel
+    also gets ``PULLBACK_BOOK_BUILD=1`` (:data:`pullback_utils.notebook.BOOK_ENV`).
+    """
+    old = os.environ.get("JUPYTER_PATH")
+    launcher = ("import os, sys; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); "
+                "os.dup2(fd, 2); sys.argv[0] = 'ipykernel_launcher'; "
+                "from ipykernel import kernelapp; kernelapp.launch_new_instance()") % KERNEL_LOG
+    with tempfile.TemporaryDirectory(prefix="pullback-kernel-") as tmp:
+        spec = Path(tmp) / "kernels" / KERNEL_NAME
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-c", launcher, "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+            "env": {BOOK_ENV: "1"},
+            "metadata": {"debugger": True},
+        }))
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, old] if old else [tmp])
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = old
+
+
+def _recover(folder: Path, name: str = "*") -> None:
+    """Undo what an interrupted run left in ``folder`` for output folder ``name`` (default: any):
+    restore a swapped-out good output, drop temporary folders."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob(f".{name}.old-*")):
+        final = folder / path.name[1:].rsplit(".old-", 1)[0]
+        if not final.exists():
+            os.replace(path, final)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in folder.glob(f".{name}.run-*"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _describe_failure(exc: BaseException, executed: Path) -> str:
+    """One line naming the failed cell: its number in the source notebook, first line and the whole error."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(exc, PapermillExecutionError):
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+    number = exc.cell_index + 1
+    with contextlib.suppress(Exception):  # map the executed notebook's index back to the source's
+        cells = json.loads(executed.read_text())["cells"]
+        cells = [c for c in cells if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+        injected = sum("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in cells[: exc.cell_index])
+        number = exc.cell_index - injected + 1
+    first = next((line.strip() for line in (exc.source or "").splitlines() if line.strip()), "")
+    return f"cell {number} (In [{exc.exec_count}]) `{first}`: {exc.ename}: {' '.join(str(exc.evalue).split())}"
+
+
+def _hide_injected_input(path: Path) -> None:
+    """Tag papermill's injected-parameters cell ``hide-input`` so the page shows a toggle, not code."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fingerprint: tuple[str, str],
+             progress: bool, dest: Path) -> NotebookResult:
+    """Run one notebook in a hidden sibling of ``dest`` that replaces ``dest`` when it succeeded."""
+    import papermill
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = dest.parent / f".{dest.name}.run-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    executed = work / f"{name}.ipynb"
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(layout.notebook(name)), str(executed), parameters=overrides, cwd=str(work),
+            kernel_name=KERNEL_NAME, progress_bar=progress, log_output=False,
+        )
+    except BaseException as exc:  # noqa: BLE001 - keep going past any notebook failure
+        seconds = time.perf_counter() - started
+        message = _describe_failure(exc, executed)
+        failed = dest.parent / f"{dest.name}.failed"
+        write_json_atomic(work / FAILURE, {
+            "notebook": name, "status": "failed", "message": message, "seconds": round(seconds, 2),
+            "overrides": overrides, "key": key, "finished": _now(),
+        })
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(work, failed)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        return NotebookResult(name, "failed", seconds, overrides, message)
+    seconds = time.perf_counter() - started
+    _hide_injected_input(executed)
+    log = work / KERNEL_LOG
+    if log.is_file() and not log.read_text().strip():
+        log.unlink()
+    version, source_hash = fingerprint
+    write_json_atomic(work / STAMP, {
+        "notebook": name, "status": "ok", "key": key, "overrides": overrides, "seconds": round(seconds, 2),
+        "finished": _now(), "package_version": version, "package_source_sha256": source_hash,
+        "outputs": output_digests(work),
+    })
+    old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(work, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(dest.parent / f"{dest.name}.failed", ignore_errors=True)
+    return NotebookResult(name, "ok", seconds, overrides)
+
+
+@contextlib.contextmanager
+def _lock(path: Path, remove: bool = False) -> Iterator[None]:
+    """One runner at a time per output (an advisory lock on the file ``path``; ``remove``: delete it after)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RuntimeError(f"another runner is using {path.parent} (lock {path.name})") from None
+        try:
+            yield
+        finally:
+            if remove:
+                path.unlink(missing_ok=True)
+
+
+def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[str, Any] | None,
+             log: Log) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+    """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``)."""
+    sources: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if quick:
+        if layout.quick_params.is_file():
+            sources.append((str(layout.quick_params), load_param_groups(layout.quick_params)))
+        else:
+            log(f"note: --quick but {layout.quick_params} does not exist; running with the notebooks' defaults")
+    if params is not None:
+        sources.append((str(params), load_param_groups(params)))
+    if cli:
+        sources.append(("-p", {"all": dict(cli)}))
+    order, missing = chapter_order(layout)
+    known = set(order) | set(missing)
+    for source, group in sources:
+        for gname in group:
+            if gname != "all" and gname not in known:
+                raise ParameterError(f"{source}: unknown notebook group {gname!r}; groups: all, {', '.join(sorted(known))}")
+    return sources
+
+
+def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str, dict[str, Any]]]],
+             results_dir: str = "..") -> list[tuple[str, dict[str, Any]]]:
+    """(name, effective overrides) of each chapter, in dependency order, all checked before anything runs.
+
+    Raises :class:`ParameterError` with one line per problem. ``results_dir`` is what a chapter that
+    declares that parameter gets (the folder of every chapter's output, seen from its own).
+    """
+    groups = [group for _, group in sources]
+    plan: list[tuple[str, dict[str, Any]]] = []
+    errors: list[str] = []
+    declared: set[str] = set()
+    for name in names:
+        parameters = notebook_parameters(layout.notebook(name))
+        declared |= set(parameters)
+        try:
+            overrides = effective_overrides(name, parameters, groups)
+        except ParameterError as exc:
+            errors.append(str(exc))
+            continue
+        if "output_dir" in parameters:
+            overrides["output_dir"] = "."
+        if "results_dir" in parameters:
+            overrides["results_dir"] = results_dir
+        plan.append((name, overrides))
+    for source, group in sources:
+        stray = [k for k in group.get("all", {}) if k not in declared]
+        if stray and source != "-p":  # maybe declared by a notebook that `only` left out
+            others = [n for n in chapter_order(layout)[0] if n not in names]
+            declared |= {k for n in others for k in notebook_parameters(layout.notebook(n))}
+            stray = [k for k in stray if k not in declared]
+        if stray and names:
+            what = "-p parameter(s)" if source == "-p" else f"{source}: 'all' parameter(s)"
+            close = [m for k in stray for m in difflib.get_close_matches(k, sorted(declared), n=1)]
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            errors.append(f"{what} {', '.join(map(repr, stray))} are declared by none of: {', '.join(names)}{hint}")
+    if errors:
+        raise ParameterError("\n".join(errors))
+    rank = {n: i for i, n in enumerate(dependency_order(layout, [n for n, _ in plan]))}
+    return sorted(plan, key=lambda item: rank[item[0]])
+
+
+def _select(layout: Layout, only: Iterable[str] | None, log: Log) -> list[str]:
+    order, missing = chapter_order(layout)
+    for name in missing:
+        log(f"note: chapter {name!r} is in {layout.toc.name} but notebooks/{name}.ipynb does not exist yet; skipped")
+    if not only:
+        return order
+    wanted = [normalise_name(n) for n in only]
+    for n in wanted:
+        if n in missing:
+            log(f"note: --only {n}: notebooks/{n}.ipynb does not exist yet; skipped")
+        elif n not in order:
+            raise ParameterError(f"--only {n}: no such notebook; notebooks: {', '.join(order) or '(none)'}")
+    selected = [n for n in order if n in wanted]
+    extra = dependents(layout, selected, order)
+    for n in extra:
+        read = [d for d in depends_on(layout, n, order) if d in selected or d in extra]
+        log(f"note: {n} reads the results of {', '.join(read)}: it runs too (and is skipped if they did not change)")
+    return [n for n in order if n in selected or n in extra]
+
+
+def run(
+    layout: Layout,
+    only: Iterable[str] | None = None,
+    params: Path | str | None = None,
+    quick: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log: Log = print,
+    overrides: dict[str, Any] | None = None,
+) -> list[NotebookResult]:
+    """Execute the chapters; see the module docstring. ``overrides`` ({name: value}, the command line's
+    ``-p``) apply to every selected chapter that declares them; ``force`` reruns the chapters of
+    ``only`` (all when None), not the dependents that ``only`` adds. Raises :class:`ParameterError` on bad
+    parameters (before any kernel starts). Returns one result per chapter run or skipped."""
+    names = _select(layout, only, log)
+    forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
+    plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
+    chapters = chapter_order(layout)[0]
+    results: list[NotebookResult] = []
+    fingerprint = package_fingerprint()
+    with _lock(layout.generated / ".lock"), _venv_kernel():
+        _recover(layout.generated)
+        for name, chapter_overrides in plan:
+            inputs = inputs_digest(layout, depends_on(layout, name, chapters))
+            results.append(_run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
+                                    force and name in forced, progress, log))
+    write_statistics(layout)  # the statistics page reads the stamps just written
+    return results
+
+
+def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: tuple[str, str], inputs: str,
+             dest: Path, force: bool, progress: bool, log: Log) -> NotebookResult:
+    key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
+    stamp = read_stamp(layout, name, dest)
+    if not force and stamp and stamp.get("key") == key:
+        stale = stale_outputs(dest, stamp)
+        if not stale:
+            log(f"skip {name}: notebook, parameters, package" + (" and inputs" if inputs else "") + " unchanged")
+            return NotebookResult(name, "skipped", stamp.get("seconds", 0.0), overrides, "unchanged")
+        log(f"rerun {name}: {'; '.join(stale)}")
+    shown = {k: v for k, v in overrides.items() if k not in ("output_dir", "results_dir")}
+    log(f"run  {name}" + (f" with {shown}" if shown else "") + (f" into {dest}" if dest != layout.out_dir(name) else ""))
+    result = _execute(layout, name, overrides, key, fingerprint, progress, dest)
+    if result.status == "failed":
+        kept = "previous output kept" if dest.exists() else "no previous output"
+        log(f"FAILED {name}: {result.message}")
+        log(f"       executed notebook: {dest.parent / (dest.name + '.failed') / (name + '.ipynb')} ({kept})")
+    else:
+        log(f"ok   {name} in {result.seconds:.1f} s")
+    return result
+
+
+def _check_destination(layout: Layout, dest: Path) -> Path:
+    dest = Path(dest).expanduser().resolve()
+    if dest.exists() and not dest.is_dir():
+        raise ParameterError(f"--output {dest}: exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / STAMP).is_file():
+        raise ParameterError(f"--output {dest}: refusing to replace a folder that holds files other than a "
+                             f"chapter's output (no {STAMP}); give a new or empty folder")
+    if dest in (layout.root, layout.book_dir, layout.notebooks_dir, layout.generated):
+        raise ParameterError(f"--output {dest}: give a folder of its own (e.g. {layout.out_dir('<name>')})")
+    return dest
+
+
+def run_chapter(
+    layout: Layout,
+    name: str,
+    out_dir: Path | str | None = None,
+    params: Path | str | None = None,
+    quick: bool = False,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    log: Log = print,
+) -> NotebookResult:
+    """Run one chapter, like ``papermill`` with the runner's checks, into ``out_dir`` (default
+    ``book/generated/<name>``; a new, empty or earlier chapter output folder, never the notebooks'
+    folder). ``overrides`` must be declared by the chapter. Skipped when ``out_dir``'s stamp says
+    nothing changed, unless ``force``."""
+    name = normalise_name(name)
+    order, _ = chapter_order(layout)
+    if name not in order:
+        raise ParameterError(f"no notebook {layout.notebook(name)}; notebooks: {', '.join(order) or '(none)'}")
+    dest = _check_destination(layout, Path(out_dir) if out_dir else layout.out_dir(name))
+    sources = _sources(layout, params, quick, None, log)
+    if overrides:
+        sources.append(("-p", {name: dict(overrides)}))
+    results_dir = ".." if dest.parent == layout.generated else str(layout.generated)  # the book's results
+    (name, chapter_overrides), = plan_run(layout, [name], sources, results_dir=results_dir)
+    inputs = inputs_digest(layout, depends_on(layout, name, order))
+    in_book = dest.parent == layout.generated
+    lock = layout.generated / ".lock" if in_book else dest.parent / f".{dest.name}.lock"
+    with _lock(lock, remove=not in_book), _venv_kernel():
+        _recover(dest.parent, dest.name)
+        result = _run_one(layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log)
+    if in_book:
+        write_statistics(layout)
+    return result

@@ -1,0 +1,143 @@
+"""When a chapter must run again: stamps, the package fingerprint, and chapters that read others.
+
+A chapter is skipped when its stamp (``<out>/stamp.json``) records the same key, the hash of: the
+notebook file, the effective overrides, the package version and the package's source files (the book
+tooling excluded), and the results it depends on; and when every output file that the stamp lists is
+still there (a deleted ``metrics.json`` or figure makes it run again).
+
+A chapter that reads other chapters' results (a scorecard) says so in its notebook metadata,
+``{"pullback_book": {"depends_on": ["coarse_to_fine", ...]}}`` or ``"*"`` for all; it runs after them
+and its key includes the digest of their ``metrics.json``, so it reruns when one of them changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .layout import Layout
+from .params import notebook_metadata
+
+__all__ = ["STAMP", "FAILURE", "package_fingerprint", "stamp_key", "output_digests", "stale_outputs",
+           "read_stamp", "read_failure", "depends_on", "depends_on_all", "dependents", "inputs_digest",
+           "dependency_order"]
+
+STAMP = "stamp.json"
+FAILURE = "failure.json"
+
+
+def package_fingerprint() -> tuple[str, str]:
+    """(package version, sha256 of the package's files other than the book tooling and caches)."""
+    from .. import __version__
+
+    pkg = Path(__file__).resolve().parents[1]
+    tooling = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(pkg.rglob("*")):
+        if (not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc"
+                or tooling in path.parents):
+            continue
+        digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return __version__, digest.hexdigest()
+
+
+def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "") -> str:
+    """The skip key: notebook bytes, effective overrides, package version and source hash, and (for a
+    chapter that reads others' results) the digest of those results."""
+    digest = hashlib.sha256()
+    digest.update(hashlib.sha256(Path(notebook).read_bytes()).digest())
+    digest.update(json.dumps(overrides, sort_keys=True, default=repr).encode())
+    digest.update(version.encode() + b"\0" + source_hash.encode() + b"\0" + inputs.encode())
+    return digest.hexdigest()
+
+
+def output_digests(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of the files a chapter left in ``folder`` (the stamp itself excluded)."""
+    out = {}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and path.name != STAMP:
+            out[path.relative_to(folder).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def stale_outputs(folder: Path, stamp: dict[str, Any]) -> list[str]:
+    """The outputs a stamp lists that are gone (``[]``: all there). A file edited since is kept as it is
+    (a chapter that reads it sees the change through :func:`inputs_digest`)."""
+    recorded = stamp.get("outputs")
+    if not isinstance(recorded, dict):
+        return ["the stamp lists no outputs (written by an older runner)"]
+    return [f"{rel} missing" for rel in recorded if not (Path(folder) / rel).is_file()]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_stamp(layout: Layout, name: str, folder: Path | None = None) -> dict[str, Any] | None:
+    """The stamp of chapter ``name`` (in ``folder``, default its folder of ``book/generated``), or None."""
+    return _read_json(Path(folder or layout.out_dir(name)) / STAMP)
+
+
+def read_failure(layout: Layout, name: str) -> dict[str, Any] | None:
+    return _read_json(layout.generated / f"{name}.failed" / FAILURE)
+
+
+def depends_on_all(layout: Layout, name: str) -> bool:
+    return notebook_metadata(layout.notebook(name)).get("depends_on") in ("*", ["*"])
+
+
+def depends_on(layout: Layout, name: str, chapters: list[str]) -> list[str]:
+    """Chapters whose results ``name`` reads, from its notebook metadata
+    ``{"pullback_book": {"depends_on": [names] | "*"}}`` ("*": every other chapter)."""
+    deps = notebook_metadata(layout.notebook(name)).get("depends_on", [])
+    if deps in ("*", ["*"]):
+        return [n for n in chapters if n != name and not depends_on_all(layout, n)]
+    return [d for d in deps if d in chapters and d != name]
+
+
+def dependents(layout: Layout, names: list[str], chapters: list[str]) -> list[str]:
+    """The chapters (of ``chapters``, not in ``names``) that read the results of ``names``, directly or
+    through each other, in ``chapters``' order."""
+    wanted = set(names)
+    changed = True
+    while changed:
+        changed = False
+        for other in chapters:
+            if other not in wanted and wanted & set(depends_on(layout, other, chapters)):
+                wanted.add(other)
+                changed = True
+    return [n for n in chapters if n in wanted and n not in names]
+
+
+def inputs_digest(layout: Layout, deps: list[str]) -> str:
+    """Digest of the dependencies' current results: their stamp keys and ``metrics.json`` files."""
+    digest = hashlib.sha256()
+    for dep in sorted(deps):
+        stamp = read_stamp(layout, dep) or {}
+        metrics = layout.out_dir(dep) / "metrics.json"
+        digest.update(f"{dep}\0{stamp.get('key', '')}\0".encode())
+        digest.update(hashlib.sha256(metrics.read_bytes()).digest() if metrics.is_file() else b"-")
+    return digest.hexdigest() if deps else ""
+
+
+def dependency_order(layout: Layout, names: list[str]) -> list[str]:
+    """``names`` in their order, except that a chapter comes after the chapters it reads."""
+    done: list[str] = []
+    pending = list(names)
+    while pending:
+        for name in pending:
+            if all(d in done or d not in pending for d in depends_on(layout, name, names)):
+                done.append(name)
+                pending.remove(name)
+                break
+        else:  # a cycle: keep the given order
+            done += pending
+            break
+    return done
