@@ -125,14 +125,14 @@ class Chapter:
         """The solver options of the parameters (``method``, ``tol``, ``max_iters``, ``seed``)."""
         return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
 
-    def figure(self, fig: Any, name: str, caption: str, *, dpi: int = 110) -> Path:
-        """Save ``fig`` as ``<output_dir>/<name>.png`` and record its caption (written to metrics.json)."""
-        if not caption or not caption.strip():
-            raise ValueError(f"figure {name!r} needs a caption that says what to see in it")
-        path = self.output_dir / f"{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-        self.figures[name] = caption.strip()
-        return path
+    def figure(self, fig: Any, name: str, caption: str) -> Any:
+        """Save ``fig`` with its caption (:func:`pullback_utils.plotting.save_figure`); make the result
+        the last expression of the cell to show the figure, numbered and captioned in the book."""
+        from .plotting import save_figure
+
+        saved = save_figure(fig, self.output_dir, name, caption)
+        self.figures[name] = saved.caption
+        return saved
 
     def claim(self, record_id: str, result: Any, **kwargs: Any) -> dict:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""

@@ -1,8 +1,9 @@
 """The chapters' figures, in one style: page width, legible fonts, time running from T (left) to 0.
 
-Every function returns a matplotlib figure at most :data:`WIDTH` inches wide (the book's content
-column at the saved resolution) with fonts of at least :data:`MIN_FONT` points; the caller saves it
-with :meth:`pullback_utils.chapter.Chapter.figure`, which requires a caption.
+Every function draws inside :func:`pullback_utils.plotting.book_style` (at most the content column's
+width, fonts of at least :data:`MIN_FONT` points) and returns the figure; the caller saves it with
+:meth:`pullback_utils.chapter.Chapter.figure` (:func:`pullback_utils.plotting.save_figure`), which
+requires a caption.
 
 Intervals drawn around means over samples are 95% Student-t intervals; around means over sample
 pairs, jackknife intervals over samples (the unit of resampling is the sample, as in the tests).
@@ -10,31 +11,26 @@ pairs, jackknife intervals over samples (the unit of resampling is the sample, a
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .inference import pair_u_test
+from .plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, book_style
 
 __all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
            "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t",
            "ladder_figure"]
 
-WIDTH = 7.0
-MIN_FONT = 9
+WIDTH = FIGURE_WIDTH_IN
+MIN_FONT = MIN_FONT_PT
 COLOURS = {"model": "tab:blue", "matched": "tab:orange", "control": "tab:red", "random": "grey"}
 
 
-@contextlib.contextmanager
-def style() -> Iterator[None]:
-    """The book's matplotlib settings (fonts >= MIN_FONT points)."""
-    import matplotlib.pyplot as plt
-
-    with plt.rc_context({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": MIN_FONT,
-                         "ytick.labelsize": MIN_FONT, "legend.fontsize": MIN_FONT, "figure.dpi": 110}):
-        yield
+def style(height: float = 3.2):
+    """The book's matplotlib settings (:func:`pullback_utils.plotting.book_style`)."""
+    return book_style(height)
 
 
 def mean_ci(values: np.ndarray, axis: int = -1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,7 +68,6 @@ def low_share_over_t(low: np.ndarray, times: Sequence[float], *, control: np.nda
         ax.set_ylabel(f"energy share at f <= {cutoff:.0f} cycles/image")
         _time_axis(ax, times)
         ax.legend(loc="best")
-        fig.tight_layout()
     return fig
 
 
@@ -90,7 +85,6 @@ def psd_curves(freqs: np.ndarray, psd: np.ndarray, times: Sequence[float], nyqui
         ax.set_ylabel("mean power per frequency")
         ax.grid(alpha=0.3)
         ax.legend(ncol=2)
-        fig.tight_layout()
     return fig
 
 
@@ -124,7 +118,6 @@ def distances_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]):
             ax.set_ylabel("geodesic distance (rad)")
             _time_axis(ax, times)
         axes[0][0].legend(loc="lower left")
-        fig.tight_layout()
     return fig
 
 
@@ -149,7 +142,6 @@ def self_distance_heatmap(panels: Sequence[dict[str, Any]], times: Sequence[floa
                 ax.text(b, a, f"{val:.1f}", ha="center", va="center", fontsize=MIN_FONT,
                         color="w" if val < 0.6 * p["vmax"] else "k")
             fig.colorbar(im, ax=ax, fraction=0.046, label="rad")
-        fig.tight_layout()
     return fig
 
 
@@ -171,7 +163,6 @@ def ablation_bars(panels: Sequence[dict[str, Any]]):
             ax.set_ylabel("geodesic distance (rad)")
             ax.set_title(p["title"])
             ax.legend()
-        fig.tight_layout()
     return fig
 
 
@@ -190,7 +181,6 @@ def similarity_scatter(similarity: np.ndarray, distances: np.ndarray, *, xlabel:
         ax.set_xlabel(xlabel)
         ax.set_ylabel("distance between the bases (rad)")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
     return fig
 
 
@@ -214,7 +204,6 @@ def prompt_distances_over_t(between: np.ndarray, to_empty: np.ndarray, times: Se
         ax.set_ylabel("geodesic distance (rad)")
         _time_axis(ax, times)
         ax.legend()
-        fig.tight_layout()
     return fig
 
 
@@ -247,5 +236,4 @@ def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: d
             xs = [counts[r] for r in rungs]
             top.set_xticks(xs, [f"{dimension[r]:.1f}" for r in rungs])
             top.set_xlabel("estimated intrinsic dimension (TwoNN)")
-        fig.tight_layout()
     return fig

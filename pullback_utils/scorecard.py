@@ -206,7 +206,6 @@ def summary_figure(rows: Sequence[ScoreRow]):
         ax.invert_yaxis()
         ax.set_xlabel("-log10 Holm-adjusted p (black tick: best p the design can reach)")
         ax.legend(loc="lower right")
-        fig.tight_layout()
     return fig
 
 
@@ -244,7 +243,6 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
         used = sorted({cells[k].verdict for k in cells})
         ax.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=v) for v in used], loc="upper center",
                   bbox_to_anchor=(0.5, -0.35), ncol=len(used), frameon=False)
-        fig.tight_layout()
     return fig
 
 
