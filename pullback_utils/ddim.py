@@ -215,14 +215,14 @@ def ddim_invert(
             "towards noise; use ddim_sample to go down"
         )
     _check_x(model, x0, "x0")
-    if not model.is_latent and a == 0:
-        from pullback_utils.images import check_image_range
-
-        check_image_range(x0, "x0")  # clean pixel data: images in the model range
     if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, numbers.Integral) or (
         fixed_point_iters < 0
     ):
         raise ValueError(f"fixed_point_iters must be an int >= 0, got {fixed_point_iters!r}")
+    if a == 0 and not model.is_latent and getattr(model, "checks_image_range", True):
+        from pullback_utils.images import check_image_range
+
+        check_image_range(x0, "x0")  # clean pixel data: images in the model range
     cond = model.conditioning(prompt, batch=x0.shape[0], guidance_scale=1.0)
     levels = grid(a, b, steps)
     x = x0

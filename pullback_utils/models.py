@@ -68,8 +68,12 @@ class DiffusionModel:
         sample_shape: Sequence[int] | None = None,
         conditional: bool | None = None,
         uncond_embedding: torch.Tensor | None = None,
+        checks_image_range: bool = True,
     ) -> None:
         self.unet = _frozen(unet)
+        #: whether images (clean pixel data) are checked against the model range [-1, 1]; False for
+        #: synthetic models whose data are not images (e.g. closed-form Gaussian test models)
+        self.checks_image_range = bool(checks_image_range)
         self.scheduler = scheduler
         self.vae = _frozen(vae)
         self.text_encoder = _frozen(text_encoder) if isinstance(text_encoder, torch.nn.Module) else text_encoder
@@ -302,7 +306,8 @@ class DiffusionModel:
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
         self._check(images, self.image_shape, "images", "images in [-1, 1]")
-        check_image_range(images, "images")
+        if self.checks_image_range:
+            check_image_range(images, "images")
         if self.vae is None:
             return images
         images = images.to(self.device, self.vae.dtype)

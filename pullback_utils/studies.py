@@ -23,7 +23,7 @@ from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, s
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
-           "ladder_plan"]
+           "ladder_plan", "inversion_round_trip"]
 
 
 @dataclass
@@ -306,3 +306,30 @@ def ladder_plan(rungs: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
         rows.append(f"| {e['rung']} ({ladder.RUNG_NAMES[e['rung']]}) | {ladder.n_factors(e['rung'])} | {e['seed']} | "
                     f"`{n}` | {'present' if n in present else '**missing** (not trained)'} |")
     return {"present": present, "missing": missing, "table": "\n".join(rows)}
+
+
+def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[int], fixed_point_iters: Sequence[int],
+                         t: float = 1.0) -> list[dict[str, float]]:
+    """How faithful DDIM inversion is: invert ``images`` to ``t``, sample back with the same grid, compare.
+
+    For every combination of ``steps`` (DDIM steps over ``[0, T]``) and ``fixed_point_iters`` (extra
+    network calls per inversion step, :func:`pullback_utils.ddim.ddim_invert`), returns one row with the
+    relative error ``||x0' - x0|| / ||x0||``, the PSNR (dB, model range [-1, 1], peak-to-peak 2) and the
+    number of network evaluations per image (inversion plus sampling).
+    """
+    from .ddim import ddim_invert, ddim_sample
+    from .schedule import leg_steps
+
+    x0 = model.to_latent(images) if getattr(model, "is_latent", False) else images
+    level = model.level(t)
+    rows = []
+    for s in steps:
+        n = leg_steps(int(s), level, 0, model.num_train_timesteps)
+        for f in fixed_point_iters:
+            xt = ddim_invert(model, x0, t, steps=n, fixed_point_iters=int(f))
+            back = ddim_sample(model, xt, t, 0, steps=n)
+            err = float((back - x0).flatten(1).norm(dim=1).div(x0.flatten(1).norm(dim=1)).mean())
+            mse = float((back - x0).pow(2).mean())
+            rows.append({"steps": int(s), "fixed_point_iters": int(f), "relative_error": err,
+                         "psnr_db": float(10 * np.log10(4.0 / max(mse, 1e-20))), "evaluations": n * (2 + int(f))})
+    return rows

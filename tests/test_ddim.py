@@ -28,7 +28,8 @@ def gaussian_model(s: float, seed: int = 0) -> tuple[DiffusionModel, torch.Tenso
     mu = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     sched = tiny_scheduler("ddim")
     unet = GaussianEps(mu, s, sched.alphas_cumprod.double())
-    return DiffusionModel(unet, sched, sample_shape=SHAPE, conditional=False, name="gaussian"), mu
+    return DiffusionModel(unet, sched, sample_shape=SHAPE, conditional=False, name="gaussian",
+                          checks_image_range=False), mu  # Gaussian data, not images
 
 
 def randn(seed: int, n: int = 1) -> torch.Tensor:
@@ -210,6 +211,8 @@ def test_bad_input_is_named(pixel_model):
         ddim_sample(m, torch.zeros(1, 4, 16, 16), 1.0, 0, steps=2)
     with pytest.raises(ValueError, match="x0 must have shape"):
         ddim_invert(m, torch.zeros(3, 16, 16), 1.0, steps=2)
+    with pytest.raises(ValueError, match=r"x0 must be in the model range \[-1, 1\].*\[0, 255\]"):
+        ddim_invert(m, torch.full((1, 3, 16, 16), 255.0), 1.0, steps=2)  # used to run (outputs up to +-190)
     with pytest.raises(ValueError, match="prompt"):
         ddim_sample(m, x, 1.0, 0, steps=2, prompt="a dog")
     with pytest.raises(ValueError, match="guidance_scale"):

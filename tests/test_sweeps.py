@@ -135,3 +135,23 @@ def test_resolve_cache_dir_and_storage_dtype(tmp_path, monkeypatch):
     assert p == tmp_path / "cache" / "b" and p.is_dir()
     assert sweeps.storage_dtype(5, 20, 8, (3, 32, 32)) == torch.float32
     assert sweeps.storage_dtype(20, 100, 50, (3, 256, 256)) == torch.float16  # the paper's CelebA-HQ protocol
+
+
+def test_inversion_round_trip_exact_for_a_point_mass_and_improved_by_fixed_point_iterations():
+    from diffusion_helpers import GaussianEps
+
+    def gaussian_model(s: float) -> DiffusionModel:  # data N(mu, s^2 I) in the image range, exact eps
+        mu = 0.5 * torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.25
+        sched = tiny_scheduler("ddim")
+        return DiffusionModel(GaussianEps(mu, s, sched.alphas_cumprod.double()), sched, sample_shape=(3, 4, 4),
+                              conditional=False, name="gaussian")
+
+    point = gaussian_model(s=0.0)  # DDIM is exact for a point mass: inversion then sampling is the identity
+    x0 = point.unet.mu.expand(3, *point.sample_shape).clone()
+    rows = studies.inversion_round_trip(point, x0, steps=[10], fixed_point_iters=[0])
+    assert rows[0]["relative_error"] < 1e-8 and rows[0]["evaluations"] == 20
+    spread = gaussian_model(s=0.5)  # first-order accurate otherwise: fixed-point refinement closes the gap
+    x = 0.5 * torch.randn(3, *spread.sample_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).clamp(-1, 1)
+    err = {r["fixed_point_iters"]: r for r in studies.inversion_round_trip(spread, x, steps=[10], fixed_point_iters=[0, 3])}
+    assert err[3]["relative_error"] < 0.5 * err[0]["relative_error"] and err[3]["psnr_db"] > err[0]["psnr_db"]
+    assert err[3]["evaluations"] == 10 * 5
