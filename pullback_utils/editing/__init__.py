@@ -56,11 +56,13 @@ Where things are
   the matched naive step, and the model-independent measures of the procedural zoo models
   (:func:`renderer_residual`, :func:`renderer_iou`, :func:`h_alignment`);
 - :mod:`~pullback_utils.editing.sweep`: many edits per call for the chapters (:func:`direction_sweep`,
-  :func:`matched_edits`, :func:`states_at_times`, :func:`held_out_images`);
+  :func:`edit_along`, :func:`states_at_times`, :func:`held_out_images`);
+- :mod:`~pullback_utils.editing.matched`: guided edits against naive steps of the same size of change
+  (:func:`matched_edits`);
 - :mod:`~pullback_utils.editing.checks`: the input checks.
 """
 
-from pullback_utils.editing.config import EDIT_DEFAULTS, GUIDANCE_PROMPTS, EditConfig, edit_defaults
+from pullback_utils.editing.config import EDIT_DEFAULTS, GUIDANCE_PROMPTS, EditConfig, edit_defaults, guidance_conditioning
 from pullback_utils.editing.guidance import (
     feature_jvp_fd,
     naive_traverse,
@@ -80,20 +82,14 @@ from pullback_utils.editing.metrics import (
     renderer_residual,
 )
 from pullback_utils.editing.pipeline import EditResult, edit_image, finish, to_edit_time
-from pullback_utils.editing.sweep import (
-    MatchedEdits,
-    Sweep,
-    direction_sweep,
-    edit_along,
-    held_out_images,
-    matched_edits,
-    states_at_times,
-)
+from pullback_utils.editing.matched import MatchedEdits, matched_edits
+from pullback_utils.editing.sweep import Sweep, direction_sweep, edit_along, held_out_images, states_at_times
 
 __all__ = [
     "EDIT_DEFAULTS",
     "GUIDANCE_PROMPTS",
     "EditConfig",
+    "guidance_conditioning",
     "EditResult",
     "edit_defaults",
     "xspace_guidance",

@@ -25,7 +25,7 @@ from pullback_utils.validate import check_choice, check_int, check_real
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models import DiffusionModel
 
-__all__ = ["GUIDANCE_PROMPTS", "EditConfig", "EDIT_DEFAULTS", "edit_defaults", "resolve_config"]
+__all__ = ["GUIDANCE_PROMPTS", "EditConfig", "EDIT_DEFAULTS", "edit_defaults", "resolve_config", "guidance_conditioning"]
 
 #: Valid values of :attr:`EditConfig.guidance_prompt`.
 GUIDANCE_PROMPTS: tuple[str, ...] = ("generation", "edit")
@@ -205,3 +205,10 @@ def resolve_config(model: "DiffusionModel", config: EditConfig | None, overrides
             continue
         changes[name] = value
     return config.replace(**changes)
+
+
+def guidance_conditioning(guidance_prompt: str, prompt: Any, basis_prompt: Any) -> Any:
+    """The prompt of the guidance's noise predictions: ``basis_prompt`` for ``"edit"`` (when one is
+    given), else the generation ``prompt`` (module doc)."""
+    check_choice(guidance_prompt, "guidance_prompt", GUIDANCE_PROMPTS)
+    return basis_prompt if guidance_prompt == "edit" and basis_prompt is not None else prompt

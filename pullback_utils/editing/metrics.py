@@ -180,6 +180,8 @@ def match_naive_batch(
     if len(tg) != p or x.shape[0] not in (1, p):
         raise ValueError(f"x_t (batch {x.shape[0]}), directions ({p}) and targets ({len(tg)}) must match")
     x = x.expand(p, *x.shape[1:])
+    if not isinstance(originals, torch.Tensor):
+        raise TypeError(f"originals must be a torch.Tensor, got {type(originals).__name__}")
     orig = originals.unsqueeze(0) if originals.dim() == 3 else originals
     if orig.shape[0] not in (1, p):
         raise ValueError(f"originals (batch {orig.shape[0]}) must hold 1 or {p} images")
@@ -279,28 +281,42 @@ def match_naive(
 # --------------------------------------------------------------------------------------------------
 # model-independent measures (procedural zoo datasets)
 # --------------------------------------------------------------------------------------------------
-def renderer_fit(images: torch.Tensor, dataset: str, *, iters: int = 100, progress: bool = False) -> dict:
-    """The best fit of ``dataset``'s renderer to ``images`` (N, 3, 32, 32) in [-1, 1]
-    (:func:`pullback_utils.zoo.fitting.fit_factors`): ``rmse`` (N,), ``factors``, (shapes) ``shape``."""
+def _family(dataset: Any) -> str:
+    """The renderer family fitted to ``dataset`` (:func:`pullback_utils.zoo.fitting.fit_family`)."""
     from pullback_utils.zoo.datasets import DATASETS
-    from pullback_utils.zoo.fitting import fit_factors, fit_family
+    from pullback_utils.zoo.fitting import fit_family
 
     family = fit_family(dataset) if isinstance(dataset, str) else None
     if family is None:
         valid = [d for d in DATASETS if fit_family(d)]
         raise ValueError(f"dataset: renderer measures need a zoo dataset with a fitted renderer, one of {valid}; "
                          f"got {dataset!r}")
+    return family
+
+
+def _zoo_images(images: Any) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != (3, 32, 32):
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a (N, 3, 32, 32) tensor of zoo images in [-1, 1], got {got}")
     _check_range(images, "images")
-    return fit_factors(family, images, iters=check_int(iters, "iters", 1), progress=progress)
+    return images
+
+
+def renderer_fit(images: torch.Tensor, dataset: str, *, iters: int = 100, progress: bool = False) -> dict:
+    """The best fit of ``dataset``'s renderer to ``images`` (N, 3, 32, 32) in [-1, 1]
+    (:func:`pullback_utils.zoo.fitting.fit_factors`): ``rmse`` (N,), ``factors``, (shapes) ``shape``."""
+    from pullback_utils.zoo.fitting import fit_factors
+
+    family = _family(dataset)
+    return fit_factors(family, _zoo_images(images), iters=check_int(iters, "iters", 1), progress=progress)
 
 
 def _fit_for(images: torch.Tensor, dataset: str, fit: dict | None, iters: int, progress: bool) -> dict:
     if fit is None:
         return renderer_fit(images, dataset, iters=iters, progress=progress)
-    if not isinstance(fit, dict) or "factors" not in fit or len(fit["factors"]) != len(images):
+    _family(dataset)
+    _zoo_images(images)
+    if not isinstance(fit, dict) or "factors" not in fit or "rmse" not in fit or len(fit["factors"]) != len(images):
         raise ValueError(f"fit must be renderer_fit(images, dataset) of these {len(images)} images")
     return fit
 
@@ -317,10 +333,10 @@ def renderer_iou(images: torch.Tensor, dataset: str, *, fit: dict | None = None,
                  progress: bool = False) -> torch.Tensor:
     """(N,) foreground IoU in [0, 1] of each image and its best-fitting rendering
     (:func:`pullback_utils.zoo.fitting.foreground_iou`; the zoo cards count >= 0.9 as a clean shape)."""
-    from pullback_utils.zoo.fitting import fit_family, foreground_iou
+    from pullback_utils.zoo.fitting import foreground_iou
 
     f = _fit_for(images, dataset, fit, iters, progress)
-    return foreground_iou(fit_family(dataset), images, f)
+    return foreground_iou(_family(dataset), images, f)
 
 
 # --------------------------------------------------------------------------------------------------

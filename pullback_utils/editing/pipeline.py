@@ -33,7 +33,7 @@ from pullback_utils.editing.checks import (
     check_start,
     direction_batch,
 )
-from pullback_utils.editing.config import EditConfig, resolve_config
+from pullback_utils.editing.config import EditConfig, guidance_conditioning, resolve_config
 from pullback_utils.editing.guidance import xspace_guidance
 from pullback_utils.schedule import leg_steps
 from pullback_utils.validate import check_int
@@ -213,7 +213,7 @@ def _plan(model: "DiffusionModel", image_or_noise: Any, is_noise: bool, config: 
     return _Plan(
         config=cfg, t_edit=t_edit, level=level, index=index, sign=sign, n_steps=n_steps,
         sampling_steps=sampling_steps, prompt=prompt, basis_prompt=basis_prompt, basis_cond=bp,
-        guidance_prompt=bp if cfg.guidance_prompt == "edit" else prompt, frames=frames, seed=seed,
+        guidance_prompt=guidance_conditioning(cfg.guidance_prompt, prompt, basis_prompt), frames=frames, seed=seed,
     )
 
 

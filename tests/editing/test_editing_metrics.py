@@ -144,7 +144,9 @@ def test_renderer_measures_refuse_bad_input():
     with pytest.raises(ValueError, match=r"images: image values must lie in the model range"):
         E.renderer_residual(x + 127.0, "disks")
     with pytest.raises(ValueError, match="fit must be renderer_fit"):
-        E.renderer_iou(torch.zeros(2, 3, 32, 32), "disks", fit={"factors": torch.zeros(1, 6)})
+        E.renderer_iou(torch.zeros(2, 3, 32, 32), "disks", fit={"factors": torch.zeros(1, 6), "rmse": torch.zeros(1)})
+    with pytest.raises(ValueError, match="images: image values must lie in the model range"):
+        E.renderer_iou(torch.full((1, 3, 32, 32), 2.0), "disks", fit={"factors": torch.zeros(1, 6), "rmse": torch.zeros(1)})
 
 
 # ---------------------------------------------------------------------------- h-space alignment
