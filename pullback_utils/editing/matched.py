@@ -147,6 +147,10 @@ def matched_edits(
     check_prompt(model, prompt, "prompt")
     check_prompt(model, basis_prompt, "basis_prompt")
     seed = check_int(seed, "seed", 0)
+    rtol, max_refine = check_real(rtol, "rtol", positive=True), check_int(max_refine, "max_refine", 0)
+    strengths = sorted(check_real(a, "strengths", positive=True) for a in strengths)
+    if not strengths:
+        raise ValueError("strengths must not be empty")
     K = dirs[0].shape[1]
     labels = [f"{'+' if sg > 0 else '-'}d{j + 1}" for j in range(K) for sg in signs]
     fkw = dict(sampling_steps=cfg.sampling_steps, prompt=prompt, eta_below=cfg.eta_below, seed=seed)

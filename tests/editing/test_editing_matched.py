@@ -81,6 +81,10 @@ def test_matched_edits_refuse_bad_input(no_compute):
         E.matched_edits(no_compute, x, 0, d)
     with pytest.raises(ValueError, match="eta_below must be a fraction"):
         E.matched_edits(no_compute, x, 0.5, d, eta_below=3)
+    with pytest.raises(ValueError, match="rtol must be > 0"):
+        E.matched_edits(no_compute, x, 0.5, d, rtol=0)
+    with pytest.raises(ValueError, match="strengths must be > 0"):
+        E.matched_edits(no_compute, x, 0.5, d, strengths=(1, -2))
 
 
 def test_matched_edits_follow_the_guidance_prompt(text):
