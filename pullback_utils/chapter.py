@@ -1,5 +1,6 @@
 """What every chapter does first and last: check its parameters, set threads and folders, start the
-clock; then save figures with captions and write its claim records into ``metrics.json``.
+clock, and collect the warnings raised while it runs; then save figures with captions and write its
+claim records (and the warnings) into ``metrics.json``.
 
 A chapter notebook starts with one call and ends with one::
 
@@ -18,6 +19,7 @@ parameter, the value and what would be valid.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "power_max_iters": lambda v, n: V.check_int(v, n, 1),
     "reference_tol": lambda v, n: V.check_real(v, n, positive=True),
     "exact_reference": V.check_bool,
+    "edit_times": lambda v, n: _times(v, n, min_len=1),
 }
 
 
@@ -111,6 +114,7 @@ class Chapter:
     cache_dir: Path | None
     claims: dict[str, dict] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     cpu_started: float = field(default_factory=time.process_time)
 
@@ -142,13 +146,28 @@ class Chapter:
         self.claims[record_id] = rec
         return rec
 
+    def _collect(self, message: Any, category: type, filename: str, lineno: int, file: Any = None,
+                 line: Any = None) -> None:
+        text = f"{category.__name__}: {message}"
+        if text not in self.warnings:
+            self.warnings.append(text)
+
     def finish(self, **sections: Any) -> Path:
-        """Write ``metrics.json`` (records, parameters, figure captions, run time, sections) atomically."""
+        """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
+        run, run time, sections) atomically, and show the warnings, if any, as a note on the page."""
         from .claims import write_metrics
 
-        return write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
-                             runtime_seconds=time.perf_counter() - self.started,
+        path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
+                             warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
                              cpu_seconds=time.process_time() - self.cpu_started, **sections)
+        if self.warnings:
+            try:
+                from IPython.display import Markdown, display
+            except ImportError:  # pragma: no cover - outside IPython the list is in metrics.json
+                return path
+            display(Markdown("```{note}\nWarnings during this run (also in `metrics.json`):\n\n"
+                             + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
+        return path
 
 
 def setup(name: str, params: dict[str, Any]) -> Chapter:
@@ -179,4 +198,9 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         torch.set_num_threads(checked["threads"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    return Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))
+    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))
+    # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
+    # end of the page and in metrics.json, instead of as stderr scattered over the cells
+    warnings.simplefilter("default")
+    warnings.showwarning = ch._collect
+    return ch

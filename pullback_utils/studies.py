@@ -23,7 +23,7 @@ from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, s
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
-           "ladder_plan", "inversion_round_trip"]
+           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive"]
 
 
 @dataclass
@@ -333,3 +333,57 @@ def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[in
             rows.append({"steps": int(s), "fixed_point_iters": int(f), "relative_error": err,
                          "psnr_db": float(10 * np.log10(4.0 / max(mse, 1e-20))), "evaluations": n * (2 + int(f))})
     return rows
+
+
+def model_dataset(model: Any) -> str | None:
+    """The zoo dataset a model was trained on (bundled name or a folder with ``zoo.json``), else ``None``."""
+    from pathlib import Path
+
+    from .zoo import registry
+
+    name = str(getattr(model, "name", ""))
+    if registry.is_bundled(name):
+        return registry.model_info(name).get("dataset")
+    if (Path(name) / "zoo.json").is_file():
+        return registry.read_info(name).get("dataset")
+    return None
+
+
+def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, config: Any,
+                    cache_dir: Any = None, solver: dict | None = None, progress: bool = True) -> dict[str, Any]:
+    """The editing claim's measurements: every sample edited along ``+-v_1`` of its own basis at every
+    time by x-space guidance, and by the naive step of the same size of change
+    (:func:`pullback_utils.editing.matched_edits`), each result scored *without the model*: the RMS
+    residual of the best-fitting rendering of the zoo's renderer (how far the image is from any valid
+    rendering). Models without a renderer fall back to the model's own denoising error (stated in
+    ``measure``).
+
+    Returns ``{"states", "sweep", "edits", "measure", "guided", "naive", "original"}`` with scores
+    ``(n_t, n, 2)`` for the two signs and ``(n_t, n)`` for the unedited results.
+    """
+    from . import editing as ed
+    from .zoo.fitting import fit_family
+
+    states = ed.states_at_times(model, model.noise(n, seed), list(times), sampling_steps=config.sampling_steps)
+    sweep = bases_over(model, torch.stack(states), list(times), k, cache_dir=cache_dir, progress=progress,
+                       desc="bases", **dict(solver or {}))
+    edits = ed.matched_edits(model, states, list(times), [sweep.v[i, :, :1] for i in range(len(times))],
+                             config=config, seed=seed, progress=progress)
+    dataset = model_dataset(model)
+    if dataset is not None and fit_family(dataset) is not None:
+        measure = "renderer residual (RMS per pixel in [0, 1] of the best-fitting rendering)"
+
+        def score(images: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+            flat = images.reshape(-1, *images.shape[-3:]).clamp(-1, 1)
+            return ed.renderer_residual(flat, dataset).reshape(images.shape[:-3])
+    else:
+        measure = "the model's own denoising error (no renderer for this model's data)"
+
+        def score(images: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+            flat = x0.reshape(-1, *x0.shape[-3:])
+            return ed.distance_from_data(model, flat).reshape(x0.shape[:-3])
+
+    x0_orig = model.to_latent(edits.originals) if model.is_latent else edits.originals
+    return {"states": states, "sweep": sweep, "edits": edits, "measure": measure,
+            "guided": score(edits.guided, edits.x0_guided).numpy(), "naive": score(edits.naive, edits.x0_naive).numpy(),
+            "original": score(edits.originals, x0_orig).numpy()}

@@ -100,7 +100,8 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "x_t naively by a step of the same size.",
        "editing", "paper", "sample", "sign-flip", "greater",
        "renderer-fit RMS residual of the naively edited image minus that of the guided edit at the same size of "
-       "change, per sample (both signs, averaged over edit times)",
+       "change, per sample (both signs, averaged over the edit times; models without a renderer: their own "
+       "denoising error)",
        baselines=("unedited_residual",), controls=()),
     # ------------------------------------------------------------------ support records
     _C("coarse_to_fine_edits", "Coarse-to-fine edits",
@@ -142,9 +143,10 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "largest t (rad), per prompt-state", parent="text_influence_fades", primary_model="shapes-text",
        min_units=10),
     _C("editing_alignment", "Guided change follows the tangent",
-       "The h-space change of a guided edit lies along the basis direction's tangent u more than a naive step's.",
+       "The h-space change that x-space guidance along v_1 makes points along the tangent direction u_1.",
        "editing", "support", "sample", "sign-flip", "greater",
-       "cosine between the h-space change and u_1 of the guided step minus the naive step's, per sample",
+       "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 at the middle edit "
+       "time, per sample (a naive step along v_1 has cosine 1 by construction)",
        parent="editing"),
     # ------------------------------------------------------------------ the book's extensions
     _C("ground_truth_matched", "Basis on the data manifold (vs same-spectrum random)",
