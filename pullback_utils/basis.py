@@ -10,7 +10,7 @@ from torch import nn
 
 from .ad_safe import forward_ad_safe
 from .features import feature_map
-from .solvers import LocalBasis, check_solver_args, jacobian_svd
+from .solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
 
 __all__ = ["local_basis", "frozen"]
 
@@ -73,10 +73,8 @@ def local_basis(
         )
     if not torch.isfinite(x_t).all():
         raise ValueError("x_t contains NaN or infinite values")
-    check_solver_args(
-        solver.get("method", "auto"), solver.get("tol", 1e-3), solver.get("max_iters"),
-        solver.get("oversample"), solver.get("seed", 0),
-    )
+    args = {**SOLVER_DEFAULTS, **{k_: v for k_, v in solver.items() if k_ in SOLVER_DEFAULTS}}
+    check_solver_args(args["method"], args["tol"], args["max_iters"], args["oversample"], args["seed"])
     fn = feature_map(
         unet, t, layer=layer, encoder_hidden_states=encoder_hidden_states,
         num_train_timesteps=num_train_timesteps,

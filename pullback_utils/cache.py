@@ -27,7 +27,6 @@ parameter and buffer) changes: ``load_state_dict``, in-place updates, ``.to(...)
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -38,6 +37,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+
+from pullback_utils.io import atomic_write
+from pullback_utils.solvers import SOLVER_DEFAULTS
 
 __all__ = [
     "BasisCache",
@@ -52,7 +54,6 @@ FORMAT = "pullback-basis-1"
 # Solver arguments that do not change the result (only speed, memory or display).
 _NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching", "callback"})
 # Documented defaults of jacobian_svd, used when the engine cannot be inspected.
-_SOLVER_DEFAULTS = {"method": "auto", "tol": 1e-3, "max_iters": None, "oversample": None, "seed": 0}
 
 log = logging.getLogger(__name__)
 _reported: set[str] = set()
@@ -100,20 +101,6 @@ def module_state_token(module: torch.nn.Module) -> tuple:
     )
 
 
-def _solver_defaults() -> dict[str, Any]:
-    try:
-        from pullback_utils import jacobian_svd
-
-        params = inspect.signature(jacobian_svd).parameters
-        return {
-            n: p.default
-            for n, p in params.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _NEUTRAL_SOLVER_ARGS
-        }
-    except (ImportError, AttributeError, TypeError, ValueError):
-        return dict(_SOLVER_DEFAULTS)
-
-
 def basis_key_fields(
     model_fingerprint: str,
     x_t: torch.Tensor,
@@ -125,7 +112,7 @@ def basis_key_fields(
     solver: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON-able fields that determine a local basis (defaults of the solver filled in)."""
-    args = dict(_solver_defaults())
+    args = dict(SOLVER_DEFAULTS)
     args.update({k_: v for k_, v in (solver or {}).items() if k_ not in _NEUTRAL_SOLVER_ARGS})
     return {
         "format": FORMAT,
@@ -248,7 +235,7 @@ class BasisCache:
         meta: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write ``basis`` (v, u, s, info) atomically under ``key``; returns the file's path."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tensors = {
             n: getattr(basis, n).detach().to("cpu").contiguous() for n in ("v", "u", "s")
@@ -266,19 +253,8 @@ class BasisCache:
         }
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.root)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=header)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_write(path, "wb", fsync=True) as fh:
+            fh.write(save(tensors, metadata=header))
         _reported.discard(str(path))
         return path
 

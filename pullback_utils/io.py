@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "JSONReadError"]
+__all__ = ["atomic_write", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
 
 
 class JSONReadError(ValueError):
@@ -24,11 +24,12 @@ class JSONReadError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, fsync: bool = False) -> Iterator[Any]:
     """Open a temporary file next to ``path`` for writing; it replaces ``path`` when the block succeeds.
 
     The folder is created if needed. On an exception the temporary file is removed and ``path`` is
-    left as it was.
+    left as it was. ``fsync``: flush the data to disk before the rename (for caches that must survive
+    a crash of the machine, not only of the process).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,11 +37,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    with atomic_write(path) as f:
+        f.write(text)
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:

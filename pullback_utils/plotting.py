@@ -20,13 +20,13 @@ import contextlib
 import json
 import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 
+from .io import atomic_write, write_text
 from .notebook import in_book_run
 
 __all__ = ["show_strip", "show_grid", "book_style", "save_figure", "check_figure", "time_axis", "SavedFigure",
@@ -207,9 +207,7 @@ def _write_manifest(folder: Path, name: str, entry: dict[str, Any]) -> None:
     if not isinstance(data, dict):
         data = {}
     data[name] = entry
-    tmp = folder / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, dpi: int = FIGURE_DPI,
@@ -232,9 +230,8 @@ def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, 
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    tmp = folder / f".{name}.{uuid.uuid4().hex}.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.05)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     width, height = _png_size(path)
     min_font = _min_font_pt(fig)
     _write_manifest(folder, name, {"file": path.name, "caption": caption.strip(), "width_px": width,

@@ -53,6 +53,8 @@ trailing vectors are arbitrary directions of the null space: ``info["degenerate"
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import math
 import time
 import warnings
@@ -80,6 +82,8 @@ from .ritz import (
 __all__ = ["LocalBasis", "jacobian_svd", "METHODS", "DegenerateJacobianWarning", "basis_warnings"]
 
 METHODS = ("auto", "exact", "power", "randomized", "krylov")
+#: The defaults of the arguments that change a basis (the cache's key fills them in; one place).
+SOLVER_DEFAULTS = MappingProxyType({"method": "auto", "tol": 1e-3, "max_iters": None, "oversample": None, "seed": 0})
 
 
 class DegenerateJacobianWarning(RuntimeWarning):
@@ -279,11 +283,11 @@ def jacobian_svd(
     x: torch.Tensor,
     k: int,
     *,
-    method: str = "auto",
-    tol: float = 1e-3,
-    max_iters: int | None = None,
-    oversample: int | None = None,
-    seed: int = 0,
+    method: str = SOLVER_DEFAULTS["method"],
+    tol: float = SOLVER_DEFAULTS["tol"],
+    max_iters: int | None = SOLVER_DEFAULTS["max_iters"],
+    oversample: int | None = SOLVER_DEFAULTS["oversample"],
+    seed: int = SOLVER_DEFAULTS["seed"],
     chunk_size: int | None = None,
     progress: bool = False,
     jvp_mode: str = "reverse",

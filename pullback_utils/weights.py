@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
+
+from pullback_utils.io import write_text
 
 __all__ = [
     "CorruptWeightsError",
@@ -69,15 +70,7 @@ def write_weights_digest(folder: str | os.PathLike) -> Path:
     if not files:
         raise FileNotFoundError(f"{root} holds no weight files ({', '.join(WEIGHT_SUFFIXES)}) to record")
     text = "".join(f"{file_sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
-    fd, tmp = tempfile.mkstemp(prefix=f".{DIGEST_FILE}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, root / DIGEST_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return root / DIGEST_FILE
+    return write_text(root / DIGEST_FILE, text)
 
 
 def read_weights_digest(folder: str | os.PathLike) -> dict[str, str] | None:

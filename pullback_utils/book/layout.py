@@ -8,13 +8,13 @@ A book is a folder (``root``) with ``_config.yml``, ``book/`` (pages, ``_toc.yml
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
+
+from pullback_utils.io import write_text
 
 __all__ = ["Layout", "find_root", "toc_files", "chapter_of", "chapter_order", "normalise_name",
            "write_json_atomic", "write_text_atomic"]
@@ -117,10 +117,7 @@ def normalise_name(name: str) -> str:
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary sibling and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

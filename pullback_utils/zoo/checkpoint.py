@@ -10,11 +10,12 @@ A checkpoint ``<cache-dir>/<name>/state.pt`` is a dict of tensors and plain valu
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from pullback_utils.io import atomic_write
 
 from pullback_utils.zoo.registry import DEFAULT_CHANNELS, read_info
 from pullback_utils.zoo.unet import TINY_CHANNELS
@@ -91,12 +92,10 @@ def save_checkpoint(st: TrainState, state_file: Path | None, wall: float, *, tin
     channels seed batch_size; all loadable with ``weights_only=True``)."""
     if state_file is None:
         return
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_file.with_suffix(".tmp")
-    torch.save({"model": st.model.state_dict(), "ema": st.ema.state_dict(), "opt": st.opt.state_dict(),
+    with atomic_write(state_file, "wb") as f:
+        torch.save({"model": st.model.state_dict(), "ema": st.ema.state_dict(), "opt": st.opt.state_dict(),
                 "gen": st.gen.get_state(), "torch_rng": torch.get_rng_state(), "step": st.step,
                 "wall_s": wall, "log": st.log, "tiny": tiny, "kind": kind,
                 "channels": list(st.model.config.block_out_channels), "seed": int(seed),
-                "batch_size": int(batch_size)}, tmp)
-    os.replace(tmp, state_file)
+                "batch_size": int(batch_size)}, f)
 

@@ -11,8 +11,9 @@ The bundled weights live in :data:`pullback_utils.zoo.registry.WEIGHTS_DIR`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from pullback_utils.io import write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "zoo-train"
@@ -24,8 +25,4 @@ LADDER_CARDS = "ladder"
 def write_text_atomic(path: Path | str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (a
     crash leaves the old file or the new one, never a torn one); parent folders are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
