@@ -237,6 +237,14 @@ def bases_over(
         row_v, row_u, row_s, row_i = [], [], [], []
         for j in range(n):
             b = model.local_basis(xs[i, j: j + 1], times[i], k, prompt=prompt, layer=layer, cache_dir=cache, **solver)
+            if b.info.get("degenerate"):
+                bar.close()
+                raise ValueError(f"degenerate basis at t={times[i]}, sample {j}: k={k} exceeds the Jacobian's numerical "
+                                 f"rank {b.info.get('rank')} there, so some vectors are arbitrary; use k <= "
+                                 f"{b.info.get('rank')} (or another layer)")
+            if not (torch.isfinite(b.v).all() and torch.isfinite(b.s).all()):
+                bar.close()
+                raise ValueError(f"the basis at t={times[i]}, sample {j} has NaN or infinite entries")
             row_v.append(b.v.reshape(b.k, *model.sample_shape).to("cpu", dtype))
             row_u.append(b.u.reshape(b.k, *b.u.shape[2:]).to("cpu", dtype))
             row_s.append(b.s.to("cpu", torch.float64))

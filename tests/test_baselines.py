@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pullback_utils import baselines as bl
-from pullback_utils.geometry import geodesic_distance, low_frequency_share, radial_psd
+from pullback_utils.geometry import geodesic_distance
+from pullback_utils.spectra import low_frequency_share, radial_psd
 
 
 def _lowpass_basis(k: int, seed: int) -> torch.Tensor:

@@ -12,14 +12,12 @@ import torch
 
 from pullback_utils.geometry import (
     geodesic_distance,
-    low_frequency_share,
-    mean_frequency,
     pairwise_geodesic_distances,
     principal_angles,
-    radial_psd,
     random_subspace_angles,
     random_subspace_distance,
 )
+from pullback_utils.spectra import low_frequency_share, mean_frequency, radial_psd
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

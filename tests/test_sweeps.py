@@ -155,3 +155,18 @@ def test_inversion_round_trip_exact_for_a_point_mass_and_improved_by_fixed_point
     err = {r["fixed_point_iters"]: r for r in studies.inversion_round_trip(spread, x, steps=[10], fixed_point_iters=[0, 3])}
     assert err[3]["relative_error"] < 0.5 * err[0]["relative_error"] and err[3]["psnr_db"] > err[0]["psnr_db"]
     assert err[3]["evaluations"] == 10 * 5
+
+
+def test_a_degenerate_basis_stops_the_sweep_with_its_place_and_rank():
+    from pullback_utils.solvers import LocalBasis
+
+    class Stub:
+        num_train_timesteps, sample_shape = 1000, (1, 2, 2)
+
+        def local_basis(self, x, t, k, **kw):
+            return LocalBasis(v=torch.zeros(k, 1, 1, 2, 2), u=torch.zeros(k, 1, 3), s=torch.zeros(k),
+                              info={"degenerate": t == 0.2, "rank": 1})
+
+    with pytest.raises(ValueError, match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's numerical "
+                                         r"rank 1.*use k <= 1"):
+        sweeps.bases_over(Stub(), torch.zeros(2, 1, 1, 2, 2), [0.5, 0.2], 2, progress=False)
