@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
+from pullback_utils.validate import check_int
 import torch
 from PIL import Image
 
@@ -237,12 +238,7 @@ def make_grid(
     ``pad_value`` is in [0, 1] (1 = white). ``scale`` (an int >= 1) enlarges the whole canvas by
     that factor with nearest-neighbour upscaling (each pixel becomes a ``scale`` x ``scale`` block).
     """
-    if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
-        raise ValueError(f"nrow must be an int >= 1, got {nrow!r}")
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
-        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
-    if isinstance(padding, bool) or not isinstance(padding, numbers.Integral) or padding < 0:
-        raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    check_int(nrow, "nrow", 1), check_int(scale, "scale", 1), check_int(padding, "padding", 0)
     x = _as_batch(images)
     n, c, h, w = x.shape
     cols = min(int(nrow), n)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from .validate import check_int, check_real
 import torch
 
 from .io import atomic_write, write_text
@@ -115,8 +116,7 @@ def book_style(height: float = 3.2) -> Iterator[None]:
     """
     import matplotlib
 
-    if isinstance(height, bool) or not isinstance(height, (int, float)) or not height > 0:
-        raise ValueError(f"height must be > 0 inches, got {height!r}")
+    check_real(height, "height (inches)", positive=True)
     small, normal = MIN_FONT_PT, MIN_FONT_PT + 1
     with matplotlib.rc_context({
         "figure.figsize": (FIGURE_WIDTH_IN, float(height)),
@@ -225,8 +225,7 @@ def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, 
         raise ValueError(f"name must be a file name without folders or suffix (letters, digits, _ . -), got {name!r}")
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must say what to see in the figure, got {caption!r}")
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
-        raise ValueError(f"dpi must be a positive int, got {dpi!r}")
+    check_int(dpi, "dpi", 1)
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"

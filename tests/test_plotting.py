@@ -61,7 +61,7 @@ def test_check_figure_names_what_is_wrong(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"name": "../x", "caption": "c"}, "name must be a file name"),
     ({"name": "x", "caption": "  "}, "caption must say what to see"),
-    ({"name": "x", "caption": "c", "dpi": 0}, "dpi must be a positive int"),
+    ({"name": "x", "caption": "c", "dpi": 0}, "dpi must be an int >= 1"),
 ])
 def test_save_figure_refuses_bad_arguments(tmp_path, kwargs, match):
     fig, _ = _plot()

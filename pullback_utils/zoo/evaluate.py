@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+from pullback_utils.validate import check_int
 import torch
 
 from pullback_utils.zoo.fitting import (  # noqa: F401  (re-exported: the card's measurements)
@@ -54,10 +55,7 @@ def sample_images(model, n: int, *, steps: int, seed: int = SAMPLE_SEED, prompt=
 
     from pullback_utils.ddim import ddim_sample
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: must be an int >= 1, got {n!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: must be an int >= 1, got {steps!r}")
+    check_int(n, "n:", 1), check_int(steps, "steps:", 1)
     if isinstance(prompt, (list, torch.Tensor)) and len(prompt) not in (1, n):
         raise ValueError(f"prompt: expected 1 or n={n} prompts, got {len(prompt)}")
     x_all = model.noise(n, seed)

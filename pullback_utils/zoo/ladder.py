@@ -29,6 +29,7 @@ models are ``"ladder-<rung>-s<seed>"`` (see :mod:`pullback_utils.zoo.registry`).
 
 from __future__ import annotations
 
+from pullback_utils.validate import check_int
 import torch
 
 from pullback_utils.zoo.render import disk_coverage, hsv_to_rgb, jacobian_columns
@@ -111,8 +112,7 @@ def _full_draw(n: int, seed: int) -> torch.Tensor:
 def sample_factors(rung: int, n: int, seed: int) -> torch.Tensor:
     """(n, n_factors(rung)) free factors of ``rung``, deterministic in ``seed`` and nested across rungs."""
     k = n_factors(rung)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: must be an int >= 1, got {n!r}")
+    check_int(n, "n:", 1)
     return _full_draw(n, seed)[:, :k].contiguous()
 
 

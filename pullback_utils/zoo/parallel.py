@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from pullback_utils.validate import check_int
 from pullback_utils.zoo.paths import DEFAULT_CACHE
 from pullback_utils.zoo.registry import check_model_name, default_folder, read_info
 
@@ -59,8 +60,7 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
     """
     for n in names:
         check_model_name(n)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers: must be an int >= 1, got {workers!r}")
+    check_int(workers, "workers:", 1)
     todo = [n for n in names if steps_done(n) < recipe["steps"]]
     running: dict[str, tuple[subprocess.Popen, object]] = {}
     codes: dict[str, int] = {}

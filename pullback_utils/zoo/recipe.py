@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from pullback_utils.validate import check_real
 import torch
 
 __all__ = ["LOSS_WEIGHTINGS", "learning_rate", "loss_weights", "check_loss_weighting"]
@@ -48,6 +49,4 @@ def check_loss_weighting(weighting: object, snr_gamma: object) -> None:
     and ``snr_gamma`` a finite number > 0."""
     if weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"loss_weighting: expected one of {list(LOSS_WEIGHTINGS)}, got {weighting!r}")
-    if isinstance(snr_gamma, bool) or not isinstance(snr_gamma, (int, float)) or not (
-            math.isfinite(snr_gamma) and snr_gamma > 0):
-        raise ValueError(f"snr_gamma: must be a finite number > 0, got {snr_gamma!r}")
+    check_real(snr_gamma, "snr_gamma:", positive=True)

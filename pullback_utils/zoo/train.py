@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pullback_utils.validate import check_int
 import torch
 
 from pullback_utils.zoo.paths import DEFAULT_CACHE, REPO_ROOT  # noqa: F401  (re-exported)
@@ -204,8 +205,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     elif "rung" in entry and seed != entry["seed"]:
         raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
                          f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup: must be an int >= 0, got {warmup!r}")
+    check_int(warmup, "warmup:", 0)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
     for key, val in (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)):
