@@ -91,5 +91,5 @@ def test_bad_input_conditional(tiny_cond_unet):
         feature_map(tiny_cond_unet, 10)
     with pytest.raises(ValueError, match=r"\(1, L, 24\)"):
         feature_map(tiny_cond_unet, 10, encoder_hidden_states=torch.zeros(1, 5, 7))
-    with pytest.raises(TypeError, match="UNet2DModel or UNet2DConditionModel"):
+    with pytest.raises(TypeError, match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., .*FluxTransformer2DModel.\], got Linear"):
         feature_map(torch.nn.Linear(2, 2), 10)

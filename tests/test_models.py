@@ -286,7 +286,8 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     _tiny_vae().save_pretrained(bare)
     tiny_scheduler("ddpm").save_pretrained(bare)
     with pytest.raises(ModelNotFoundError,
-                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel'\]"):
+                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel', "
+                             r"'DiTTransformer2DModel', 'SD3Transformer2DModel', 'FluxTransformer2DModel'\]"):
         load_model(bare)
     # a pipeline folder whose unet/ is an AutoencoderKL
     pipe = save_pixel_pipeline(tmp_path / "pipe", "ddpm")
@@ -296,11 +297,23 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     _tiny_vae().save_pretrained(pipe / "unet")
     with pytest.raises(ModelNotFoundError, match=r"unet.*'AutoencoderKL'.*expects one of"):
         load_model(pipe)
-    # a pipeline folder with no U-Net at all: say what is there
+    # a pipeline folder that lists a transformer but does not hold it: say which file is missing
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "transformer": ["diffusers", "DiTTransformer2DModel"],
                                                      "scheduler": ["diffusers", "DDPMScheduler"]}))
     shutil.rmtree(pipe / "unet")
-    with pytest.raises(ModelNotFoundError, match=r"holds no U-Net.*found.*scheduler.*transformer"):
+    with pytest.raises(ModelNotFoundError, match=r"lists a transformer \(DiTTransformer2DModel\) but .*transformer/config.json is missing"):
+        load_model(pipe)
+    # a pipeline folder with no denoiser at all: say what is there
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"],
+                                                     "scheduler": ["diffusers", "DDPMScheduler"]}))
+    with pytest.raises(ModelNotFoundError, match=r"holds no denoiser.*found.*scheduler.*vae"):
+        load_model(pipe)
+    # a supported engine family that load_model does not load whole says which it loads
+    (pipe / "transformer").mkdir()
+    (pipe / "transformer" / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline",
+                                                     "transformer": ["diffusers", "PixArtTransformer2DModel"]}))
+    with pytest.raises(ModelNotFoundError, match=r"'PixArtTransformer2DModel'.*expects one of \['UNet2DModel'"):
         load_model(pipe)
 
 
