@@ -211,9 +211,13 @@ def _check_labels(denoiser: nn.Module, labels: Any) -> torch.Tensor:
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else repr(labels)
         raise ValueError(f"class_labels must be one integer class id (an int or a (1,) long tensor), got {got}")
     n = denoiser.config.get("num_embeds_ada_norm") or denoiser.config.get("num_class_embeds")
-    if n is not None and not 0 <= int(labels[0]) <= int(n):
-        raise ValueError(f"class_labels={int(labels[0])} is not a class of this model: ids run 0..{int(n) - 1} "
-                         f"({int(n)} is the unconditional 'null' class of classifier-free guidance)")
+    if n is not None:
+        rows = int(n)
+        if type(denoiser).__name__ == "DiTTransformer2DModel":  # an extra "null" row when trained with label dropout
+            rows = denoiser.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
+        if not 0 <= int(labels[0]) < rows:
+            null = f" ({int(n)} is the unconditional 'null' class of classifier-free guidance)" if rows > int(n) else ""
+            raise ValueError(f"class_labels={int(labels[0])} is not a class of this model: ids run 0..{int(n) - 1}{null}")
     return labels.long()
 
 

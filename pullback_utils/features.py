@@ -165,7 +165,7 @@ class FeatureMap:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """h = f_t(x). x: (B, *x_shape) -> h: (B, *h_shape)."""
         b = x.shape[0]
-        dtype = torch.long if isinstance(self.timestep, int) else torch.float32
+        dtype = torch.long if isinstance(self.timestep, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
         ts = torch.full((b,), self.timestep, dtype=dtype, device=x.device)
         kwargs = expand_conditioning(self.conditioning, b, x)
         handle = self.module.register_forward_hook(self._hook)

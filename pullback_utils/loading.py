@@ -263,7 +263,7 @@ def _load_pipeline(folder: Path, index: dict, *, name: str, dtype: torch.dtype) 
     verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity_error()
     try:
-        pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False)
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, low_cpu_mem_usage=False)
     except (OSError, ValueError, TypeError, AttributeError) as e:
         raise ModelNotFoundError(f"cannot load the {index.get('_class_name')} pipeline in {folder}: "
                                  f"{type(e).__name__}: {e}") from e

@@ -121,8 +121,8 @@ class DiffusionModel:
         cfg = getattr(scheduler, "config", {})
         self.flow_grid: FlowGrid | None = None
         if is_flow_scheduler(scheduler):
-            seq = (self.sample_shape[1] // 2) * (self.sample_shape[2] // 2) if self._packed else (
-                self.sample_shape[1] * self.sample_shape[2] // max(1, int(_cfg_get(unet.config, "patch_size", 1))) ** 2)
+            patch = 2 if self._packed else max(1, int(_cfg_get(getattr(unet, "config", {}), "patch_size", 1) or 1))
+            seq = (self.sample_shape[1] // patch) * (self.sample_shape[2] // patch)  # image tokens
             self.flow_grid = FlowGrid.from_scheduler(scheduler, image_seq_len=seq)
             self.num_train_timesteps = self.flow_grid.num_train_timesteps
             sig = self.flow_grid.sigmas()[1:]
@@ -163,7 +163,8 @@ class DiffusionModel:
 
     # ---------------------------------------------------------------- properties
     def __repr__(self) -> str:
-        kind = ("latent" if self.is_latent else "pixel") + (", text" if self.is_conditional else "")
+        dit = self.family is not None and self.family.name == "dit"
+        kind = ("latent" if self.is_latent else "pixel") + ((", class" if dit else ", text") if self.is_conditional else "")
         kind += f", {self.family.name}" if self.family is not None and self.family.name != "unet" else ""
         return f"DiffusionModel({self.name!r}, {kind}, sample_shape={self.sample_shape}, T={self.num_train_timesteps})"
 

@@ -47,7 +47,7 @@ def output(model: Any, x: torch.Tensor, level: int, c: torch.Tensor | Conditioni
         value = network_timestep(model.family, level, sigma, T)
     else:  # plain networks: the training index, or the flow scheduler's timestep sigma * T
         value = level - 1 if sigma is None else sigma * T
-    dtype = torch.long if isinstance(value, int) else torch.float32
+    dtype = torch.long if isinstance(value, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
     ts = torch.full((x.shape[0],), value, dtype=dtype, device=x.device)
     packed = model.family is not None and model.family.tokens
     if model.family is None:
