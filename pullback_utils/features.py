@@ -91,7 +91,7 @@ def _ranges(names: list[str]) -> str:
         if idx.isdigit():
             while j + 1 < len(names) and names[j + 1] == f"{head}.{int(idx) + (j + 1 - i)}":
                 j += 1
-        out += [repr(n) for n in names[i:j + 1]] if j - i < 2 else [f"{names[i]!r}..{names[j]!r}"]
+        out += [repr(n) for n in names[i:j + 1]] if j - i < 4 else [f"{names[i]!r}..{names[j]!r}"]
         i = j + 1
     return ", ".join(out)
 
@@ -108,7 +108,7 @@ def resolve_layer(denoiser: nn.Module, layer: str) -> nn.Module:
     if path and path in modules:
         return modules[path]
     blocks = _blocks(denoiser)
-    near = difflib.get_close_matches(layer, blocks + [n for n in modules if n], n=5, cutoff=0.6)
+    near = difflib.get_close_matches(layer, list(dict.fromkeys(blocks + [n for n in modules if n])), n=5, cutoff=0.6)
     hint = f"; did you mean {near}?" if near else ""
     raise ValueError(
         f"unknown layer {layer!r}; valid layers for this {type(denoiser).__name__}: blocks {_ranges(blocks)} "

@@ -174,9 +174,19 @@ def test_default_layers_and_layer_names(nets):
 
 
 def test_unknown_layer_lists_names_near_it(nets):
-    with pytest.raises(ValueError, match=r"unknown layer 'transformer_block.2'.*'transformer_blocks.0'\.\.'transformer_blocks.3'"
-                                         r".*did you mean \['transformer_blocks.2'"):
+    with pytest.raises(ValueError, match=r"unknown layer 'transformer_block.2'.*'transformer_blocks.0', "
+                                         r"'transformer_blocks.1', 'transformer_blocks.2', 'transformer_blocks.3' "
+                                         r".*did you mean \['transformer_blocks.2', 'transformer_blocks.3'"):
         feature_map(nets["dit"], 0.5, layer="transformer_block.2", class_labels=1)
+    from diffusers import FluxTransformer2DModel
+
+    deep = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=19, num_single_layers=38, attention_head_dim=4,
+                                  num_attention_heads=1, joint_attention_dim=4, pooled_projection_dim=4,
+                                  axes_dims_rope=(2, 2, 0))
+    with pytest.raises(ValueError, match=r"'transformer_blocks.0'\.\.'transformer_blocks.18', "
+                                         r"'single_transformer_blocks.0'\.\.'single_transformer_blocks.37'"):
+        feature_map(deep, 0.5, layer="blocks.60", encoder_hidden_states=torch.zeros(1, 2, 4),
+                    pooled_projections=torch.zeros(1, 4), img_ids=torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"did you mean \['mid_block'"):
         feature_map(nets["sdxl"], 0.5, layer="mid_blok", **_cond("sdxl"))
     with pytest.raises(ValueError, match=r"'transformer_blocks.0', 'single_transformer_blocks.0', 'single_transformer_blocks.1'"):
