@@ -45,7 +45,8 @@ __all__ = [
 
 _EDITING = ("edit_image", "xspace_guidance", "parallel_transport")
 _SUBMODULES = frozenset({
-    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "ddim", "editing", "features", "loading",
+    "ad_safe", "baselines", "basis", "cache", "chapter", "claims", "conditioning", "costs", "ddim", "editing",
+    "families", "features", "flow", "loading", "network",
     "figures", "geometry", "ground_truth", "images", "inference", "intrinsic", "io", "models", "notebook",
     "plotting", "products", "schedule", "scorecard", "solvers", "spectra", "stats", "studies", "sweeps",
     "validate", "zoo", "book",
