@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Conditioning", "encode_prompt", "resolve", "prompt_list", "short", "encode", "unconditional", "dit_labels"]
+__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "prompt_list", "short", "encode", "unconditional", "dit_labels"]
 
 _UNBATCHED = frozenset({"img_ids", "txt_ids"})
 
@@ -108,6 +108,15 @@ class Conditioning(Mapping):
         if self.batch == 1:
             return self
         return self._map(lambda k, t: t[index:index + 1] if k not in _UNBATCHED and t.ndim else t)
+
+
+def expand_batch(c: Any, batch: int) -> Any:
+    """Conditioning ``c`` (a tensor, a :class:`Conditioning` or None) with batch 1 expanded to ``batch``."""
+    if isinstance(c, Conditioning):
+        return c.expand(batch)
+    if isinstance(c, torch.Tensor) and c.shape[0] != batch:
+        return c.expand(batch, *c.shape[1:])
+    return c
 
 
 def short(obj: Any) -> str:

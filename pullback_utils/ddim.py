@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Protocol, Sequence, Union
+from typing import Mapping, NamedTuple, Protocol, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from pullback_utils.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
-Prompt = Union[str, Sequence[str], torch.Tensor, None]
+#: what a model's ``conditioning`` accepts: text prompt(s), encoder hidden states, a
+#: :class:`~pullback_utils.conditioning.Conditioning` (or dict of the denoiser's keywords), DiT class ids, or None
+Prompt = Union[str, Sequence[str], torch.Tensor, Mapping, int, None]
 
 __all__ = [
     "Time",

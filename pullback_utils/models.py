@@ -386,10 +386,10 @@ class DiffusionModel:
         level = self.unet_timestep(t) + 1
         c = self.conditioning(cond, batch=x_t.shape[0], guidance_scale=guidance_scale)
         b = x_t.shape[0]
-        c = _expand(c, b)
+        c = conds.expand_batch(c, b)
         w = float(guidance_scale)
         if w != 1.0:
-            u = _expand(self.unconditional_embedding(), b)
+            u = conds.expand_batch(self.unconditional_embedding(), b)
             both = Conditioning.cat([u, c]) if isinstance(c, Conditioning) else torch.cat([u, c])
             xx = torch.cat([x_t, x_t])
             o_u, o_c = network.to_prediction(self, xx, level, network.output(self, xx, level, both)).chunk(2)
@@ -432,32 +432,7 @@ class DiffusionModel:
         """
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
-        x_in, level, layer, c, kwargs = network.engine_inputs(self, x_t, t, prompt, layer)
-        from pullback_utils.basis import local_basis as engine_local_basis
-
-        def compute():
-            return network.unpack_basis(self, engine_local_basis(self.unet, x_in, level, int(k), layer=layer,
-                                                                 **kwargs, **solver))
-
-        if cache_dir is None:
-            return compute()
-        from pullback_utils.cache import BasisCache, basis_key_fields, tensor_hash
-
-        x_key = x_t if x_t.dim() == 4 else x_t.unsqueeze(0)
-        fields = basis_key_fields(self.fingerprint, x_key.to(self.device, self.dtype), level - 1, int(k), layer=layer,
-                                  cond=c if not isinstance(c, Conditioning) else None, solver=solver)
-        if isinstance(c, Conditioning):
-            fields["cond"] = {n: tensor_hash(v) for n, v in sorted(c.tensors().items())}
-        meta = {"model": self.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}
-        return BasisCache(cache_dir).get_or_compute(fields, compute, meta=meta)
-
-
-def _expand(c: Any, b: int) -> Any:
-    if isinstance(c, Conditioning):
-        return c.expand(b)
-    if isinstance(c, torch.Tensor) and c.shape[0] != b:
-        return c.expand(b, *c.shape[1:])
-    return c
+        return network.model_local_basis(self, x_t, t, int(k), prompt, layer, cache_dir, solver)
 
 
 # -------------------------------------------------------------------- helpers

@@ -18,8 +18,8 @@ import torch
 from pullback_utils.conditioning import Conditioning
 from pullback_utils.families import latent_image_ids, network_timestep, pack_latents, unpack_latents
 
-__all__ = ["keywords", "output", "to_prediction", "engine_inputs", "model_feature_map", "unpack_basis",
-           "PackedFeatureMap"]
+__all__ = ["keywords", "output", "to_prediction", "engine_inputs", "model_feature_map", "model_local_basis",
+           "unpack_basis", "PackedFeatureMap"]
 
 
 def keywords(c: torch.Tensor | Conditioning | None) -> dict[str, Any]:
@@ -138,3 +138,25 @@ def unpack_basis(model: Any, basis: Any) -> Any:
     k = basis.v.shape[0]
     v = unpack_latents(basis.v.reshape(k, *basis.v.shape[2:]), *model.sample_shape[1:])
     return dataclasses.replace(basis, v=v.unsqueeze(1))
+
+
+def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any, layer: str | None,
+                      cache_dir: Any, solver: dict[str, Any]) -> Any:
+    """``DiffusionModel.local_basis``: the engine on the denoiser (FLUX: packed, ``v`` unpacked), optionally cached."""
+    x_in, level, layer, c, kwargs = engine_inputs(model, x_t, t, prompt, layer)
+    from pullback_utils import basis as engine
+
+    def compute():
+        return unpack_basis(model, engine.local_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
+
+    if cache_dir is None:
+        return compute()
+    from pullback_utils.cache import BasisCache, basis_key_fields, tensor_hash
+
+    x_key = (x_t if x_t.dim() == 4 else x_t.unsqueeze(0)).to(model.device, model.dtype)
+    fields = basis_key_fields(model.fingerprint, x_key, level - 1, k, layer=layer,
+                              cond=c if not isinstance(c, Conditioning) else None, solver=solver)
+    if isinstance(c, Conditioning):
+        fields["cond"] = {n: tensor_hash(v) for n, v in sorted(c.tensors().items())}
+    meta = {"model": model.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}
+    return BasisCache(cache_dir).get_or_compute(fields, compute, meta=meta)

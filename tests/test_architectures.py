@@ -615,3 +615,61 @@ def test_edit_image_runs_on_other_architectures(models, arch):
     assert res.frames.shape == (2, 3, 16, 16) and torch.isfinite(res.frames).all()
     assert res.basis is not None and res.basis.info["level"] == 500
     assert not torch.allclose(res.x0[0], res.x0[-1])  # the edit changed the result
+
+
+# ------------------------------------------------------------------ counting the cost of the real checkpoints
+_TINY_DIT = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=4,
+                 sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+
+
+def test_meta_counts_equal_counts_on_the_real_tiny_model():
+    from diffusers import DiTTransformer2DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pullback_utils import costs
+
+    c = costs.basis_costs("DiTTransformer2DModel", _TINY_DIT, (4, 8, 8), dtype=torch.float32, block=2)
+    torch.manual_seed(0)
+    net = DiTTransformer2DModel(**_TINY_DIT).eval().requires_grad_(False)
+    assert c.params == sum(p.numel() for p in net.parameters()) and c.param_bytes == 4 * c.params
+    assert c.layer == "transformer_blocks.2" and c.h_shape == (1, 16, 16) and c.x_shape == (1, 4, 8, 8)
+    fn = feature_map(net, 0.5, class_labels=0)
+    x = torch.randn(1, 4, 8, 8, requires_grad=True)
+    with pu.ad_safe.forward_ad_safe(net):
+        with FlopCounterMode(display=False) as fc:  # torch's own counter, on real CPU tensors
+            h = fn(x)
+        assert fc.get_total_flops() == c.forward_flops
+        with FlopCounterMode(display=False) as fc:  # one Jᵀu by plain autograd (frozen weights)
+            torch.autograd.grad(h, x, torch.randn_like(h))
+        assert fc.get_total_flops() == pytest.approx(c.vjp_flops, rel=0.02)
+        # activations: unique storages saved for backward, parameters excluded, counted by data pointer
+        params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+        storages = {}
+
+        def pack(s):
+            st = s.untyped_storage()
+            if st.data_ptr() not in params:
+                storages[st.data_ptr()] = st.nbytes()
+            return s
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda s: s):
+            fn(torch.randn(1, 4, 8, 8, requires_grad=True))
+    assert sum(storages.values()) == pytest.approx(c.saved_bytes, rel=0.05)
+    assert c.jvp_flops > c.vjp_flops > 0
+    assert costs.seconds_per_basis(c, 10, 20, 1e9) == pytest.approx(
+        (c.forward_flops + 10 * c.jvp_flops + 20 * c.vjp_flops) / 1e9)
+    with pytest.raises(ValueError, match="flops_per_second must be > 0"):
+        costs.seconds_per_basis(c, 1, 1, 0)
+
+
+def test_real_configs_have_the_published_sizes():
+    """Parameter counts of the real configs, built on the meta device (a guard on the configs)."""
+    from pullback_utils import costs
+
+    published = {"SDXL base (1024 px)": 2.567e9, "SD3 medium (1024 px)": 2.028e9, "FLUX.1-dev (1024 px)": 11.90e9,
+                 "CelebA-HQ DDPM (256 px)": 113.67e6,  # the U-Net of benchmarks/celebahq_basis.py
+                 "DiT-XL/2 (256 px)": 0.750e9}  # 675 M in the paper + diffusers' per-block time/label embedders
+    for name, n in published.items():
+        spec = costs.REAL_CONFIGS[name]
+        net = costs.meta_denoiser(spec["cls"], spec["config"])
+        assert sum(p.numel() for p in net.parameters()) == pytest.approx(n, rel=3e-3), name
