@@ -149,7 +149,7 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
     family_of(denoiser)
     name, cfg = type(denoiser).__name__, denoiser.config
     accepted = conditioning_keywords(denoiser)
-    unknown = [k for k in conditioning if k not in accepted]
+    unknown = [k for k, v in conditioning.items() if k not in accepted and v is not None]  # None = not given
     if unknown:
         raise ValueError(f"{name} takes no conditioning keyword {unknown}; its conditioning keywords are {accepted}")
     cond = {k: v for k, v in conditioning.items() if v is not None}

@@ -1,4 +1,4 @@
-"""Tiny random-weight diffusers U-Nets with attention (fast on 2 CPU cores), shared by the tests."""
+"""Tiny random-weight diffusers denoisers (U-Nets with attention; SDXL-, DiT-, PixArt-, SD3- and FLUX-shaped transformers), fast on 2 CPU cores, shared by the tests."""
 
 from __future__ import annotations
 
