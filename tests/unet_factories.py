@@ -1,4 +1,5 @@
-"""Tiny random-weight diffusers denoisers (U-Nets with attention; SDXL-, DiT-, PixArt-, SD3- and FLUX-shaped transformers), fast on 2 CPU cores, shared by the tests."""
+"""Tiny random-weight diffusers denoisers, fast on 2 CPU cores, shared by the tests: U-Nets with attention,
+and SDXL-, DiT-, PixArt-, SD3- and FLUX-shaped models (issue 14)."""
 
 from __future__ import annotations
 
