@@ -38,7 +38,7 @@ from .families import (
 from .flow import FlowGrid, is_flow_scheduler
 from .schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
 
-__all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer"]
+__all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer", "time_inputs"]
 
 _ALIASES = {"down": "down_blocks", "mid": "mid_block", "up": "up_blocks"}
 # blocks returning (encoder_hidden_states, hidden_states): h is the image stream, the second output
