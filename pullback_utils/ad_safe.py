@@ -1,19 +1,25 @@
-"""Making a diffusers U-Net safe for forward-mode automatic differentiation.
+"""Making a diffusers denoiser safe for forward-mode automatic differentiation.
 
-Two things break ``torch.func.jvp`` / ``torch.autograd.forward_ad`` through a stock diffusers U-Net:
+Two things break ``torch.func.jvp`` / ``torch.autograd.forward_ad`` through stock diffusers models:
 
-1. The default attention processor calls ``F.scaled_dot_product_attention``, whose fused CPU and
-   CUDA kernels have no forward-AD formula.
+1. ``F.scaled_dot_product_attention`` dispatches on CPU (and CUDA) to fused kernels that have no
+   forward-AD formula.
 2. Reshapes with ``Tensor.view``: the attention output ``transpose(...).reshape(B, C, H, W)`` is a
    channels-last view, convolutions propagate that layout, and the forward-AD formula of
    ``group_norm`` then calls ``view`` on a channels-last tangent and raises.
 
-:class:`ForwardADAttnProcessor` computes attention with plain matrix products and ``softmax`` and
-reshapes only with ``reshape``. :func:`forward_ad_safe` installs it on every attention module of a
-model for the duration of a ``with`` block (through the public ``Attention.set_processor``) and puts
-the original processors back afterwards, even on error. It also registers forward pre-hooks on the
-``GroupNorm`` modules that hand them a contiguous input (removed on exit), and makes the model's
-parameters contiguous.
+Inside :func:`forward_ad_safe`:
+
+- attention modules with the classic processors (``AttnProcessor2_0``, ``AttnProcessor``: U-Nets, DiT,
+  PixArt) get :class:`ForwardADAttnProcessor`, which computes attention with plain matrix products and
+  ``softmax`` and reshapes only with ``reshape`` (through the public ``set_processor``; the originals are
+  put back afterwards, even on error);
+- every other processor (SD3's joint attention, FLUX's joint and single-stream attention with rotary
+  embeddings, diffusers' attention dispatcher) is left in place and ``scaled_dot_product_attention``
+  runs on PyTorch's math backend (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``), a composite of
+  differentiable ops, so forward AD goes through the processor unchanged;
+- forward pre-hooks on the ``GroupNorm`` modules hand them a contiguous input (removed on exit), and
+  the model's parameters are made contiguous.
 """
 
 from __future__ import annotations
@@ -28,17 +34,25 @@ __all__ = ["ForwardADAttnProcessor", "forward_ad_safe", "attention_modules"]
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """All diffusers ``Attention`` modules inside ``model`` (self- and cross-attention)."""
+    """All diffusers attention modules inside ``model`` (``Attention`` and ``AttentionModuleMixin``, e.g. FLUX's)."""
+    from diffusers.models.attention import AttentionModuleMixin
     from diffusers.models.attention_processor import Attention
 
-    return [m for m in model.modules() if isinstance(m, Attention)]
+    return [m for m in model.modules() if isinstance(m, (Attention, AttentionModuleMixin))]
+
+
+def _classic(processor: object) -> bool:
+    """Whether ``processor`` is one :class:`ForwardADAttnProcessor` reproduces (diffusers' plain processors)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    return type(processor) in (AttnProcessor, AttnProcessor2_0, ForwardADAttnProcessor)
 
 
 class ForwardADAttnProcessor:
     """Attention as explicit ``softmax(q kᵀ · scale) v``, safe under forward- and reverse-mode AD.
 
     Mathematically identical to diffusers' ``AttnProcessor2_0`` for the options used by the
-    ``UNet2DModel`` and ``UNet2DConditionModel`` blocks (spatial norm, group norm, cross-attention
+    ``UNet2DModel``, ``UNet2DConditionModel``, DiT and PixArt blocks (spatial norm, group norm, cross-attention
     with ``norm_cross``, q/k norms, attention masks, residual connection, output rescaling).
 
     Shapes: ``hidden_states`` (B, C, H, W) or (B, N, C); ``encoder_hidden_states`` (B, L, D).
@@ -126,7 +140,9 @@ def forward_ad_safe(model: nn.Module) -> Iterator[nn.Module]:
 
     The forward output inside the context equals the stock one to float tolerance (tested).
     """
-    modules = attention_modules(model)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    modules = [m for m in attention_modules(model) if _classic(m.processor)]
     saved = [m.processor for m in modules]
     safe = ForwardADAttnProcessor()
     for p in model.parameters():
@@ -139,7 +155,8 @@ def forward_ad_safe(model: nn.Module) -> Iterator[nn.Module]:
         for m in model.modules():
             if isinstance(m, nn.GroupNorm):
                 hooks.append(m.register_forward_pre_hook(_contiguous_input))
-        yield model
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield model
     finally:
         for h in hooks:
             h.remove()

@@ -1,18 +1,38 @@
-"""The local latent basis of a diffusers U-Net at (x_t, t): the engine applied to h-space."""
+"""The local latent basis of a diffusers denoiser at (x_t, t): the engine applied to a feature layer.
+
+One call shape for every family (:mod:`pullback_utils.families`)::
+
+    local_basis(unet, x_t, t, k)                                           # h-space of a U-Net
+    local_basis(unet, x_t, t, k, encoder_hidden_states=c)                  # Stable Diffusion
+    local_basis(unet, x_t, t, k, encoder_hidden_states=c, added_cond_kwargs={...})   # SDXL
+    local_basis(dit, x_t, t, k, class_labels=207)                          # DiT, middle block
+    local_basis(sd3, x_t, t, k, encoder_hidden_states=c, pooled_projections=p, scheduler=s)
+    local_basis(flux, tokens, t, k, layer="transformer_blocks.3", encoder_hidden_states=c,
+                pooled_projections=p, img_ids=ids, guidance=3.5)
+
+Keywords that are not options of :func:`~pullback_utils.solvers.jacobian_svd` are the denoiser's
+conditioning; unknown ones are refused with the list of both.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from .ad_safe import forward_ad_safe
+from .families import check_input, family_of
 from .features import feature_map
 from .solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
 
-__all__ = ["local_basis", "frozen"]
+__all__ = ["local_basis", "frozen", "SOLVER_OPTIONS"]
+
+#: keyword arguments of :func:`~pullback_utils.solvers.jacobian_svd` that ``local_basis`` passes on
+SOLVER_OPTIONS = tuple(p for p in inspect.signature(jacobian_svd).parameters if p not in ("fn", "x", "k"))
 
 
 @contextlib.contextmanager
@@ -33,54 +53,57 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def local_basis(
-    unet: nn.Module,
+    denoiser: nn.Module,
     x_t: torch.Tensor,
     t: float | int | torch.Tensor,
     k: int,
     *,
-    layer: str = "mid",
-    encoder_hidden_states: torch.Tensor | None = None,
+    layer: str | None = None,
     num_train_timesteps: int | None = None,
-    **solver,
+    scheduler: Any = None,
+    **options: Any,
 ) -> LocalBasis:
-    """Local latent basis of ``unet`` at ``(x_t, t)``: top-k singular triplets of ∂h/∂x_t.
+    """Local latent basis of ``denoiser`` at ``(x_t, t)``: top-k singular triplets of ∂h/∂x_t.
 
     Args:
-        unet: diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
-        x_t: (1, C, H, W) noisy sample, C and H, W matching the U-Net.
+        denoiser: a supported diffusers denoiser (``UNet2DModel``, ``UNet2DConditionModel`` incl. SDXL,
+            ``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ``SD3Transformer2DModel``,
+            ``FluxTransformer2DModel``).
+        x_t: (1, *x_shape) noisy sample in the denoiser's input layout: (1, C, H, W), or FLUX's packed
+            (1, N, C).
         t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or
-            a float fraction of ``T`` in ``(0, 1]``; the U-Net sees timestep ``level - 1``.
+            a float fraction of ``T`` in ``(0, 1]``; VP networks see timestep ``level - 1``, flow networks
+            the sigma of that level on ``scheduler``'s grid (:mod:`pullback_utils.flow`).
         k: number of basis vectors.
-        layer: ``"mid"`` (h-space, default), ``"down.i"`` or ``"up.i"``.
-        encoder_hidden_states: (1, L, D) prompt embedding for a text-conditional U-Net.
-        num_train_timesteps: the schedule's ``T`` (default 1000).
-        **solver: options of :func:`~pullback_utils.solvers.jacobian_svd` (method, tol, …).
+        layer: a block or submodule name (:func:`~pullback_utils.features.layer_names`); ``None`` is the
+            architecture's default (``"mid"`` for U-Nets, the middle transformer block for DiTs).
+        num_train_timesteps: the schedule's ``T`` (default: the scheduler's, else 1000).
+        scheduler: the denoiser's scheduler; flow models read their shifted sigma grid from it.
+        **options: the denoiser's conditioning keywords (``encoder_hidden_states=``, ``class_labels=``,
+            ``added_cond_kwargs=``, ``pooled_projections=``, ``img_ids=``, ``guidance=``, …, each for one
+            sample) and the options of :func:`~pullback_utils.solvers.jacobian_svd` (method, tol, …).
 
     Returns:
-        :class:`LocalBasis`: v (k, 1, C, H, W), u (k, 1, *h_shape[1:]), s (k,).
+        :class:`LocalBasis`: v (k, 1, *x_shape), u (k, 1, *h_shape[1:]), s (k,); ``info`` records
+        ``level``, ``timestep`` (the network's input), ``sigma`` (flow models) and ``layer``.
     """
-    if not isinstance(x_t, torch.Tensor):
-        raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
-    in_channels = unet.config.in_channels
-    if x_t.ndim != 4 or x_t.shape[0] != 1 or x_t.shape[1] != in_channels:
-        raise ValueError(
-            f"x_t must have shape (1, {in_channels}, H, W) for this U-Net, got {tuple(x_t.shape)}"
-        )
-    down = 2 ** (len(unet.down_blocks) - 1)
-    if x_t.shape[2] % down or x_t.shape[3] % down:
-        raise ValueError(
-            f"x_t's height and width must be multiples of {down} for this U-Net, got {tuple(x_t.shape[2:])}"
-        )
-    if not torch.isfinite(x_t).all():
-        raise ValueError("x_t contains NaN or infinite values")
+    solver = {n: v for n, v in options.items() if n in SOLVER_OPTIONS}
+    conditioning = {n: v for n, v in options.items() if n not in SOLVER_OPTIONS}
+    family_of(denoiser)  # an unsupported class is named before anything else
+    check_input(denoiser, x_t)
     args = {**SOLVER_DEFAULTS, **{k_: v for k_, v in solver.items() if k_ in SOLVER_DEFAULTS}}
     check_solver_args(args["method"], args["tol"], args["max_iters"], args["oversample"], args["seed"])
-    fn = feature_map(
-        unet, t, layer=layer, encoder_hidden_states=encoder_hidden_states,
-        num_train_timesteps=num_train_timesteps,
-    )
-    dtype = next(unet.parameters()).dtype
-    with frozen(unet), forward_ad_safe(unet):
+    try:
+        fn = feature_map(denoiser, t, layer=layer, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
+                         **conditioning)
+    except ValueError as e:
+        if "takes no conditioning keyword" in str(e):
+            raise ValueError(f"{e}; solver options are {list(SOLVER_OPTIONS)}") from None
+        raise
+    dtype = next(denoiser.parameters()).dtype
+    with frozen(denoiser), forward_ad_safe(denoiser):
         basis = jacobian_svd(fn, x_t.to(dtype), k, **solver)
-    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": layer})
+    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": fn.layer})
+    if fn.sigma is not None:
+        basis.info["sigma"] = fn.sigma
     return basis

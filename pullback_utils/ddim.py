@@ -6,8 +6,16 @@ the requested level (the official code stops one step early).
 
 The functions need only a small part of a model, the :class:`Denoiser` protocol (what
 :class:`~pullback_utils.models.DiffusionModel` provides): ``num_train_timesteps``,
-``sample_shape``, ``is_latent``, ``alpha_bar(level)``, ``conditioning(prompt, ...)`` and
-``eps(x, level, cond, guidance_scale)``.
+``sample_shape``, ``is_latent``, ``coefficients(level)``, ``conditioning(prompt, ...)``,
+``eps(x, level, cond, guidance_scale)`` and ``predict(x, level, cond, guidance_scale)``.
+
+The model's family enters only through its coefficients ``x_t = alpha_t x_0 + sigma_t eps``: a step
+from ``t`` to ``t'`` maps ``x`` to ``alpha_t' x0_hat + sigma_t' eps_hat``. For variance-preserving
+models (``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha_bar)``) this is DDIM; for flow-matching
+models (``alpha = 1 - sigma``, on the scheduler's sigma grid, :mod:`pullback_utils.flow`) it is exactly
+the Euler step ``x + (sigma' - sigma) v`` of ``FlowMatchEulerDiscreteScheduler``, so sampling and
+inversion run on each model's own grid with the one time convention. Sampling takes ``x0_hat`` from
+``predict`` (finite at a flow model's ``sigma = 1``); inversion takes ``eps`` at the current point.
 
 :func:`ddim_sample_to_times` and :func:`ddim_invert_to_times` are the one "DDIM run through a list of
 times" of the package: trajectories of the analysis chapters, edit states at several times and
@@ -18,14 +26,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Protocol, Sequence, Union
+from typing import Mapping, NamedTuple, Protocol, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from pullback_utils.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
-Prompt = Union[str, Sequence[str], torch.Tensor, None]
+#: what a model's ``conditioning`` accepts: text prompt(s), encoder hidden states, a
+#: :class:`~pullback_utils.conditioning.Conditioning` (or dict of the denoiser's keywords), DiT class ids, or None
+Prompt = Union[str, Sequence[str], torch.Tensor, Mapping, int, None]
 
 __all__ = [
     "Time",
@@ -48,11 +58,14 @@ class Denoiser(Protocol):
     sample_shape: tuple[int, ...]
     is_latent: bool
 
-    def alpha_bar(self, t: Time) -> float: ...
+    def coefficients(self, t: Time) -> tuple[float, float]: ...
 
     def conditioning(self, prompt: Prompt, *, batch: int = 1, guidance_scale: float = 1.0) -> torch.Tensor | None: ...
 
     def eps(self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0) -> torch.Tensor: ...
+
+    def predict(self, x_t: torch.Tensor, t: Time, cond: Prompt = None,
+                guidance_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class DDIMTrajectory(NamedTuple):
@@ -93,10 +106,10 @@ def _check_x(model: Denoiser, x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
-def _ddim_step(x: torch.Tensor, eps: torch.Tensor, a_from: float, a_to: float) -> torch.Tensor:
-    """Deterministic DDIM move of ``x`` from alpha_bar ``a_from`` to ``a_to`` with noise ``eps``."""
-    x0 = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
-    return math.sqrt(a_to) * x0 + math.sqrt(1.0 - a_to) * eps
+def _ddim_step(x: torch.Tensor, eps: torch.Tensor, c_from: tuple[float, float], c_to: tuple[float, float]) -> torch.Tensor:
+    """Deterministic DDIM move of ``x`` from coefficients ``c_from = (alpha, sigma)`` to ``c_to`` with noise ``eps``."""
+    x0 = (x - c_from[1] * eps) / c_from[0]
+    return c_to[0] * x0 + c_to[1] * eps
 
 
 @torch.no_grad()
@@ -148,23 +161,16 @@ def ddim_sample(
     for n_from, n_to in tqdm(
         list(zip(levels[:-1], levels[1:])), desc="DDIM sample", disable=not progress, leave=False
     ):
-        eps = model.eps(x, n_from, cond, guidance_scale=guidance_scale)
-        a_from, a_to = model.alpha_bar(n_from), model.alpha_bar(n_to)
+        x0, eps = model.predict(x, n_from, cond, guidance_scale=guidance_scale)
+        (a_from, s_from), (a_to, s_to) = model.coefficients(n_from), model.coefficients(n_to)
         if eta > 0 and n_to > 0:
-            sigma = (
-                float(eta)
-                * math.sqrt((1.0 - a_to) / (1.0 - a_from))
-                * math.sqrt(1.0 - a_from / a_to)
-            )
-            x0 = (x - math.sqrt(1.0 - a_from) * eps) / math.sqrt(a_from)
+            # DDIM's posterior noise: s = eta * sigma_to * sqrt(1 - SNR_from / SNR_to)
+            snr_ratio = (a_from * s_to) ** 2 / ((s_from * a_to) ** 2)
+            sigma = float(eta) * s_to * math.sqrt(max(1.0 - snr_ratio, 0.0))
             z = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x.device, x.dtype)
-            x = (
-                math.sqrt(a_to) * x0
-                + math.sqrt(max(1.0 - a_to - sigma**2, 0.0)) * eps
-                + sigma * z
-            )
+            x = a_to * x0 + math.sqrt(max(s_to**2 - sigma**2, 0.0)) * eps + sigma * z
         else:
-            x = _ddim_step(x, eps, a_from, a_to)
+            x = a_to * x0 + s_to * eps
         if states is not None:
             states.append(x)
     if return_trajectory:
@@ -230,12 +236,12 @@ def ddim_invert(
     for n_from, n_to in tqdm(
         list(zip(levels[:-1], levels[1:])), desc="DDIM invert", disable=not progress, leave=False
     ):
-        a_from, a_to = model.alpha_bar(n_from), model.alpha_bar(n_to)
+        c_from, c_to = model.coefficients(n_from), model.coefficients(n_to)
         eps = model.eps(x, max(n_from, 1), cond)
-        x_next = _ddim_step(x, eps, a_from, a_to)
+        x_next = _ddim_step(x, eps, c_from, c_to)
         for _ in range(int(fixed_point_iters)):
             eps = model.eps(x_next, n_to, cond)
-            x_next = _ddim_step(x, eps, a_from, a_to)
+            x_next = _ddim_step(x, eps, c_from, c_to)
         x = x_next
         if states is not None:
             states.append(x)

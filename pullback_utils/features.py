@@ -1,203 +1,243 @@
-"""The feature map f_t: x_t ↦ h of a diffusers U-Net, stopped at a chosen block.
+"""The feature map f_t: x_t ↦ h of any supported diffusers denoiser, stopped at a named layer.
 
-``h``-space (Asyrp; Park et al.) is the output of the U-Net's ``mid_block``: the network run through
-``conv_in`` and all down blocks and the mid block, with the time embedding (and, for text-to-image
-U-Nets, the prompt's encoder hidden states through cross-attention) held fixed. Other blocks can be
-chosen: ``"down.i"`` (output of down block ``i``) and ``"up.i"`` (output of up block ``i``, which
-needs the down blocks' skip activations and so runs the network up to that block).
+``h``-space (Asyrp; Park et al.) is the output of a U-Net's ``mid_block``; for a diffusion
+transformer the package's default is the middle transformer block. Any named submodule can be
+chosen (``"transformer_blocks.12"``, ``"mid_block"``, ``"down_blocks.2.resnets.1"``), and for U-Nets the
+short names ``"down.i"``, ``"mid"`` and ``"up.i"`` (outputs of ``down_blocks.i``, ``mid_block`` and
+``up_blocks.i``) keep working. Defaults (:func:`default_layer`): ``"mid"`` for U-Nets,
+``transformer_blocks.{n // 2}`` for DiT, PixArt and SD3, and the middle block of FLUX's double-then-
+single stack (``single_transformer_blocks.9`` of FLUX.1's 19 + 38).
 
-The computation mirrors ``UNet2DModel.forward`` and ``UNet2DConditionModel.forward`` and stops at
-the requested block, so nothing after it runs; tests check it against a forward hook on the stock
-forward pass.
+The map runs the denoiser's own forward pass with the time (and conditioning) held fixed and stops
+at the layer: a forward hook on it raises a private exception carrying its output, so nothing after
+the layer runs and ``h`` is by construction what a hook on the stock forward pass sees (tested for
+every family). A block that returns several streams gives its image stream: the second output of
+SD3's ``JointTransformerBlock`` and FLUX's blocks, ``(encoder_hidden_states, hidden_states)``; the
+first tensor of any other tuple (a U-Net down block's ``(sample, skips)``, an attention module's
+``(hidden_states, encoder_hidden_states)``).
+
+Times follow :mod:`pullback_utils.schedule`; for flow-matching denoisers (SD3, FLUX) a level is mapped to
+its sigma by the scheduler's grid (:class:`~pullback_utils.flow.FlowGrid`; unshifted without one).
+Conditioning keywords are the denoiser's own (:mod:`pullback_utils.families`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+from typing import Any
 
 import torch
 from torch import nn
 
+from .families import (
+    check_conditioning,
+    expand_conditioning,
+    family_of,
+    network_timestep,
+)
+from .flow import FlowGrid, is_flow_scheduler
 from .schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
 
-__all__ = ["FeatureMap", "feature_map", "layer_names"]
+__all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer", "time_inputs"]
+
+_ALIASES = {"down": "down_blocks", "mid": "mid_block", "up": "up_blocks"}
+# blocks returning (encoder_hidden_states, hidden_states): h is the image stream, the second output
+_SECOND_STREAM = frozenset({"JointTransformerBlock", "FluxTransformerBlock", "FluxSingleTransformerBlock"})
 
 
-def _is_conditional(unet: nn.Module) -> bool:
-    from diffusers import UNet2DConditionModel
+class _Stop(Exception):
+    """Raised by the layer's forward hook to end the forward pass; carries the layer's output."""
 
-    return isinstance(unet, UNet2DConditionModel)
+    def __init__(self, output: Any) -> None:
+        super().__init__("feature layer reached")
+        self.output = output
 
 
-def layer_names(unet: nn.Module) -> list[str]:
-    """Valid ``layer`` names for ``unet``: ``"down.0"``, …, ``"mid"``, ``"up.0"``, …"""
-    names = [f"down.{i}" for i in range(len(unet.down_blocks))]
-    if getattr(unet, "mid_block", None) is not None:
-        names.append("mid")
-    names += [f"up.{i}" for i in range(len(unet.up_blocks))]
+def _blocks(denoiser: nn.Module) -> list[str]:
+    """Block-level layer names in execution order (U-Nets: the short names)."""
+    fam = family_of(denoiser)
+    if fam.name == "unet":
+        names = [f"down.{i}" for i in range(len(denoiser.down_blocks))]
+        names += ["mid"] if getattr(denoiser, "mid_block", None) is not None else []
+        return names + [f"up.{i}" for i in range(len(denoiser.up_blocks))]
+    return [f"{b}.{i}" for b in fam.blocks for i in range(len(getattr(denoiser, b)))]
+
+
+def layer_names(denoiser: nn.Module, *, submodules: bool = False) -> list[str]:
+    """Valid ``layer`` names: the blocks in execution order (U-Nets: ``"down.0"``, …, ``"mid"``, ``"up.0"``,
+    …; transformers: ``"transformer_blocks.0"``, …), and with ``submodules`` every named submodule path."""
+    names = _blocks(denoiser)
+    if submodules:
+        names += [n for n, _ in denoiser.named_modules() if n and n not in names]
     return names
 
 
-@dataclass
+def default_layer(denoiser: nn.Module) -> str:
+    """The package's default feature layer of ``denoiser`` (see the module doc)."""
+    fam = family_of(denoiser)
+    if fam.name == "unet":
+        return "mid" if getattr(denoiser, "mid_block", None) is not None else f"up.{len(denoiser.up_blocks) // 2}"
+    blocks = _blocks(denoiser)
+    return blocks[len(blocks) // 2]
+
+
+def _ranges(names: list[str]) -> str:
+    """The names, quoted, with runs of consecutive indices collapsed: ``'blocks.0'..'blocks.27'``."""
+    out: list[str] = []
+    i = 0
+    while i < len(names):
+        head, _, idx = names[i].rpartition(".")
+        j = i
+        if idx.isdigit():
+            while j + 1 < len(names) and names[j + 1] == f"{head}.{int(idx) + (j + 1 - i)}":
+                j += 1
+        out += [repr(n) for n in names[i:j + 1]] if j - i < 4 else [f"{names[i]!r}..{names[j]!r}"]
+        i = j + 1
+    return ", ".join(out)
+
+
+def resolve_layer(denoiser: nn.Module, layer: str) -> nn.Module:
+    """The submodule named ``layer``; ``ValueError`` listing the valid names near it otherwise."""
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a str (a block or submodule name), got {type(layer).__name__}")
+    modules = dict(denoiser.named_modules())
+    kind, _, index = layer.partition(".")
+    path = layer
+    if family_of(denoiser).name == "unet" and kind in _ALIASES and (index.isdigit() or (kind == "mid" and not index)):
+        path = _ALIASES[kind] + (f".{index}" if index else "")
+    if path and path in modules:
+        return modules[path]
+    blocks = _blocks(denoiser)
+    near = difflib.get_close_matches(layer, list(dict.fromkeys(blocks + [n for n in modules if n])), n=5, cutoff=0.6)
+    hint = f"; did you mean {near}?" if near else ""
+    raise ValueError(
+        f"unknown layer {layer!r}; valid layers for this {type(denoiser).__name__}: blocks {_ranges(blocks)} "
+        f"(in execution order; any named submodule path also works, see layer_names(denoiser, submodules=True)){hint}"
+    )
+
+
+def _stream(module: nn.Module, output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "sample"):
+        return output.sample
+    if isinstance(output, (tuple, list)):
+        if type(module).__name__ in _SECOND_STREAM:
+            return output[1]
+        for o in output:
+            if isinstance(o, torch.Tensor):
+                return o
+    raise TypeError(f"layer output of {type(module).__name__} holds no tensor ({type(output).__name__})")
+
+
 class FeatureMap:
-    """Callable ``x ↦ h`` for a U-Net at a fixed time (and prompt).
+    """Callable ``x ↦ h`` of a denoiser at a fixed time and conditioning. Build it with :func:`feature_map`.
 
-    ``timestep`` is the network's input (diffusers' training index, ``level - 1``); ``level`` the time
-    on the package's grid (:mod:`pullback_utils.schedule`).
+    ``__call__`` takes ``x`` of shape (B, *x_shape) (the denoiser's input; (B, C, H, W) latents, or FLUX's
+    (B, N, C) packed latents) and returns ``h`` of shape (B, *h_shape). Each sample is processed
+    independently (``per_sample`` is True): conditioning of batch 1 is expanded to the batch, which
+    the Jacobian products use to batch vectors through the batch dimension.
 
-    ``__call__`` takes ``x`` of shape (B, C, H, W) and returns ``h`` of shape (B, *h_shape); each
-    sample is processed independently (``per_sample`` is True), which the Jacobian products use to
-    batch vectors through the batch dimension. Build it with :func:`feature_map`.
+    Attributes: ``denoiser`` (also ``unet``), ``layer`` (the name given), ``module`` (the submodule),
+    ``level`` (the package's time), ``timestep`` (the network's time input: ``level - 1``, or the flow
+    timestep), ``sigma`` (flow noise level; None for variance-preserving models), ``conditioning``.
     """
 
-    unet: nn.Module
-    timestep: int
-    layer: str
-    encoder_hidden_states: torch.Tensor | None = None
-    per_sample: bool = True
-    level: int | None = None
+    per_sample = True
 
-    def __post_init__(self) -> None:
-        self._emb_cache: dict[tuple, torch.Tensor] = {}
+    def __init__(self, denoiser: nn.Module, *, layer: str, module: nn.Module, level: int, timestep: int | float,
+                 sigma: float | None, conditioning: dict[str, Any]) -> None:
+        self.denoiser, self.layer, self.module = denoiser, layer, module
+        self.level, self.timestep, self.sigma = level, timestep, sigma
+        self.conditioning = conditioning
 
-    # -- embeddings that do not depend on x: computed once, expanded to the batch ------------
-    def _time_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        key = (x.device, x.dtype)
-        if key not in self._emb_cache:
-            unet = self.unet
-            with torch.no_grad():
-                t = torch.tensor([self.timestep], dtype=torch.float32, device=x.device)
-                t_emb = unet.time_proj(t).to(dtype=x.dtype)
-                if _is_conditional(unet):
-                    emb = unet.time_embedding(t_emb, None)
-                    if unet.config.addition_embed_type is not None:
-                        raise NotImplementedError(
-                            f"addition_embed_type={unet.config.addition_embed_type!r} "
-                            "(SDXL/Kandinsky-style extra conditioning) is not supported"
-                        )
-                    if unet.time_embed_act is not None:
-                        emb = unet.time_embed_act(emb)
-                else:
-                    emb = unet.time_embedding(t_emb)
-                if getattr(unet, "class_embedding", None) is not None:
-                    raise NotImplementedError("class-conditional U-Nets are not supported")
-            self._emb_cache[key] = emb
-        emb = self._emb_cache[key]
-        return emb.expand(x.shape[0], *emb.shape[1:])
+    @property
+    def unet(self) -> nn.Module:
+        return self.denoiser
 
-    def _context(self, x: torch.Tensor) -> torch.Tensor | None:
-        ehs = self.encoder_hidden_states
-        if ehs is None:
-            return None
-        ehs = ehs.to(device=x.device, dtype=x.dtype)
-        if getattr(self.unet, "encoder_hid_proj", None) is not None:
-            ehs = self.unet.encoder_hid_proj(ehs)
-        return ehs.expand(x.shape[0], *ehs.shape[1:])
+    @property
+    def encoder_hidden_states(self) -> torch.Tensor | None:
+        return self.conditioning.get("encoder_hidden_states")
+
+    def _hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        raise _Stop(_stream(module, output))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """h = f_t(x). x: (B, C, H, W) -> h: (B, C_h, H_h, W_h)."""
-        unet = self.unet
-        emb = self._time_embedding(x)
-        context = self._context(x)
-        target_kind, _, target_index = self.layer.partition(".")
-        target_index = int(target_index) if target_index else -1
+        """h = f_t(x). x: (B, *x_shape) -> h: (B, *h_shape)."""
+        b = x.shape[0]
+        dtype = torch.long if isinstance(self.timestep, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
+        ts = torch.full((b,), self.timestep, dtype=dtype, device=x.device)
+        kwargs = expand_conditioning(self.conditioning, b, x)
+        handle = self.module.register_forward_hook(self._hook)
+        try:
+            self.denoiser(x, timestep=ts, return_dict=False, **kwargs)
+        except _Stop as stop:
+            return stop.output
+        finally:
+            handle.remove()
+        raise RuntimeError(f"layer {self.layer!r} did not run in the forward pass of {type(self.denoiser).__name__}")
 
-        if unet.config.center_input_sample:
-            x = 2 * x - 1.0
-        sample = unet.conv_in(x)
-        res_samples: tuple[torch.Tensor, ...] = (sample,)
-        for i, block in enumerate(unet.down_blocks):
-            if getattr(block, "has_cross_attention", False):
-                sample, res = block(hidden_states=sample, temb=emb, encoder_hidden_states=context)
-            elif hasattr(block, "skip_conv"):
-                raise NotImplementedError("skip-connection (score-SDE style) down blocks are not supported")
-            else:
-                sample, res = block(hidden_states=sample, temb=emb)
-            res_samples += res
-            if target_kind == "down" and i == target_index:
-                return sample
 
-        if unet.mid_block is not None:
-            if getattr(unet.mid_block, "has_cross_attention", False):
-                sample = unet.mid_block(sample, emb, encoder_hidden_states=context)
-            else:
-                sample = unet.mid_block(sample, emb)
-        if target_kind == "mid":
-            return sample
+def time_inputs(denoiser: nn.Module, t: Any, *, num_train_timesteps: int | None = None, scheduler: Any = None,
+                image_seq_len: int | None = None) -> tuple[int, int | float, float | None]:
+    """``(level, network timestep, sigma)`` of time ``t`` for ``denoiser`` (sigma None for VP models).
 
-        up_factor = 2 ** getattr(unet, "num_upsamplers", 0)
-        forward_upsample_size = any(d % up_factor != 0 for d in x.shape[-2:])
-        for i, block in enumerate(unet.up_blocks):
-            res = res_samples[-len(block.resnets):]
-            res_samples = res_samples[: -len(block.resnets)]
-            is_final = i == len(unet.up_blocks) - 1
-            kwargs = {}
-            if _is_conditional(unet):
-                kwargs["upsample_size"] = (
-                    res_samples[-1].shape[2:] if (forward_upsample_size and not is_final) else None
-                )
-            if getattr(block, "has_cross_attention", False):
-                sample = block(
-                    hidden_states=sample, temb=emb, res_hidden_states_tuple=res,
-                    encoder_hidden_states=context, **kwargs,
-                )
-            else:
-                sample = block(hidden_states=sample, temb=emb, res_hidden_states_tuple=res, **kwargs)
-            if i == target_index:
-                return sample
-        raise AssertionError(f"layer {self.layer!r} not reached")  # unreachable after validation
+    ``scheduler``: the denoiser's scheduler; for flow-matching denoisers its (shifted) grid, else
+    only ``num_train_timesteps`` is read. ``image_seq_len``: image tokens, for resolution-shifted grids.
+    """
+    fam = family_of(denoiser)
+    if scheduler is not None and num_train_timesteps is None:
+        num_train_timesteps = scheduler.config.get("num_train_timesteps")
+    T = DEFAULT_NUM_TRAIN_TIMESTEPS if num_train_timesteps is None else int(num_train_timesteps)
+    unet_timestep(t, T)  # refuses clean data and out-of-range times, naming t
+    level = resolve_time(t, T)
+    if not fam.flow:
+        return level, level - 1, None
+    if scheduler is not None and not is_flow_scheduler(scheduler):
+        raise TypeError(f"a {type(denoiser).__name__} is a flow-matching model: scheduler must be a "
+                        f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+    grid = FlowGrid.from_scheduler(scheduler, image_seq_len=image_seq_len, num_train_timesteps=T)
+    sigma = grid.sigma(level)
+    return level, network_timestep(fam, level, sigma, T), sigma
 
 
 def feature_map(
-    unet: nn.Module,
+    denoiser: nn.Module,
     t: float | int | torch.Tensor,
     *,
-    layer: str = "mid",
-    encoder_hidden_states: torch.Tensor | None = None,
+    layer: str | None = None,
     num_train_timesteps: int | None = None,
+    scheduler: Any = None,
+    image_seq_len: int | None = None,
+    **conditioning: Any,
 ) -> FeatureMap:
-    """The feature map ``x ↦ h`` of ``unet`` at time ``t``, up to and including ``layer``.
+    """The feature map ``x ↦ h`` of ``denoiser`` at time ``t``, up to and including ``layer``.
 
     Args:
-        unet: a diffusers ``UNet2DModel`` or ``UNet2DConditionModel``.
+        denoiser: a supported diffusers denoiser (:data:`~pullback_utils.families.SUPPORTED_DENOISERS`).
         t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or a
-            float fraction of ``T`` in ``(0, 1]``; the network sees timestep ``level - 1``.
-        layer: ``"mid"`` (default, h-space), ``"down.i"`` or ``"up.i"``; see :func:`layer_names`.
-        encoder_hidden_states: (1, L, D) prompt embedding for text-conditional U-Nets, else None.
-        num_train_timesteps: the schedule's ``T`` (default 1000, diffusers' and the paper's value).
+            float fraction of ``T`` in ``(0, 1]``; VP networks see timestep ``level - 1``, flow networks
+            their grid's sigma at that level (:mod:`pullback_utils.flow`).
+        layer: a block or submodule name (:func:`layer_names`); ``None``: :func:`default_layer`.
+        num_train_timesteps: the schedule's ``T`` (default: the scheduler's, else 1000).
+        scheduler: the denoiser's scheduler (flow models: its shifted sigma grid; None = unshifted).
+        image_seq_len: image tokens, needed only for resolution-shifted (FLUX) grids.
+        **conditioning: the denoiser's conditioning keywords (:mod:`pullback_utils.families`), each for
+            one sample, e.g. ``encoder_hidden_states=(1, L, D)``, ``class_labels=3``,
+            ``added_cond_kwargs={...}``, ``pooled_projections=(1, P)``, ``img_ids=(N, 3)``, ``guidance=3.5``.
 
     Returns:
-        A :class:`FeatureMap`: x (B, C, H, W) ↦ h (B, C_h, H_h, W_h).
+        A :class:`FeatureMap`: x (B, *x_shape) ↦ h (B, *h_shape).
     """
-    from diffusers import UNet2DConditionModel, UNet2DModel
-
-    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
-        raise TypeError(
-            f"unet must be a diffusers UNet2DModel or UNet2DConditionModel, got {type(unet).__name__}"
-        )
-    T = DEFAULT_NUM_TRAIN_TIMESTEPS if num_train_timesteps is None else int(num_train_timesteps)
-    timestep = unet_timestep(t, T)
-    valid = layer_names(unet)
-    if layer not in valid:
-        raise ValueError(f"unknown layer {layer!r}; valid layers for this U-Net: {valid}")
-    conditional = _is_conditional(unet)
-    if conditional:
-        if encoder_hidden_states is None:
-            raise ValueError(
-                "encoder_hidden_states is required for a UNet2DConditionModel "
-                "(shape (1, L, cross_attention_dim); use the empty prompt's embedding for 'no prompt')"
-            )
-        expected = unet.config.encoder_hid_dim or unet.config.cross_attention_dim
-        if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[-1] != expected:
-            raise ValueError(
-                "encoder_hidden_states must have shape (1, L, "
-                f"{expected}), got {tuple(encoder_hidden_states.shape)}"
-            )
-        if encoder_hidden_states.shape[0] != 1:
-            raise ValueError(
-                f"encoder_hidden_states must describe one prompt (batch 1), got batch {encoder_hidden_states.shape[0]}"
-            )
-    elif encoder_hidden_states is not None:
+    fam = family_of(denoiser)
+    if fam.name == "unet" and type(denoiser).__name__ == "UNet2DModel" and conditioning.get("encoder_hidden_states") is not None:
         raise ValueError("encoder_hidden_states was given, but this UNet2DModel is unconditional")
-    return FeatureMap(unet=unet, timestep=timestep, layer=layer, encoder_hidden_states=encoder_hidden_states,
-                      level=resolve_time(t, T))
+    if image_seq_len is None and fam.tokens and isinstance(conditioning.get("img_ids"), torch.Tensor):
+        image_seq_len = conditioning["img_ids"].shape[0]
+    level, timestep, sigma = time_inputs(denoiser, t, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
+                                         image_seq_len=image_seq_len)
+    layer = default_layer(denoiser) if layer is None else layer
+    module = resolve_layer(denoiser, layer)
+    cond = check_conditioning(denoiser, conditioning)
+    return FeatureMap(denoiser, layer=layer, module=module, level=level, timestep=timestep, sigma=sigma,
+                      conditioning=cond)

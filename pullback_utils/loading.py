@@ -2,6 +2,13 @@
 
 :func:`load_model` resolves the name, checks the folder (the denoiser's class, the weights' integrity)
 before any weights are read, and returns a :class:`~pullback_utils.models.DiffusionModel`.
+
+Pipeline folders of DDPM/DDIM and Stable Diffusion are read component by component (``unet``,
+``scheduler``, ``vae``, ``text_encoder``, ``tokenizer``). Folders whose denoiser needs its pipeline's own
+prompt encoders or label map (:data:`PIPELINE_FAMILIES`: SDXL's U-Net with ``text_time`` conditions,
+``DiTTransformer2DModel``, ``SD3Transformer2DModel``, ``FluxTransformer2DModel``) are loaded whole with
+``DiffusionPipeline.from_pretrained``, after the same checks; the pipeline is kept as
+``DiffusionModel.pipeline`` for prompt encoding.
 """
 
 from __future__ import annotations
@@ -15,14 +22,17 @@ from typing import Any
 
 import torch
 
+from pullback_utils.families import SUPPORTED_DENOISERS
 from pullback_utils.models import DiffusionModel, _cfg_get
 
-__all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "load_model"]
+__all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
-#: The denoiser classes this package drives (noise-predicting diffusers U-Nets).
+#: The U-Net classes of component-wise loading (noise-, v- or x0-predicting diffusers U-Nets).
 SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
+#: Denoisers loaded with their whole pipeline (their prompts need the pipeline's encoders).
+PIPELINE_FAMILIES = ("DiTTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -37,6 +47,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     text_encoder: Any = None,
+    sample_size: int | tuple[int, int] | None = None,
 ) -> DiffusionModel:
     """Load a diffusion model by bundled name, local folder or hub id.
 
@@ -48,10 +59,13 @@ def load_model(
         device, dtype: where and in which floating type to put the networks.
         text_encoder: for zoo text models, an encoder object (``.encode(list[str]) -> (B, L, D)``)
             to use instead of the bundled MiniLM.
+        sample_size: spatial size (int or (H, W)) of x_t for models whose resolution is free (U-Nets,
+            DiT, SD3, FLUX): latents of that size; default the denoiser config's ``sample_size``
+            (FLUX, which has none: 128, as ``FluxPipeline``).
 
     Raises:
         ModelNotFoundError: unknown name, missing folder, a hub id that cannot be fetched, or a
-            folder whose denoiser is not one of :data:`SUPPORTED_UNETS`.
+            folder whose denoiser is not one of :data:`SUPPORTED_UNETS` or :data:`PIPELINE_FAMILIES`.
         ~pullback_utils.weights.CorruptWeightsError: a weight file is corrupt, truncated or does
             not match the folder's recorded ``WEIGHTS.sha256`` digests.
     """
@@ -77,6 +91,15 @@ def load_model(
             f"{available_models() or 'none installed'}"
         )
     model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
+    if sample_size is not None:
+        size = (int(sample_size),) * 2 if isinstance(sample_size, int) else tuple(int(s) for s in sample_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"sample_size must be an int or (H, W) of positive ints, got {sample_size!r}")
+        model = DiffusionModel(model.unet, model.scheduler, vae=model.vae, text_encoder=model.text_encoder,
+                               tokenizer=model.tokenizer, name=model.name, pipeline=model.pipeline,
+                               conditional=model.is_conditional, sample_shape=(model.sample_shape[0], *size))
+    if model.pipeline is not None:
+        model.pipeline.to(device)
     model.unet.to(device)
     for m in (model.vae, model.text_encoder):
         if isinstance(m, torch.nn.Module):
@@ -137,11 +160,12 @@ def _load_component(folder: Path, sub: str | None, library: str, class_name: str
 
 
 def _check_unet_class(config: Path, cls: Any) -> str:
-    """The U-Net class named by ``config``; ``ModelNotFoundError`` unless it is supported."""
-    if cls not in SUPPORTED_UNETS:
+    """The denoiser class named by ``config``; ``ModelNotFoundError`` unless it is supported."""
+    if cls not in SUPPORTED_UNETS + PIPELINE_FAMILIES:
         raise ModelNotFoundError(
-            f"{config}: the denoiser (unet) is a {cls!r}, but this package expects one of "
-            f"{list(SUPPORTED_UNETS)} (a diffusers U-Net predicting noise, v or x_0)"
+            f"{config}: the denoiser is a {cls!r}, but this package expects one of "
+            f"{list(SUPPORTED_UNETS + PIPELINE_FAMILIES)} (a diffusers U-Net predicting noise, v or x_0, "
+            "or a DiT, SD3 or FLUX transformer)"
         )
     return cls
 
@@ -171,8 +195,9 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
         found = sorted(k for k in index if not k.startswith("_")) or sorted(
             p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
         raise ModelNotFoundError(
-            f"{folder} holds no U-Net: expected unet/config.json (pipeline folder) or config.json (a bare "
-            f"U-Net folder) describing one of {list(SUPPORTED_UNETS)}; found components {found}"
+            f"{folder} holds no denoiser: expected unet/config.json or transformer/config.json (pipeline folder) "
+            f"or config.json (a bare U-Net folder) describing one of {list(SUPPORTED_UNETS + PIPELINE_FAMILIES)}; "
+            f"found components {found}"
         )
     if (folder / "scheduler" / "scheduler_config.json").is_file():
         sched_path, sub = folder / "scheduler" / "scheduler_config.json", "scheduler"
@@ -195,6 +220,8 @@ def _load_folder(
         return _load_zoo(folder, name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if (folder / "model_index.json").is_file():
         index = _read_json(folder / "model_index.json")
+        if _needs_pipeline(folder, index):
+            return _load_pipeline(folder, index, name=name, dtype=dtype)
         unet, scheduler = _load_unet_and_scheduler(folder, dtype, index)
         parts: dict[str, Any] = {}
         for comp in ("vae", "text_encoder", "tokenizer"):
@@ -210,6 +237,42 @@ def _load_folder(
     raise ModelNotFoundError(
         f"folder {folder} is not a model folder: it holds no zoo.json, model_index.json or config.json"
     )
+
+
+def _needs_pipeline(folder: Path, index: dict) -> bool:
+    """Whether the folder's denoiser is a transformer of :data:`PIPELINE_FAMILIES` or an SDXL-style U-Net."""
+    for comp in ("transformer", "unet"):
+        spec = index.get(comp)
+        if not (isinstance(spec, (list, tuple)) and len(spec) == 2 and spec[1]):
+            continue
+        config = folder / comp / "config.json"
+        if not config.is_file():
+            raise ModelNotFoundError(f"{folder}: model_index.json lists a {comp} ({spec[1]}) but {config} is missing")
+        cls = _check_unet_class(config, _read_json(config).get("_class_name", spec[1]))
+        if cls in PIPELINE_FAMILIES:
+            return True
+        return _read_json(config).get("addition_embed_type") == "text_time"
+    return False
+
+
+def _load_pipeline(folder: Path, index: dict, *, name: str, dtype: torch.dtype) -> DiffusionModel:
+    """A :class:`DiffusionModel` over the whole diffusers pipeline in ``folder`` (checked first)."""
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as dlogging
+
+    verbosity = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, low_cpu_mem_usage=False)
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise ModelNotFoundError(f"cannot load the {index.get('_class_name')} pipeline in {folder}: "
+                                 f"{type(e).__name__}: {e}") from e
+    finally:
+        dlogging.set_verbosity(verbosity)
+    denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    return DiffusionModel(denoiser, pipe.scheduler, vae=getattr(pipe, "vae", None),
+                          text_encoder=getattr(pipe, "text_encoder", None), tokenizer=getattr(pipe, "tokenizer", None),
+                          name=name, pipeline=pipe)
 
 
 def _load_zoo(

@@ -2,12 +2,17 @@
 
 :func:`pullback_utils.load_model` takes a bundled model name (the offline zoo), a local folder (a
 diffusers ``save_pretrained`` pipeline folder, or a zoo folder holding ``zoo.json``) or a Hugging Face
-hub id, and returns a :class:`DiffusionModel`: unconditional pixel models (``UNet2DModel``), latent
-text-to-image models (Stable Diffusion: ``UNet2DConditionModel`` + ``AutoencoderKL`` + CLIP text
-encoder) and the zoo's text-conditional pixel model (``UNet2DConditionModel`` + MiniLM).
+hub id, and returns a :class:`DiffusionModel` that hides the family: unconditional pixel U-Nets,
+Stable Diffusion and SDXL U-Nets, class-conditional DiT, and the flow-matching transformers of SD3
+and FLUX (families: :mod:`pullback_utils.families`; prompts: :mod:`pullback_utils.conditioning`).
 
-Times follow :mod:`pullback_utils.schedule`: an int level ``n`` in ``0..T`` (0 = clean data; the
-U-Net sees timestep ``n - 1``) or a float fraction of ``T`` in ``[0, 1]``.
+Times follow :mod:`pullback_utils.schedule`: an int level ``n`` in ``0..T`` (0 = clean data) or a float
+fraction of ``T`` in ``[0, 1]``. A state at time ``t`` is ``x_t = alpha_t x_0 + sigma_t eps``
+(:meth:`DiffusionModel.coefficients`): ``(sqrt(alpha_bar), sqrt(1 - alpha_bar))`` for variance-preserving
+models (VP U-Nets see timestep ``n - 1``), ``(1 - sigma_n, sigma_n)`` on the scheduler's sigma grid for
+flow-matching models (:mod:`pullback_utils.flow`), whose velocity output ``v`` the model exposes as the
+noise ``eps = x + (1 - sigma) v`` (:meth:`DiffusionModel.eps`) and the clean estimate ``x - sigma v``
+(:meth:`DiffusionModel.predict`), so DDIM, inversion and x-space guidance run unchanged on both.
 """
 
 from __future__ import annotations
@@ -20,12 +25,19 @@ from typing import Any, Sequence
 
 import torch
 
+from pullback_utils import conditioning as conds
+from pullback_utils import network
+from pullback_utils.conditioning import Conditioning
 from pullback_utils.ddim import Prompt
+from pullback_utils.families import Family, family_of
+from pullback_utils.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
 from pullback_utils.images import check_image_range
 from pullback_utils.schedule import Time, resolve_time, unet_timestep
 
 __all__ = ["DiffusionModel"]
 
+#: latent size of FLUX pipelines when the transformer's config has none (FluxPipeline.default_sample_size)
+_FLUX_DEFAULT_SAMPLE_SIZE = 128
 
 
 def _frozen(module: torch.nn.Module | None) -> torch.nn.Module | None:
@@ -41,18 +53,34 @@ def _as_tuple2(size: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
+def _family(net: Any) -> Family | None:
+    try:
+        return family_of(net)
+    except TypeError:  # a plain torch network called like a U-Net (tests, closed-form models)
+        return None
+
+
 class DiffusionModel:
-    """A diffusion model with a uniform interface (pixel or latent, unconditional or text).
+    """A diffusion model with a uniform interface: pixel or latent, unconditional, class or text, VP or flow.
 
     Attributes:
-        unet: the noise-prediction U-Net (``UNet2DModel`` or ``UNet2DConditionModel``), frozen, eval.
-        scheduler: its diffusers scheduler (only ``alphas_cumprod``, ``num_train_timesteps`` and
-            ``prediction_type`` are used).
+        unet: the denoiser, whatever its class (the name is historical): a diffusers U-Net or
+            transformer (:data:`~pullback_utils.families.SUPPORTED_DENOISERS`) or any network called
+            as ``net(x, timestep[, encoder_hidden_states=])``; frozen, eval. Also ``denoiser``.
+        scheduler: its diffusers scheduler: VP (``alphas_cumprod``/``betas``, ``prediction_type``) or
+            ``FlowMatchEulerDiscreteScheduler`` (its sigma grid, :mod:`pullback_utils.flow`).
+        family: the denoiser's :class:`~pullback_utils.families.Family` (None for plain networks).
+        pipeline: the diffusers pipeline whose encoders turn prompts into conditioning (SDXL, SD3,
+            FLUX, DiT labels), else ``None``.
         vae: ``AutoencoderKL`` of latent models, else ``None``.
         text_encoder, tokenizer: CLIP text encoder and tokenizer (Stable Diffusion), or an encoder
             object with ``.encode(list[str]) -> (B, L, D)`` (the zoo's MiniLM) and no tokenizer.
-        sample_shape: (C, H, W) of x_t (latents for latent models).
+        sample_shape: (C, H, W) of x_t (latents for latent models; FLUX's unpacked latents).
         image_shape: (C, H, W) of images in model range [-1, 1].
+        flow_grid: the :class:`~pullback_utils.flow.FlowGrid` of flow-matching models, else ``None``.
+        embedded_guidance: FLUX's distilled guidance value passed as ``guidance=`` (3.5, the pipeline's
+            default); classifier-free guidance is ``guidance_scale`` as for every model.
+        max_sequence_length: text tokens of SD3/FLUX prompts (None: the pipeline's default).
         name: where the model came from.
     """
 
@@ -69,6 +97,7 @@ class DiffusionModel:
         conditional: bool | None = None,
         uncond_embedding: torch.Tensor | None = None,
         checks_image_range: bool = True,
+        pipeline: Any = None,
     ) -> None:
         self.unet = _frozen(unet)
         #: whether images (clean pixel data) are checked against the model range [-1, 1]; False for
@@ -78,25 +107,40 @@ class DiffusionModel:
         self.vae = _frozen(vae)
         self.text_encoder = _frozen(text_encoder) if isinstance(text_encoder, torch.nn.Module) else text_encoder
         self.tokenizer = tokenizer
+        self.pipeline = pipeline
         self.name = name
+        self.family = _family(unet)
+        self.embedded_guidance: float | None = 3.5 if _cfg_get(getattr(unet, "config", {}), "guidance_embeds", False) else None
+        self.max_sequence_length: int | None = None
         if conditional is None:
-            params = inspect.signature(unet.forward).parameters
-            conditional = "encoder_hidden_states" in params
+            conditional = "encoder_hidden_states" in inspect.signature(unet.forward).parameters or (
+                self.family is not None and self.family.name == "dit")
         self.is_conditional = bool(conditional)
         if sample_shape is None:
-            cfg = unet.config
-            h, w = _as_tuple2(cfg.sample_size)
-            sample_shape = (int(cfg.in_channels), h, w)
+            sample_shape = self._default_sample_shape()
         self.sample_shape: tuple[int, int, int] = tuple(int(s) for s in sample_shape)  # type: ignore[assignment]
         self._uncond = uncond_embedding
-        self._prompt_memo: dict[tuple[str, ...], torch.Tensor] = {}
+        self._prompt_memo: dict[tuple, Any] = {}
         self._fingerprint: tuple[tuple, str] | None = None  # (state token, sha256)
+        cfg = getattr(scheduler, "config", {})
+        self.flow_grid: FlowGrid | None = None
+        if is_flow_scheduler(scheduler):
+            patch = 2 if self._packed else max(1, int(_cfg_get(getattr(unet, "config", {}), "patch_size", 1) or 1))
+            seq = (self.sample_shape[1] // patch) * (self.sample_shape[2] // patch)  # image tokens
+            self.flow_grid = FlowGrid.from_scheduler(scheduler, image_seq_len=seq)
+            self.num_train_timesteps = self.flow_grid.num_train_timesteps
+            sig = self.flow_grid.sigmas()[1:]
+            self.alphas_cumprod = (1 - sig) ** 2 / ((1 - sig) ** 2 + sig**2)  # the VP state of equal SNR
+            self.prediction_type = "flow"
+            return
+        if self.family is not None and self.family.flow:
+            raise ValueError(f"a {type(unet).__name__} is a flow-matching model; its scheduler must be a "
+                             f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
         ac = getattr(scheduler, "alphas_cumprod", None)
         if ac is None:
             betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
             ac = torch.cumprod(1.0 - betas, 0)
         self.alphas_cumprod = torch.as_tensor(ac).detach().to(torch.float64).cpu()
-        cfg = getattr(scheduler, "config", {})
         self.num_train_timesteps = int(_cfg_get(cfg, "num_train_timesteps", len(self.alphas_cumprod)))
         if len(self.alphas_cumprod) < self.num_train_timesteps:
             raise ValueError(
@@ -107,10 +151,36 @@ class DiffusionModel:
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
 
+    def _default_sample_shape(self) -> tuple[int, int, int]:
+        cfg = self.unet.config
+        size = _cfg_get(cfg, "sample_size", None)
+        if self._packed:
+            h = w = int(size or _FLUX_DEFAULT_SAMPLE_SIZE)
+            return (int(cfg.in_channels) // 4, h, w)
+        h, w = _as_tuple2(size)
+        return (int(cfg.in_channels), h, w)
+
+    @property
+    def _packed(self) -> bool:
+        """Whether the denoiser takes packed latent tokens (FLUX)."""
+        return self.family is not None and self.family.tokens
+
     # ---------------------------------------------------------------- properties
     def __repr__(self) -> str:
-        kind = ("latent" if self.is_latent else "pixel") + (", text" if self.is_conditional else "")
+        dit = self.family is not None and self.family.name == "dit"
+        kind = ("latent" if self.is_latent else "pixel") + ((", class" if dit else ", text") if self.is_conditional else "")
+        kind += f", {self.family.name}" if self.family is not None and self.family.name != "unet" else ""
         return f"DiffusionModel({self.name!r}, {kind}, sample_shape={self.sample_shape}, T={self.num_train_timesteps})"
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The denoising network (the same object as ``unet``)."""
+        return self.unet
+
+    @property
+    def is_flow(self) -> bool:
+        """Whether the model is a flow-matching (velocity) model on a sigma grid."""
+        return self.flow_grid is not None
 
     @property
     def device(self) -> torch.device:
@@ -148,12 +218,16 @@ class DiffusionModel:
 
     @property
     def has_unconditional_branch(self) -> bool:
-        """Whether an unconditional (empty-prompt) embedding is available for CFG."""
-        return self.is_conditional and (self._uncond is not None or self.text_encoder is not None)
+        """Whether an unconditional branch (empty prompt, null class) is available for CFG."""
+        if not self.is_conditional:
+            return False
+        if self.family is not None and self.family.name == "dit":
+            return conds.dit_null_class(self) is not None
+        return self._uncond is not None or self.text_encoder is not None
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the U-Net's class, config and weights (the basis cache's model key).
+        """sha256 of the denoiser's class, config and weights (the basis cache's model key).
 
         Re-hashed only when a parameter or buffer was replaced, moved, cast or changed in place
         since the last call (:func:`~pullback_utils.cache.module_state_token`; edits through
@@ -172,117 +246,61 @@ class DiffusionModel:
         return resolve_time(t, self.num_train_timesteps, name=name)
 
     def unet_timestep(self, t: Time, *, name: str = "t") -> int:
-        """The U-Net's timestep input (diffusers training index, ``level - 1``) at time ``t`` > 0."""
+        """The training index ``level - 1`` at time ``t`` > 0 (VP networks' timestep input)."""
         return unet_timestep(t, self.num_train_timesteps, name=name)
 
+    def sigma(self, t: Time) -> float:
+        """Flow noise level ``sigma_t`` of flow-matching models (ValueError for VP models)."""
+        if self.flow_grid is None:
+            raise ValueError(f"model {self.name!r} is not a flow-matching model; use alpha_bar(t)")
+        return self.flow_grid.sigma(t)
+
     def alpha_bar(self, t: Time) -> float:
-        """alpha_bar at time ``t`` (1.0 for clean data)."""
+        """alpha_bar at time ``t`` (1.0 for clean data); for flow models that of the equal-SNR VP state."""
         n = self.level(t)
         return 1.0 if n == 0 else float(self.alphas_cumprod[n - 1])
 
+    def coefficients(self, t: Time) -> tuple[float, float]:
+        """``(alpha_t, sigma_t)`` of ``x_t = alpha_t x_0 + sigma_t eps`` at time ``t`` (module doc)."""
+        if self.flow_grid is not None:
+            s = self.flow_grid.sigma(t)
+            return 1.0 - s, s
+        a = self.alpha_bar(t)
+        return math.sqrt(a), math.sqrt(1.0 - a)
+
     # ---------------------------------------------------------------- prompts
-    def encode_prompt(self, prompt: str | Sequence[str] | None) -> torch.Tensor | None:
-        """Encoder hidden states (B, L, D) of prompt(s); ``None`` -> the empty prompt.
+    def encode_prompt(self, prompt: Any) -> torch.Tensor | Conditioning | None:
+        """Conditioning of prompt(s) (:mod:`pullback_utils.conditioning`); ``None`` -> the unconditional branch.
 
-        Unconditional models return ``None`` for ``None`` and raise ``ValueError`` for a prompt.
+        Text U-Nets: encoder hidden states (B, L, D); SDXL, SD3, FLUX, DiT: a
+        :class:`~pullback_utils.conditioning.Conditioning`. Unconditional models return ``None`` for
+        ``None`` and raise ``ValueError`` for a prompt. Encodings are memoised per model.
         """
-        if not self.is_conditional:
-            if prompt is None:
-                return None
-            raise ValueError(
-                f"prompt={prompt!r} was given, but model {self.name!r} is unconditional "
-                "(it takes no text); pass prompt=None"
-            )
-        if prompt is None:
-            return self.unconditional_embedding()
-        prompts = _prompt_list(prompt)
-        if self.text_encoder is None:
-            raise ValueError(
-                f"model {self.name!r} has no text encoder, so it cannot encode prompt={prompt!r}; "
-                "pass encoder hidden states (a tensor) instead"
-            )
-        key = tuple(prompts)
-        if key not in self._prompt_memo:  # text encoders are deterministic (eval mode)
-            if len(self._prompt_memo) >= 64:
-                self._prompt_memo.pop(next(iter(self._prompt_memo)))
-            self._prompt_memo[key] = self._encode(prompts)
-        return self._prompt_memo[key].to(self.device, self.dtype)
+        return conds.encode_prompt(self, prompt)
 
-    @torch.no_grad()
-    def _encode(self, prompts: list[str]) -> torch.Tensor:
-        te = self.text_encoder
-        if self.tokenizer is None:  # an encoder object such as the zoo's MiniLM
-            out = te.encode(prompts)
-        else:
-            tok = self.tokenizer
-            ids = tok(
-                prompts,
-                padding="max_length",
-                max_length=tok.model_max_length,
-                truncation=True,
-                return_tensors="pt",
-            )
-            kwargs = {}
-            if getattr(te.config, "use_attention_mask", False):
-                kwargs["attention_mask"] = ids.attention_mask.to(te.device)
-            out = te(ids.input_ids.to(te.device), **kwargs)[0]
-        return out.to(self.device, self.dtype)
-
-    def unconditional_embedding(self) -> torch.Tensor:
-        """(1, L, D) encoder hidden states of the empty prompt (cached)."""
+    def unconditional_embedding(self) -> torch.Tensor | Conditioning:
+        """(1, ...) conditioning of the unconditional branch: the empty prompt, SDXL's zeros, DiT's null class (cached)."""
         if not self.has_unconditional_branch:
             raise ValueError(
                 f"model {self.name!r} has no unconditional branch (no text encoder and no "
                 "unconditional embedding); pass conditioning explicitly and guidance_scale=1"
             )
         if self._uncond is None:
-            self._uncond = self._encode([""])
+            self._uncond = conds.unconditional(self)
         return self._uncond.to(self.device, self.dtype)
 
     def conditioning(
         self, prompt: Prompt, *, batch: int = 1, guidance_scale: float = 1.0
-    ) -> torch.Tensor | None:
-        """Validate ``prompt``/``guidance_scale`` and return (batch | 1, L, D) hidden states or None.
+    ) -> torch.Tensor | Conditioning | None:
+        """Validate ``prompt``/``guidance_scale`` and return conditioning of batch ``batch`` or 1 (or None).
 
         ``prompt`` may be a string, a list of strings (one per sample or one in all), a tensor of
-        encoder hidden states ((L, D) or (1 | batch, L, D)), or ``None``.
+        encoder hidden states ((L, D) or (1 | batch, L, D)) for text U-Nets, a
+        :class:`~pullback_utils.conditioning.Conditioning` (or dict of the denoiser's keywords), class
+        ids or label names for DiT, or ``None``. Text U-Nets return a tensor, other families a
+        ``Conditioning`` (:func:`pullback_utils.conditioning.resolve`).
         """
-        if (
-            isinstance(guidance_scale, bool)
-            or not isinstance(guidance_scale, numbers.Real)
-            or not math.isfinite(float(guidance_scale))
-        ):
-            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        if float(guidance_scale) != 1.0 and not self.has_unconditional_branch:
-            why = "is unconditional" if not self.is_conditional else "has no unconditional branch (no text encoder)"
-            raise ValueError(
-                f"guidance_scale={guidance_scale} needs classifier-free guidance, but model "
-                f"{self.name!r} {why}; use guidance_scale=1.0"
-            )
-        if not self.is_conditional:
-            if prompt is not None:
-                raise ValueError(
-                    f"prompt={_short(prompt)} was given, but model {self.name!r} is unconditional "
-                    "(it takes no text); pass prompt=None"
-                )
-            return None
-        if isinstance(prompt, torch.Tensor):
-            c = prompt if prompt.dim() == 3 else prompt.unsqueeze(0) if prompt.dim() == 2 else None
-            dim = self._cross_attention_dim()
-            if c is None or c.shape[0] not in (1, batch) or (dim is not None and c.shape[-1] != dim):
-                raise ValueError(
-                    f"prompt as encoder hidden states must have shape (L, {dim}) or (1 | {batch}, L, "
-                    f"{dim}), got {tuple(prompt.shape)}"
-                )
-            return c.to(self.device, self.dtype)
-        c = self.encode_prompt(prompt)
-        if c is not None and c.shape[0] not in (1, batch):
-            raise ValueError(f"got {c.shape[0]} prompts for a batch of {batch}; give 1 or {batch}")
-        return c
-
-    def _cross_attention_dim(self) -> int | None:
-        dim = _cfg_get(getattr(self.unet, "config", {}), "cross_attention_dim", None)
-        return int(dim) if isinstance(dim, numbers.Integral) else None
+        return conds.resolve(self, prompt, batch=batch, guidance_scale=guidance_scale)
 
     # ---------------------------------------------------------------- images
     def _check(self, x: torch.Tensor, shape: tuple[int, ...], name: str, what: str) -> None:
@@ -342,52 +360,61 @@ class DiffusionModel:
     ) -> torch.Tensor:
         """(B, *sample_shape) noise prediction at time ``t`` (level >= 1).
 
-        ``cond``: prompt(s) or encoder hidden states (see :meth:`conditioning`); ``None`` is the
-        unconditional branch. ``guidance_scale`` != 1 applies classifier-free guidance
-        ``eps_u + w (eps_c - eps_u)`` (one batched U-Net call). v- and x0-predicting models are
-        converted to eps.
+        ``cond``: prompt(s) or conditioning (see :meth:`conditioning`); ``None`` is the unconditional
+        branch. ``guidance_scale`` != 1 applies classifier-free guidance ``eps_u + w (eps_c - eps_u)``
+        (one batched network call). v- and x0-predicting models are converted to eps; flow models'
+        velocity ``v`` to ``eps = x + (1 - sigma) v`` (the flow relation; CFG on eps equals CFG on v).
         """
-        self._check(x_t, self.sample_shape, "x_t", "x_t")
-        timestep = self.unet_timestep(t)
-        c = self.conditioning(cond, batch=x_t.shape[0], guidance_scale=guidance_scale)
-        b = x_t.shape[0]
-        if c is not None and c.shape[0] != b:
-            c = c.expand(b, *c.shape[1:])
-        w = float(guidance_scale)
-        if w != 1.0:
-            u = self.unconditional_embedding()
-            u = u.expand(b, *u.shape[1:])
-            out = self._unet(torch.cat([x_t, x_t]), timestep, torch.cat([u, c]))
-            out = self._to_eps(torch.cat([x_t, x_t]), timestep, out)
-            e_u, e_c = out.chunk(2)
-            return e_u + w * (e_c - e_u)
-        return self._to_eps(x_t, timestep, self._unet(x_t, timestep, c))
-
-    def _unet(self, x: torch.Tensor, timestep: int, c: torch.Tensor | None) -> torch.Tensor:
-        ts = torch.full((x.shape[0],), timestep, dtype=torch.long, device=x.device)
-        out = self.unet(x, ts, encoder_hidden_states=c) if self.is_conditional else self.unet(x, ts)
-        if hasattr(out, "sample"):
-            return out.sample
-        if isinstance(out, (tuple, list)):
-            return out[0]
+        level, out = self._guided(x_t, t, cond, guidance_scale)
+        if self.flow_grid is not None:
+            return velocity_to_eps(x_t, out, self.flow_grid.sigma(level))
         return out
 
-    def _to_eps(self, x: torch.Tensor, timestep: int, out: torch.Tensor) -> torch.Tensor:
-        if self.prediction_type == "epsilon":
-            return out
-        a = float(self.alphas_cumprod[timestep])
-        if self.prediction_type == "v_prediction":
-            return a**0.5 * out + (1 - a) ** 0.5 * x
-        return (x - a**0.5 * out) / (1 - a) ** 0.5  # "sample"
+    def predict(
+        self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0_hat, eps_hat)`` at time ``t``: the clean estimate and the noise, each (B, *sample_shape).
+
+        VP models: ``x0 = (x - sqrt(1 - a) eps) / sqrt(a)``; flow models from the velocity,
+        ``x0 = x - sigma v`` and ``eps = x + (1 - sigma) v``, which stay finite at sigma = 1.
+        """
+        level, out = self._guided(x_t, t, cond, guidance_scale)
+        if self.flow_grid is not None:
+            s = self.flow_grid.sigma(level)
+            return velocity_to_x0(x_t, out, s), velocity_to_eps(x_t, out, s)
+        a = self.alpha_bar(level)
+        return (x_t - math.sqrt(1.0 - a) * out) / math.sqrt(a), out
+
+    def _guided(self, x_t: torch.Tensor, t: Time, cond: Prompt, guidance_scale: float) -> tuple[int, torch.Tensor]:
+        """(level, eps for VP models or velocity for flow models, with classifier-free guidance)."""
+        self._check(x_t, self.sample_shape, "x_t", "x_t")
+        level = self.unet_timestep(t) + 1
+        c = self.conditioning(cond, batch=x_t.shape[0], guidance_scale=guidance_scale)
+        b = x_t.shape[0]
+        c = conds.expand_batch(c, b)
+        w = float(guidance_scale)
+        if w != 1.0:
+            u = conds.expand_batch(self.unconditional_embedding(), b)
+            both = Conditioning.cat([u, c]) if isinstance(c, Conditioning) else torch.cat([u, c])
+            xx = torch.cat([x_t, x_t])
+            o_u, o_c = network.to_prediction(self, xx, level, network.output(self, xx, level, both)).chunk(2)
+            return level, o_u + w * (o_c - o_u)
+        return level, network.to_prediction(self, x_t, level, network.output(self, x_t, level, c))
 
     # ---------------------------------------------------------------- the engine
+    def feature_map(self, t: Time, prompt: Prompt = None, layer: str | None = None):
+        """The feature map ``x (B, *sample_shape) ↦ h`` at time ``t`` (and prompt), through the engine's
+        :func:`~pullback_utils.features.feature_map` (FLUX latents packed first). ``layer=None``: the
+        architecture's default."""
+        return network.model_feature_map(self, t, prompt, layer)
+
     def local_basis(
         self,
         x_t: torch.Tensor,
         t: Time,
         k: int,
         prompt: Prompt = None,
-        layer: str = "mid",
+        layer: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         **solver: Any,
     ):
@@ -395,49 +422,22 @@ class DiffusionModel:
 
         Args:
             x_t: (1, *sample_shape) or (*sample_shape) state at time ``t``.
-            t: time (level >= 1 or fraction > 0); the U-Net sees ``unet_timestep(t)``.
+            t: time (level >= 1 or fraction > 0).
             k: number of singular vectors.
-            prompt: prompt or encoder hidden states (conditional models; None = empty prompt).
-            layer: feature layer (``"mid"``, ``"down.i"``, ``"up.i"``).
+            prompt: prompt or conditioning (conditional models; None = the unconditional branch).
+            layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle
+                transformer block for DiTs; :func:`~pullback_utils.features.layer_names`).
             cache_dir: opt-in on-disk cache (:mod:`pullback_utils.cache`); ``None`` = no cache.
             **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
 
         Returns:
             ``LocalBasis`` with ``v`` (k, 1, *sample_shape), ``u`` (k, *h.shape), ``s`` (k,), ``info``.
+            FLUX: the basis is computed on the packed tokens and ``v`` unpacked (packing is a
+            permutation, so the singular values are those of ∂h/∂x_t).
         """
-        if isinstance(x_t, torch.Tensor) and x_t.dim() == 3:
-            x_t = x_t.unsqueeze(0)
-        self._check(x_t, self.sample_shape, "x_t", "x_t")
-        if x_t.shape[0] != 1:
-            raise ValueError(f"x_t must hold one sample (batch 1), got batch {x_t.shape[0]}")
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
-        timestep = self.unet_timestep(t)
-        ehs = self.conditioning(prompt, batch=1)
-        x_t = x_t.to(self.device, self.dtype)
-        from pullback_utils.basis import local_basis as engine_local_basis
-
-        def compute():
-            return engine_local_basis(
-                self.unet,
-                x_t,
-                timestep + 1,  # the level: the engine reads times on the package's grid
-                int(k),
-                layer=layer,
-                encoder_hidden_states=ehs,
-                num_train_timesteps=self.num_train_timesteps,
-                **solver,
-            )
-
-        if cache_dir is None:
-            return compute()
-        from pullback_utils.cache import BasisCache, basis_key_fields
-
-        fields = basis_key_fields(
-            self.fingerprint, x_t, timestep, int(k), layer=layer, cond=ehs, solver=solver
-        )
-        meta = {"model": self.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}
-        return BasisCache(cache_dir).get_or_compute(fields, compute, meta=meta)
+        return network.model_local_basis(self, x_t, t, int(k), prompt, layer, cache_dir, solver)
 
 
 # -------------------------------------------------------------------- helpers
@@ -445,22 +445,3 @@ def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
     if isinstance(cfg, dict):
         return cfg.get(key, default)
     return getattr(cfg, key, default)
-
-
-def _prompt_list(prompt: Any) -> list[str]:
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
-        return list(prompt)
-    raise TypeError(
-        f"prompt must be a string, a non-empty list of strings or encoder hidden states, got {_short(prompt)}"
-    )
-
-
-def _short(obj: Any) -> str:
-    if isinstance(obj, torch.Tensor):
-        return f"a tensor of shape {tuple(obj.shape)}"
-    r = repr(obj)
-    return r if len(r) < 80 else r[:77] + "..."
-
-

@@ -100,3 +100,27 @@ def test_non_finite_x_rejected(tiny_unet):
     x[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
         local_basis(tiny_unet, x, 10, 2)
+
+
+# ------------------------------------------------------------------ issue 14: one call shape for every family
+def test_named_submodule_layer_vs_exact(tiny_unet):
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    layer = "down_blocks.1.attentions.0"
+    b = local_basis(tiny_unet, x, 300, 3, layer=layer, method="krylov", tol=1e-5)
+    J = dense_jacobian(feature_map(tiny_unet, 300, layer=layer), x)
+    _, s, Vh = torch.linalg.svd(J)
+    torch.testing.assert_close(b.s.double(), s[:3], rtol=1e-3, atol=1e-4)
+    assert max_angle(b.v, Vh[:3]) < 1e-2 and b.info["layer"] == layer
+
+
+def test_conditioning_and_solver_keywords_share_the_call():
+    from unet_factories import make_tiny_dit
+
+    dit = make_tiny_dit()
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(7))
+    a = local_basis(dit, x, 0.5, 2, class_labels=1, method="krylov", seed=3)
+    b = local_basis(dit, x, 0.5, 2, class_labels=torch.tensor([2]), method="krylov", seed=3)
+    assert a.info["layer"] == "transformer_blocks.2" and a.v.shape == (2, 1, 4, 8, 8) and a.u.shape == (2, 1, 16, 16)
+    assert max_angle(a.v, b.v) > 1e-3  # the class changes the basis
+    with pytest.raises(ValueError, match=r"takes no conditioning keyword \['tolerance'\].*solver options are"):
+        local_basis(dit, x, 0.5, 2, class_labels=1, tolerance=1e-3)

@@ -91,5 +91,42 @@ def test_bad_input_conditional(tiny_cond_unet):
         feature_map(tiny_cond_unet, 10)
     with pytest.raises(ValueError, match=r"\(1, L, 24\)"):
         feature_map(tiny_cond_unet, 10, encoder_hidden_states=torch.zeros(1, 5, 7))
-    with pytest.raises(TypeError, match="UNet2DModel or UNet2DConditionModel"):
+    with pytest.raises(TypeError, match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., .*FluxTransformer2DModel.\], got Linear"):
         feature_map(torch.nn.Linear(2, 2), 10)
+
+
+# ------------------------------------------------------------------ issue 14: any named submodule
+@pytest.mark.parametrize("path", ["down_blocks.1.attentions.0", "down_blocks.0.resnets.0", "mid_block.resnets.1",
+                                  "up_blocks.1.upsamplers.0", "conv_in"])
+def test_named_submodule_matches_a_hook_on_the_stock_forward(tiny_unet, path):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    module = dict(tiny_unet.named_modules())[path]
+    seen = []
+    h = module.register_forward_hook(lambda m, a, o: seen.append(o[0] if isinstance(o, tuple) else o) and None)
+    try:
+        with torch.no_grad():
+            tiny_unet(x, 99)
+    finally:
+        h.remove()
+    with torch.no_grad():
+        got = feature_map(tiny_unet, 100, layer=path)(x)
+    torch.testing.assert_close(got, seen[0], rtol=1e-5, atol=1e-5)
+
+
+def test_short_names_are_the_blocks_and_the_default_is_mid(tiny_unet):
+    from pullback_utils.features import default_layer, resolve_layer
+
+    assert default_layer(tiny_unet) == "mid"
+    assert resolve_layer(tiny_unet, "mid") is tiny_unet.mid_block
+    assert resolve_layer(tiny_unet, "down.2") is tiny_unet.down_blocks[2]
+    assert resolve_layer(tiny_unet, "up_blocks.0") is tiny_unet.up_blocks[0]
+    every = layer_names(tiny_unet, submodules=True)
+    assert every[:7] == layer_names(tiny_unet) and "down_blocks.1.attentions.0.to_q" in every
+
+
+def test_unknown_layer_suggests_close_names(tiny_unet):
+    with pytest.raises(ValueError, match=r"did you mean \['mid_block'.*\]") as info:
+        feature_map(tiny_unet, 10, layer="mid_blok")
+    assert "'down.0', 'down.1', 'down.2', 'mid', 'up.0', 'up.1', 'up.2'" in str(info.value)
+    with pytest.raises(TypeError, match="layer must be a str"):
+        feature_map(tiny_unet, 10, layer=3)

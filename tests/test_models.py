@@ -286,7 +286,8 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     _tiny_vae().save_pretrained(bare)
     tiny_scheduler("ddpm").save_pretrained(bare)
     with pytest.raises(ModelNotFoundError,
-                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel'\]"):
+                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel', "
+                             r"'DiTTransformer2DModel', 'SD3Transformer2DModel', 'FluxTransformer2DModel'\]"):
         load_model(bare)
     # a pipeline folder whose unet/ is an AutoencoderKL
     pipe = save_pixel_pipeline(tmp_path / "pipe", "ddpm")
@@ -296,11 +297,23 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     _tiny_vae().save_pretrained(pipe / "unet")
     with pytest.raises(ModelNotFoundError, match=r"unet.*'AutoencoderKL'.*expects one of"):
         load_model(pipe)
-    # a pipeline folder with no U-Net at all: say what is there
+    # a pipeline folder that lists a transformer but does not hold it: say which file is missing
     (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "transformer": ["diffusers", "DiTTransformer2DModel"],
                                                      "scheduler": ["diffusers", "DDPMScheduler"]}))
     shutil.rmtree(pipe / "unet")
-    with pytest.raises(ModelNotFoundError, match=r"holds no U-Net.*found.*scheduler.*transformer"):
+    with pytest.raises(ModelNotFoundError, match=r"lists a transformer \(DiTTransformer2DModel\) but .*transformer/config.json is missing"):
+        load_model(pipe)
+    # a pipeline folder with no denoiser at all: say what is there
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"],
+                                                     "scheduler": ["diffusers", "DDPMScheduler"]}))
+    with pytest.raises(ModelNotFoundError, match=r"holds no denoiser.*found.*scheduler.*vae"):
+        load_model(pipe)
+    # a supported engine family that load_model does not load whole says which it loads
+    (pipe / "transformer").mkdir()
+    (pipe / "transformer" / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
+    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline",
+                                                     "transformer": ["diffusers", "PixArtTransformer2DModel"]}))
+    with pytest.raises(ModelNotFoundError, match=r"'PixArtTransformer2DModel'.*expects one of \['UNet2DModel'"):
         load_model(pipe)
 
 
@@ -389,3 +402,39 @@ def test_bundled_weights_carry_a_matching_digest(name):
     if name in ZOO_MODELS:
         assert (folder / DIGEST_FILE).is_file(), f"{name}: no {DIGEST_FILE}"
     assert check_weights(folder) in (True, name not in ZOO_MODELS)
+
+
+# ------------------------------------------------------------------ issue 14: the model's feature map, sizes, caching
+def test_model_feature_map_is_the_engines(sd):
+    x = sd.noise(2, seed=9)
+    fn = sd.feature_map(0.3, "dog", layer="down.0")
+    ref = pullback_utils_feature_map(sd.unet, 300, layer="down.0", encoder_hidden_states=sd.encode_prompt("dog"))
+    with torch.no_grad():
+        torch.testing.assert_close(fn(x), ref(x))
+    assert sd.feature_map(0.3).layer == "mid"
+
+
+def pullback_utils_feature_map(*args, **kwargs):
+    from pullback_utils.features import feature_map
+
+    return feature_map(*args, **kwargs)
+
+
+def test_sample_size_and_dit_basis_cache(tmp_path):
+    from diffusers import DDIMPipeline
+
+    from unet_factories import make_tiny_dit
+
+    DDIMPipeline(unet=make_tiny_unet2d(seed=3), scheduler=tiny_scheduler("ddim")).save_pretrained(tmp_path / "p")
+    m = load_model(tmp_path / "p", sample_size=(16, 8))
+    assert m.sample_shape == (3, 16, 8) and m.eps(m.noise(1), 0.5).shape == (1, 3, 16, 8)
+    with pytest.raises(ValueError, match="sample_size must be"):
+        load_model(tmp_path / "p", sample_size=(16, 0))
+    dit = DiffusionModel(make_tiny_dit(), tiny_scheduler("ddim"), name="dit")
+    assert dit.is_conditional and dit.has_unconditional_branch and repr(dit).endswith("T=1000)")
+    x = dit.noise(1, seed=1)
+    first = dit.local_basis(x, 0.5, 2, prompt=3, cache_dir=tmp_path / "cache", method="krylov")
+    again = dit.local_basis(x, 0.5, 2, prompt=3, cache_dir=tmp_path / "cache", method="krylov")
+    other = dit.local_basis(x, 0.5, 2, prompt=4, cache_dir=tmp_path / "cache", method="krylov")
+    assert torch.equal(first.v, again.v) and not torch.allclose(first.v.abs(), other.v.abs())
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2  # one entry per class label

@@ -1,0 +1,162 @@
+"""Calling a :class:`~pullback_utils.models.DiffusionModel`'s denoiser, family by family.
+
+The network's time input (:func:`~pullback_utils.families.network_timestep`), its conditioning keywords,
+FLUX's packed latents and position ids, DiT's learned variance, and the conversion of a VP network's
+output to eps (a flow network's velocity is returned as is; :mod:`pullback_utils.flow` converts it).
+Also the engine's inputs for one state, so that ``DiffusionModel.local_basis`` and
+``DiffusionModel.feature_map`` are the engine called on the denoiser. The functions read the model's
+attributes only; they import nothing above them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from pullback_utils.conditioning import Conditioning
+from pullback_utils.families import latent_image_ids, network_timestep, pack_latents, unpack_latents
+
+__all__ = ["keywords", "output", "to_prediction", "engine_inputs", "model_feature_map", "model_local_basis",
+           "unpack_basis", "PackedFeatureMap"]
+
+
+def keywords(c: torch.Tensor | Conditioning | None) -> dict[str, Any]:
+    """The denoiser's keyword arguments of conditioning ``c`` (a tensor is ``encoder_hidden_states``)."""
+    if c is None:
+        return {}
+    return dict(c) if isinstance(c, Conditioning) else {"encoder_hidden_states": c}
+
+
+def flux_extras(model: Any, x: torch.Tensor) -> dict[str, Any]:
+    """FLUX's per-call keywords for latents ``x`` (B, C, H, W): ``img_ids`` and the embedded ``guidance``."""
+    extras: dict[str, Any] = {"img_ids": latent_image_ids(x.shape[2], x.shape[3]).to(x.device, x.dtype)}
+    if model.embedded_guidance is not None:
+        extras["guidance"] = torch.full((x.shape[0],), float(model.embedded_guidance), device=x.device)
+    return extras
+
+
+def output(model: Any, x: torch.Tensor, level: int, c: torch.Tensor | Conditioning | None) -> torch.Tensor:
+    """The denoiser's output at ``level`` for ``x`` (B, *sample_shape): DiT's learned variance dropped,
+    FLUX's tokens unpacked; same shape as ``x``."""
+    kwargs = keywords(c)
+    T = model.num_train_timesteps
+    sigma = model.flow_grid.sigma(level) if model.flow_grid is not None else None
+    if model.family is not None:
+        value = network_timestep(model.family, level, sigma, T)
+    else:  # plain networks: the training index, or the flow scheduler's timestep sigma * T
+        value = level - 1 if sigma is None else sigma * T
+    dtype = torch.long if isinstance(value, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
+    ts = torch.full((x.shape[0],), value, dtype=dtype, device=x.device)
+    packed = model.family is not None and model.family.tokens
+    if model.family is None:
+        out = model.unet(x, ts, **kwargs) if kwargs else model.unet(x, ts)
+    elif packed:
+        out = model.unet(pack_latents(x), timestep=ts, return_dict=False, **kwargs, **flux_extras(model, x))
+    else:
+        out = model.unet(x, timestep=ts, return_dict=False, **kwargs)
+    if hasattr(out, "sample"):
+        out = out.sample
+    elif isinstance(out, (tuple, list)):
+        out = out[0]
+    if packed:
+        return unpack_latents(out, x.shape[2], x.shape[3])
+    if out.shape[1] == 2 * x.shape[1]:  # learned variance (DiT, PixArt): the first half is the prediction
+        out = out[:, : x.shape[1]]
+    return out
+
+
+def to_prediction(model: Any, x: torch.Tensor, level: int, out: torch.Tensor) -> torch.Tensor:
+    """eps from a VP network's output (by the scheduler's prediction type); a flow network's velocity unchanged."""
+    if model.prediction_type in ("epsilon", "flow"):
+        return out
+    a = float(model.alphas_cumprod[level - 1])
+    if model.prediction_type == "v_prediction":
+        return a**0.5 * out + (1 - a) ** 0.5 * x
+    return (x - a**0.5 * out) / (1 - a) ** 0.5  # "sample"
+
+
+def engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str | None):
+    """``(x_in, level, layer, conditioning, keywords)`` of the engine call at one state.
+
+    ``x_in`` is the denoiser's input (FLUX: packed), ``keywords`` its conditioning keywords plus
+    ``num_train_timesteps`` (and ``scheduler`` for flow models); ``layer`` resolved to the default.
+    """
+    if isinstance(x_t, torch.Tensor) and x_t.dim() == 3:
+        x_t = x_t.unsqueeze(0)
+    model._check(x_t, model.sample_shape, "x_t", "x_t")
+    if x_t.shape[0] != 1:
+        raise ValueError(f"x_t must hold one sample (batch 1), got batch {x_t.shape[0]}")
+    level = model.unet_timestep(t) + 1
+    c = model.conditioning(prompt, batch=1)
+    kwargs = keywords(c)
+    x_in = x_t.to(model.device, model.dtype)
+    kwargs["num_train_timesteps"] = model.num_train_timesteps
+    if model.flow_grid is not None:
+        kwargs["scheduler"] = model.scheduler
+    if model.family is not None and model.family.tokens:
+        kwargs.update(flux_extras(model, x_in))
+        x_in = pack_latents(x_in)
+    if layer is None:
+        from pullback_utils.features import default_layer
+
+        layer = default_layer(model.unet)
+    return x_in, level, layer, c, kwargs
+
+
+class PackedFeatureMap:
+    """A FLUX feature map on (B, C, H, W) latents: packs them into the transformer's tokens first."""
+
+    per_sample = True
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.level, self.timestep, self.sigma, self.layer = fn.level, fn.timestep, fn.sigma, fn.layer
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(pack_latents(x))
+
+
+def model_feature_map(model: Any, t: Any, prompt: Any = None, layer: str | None = None):
+    """``DiffusionModel.feature_map``: the engine's feature map of the denoiser, on (B, *sample_shape)."""
+    from pullback_utils.features import feature_map
+
+    x0 = torch.zeros((1, *model.sample_shape), device=model.device, dtype=model.dtype)
+    _, level, layer, _, kwargs = engine_inputs(model, x0, t, prompt, layer)
+    fn = feature_map(model.unet, level, layer=layer, **kwargs)
+    return PackedFeatureMap(fn) if model.family is not None and model.family.tokens else fn
+
+
+def unpack_basis(model: Any, basis: Any) -> Any:
+    """A basis on FLUX's packed tokens with ``v`` unpacked to (k, 1, *sample_shape); others unchanged.
+
+    Packing is a permutation of the entries, so the singular values and ``u`` are those of ∂h/∂x_t.
+    """
+    if model.family is None or not model.family.tokens:
+        return basis
+    k = basis.v.shape[0]
+    v = unpack_latents(basis.v.reshape(k, *basis.v.shape[2:]), *model.sample_shape[1:])
+    return dataclasses.replace(basis, v=v.unsqueeze(1))
+
+
+def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any, layer: str | None,
+                      cache_dir: Any, solver: dict[str, Any]) -> Any:
+    """``DiffusionModel.local_basis``: the engine on the denoiser (FLUX: packed, ``v`` unpacked), optionally cached."""
+    x_in, level, layer, c, kwargs = engine_inputs(model, x_t, t, prompt, layer)
+    from pullback_utils import basis as engine
+
+    def compute():
+        return unpack_basis(model, engine.local_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
+
+    if cache_dir is None:
+        return compute()
+    from pullback_utils.cache import BasisCache, basis_key_fields, tensor_hash
+
+    x_key = (x_t if x_t.dim() == 4 else x_t.unsqueeze(0)).to(model.device, model.dtype)
+    fields = basis_key_fields(model.fingerprint, x_key, level - 1, k, layer=layer,
+                              cond=c if not isinstance(c, Conditioning) else None, solver=solver)
+    if isinstance(c, Conditioning):
+        fields["cond"] = {n: tensor_hash(v) for n, v in sorted(c.tensors().items())}
+    meta = {"model": model.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}
+    return BasisCache(cache_dir).get_or_compute(fields, compute, meta=meta)
