@@ -167,24 +167,20 @@ def feature_jvp_fd(
     directions: torch.Tensor,
     *,
     prompt: Prompt = None,
-    layer: str = "mid",
+    layer: str | None = None,
     fd_step: float = 1e-2,
 ) -> torch.Tensor:
     """(B, dim_h) float64 h-space change ``J w ~ (f(x + e w) - f(x - e w)) / 2e`` of the feature map.
 
     ``x_t`` (1 | B, *sample_shape) and ``directions`` (1 | B, *sample_shape) broadcast over the batch;
     e = ``fd_step`` (accurate to O(e^2) for a smooth map, no autodiff); ``layer`` as in
-    :func:`pullback_utils.feature_map`.
+    :func:`pullback_utils.feature_map` (``None``: the architecture's default, h-space for U-Nets).
     """
-    from pullback_utils.features import feature_map
-
     level = check_edit_time(model, t, "t")
     d = direction_batch(model, directions, "directions")
     x, d = _broadcast(state_batch(model, x_t), d, "directions")
     e = check_real(fd_step, "fd_step", positive=True)
-    ehs = model.conditioning(prompt, batch=1)
-    fn = feature_map(model.unet, level, layer=layer, encoder_hidden_states=ehs,
-                     num_train_timesteps=model.num_train_timesteps)
+    fn = model.feature_map(level, prompt, layer)
     h = fn(torch.cat([x + e * d, x - e * d]))
     b = x.shape[0]
     return ((h[:b] - h[b:]) / (2 * e)).flatten(1).double()
@@ -213,7 +209,7 @@ def tangent_alignment(
     u: torch.Tensor,
     *,
     prompt: Prompt = None,
-    layer: str = "mid",
+    layer: str | None = None,
     fd_step: float = 1e-2,
 ) -> torch.Tensor:
     """(D,) cosine between the h-space change ``J w`` of each direction ``w`` at ``(x_t, t)`` and ``u``.

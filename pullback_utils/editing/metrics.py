@@ -23,7 +23,6 @@ edit and a tangent vector ``u`` (e.g. the basis's ``u_i``).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
@@ -102,7 +101,7 @@ def distance_from_data(
 
     For each time ``t`` in ``times`` and ``n_noise`` noise draws (the same draws for every image, so
     comparisons are paired), noise ``x0`` to ``x_t = sqrt(a) x0 + sqrt(1 - a) e``, predict the clean
-    image ``x0_hat = (x_t - sqrt(1 - a) eps(x_t, t)) / sqrt(a)``, and return the RMS of
+    image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models), and return the RMS of
     ``x0_hat - x0`` averaged over times and draws. Images on the data manifold are denoised back
     almost exactly; off-manifold edits (noise, artefacts) are not. ``x0``: (B, *sample_shape)
     (latents for latent models).
@@ -119,12 +118,11 @@ def distance_from_data(
     gen = torch.Generator().manual_seed(int(seed))
     total = torch.zeros(x0.shape[0], dtype=torch.float64)
     for n in levels:
-        a = model.alpha_bar(n)
+        a, sg = model.coefficients(n)  # x_t = a x0 + sg eps (VP and flow-matching models alike)
         for _ in range(n_noise):
             e = torch.randn(model.sample_shape, generator=gen).to(model.device, model.dtype)
-            xt = math.sqrt(a) * x0 + math.sqrt(1 - a) * e
-            eps = model.eps(xt, n, prompt)
-            x0_hat = (xt - math.sqrt(1 - a) * eps) / math.sqrt(a)
+            xt = a * x0 + sg * e
+            x0_hat, _ = model.predict(xt, n, prompt)
             total += (x0_hat - x0).double().pow(2).mean(dim=(1, 2, 3)).sqrt().cpu()
     return total / (len(levels) * n_noise)
 
