@@ -152,8 +152,8 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "pushed to x_t through the DDIM inversion (where the basis lives), more than random directions with the "
        "same power spectrum do.",
        "ground_truth", "extension", "image", "sign-flip", "greater",
-       "mean energy fraction of the top-k x-side local basis in the renderer's tangent span pushed to x_t (JVPs "
-       "through the inversion) minus that of its spectrum-matched random twin, at each image's held-out best t",
+       "mean energy fraction of the top-k x-side local basis in the renderer's tangent span pushed to x_t (exact "
+       "derivatives of the inversion) minus that of its spectrum-matched random twin, at each image's held-out best t",
        baselines=("spectrum_matched", "isotropic_random"), controls=("random_weights",),
        outcome=("above same-spectrum random", "below same-spectrum random")),
     _C("ground_truth_pca", "Basis vs local PCA",

@@ -71,7 +71,7 @@ def _columns(jac: Any, n: int, dim: int) -> list[torch.Tensor]:
 
 
 def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[Time], steps: int, *,
-                    chunk_size: int = 64, progress: bool = False) -> Any:
+                    chunk_size: int = 32, progress: bool = False) -> Any:
     """Tangent vectors at clean images pushed to ``x_t`` through the deterministic DDIM inversion.
 
     For image ``x_0^i`` and tangent ``w`` the result is ``d/de ddim_invert_to_times(x_0^i + e w)`` at

@@ -15,13 +15,14 @@ For ``n`` held-out images of the model's procedural dataset, :func:`truth_study`
    its own spectrum-matched twin.
 
 Shapes: ``energy["basis"]``, ``["matched"]``, ``["isotropic"]`` ``(n_t, n)``; ``["pca"]`` (in the clean
-image's tangent span), ``["denoiser"]``, ``["control"]``, ``["control_matched"]`` ``(n,)`` at each
-image's held-out time ``loo_index`` ``(n,)``.
+image's tangent span), ``["basis_clean"]`` (the basis in the clean span, for comparison), ``["denoiser"]``,
+``["control"]``, ``["control_matched"]`` ``(n,)`` at each image's held-out time ``loo_index`` ``(n,)``.
 """
 
 from __future__ import annotations
 
 import time as _time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -30,7 +31,7 @@ import torch
 
 from .. import inference as inf
 from ..baselines import random_weight_model, spectrum_matched
-from ..cache import BasisCache, basis_key_fields
+from ..cache import BasisCache, BasisCacheWarning, basis_key_fields
 from ..solvers import LocalBasis
 from ..sweeps import BasisSweep, bases_over
 from .pushforward import denoiser_basis, invert_to_times, pushed_tangents
@@ -140,7 +141,10 @@ def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps
                 r = tangents[j].shape[0]
                 entry = LocalBasis(v=p.transpose(0, 1).contiguous(), u=tangents[j].reshape(r, *shape).to(p.dtype),
                                    s=torch.zeros(r, dtype=torch.float64), info={"kind": "pushed tangents"})
-                cache.save(cache.key(keys[j]), entry, fields=keys[j], meta={"model": model.name})
+                try:
+                    cache.save(cache.key(keys[j]), entry, fields=keys[j], meta={"model": model.name})
+                except OSError as exc:  # e.g. a full disk: keep the result, say so
+                    warnings.warn(f"pushed tangents not cached: {exc}", BasisCacheWarning, stacklevel=2)
     return out  # type: ignore[return-value]
 
 
@@ -189,6 +193,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
     e["isotropic"] = np.array([[spans[i][j].shape[0] / dim for j in range(n)] for i in range(len(times))])
     e["pca"] = np.array([mean_energy(pca[j], tangents[j]) for j in range(n)])
     loo = loo_best_index(e["basis"])
+    e["basis_clean"] = np.array([mean_energy(sweep.v[loo[j], j], tangents[j]) for j in range(n)])
     t0 = _time.perf_counter()
     ctrl = random_weight_model(m, seed=seed)
     den, con = [], []
@@ -242,7 +247,8 @@ def claim_tests(st: TruthStudy, *, seed: int = 0) -> dict[str, dict[str, Any]]:
               "loo_t": [times[i] for i in st.loo_index], "k": int(st.sweep.k),
               "rank_mean": float(np.mean([q.shape[0] for q in st.tangents])),
               "per_t": {"t": times, **{key: e[key].mean(1).tolist() for key in ("basis", "matched", "isotropic")}},
-              "control_energy": float(e["control"].mean()), "control_model": st.control_name}
+              "control_energy": float(e["control"].mean()), "control_model": st.control_name,
+              "basis_energy_clean_span": float(e["basis_clean"].mean())}
     iso = float(e["isotropic"][st.loo_index, np.arange(st.n)].mean())
 
     def control(baseline: np.ndarray) -> inf.TestResult:
