@@ -30,12 +30,17 @@ def _jacobian_of(render, z: torch.Tensor) -> torch.Tensor:
     return torch.func.jacfwd(render)(z)  # (D, K)
 
 
-def _bundled(name: str = "disks"):
-    import pullback_utils as pu
+def _require(name: str = "disks") -> None:
     from pullback_utils.zoo.registry import available_models
 
     if name not in available_models():
         pytest.skip(f"bundled {name} model not installed")
+
+
+def _bundled(name: str = "disks"):
+    import pullback_utils as pu
+
+    _require(name)
     return pu.load_model(name)
 
 
@@ -148,6 +153,19 @@ def _gaussian_gain(model: DiffusionModel, s: float, times: list[float], steps: i
             c *= math.sqrt(ab(b) / ab(a)) * (1 - math.sqrt(1 - ab(a)) * g) + math.sqrt(1 - ab(b)) * g
         gain[hi] = c
     return [gain[lvl] for lvl in levels]
+
+
+def test_invert_to_times_matches_one_inversion_on_the_same_grid():
+    import pullback_utils as pu
+
+    m = _bundled("disks")
+    x0 = zd.make_dataset("disks", 2, seed=10_000).images
+    xs = gt.invert_to_times(m, x0, [0.3, 0.1], steps=10)  # legs 0 -> 100 (1 step), 100 -> 300 (2 steps)
+    assert xs.shape == (2, 2, *m.sample_shape)
+    assert torch.allclose(xs[0], pu.ddim_invert(m, x0, 0.3, steps=3), atol=1e-5)
+    assert torch.allclose(xs[1], pu.ddim_invert(m, x0, 0.1, steps=1), atol=1e-5)
+    with pytest.raises(ValueError, match="steps"):
+        gt.invert_to_times(m, x0, [0.3], steps=0)
 
 
 def test_pushed_tangents_on_a_gaussian_model_are_the_exact_linear_map():
@@ -351,6 +369,19 @@ def test_bad_input_to_the_pushforward_and_the_denoiser():
         gt.denoiser_basis(m, x0, 0.5, 2)
 
 
+def test_truth_study_refuses_bad_designs_before_loading_a_model():
+    _require("disks")
+
+    def loader(name):
+        raise AssertionError("the model was loaded before the parameters were checked")
+
+    kw = dict(n=20, data_seed=10_000, times=[0.5], k=5, ddim_steps=4, n_pool=100, n_neighbours=50, loader=loader)
+    for change, match in (({"n": 1}, "n must be an int >= 2"), ({"n_neighbours": 5}, "n_neighbours"),
+                          ({"data_seed": 0}, "training images")):
+        with pytest.raises(ValueError, match=match):
+            gt.truth_study("disks", **{**kw, **change})
+
+
 @pytest.mark.parametrize("change, match", [
     ({"models": "disks"}, "models must be a non-empty list"),
     ({"models": ["disks", "disks"]}, "distinct"),
@@ -362,7 +393,7 @@ def test_bad_input_to_the_pushforward_and_the_denoiser():
     ({"rank_rtol": 0.0}, "rank_rtol"),
 ])
 def test_chapter_parameters_are_checked_before_any_model_loads(change, match):
-    _bundled("disks")
+    _require("disks")
     import pullback_utils as pu
 
     params = {"models": ["disks"], "n_samples": 20, "times": [0.9, 0.1], "k": 5, "n_pool": 100, "n_neighbours": 50,

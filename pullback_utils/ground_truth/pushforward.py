@@ -96,14 +96,15 @@ def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[
 
     if getattr(model, "is_latent", False):
         raise ValueError("pushed_tangents needs a pixel-space model: a latent model's x_0 is not the image")
-    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.sample_shape):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must have shape (N, {', '.join(map(str, model.sample_shape))}), got {shape}")
+    shape = tuple(model.sample_shape)
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or tuple(images.shape[1:]) != shape:
+        got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (N, {', '.join(map(str, shape))}), got {got}")
     check_times(times, model.num_train_timesteps)
     check_steps(steps)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    n, shape = int(images.shape[0]), tuple(model.sample_shape)
+    n = int(images.shape[0])
     cols = _columns(jac, n, math.prod(shape))
     owner = [i for i, c in enumerate(cols) for _ in range(c.shape[1])]
     if not owner:

@@ -166,7 +166,11 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
 
     from ..zoo.datasets import make_dataset
 
-    ds = model_dataset(name, data_seed)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2 (the best t of an image is chosen from the others), got {n!r}")
+    check_design({"models": [name], "data_seed": data_seed, "k": k, "n_neighbours": n_neighbours, "n_pool": n_pool,
+                  "rank_rtol": rank_rtol})
+    ds = model_dataset(name)
     if loader is None:
         from ..models import load_model as loader
     solver, times, clock = dict(solver or {}), list(times), {}
