@@ -96,11 +96,18 @@ def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], Non
     return rule
 
 
+def _ground_truth(p: dict) -> None:
+    from .ground_truth import check_design
+
+    check_design(p)
+
+
 #: Cross-parameter rules per chapter, run after :data:`RULES`.
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
     "coarse_to_fine": [_subset("times", "edit_times", 2), _subset("times", "control_times")],
     "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times")],
     "dataset_complexity": [_subset("times", "control_times")],
+    "ground_truth": [_ground_truth],
 }
 
 

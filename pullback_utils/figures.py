@@ -21,7 +21,7 @@ from .plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, book_style
 
 __all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
            "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t",
-           "ladder_figure"]
+           "ladder_figure", "truth_energy_over_t", "truth_directions"]
 
 WIDTH = FIGURE_WIDTH_IN
 MIN_FONT = MIN_FONT_PT
@@ -236,4 +236,82 @@ def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: d
             xs = [counts[r] for r in rungs]
             top.set_xticks(xs, [f"{dimension[r]:.1f}" for r in rungs])
             top.set_xlabel("estimated intrinsic dimension (TwoNN)")
+    return fig
+
+
+def truth_energy_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]):
+    """Energy fractions in the pushed tangent span over t, one panel per model (log scale).
+
+    ``panels``: dicts with ``title``; ``basis``, ``matched``, ``isotropic`` ``(n_t, n)``; ``pca``,
+    ``denoiser``, ``control`` ``(n,)`` and ``best_t`` (where the held-out-time values are drawn).
+    Means with 95% intervals over images; lower ends are clipped for the log axis."""
+    import matplotlib.pyplot as plt
+
+    def bars(ax, x, v, axis, **kw):
+        m, lo, hi = mean_ci(np.asarray(v), axis=axis)
+        lo = np.maximum(lo, 0.5 * np.minimum(m, np.min(m)))
+        ax.errorbar(x, m, yerr=[m - lo, hi - m], capsize=3, **kw)
+
+    with style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.6), squeeze=False, sharey=True)
+        for ax, p in zip(axes[0], panels):
+            bars(ax, times, p["basis"], 1, fmt="o-", color=COLOURS["model"], label="local basis")
+            bars(ax, times, p["matched"], 1, fmt="^:", color=COLOURS["matched"], label="same spectrum, random")
+            ax.plot(times, np.asarray(p["isotropic"]).mean(1), "--", color=COLOURS["random"], label="isotropic r/D")
+            m, lo, hi = mean_ci(np.asarray(p["pca"])[None], axis=1)
+            ax.axhspan(max(float(lo[0]), 1e-6), min(float(hi[0]), 1.0), color="tab:green", alpha=0.2)
+            ax.axhline(float(m[0]), color="tab:green", ls="-.", label="local PCA (clean span)")
+            step = 0.04 * (max(times) - min(times) or 1.0)
+            bars(ax, [p["best_t"] + step], np.asarray(p["denoiser"])[None], 1, fmt="D", color="tab:purple",
+                 label="denoiser Jacobian")
+            bars(ax, [p["best_t"] - step], np.asarray(p["control"])[None], 1, fmt="s", color=COLOURS["control"],
+                 label="random weights")
+            ax.set_yscale("log")
+            ax.set_ylim(top=1.0)
+            ax.set_title(p["title"])
+            _time_axis(ax, times)
+        axes[0][0].set_ylabel("energy fraction in\npushed tangent span")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False)
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def truth_directions(image: Any, clean: Any, pushed: Any, basis: Any, *, factor_names: Sequence[str],
+                     energies: Sequence[float], t: float):
+    """One image's tangent vectors and basis vectors, each scaled to its largest absolute entry.
+
+    Rows: the image and ``d image / d factor`` (``clean`` ``(K, C, H, W)``); the same tangents pushed to
+    ``x_t`` (``pushed`` ``(K, C, H, W)``); the local basis at ``x_t`` (``basis`` ``(k, C, H, W)``) with each
+    vector's energy fraction in the pushed span. Tensors in model range ``[-1, 1]`` (the image)."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    def scaled(x):
+        x = torch.as_tensor(x).detach().float()
+        return x / x.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None, None]
+
+    def rgb(x):
+        return ((x.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
+
+    rows = [("tangents", [torch.as_tensor(image).float()] + list(scaled(clean)), ["image"] + list(factor_names)),
+            (f"pushed\nt = {t}", [None] + list(scaled(pushed)), [""] + list(factor_names)),
+            (f"basis\nt = {t}", [None] + list(scaled(basis)), [""] + [f"v{i + 1}: {e:.2f}" for i, e in
+                                                                     enumerate(energies)])]
+    cols = max(len(r[1]) for r in rows)
+    cell = min(0.8, (WIDTH - 0.9) / cols)
+    with style():
+        fig, axes = plt.subplots(3, cols, figsize=(cell * cols + 0.9, cell * 3 + 0.9), squeeze=False)
+        for r, (label, ims, names) in enumerate(rows):
+            for c in range(cols):
+                ax = axes[r, c]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c < len(ims) and ims[c] is not None:
+                    ax.imshow(rgb(ims[c]), interpolation="nearest")
+                    ax.set_title(names[c], fontsize=MIN_FONT)
+                else:
+                    ax.set_frame_on(False)
+            axes[r, 0].set_ylabel(label, fontsize=MIN_FONT, rotation=0, ha="right", va="center")
+        fig.tight_layout()
     return fig

@@ -150,22 +150,29 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        parent="editing"),
     # ------------------------------------------------------------------ the book's extensions
     _C("ground_truth_matched", "Basis on the data manifold (vs same-spectrum random)",
-       "On procedural data the top local latent basis lies in the true tangent space of the data manifold more "
-       "than random directions with the same power spectrum do.",
+       "On procedural data the top local latent basis lies in the true tangent space of the data manifold, "
+       "pushed to x_t through the DDIM inversion (where the basis lives), more than random directions with the "
+       "same power spectrum do.",
        "ground_truth", "extension", "image", "sign-flip", "greater",
-       "energy fraction of the basis in the renderer's tangent span at the held-out best t minus that of "
-       "spectrum-matched random bases, per image",
+       "mean energy fraction of the top-k x-side local basis in the renderer's tangent span pushed to x_t (exact "
+       "derivatives of the inversion) minus that of its spectrum-matched random twin, at each image's held-out best t",
        baselines=("spectrum_matched", "isotropic_random"), controls=("random_weights",),
        outcome=("above same-spectrum random", "below same-spectrum random")),
     _C("ground_truth_pca", "Basis vs local PCA",
-       "How the basis compares with the principal directions of nearby training images.",
+       "How the basis, in the pushed tangent span, compares with the principal directions of nearby data images "
+       "in the clean image's tangent span (a data-side estimate that needs no model).",
        "ground_truth", "extension", "image", "sign-flip", "greater",
-       "energy fraction of the basis minus that of local PCA of the 50 nearest data images, per image",
+       "mean energy fraction of the basis in the pushed tangent span at each image's held-out best t minus that "
+       "of the top-k local PCA directions of the nearest pool images in the clean tangent span",
+       baselines=("local_pca",), controls=("random_weights",),
        outcome=("above local PCA", "below local PCA")),
     _C("ground_truth_denoiser", "Basis vs denoiser Jacobian",
-       "How the basis compares with the top singular vectors of the denoiser's Jacobian dx0_hat/dx_t.",
+       "How the basis compares with the top right singular vectors of the denoiser's Jacobian dx0_hat/dx_t at "
+       "the same x_t, both measured in the pushed tangent span.",
        "ground_truth", "extension", "image", "sign-flip", "greater",
-       "energy fraction of the basis minus that of the denoiser-Jacobian basis, per image",
+       "mean energy fraction of the basis minus that of the top-k right singular vectors of dx0_hat/dx_t, both in "
+       "the pushed tangent span at each image's held-out best t",
+       baselines=("denoiser_jacobian",), controls=("random_weights",),
        outcome=("above the denoiser Jacobian", "below the denoiser Jacobian")),
 )
 

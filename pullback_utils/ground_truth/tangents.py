@@ -1,10 +1,10 @@
-"""Ground truth on procedural data: how much of the local latent basis lies in the data's tangent space.
+"""The known data manifold of a procedural dataset: its tangent spaces, and energy fractions in them.
 
-For the procedural zoo datasets (``disks``, ``shapes``, ``scenes``) every image is ``render(factors)``
-with a differentiable renderer, so the true tangent space of the data manifold at an image is the span
-of the renderer's derivatives with respect to its continuous factors
+For the procedural zoo datasets (``disks``, ``shapes``, ``scenes``, the ladder ``ladder-1..5``) every
+image is ``render(factors)`` with a differentiable renderer, so the true tangent space of the data
+manifold at an image is the span of the renderer's derivatives with respect to its continuous factors
 (:func:`pullback_utils.zoo.datasets.factor_jacobian`). This module measures how much of a set of
-directions (a local latent basis, random directions, local PCA of nearby data) lies in that span.
+directions (a local latent basis, random directions, local PCA of nearby data) lies in such a span.
 
 Shapes (``D`` = number of pixels times channels, e.g. 3*32*32; ``K`` factors; ``r <= K`` the rank of
 the tangent space; ``m`` directions):
@@ -13,23 +13,18 @@ the tangent space; ``m`` directions):
 - directions: ``(m, ...)`` with ``prod(...) = D`` (any trailing shape, flattened);
 - :func:`energy_fraction` of directions in ``span(Q)``: ``(m,)`` values ``||Q v||^2 / ||v||^2`` in [0, 1];
 - a random unit direction has expected energy ``r / D`` (:func:`random_energy`).
-
-The statistics of the chapter ``notebooks/ground_truth.ipynb`` (:func:`alignment_stats`,
-:func:`per_t_summary`, :func:`cross_fitted_best`) compare the local basis at each timestep with those
-baselines; the best timestep is chosen leave-one-out so the claim at "the best t" is not inflated by
-choosing t on the same samples it is evaluated on.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from .ddim import Time, ddim_invert_to_times
-from .geometry import principal_angles, random_subspace_angles
+from ..geometry import principal_angles
+from ..zoo.datasets import PROCEDURAL
 
 __all__ = [
     "GROUND_TRUTH_DATASETS",
@@ -40,14 +35,10 @@ __all__ = [
     "random_energy_mc",
     "smallest_angle",
     "local_pca",
-    "invert_to_times",
-    "alignment_stats",
-    "per_t_summary",
-    "cross_fitted_best",
 ]
 
-#: Zoo datasets with a differentiable renderer (continuous factors).
-GROUND_TRUTH_DATASETS: tuple[str, ...] = ("disks", "shapes", "shapes-text", "scenes")
+#: Zoo datasets with a differentiable renderer (continuous factors): all but ``textures``.
+GROUND_TRUTH_DATASETS: tuple[str, ...] = PROCEDURAL
 
 
 def _as_int(value: Any, name: str, minimum: int) -> int:
@@ -108,7 +99,7 @@ def data_tangent_bases(name: str, factors: torch.Tensor, discrete: dict[str, tor
     Returns:
         ``N`` tensors ``(r_i, D)`` (float64, orthonormal rows); the Jacobian is taken in float64.
     """
-    from .zoo.datasets import factor_jacobian
+    from ..zoo.datasets import factor_jacobian
 
     if name not in GROUND_TRUTH_DATASETS:
         raise ValueError(f"name must be one of {list(GROUND_TRUTH_DATASETS)} (datasets with factors), got {name!r}")
@@ -208,111 +199,3 @@ def local_pca(pool: Any, x: Any, n_neighbours: int, k: int) -> torch.Tensor:
         raise ValueError("pool has non-finite values among the nearest neighbours")
     _, _, vh = torch.linalg.svd(nb - nb.mean(0, keepdim=True), full_matrices=False)
     return vh[:k].contiguous()
-
-
-@torch.no_grad()
-def invert_to_times(model, x0: torch.Tensor, times: Sequence[Time], *, steps: int = 20) -> torch.Tensor:
-    """Deterministic DDIM inversion of clean ``x0`` ``(n, *sample_shape)`` to every time of ``times``.
-
-    One run up through the times in increasing order; each leg gets its proportional share of
-    ``steps`` (steps over the whole ``[0, T]``, at least one per leg). Returns
-    ``(len(times), n, *sample_shape)`` in the order of ``times``.
-    """
-    return ddim_invert_to_times(model, x0.to(model.device, model.dtype), times, steps=steps)
-
-
-def alignment_stats(v: torch.Tensor, tangents: Sequence[torch.Tensor], pca: Sequence[torch.Tensor] | None = None,
-                    *, n_random: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
-    """Alignment of local bases, random directions and local PCA with the true tangent spaces.
-
-    Args:
-        v: ``(n_t, n, k, ...)`` local latent bases (x-side) of ``n`` images at ``n_t`` times.
-        tangents: ``n`` true tangent bases ``(r_j, D)`` (:func:`data_tangent_bases`), one per image.
-        pca: ``n`` local-PCA bases ``(k, D)`` (:func:`local_pca`), or ``None``.
-        n_random: random directions per image for the Monte-Carlo random baseline.
-        seed: seed of the random directions and random subspaces.
-
-    Returns:
-        numpy arrays: ``energy`` ``(n_t, n)`` mean energy fraction of the k vectors; ``energy_v1``
-        ``(n_t, n)`` that of ``v_1`` alone; ``angle`` ``(n_t, n)`` smallest principal angle (degrees)
-        between ``span(v_1..k)`` and the tangent space; ``rank`` ``(n,)``; ``random`` ``(n,)`` closed
-        form ``r_j / D``; ``random_mc`` ``(n,)`` mean energy of ``n_random`` random directions;
-        ``random_angle`` ``(n,)`` median smallest angle of random k-subspaces (degrees); with ``pca``:
-        ``pca_energy``, ``pca_energy_v1``, ``pca_angle`` ``(n,)``.
-    """
-    if not isinstance(v, torch.Tensor) or v.dim() < 4:
-        raise ValueError(f"v must be a (n_t, n, k, ...) tensor, got {tuple(getattr(v, 'shape', ()))}")
-    n_t, n, k = (int(s) for s in v.shape[:3])
-    dim = int(np.prod(v.shape[3:]))
-    if len(tangents) != n:
-        raise ValueError(f"tangents has {len(tangents)} entries for n={n} images")
-    if pca is not None and len(pca) != n:
-        raise ValueError(f"pca has {len(pca)} entries for n={n} images")
-    out: dict[str, np.ndarray] = {
-        "energy": np.zeros((n_t, n)), "energy_v1": np.zeros((n_t, n)), "angle": np.zeros((n_t, n)),
-        "rank": np.zeros(n, dtype=int), "random": np.zeros(n), "random_mc": np.zeros(n), "random_angle": np.zeros(n),
-    }
-    if pca is not None:
-        out.update(pca_energy=np.zeros(n), pca_energy_v1=np.zeros(n), pca_angle=np.zeros(n))
-    for j in range(n):
-        q = tangents[j]
-        if q.dim() != 2 or q.shape[1] != dim:
-            raise ValueError(f"tangents[{j}] must have shape (r, {dim}), got {tuple(q.shape)}")
-        r = int(q.shape[0])
-        out["rank"][j] = r
-        out["random"][j] = random_energy(r, dim)
-        out["random_mc"][j] = float(random_energy_mc(q, n_random, seed=seed + j).mean())
-        out["random_angle"][j] = (
-            90.0 if r == 0 else
-            float(np.degrees(np.median(random_subspace_angles(dim, k, 200, seed=seed + j, k_other=r)[:, 0])))
-        )
-        for i in range(n_t):
-            e = energy_fraction(v[i, j], q)
-            out["energy"][i, j] = float(e.mean())
-            out["energy_v1"][i, j] = float(e[0])
-            out["angle"][i, j] = math.degrees(smallest_angle(v[i, j], q))
-        if pca is not None:
-            e = energy_fraction(pca[j], q)
-            out["pca_energy"][j] = float(e.mean())
-            out["pca_energy_v1"][j] = float(e[0])
-            out["pca_angle"][j] = math.degrees(smallest_angle(pca[j], q))
-    return out
-
-
-def per_t_summary(values: np.ndarray, *, n_boot: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
-    """Mean over samples of ``values`` ``(n_t, n)`` per time with a 95% bootstrap CI over samples.
-
-    Returns ``{"mean", "low", "high"}``, each ``(n_t,)``.
-    """
-    from .stats import bootstrap_ci
-
-    a = np.asarray(values, dtype=float)
-    if a.ndim != 2 or a.shape[1] < 2:
-        raise ValueError(f"values must have shape (n_t, n) with n >= 2 samples, got {a.shape}")
-    est, lo, hi = bootstrap_ci(a.T, statistic=lambda s: s.mean(axis=0), n_boot=n_boot, seed=seed)
-    return {"mean": np.asarray(est), "low": np.asarray(lo), "high": np.asarray(hi)}
-
-
-def cross_fitted_best(values: np.ndarray, baseline: np.ndarray) -> dict[str, Any]:
-    """Per-sample difference to a baseline at the best time, with the best time chosen leave-one-out.
-
-    Args:
-        values: ``(n_t, n)`` a statistic per time and sample (higher = better aligned).
-        baseline: ``(n,)`` per-sample baseline (time-independent).
-
-    Returns:
-        ``{"best_index"}`` argmax over times of the mean over all samples (the reported best t);
-        ``"diff"`` ``(n,)``: ``values[t*_{-j}, j] - baseline[j]`` where ``t*_{-j}`` is the best time of
-        the other samples, so that choosing t does not use the sample it is evaluated on (a plain
-        "value at the argmax" is biased upwards); ``"loo_index"`` ``(n,)`` the ``t*_{-j}``.
-    """
-    a = np.asarray(values, dtype=float)
-    b = np.asarray(baseline, dtype=float)
-    if a.ndim != 2 or a.shape[1] < 2:
-        raise ValueError(f"values must have shape (n_t, n) with n >= 2 samples, got {a.shape}")
-    if b.shape != (a.shape[1],):
-        raise ValueError(f"baseline must have shape ({a.shape[1]},), got {b.shape}")
-    n = a.shape[1]
-    total = a.sum(axis=1)
-    loo = np.array([int(np.argmax((total - a[:, j]) / (n - 1))) for j in range(n)])
-    return {"best_index": int(np.argmax(a.mean(axis=1))), "diff": a[loo, np.arange(n)] - b, "loo_index": loo}
