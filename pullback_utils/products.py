@@ -207,21 +207,23 @@ class JacobianOperator:
     def _chunked(self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple) -> torch.Tensor:
         if tuple(W.shape[1:]) != in_shape:
             raise ValueError(f"expected vectors of shape (m, *{in_shape}), got {tuple(W.shape)}")
+        home = W.device  # results go back where the vectors came from (the solvers keep theirs on the CPU)
         W = W.to(dtype=self.x.dtype, device=self.x.device)
         outs = [block_fn(W[i : i + self.chunk_size].contiguous()) for i in range(0, W.shape[0], self.chunk_size)]
         if not outs:
-            return W.new_zeros((0, *out_shape))
-        return torch.cat(outs).detach()
+            return W.new_zeros((0, *out_shape), device=home)
+        return torch.cat(outs).detach().to(home)
 
     # ------------------------------------------------------------------ public
     def jvp(self, V: torch.Tensor) -> torch.Tensor:
-        """J·V for a block of vectors. V: (m, *x_shape) -> (m, *h_shape)."""
+        """J·V for a block of vectors. V: (m, *x_shape) -> (m, *h_shape), on V's device (the products
+        run on x's: a solver's CPU vectors work with a U-Net on a GPU)."""
         out = self._chunked(self._jvp_block, V, self.x_shape, self.h_shape)
         self.n_jvp += V.shape[0]
         return out
 
     def vjp(self, U: torch.Tensor) -> torch.Tensor:
-        """Jᵀ·U for a block of vectors. U: (m, *h_shape) -> (m, *x_shape)."""
+        """Jᵀ·U for a block of vectors. U: (m, *h_shape) -> (m, *x_shape), on U's device."""
         out = self._chunked(self._vjp_block, U, self.h_shape, self.x_shape)
         self.n_vjp += U.shape[0]
         return out
