@@ -17,8 +17,15 @@ as a random-weight control of a named model, or shipped), with one GPU per worke
 has GPUs; each result is written to the cache by the driver as it arrives, under one progress bar. A
 Ray worker that dies is restarted and its task retried (``max_retries``); a task that still fails is
 reported after all the others have finished and been saved (:class:`SweepError`), so a rerun resumes.
-The numbers are those of the serial sweep: the same code computes each basis (bitwise on CPU with the
-same number of threads per basis; ``RayCluster.threads``, default 1).
+The numbers are those of the serial sweep: the same code computes each basis, bitwise on CPU with the
+same number of torch threads per basis (Ray workers: ``RayCluster.threads``, default 1, the chapters'
+``threads`` default too; executor workers: the driver's thread count).
+
+Why Ray: it runs the same code on a laptop (``local:N``), a workstation's GPUs and a multi-node cluster
+(including SLURM and Kubernetes deployments, ``ray start`` on the nodes), keeps a model loaded in a
+worker between tasks (actors), restarts dead workers and retries their tasks, and schedules by CPU and
+GPU. Dask or ``submitit`` (SLURM) users pass their executor instead: the cache, the model shipping and
+the error reports are the same, retries are the executor's.
 
 Bad input fails before any model work: a malformed ``cluster`` is a ``ValueError`` naming the valid
 forms; an unreachable address, a missing ``ray`` package, workers that cannot import this package or

@@ -139,7 +139,7 @@ def test_the_default_cluster_applies_to_bases_over(model, monkeypatch):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_pool.start_local(ray, 2)
     yield ray
     ray_pool.shutdown_pool()
     ray.shutdown()
@@ -235,3 +235,19 @@ def test_workers_without_the_package_are_named():
     spec = sweep_worker.ModelSpec(fingerprint="f", name="disks", source="disks")
     msg = ray_pool._explain("RaySystemError: ModuleNotFoundError: No module named 'pullback_utils'", spec, "auto")
     assert "cannot import pullback_utils: install the package on every node" in msg
+
+
+def test_a_chapter_cluster_parameter_sets_the_default_of_its_sweeps(tmp_path):
+    from pullback_utils import chapter
+
+    try:
+        ch = chapter.setup("coarse_to_fine", {"cluster": " local:2 ", "output_dir": str(tmp_path)})
+        assert ch.cluster == "local:2" and distributed.default_cluster() == "local:2"
+        chapter.setup("coarse_to_fine", {"cluster": "", "output_dir": str(tmp_path)})
+        assert distributed.resolve_cluster(None) is None
+        with pytest.raises(chapter.ParameterValueError, match="coarse_to_fine: cluster='ray://' is not a cluster"):
+            chapter.setup("coarse_to_fine", {"cluster": "ray://", "output_dir": str(tmp_path)})
+        with pytest.raises(chapter.ParameterValueError, match="cluster must be a string"):
+            chapter.setup("coarse_to_fine", {"cluster": 2, "output_dir": str(tmp_path)})
+    finally:
+        distributed.set_default_cluster(None)

@@ -135,3 +135,36 @@ def test_resolve_cache_dir_and_storage_dtype(tmp_path, monkeypatch):
     assert p == tmp_path / "cache" / "b" and p.is_dir()
     assert sweeps.storage_dtype(5, 20, 8, (3, 32, 32)) == torch.float32
     assert sweeps.storage_dtype(20, 100, 50, (3, 256, 256)) == torch.float16  # the paper's CelebA-HQ protocol
+
+
+def _sweep_into(cache_dir: str, start) -> None:
+    """One of two processes computing the same bases into one cache at the same time."""
+    torch.set_num_threads(1)
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler("ddpm"), name="tiny", conditional=False)
+    start.wait()
+    sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=cache_dir, progress=False, **SOLVER)
+
+
+def test_two_processes_writing_the_same_bases_leave_valid_entries(model, tmp_path, recwarn):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_sweep_into, args=(str(tmp_path), start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(f.suffix for f in tmp_path.iterdir()) == [".safetensors"] * 3  # no temporary files left
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=tmp_path,
+                                  progress=False, **SOLVER)
+        fresh = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, progress=False, **SOLVER)
+    finally:
+        torch.set_num_threads(before)
+    assert all(i["cache"]["hit"] for i in again.info[0])  # every entry read back, none reported unreadable
+    assert not [w for w in recwarn if "unreadable" in str(w.message)]
+    assert torch.equal(again.v, fresh.v) and torch.equal(again.u, fresh.u)
