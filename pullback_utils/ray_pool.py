@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 if TYPE_CHECKING:
     from .sweep_worker import BasisTask, ModelSpec
 
-__all__ = ["ClusterError", "RayCluster", "check_address", "connect", "worker_reports", "run_ray", "shutdown_pool"]
+__all__ = ["ClusterError", "RayCluster", "check_address", "connect", "start_local", "worker_reports", "run_ray",
+           "shutdown_pool"]
 
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 _LOCAL = re.compile(r"^local:(?P<n>\d+)$")
@@ -118,8 +119,7 @@ def connect(address: str) -> Any:
     try:
         m = _LOCAL.match(address)
         if m:
-            ray.init(num_cpus=int(m.group("n")), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            start_local(ray, int(m.group("n")))
         else:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
     except Exception as exc:  # noqa: BLE001 - every failure to connect gets the address named
@@ -130,6 +130,19 @@ def connect(address: str) -> Any:
         quiet.setLevel(level)
     _STATE["address"] = address
     return ray
+
+
+def start_local(ray: Any, cpus: int, tries: int = 3) -> None:
+    """``ray.init`` of a local cluster of ``cpus`` CPUs, tried again when its start-up times out (on a
+    loaded machine the node's agents can take longer to start than Ray waits for them)."""
+    for attempt in range(tries):
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            return
+        except Exception:  # noqa: BLE001 - "The current node timed out during startup" and the like
+            ray.shutdown()
+            if attempt == tries - 1:
+                raise
 
 
 def shutdown_pool() -> None:
