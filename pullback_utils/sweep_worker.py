@@ -72,7 +72,8 @@ class ModelSpec:
         """The model on ``device``, checked against ``fingerprint``; ``RuntimeError`` naming the mismatch."""
         if self.source is None:
             model = copy.copy(self.model)
-            model.unet = model.unet.to(device)
+            # a private copy: threads of one process would otherwise share (and re-patch) one module
+            model.unet = copy.deepcopy(model.unet).to(device)
             model._fingerprint = None
         else:
             from .loading import load_model

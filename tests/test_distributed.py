@@ -81,7 +81,8 @@ def test_model_spec_names_loadable_models_and_ships_the_others(model, folder_mod
     assert ctrl.build().fingerprint == random_weight_model(folder_model, seed=5).fingerprint
     shipped = sweep_worker.ModelSpec.of(model)
     assert shipped.source is None and shipped.model.unet is model.unet and shipped.model.vae is None
-    assert shipped.build().fingerprint == model.fingerprint
+    built = shipped.build()
+    assert built.fingerprint == model.fingerprint and built.unet is not model.unet  # a worker's own copy
 
 
 def test_thread_and_process_executors_equal_the_serial_sweep_bitwise(model, tmp_path):
