@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install test book book-quick book-check clean-book bench
+.PHONY: install test book book-quick book-check clean-book bench bench-scaling
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test,book,zoo]"
+	$(PY) -m pip install -e ".[test,book,zoo,distributed]"
 	@# the `python3` kernel that papermill and Jupyter use runs this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pullback-book)"
 	@touch $(STAMP)
@@ -39,6 +39,10 @@ book-quick:
 
 bench: install
 	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) benchmarks/basis_solvers.py
+
+# Time and products per basis at the google/ddpm and SD-2.1 sizes (random weights); the quick path here.
+bench-scaling: install
+	MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 $(PY) benchmarks/scaling.py --sizes 32 64
 
 clean-book:
 	rm -rf _build book/generated

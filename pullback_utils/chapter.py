@@ -74,7 +74,17 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "reference_tol": lambda v, n: V.check_real(v, n, positive=True),
     "exact_reference": V.check_bool,
     "edit_times": lambda v, n: _times(v, n, min_len=1),
+    "cluster": lambda v, n: _cluster(v, n),
 }
+
+
+def _cluster(value: Any, name: str) -> str:
+    from .distributed import check_cluster
+
+    if not isinstance(value, str):
+        raise ParameterValueError(f"{name} must be a string: '' (in-process), 'local:N', 'auto' or "
+                                  f"'ray://HOST:PORT', got {value!r}")
+    return check_cluster(value, name)
 
 
 def _bad(name: str, value: Any, valid: str) -> Any:
@@ -183,7 +193,8 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
     Args:
         name: the chapter (notebook) name.
         params: the parameter values (``pullback_utils.notebook.check_parameters()``); ``threads``,
-            ``output_dir`` and ``cache_dir`` are used here when present.
+            ``output_dir``, ``cache_dir`` and ``cluster`` (the default ``cluster`` of every basis sweep of
+            the chapter: :func:`pullback_utils.sweeps.bases_over`) are used here when present.
 
     Returns:
         :class:`Chapter` whose ``params`` hold the canonical values (e.g. ``times`` sorted from the
@@ -203,6 +214,10 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
             raise ParameterValueError(f"{name}: {exc}") from None
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])
+    if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.distributed)
+        from .distributed import set_default_cluster
+
+        set_default_cluster(checked["cluster"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))

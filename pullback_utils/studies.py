@@ -6,7 +6,9 @@ the same bases of a random-weight network of the same architecture at the *same*
 (the control: an effect that the random network shows too is not learned). :func:`noise_floor_sweep`
 and :func:`crossed_bases` add the solver noise floor and the state x time-input ablation.
 
-Everything goes through the basis cache, so chapters that share parameters share their bases.
+Everything goes through the basis cache, so chapters that share parameters share their bases. Every
+function takes ``cluster=`` (where the sweeps run: :mod:`pullback_utils.distributed`; ``None`` is the
+process default, which a chapter's ``cluster`` parameter sets).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class TangentStudy:
 
 def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
                   control_times: Sequence[float], cache_dir: Any = None, solver: dict | None = None,
-                  progress: bool = True) -> TangentStudy:
+                  progress: bool = True, cluster: Any = None) -> TangentStudy:
     """Run the shared measurements of the tangent-space chapters (module doc).
 
     Args:
@@ -62,6 +64,7 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
         times: kept times (fractions of ``T``); control_times: a subset of them for the control.
         k: basis size; ddim_steps: DDIM steps over ``[0, T]``.
         cache_dir: basis cache; solver: options of :func:`pullback_utils.jacobian_svd`.
+        cluster: where the sweeps run (:func:`pullback_utils.sweeps.bases_over`; ``None``: the default).
     """
     solver = dict(solver or {})
     missing = [t for t in control_times if t not in list(times)]
@@ -70,11 +73,11 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
     traj = sample_trajectories(model, n, seed, list(times), steps=ddim_steps)
     dtype = storage_dtype(len(times), n, k, model.sample_shape)
     sweep = bases_over(model, traj.x, traj.times, k, cache_dir=cache_dir, desc="bases", dtype=dtype,
-                       progress=progress, **solver)
+                       progress=progress, cluster=cluster, **solver)
     ctrl = random_weight_model(model, seed=seed)
     idx = [list(times).index(t) for t in control_times]
     control = bases_over(ctrl, traj.x[idx], list(control_times), k, cache_dir=cache_dir,
-                         desc="bases (random weights)", dtype=dtype, progress=progress, **solver)
+                         desc="bases (random weights)", dtype=dtype, progress=progress, cluster=cluster, **solver)
     return TangentStudy(traj=traj, sweep=sweep, matched=sweep.spectrum_matched(seed=seed), control=control,
                         control_times=list(control_times), control_name=ctrl.name)
 
@@ -84,20 +87,22 @@ def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def noise_floor_sweep(model: Any, study: TangentStudy, times: Sequence[float], *, cache_dir: Any = None,
-                      solver: dict | None = None, side: str = "u", progress: bool = True) -> np.ndarray:
+                      solver: dict | None = None, side: str = "u", progress: bool = True,
+                      cluster: Any = None) -> np.ndarray:
     """``(n,)`` per sample: the distance between its basis and a recomputation with another solver seed,
     averaged over ``times`` -- the resolution of the distances the chapter reports."""
     solver = dict(solver or {})
     seed = int(solver.pop("seed", 0))
     idx = [study.times.index(t) for t in times]
     again = bases_over(model, study.traj.x[idx], list(times), study.sweep.k, cache_dir=cache_dir,
-                       desc="bases (other solver seed)", progress=progress, seed=seed + 1, **solver)
+                       desc="bases (other solver seed)", progress=progress, seed=seed + 1, cluster=cluster, **solver)
     a, b = study.sweep.side(side)[idx], again.side(side)
     return np.array([[_dist(a[i, j], b[i, j]) for j in range(a.shape[1])] for i in range(a.shape[0])]).mean(0)
 
 
 def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, cache_dir: Any = None,
-                  solver: dict | None = None, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+                  solver: dict | None = None, progress: bool = True,
+                  cluster: Any = None) -> dict[str, dict[str, np.ndarray]]:
     """The 2 x 2 ablation: per sample, bases at (state x_ta or x_tb) x (time input t_a or t_b).
 
     Returns ``{side: {"total", "time_only", "state_only"}}`` arrays ``(n,)`` for sides ``"v"``, ``"u"``:
@@ -108,7 +113,7 @@ def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, ca
     ia, ib = study.times.index(t_a), study.times.index(t_b)
     xa, xb = study.traj.x[ia], study.traj.x[ib]
     crossed = bases_over(model, torch.stack([xa, xb]), [t_b, t_a], study.sweep.k, cache_dir=cache_dir,
-                         desc="bases (crossed)", progress=progress, **dict(solver or {}))
+                         desc="bases (crossed)", progress=progress, cluster=cluster, **dict(solver or {}))
     out = {}
     for side in ("v", "u"):
         aa, bb = study.sweep.side(side)[ia], study.sweep.side(side)[ib]
@@ -202,7 +207,7 @@ class PromptStudy:
 
 def prompt_study(model: Any, prompts: Sequence[str], *, n_states: int, n_control: int, seed: int,
                  times: Sequence[float], k: int, ddim_steps: int, cache_dir: Any = None,
-                 solver: dict | None = None, progress: bool = True) -> PromptStudy:
+                 solver: dict | None = None, progress: bool = True, cluster: Any = None) -> PromptStudy:
     """Run the prompt chapter's measurements (see :class:`PromptStudy`)."""
     if not getattr(model, "is_conditional", False):
         raise ValueError(f"model {getattr(model, 'name', model)!r} is unconditional; the prompt study needs a "
@@ -216,7 +221,7 @@ def prompt_study(model: Any, prompts: Sequence[str], *, n_states: int, n_control
 
     def sweep(m: Any, x: torch.Tensor, prompt: str | None, desc: str) -> BasisSweep:
         return bases_over(m, x, list(times), k, prompt=prompt, cache_dir=cache_dir, desc=desc, progress=progress,
-                          **solver)
+                          cluster=cluster, **solver)
 
     bases = {p: sweep(model, traj.x, p, p[:28]) for p in prompts}
     empty = sweep(model, traj.x, None, "(empty prompt)")
@@ -257,7 +262,8 @@ class ModelSweep:
 
 def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
                  control_n: int = 0, control_times: Sequence[float] = (), cache_dir: Any = None,
-                 solver: dict | None = None, progress: bool = True, loader: Any = None) -> dict[str, ModelSweep]:
+                 solver: dict | None = None, progress: bool = True, loader: Any = None,
+                 cluster: Any = None) -> dict[str, ModelSweep]:
     """The same sweep on several models (the unit of the dataset-complexity claim is the model).
 
     Each model gets ``n`` seeded samples at ``times``; with ``control_n > 0`` the first ``control_n``
@@ -273,12 +279,12 @@ def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[flo
         m = loader(name)
         traj = sample_trajectories(m, n, seed, list(times), steps=ddim_steps)
         sw = bases_over(m, traj.x, list(times), k, cache_dir=cache_dir, desc=str(name), progress=False,
-                        **dict(solver or {}))
+                        cluster=cluster, **dict(solver or {}))
         ctrl = None
         if control_n > 0:
             idx = [list(times).index(t) for t in control_times]
             ctrl = bases_over(random_weight_model(m, seed=seed), traj.x[idx, :control_n], list(control_times), k,
-                              cache_dir=cache_dir, progress=False, **dict(solver or {}))
+                              cache_dir=cache_dir, progress=False, cluster=cluster, **dict(solver or {}))
         out[name] = ModelSweep(name, sw, sw.spectrum_matched(seed=seed), ctrl)
     return out
 

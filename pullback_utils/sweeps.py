@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .ddim import Prompt, Time, ddim_sample_to_times
+from .distributed import compute_bases, resolve_cluster
 from .geometry import pairwise_geodesic_distances
 from .schedule import check_times
 from .validate import check_int
@@ -199,6 +200,7 @@ def bases_over(
     progress: bool = True,
     desc: str = "bases",
     dtype: torch.dtype = torch.float32,
+    cluster: Any = None,
     **solver: Any,
 ) -> BasisSweep:
     """Local bases at every ``(xs[i, j], times[i])``: a resumable sweep.
@@ -214,6 +216,10 @@ def bases_over(
         cache_dir: basis cache folder (``None``/``""`` = no cache).
         progress: tqdm bar over the ``n_t * n`` bases; desc: its label.
         dtype: storage type of ``v`` and ``u``.
+        cluster: where the bases are computed (:mod:`pullback_utils.distributed`): ``None`` (the process
+            default, in-process unless a chapter's ``cluster`` parameter set one), ``""`` (in-process),
+            ``"local:N"``, ``"auto"``, ``"ray://HOST:PORT"``, a ``RayCluster`` or a
+            ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU).
         **solver: options of :func:`pullback_utils.jacobian_svd` (``method``, ``tol``, ``max_iters``...).
     """
     times = list(times)
@@ -228,32 +234,43 @@ def bases_over(
         )
     if xs.shape[0] != len(times):
         raise ValueError(f"xs has {xs.shape[0]} rows of states but {len(times)} times were given")
+    backend = resolve_cluster(cluster)
     cache = resolve_cache_dir(cache_dir)
     n_t, n = int(xs.shape[0]), int(xs.shape[1])
-    vs, us, ss, infos = [], [], [], []
     start = time.perf_counter()
-    bar = tqdm(total=n_t * n, desc=desc, disable=not progress)
-    for i in range(n_t):
-        row_v, row_u, row_s, row_i = [], [], [], []
-        for j in range(n):
-            b = model.local_basis(xs[i, j: j + 1], times[i], k, prompt=prompt, layer=layer, cache_dir=cache, **solver)
-            if b.info.get("degenerate"):
-                bar.close()
-                raise ValueError(f"degenerate basis at t={times[i]}, sample {j}: k={k} exceeds the Jacobian's numerical "
-                                 f"rank {b.info.get('rank')} there, so some vectors are arbitrary; use k <= "
-                                 f"{b.info.get('rank')} (or another layer)")
-            if not (torch.isfinite(b.v).all() and torch.isfinite(b.s).all()):
-                bar.close()
-                raise ValueError(f"the basis at t={times[i]}, sample {j} has NaN or infinite entries")
-            row_v.append(b.v.reshape(b.k, *model.sample_shape).to("cpu", dtype))
-            row_u.append(b.u.reshape(b.k, *b.u.shape[2:]).to("cpu", dtype))
-            row_s.append(b.s.to("cpu", torch.float64))
-            row_i.append(dict(b.info))
-            bar.update(1)
-        vs.append(torch.stack(row_v))
-        us.append(torch.stack(row_u))
-        ss.append(torch.stack(row_s))
-        infos.append(row_i)
-    bar.close()
-    return BasisSweep(v=torch.stack(vs), u=torch.stack(us), s=torch.stack(ss), times=times, info=infos,
-                      seconds=time.perf_counter() - start)
+
+    def check(b: Any, t: float, j: int) -> None:
+        if b[3].get("degenerate"):
+            raise ValueError(f"degenerate basis at t={t}, sample {j}: k={k} exceeds the Jacobian's numerical "
+                             f"rank {b[3].get('rank')} there, so some vectors are arbitrary; use k <= "
+                             f"{b[3].get('rank')} (or another layer)")
+        if not (torch.isfinite(b[0]).all() and torch.isfinite(b[2]).all()):
+            raise ValueError(f"the basis at t={t}, sample {j} has NaN or infinite entries")
+
+    def keep(b: Any) -> tuple:
+        return (b.v.reshape(b.k, *model.sample_shape).to("cpu", dtype), b.u.reshape(b.k, *b.u.shape[2:]).to("cpu", dtype),
+                b.s.to("cpu", torch.float64), dict(b.info))
+
+    if backend is not None:
+        flat = compute_bases(model, [(xs[i, j: j + 1], times[i]) for i in range(n_t) for j in range(n)], k,
+                             cluster=backend, prompt=prompt, layer=layer, cache_dir=cache, progress=progress,
+                             desc=desc, transform=keep, solver=solver)
+    else:
+        flat = []
+        bar = tqdm(total=n_t * n, desc=desc, disable=not progress)
+        for i in range(n_t):
+            for j in range(n):
+                flat.append(keep(model.local_basis(xs[i, j: j + 1], times[i], k, prompt=prompt, layer=layer,
+                                                   cache_dir=cache, **solver)))
+                try:
+                    check(flat[-1], times[i], j)
+                except ValueError:
+                    bar.close()
+                    raise
+                bar.update(1)
+        bar.close()
+    rows = [flat[i * n:(i + 1) * n] for i in range(n_t)]
+    return BasisSweep(v=torch.stack([torch.stack([b[0] for b in r]) for r in rows]),
+                      u=torch.stack([torch.stack([b[1] for b in r]) for r in rows]),
+                      s=torch.stack([torch.stack([b[2] for b in r]) for r in rows]), times=times,
+                      info=[[b[3] for b in r] for r in rows], seconds=time.perf_counter() - start)

@@ -544,3 +544,61 @@ def test_papermill_help_shows_every_parameter_with_its_type(path):
     from pullback_utils.book.params import papermill_cell_problems
 
     assert papermill_cell_problems(path) == []
+
+
+# ------------------------------------------------------------------ chapters in parallel
+
+
+def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, fake_papermill, monkeypatch):
+    import threading
+    import time
+
+    nb = make_notebook(layout.notebooks_dir / "a_score.ipynb", ["print(results_dir)"],
+                       params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n')
+    data = json.loads(nb.read_text())
+    data["metadata"]["pullback_book"] = {"depends_on": ["alpha"]}
+    nb.write_text(json.dumps(data))
+    spans, record = {}, papermill.execute_notebook
+
+    def slow(input_path, output_path, **kwargs):
+        name = Path(input_path).stem
+        start = time.perf_counter()
+        time.sleep(1.0 if name == "alpha" else 0.3)
+        record(input_path, output_path, **kwargs)
+        spans[name] = (start, time.perf_counter(), threading.get_ident())
+
+    monkeypatch.setattr(papermill, "execute_notebook", slow)
+    started = time.perf_counter()
+    results = run(layout, progress=False, log=lambda *_: None, jobs=2)
+    wall = time.perf_counter() - started
+    assert [r.name for r in results] == ["beta", "alpha", "a_score"] and {r.status for r in results} == {"ok"}
+    (b0, b1, tb), (a0, a1, ta), (s0, _, _) = spans["beta"], spans["alpha"], spans["a_score"]
+    assert b0 < a1 and a0 < b1 and tb != ta  # beta and alpha ran at the same time
+    assert s0 >= a1  # the chapter that reads alpha's results started after alpha had finished
+    assert wall < 1.0 + 0.3 + 0.9  # not 1.6 s of sleeping one after the other (plus the runner's work)
+    # a second run skips them all, in parallel too
+    assert {r.status for r in run(layout, progress=False, log=lambda *_: None, jobs=2)} == {"skipped"}
+
+
+def test_jobs_and_cluster_are_checked_before_any_kernel(layout, monkeypatch, capsys):
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("kernel started"))
+    with pytest.raises(ParameterError, match="--jobs must be an integer >= 1, got 0"):
+        quiet_run(layout, jobs=0)
+    assert book.main(["--root", str(layout.root), "run", "--cluster", "local:0", "--no-progress"]) == 2
+    assert "error: --cluster='local:0': local:N needs N >= 1 CPUs" in capsys.readouterr().err
+
+
+def test_cluster_goes_to_the_chapters_that_declare_it(layout, fake_papermill):
+    make_notebook(layout.notebook("alpha"), GOOD_BODY, params=PARAMS_SRC + 'cluster = ""  # where sweeps run\n')
+    quiet_run(layout, cluster="local:2")
+    assert {c["input"].rsplit("/", 1)[-1]: c["parameters"].get("cluster") for c in fake_papermill} == {
+        "alpha.ipynb": "local:2", "beta.ipynb": None}
+
+
+def test_default_jobs_follow_the_cpus(monkeypatch):
+    from pullback_utils.book import cli
+
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert cli.default_jobs() == 2
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert cli.default_jobs() == cli.MAX_DEFAULT_JOBS

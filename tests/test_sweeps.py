@@ -170,3 +170,36 @@ def test_a_degenerate_basis_stops_the_sweep_with_its_place_and_rank():
     with pytest.raises(ValueError, match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's numerical "
                                          r"rank 1.*use k <= 1"):
         sweeps.bases_over(Stub(), torch.zeros(2, 1, 1, 2, 2), [0.5, 0.2], 2, progress=False)
+
+
+def _sweep_into(cache_dir: str, start) -> None:
+    """One of two processes computing the same bases into one cache at the same time."""
+    torch.set_num_threads(1)
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler("ddpm"), name="tiny", conditional=False)
+    start.wait()
+    sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=cache_dir, progress=False, **SOLVER)
+
+
+def test_two_processes_writing_the_same_bases_leave_valid_entries(model, tmp_path, recwarn):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_sweep_into, args=(str(tmp_path), start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(f.suffix for f in tmp_path.iterdir()) == [".safetensors"] * 3  # no temporary files left
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        again = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=tmp_path,
+                                  progress=False, **SOLVER)
+        fresh = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, progress=False, **SOLVER)
+    finally:
+        torch.set_num_threads(before)
+    assert all(i["cache"]["hit"] for i in again.info[0])  # every entry read back, none reported unreadable
+    assert not [w for w in recwarn if "unreadable" in str(w.message)]
+    assert torch.equal(again.v, fresh.v) and torch.equal(again.u, fresh.u)

@@ -7,6 +7,7 @@ Errors in the parameters are reported before any kernel starts, one line each, w
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,17 @@ from .runner import run, run_chapter
 __all__ = ["main"]
 
 DESCRIPTION = "Run the chapter notebooks with papermill, then build the Jupyter Book (1.x)."
+#: ``run --jobs`` defaults to the CPU count up to this (each chapter kernel holds its models and sweeps)
+MAX_DEFAULT_JOBS = 4
+
+
+def default_jobs() -> int:
+    """Chapters run at once by default: one per CPU (the chapters use one thread each), at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_JOBS))
 
 
 def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str) -> None:
@@ -43,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_parameter_options(p_run, "use the tiny parameters of book/params/quick.yaml")
     p_run.add_argument("--force", action="store_true", help="run even if the stamp says nothing changed")
     p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                       help=f"chapters run at once, each in its own kernel (default: the CPU count, at most "
+                            f"{MAX_DEFAULT_JOBS}: {default_jobs()} here); a chapter that reads others' results waits "
+                            "for them")
+    p_run.add_argument("--cluster", default=None, metavar="WHERE",
+                       help="where the chapters' basis sweeps run: '' (in-process, the default), 'local:N' (a Ray "
+                            "cluster of N CPUs per chapter), 'auto', 'ray://HOST:PORT' or 'HOST:PORT' (pip install "
+                            "'pullback_utils[distributed]'); use either --jobs or a local cluster, not both")
 
     p_ch = sub.add_parser("chapter", help="run one chapter (like papermill, with the runner's checks) into a folder")
     p_ch.add_argument("name", help="chapter (notebook) name")
@@ -115,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             result = run_chapter(layout, args.name, out_dir=args.output, params=args.params, quick=args.quick,
                                  overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress)
             return _summary([result])
+        jobs = default_jobs() if args.jobs is None else args.jobs
         results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
-                      progress=progress, overrides=parse_cli_pairs(args.parameter))
+                      progress=progress and jobs == 1, overrides=parse_cli_pairs(args.parameter), jobs=jobs,
+                      cluster=args.cluster)
         return _summary(results)
     except (ParameterError, RuntimeError) as exc:
         for line in str(exc).splitlines():

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..notebook import BOOK_ENV, ParameterError
 from .layout import Layout, chapter_order, normalise_name, write_json_atomic
 from .pages import write_statistics
+from .parallel import run_parallel
 from .params import effective_overrides, load_param_groups, notebook_parameters
 from .project import INSTALL_CELL
 from .stamps import (FAILURE, STAMP, dependency_order, dependents, depends_on, inputs_digest, output_digests,
@@ -295,25 +296,50 @@ def run(
     progress: bool = True,
     log: Log = print,
     overrides: dict[str, Any] | None = None,
+    jobs: int = 1,
+    cluster: str | None = None,
 ) -> list[NotebookResult]:
     """Execute the chapters; see the module docstring. ``overrides`` ({name: value}, the command line's
     ``-p``) apply to every selected chapter that declares them; ``force`` reruns the chapters of
-    ``only`` (all when None), not the dependents that ``only`` adds. Raises :class:`ParameterError` on bad
-    parameters (before any kernel starts). Returns one result per chapter run or skipped."""
+    ``only`` (all when None), not the dependents that ``only`` adds. ``jobs`` chapters run at once (each
+    in its own kernel; a chapter that reads others' results starts when they have finished, and the
+    chapters that took longest last time start first). ``cluster`` is the ``cluster`` parameter of every
+    chapter that declares one (:mod:`pullback_utils.distributed`). Raises :class:`ParameterError` on bad
+    parameters (before any kernel starts). Returns one result per chapter run or skipped, in plan order."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ParameterError(f"--jobs must be an integer >= 1, got {jobs!r}")
     names = _select(layout, only, log)
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
+    if cluster is not None:
+        plan = _with_cluster(layout, plan, cluster)
     chapters = chapter_order(layout)[0]
-    results: list[NotebookResult] = []
     fingerprint = package_fingerprint()
     with _lock(layout.generated / ".lock"), _venv_kernel():
         _recover(layout.generated)
-        for name, chapter_overrides in plan:
-            inputs = inputs_digest(layout, depends_on(layout, name, chapters))
-            results.append(_run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
-                                    force and name in forced, progress, log))
+
+        def one(name: str, chapter_overrides: dict[str, Any], say: Log, bars: bool) -> NotebookResult:
+            inputs = inputs_digest(layout, depends_on(layout, name, chapters))  # its inputs are final by now
+            return _run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
+                            force and name in forced, bars, say)
+
+        if jobs == 1 or len(plan) < 2:
+            results = [one(name, chapter_overrides, log, progress) for name, chapter_overrides in plan]
+        else:
+            results = run_parallel(layout, plan, chapters, jobs, one, log)
     write_statistics(layout)  # the statistics page reads the stamps just written
     return results
+
+
+def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluster: str) -> list:
+    from ..distributed import check_cluster  # no Ray import: the string is checked, nothing connects
+
+    try:
+        cluster = check_cluster(cluster, "--cluster")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    return [(name, {**o, "cluster": cluster} if "cluster" in notebook_parameters(layout.notebook(name)) else o)
+            for name, o in plan]
 
 
 def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: tuple[str, str], inputs: str,

@@ -1,0 +1,61 @@
+"""Chapters in parallel: ``jobs`` chapter kernels at once, a chapter that reads others' results after them.
+
+Each chapter runs in its own kernel process, so threads of the runner are enough to keep ``jobs`` of
+them busy. Ready chapters start longest first (the seconds their last stamp records), which keeps the
+last, lone chapter short; with no stamps they start in the book's order. Ctrl-C starts no further
+chapter; the running ones finish (their outputs are written as usual, or not at all).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any, Callable
+
+from .layout import Layout
+from .stamps import depends_on, read_stamp
+
+__all__ = ["run_parallel"]
+
+
+def run_parallel(layout: Layout, plan: list[tuple[str, dict[str, Any]]], chapters: list[str], jobs: int,
+                  one: Callable[..., Any], log: Callable[[str], Any]) -> list[Any]:
+    """``one(name, overrides, log, progress)`` for every chapter of ``plan``, ``jobs`` at a time; the results
+    in plan order. ``log`` is called under a lock (one line at a time); progress bars are off."""
+    planned = [name for name, _ in plan]
+    overrides = dict(plan)
+    deps = {n: [d for d in depends_on(layout, n, chapters) if d in planned] for n in planned}
+    last = {n: float((read_stamp(layout, n) or {}).get("seconds", 0.0) or 0.0) for n in planned}
+    guard = threading.Lock()
+
+    def say(message: str) -> None:
+        with guard:
+            log(message)
+
+    pending, running, finished, results = list(planned), {}, set(), {}
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chapter") as pool:
+        try:
+            _loop(pool, pending, running, finished, results, deps, last, jobs, one, overrides, say)
+        except KeyboardInterrupt:
+            say(f"interrupted: no further chapter starts; waiting for {', '.join(running.values())} to finish")
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return [results[name] for name in planned]
+
+
+def _loop(pool: ThreadPoolExecutor, pending: list, running: dict, finished: set, results: dict, deps: dict,
+          last: dict, jobs: int, one: Callable[..., Any], overrides: dict, say: Callable[[str], Any]) -> None:
+    """Start ready chapters (their dependencies finished) longest first while fewer than ``jobs`` run."""
+    while pending or running:
+        ready = sorted((n for n in pending if all(d in finished for d in deps[n])), key=lambda n: -last[n])
+        for name in ready[: jobs - len(running)]:
+            pending.remove(name)
+            running[pool.submit(one, name, overrides[name], say, False)] = name
+        if not running:  # a dependency cycle: run the rest in the given order
+            name = pending.pop(0)
+            running[pool.submit(one, name, overrides[name], say, False)] = name
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            name = running.pop(future)
+            results[name] = future.result()
+            finished.add(name)
