@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from pullback_utils.families import SUPPORTED_DENOISERS
-from pullback_utils.models import DiffusionModel, _cfg_get
+from pullback_utils.models import DiffusionModel
+from pullback_utils.vae import config_get
 
 __all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 
@@ -289,7 +290,7 @@ def _load_zoo(
     if text_encoder is None:
         text_encoder = _zoo_text_encoder(info, device)
     hidden = getattr(text_encoder, "hidden_size", None)
-    dim = _cfg_get(unet.config, "cross_attention_dim", None)
+    dim = config_get(unet.config, "cross_attention_dim", None)
     if hidden is not None and dim is not None and int(hidden) != int(dim):
         raise ValueError(
             f"text_encoder has hidden_size {hidden}, but the U-Net of {name!r} expects "

@@ -27,12 +27,15 @@ import torch
 
 from pullback_utils import conditioning as conds
 from pullback_utils import network
+from pullback_utils import vae as vae_io
 from pullback_utils.conditioning import Conditioning
 from pullback_utils.ddim import Prompt
 from pullback_utils.families import Family, family_of
 from pullback_utils.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
 from pullback_utils.images import check_image_range
 from pullback_utils.schedule import Time, resolve_time, unet_timestep
+from pullback_utils.vae import config_get
+from pullback_utils.validate import check_batch
 
 __all__ = ["DiffusionModel"]
 
@@ -110,7 +113,7 @@ class DiffusionModel:
         self.pipeline = pipeline
         self.name = name
         self.family = _family(unet)
-        self.embedded_guidance: float | None = 3.5 if _cfg_get(getattr(unet, "config", {}), "guidance_embeds", False) else None
+        self.embedded_guidance: float | None = 3.5 if config_get(getattr(unet, "config", {}), "guidance_embeds", False) else None
         self.max_sequence_length: int | None = None
         if conditional is None:
             conditional = "encoder_hidden_states" in inspect.signature(unet.forward).parameters or (
@@ -125,7 +128,7 @@ class DiffusionModel:
         cfg = getattr(scheduler, "config", {})
         self.flow_grid: FlowGrid | None = None
         if is_flow_scheduler(scheduler):
-            patch = 2 if self._packed else max(1, int(_cfg_get(getattr(unet, "config", {}), "patch_size", 1) or 1))
+            patch = 2 if self._packed else max(1, int(config_get(getattr(unet, "config", {}), "patch_size", 1) or 1))
             seq = (self.sample_shape[1] // patch) * (self.sample_shape[2] // patch)  # image tokens
             self.flow_grid = FlowGrid.from_scheduler(scheduler, image_seq_len=seq)
             self.num_train_timesteps = self.flow_grid.num_train_timesteps
@@ -141,19 +144,19 @@ class DiffusionModel:
             betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
             ac = torch.cumprod(1.0 - betas, 0)
         self.alphas_cumprod = torch.as_tensor(ac).detach().to(torch.float64).cpu()
-        self.num_train_timesteps = int(_cfg_get(cfg, "num_train_timesteps", len(self.alphas_cumprod)))
+        self.num_train_timesteps = int(config_get(cfg, "num_train_timesteps", len(self.alphas_cumprod)))
         if len(self.alphas_cumprod) < self.num_train_timesteps:
             raise ValueError(
                 f"scheduler has {len(self.alphas_cumprod)} alphas_cumprod for "
                 f"num_train_timesteps={self.num_train_timesteps}"
             )
-        self.prediction_type = str(_cfg_get(cfg, "prediction_type", "epsilon"))
+        self.prediction_type = str(config_get(cfg, "prediction_type", "epsilon"))
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported scheduler prediction_type {self.prediction_type!r}")
 
     def _default_sample_shape(self) -> tuple[int, int, int]:
         cfg = self.unet.config
-        size = _cfg_get(cfg, "sample_size", None)
+        size = config_get(cfg, "sample_size", None)
         if self._packed:
             h = w = int(size or _FLUX_DEFAULT_SAMPLE_SIZE)
             return (int(cfg.in_channels) // 4, h, w)
@@ -303,18 +306,6 @@ class DiffusionModel:
         return conds.resolve(self, prompt, batch=batch, guidance_scale=guidance_scale)
 
     # ---------------------------------------------------------------- images
-    def _check(self, x: torch.Tensor, shape: tuple[int, ...], name: str, what: str) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
-            hint = ""
-            if x.dim() == 4 and x.shape[1] != shape[0]:
-                hint = f" (wrong channel count: {x.shape[1]} instead of {shape[0]})"
-            raise ValueError(
-                f"{name} must be {what} of shape (B, {', '.join(map(str, shape))}), "
-                f"got {tuple(x.shape)}{hint}"
-            )
-
     @torch.no_grad()
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
         """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
@@ -323,25 +314,16 @@ class DiffusionModel:
 
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
-        self._check(images, self.image_shape, "images", "images in [-1, 1]")
+        check_batch(images, self.image_shape, "images", "images in [-1, 1]")
         if self.checks_image_range:
             check_image_range(images, "images")
-        if self.vae is None:
-            return images
-        images = images.to(self.device, self.vae.dtype)
-        z = self.vae.encode(images).latent_dist.mean
-        shift = _cfg_get(self.vae.config, "shift_factor", None) or 0.0
-        return ((z - shift) * self.vae.config.scaling_factor).to(self.dtype)
+        return images if self.vae is None else vae_io.encode(self.vae, images, self.device, self.dtype)
 
     @torch.no_grad()
     def to_image(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, *sample_shape) x_0 -> (B, *image_shape) images in about [-1, 1] (not clamped)."""
-        self._check(latents, self.sample_shape, "latents", "x_0")
-        if self.vae is None:
-            return latents
-        shift = _cfg_get(self.vae.config, "shift_factor", None) or 0.0
-        z = latents.to(self.device, self.vae.dtype) / self.vae.config.scaling_factor + shift
-        return self.vae.decode(z).sample
+        check_batch(latents, self.sample_shape, "latents", "x_0")
+        return latents if self.vae is None else vae_io.decode(self.vae, latents, self.device)
 
     def noise(self, n: int = 1, seed: int = 0) -> torch.Tensor:
         """(n, *sample_shape) standard normal x_T, drawn on the CPU from ``seed`` (device-independent)."""
@@ -387,7 +369,7 @@ class DiffusionModel:
 
     def _guided(self, x_t: torch.Tensor, t: Time, cond: Prompt, guidance_scale: float) -> tuple[int, torch.Tensor]:
         """(level, eps for VP models or velocity for flow models, with classifier-free guidance)."""
-        self._check(x_t, self.sample_shape, "x_t", "x_t")
+        check_batch(x_t, self.sample_shape, "x_t", "x_t")
         level = self.unet_timestep(t) + 1
         c = self.conditioning(cond, batch=x_t.shape[0], guidance_scale=guidance_scale)
         b = x_t.shape[0]
@@ -438,10 +420,3 @@ class DiffusionModel:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         return network.model_local_basis(self, x_t, t, int(k), prompt, layer, cache_dir, solver)
-
-
-# -------------------------------------------------------------------- helpers
-def _cfg_get(cfg: Any, key: str, default: Any) -> Any:
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pullback_utils.conditioning import Conditioning
+from pullback_utils.validate import check_batch
 from pullback_utils.families import latent_image_ids, network_timestep, pack_latents, unpack_latents
 
 __all__ = ["keywords", "output", "to_prediction", "engine_inputs", "model_feature_map", "model_local_basis",
@@ -85,7 +86,7 @@ def engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str
     """
     if isinstance(x_t, torch.Tensor) and x_t.dim() == 3:
         x_t = x_t.unsqueeze(0)
-    model._check(x_t, model.sample_shape, "x_t", "x_t")
+    check_batch(x_t, model.sample_shape, "x_t", "x_t")
     if x_t.shape[0] != 1:
         raise ValueError(f"x_t must hold one sample (batch 1), got batch {x_t.shape[0]}")
     level = model.unet_timestep(t) + 1

@@ -69,3 +69,16 @@ def check_int_list(value: Any, name: str, minimum: int | None = None, min_len: i
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) < min_len:
         raise ValueError(f"{name} must be a list of at least {min_len} ints, got {value!r}")
     return [check_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value)]
+
+
+def check_batch(x: Any, shape: Sequence[int], name: str, what: str) -> None:
+    """Refuse ``x`` unless it is a (B, *shape) tensor; ``what`` describes it in the message ("x_0", ...)."""
+    import torch
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape):
+        hint = ""
+        if x.dim() == len(shape) + 1 and x.shape[1] != shape[0]:
+            hint = f" (wrong channel count: {x.shape[1]} instead of {shape[0]})"
+        raise ValueError(f"{name} must be {what} of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}{hint}")

@@ -15,7 +15,7 @@ import torch
 
 from pullback_utils.ddim import Prompt, Time
 from pullback_utils.images import check_image_range
-from pullback_utils.validate import check_real
+from pullback_utils.validate import check_batch, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models import DiffusionModel
@@ -115,7 +115,7 @@ def state_batch(model: "DiffusionModel", x: torch.Tensor, name: str = "x_t") -> 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     x = x.unsqueeze(0) if x.dim() == len(model.sample_shape) else x
-    model._check(x, model.sample_shape, name, name)
+    check_batch(x, model.sample_shape, name, name)
     return x.to(model.device, model.dtype)
 
 
@@ -135,13 +135,13 @@ def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) ->
         x = image_or_noise
         if isinstance(x, torch.Tensor) and x.dim() == len(model.sample_shape):
             x = x.unsqueeze(0)
-        model._check(x, model.sample_shape, "noise", "x_T")
+        check_batch(x, model.sample_shape, "noise", "x_T")
         if x.shape[0] != 1:
             raise ValueError(f"edit_image edits one image at a time; noise has batch {x.shape[0]}")
         return x
     if isinstance(image_or_noise, torch.Tensor):
         img = image_or_noise.unsqueeze(0) if image_or_noise.dim() == 3 else image_or_noise
-        model._check(img, model.image_shape, "image", "an image in [-1, 1]")
+        check_batch(img, model.image_shape, "image", "an image in [-1, 1]")
         if img.shape[0] != 1:
             raise ValueError(f"edit_image edits one image at a time; image has batch {img.shape[0]}")
         _check_range(img, "image")

@@ -32,7 +32,7 @@ from pullback_utils.editing.checks import _check_range, check_edit_time, directi
 from pullback_utils.editing.guidance import _cosine_rows, feature_jvp_fd
 from pullback_utils.editing.pipeline import finish
 from pullback_utils.spectra import mean_frequency
-from pullback_utils.validate import check_int, check_real
+from pullback_utils.validate import check_batch, check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models import DiffusionModel
@@ -109,7 +109,7 @@ def distance_from_data(
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor, got {type(x0).__name__}")
     x0 = x0.unsqueeze(0) if x0.dim() == len(model.sample_shape) else x0
-    model._check(x0, model.sample_shape, "x0", "x_0")
+    check_batch(x0, model.sample_shape, "x0", "x_0")
     n_noise = check_int(n_noise, "n_noise", 1)
     levels = [check_edit_time(model, t, "times") for t in times]
     if not levels:
