@@ -20,7 +20,8 @@ from pullback_utils.book import Layout, read_stamp, run
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,
-        "unedited_residual": 0.02, "isotropic_random": 0.002}
+        "unedited_residual": 0.02, "isotropic_random": 0.002, "local_pca": 0.3,
+        "denoiser_jacobian": 0.2}
 CTRL = {"random_weights": 0.0}
 
 

@@ -172,7 +172,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
                   "rank_rtol": rank_rtol})
     ds = model_dataset(name)
     if loader is None:
-        from ..models import load_model as loader
+        from ..loading import load_model as loader
     solver, times, clock = dict(solver or {}), list(times), {}
     start = _time.perf_counter()
     m = loader(name)
