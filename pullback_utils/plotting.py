@@ -55,11 +55,12 @@ def show_grid(
     title: str | None = None,
     cell: float = 1.1,
     value_range: tuple[float, float] = (-1.0, 1.0),
-    ax_fontsize: int = 8,
+    ax_fontsize: float = MIN_FONT_PT,
 ):
     """Show (R, K, C, H, W) images as an R x K grid (or (N, C, H, W) as one row); returns the figure.
 
-    ``row_labels``/``col_labels`` label rows (left) and columns (top). ``cell`` is inches per image.
+    ``row_labels``/``col_labels`` label rows (left) and columns (top). ``cell`` is inches per image,
+    reduced so that the grid fits the book's page width (``FIGURE_WIDTH_IN``).
     """
     import matplotlib.pyplot as plt
 
@@ -71,7 +72,9 @@ def show_grid(
         raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows")
     if col_labels is not None and len(col_labels) != cols:
         raise ValueError(f"col_labels has {len(col_labels)} entries for {cols} columns")
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + (0.9 if row_labels else 0.1), cell * rows + (0.45 if title else 0.15)), squeeze=False)
+    margin = 0.9 if row_labels else 0.1
+    cell = min(cell, (FIGURE_WIDTH_IN - margin) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + margin, cell * rows + (0.45 if title else 0.15)), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]

@@ -504,7 +504,6 @@ def test_repository_address_has_one_place(layout):
 REPO_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.xfail(strict=False, reason="the install cells are added with the chapter rewrite")
 @pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_chapter_starts_with_the_install_cell(path):
     cells = nbformat.read(path, as_version=4).cells
@@ -538,7 +537,6 @@ def test_papermill_cell_problems_name_what_help_notebook_would_miss(tmp_path):
     ]
 
 
-@pytest.mark.xfail(strict=False, reason="the parameters cells are annotated with the chapter rewrite")
 @pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)
 def test_papermill_help_shows_every_parameter_with_its_type(path):
     from pullback_utils.book.params import papermill_cell_problems

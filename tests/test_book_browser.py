@@ -175,7 +175,12 @@ IMAGES_JS = r"""
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
     math: document.querySelectorAll('.math').length,
-    rawTables: /\|\s*(---|—)+\s*\|/.test(main.innerText),
+    // a table left as text, outside code (a shown code cell may build a table as a string)
+    rawTables: (() => {
+      const prose = main.cloneNode(true);
+      prose.querySelectorAll('pre, code, .cell_input').forEach(e => e.remove());
+      return /\|\s*(---|—)+\s*\|/.test(prose.textContent);
+    })(),
     typeset: document.querySelectorAll('mjx-container').length,
   };
 })()

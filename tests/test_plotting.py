@@ -108,3 +108,13 @@ def test_time_axis_runs_from_T_to_0():
     time_axis(ax)  # idempotent
     assert ax.get_xlim() == (left, right)
     plt.close(fig)
+
+
+def test_a_wide_grid_is_shrunk_to_the_page_width_and_labels_are_legible():
+    import torch
+
+    from pullback_utils.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, show_grid
+
+    fig = show_grid(torch.zeros(2, 12, 3, 8, 8), row_labels=["a", "b"], col_labels=[str(i) for i in range(12)], cell=1.5)
+    assert fig.get_size_inches()[0] <= FIGURE_WIDTH_IN + 1e-9
+    assert min(ax.title.get_fontsize() for ax in fig.axes if ax.get_title()) >= MIN_FONT_PT
