@@ -56,7 +56,9 @@ def fake_papermill(monkeypatch):
     """Replace papermill's execution by a copy that records its calls (no kernel)."""
     calls = []
 
-    def execute(input_path, output_path, parameters=None, cwd=None, **kwargs):
+    def execute(input_path, output_path, parameters=None, resources=None, **kwargs):
+        assert "cwd" not in kwargs  # papermill's cwd= chdirs the whole runner (shared by parallel chapters)
+        cwd = resources["metadata"]["path"]  # the kernel's working directory (nbclient)
         calls.append({"input": input_path, "output": output_path, "parameters": parameters, "cwd": cwd})
         nb = nbformat.read(input_path, as_version=4)
         injected = nbformat.v4.new_code_cell("# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items()))
@@ -178,10 +180,10 @@ def test_execution_happens_in_a_hidden_folder_that_replaces_the_output(layout, f
     seen = {}
     fake = papermill.execute_notebook
 
-    def spy(input_path, output_path, parameters=None, cwd=None, **kwargs):
-        seen["cwd"] = Path(cwd)
+    def spy(input_path, output_path, parameters=None, resources=None, **kwargs):
+        seen["cwd"] = Path(resources["metadata"]["path"])
         seen["final_during_run"] = sorted(p.name for p in old.iterdir())
-        fake(input_path, output_path, parameters=parameters, cwd=cwd, **kwargs)
+        fake(input_path, output_path, parameters=parameters, resources=resources, **kwargs)
 
     monkeypatch.setattr(papermill, "execute_notebook", spy)
     quiet_run(layout, only=["alpha"], force=True)
@@ -576,6 +578,24 @@ def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, 
     assert wall < 1.0 + 0.3 + 0.9  # not 1.6 s of sleeping one after the other (plus the runner's work)
     # a second run skips them all, in parallel too
     assert {r.status for r in run(layout, progress=False, log=lambda *_: None, jobs=2)} == {"skipped"}
+
+
+def test_parallel_chapters_run_in_their_own_folders_with_real_kernels(layout):
+    """Two chapters at once on real kernels: each writes into its own output folder, and the runner's
+    own working directory is never changed (papermill's cwd= did, so one chapter's figures landed in
+    the other's folder and a chapter failed on the other's removed folder)."""
+    import os
+
+    body = ["import os, time; time.sleep(3); open('where.txt', 'w').write(os.getcwd())"]
+    for name in ("alpha", "beta"):
+        make_notebook(layout.notebooks_dir / f"{name}.ipynb", body)
+    before = os.getcwd()
+    results = quiet_run(layout, jobs=2)
+    assert os.getcwd() == before
+    assert {results[n].status for n in ("alpha", "beta")} == {"ok"}, results
+    for name in ("alpha", "beta"):
+        where = Path((layout.out_dir(name) / "where.txt").read_text())
+        assert where.parent == layout.generated and where.name.startswith(f".{name}.run-")
 
 
 def test_jobs_and_cluster_are_checked_before_any_kernel(layout, monkeypatch, capsys):

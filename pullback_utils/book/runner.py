@@ -149,8 +149,11 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
     executed = work / f"{name}.ipynb"
     started = time.perf_counter()
     try:
+        # The kernel starts in ``work`` through nbclient's resources path: papermill's ``cwd=`` would
+        # os.chdir the whole runner, which chapters running in parallel threads share.
         papermill.execute_notebook(
-            str(layout.notebook(name)), str(executed), parameters=overrides, cwd=str(work),
+            str(layout.notebook(name)), str(executed), parameters=overrides,
+            resources={"metadata": {"path": str(work)}},
             kernel_name=KERNEL_NAME, progress_bar=progress, log_output=False,
         )
     except BaseException as exc:  # noqa: BLE001 - keep going past any notebook failure
