@@ -34,6 +34,10 @@ __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_count
 NOT_MEASURED = "not measured"
 VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", inf.NOT_REPRODUCED: "#c62828", inf.INCONCLUSIVE: "#f9a825",
                    inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e"}
+# the per-model matrix mixes paper claims and extensions, so its legend names the side, not the verdict
+MATRIX_LEGEND = {inf.REPRODUCED: "claimed side (reproduced; extension: above)",
+                 inf.NOT_REPRODUCED: "other side (not reproduced; extension: below)",
+                 inf.INCONCLUSIVE: "inconclusive", inf.UNDERPOWERED: "underpowered"}
 
 
 @dataclass
@@ -229,7 +233,7 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
 
     claims, models, cells = model_matrix(rows)
     with style():
-        fig, ax = plt.subplots(figsize=(WIDTH, 0.5 * len(claims) + 2.2))
+        fig, ax = plt.subplots(figsize=(WIDTH, 0.3 * len(claims) + 1.8))
         for i, c in enumerate(claims):
             for j, m in enumerate(models):
                 r = cells.get((c, m))
@@ -241,8 +245,10 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
                       fontsize=MIN_FONT)
         ax.set_yticks(range(len(claims)), [get(c).title for c in claims])
         used = sorted({cells[k].verdict for k in cells})
-        ax.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=v) for v in used], loc="upper center",
-                  bbox_to_anchor=(0.5, -0.35), ncol=len(used), frameon=False)
+        # inside the figure (constrained layout makes room), so the saved PNG keeps the page width
+        ax.set_aspect("auto")
+        fig.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=MATRIX_LEGEND.get(v, v)) for v in used],
+                   loc="outside lower center", ncol=min(len(used), 2), frameon=False)
     return fig
 
 
