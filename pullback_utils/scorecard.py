@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 from . import inference as inf
 from .claims import CLAIMS, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics
+from .claims.report import controls_showing_effect
 from .claims.report import fmt
 
 __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",
@@ -170,6 +171,8 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",)) 
         holm = fmt(rec["p_adjusted"], 3) if r.primary else "–"
         flag = " (stored verdict differs)" if r.verdict_mismatch else ""
         need = f" (needs {rec.get('n_needed')})" if rec.get("n_needed") else ""
+        shown = controls_showing_effect(rec)
+        need += f"; also in the {', '.join(c.replace('_', '-') for c in shown)} control: not learned" if shown else ""
         lines.append(f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
                      f"{fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}] | {fmt(rec['p_value'], 3)} | "
                      f"{holm} | {_cell(base)} | {_cell(ctrl)} | {r.words}{need}{flag} |")

@@ -7,7 +7,12 @@ from typing import Any
 
 from .registry import get, outcome_words
 
-__all__ = ["fmt", "sentence", "table"]
+__all__ = ["fmt", "sentence", "table", "controls_showing_effect", "ALPHA_CONTROL", "CONTROL_SHARE"]
+
+#: a control "shows the effect" when its own test is significant at this level on the claimed side ...
+ALPHA_CONTROL = 0.05
+#: ... and its effect reaches this share of the trained model's (both measured from the null)
+CONTROL_SHARE = 0.5
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -22,6 +27,25 @@ def fmt(x: Any, digits: int = 3) -> str:
     if x != 0 and abs(x) < 10 ** -digits:
         return f"{x:.1e}"
     return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
+
+
+def controls_showing_effect(rec: dict) -> list[str]:
+    """Names of the record's controls whose own test (a stored ``{"estimate", "p_value"}``) is significant
+    (p < :data:`ALPHA_CONTROL`) on the claimed side of the null with at least :data:`CONTROL_SHARE` of the
+    trained model's effect: the effect is largely there without training, so it is not evidence of
+    something learned. (A significant but tiny control effect, e.g. 0.002 against 0.15, is not listed.)
+    Controls stored as bare numbers carry no test: never listed."""
+    null, side = float(rec.get("null", 0.0)), rec.get("direction")
+    shown = []
+    for name, value in (rec.get("controls") or {}).items():
+        if not isinstance(value, dict) or value.get("p_value") is None or value.get("estimate") is None:
+            continue
+        est, p = float(value["estimate"]), float(value["p_value"])
+        on_side = est > null if side == "greater" else est < null if side == "less" else False
+        effect = abs(float(rec["estimate"]) - null)
+        if p < ALPHA_CONTROL and on_side and abs(est - null) >= CONTROL_SHARE * effect:
+            shown.append(name)
+    return shown
 
 
 def _p(rec: dict) -> str:
@@ -44,6 +68,10 @@ def sentence(name: str, rec: dict) -> str:
     extras += [f"{k.replace('_', ' ')} (control) {fmt(v)}" for k, v in rec.get("controls", {}).items()]
     if extras:
         parts.append("Compared with: " + "; ".join(extras) + ".")
+    for name in controls_showing_effect(rec):
+        c = rec["controls"][name]
+        parts.append(f"The {name.replace('_', ' ')} control shows the effect too ({fmt(c['estimate'])}, "
+                     f"p = {fmt(c['p_value'], 3)}): it is not evidence of something the model learned.")
     return " ".join(parts)
 
 

@@ -156,3 +156,21 @@ def test_too_few_units_is_underpowered_not_a_number():
     rec = claims.record("coarse_to_fine", r, model="disks", baselines={"white_noise_low_share": 0.1},
                         controls={"random_weights": 0.0})
     assert rec["verdict"] == "underpowered" and rec["n_needed"] == 6
+
+
+def test_a_control_showing_the_effect_is_named_and_said():
+    from pullback_utils.claims.report import controls_showing_effect, sentence
+
+    base = {"null": 0.0, "direction": "less", "baselines": {}, "verdict": "reproduced", "statistic": "rho",
+            "estimate": -0.5, "ci": [-0.6, -0.4], "test": "Mantel", "n_units": 10, "unit": "prompt-state",
+            "p_value": 0.002, "model": "m"}
+    same = dict(base, controls={"random_weights": {"estimate": -0.6, "ci": [-0.7, -0.5], "p_value": 0.001}})
+    other = dict(base, controls={"random_weights": {"estimate": 0.6, "ci": [0.5, 0.7], "p_value": 0.001}})
+    weak = dict(base, controls={"random_weights": {"estimate": -0.1, "ci": [-0.3, 0.1], "p_value": 0.4}})
+    bare = dict(base, controls={"random_weights": -0.9})  # a number carries no test
+    tiny = dict(base, controls={"random_weights": {"estimate": -0.01, "ci": [-0.02, -0.005], "p_value": 0.001}})
+    assert controls_showing_effect(tiny) == []  # significant, but 2 % of the effect
+    assert controls_showing_effect(same) == ["random_weights"]
+    assert controls_showing_effect(other) == controls_showing_effect(weak) == controls_showing_effect(bare) == []
+    assert "not evidence of something the model learned" in sentence("similar_prompts", same)
+    assert "not evidence" not in sentence("similar_prompts", weak)
