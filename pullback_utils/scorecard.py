@@ -152,14 +152,15 @@ def _value(v: Any) -> str:
     return fmt(v.get("estimate") if isinstance(v, dict) else v)
 
 
-def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",)) -> str:
+def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None) -> str:
     """The verdict table: claim, model, n and unit, test, estimate [95% interval], p, Holm p, baselines,
-    controls, verdict (one row per record of the given kinds)."""
+    controls, verdict (one row per record of the given kinds; ``primary``: only the primary records
+    (True), only the others, e.g. per-model ones (False), or all (None))."""
     head = ("| claim | model | n | test | estimate [95% interval] | p | Holm p | baselines | controls | verdict |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
-        if r.spec.kind not in kinds:
+        if r.spec.kind not in kinds or (primary is not None and r.primary != primary):
             continue
         title = f"**{r.spec.title}**" if r.primary else f"{r.spec.title} ({r.record})"
         if not r.measured:

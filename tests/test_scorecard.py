@@ -177,3 +177,12 @@ def test_runner_reruns_the_scorecard_when_a_metrics_file_changes(tmp_path):
     assert results == {"coarse_to_fine": "skipped", "scorecard": "ok"}
     assert verdict_now() == inf.NOT_REPRODUCED
     assert read_stamp(layout, "scorecard")["key"] != first
+
+
+def test_the_verdict_table_can_hold_only_the_primary_records(tmp_path):
+    rows = sc.collect(fabricate(tmp_path))
+    primary = sc.to_markdown(rows, primary=True)
+    others = sc.to_markdown(rows, primary=False)
+    assert "ladder-1-s0" not in primary and primary.count("**") == 2 * len(claims.PRIMARY)
+    assert "coarse_to_fine@ladder-1-s0" in others and "**" not in others
+    assert len(sc.to_markdown(rows).splitlines()) == len(primary.splitlines()) + len(others.splitlines()) - 2
