@@ -42,6 +42,16 @@ class ModelNotFoundError(OSError):
 
 
 # -------------------------------------------------------------------- loading
+def _ladder_hint(name: str) -> str:
+    """For a ``ladder-...`` name that is not in the catalogue: the valid rungs and seeds."""
+    if not name.startswith("ladder"):
+        return ""
+    from pullback_utils.zoo.ladder import RUNGS
+    from pullback_utils.zoo.registry import LADDER_SEEDS
+
+    return f"; ladder models are ladder-<rung>-s<seed> with rung in {list(RUNGS)} and seed in {list(LADDER_SEEDS)}"
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
@@ -89,7 +99,7 @@ def load_model(
         raise ModelNotFoundError(
             f"unknown model {s!r}{suggest(s, known)}: it is not a bundled model name, not an existing "
             f"folder and not a hub id of the form 'owner/name'. Bundled models: "
-            f"{available_models() or 'none installed'}"
+            f"{available_models() or 'none installed'}{_ladder_hint(s)}"
         )
     model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if sample_size is not None:

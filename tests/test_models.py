@@ -438,3 +438,9 @@ def test_sample_size_and_dit_basis_cache(tmp_path):
     other = dit.local_basis(x, 0.5, 2, prompt=4, cache_dir=tmp_path / "cache", method="krylov")
     assert torch.equal(first.v, again.v) and not torch.allclose(first.v.abs(), other.v.abs())
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2  # one entry per class label
+
+
+def test_an_unknown_ladder_rung_or_seed_names_the_valid_ones():
+    for bad, near in (("ladder-6-s0", "ladder-5-s0"), ("ladder-2-s7", "ladder-2-s2")):
+        with pytest.raises(ModelNotFoundError, match=rf"did you mean '{near}'.*rung in \[1, 2, 3, 4, 5\] and seed in \[0, 1, 2\]"):
+            load_model(bad)
