@@ -449,7 +449,7 @@ def test_chapter_command_checks_parameters_against_that_chapter(layout, fake_pap
 def test_failure_messages_are_whole():
     from papermill.exceptions import PapermillExecutionError
 
-    from pullback_utils.book.runner import _describe_failure
+    from pullback_utils.book.execute import _describe_failure
 
     evalue = "no model " + " ".join(f"word{i}" for i in range(120)) + " or the id is wrong"
     exc = PapermillExecutionError(3, 4, "load_model('x')\nmore", "ModelNotFoundError", evalue, [])

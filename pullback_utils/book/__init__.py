@@ -13,7 +13,8 @@ Modules, each with one job (none imports a module listed after it, except ``cli`
 - :mod:`~pullback_utils.book.params`: parameters cells, parameter files and ``-p`` values;
 - :mod:`~pullback_utils.book.stamps`: when a chapter must run again;
 - :mod:`~pullback_utils.book.pages`: the generated pages and the Jupyter Book build;
-- :mod:`~pullback_utils.book.runner`: papermill execution into ``book/generated``;
+- :mod:`~pullback_utils.book.runner`: planning, skipping and reporting the runs into ``book/generated``;
+- :mod:`~pullback_utils.book.execute`: one chapter's papermill execution in its own folder;
 - :mod:`~pullback_utils.book.checks`: checks of the built HTML (citations, warnings, figures);
 - :mod:`~pullback_utils.book.sphinx_ext`: the Sphinx extension (buttons, MathJax offline);
 - :mod:`~pullback_utils.book.cli`: the command line.
@@ -29,7 +30,8 @@ from .layout import Layout, chapter_of, chapter_order, find_root, toc_files
 from .pages import build, write_api_page, write_snippets, write_statistics, write_toc
 from .params import effective_overrides, load_param_groups, notebook_defaults, notebook_parameters
 from .project import INSTALL_CELL, REPOSITORY_URL
-from .runner import KERNEL_NAME, NotebookResult, _venv_kernel, run, run_chapter
+from .execute import KERNEL_NAME, NotebookResult, _venv_kernel
+from .runner import run, run_chapter
 from .stamps import FAILURE, STAMP, depends_on, package_fingerprint, read_failure, read_stamp, stamp_key
 
 __all__ = [
