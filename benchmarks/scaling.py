@@ -118,7 +118,8 @@ def run_case(case: dict) -> dict:
         out["forward_s"] = min(clock(lambda: fn(x))[0] for _ in range(2))
     with frozen(unet), forward_ad_safe(unet):
         b = k + 2
-        op = JacobianOperator(fn, x, jvp_mode=mode)
+        chunk = case.get("chunk_size")
+        op = JacobianOperator(fn, x, jvp_mode=mode, chunk_size=chunk)
         out["dim_x"], out["dim_h"] = op.dim_x, op.dim_h
         V = torch.randn(b, *op.x_shape, generator=torch.Generator().manual_seed(3)).to(device)
         Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
@@ -133,7 +134,7 @@ def run_case(case: dict) -> dict:
         if case["basis"] != "none":
             iters = 1 if case["basis"] == "block" else None
             sec, basis = clock(lambda: jacobian_svd(fn, x, k, method="krylov", tol=1e-3, max_iters=iters,
-                                                    jvp_mode=mode))
+                                                    jvp_mode=mode, chunk_size=chunk))
             info = basis.info
             out.update(basis_s=sec, products=info["n_jvp"] + info["n_vjp"], iterations=info["iterations"],
                        angle_estimate=float(info["angle_estimate"]), converged=bool(info["converged"]))
@@ -141,7 +142,7 @@ def run_case(case: dict) -> dict:
     return out
 
 
-def plan(sizes, ks, modes, block_only, threads, device="cpu") -> list[dict]:
+def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None) -> list[dict]:
     cases = []
     for size in sizes:
         for k in ks:
@@ -149,7 +150,8 @@ def plan(sizes, ks, modes, block_only, threads, device="cpu") -> list[dict]:
                 continue  # one block at one k where even a block is minutes
             basis = "block" if (size in block_only or (size == "128" and k > 10)) else "full"
             for mode in modes:
-                cases.append(dict(size=size, k=k, mode=mode, basis=basis, threads=threads, device=device))
+                cases.append(dict(size=size, k=k, mode=mode, basis=basis, threads=threads, device=device,
+                                  chunk_size=chunk_size))
     return cases
 
 
@@ -160,6 +162,8 @@ def in_subprocess(case: dict, timeout: float) -> dict:
     except subprocess.TimeoutExpired:
         return {**case, "error": f"timed out after {timeout:g} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == -9:
+        return {**case, "error": "killed (SIGKILL: out of memory? try a smaller --chunk-size)"}
     if proc.returncode or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
         return {**case, "error": f"exit {proc.returncode}: {tail[0][:200]}"}
@@ -193,6 +197,9 @@ def main(argv=None) -> int:
     p.add_argument("--block-only", nargs="*", default=["256", "sd"], choices=SIZES,
                    help="sizes at which only one Krylov block is timed (default: 256 and sd)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="vectors per batched product (default: the package's, 64, i.e. the whole block); "
+                        "smaller bounds the memory of a product at large sizes")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per case")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
@@ -200,8 +207,9 @@ def main(argv=None) -> int:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
-    cases = plan(args.sizes, args.k, args.modes, args.block_only, args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {len(cases)} cases, each in its own process")
+    cases = plan(args.sizes, args.k, args.modes, args.block_only, args.threads, chunk_size=args.chunk_size)
+    print(f"torch {torch.__version__}, {args.threads} threads, {len(cases)} cases, each in its own process, "
+          f"chunk size {args.chunk_size or 'default'}")
     rows = []
     for case in cases:
         started = time.perf_counter()
