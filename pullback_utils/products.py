@@ -19,9 +19,10 @@ Counters ``n_jvp`` and ``n_vjp`` record how many vectors have been multiplied.
 ``jvp_mode="auto"`` measures instead of assuming: the first block of J·V is computed both ways, timed,
 and the faster mode is used from then on, for this operator and every later one of the same
 architecture (the U-Net's class and config, the layer, the point's shape, dtype and device, the block
-size and batching; :func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU,
-reverse-over-reverse measured faster at 32×32 and forward mode 2.6× faster at 256×256, so no constant
-is right for both. Before the timing, one vector goes through each mode untimed (the first use of a
+size and batching; :func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU
+(``benchmarks/scaling.py``, NOTES.md), forward mode measured 1.5–1.9× faster per vector at 128×128 and
+256×256, the two within 10 % at 32×32, and reverse-over-reverse 1.4× faster for the SD-2.1 U-Net in
+chunks of 4 vectors, so no constant is right for all. Before the timing, one vector goes through each mode untimed (the first use of a
 transform in a process costs extra), so the measurement costs about two blocks of J·V, once. The two
 modes agree to rounding; the choice is made once per architecture in a process, so a sweep uses one
 mode throughout.
@@ -82,7 +83,7 @@ class JacobianOperator:
         jvp_mode: ``"reverse"`` (reverse-over-reverse, default: it reuses the recorded forward
             pass and measured 1.5–2× faster per vector than forward mode on CPU at 32×32),
             ``"forward"`` (forward-mode AD, which needs :func:`~pullback_utils.ad_safe.forward_ad_safe`
-            on diffusers models; 2.6× faster than reverse-over-reverse at 256×256) or ``"auto"`` (the
+            on diffusers models; 1.9× faster than reverse-over-reverse at 256×256) or ``"auto"`` (the
             faster of the two, timed on the first block and remembered per architecture: module doc).
 
     Attributes:
