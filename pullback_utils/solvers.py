@@ -39,10 +39,8 @@ returned subspace and the true one. That estimate is the smaller of
   i−1 and i and ρ = c_i / c_{i−1} < 0.9, the remaining error of a geometrically converging
   iteration is about c_i · ρ / (1 − ρ). Its measured agreement with the true angle is within 2×.
   The extrapolation is used only from the third iteration on, when ρ < 0.9. It assumes geometric
-  convergence has set in, so at coarse tolerances it can underestimate: asked for tol = 0.85 at
-  k = 20 (σ_20/σ_21 = 1.005), Krylov stopped after 6 iterations at an estimate of 0.25 rad and a true
-  angle of 1.1 rad (``benchmarks/basis_solvers.py``, NOTES.md). At tol <= 1e-2 it was within 2x
-  of the true angle in every benchmark run, at most 6 % below it.
+  convergence, so at coarse tolerances (tol = 0.85, k = 20: estimate 0.25, true 1.1 rad) it can
+  underestimate; at tol <= 1e-2 it was within 2x of the true angle in every benchmark (NOTES.md).
 
 ``tol`` bounds this estimate.
 
