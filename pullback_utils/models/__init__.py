@@ -1,0 +1,7 @@
+"""The one model interface: ``diffusion_model`` (:class:`DiffusionModel`, the architecture hidden) and
+``model_basis`` (its denoiser calls and its cached basis).
+"""
+
+from pullback_utils._lazy import submodules
+
+__getattr__, __dir__ = submodules(__name__)
