@@ -1,7 +1,7 @@
 """What one local basis costs on the real SDXL, DiT, SD3 and FLUX denoisers: counted, and optionally timed.
 
 Counting (always; seconds on a CPU, nothing allocated): each denoiser of
-``pullback_utils.costs.REAL_CONFIGS`` is built from its public config on the meta device and the
+``pullback_utils.features.flops.REAL_CONFIGS`` is built from its public config on the meta device and the
 engine's feature map and products run on meta tensors, giving exact parameter counts, FLOPs of the
 forward pass to the default layer and of one J·v and one Jᵀ·u per vector, and the bytes of the
 activations one backward pass keeps (bfloat16 by default).
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from pullback_utils import costs
+from pullback_utils.features import flops as costs
 
 
 def truncated(spec: dict, layer: str) -> dict:
@@ -43,9 +43,9 @@ def truncated(spec: dict, layer: str) -> dict:
 
 def timed(spec: dict, c: costs.BasisCost, args) -> str:
     import pullback_utils as pu
-    from pullback_utils.ad_safe import forward_ad_safe
-    from pullback_utils.basis import frozen
-    from pullback_utils.products import JacobianOperator
+    from pullback_utils.features.ad_safe import forward_ad_safe
+    from pullback_utils.features.basis import frozen
+    from pullback_utils.engine.operators import JacobianOperator
 
     import diffusers
 
@@ -61,7 +61,7 @@ def timed(spec: dict, c: costs.BasisCost, args) -> str:
             for k, v in cond.items()}
     if "img_ids" in cond:
         h, w = spec["sample_shape"][1:]
-        cond["img_ids"] = pu.families.latent_image_ids(h, w).to(dev, dtype)
+        cond["img_ids"] = pu.diffusion.architectures.latent_image_ids(h, w).to(dev, dtype)
     fn = pu.feature_map(net, 0.5, layer=c.layer, **cond)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if dev.type == "cuda":

@@ -43,8 +43,8 @@ import warnings
 import torch
 
 from pullback_utils import feature_map, jacobian_svd
-from pullback_utils.ad_safe import forward_ad_safe
-from pullback_utils.basis import frozen
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.basis import frozen
 
 
 def bundled_like_unet(seed: int = 0):

@@ -4,7 +4,7 @@
 
 Prints one row per claim: its test, the book's default number of units, the simulated rejection rate
 at alpha = 0.05 under a true null (with its Monte-Carlo standard error) and the power at a stated
-effect. The nulls and effects are the synthetic fields of tests/test_inference.py and
+effect. The nulls and effects are the synthetic fields of tests/analysis/test_inference.py and
 tests/claims/test_statistics.py; the old percentile bootstrap over 3-6 samples is shown for comparison.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from pullback_utils import inference as inf  # noqa: E402
-from pullback_utils.stats import bootstrap_ci  # noqa: E402
+from pullback_utils.analysis import inference as inf  # noqa: E402
+from pullback_utils.analysis.descriptive import bootstrap_ci  # noqa: E402
 from test_inference import _mantel_data, _pair_null  # noqa: E402
 
 

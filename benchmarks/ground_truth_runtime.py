@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pullback_utils import ground_truth as gt
-from pullback_utils.notebook import parse_assignments
+from pullback_utils.chapters.parameters import parse_assignments
 
 CHAPTER = Path(__file__).resolve().parents[1] / "notebooks" / "ground_truth.md"
 

@@ -100,9 +100,9 @@ def peak_bytes(device: str) -> int:
 def run_case(case: dict) -> dict:
     """One (size, jvp_mode, k) case (module doc); returns its measurements."""
     from pullback_utils import feature_map, jacobian_svd
-    from pullback_utils.ad_safe import forward_ad_safe
-    from pullback_utils.basis import frozen
-    from pullback_utils.products import JacobianOperator, auto_choices
+    from pullback_utils.features.ad_safe import forward_ad_safe
+    from pullback_utils.features.basis import frozen
+    from pullback_utils.engine.operators import JacobianOperator, auto_choices
 
     import warnings
 

@@ -7,7 +7,7 @@ The public API is small: the engine (:func:`local_basis`, :func:`jacobian_svd`, 
 models and sampling (:func:`load_model`, :func:`ddim_sample`, :func:`ddim_invert`), editing
 (:func:`edit_image`, :func:`xspace_guidance`, :func:`parallel_transport`) and geometry
 (:func:`principal_angles`, :func:`geodesic_distance`). Everything else lives one level down
-(``pullback_utils.claims``, ``pullback_utils.sweeps``, ``pullback_utils.inference``, ...), and every
+(``pullback_utils.claims``, ``pullback_utils.sweeps.bases``, ``pullback_utils.analysis.inference``, ...), and every
 submodule is also an attribute (``pu.claims`` after ``import pullback_utils as pu``).
 
 Everything loads on first use (PEP 562): ``import pullback_utils`` alone imports neither torch nor
@@ -31,21 +31,21 @@ _EXPORTS = {
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .basis import local_basis  # noqa: F401
-    from .ddim import ddim_invert, ddim_sample  # noqa: F401
-    from .editing import edit_image, parallel_transport, xspace_guidance  # noqa: F401
-    from .features import feature_map, layer_names  # noqa: F401
-    from .geometry import geodesic_distance, principal_angles  # noqa: F401
-    from .loading import load_model  # noqa: F401
-    from .models import DiffusionModel  # noqa: F401
-    from .solvers import LocalBasis, jacobian_svd  # noqa: F401
+    from pullback_utils.features.basis import local_basis  # noqa: F401
+    from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample  # noqa: F401
+    from pullback_utils.editing import edit_image, parallel_transport, xspace_guidance  # noqa: F401
+    from pullback_utils.features.feature_maps import feature_map, layer_names  # noqa: F401
+    from pullback_utils.analysis.geometry import geodesic_distance, principal_angles  # noqa: F401
+    from pullback_utils.zoo.loading import load_model  # noqa: F401
+    from pullback_utils.models.diffusion_model import DiffusionModel  # noqa: F401
+    from pullback_utils.engine.solvers import LocalBasis, jacobian_svd  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
-        value = importlib.import_module(f".{name}", __name__)  # pu.claims, pu.sweeps, ...
+        value = importlib.import_module(f".{name}", __name__)  # pu.claims, pu.sweeps.bases, ...
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

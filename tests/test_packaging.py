@@ -58,7 +58,7 @@ def test_make_and_binder_install_the_extras_and_the_same_torch():
 
 
 def test_importing_the_engine_imports_no_book_or_zoo_tools():
-    code = ("import sys, pullback_utils, pullback_utils.solvers, pullback_utils.models; "
+    code = ("import sys, pullback_utils, pullback_utils.engine.solvers, pullback_utils.models.diffusion_model; "
             "heavy = ('papermill', 'jupyter_book', 'seaborn', 'sphinx', 'nbformat', 'yaml', 'transformers', 'skimage'); "
             "print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)

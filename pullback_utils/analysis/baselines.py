@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .validate import check_int
+from pullback_utils._validate import check_int
 
 __all__ = ["spectrum_matched", "random_weight_model", "noise_floor", "normalised_distance"]
 
@@ -63,7 +63,7 @@ def spectrum_matched(basis: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
 
 
 def random_weight_model(model: Any, *, seed: int = 0) -> Any:
-    """A copy of a :class:`~pullback_utils.models.DiffusionModel` whose network has fresh random weights.
+    """A copy of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel` whose network has fresh random weights.
 
     The U-Net is rebuilt from its config (``type(unet).from_config``) under ``torch.manual_seed(seed)``,
     so it has the architecture and initialisation of the original's class; scheduler, text encoder
@@ -95,7 +95,7 @@ def noise_floor(model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[i
                 side: str = "v", **solver: Any) -> float:
     """Geodesic distance (rad) between two bases at the same ``(x_t, t)`` computed with solver seeds
     ``seeds``: how far apart two computations of "the same" tangent space can be."""
-    from .geometry import geodesic_distance
+    from pullback_utils.analysis.geometry import geodesic_distance
 
     if side not in ("v", "u"):
         raise ValueError(f"side must be 'v' or 'u', got {side!r}")

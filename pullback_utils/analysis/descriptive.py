@@ -11,7 +11,7 @@ mean cross-sample geodesic distance) resample the samples, not the pairs
 (:func:`bootstrap_pairwise_mean_ci`); anything else can be written as a function of the resampled
 index (:func:`bootstrap_ci_from_index`).
 
-Verdicts are not made here: the tests and the verdict rule are in :mod:`pullback_utils.inference`
+Verdicts are not made here: the tests and the verdict rule are in :mod:`pullback_utils.analysis.inference`
 (percentile intervals under-cover at the book's small sample sizes).
 """
 

@@ -21,7 +21,7 @@ onto the larger one), and angles from ``pi/4`` up from the cosines.
 
 Grassmannian geodesic distance: ``d(A, B) = sqrt(sum_i theta_i^2)``, in ``[0, (pi/2) sqrt(m)]``.
 
-Radial power spectra of basis vectors: :mod:`pullback_utils.spectra`.
+Radial power spectra of basis vectors: :mod:`pullback_utils.analysis.spectra`.
 """
 
 from __future__ import annotations

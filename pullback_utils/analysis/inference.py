@@ -1,7 +1,7 @@
 """Hypothesis tests behind the book's verdicts, and the verdict rule.
 
 Every claim is decided by a test of its null hypothesis at the sample size it is used at; the test
-suite (``tests/test_inference.py``) simulates each test's false-positive rate under a true null and its
+suite (``tests/analysis/test_inference.py``) simulates each test's false-positive rate under a true null and its
 power at a stated effect, at the book's default sizes. The tests:
 
 - :func:`sign_flip_test` -- one value per independent unit (a sample, a prompt-state): under the null the
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sps
 
-from .validate import check_int
+from pullback_utils._validate import check_int
 
 __all__ = [
     "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",

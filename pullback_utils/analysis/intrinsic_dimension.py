@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from .stats import bootstrap_ci
+from pullback_utils.analysis.descriptive import bootstrap_ci
 
 __all__ = ["twonn_dimension"]
 

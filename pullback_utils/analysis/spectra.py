@@ -1,7 +1,7 @@
 """Frequency content of basis vectors: radial power spectra, low-frequency share, mean frequency, and the
 summary of a whole sweep (the coarse-to-fine analysis).
 
-Shapes: a :class:`~pullback_utils.sweeps.BasisSweep` with image-shaped ``v`` ``(n_t, n, k, C, H, W)``;
+Shapes: a :class:`~pullback_utils.sweeps.bases.BasisSweep` with image-shaped ``v`` ``(n_t, n, k, C, H, W)``;
 radial bins ``R``.
 """
 
@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .geometry import ArrayLike, _out, _to_float64_tensor
+from pullback_utils.analysis.geometry import ArrayLike, _out, _to_float64_tensor
 
 __all__ = ["radial_frequency_grid", "radial_psd", "low_frequency_share", "mean_frequency", "white_noise_low_share",
            "psd_summary"]

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from pullback_utils.book.cli import main
 
 sys.exit(main())

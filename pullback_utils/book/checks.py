@@ -5,7 +5,7 @@
 - no chapter page shows stderr, a warning or a traceback in its outputs (:func:`output_problems`);
 - every image of a chapter is a numbered, captioned figure, no wider than the content column, with
   text no smaller than the book's minimum once on the page (:func:`figure_problems`, which reads the
-  ``figures.json`` that :func:`pullback_utils.plotting.save_figure` writes next to a chapter's figures).
+  ``figures.json`` that :func:`pullback_utils.chapters.plotting.save_figure` writes next to a chapter's figures).
 
 :func:`check_site` runs them on a built book (``python -m pullback_utils.book check``); the tests run
 each on small fabricated pages. Parsing uses the standard library's :mod:`html.parser` only.
@@ -19,8 +19,8 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from ..plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
-from .layout import chapter_of
+from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
+from pullback_utils.book.layout import chapter_of
 
 __all__ = ["PAPER_ARXIV", "Figure", "Page", "parse_page", "citation_problems", "output_problems",
            "figure_problems", "check_site"]
@@ -203,7 +203,7 @@ def figure_problems(page: Page, html_file: Path, source_dir: Path | None = None,
         name = PurePosixPath(unquote(parsed.path)).name or fig.src[:40]
         if not fig.in_figure or not fig.numbered or not fig.caption:
             problems.append(f"image {name} is not a numbered figure with a caption "
-                            "(save and show it with pullback_utils.plotting.save_figure)")
+                            "(save and show it with pullback_utils.chapters.plotting.save_figure)")
         if parsed.scheme in ("http", "https", "data"):
             continue
         path = (html_file.parent / unquote(parsed.path)).resolve()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from ..notebook import ParameterError
-from .layout import Layout, find_root, normalise_name
-from .pages import build
-from .params import effective_overrides, load_param_groups, notebook_parameters, parse_cli_pairs
-from .project import INSTALL_CELL
-from .runner import run, run_chapter
+from pullback_utils.chapters.parameters import ParameterError
+from pullback_utils.book.layout import Layout, find_root, normalise_name
+from pullback_utils.book.pages import build
+from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters, parse_cli_pairs
+from pullback_utils.book.project import INSTALL_CELL
+from pullback_utils.book.runner import run, run_chapter
 
 __all__ = ["main"]
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             return build(layout, args.jb_args)
         if args.command == "check":
-            from .checks import check_site  # reads figures with PIL: only when asked
+            from pullback_utils.book.checks import check_site  # reads figures with PIL: only when asked
 
             problems = check_site(layout.html, layout.generated)
             for page, issues in problems.items():

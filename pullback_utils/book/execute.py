@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..notebook import BOOK_ENV
-from .layout import Layout, write_json_atomic
-from .stamps import FAILURE, STAMP, output_digests
+from pullback_utils.chapters.parameters import BOOK_ENV
+from pullback_utils.book.layout import Layout, write_json_atomic
+from pullback_utils.book.stamps import FAILURE, STAMP, output_digests
 
 __all__ = ["NotebookResult", "KERNEL_NAME", "KERNEL_LOG"]
 
@@ -47,7 +47,7 @@ def _venv_kernel() -> Iterator[None]:
     A kernelspec in a folder first on ``JUPYTER_PATH`` wins over user and system ones. The kernel's own
     log (``[IPKernelApp] ...``, e.g. the KeyboardInterrupt it logs at shutdown) goes to ``kernel.log``
     in its working folder, not to the runner's terminal; the chapters' output is unaffected. The kernel
-    also gets ``PULLBACK_BOOK_BUILD=1`` (:data:`pullback_utils.notebook.BOOK_ENV`).
+    also gets ``PULLBACK_BOOK_BUILD=1`` (:data:`pullback_utils.chapters.parameters.BOOK_ENV`).
     """
     old = os.environ.get("JUPYTER_PATH")
     launcher = ("import os, sys; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); "

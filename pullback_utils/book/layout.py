@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from pullback_utils.io import write_text
+from pullback_utils._io import write_text
 
 __all__ = ["Layout", "find_root", "toc_files", "chapter_of", "chapter_order", "normalise_name",
            "write_json_atomic", "write_text_atomic"]

@@ -19,9 +19,9 @@ from typing import Any, Iterable
 
 import yaml
 
-from .layout import Layout, chapter_of, chapter_order, toc_files, write_text_atomic
-from .project import BRANCH, PIP_SPEC, REPOSITORY_URL
-from .stamps import package_fingerprint, read_failure, read_stamp
+from pullback_utils.book.layout import Layout, chapter_of, chapter_order, toc_files, write_text_atomic
+from pullback_utils.book.project import BRANCH, PIP_SPEC, REPOSITORY_URL
+from pullback_utils.book.stamps import package_fingerprint, read_failure, read_stamp
 
 __all__ = ["write_statistics", "write_api_page", "write_snippets", "write_config", "write_toc", "build"]
 
@@ -112,7 +112,7 @@ def _book_config(layout: Layout) -> dict[str, Any]:
 def write_snippets(layout: Layout) -> list[Path]:
     """``book/generated/snippets/{install,cite}.md``, included by the introduction: the install command
     and the book's BibTeX entry, both with the repository's address from one place."""
-    from .. import __version__
+    from pullback_utils import __version__
 
     config = _book_config(layout)
     title = config.get("title", "Pullback Book")

@@ -12,8 +12,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Callable
 
-from .layout import Layout
-from .stamps import depends_on, read_stamp
+from pullback_utils.book.layout import Layout
+from pullback_utils.book.stamps import depends_on, read_stamp
 
 __all__ = ["run_parallel"]
 

@@ -3,7 +3,7 @@
 Parameters, later sources winning: the notebook's own defaults; with ``--quick`` the ``all:`` and
 ``<name>:`` groups of ``book/params/quick.yaml``; the same groups of ``--params FILE``; then the
 command line's ``-p NAME VALUE`` pairs (an ``all`` group of their own). Every override is checked against
-the notebook's parameters cell (:func:`pullback_utils.notebook.validate_overrides`) before any kernel
+the notebook's parameters cell (:func:`pullback_utils.chapters.parameters.validate_overrides`) before any kernel
 starts. Reading a parameters cell needs neither papermill nor a kernel: the notebook is JSON and the
 cell is parsed with :mod:`ast`, so a bad parameter is reported at once.
 
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from ..notebook import Parameter, ParameterError, parse_parameters, validate_overrides
+from pullback_utils.chapters.parameters import Parameter, ParameterError, parse_parameters, validate_overrides
 
 __all__ = ["load_yaml", "parse_value", "parse_cli_pairs", "load_param_groups", "notebook_parameters",
            "notebook_defaults", "notebook_metadata", "effective_overrides", "papermill_cell_problems"]

@@ -3,7 +3,7 @@
 Everything that needs the address reads it from here: the Sphinx extension (launch buttons, repository
 and issues buttons: :mod:`pullback_utils.book.sphinx_ext`), the generated install and citation
 snippets of the introduction (:mod:`pullback_utils.book.pages`) and :data:`INSTALL_CELL`, the first
-code cell of every chapter notebook (``tests/test_book.py`` checks that each notebook carries it).
+code cell of every chapter notebook (``tests/book/test_book.py`` checks that each notebook carries it).
 ``_config.yml`` deliberately has no ``repository.url``. To publish the book elsewhere, change
 :data:`REPOSITORY_URL` and run ``python -m pullback_utils.book install-cell`` to print the new cell.
 """

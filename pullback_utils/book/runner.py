@@ -24,14 +24,14 @@ import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from ..notebook import ParameterError
-from .layout import Layout, chapter_order, normalise_name
-from .execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
-from .pages import write_statistics
-from .parallel import run_parallel
-from .params import effective_overrides, load_param_groups, notebook_parameters
-from .project import INSTALL_CELL
-from .stamps import (STAMP, dependency_order, dependents, depends_on, inputs_digest,
+from pullback_utils.chapters.parameters import ParameterError
+from pullback_utils.book.layout import Layout, chapter_order, normalise_name
+from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
+from pullback_utils.book.pages import write_statistics
+from pullback_utils.book.parallel import run_parallel
+from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters
+from pullback_utils.book.project import INSTALL_CELL
+from pullback_utils.book.stamps import (STAMP, dependency_order, dependents, depends_on, inputs_digest,
                      package_fingerprint, read_stamp, stale_outputs, stamp_key)
 
 __all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "plan_run", "run", "run_chapter"]
@@ -157,7 +157,7 @@ def run(
     ``only`` (all when None), not the dependents that ``only`` adds. ``jobs`` chapters run at once (each
     in its own kernel; a chapter that reads others' results starts when they have finished, and the
     chapters that took longest last time start first). ``cluster`` is the ``cluster`` parameter of every
-    chapter that declares one (:mod:`pullback_utils.distributed`). Raises :class:`ParameterError` on bad
+    chapter that declares one (:mod:`pullback_utils.sweeps.distributed`). Raises :class:`ParameterError` on bad
     parameters (before any kernel starts). Returns one result per chapter run or skipped, in plan order."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ParameterError(f"--jobs must be an integer >= 1, got {jobs!r}")
@@ -185,7 +185,7 @@ def run(
 
 
 def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluster: str) -> list:
-    from ..distributed import check_cluster  # no Ray import: the string is checked, nothing connects
+    from pullback_utils.sweeps.distributed import check_cluster  # no Ray import: the string is checked, nothing connects
 
     try:
         cluster = check_cluster(cluster, "--cluster")

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .layout import chapter_of
+from pullback_utils.book.layout import chapter_of
 
 __all__ = ["setup", "local_mathjax_dir"]
 

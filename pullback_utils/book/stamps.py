@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .layout import Layout
-from .params import notebook_metadata
+from pullback_utils.book.layout import Layout
+from pullback_utils.book.params import notebook_metadata
 
 __all__ = ["STAMP", "FAILURE", "package_fingerprint", "stamp_key", "output_digests", "stale_outputs",
            "read_stamp", "read_failure", "depends_on", "depends_on_all", "dependents", "inputs_digest",
@@ -30,7 +30,7 @@ FAILURE = "failure.json"
 
 def package_fingerprint() -> tuple[str, str]:
     """(package version, sha256 of the package's files other than the book tooling and caches)."""
-    from .. import __version__
+    from pullback_utils import __version__
 
     pkg = Path(__file__).resolve().parents[1]
     tooling = Path(__file__).resolve().parent

@@ -4,7 +4,7 @@ claim records (and the warnings) into ``metrics.json``.
 
 A chapter notebook starts with one call and ends with one::
 
-    ch = pu.chapter.setup("coarse_to_fine", pu.notebook.check_parameters())
+    ch = pu.chapters.chapter.setup("coarse_to_fine", pu.chapters.parameters.check_parameters())
     ...
     ch.figure(fig, "c2f_psd", "Radially averaged power spectrum of the basis at each t ...")
     ch.claim("coarse_to_fine", result, model=..., baselines=..., controls=...)
@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from . import validate as V
-from .sweeps import resolve_cache_dir
+from pullback_utils import _validate as V
+from pullback_utils.sweeps.bases import resolve_cache_dir
 
 __all__ = ["Chapter", "setup", "RULES", "CHAPTER_RULES", "ParameterValueError"]
 
@@ -79,7 +79,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
 
 
 def _cluster(value: Any, name: str) -> str:
-    from .distributed import check_cluster
+    from pullback_utils.sweeps.distributed import check_cluster
 
     if not isinstance(value, str):
         raise ParameterValueError(f"{name} must be a string: '' (in-process), 'local:N', 'auto' or "
@@ -107,7 +107,7 @@ def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], Non
 
 
 def _ground_truth(p: dict) -> None:
-    from .ground_truth import check_design
+    from pullback_utils.ground_truth import check_design
 
     check_design(p)
 
@@ -147,9 +147,9 @@ class Chapter:
         return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
 
     def figure(self, fig: Any, name: str, caption: str) -> Any:
-        """Save ``fig`` with its caption (:func:`pullback_utils.plotting.save_figure`); make the result
+        """Save ``fig`` with its caption (:func:`pullback_utils.chapters.plotting.save_figure`); make the result
         the last expression of the cell to show the figure, numbered and captioned in the book."""
-        from .plotting import save_figure
+        from pullback_utils.chapters.plotting import save_figure
 
         saved = save_figure(fig, self.output_dir, name, caption)
         self.figures[name] = saved.caption
@@ -157,7 +157,7 @@ class Chapter:
 
     def claim(self, record_id: str, result: Any, **kwargs: Any) -> dict:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
-        from .claims import record
+        from pullback_utils.claims import record
 
         rec = record(record_id, result, **kwargs)
         self.claims[record_id] = rec
@@ -172,7 +172,7 @@ class Chapter:
     def finish(self, **sections: Any) -> Path:
         """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
         run, run time, sections) atomically, and show the warnings, if any, as a note on the page."""
-        from .claims import write_metrics
+        from pullback_utils.claims import write_metrics
 
         path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
                              warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
@@ -192,9 +192,9 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
 
     Args:
         name: the chapter (notebook) name.
-        params: the parameter values (``pullback_utils.notebook.check_parameters()``); ``threads``,
+        params: the parameter values (``pullback_utils.chapters.parameters.check_parameters()``); ``threads``,
             ``output_dir``, ``cache_dir`` and ``cluster`` (the default ``cluster`` of every basis sweep of
-            the chapter: :func:`pullback_utils.sweeps.bases_over`) are used here when present.
+            the chapter: :func:`pullback_utils.sweeps.bases.bases_over`) are used here when present.
 
     Returns:
         :class:`Chapter` whose ``params`` hold the canonical values (e.g. ``times`` sorted from the
@@ -214,8 +214,8 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
             raise ParameterValueError(f"{name}: {exc}") from None
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])
-    if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.distributed)
-        from .distributed import set_default_cluster
+    if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.sweeps.distributed)
+        from pullback_utils.sweeps.distributed import set_default_cluster
 
         set_default_cluster(checked["cluster"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()

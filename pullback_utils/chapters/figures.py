@@ -1,8 +1,8 @@
 """The chapters' figures, in one style: page width, legible fonts, time running from T (left) to 0.
 
-Every function draws inside :func:`pullback_utils.plotting.book_style` (at most the content column's
+Every function draws inside :func:`pullback_utils.chapters.plotting.book_style` (at most the content column's
 width, fonts of at least :data:`MIN_FONT` points) and returns the figure; the caller saves it with
-:meth:`pullback_utils.chapter.Chapter.figure` (:func:`pullback_utils.plotting.save_figure`), which
+:meth:`pullback_utils.chapters.chapter.Chapter.figure` (:func:`pullback_utils.chapters.plotting.save_figure`), which
 requires a caption.
 
 Intervals drawn around means over samples are 95% Student-t intervals; around means over sample
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .inference import pair_u_test
-from .plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, book_style
+from pullback_utils.analysis.inference import pair_u_test
+from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, book_style
 
 __all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
            "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t",
@@ -29,7 +29,7 @@ COLOURS = {"model": "tab:blue", "matched": "tab:orange", "control": "tab:red", "
 
 
 def style(height: float = 3.2):
-    """The book's matplotlib settings (:func:`pullback_utils.plotting.book_style`)."""
+    """The book's matplotlib settings (:func:`pullback_utils.chapters.plotting.book_style`)."""
     return book_style(height)
 
 

@@ -7,7 +7,7 @@ the same bases of a random-weight network of the same architecture at the *same*
 and :func:`crossed_bases` add the solver noise floor and the state x time-input ablation.
 
 Everything goes through the basis cache, so chapters that share parameters share their bases. Every
-function takes ``cluster=`` (where the sweeps run: :mod:`pullback_utils.distributed`; ``None`` is the
+function takes ``cluster=`` (where the sweeps run: :mod:`pullback_utils.sweeps.distributed`; ``None`` is the
 process default, which a chapter's ``cluster`` parameter sets).
 """
 
@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .baselines import random_weight_model
-from .geometry import geodesic_distance
-from .sweeps import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
+from pullback_utils.analysis.baselines import random_weight_model
+from pullback_utils.analysis.geometry import geodesic_distance
+from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
@@ -33,7 +33,7 @@ class TangentStudy:
     """Trajectories, bases, their spectrum-matched twins and the random-weight control.
 
     Attributes:
-        traj: :class:`~pullback_utils.sweeps.Trajectories` of the trained model.
+        traj: :class:`~pullback_utils.sweeps.bases.Trajectories` of the trained model.
         sweep: bases at every time of ``traj`` (``(n_t, n, k, ...)``).
         matched: ``sweep`` with every basis replaced by a spectrum-matched random one.
         control: bases of the random-weight network at ``control_times`` on the same states.
@@ -59,12 +59,12 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
     """Run the shared measurements of the tangent-space chapters (module doc).
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         n, seed: samples (seeded noise draws).
         times: kept times (fractions of ``T``); control_times: a subset of them for the control.
         k: basis size; ddim_steps: DDIM steps over ``[0, T]``.
         cache_dir: basis cache; solver: options of :func:`pullback_utils.jacobian_svd`.
-        cluster: where the sweeps run (:func:`pullback_utils.sweeps.bases_over`; ``None``: the default).
+        cluster: where the sweeps run (:func:`pullback_utils.sweeps.bases.bases_over`; ``None``: the default).
     """
     solver = dict(solver or {})
     missing = [t for t in control_times if t not in list(times)]
@@ -145,7 +145,7 @@ def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float
     """
     from tqdm.auto import tqdm
 
-    from . import editing as ed
+    from pullback_utils import editing as ed
 
     idx = [study.times.index(t) for t in times]
     n = study.traj.n
@@ -236,7 +236,7 @@ def prompt_distances(bases: dict[str, BasisSweep], empty: BasisSweep, prompts: S
                      side: str = "u") -> tuple[np.ndarray, np.ndarray]:
     """``(D, E)``: ``D`` ``(n_t, S, P, P)`` distances between the prompts' bases of each state and time;
     ``E`` ``(n_t, S, P)`` distance of each prompt's basis to the empty prompt's."""
-    from .geometry import pairwise_geodesic_distances
+    from pullback_utils.analysis.geometry import pairwise_geodesic_distances
 
     B = torch.stack([bases[p].side(side) for p in prompts], dim=2)  # (n_t, S, P, k, ...)
     e = empty.side(side)
@@ -273,7 +273,7 @@ def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[flo
     from tqdm.auto import tqdm
 
     if loader is None:
-        from .loading import load_model as loader
+        from pullback_utils.zoo.loading import load_model as loader
     out = {}
     for name in tqdm(list(names), desc="models", disable=not progress):
         m = loader(name)
@@ -294,7 +294,7 @@ def ladder_plan(rungs: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
 
     Unknown rungs or seeds raise ``ValueError`` naming the valid ones; models without weights are listed
     as missing (the chapter reports them, the test runs on the others)."""
-    from .zoo import ladder, registry
+    from pullback_utils.zoo import ladder, registry
 
     if not rungs or not seeds:
         raise ValueError(f"rungs and seeds must be non-empty lists, got rungs={rungs!r}, seeds={seeds!r}")
@@ -319,12 +319,12 @@ def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[in
     """How faithful DDIM inversion is: invert ``images`` to ``t``, sample back with the same grid, compare.
 
     For every combination of ``steps`` (DDIM steps over ``[0, T]``) and ``fixed_point_iters`` (extra
-    network calls per inversion step, :func:`pullback_utils.ddim.ddim_invert`), returns one row with the
+    network calls per inversion step, :func:`pullback_utils.diffusion.ddim.ddim_invert`), returns one row with the
     relative error ``||x0' - x0|| / ||x0||``, the PSNR (dB, model range [-1, 1], peak-to-peak 2) and the
     number of network evaluations per image (inversion plus sampling).
     """
-    from .ddim import ddim_invert, ddim_sample
-    from .schedule import leg_steps
+    from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
+    from pullback_utils.diffusion.schedule import leg_steps
 
     x0 = model.to_latent(images) if getattr(model, "is_latent", False) else images
     level = model.level(t)
@@ -345,7 +345,7 @@ def model_dataset(model: Any) -> str | None:
     """The zoo dataset a model was trained on (bundled name or a folder with ``zoo.json``), else ``None``."""
     from pathlib import Path
 
-    from .zoo import registry
+    from pullback_utils.zoo import registry
 
     name = str(getattr(model, "name", ""))
     if registry.is_bundled(name):
@@ -367,8 +367,8 @@ def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k:
     Returns ``{"states", "sweep", "edits", "measure", "guided", "naive", "original"}`` with scores
     ``(n_t, n, 2)`` for the two signs and ``(n_t, n)`` for the unedited results.
     """
-    from . import editing as ed
-    from .zoo.fitting import fit_family
+    from pullback_utils import editing as ed
+    from pullback_utils.zoo.fitting import fit_family
 
     states = ed.states_at_times(model, model.noise(n, seed), list(times), sampling_steps=config.sampling_steps)
     sweep = bases_over(model, torch.stack(states), list(times), k, cache_dir=cache_dir, progress=progress,

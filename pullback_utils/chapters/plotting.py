@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .validate import check_int, check_real
+from pullback_utils._validate import check_int, check_real
 import torch
 
-from .io import atomic_write, write_text
-from .notebook import in_book_run
+from pullback_utils._io import atomic_write, write_text
+from pullback_utils.chapters.parameters import in_book_run
 
 __all__ = ["show_strip", "show_grid", "book_style", "save_figure", "check_figure", "time_axis", "SavedFigure",
            "CONTENT_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "MIN_FONT_PT", "MANIFEST"]
@@ -269,7 +269,7 @@ def check_figure(path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX,
         entries = {}
     entry = next((e for e in entries.values() if isinstance(e, dict) and e.get("file") == path.name), None)
     if entry is None or not str(entry.get("caption", "")).strip():
-        problems.append(f"{path.name}: no caption (save it with pullback_utils.plotting.save_figure)")
+        problems.append(f"{path.name}: no caption (save it with pullback_utils.chapters.plotting.save_figure)")
     elif entry.get("min_font_pt") is not None:
         dpi = float(entry.get("dpi") or FIGURE_DPI)
         shown_px = float(entry["min_font_pt"]) * dpi / 72 * scale

@@ -8,7 +8,7 @@ module reads them -- it never holds a number of its own -- through the same regi
   or an absent record becomes a *not measured* row with its reason, and never hides the others;
 - adjusts the p-values of the paper's primary claims (the family :data:`~pullback_utils.claims.PRIMARY`,
   each decided on its primary model, fixed in the registry) with Holm's method
-  (:func:`pullback_utils.inference.holm`), and recomputes their verdicts from the adjusted p-values;
+  (:func:`pullback_utils.analysis.inference.holm`), and recomputes their verdicts from the adjusted p-values;
 - recomputes every other verdict from its record's numbers and flags a stored verdict that disagrees.
 
 Support records (the x-side twin, an ablation, the same statistic on another model: ``"<id>@<model>"``)
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import inference as inf
-from .claims import CLAIMS, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics
-from .claims.report import controls_showing_effect
-from .claims.report import fmt
+from pullback_utils.analysis import inference as inf
+from pullback_utils.claims import CLAIMS, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics
+from pullback_utils.claims.report import controls_showing_effect
+from pullback_utils.claims.report import fmt
 
 __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",
            "summary_figure", "model_matrix", "model_matrix_figure", "scorecard_records"]
@@ -182,7 +182,7 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), 
 
 def describe(row: ScoreRow) -> str:
     """The row in one sentence (:func:`pullback_utils.claims.sentence`), or why it is not measured."""
-    from .claims import sentence
+    from pullback_utils.claims import sentence
 
     if not row.measured:
         return f"**{row.spec.title}**: not measured ({row.reason})."
@@ -194,7 +194,7 @@ def summary_figure(rows: Sequence[ScoreRow]):
     alpha = 0.05 line and the design's best attainable value as a tick."""
     import matplotlib.pyplot as plt
 
-    from .figures import WIDTH, style
+    from pullback_utils.chapters.figures import WIDTH, style
 
     prim = primary_rows(rows)
     with style():
@@ -233,7 +233,7 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .figures import MIN_FONT, WIDTH, style
+    from pullback_utils.chapters.figures import MIN_FONT, WIDTH, style
 
     claims, models, cells = model_matrix(rows)
     with style():

@@ -7,13 +7,13 @@ A chapter measures, then in a few lines::
     rec = claims.record("coarse_to_fine", res, model=name, baselines={...}, controls={...})
     claims.write_metrics(output_dir, "coarse_to_fine", {"coarse_to_fine": rec}, params)
 
-and the scorecard (:mod:`pullback_utils.scorecard`) reads the same registry.
+and the scorecard (:mod:`pullback_utils.chapters.scorecard`) reads the same registry.
 """
 
-from . import statistics as stats
-from .report import sentence, table
-from .record import MetricsError, check_record, read_metrics, record, write_metrics
-from .registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words, support_of
+from pullback_utils.claims import statistics as stats
+from pullback_utils.claims.report import sentence, table
+from pullback_utils.claims.record import MetricsError, check_record, read_metrics, record, write_metrics
+from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words, support_of
 
 __all__ = ["stats", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "CLAIMS",
            "PRIMARY", "ClaimSpec", "get", "support_of", "outcome_words"]

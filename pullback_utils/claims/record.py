@@ -14,7 +14,7 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
 ``estimate``       the statistic; ``ci`` ``[low, high]`` its 95% interval; ``null``; ``direction``
 ``baselines``      name -> value of the same statistic (or level) under each matched null
 ``controls``       name -> value of the same statistic on a control (``random_weights``)
-``verdict``        :func:`pullback_utils.inference.decide` of the above; ``n_needed`` when underpowered
+``verdict``        :func:`pullback_utils.analysis.inference.decide` of the above; ``n_needed`` when underpowered
 =================  ================================================================================
 
 :func:`read_metrics` rejects a file whose record lacks any of these, has a non-finite estimate, an
@@ -29,9 +29,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import inference as inf
-from ..io import JSONReadError, read_json, to_jsonable, write_json
-from .registry import get
+from pullback_utils.analysis import inference as inf
+from pullback_utils._io import JSONReadError, read_json, to_jsonable, write_json
+from pullback_utils.claims.registry import get
 
 __all__ = ["MetricsError", "record", "check_record", "write_metrics", "read_metrics", "VERDICTS"]
 
@@ -57,7 +57,7 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
     """The record of claim ``record_id`` (``"<id>"`` or ``"<id>@<model>"``) from its test result.
 
     Args:
-        result: the :class:`~pullback_utils.inference.TestResult` of the claim's statistic.
+        result: the :class:`~pullback_utils.analysis.inference.TestResult` of the claim's statistic.
         model: the model measured.
         baselines, controls: name -> value (a number, or a ``TestResult``/dict with an ``estimate``); the
             names the registry requires must all be present (``None`` allowed only with a reason in

@@ -26,7 +26,7 @@ class ClaimSpec:
         chapter: the notebook whose ``metrics.json`` holds the record.
         kind: ``"paper"`` (a primary claim of the paper), ``"support"`` or ``"extension"``.
         unit: the independent unit of inference.
-        test: the test (a function of :mod:`pullback_utils.inference`).
+        test: the test (a function of :mod:`pullback_utils.analysis.inference`).
         direction: ``"greater"`` or ``"less"``: the side of ``null`` the claim predicts.
         statistic: the statistic in words, units included.
         baselines, controls: names a record must carry (matched nulls; ``random_weights`` = the same
@@ -196,7 +196,7 @@ def support_of(claim_id: str) -> list[ClaimSpec]:
 
 def outcome_words(spec: ClaimSpec, verdict: str) -> str:
     """What a verdict is called for this claim (extensions use their own words)."""
-    from ..inference import NOT_REPRODUCED, REPRODUCED
+    from pullback_utils.analysis.inference import NOT_REPRODUCED, REPRODUCED
 
     if spec.outcome is not None:
         if verdict == REPRODUCED:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .registry import get, outcome_words
+from pullback_utils.claims.registry import get, outcome_words
 
 __all__ = ["fmt", "sentence", "table", "controls_showing_effect", "ALPHA_CONTROL", "CONTROL_SHARE"]
 

@@ -1,5 +1,5 @@
 """The claims' statistics: each maps the chapter's measurements to one value per independent unit and
-tests it (:mod:`pullback_utils.inference`). Each has an oracle test on a synthetic field with a known
+tests it (:mod:`pullback_utils.analysis.inference`). Each has an oracle test on a synthetic field with a known
 effect and one with none (``tests/claims/test_statistics.py``).
 
 Inputs are plain arrays: per-time, per-sample low-frequency shares ``(n_t, n)``; cross-sample distance
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import inference as inf
+from pullback_utils.analysis import inference as inf
 
 __all__ = [
     "coarse_to_fine", "paired_difference", "early_similarity", "early_similarity_excess",
@@ -68,7 +68,7 @@ def _pair_change(cross: np.ndarray, times: Sequence[Any]) -> np.ndarray:
 def early_similarity(cross: Any, times: Sequence[Any]) -> inf.TestResult:
     """Mean over sample pairs of ``d_late(i, j) - d_early(i, j)``; jackknife t over samples (claimed > 0).
 
-    ``cross``: ``(n_t, n, n)`` cross-sample distances (:meth:`pullback_utils.sweeps.BasisSweep.cross_sample_distances`)."""
+    ``cross``: ``(n_t, n, n)`` cross-sample distances (:meth:`pullback_utils.sweeps.bases.BasisSweep.cross_sample_distances`)."""
     return inf.pair_u_test(_pair_change(_array(cross, "cross", 3), times), unit="sample")
 
 

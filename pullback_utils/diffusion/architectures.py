@@ -17,8 +17,8 @@ class                                  family  network's timestep  conditioning 
                                                                    zeros), ``guidance`` (guidance-distilled configs)
 =====================================  ======  ==================  ===============================================
 
-``level`` is the package's time (:mod:`pullback_utils.schedule`); ``sigma`` that level's flow-matching
-noise level (:mod:`pullback_utils.flow`). Every conditioning tensor describes one sample (batch 1);
+``level`` is the package's time (:mod:`pullback_utils.diffusion.schedule`); ``sigma`` that level's flow-matching
+noise level (:mod:`pullback_utils.diffusion.flow`). Every conditioning tensor describes one sample (batch 1);
 feature maps expand it to the batch of ``x``. The input ``x`` is the denoiser's own: (1, C, H, W)
 latents, except FLUX, whose transformer takes packed latents (1, N, C) (:func:`pack_latents`).
 """

@@ -1,18 +1,18 @@
 """Deterministic DDIM sampling and inversion on a model's training grid, and runs through kept times.
 
-Times and the grid follow :mod:`pullback_utils.schedule` (int levels ``0..T``, float fractions of
+Times and the grid follow :mod:`pullback_utils.diffusion.schedule` (int levels ``0..T``, float fractions of
 ``T``; ``steps`` DDIM steps between two levels; legs between kept times). Inversion ends exactly on
 the requested level (the official code stops one step early).
 
 The functions need only a small part of a model, the :class:`Denoiser` protocol (what
-:class:`~pullback_utils.models.DiffusionModel` provides): ``num_train_timesteps``,
+:class:`~pullback_utils.models.diffusion_model.DiffusionModel` provides): ``num_train_timesteps``,
 ``sample_shape``, ``is_latent``, ``coefficients(level)``, ``conditioning(prompt, ...)``,
 ``eps(x, level, cond, guidance_scale)`` and ``predict(x, level, cond, guidance_scale)``.
 
 The model's family enters only through its coefficients ``x_t = alpha_t x_0 + sigma_t eps``: a step
 from ``t`` to ``t'`` maps ``x`` to ``alpha_t' x0_hat + sigma_t' eps_hat``. For variance-preserving
 models (``alpha = sqrt(alpha_bar)``, ``sigma = sqrt(1 - alpha_bar)``) this is DDIM; for flow-matching
-models (``alpha = 1 - sigma``, on the scheduler's sigma grid, :mod:`pullback_utils.flow`) it is exactly
+models (``alpha = 1 - sigma``, on the scheduler's sigma grid, :mod:`pullback_utils.diffusion.flow`) it is exactly
 the Euler step ``x + (sigma' - sigma) v`` of ``FlowMatchEulerDiscreteScheduler``, so sampling and
 inversion run on each model's own grid with the one time convention. Sampling takes ``x0_hat`` from
 ``predict`` (finite at a flow model's ``sigma = 1``); inversion takes ``eps`` at the current point.
@@ -31,10 +31,10 @@ from typing import Mapping, NamedTuple, Protocol, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
-from pullback_utils.schedule import Time, check_steps, check_times, grid, legs, resolve_time
+from pullback_utils.diffusion.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
 #: what a model's ``conditioning`` accepts: text prompt(s), encoder hidden states, a
-#: :class:`~pullback_utils.conditioning.Conditioning` (or dict of the denoiser's keywords), DiT class ids, or None
+#: :class:`~pullback_utils.diffusion.prompts.Conditioning` (or dict of the denoiser's keywords), DiT class ids, or None
 Prompt = Union[str, Sequence[str], torch.Tensor, Mapping, int, None]
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
 
 
 class Denoiser(Protocol):
-    """What the DDIM functions use of a model (see :class:`~pullback_utils.models.DiffusionModel`)."""
+    """What the DDIM functions use of a model (see :class:`~pullback_utils.models.diffusion_model.DiffusionModel`)."""
 
     num_train_timesteps: int
     sample_shape: tuple[int, ...]
@@ -130,7 +130,7 @@ def ddim_sample(
     """Run DDIM from ``x`` at time ``t_from`` down to ``t_to`` (``t_to <= t_from``; 0 = clean data).
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         x: (B, *model.sample_shape) states at ``t_from`` (latents for latent models).
         t_from, t_to: times (int levels 0..T or float fractions of T; see the module doc).
         steps: number of DDIM steps (>= 1; at most one per level of the interval).
@@ -200,7 +200,7 @@ def ddim_invert(
     :func:`ddim_sample` with the same ``steps`` an exact round trip at convergence.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         x0: (B, *model.sample_shape) states at ``t_from`` (latents for latent models: use
             ``model.to_latent(images)``).
         t_to: target time (>= ``t_from``); the result lies exactly on that level.
@@ -226,7 +226,7 @@ def ddim_invert(
     ):
         raise ValueError(f"fixed_point_iters must be an int >= 0, got {fixed_point_iters!r}")
     if a == 0 and not model.is_latent and getattr(model, "checks_image_range", True):
-        from pullback_utils.images import check_image_range
+        from pullback_utils.diffusion.images import check_image_range
 
         check_image_range(x0, "x0")  # clean pixel data: images in the model range
     cond = model.conditioning(prompt, batch=x0.shape[0], guidance_scale=1.0)
@@ -269,7 +269,7 @@ def ddim_sample_to_times(
         x_T: (B, *sample_shape) states at level ``T`` (e.g. ``model.noise(B, seed)``).
         times: times to keep (any order, each > 0; int levels or fractions of ``T``).
         steps: DDIM steps over the whole ``[0, T]``; each leg between consecutive kept times gets its
-            proportional share, at least one step (:func:`pullback_utils.schedule.legs`).
+            proportional share, at least one step (:func:`pullback_utils.diffusion.schedule.legs`).
         prompt, guidance_scale: conditioning of the sampler (``None`` = unconditional branch).
         final: also run on to ``t = 0`` and return the clean samples.
         progress: tqdm bar over the legs.

@@ -1,7 +1,7 @@
 """Flow matching (SD3, FLUX): the time grid of ``FlowMatchEulerDiscreteScheduler`` on the package's levels.
 
 A flow-matching model is trained on ``x_sigma = (1 - sigma) x_0 + sigma eps`` and predicts the velocity
-``v = dx/dsigma = eps - x_0``. Times follow :mod:`pullback_utils.schedule` unchanged: a level ``n`` in
+``v = dx/dsigma = eps - x_0``. Times follow :mod:`pullback_utils.diffusion.schedule` unchanged: a level ``n`` in
 ``0..T`` (or a fraction ``f``, level ``round(f T)``) is the *unshifted* fraction ``s = n / T``, and the
 state at level ``n`` has
 
@@ -23,7 +23,7 @@ In the package's ``(alpha, sigma)`` notation a flow state is ``x_t = alpha_t x_0
 variance-preserving state with the same signal-to-noise ratio. Deterministic DDIM on these
 coefficients is exactly the Euler step of the flow ODE: ``(1 - sigma') x0_hat + sigma' eps_hat =
 x + (sigma' - sigma) v`` (:func:`velocity_to_eps`, :func:`velocity_to_x0`), which is how
-:func:`pullback_utils.ddim.ddim_sample` and :func:`~pullback_utils.ddim.ddim_invert` sample and invert
+:func:`pullback_utils.diffusion.ddim.ddim_sample` and :func:`~pullback_utils.diffusion.ddim.ddim_invert` sample and invert
 flow models on their own grid.
 """
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time
+from pullback_utils.diffusion.schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time
 
 __all__ = [
     "FlowGrid",

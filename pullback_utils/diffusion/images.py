@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
-from pullback_utils.validate import check_int
+from pullback_utils._validate import check_int
 import torch
 from PIL import Image
 
 
 class ImageModel(Protocol):
-    """What :func:`load_image` reads of a model (a :class:`~pullback_utils.models.DiffusionModel`);
+    """What :func:`load_image` reads of a model (a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`);
     a protocol, so that models can import this module without a cycle."""
 
     image_shape: tuple[int, int, int]
@@ -146,7 +146,7 @@ def load_image(
             grayscale images keep their precision (module doc).
         size: target (height, width) or an int for a square; defaults to the model's image size.
             The image is scaled to cover it and centre-cropped (aspect ratio kept).
-        model: a :class:`~pullback_utils.models.DiffusionModel`: gives size, channels, device, dtype.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`: gives size, channels, device, dtype.
         channels: 1 (grayscale) or 3 (RGB); defaults to the model's image channels, else 3.
     """
     if model is not None:

@@ -1,6 +1,6 @@
 """Prompts to a denoiser's conditioning, for every family, through each pipeline's own encoders.
 
-:class:`~pullback_utils.models.DiffusionModel` calls these functions; they read only its attributes
+:class:`~pullback_utils.models.diffusion_model.DiffusionModel` calls these functions; they read only its attributes
 (``family``, ``pipeline``, ``text_encoder``, ``tokenizer``, …) and import nothing above them.
 
 What a prompt becomes, per family:
@@ -244,7 +244,7 @@ def dit_labels(model: Any, prompt: Any) -> torch.Tensor:
 
 # ------------------------------------------------------------------ what DiffusionModel's prompt methods do
 def encode_prompt(model: Any, prompt: Any) -> torch.Tensor | Conditioning | None:
-    """:meth:`DiffusionModel.encode_prompt <pullback_utils.models.DiffusionModel.encode_prompt>`."""
+    """:meth:`DiffusionModel.encode_prompt <pullback_utils.models.diffusion_model.DiffusionModel.encode_prompt>`."""
     if not model.is_conditional:
         if prompt is None:
             return None
@@ -281,7 +281,7 @@ def text_keywords(model: Any) -> tuple[str, ...]:
 
 
 def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 1.0) -> torch.Tensor | Conditioning | None:
-    """:meth:`DiffusionModel.conditioning <pullback_utils.models.DiffusionModel.conditioning>`."""
+    """:meth:`DiffusionModel.conditioning <pullback_utils.models.diffusion_model.DiffusionModel.conditioning>`."""
     if (
         isinstance(guidance_scale, bool)
         or not isinstance(guidance_scale, numbers.Real)

@@ -4,7 +4,7 @@ A model folder may record the digests of its weight files in ``WEIGHTS.sha256``,
 file, ``<sha256 hex>  <path relative to the folder>`` (the format of ``sha256sum``, so
 ``sha256sum -c WEIGHTS.sha256`` run in the folder checks it too). The bundled zoo models carry
 one; for other folders it is optional. :func:`check_weights` (called by
-:func:`~pullback_utils.loading.load_model` before any weights are read) checks
+:func:`~pullback_utils.zoo.loading.load_model` before any weights are read) checks
 
 - every ``*.safetensors`` file's header and extent (cheap: the header only), so a truncated or
   garbled file is named as such instead of diffusers' bare "Unable to load weights";
@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from pullback_utils.io import write_text
+from pullback_utils._io import write_text
 
 __all__ = [
     "CorruptWeightsError",
@@ -128,7 +128,7 @@ def check_weights(folder: str | os.PathLike) -> bool:
         if rel not in recorded:
             raise CorruptWeightsError(
                 f"weights file {p} has no digest in {record}; if it belongs there, record it with "
-                f"pullback_utils.weights.write_weights_digest({str(root)!r})"
+                f"pullback_utils.diffusion.weights.write_weights_digest({str(root)!r})"
             )
         found = file_sha256(p)
         if found != recorded[rel]:
@@ -136,6 +136,6 @@ def check_weights(folder: str | os.PathLike) -> bool:
                 f"weights file {p} is corrupt: its sha256 {found[:16]}... does not match the digest "
                 f"{recorded[rel][:16]}... recorded in {record}. Restore the file; if the model was "
                 f"retrained on purpose, record the new digest with "
-                f"pullback_utils.weights.write_weights_digest({str(root)!r})"
+                f"pullback_utils.diffusion.weights.write_weights_digest({str(root)!r})"
             )
     return True

@@ -19,7 +19,7 @@ network's own response decide how to move ``x_t``; moving by ``alpha * v`` alone
 ``alpha`` for a visible change, which pushes ``x_t`` off the states the sampler expects.
 :func:`matched_edits` compares both at a matched size of change.
 
-Times follow :mod:`pullback_utils.schedule` (int level ``0..T`` or a float fraction of ``T``); the
+Times follow :mod:`pullback_utils.diffusion.schedule` (int level ``0..T`` or a float fraction of ``T``); the
 edit time must lie in ``(0, T]``. Images are in the model range [-1, 1] (checked, with a tolerance
 of 1e-3; :func:`pullback_utils.load_image` converts files and arrays).
 

@@ -2,7 +2,7 @@
 
 Every check raises ``ValueError`` (``TypeError`` for a wrong type) whose message names the parameter
 and says what would be valid. Generic checks (ints, reals, fractions, choices) are in
-:mod:`pullback_utils.validate`; these are the ones that need the editing vocabulary (edit times,
+:mod:`pullback_utils._validate`; these are the ones that need the editing vocabulary (edit times,
 basis indices, signs, prompts, directions, image range).
 """
 
@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pullback_utils.ddim import Prompt, Time
-from pullback_utils.images import check_image_range
-from pullback_utils.validate import check_batch, check_real
+from pullback_utils.diffusion.ddim import Prompt, Time
+from pullback_utils.diffusion.images import check_image_range
+from pullback_utils._validate import check_batch, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = [
     "check_edit_time",
@@ -120,7 +120,7 @@ def state_batch(model: "DiffusionModel", x: torch.Tensor, name: str = "x_t") -> 
 
 
 def _check_range(x: torch.Tensor, name: str = "image") -> None:
-    """Refuse images outside the model range [-1, 1] or not finite (:func:`pullback_utils.images.check_image_range`)."""
+    """Refuse images outside the model range [-1, 1] or not finite (:func:`pullback_utils.diffusion.images.check_image_range`)."""
     if not isinstance(x, torch.Tensor) or x.numel() == 0:
         return
     check_image_range(x, name)
@@ -128,7 +128,7 @@ def _check_range(x: torch.Tensor, name: str = "image") -> None:
 
 def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) -> Any:
     """``image_or_noise`` checked: a (1, *sample_shape) x_T (``is_noise``), a (1, *image_shape) image
-    tensor in [-1, 1], or a file path / PIL image / array for :func:`~pullback_utils.images.load_image`."""
+    tensor in [-1, 1], or a file path / PIL image / array for :func:`~pullback_utils.diffusion.images.load_image`."""
     if image_or_noise is None:
         return None
     if is_noise:

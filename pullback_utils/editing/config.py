@@ -20,10 +20,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
 from pullback_utils.editing.checks import check_eta_below
-from pullback_utils.validate import check_choice, check_int, check_real
+from pullback_utils._validate import check_choice, check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = ["GUIDANCE_PROMPTS", "EditConfig", "EDIT_DEFAULTS", "edit_defaults", "resolve_config", "guidance_conditioning"]
 

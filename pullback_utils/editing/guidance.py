@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from pullback_utils.ddim import Prompt, Time
+from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.editing.checks import check_edit_time, check_index, check_prompt, direction_batch, state_batch
-from pullback_utils.validate import check_int, check_real
+from pullback_utils._validate import check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
-    from pullback_utils.solvers import LocalBasis
+    from pullback_utils.models.diffusion_model import DiffusionModel
+    from pullback_utils.engine.solvers import LocalBasis
 
 __all__ = ["xspace_guidance", "naive_traverse", "parallel_transport", "feature_jvp_fd", "tangent_alignment"]
 
@@ -52,7 +52,7 @@ def xspace_guidance(
     """x-space guidance: the iterates ``x^(0..N)`` of ``x <- x + gamma [eps(x + s v, t, c) - eps(x, t, c)]``.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         x_t: (B, *sample_shape) or (1, ...) states at time ``t`` (broadcast against ``direction``).
         t: edit time in (0, T] (int level or fraction of T).
         direction: ``v``: (*sample_shape), (1, ...) or (B, ...), e.g. ``basis.v[i]`` or ``-basis.v[i]``;

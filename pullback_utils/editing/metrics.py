@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from pullback_utils.ddim import Prompt, Time
+from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.editing.checks import _check_range, check_edit_time, direction_batch, state_batch
 from pullback_utils.editing.guidance import _cosine_rows, feature_jvp_fd
 from pullback_utils.editing.pipeline import finish
-from pullback_utils.spectra import mean_frequency
-from pullback_utils.validate import check_batch, check_int, check_real
+from pullback_utils.analysis.spectra import mean_frequency
+from pullback_utils._validate import check_batch, check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = [
     "change_size",
@@ -76,7 +76,7 @@ def change_frequency(edited: torch.Tensor, original: torch.Tensor) -> torch.Tens
     """(B,) energy-weighted mean radial frequency (cycles per image) of the change.
 
     Low values: a global change (colour, position, size); high values: local detail. NaN where
-    the images are identical (no change, no frequency). See :func:`pullback_utils.spectra.mean_frequency`.
+    the images are identical (no change, no frequency). See :func:`pullback_utils.analysis.spectra.mean_frequency`.
     """
     a, b = _pair(edited, original)
     diff = a - b

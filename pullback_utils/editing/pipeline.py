@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pullback_utils.ddim import Prompt, Time, ddim_invert, ddim_sample
+from pullback_utils.diffusion.ddim import Prompt, Time, ddim_invert, ddim_sample
 from pullback_utils.editing.checks import (
     check_edit_time,
     check_eta_below,
@@ -35,12 +35,12 @@ from pullback_utils.editing.checks import (
 )
 from pullback_utils.editing.config import EditConfig, guidance_conditioning, resolve_config
 from pullback_utils.editing.guidance import xspace_guidance
-from pullback_utils.schedule import leg_steps
-from pullback_utils.validate import check_int
+from pullback_utils.diffusion.schedule import leg_steps
+from pullback_utils._validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
-    from pullback_utils.solvers import LocalBasis
+    from pullback_utils.models.diffusion_model import DiffusionModel
+    from pullback_utils.engine.solvers import LocalBasis
 
 __all__ = ["to_edit_time", "finish", "EditResult", "edit_image"]
 
@@ -227,7 +227,7 @@ def _start(model: "DiffusionModel", start: Any, is_noise: bool, seed: int) -> tu
     if isinstance(start, torch.Tensor):
         img = start.to(model.device, model.dtype)
     else:
-        from pullback_utils.images import load_image
+        from pullback_utils.diffusion.images import load_image
 
         img = load_image(start, model=model)
     return model.to_latent(img), False
@@ -314,7 +314,7 @@ def edit_image(
     """Edit one image (or one noise draw) along direction ``sign * v_index`` of its local basis.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         image_or_noise: an image (file path, PIL image, numpy array, or a (1, *image_shape) tensor in
             [-1, 1]) to DDIM-invert; with ``is_noise=True`` a (1, *sample_shape) x_T; ``None`` draws
             x_T from ``seed``.

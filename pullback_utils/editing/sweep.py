@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from pullback_utils.ddim import Prompt, Time, ddim_sample_to_times
+from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
 from pullback_utils.editing.checks import check_edit_time, check_prompt
 from pullback_utils.editing.config import guidance_conditioning
 from pullback_utils.editing.guidance import xspace_guidance
 from pullback_utils.editing.metrics import change_frequency, change_size, distance_from_data
 from pullback_utils.editing.pipeline import finish
-from pullback_utils.validate import check_int, check_real
+from pullback_utils._validate import check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = [
     "states_at_times",
@@ -47,7 +47,7 @@ def states_at_times(
 ) -> list[torch.Tensor]:
     """DDIM-generate ``x_T`` (B, *sample_shape) once, stopping at every time of ``times`` (each in (0, T]).
 
-    Returns the states at ``times``, in the order given (:func:`pullback_utils.ddim.ddim_sample_to_times`:
+    Returns the states at ``times``, in the order given (:func:`pullback_utils.diffusion.ddim.ddim_sample_to_times`:
     each leg with its proportional share of ``sampling_steps``); the same states as
     :func:`~pullback_utils.editing.pipeline.to_edit_time` from noise up to the step grid.
     """

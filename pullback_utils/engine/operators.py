@@ -82,7 +82,7 @@ class JacobianOperator:
             per vector and keeps m-fold smaller activations on diffusers U-Nets).
         jvp_mode: ``"reverse"`` (reverse-over-reverse, default: it reuses the recorded forward
             pass and measured 1.5–2× faster per vector than forward mode on CPU at 32×32),
-            ``"forward"`` (forward-mode AD, which needs :func:`~pullback_utils.ad_safe.forward_ad_safe`
+            ``"forward"`` (forward-mode AD, which needs :func:`~pullback_utils.features.ad_safe.forward_ad_safe`
             on diffusers models; 1.9× faster than reverse-over-reverse at 256×256) or ``"auto"`` (the
             faster of the two, timed on the first block and remembered per architecture: module doc).
 

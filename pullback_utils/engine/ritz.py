@@ -1,5 +1,5 @@
 """Dense linear algebra of the local-basis solvers: orthonormal blocks, the Rayleigh–Ritz step,
-error and rank estimates (see :mod:`pullback_utils.solvers`, 'Accuracy' and 'Rank').
+error and rank estimates (see :mod:`pullback_utils.engine.solvers`, 'Accuracy' and 'Rank').
 
 All in float64; blocks of vectors are rows: Q (m, D_x) orthonormal rows, JQ (m, D_h) their images.
 """
@@ -49,7 +49,7 @@ def noise_rtol(dtype: torch.dtype) -> float:
 
 
 def rank_rtol(dtype: torch.dtype, dim_x: int, dim_h: int) -> float:
-    """σ_i ≤ this × σ₁ counts as zero (:mod:`pullback_utils.solvers`, 'Rank')."""
+    """σ_i ≤ this × σ₁ counts as zero (:mod:`pullback_utils.engine.solvers`, 'Rank')."""
     return max(100.0, 10.0 * math.sqrt(max(dim_x, dim_h))) * torch.finfo(dtype).eps
 
 
@@ -106,7 +106,7 @@ def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, 
 
 
 class ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.solvers`, 'Accuracy')."""
+    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy')."""
 
     def __init__(self) -> None:
         self.prev_v: torch.Tensor | None = None

@@ -1,6 +1,6 @@
 """Top-k singular triplets of a Jacobian, matrix-free: the local latent basis engine.
 
-For J = ∂fn/∂x at x (a :class:`~pullback_utils.products.JacobianOperator`), :func:`jacobian_svd`
+For J = ∂fn/∂x at x (a :class:`~pullback_utils.engine.operators.JacobianOperator`), :func:`jacobian_svd`
 returns the top-k right singular vectors v_i (the *local latent basis* in x-space), the left singular
 vectors u_i = J v_i / σ_i (the *local tangent basis* in h-space) and the singular values σ_i.
 
@@ -66,8 +66,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .products import JacobianOperator
-from .ritz import (
+from pullback_utils.engine.operators import JacobianOperator
+from pullback_utils.engine.ritz import (
     ErrorMonitor,
     Ritz,
     complete_rows,

@@ -1,6 +1,6 @@
 """The local latent basis of a diffusers denoiser at (x_t, t): the engine applied to a feature layer.
 
-One call shape for every family (:mod:`pullback_utils.families`)::
+One call shape for every family (:mod:`pullback_utils.diffusion.architectures`)::
 
     local_basis(unet, x_t, t, k)                                           # h-space of a U-Net
     local_basis(unet, x_t, t, k, encoder_hidden_states=c)                  # Stable Diffusion
@@ -10,7 +10,7 @@ One call shape for every family (:mod:`pullback_utils.families`)::
     local_basis(flux, tokens, t, k, layer="transformer_blocks.3", encoder_hidden_states=c,
                 pooled_projections=p, img_ids=ids, guidance=3.5)
 
-Keywords that are not options of :func:`~pullback_utils.solvers.jacobian_svd` are the denoiser's
+Keywords that are not options of :func:`~pullback_utils.engine.solvers.jacobian_svd` are the denoiser's
 conditioning; unknown ones are refused with the list of both.
 """
 
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ad_safe import forward_ad_safe
-from .families import check_input, family_of
-from .features import feature_map
-from .solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.diffusion.architectures import check_input, family_of
+from pullback_utils.features.feature_maps import feature_map
+from pullback_utils.engine.solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
 
 __all__ = ["local_basis", "frozen", "SOLVER_OPTIONS"]
 
-#: keyword arguments of :func:`~pullback_utils.solvers.jacobian_svd` that ``local_basis`` passes on
+#: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd` that ``local_basis`` passes on
 SOLVER_OPTIONS = tuple(p for p in inspect.signature(jacobian_svd).parameters if p not in ("fn", "x", "k"))
 
 
@@ -71,17 +71,17 @@ def local_basis(
             ``FluxTransformer2DModel``).
         x_t: (1, *x_shape) noisy sample in the denoiser's input layout: (1, C, H, W), or FLUX's packed
             (1, N, C).
-        t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or
+        t: time on the package's grid (:mod:`pullback_utils.diffusion.schedule`): an int level in ``1..T`` or
             a float fraction of ``T`` in ``(0, 1]``; VP networks see timestep ``level - 1``, flow networks
-            the sigma of that level on ``scheduler``'s grid (:mod:`pullback_utils.flow`).
+            the sigma of that level on ``scheduler``'s grid (:mod:`pullback_utils.diffusion.flow`).
         k: number of basis vectors.
-        layer: a block or submodule name (:func:`~pullback_utils.features.layer_names`); ``None`` is the
+        layer: a block or submodule name (:func:`~pullback_utils.features.feature_maps.layer_names`); ``None`` is the
             architecture's default (``"mid"`` for U-Nets, the middle transformer block for DiTs).
         num_train_timesteps: the schedule's ``T`` (default: the scheduler's, else 1000).
         scheduler: the denoiser's scheduler; flow models read their shifted sigma grid from it.
         **options: the denoiser's conditioning keywords (``encoder_hidden_states=``, ``class_labels=``,
             ``added_cond_kwargs=``, ``pooled_projections=``, ``img_ids=``, ``guidance=``, …, each for one
-            sample) and the options of :func:`~pullback_utils.solvers.jacobian_svd` (method, tol, …).
+            sample) and the options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (method, tol, …).
 
     Returns:
         :class:`LocalBasis`: v (k, 1, *x_shape), u (k, 1, *h_shape[1:]), s (k,); ``info`` records

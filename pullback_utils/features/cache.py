@@ -38,8 +38,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from pullback_utils.io import atomic_write
-from pullback_utils.solvers import SOLVER_DEFAULTS
+from pullback_utils._io import atomic_write
+from pullback_utils.engine.solvers import SOLVER_DEFAULTS
 
 __all__ = [
     "BasisCache",
@@ -186,7 +186,7 @@ class BasisCache:
 
     def load(self, key: str):
         """The cached ``LocalBasis`` of ``key``; ``None`` if absent or invalid (reported once)."""
-        from pullback_utils.solvers import LocalBasis  # an engine import error is not corruption
+        from pullback_utils.engine.solvers import LocalBasis  # an engine import error is not corruption
 
         path = self.path(key)
         if not path.is_file():
@@ -289,11 +289,11 @@ class BasisCache:
     ):
         """The cached basis for ``fields``, or ``compute()`` stored then returned.
 
-        A hit gives the warnings the computation gave (:func:`~pullback_utils.solvers.basis_warnings`).
+        A hit gives the warnings the computation gave (:func:`~pullback_utils.engine.solvers.basis_warnings`).
         When the folder cannot be written, a :class:`BasisCacheWarning` says so before
         ``compute()`` runs, and the basis is returned unsaved (a sweep goes on).
         """
-        from pullback_utils.solvers import basis_warnings
+        from pullback_utils.engine.solvers import basis_warnings
 
         key = self.key(fields)
         hit = self.load(key)

@@ -16,9 +16,9 @@ SD3's ``JointTransformerBlock`` and FLUX's blocks, ``(encoder_hidden_states, hid
 first tensor of any other tuple (a U-Net down block's ``(sample, skips)``, an attention module's
 ``(hidden_states, encoder_hidden_states)``).
 
-Times follow :mod:`pullback_utils.schedule`; for flow-matching denoisers (SD3, FLUX) a level is mapped to
-its sigma by the scheduler's grid (:class:`~pullback_utils.flow.FlowGrid`; unshifted without one).
-Conditioning keywords are the denoiser's own (:mod:`pullback_utils.families`).
+Times follow :mod:`pullback_utils.diffusion.schedule`; for flow-matching denoisers (SD3, FLUX) a level is mapped to
+its sigma by the scheduler's grid (:class:`~pullback_utils.diffusion.flow.FlowGrid`; unshifted without one).
+Conditioning keywords are the denoiser's own (:mod:`pullback_utils.diffusion.architectures`).
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .families import (
+from pullback_utils.diffusion.architectures import (
     check_conditioning,
     expand_conditioning,
     family_of,
     network_timestep,
 )
-from .flow import FlowGrid, is_flow_scheduler
-from .schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
+from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler
+from pullback_utils.diffusion.schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
 
 __all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer", "time_inputs"]
 
@@ -214,15 +214,15 @@ def feature_map(
     """The feature map ``x ↦ h`` of ``denoiser`` at time ``t``, up to and including ``layer``.
 
     Args:
-        denoiser: a supported diffusers denoiser (:data:`~pullback_utils.families.SUPPORTED_DENOISERS`).
-        t: time on the package's grid (:mod:`pullback_utils.schedule`): an int level in ``1..T`` or a
+        denoiser: a supported diffusers denoiser (:data:`~pullback_utils.diffusion.architectures.SUPPORTED_DENOISERS`).
+        t: time on the package's grid (:mod:`pullback_utils.diffusion.schedule`): an int level in ``1..T`` or a
             float fraction of ``T`` in ``(0, 1]``; VP networks see timestep ``level - 1``, flow networks
-            their grid's sigma at that level (:mod:`pullback_utils.flow`).
+            their grid's sigma at that level (:mod:`pullback_utils.diffusion.flow`).
         layer: a block or submodule name (:func:`layer_names`); ``None``: :func:`default_layer`.
         num_train_timesteps: the schedule's ``T`` (default: the scheduler's, else 1000).
         scheduler: the denoiser's scheduler (flow models: its shifted sigma grid; None = unshifted).
         image_seq_len: image tokens, needed only for resolution-shifted (FLUX) grids.
-        **conditioning: the denoiser's conditioning keywords (:mod:`pullback_utils.families`), each for
+        **conditioning: the denoiser's conditioning keywords (:mod:`pullback_utils.diffusion.architectures`), each for
             one sample, e.g. ``encoder_hidden_states=(1, L, D)``, ``class_labels=3``,
             ``added_cond_kwargs={...}``, ``pooled_projections=(1, P)``, ``img_ids=(N, 3)``, ``guidance=3.5``.
 

@@ -113,7 +113,7 @@ def meta_denoiser(cls: str, config: dict[str, Any], dtype: torch.dtype = torch.b
 
 def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], text_tokens: int) -> tuple[torch.Tensor, dict]:
     """Meta ``x`` (1, *input) and conditioning keywords of the right shapes (values do not matter)."""
-    from .families import family_of, latent_image_ids
+    from pullback_utils.diffusion.architectures import family_of, latent_image_ids
 
     fam, cfg = family_of(net), net.config
     dtype = next(net.parameters()).dtype
@@ -152,10 +152,10 @@ def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...],
     ``sample_shape`` is (C, H, W) of the latents (FLUX: unpacked); ``text_tokens`` the prompt length;
     ``layer`` the feature layer (default: the architecture's); ``block`` the vectors per batched product.
     """
-    from .ad_safe import forward_ad_safe
-    from .basis import frozen
-    from .features import feature_map
-    from .products import JacobianOperator
+    from pullback_utils.features.ad_safe import forward_ad_safe
+    from pullback_utils.features.basis import frozen
+    from pullback_utils.features.feature_maps import feature_map
+    from pullback_utils.engine.operators import JacobianOperator
 
     net = meta_denoiser(cls, config, dtype)
     x, cond = _dummy_conditioning(net, tuple(sample_shape), int(text_tokens))

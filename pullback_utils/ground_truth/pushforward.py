@@ -2,11 +2,11 @@
 
 The local latent basis at ``(x_t, t)`` is a set of directions in ``x_t``-space, while the renderer's
 tangents live at the clean image ``x_0``. The deterministic DDIM inversion ``x_0 -> x_t``
-(:func:`pullback_utils.ddim.ddim_invert_to_times`) is a smooth map; its Jacobian carries a tangent
+(:func:`pullback_utils.diffusion.ddim.ddim_invert_to_times`) is a smooth map; its Jacobian carries a tangent
 ``d x_0`` of the data manifold to the direction ``d x_t`` in which ``x_t`` moves when the image moves
 along the manifold. :func:`pushed_tangents` computes those Jacobian-vector products by forward-mode
 automatic differentiation (``torch.func.jvp``) through every DDIM step, with the network's weights
-frozen and its attention made forward-AD safe (:func:`pullback_utils.ad_safe.forward_ad_safe`).
+frozen and its attention made forward-AD safe (:func:`pullback_utils.features.ad_safe.forward_ad_safe`).
 
 :func:`denoiser_basis` is a model-side baseline of the same kind as the local basis: the top-``k``
 right singular vectors of ``d x0_hat / d x_t`` with the one-step denoiser
@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from ..ad_safe import forward_ad_safe
-from ..basis import frozen
-from ..cache import BasisCache, basis_key_fields
-from ..ddim import Time, ddim_invert_to_times
-from ..schedule import check_steps, check_times
-from ..solvers import LocalBasis, jacobian_svd
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.basis import frozen
+from pullback_utils.features.cache import BasisCache, basis_key_fields
+from pullback_utils.diffusion.ddim import Time, ddim_invert_to_times
+from pullback_utils.diffusion.schedule import check_steps, check_times
+from pullback_utils.engine.solvers import LocalBasis, jacobian_svd
 
 __all__ = ["invert_to_times", "pushed_tangents", "denoiser_fn", "denoiser_basis"]
 
@@ -79,7 +79,7 @@ def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[
     ``steps``), by forward-mode AD (one batched ``torch.func.jvp`` per ``chunk_size`` tangents).
 
     Args:
-        model: a pixel-space :class:`~pullback_utils.models.DiffusionModel` (the renderer's tangents are
+        model: a pixel-space :class:`~pullback_utils.models.diffusion_model.DiffusionModel` (the renderer's tangents are
             pixel directions).
         images: ``(N, *sample_shape)`` clean images in the model range.
         jac: ``(N, D, r)`` tangent vectors as columns (e.g. ``factor_jacobian(...)`` or an orthonormal
@@ -152,7 +152,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
     """Top-``k`` singular triplets of the denoiser's Jacobian ``d x0_hat / d x_t`` at ``(x_t, t)``.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         x_t: ``(1, *sample_shape)`` or ``(*sample_shape)``.
         t: the time of ``x_t``.
         k: number of singular vectors.
@@ -160,7 +160,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         **solver: options of :func:`pullback_utils.jacobian_svd` (method, tol, max_iters, seed).
 
     Returns:
-        :class:`~pullback_utils.solvers.LocalBasis` with ``v`` ``(k, *sample_shape)`` (directions in
+        :class:`~pullback_utils.engine.solvers.LocalBasis` with ``v`` ``(k, *sample_shape)`` (directions in
         ``x_t``, the baseline compared with the local basis), ``u`` ``(k, *sample_shape)`` (their images
         in ``x0_hat``), ``s`` ``(k,)``.
     """

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import inference as inf
+from pullback_utils.analysis import inference as inf
 
 __all__ = ["loo_best_index", "cross_fitted_best", "excess_test"]
 

@@ -29,14 +29,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .. import inference as inf
-from ..baselines import random_weight_model, spectrum_matched
-from ..cache import BasisCache, BasisCacheWarning, basis_key_fields
-from ..solvers import LocalBasis
-from ..sweeps import BasisSweep, bases_over
-from .pushforward import denoiser_basis, invert_to_times, pushed_tangents
-from .selection import excess_test, loo_best_index
-from .tangents import GROUND_TRUTH_DATASETS, data_tangent_bases, energy_fraction, local_pca, tangent_basis
+from pullback_utils.analysis import inference as inf
+from pullback_utils.analysis.baselines import random_weight_model, spectrum_matched
+from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields
+from pullback_utils.engine.solvers import LocalBasis
+from pullback_utils.sweeps.bases import BasisSweep, bases_over
+from pullback_utils.ground_truth.pushforward import denoiser_basis, invert_to_times, pushed_tangents
+from pullback_utils.ground_truth.selection import excess_test, loo_best_index
+from pullback_utils.ground_truth.tangents import GROUND_TRUTH_DATASETS, data_tangent_bases, energy_fraction, local_pca, tangent_basis
 
 __all__ = ["TruthStudy", "truth_study", "mean_energy", "model_dataset", "check_design", "claim_tests"]
 
@@ -82,7 +82,7 @@ class TruthStudy:
 
         The pushed ones are exact linear combinations of the pushed orthonormal basis (the inversion's
         Jacobian is linear): ``J (d image/d f) = sum_r <q_r, d image/d f> J q_r``."""
-        from ..zoo.datasets import factor_jacobian
+        from pullback_utils.zoo.datasets import factor_jacobian
 
         d = self.data
         jac = factor_jacobian(self.dataset, d.factors[j:j + 1].double(),
@@ -96,7 +96,7 @@ class TruthStudy:
 def model_dataset(name: str, data_seed: int | None = None) -> str:
     """The procedural dataset of bundled model ``name``; ``ValueError`` when it has no renderer factors,
     or when ``data_seed`` equals the seed its training images were drawn with (not held out)."""
-    from ..zoo.registry import model_info
+    from pullback_utils.zoo.registry import model_info
 
     try:
         info = model_info(name)
@@ -164,7 +164,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
     """
     from tqdm.auto import tqdm
 
-    from ..zoo.datasets import make_dataset
+    from pullback_utils.zoo.datasets import make_dataset
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an int >= 2 (the best t of an image is chosen from the others), got {n!r}")
@@ -172,7 +172,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
                   "rank_rtol": rank_rtol})
     ds = model_dataset(name)
     if loader is None:
-        from ..loading import load_model as loader
+        from pullback_utils.zoo.loading import load_model as loader
     solver, times, clock = dict(solver or {}), list(times), {}
     start = _time.perf_counter()
     m = loader(name)

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..geometry import principal_angles
-from ..zoo.datasets import PROCEDURAL
+from pullback_utils.analysis.geometry import principal_angles
+from pullback_utils.zoo.datasets import PROCEDURAL
 
 __all__ = [
     "GROUND_TRUTH_DATASETS",
@@ -99,7 +99,7 @@ def data_tangent_bases(name: str, factors: torch.Tensor, discrete: dict[str, tor
     Returns:
         ``N`` tensors ``(r_i, D)`` (float64, orthonormal rows); the Jacobian is taken in float64.
     """
-    from ..zoo.datasets import factor_jacobian
+    from pullback_utils.zoo.datasets import factor_jacobian
 
     if name not in GROUND_TRUTH_DATASETS:
         raise ValueError(f"name must be one of {list(GROUND_TRUTH_DATASETS)} (datasets with factors), got {name!r}")

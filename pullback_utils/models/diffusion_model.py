@@ -1,16 +1,16 @@
-"""A uniform interface to diffusion models (:class:`DiffusionModel`); loading is in :mod:`pullback_utils.loading`.
+"""A uniform interface to diffusion models (:class:`DiffusionModel`); loading is in :mod:`pullback_utils.zoo.loading`.
 
 :func:`pullback_utils.load_model` takes a bundled model name (the offline zoo), a local folder (a
 diffusers ``save_pretrained`` pipeline folder, or a zoo folder holding ``zoo.json``) or a Hugging Face
 hub id, and returns a :class:`DiffusionModel` that hides the family: unconditional pixel U-Nets,
 Stable Diffusion and SDXL U-Nets, class-conditional DiT, and the flow-matching transformers of SD3
-and FLUX (families: :mod:`pullback_utils.families`; prompts: :mod:`pullback_utils.conditioning`).
+and FLUX (families: :mod:`pullback_utils.diffusion.architectures`; prompts: :mod:`pullback_utils.diffusion.prompts`).
 
-Times follow :mod:`pullback_utils.schedule`: an int level ``n`` in ``0..T`` (0 = clean data) or a float
+Times follow :mod:`pullback_utils.diffusion.schedule`: an int level ``n`` in ``0..T`` (0 = clean data) or a float
 fraction of ``T`` in ``[0, 1]``. A state at time ``t`` is ``x_t = alpha_t x_0 + sigma_t eps``
 (:meth:`DiffusionModel.coefficients`): ``(sqrt(alpha_bar), sqrt(1 - alpha_bar))`` for variance-preserving
 models (VP U-Nets see timestep ``n - 1``), ``(1 - sigma_n, sigma_n)`` on the scheduler's sigma grid for
-flow-matching models (:mod:`pullback_utils.flow`), whose velocity output ``v`` the model exposes as the
+flow-matching models (:mod:`pullback_utils.diffusion.flow`), whose velocity output ``v`` the model exposes as the
 noise ``eps = x + (1 - sigma) v`` (:meth:`DiffusionModel.eps`) and the clean estimate ``x - sigma v``
 (:meth:`DiffusionModel.predict`), so DDIM, inversion and x-space guidance run unchanged on both.
 """
@@ -25,17 +25,17 @@ from typing import Any, Sequence
 
 import torch
 
-from pullback_utils import conditioning as conds
-from pullback_utils import network
-from pullback_utils import vae as vae_io
-from pullback_utils.conditioning import Conditioning
-from pullback_utils.ddim import Prompt
-from pullback_utils.families import Family, family_of
-from pullback_utils.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
-from pullback_utils.images import check_image_range
-from pullback_utils.schedule import Time, resolve_time, unet_timestep
-from pullback_utils.vae import config_get
-from pullback_utils.validate import check_batch
+from pullback_utils.diffusion import prompts as conds
+from pullback_utils.models import model_basis as network
+from pullback_utils.diffusion import vae as vae_io
+from pullback_utils.diffusion.prompts import Conditioning
+from pullback_utils.diffusion.ddim import Prompt
+from pullback_utils.diffusion.architectures import Family, family_of
+from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
+from pullback_utils.diffusion.images import check_image_range
+from pullback_utils.diffusion.schedule import Time, resolve_time, unet_timestep
+from pullback_utils.diffusion.vae import config_get
+from pullback_utils._validate import check_batch
 
 __all__ = ["DiffusionModel"]
 
@@ -68,11 +68,11 @@ class DiffusionModel:
 
     Attributes:
         unet: the denoiser, whatever its class (the name is historical): a diffusers U-Net or
-            transformer (:data:`~pullback_utils.families.SUPPORTED_DENOISERS`) or any network called
+            transformer (:data:`~pullback_utils.diffusion.architectures.SUPPORTED_DENOISERS`) or any network called
             as ``net(x, timestep[, encoder_hidden_states=])``; frozen, eval. Also ``denoiser``.
         scheduler: its diffusers scheduler: VP (``alphas_cumprod``/``betas``, ``prediction_type``) or
-            ``FlowMatchEulerDiscreteScheduler`` (its sigma grid, :mod:`pullback_utils.flow`).
-        family: the denoiser's :class:`~pullback_utils.families.Family` (None for plain networks).
+            ``FlowMatchEulerDiscreteScheduler`` (its sigma grid, :mod:`pullback_utils.diffusion.flow`).
+        family: the denoiser's :class:`~pullback_utils.diffusion.architectures.Family` (None for plain networks).
         pipeline: the diffusers pipeline whose encoders turn prompts into conditioning (SDXL, SD3,
             FLUX, DiT labels), else ``None``.
         vae: ``AutoencoderKL`` of latent models, else ``None``.
@@ -80,7 +80,7 @@ class DiffusionModel:
             object with ``.encode(list[str]) -> (B, L, D)`` (the zoo's MiniLM) and no tokenizer.
         sample_shape: (C, H, W) of x_t (latents for latent models; FLUX's unpacked latents).
         image_shape: (C, H, W) of images in model range [-1, 1].
-        flow_grid: the :class:`~pullback_utils.flow.FlowGrid` of flow-matching models, else ``None``.
+        flow_grid: the :class:`~pullback_utils.diffusion.flow.FlowGrid` of flow-matching models, else ``None``.
         embedded_guidance: FLUX's distilled guidance value passed as ``guidance=`` (3.5, the pipeline's
             default); classifier-free guidance is ``guidance_scale`` as for every model.
         max_sequence_length: text tokens of SD3/FLUX prompts (None: the pipeline's default).
@@ -233,10 +233,10 @@ class DiffusionModel:
         """sha256 of the denoiser's class, config and weights (the basis cache's model key).
 
         Re-hashed only when a parameter or buffer was replaced, moved, cast or changed in place
-        since the last call (:func:`~pullback_utils.cache.module_state_token`; edits through
+        since the last call (:func:`~pullback_utils.features.cache.module_state_token`; edits through
         ``.data`` are not seen).
         """
-        from pullback_utils import cache
+        from pullback_utils.features import cache
 
         token = cache.module_state_token(self.unet)
         if self._fingerprint is None or self._fingerprint[0] != token:
@@ -245,7 +245,7 @@ class DiffusionModel:
 
     # ---------------------------------------------------------------- times
     def level(self, t: Time, *, name: str = "t") -> int:
-        """Level ``n`` in ``0..T`` of time ``t`` (see :mod:`pullback_utils.schedule`)."""
+        """Level ``n`` in ``0..T`` of time ``t`` (see :mod:`pullback_utils.diffusion.schedule`)."""
         return resolve_time(t, self.num_train_timesteps, name=name)
 
     def unet_timestep(self, t: Time, *, name: str = "t") -> int:
@@ -273,10 +273,10 @@ class DiffusionModel:
 
     # ---------------------------------------------------------------- prompts
     def encode_prompt(self, prompt: Any) -> torch.Tensor | Conditioning | None:
-        """Conditioning of prompt(s) (:mod:`pullback_utils.conditioning`); ``None`` -> the unconditional branch.
+        """Conditioning of prompt(s) (:mod:`pullback_utils.diffusion.prompts`); ``None`` -> the unconditional branch.
 
         Text U-Nets: encoder hidden states (B, L, D); SDXL, SD3, FLUX, DiT: a
-        :class:`~pullback_utils.conditioning.Conditioning`. Unconditional models return ``None`` for
+        :class:`~pullback_utils.diffusion.prompts.Conditioning`. Unconditional models return ``None`` for
         ``None`` and raise ``ValueError`` for a prompt. Encodings are memoised per model.
         """
         return conds.encode_prompt(self, prompt)
@@ -299,9 +299,9 @@ class DiffusionModel:
 
         ``prompt`` may be a string, a list of strings (one per sample or one in all), a tensor of
         encoder hidden states ((L, D) or (1 | batch, L, D)) for text U-Nets, a
-        :class:`~pullback_utils.conditioning.Conditioning` (or dict of the denoiser's keywords), class
+        :class:`~pullback_utils.diffusion.prompts.Conditioning` (or dict of the denoiser's keywords), class
         ids or label names for DiT, or ``None``. Text U-Nets return a tensor, other families a
-        ``Conditioning`` (:func:`pullback_utils.conditioning.resolve`).
+        ``Conditioning`` (:func:`pullback_utils.diffusion.prompts.resolve`).
         """
         return conds.resolve(self, prompt, batch=batch, guidance_scale=guidance_scale)
 
@@ -310,7 +310,7 @@ class DiffusionModel:
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
         """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
 
-        Images outside [-1, 1] beyond :data:`~pullback_utils.images.IMAGE_RANGE_TOL` are refused.
+        Images outside [-1, 1] beyond :data:`~pullback_utils.diffusion.images.IMAGE_RANGE_TOL` are refused.
 
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
@@ -386,7 +386,7 @@ class DiffusionModel:
     # ---------------------------------------------------------------- the engine
     def feature_map(self, t: Time, prompt: Prompt = None, layer: str | None = None):
         """The feature map ``x (B, *sample_shape) ↦ h`` at time ``t`` (and prompt), through the engine's
-        :func:`~pullback_utils.features.feature_map` (FLUX latents packed first). ``layer=None``: the
+        :func:`~pullback_utils.features.feature_maps.feature_map` (FLUX latents packed first). ``layer=None``: the
         architecture's default."""
         return network.model_feature_map(self, t, prompt, layer)
 
@@ -408,8 +408,8 @@ class DiffusionModel:
             k: number of singular vectors.
             prompt: prompt or conditioning (conditional models; None = the unconditional branch).
             layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle
-                transformer block for DiTs; :func:`~pullback_utils.features.layer_names`).
-            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.cache`); ``None`` = no cache.
+                transformer block for DiTs; :func:`~pullback_utils.features.feature_maps.layer_names`).
+            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` = no cache.
             **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
 
         Returns:

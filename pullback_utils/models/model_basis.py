@@ -1,8 +1,8 @@
-"""Calling a :class:`~pullback_utils.models.DiffusionModel`'s denoiser, family by family.
+"""Calling a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`'s denoiser, family by family.
 
-The network's time input (:func:`~pullback_utils.families.network_timestep`), its conditioning keywords,
+The network's time input (:func:`~pullback_utils.diffusion.architectures.network_timestep`), its conditioning keywords,
 FLUX's packed latents and position ids, DiT's learned variance, and the conversion of a VP network's
-output to eps (a flow network's velocity is returned as is; :mod:`pullback_utils.flow` converts it).
+output to eps (a flow network's velocity is returned as is; :mod:`pullback_utils.diffusion.flow` converts it).
 Also the engine's inputs for one state, so that ``DiffusionModel.local_basis`` and
 ``DiffusionModel.feature_map`` are the engine called on the denoiser. The functions read the model's
 attributes only; they import nothing above them.
@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from pullback_utils.conditioning import Conditioning
-from pullback_utils.validate import check_batch
-from pullback_utils.families import latent_image_ids, network_timestep, pack_latents, unpack_latents
+from pullback_utils.diffusion.prompts import Conditioning
+from pullback_utils._validate import check_batch
+from pullback_utils.diffusion.architectures import latent_image_ids, network_timestep, pack_latents, unpack_latents
 
 __all__ = ["keywords", "output", "to_prediction", "engine_inputs", "model_feature_map", "model_local_basis",
            "unpack_basis", "PackedFeatureMap"]
@@ -100,7 +100,7 @@ def engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str
         kwargs.update(flux_extras(model, x_in))
         x_in = pack_latents(x_in)
     if layer is None:
-        from pullback_utils.features import default_layer
+        from pullback_utils.features.feature_maps import default_layer
 
         layer = default_layer(model.unet)
     return x_in, level, layer, c, kwargs
@@ -121,7 +121,7 @@ class PackedFeatureMap:
 
 def model_feature_map(model: Any, t: Any, prompt: Any = None, layer: str | None = None):
     """``DiffusionModel.feature_map``: the engine's feature map of the denoiser, on (B, *sample_shape)."""
-    from pullback_utils.features import feature_map
+    from pullback_utils.features.feature_maps import feature_map
 
     x0 = torch.zeros((1, *model.sample_shape), device=model.device, dtype=model.dtype)
     _, level, layer, _, kwargs = engine_inputs(model, x0, t, prompt, layer)
@@ -145,14 +145,14 @@ def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any
                       cache_dir: Any, solver: dict[str, Any]) -> Any:
     """``DiffusionModel.local_basis``: the engine on the denoiser (FLUX: packed, ``v`` unpacked), optionally cached."""
     x_in, level, layer, c, kwargs = engine_inputs(model, x_t, t, prompt, layer)
-    from pullback_utils import basis as engine
+    from pullback_utils.features import basis as engine
 
     def compute():
         return unpack_basis(model, engine.local_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
 
     if cache_dir is None:
         return compute()
-    from pullback_utils.cache import BasisCache, basis_key_fields, tensor_hash
+    from pullback_utils.features.cache import BasisCache, basis_key_fields, tensor_hash
 
     x_key = (x_t if x_t.dim() == 4 else x_t.unsqueeze(0)).to(model.device, model.dtype)
     fields = basis_key_fields(model.fingerprint, x_key, level - 1, k, layer=layer,

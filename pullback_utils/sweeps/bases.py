@@ -3,7 +3,7 @@
 The analysis chapters all start the same way:
 
 1. :func:`sample_trajectories` -- one DDIM run from seeded noise keeping ``x_t`` at chosen times
-   (:func:`pullback_utils.ddim.ddim_sample_to_times`);
+   (:func:`pullback_utils.diffusion.ddim.ddim_sample_to_times`);
 2. :func:`bases_over` -- the local basis at every ``(x_t, t)`` (optionally another time input, another
    prompt), through the on-disk basis cache, so a rerun recomputes nothing and an interrupted sweep
    resumes where it stopped;
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .ddim import Prompt, Time, ddim_sample_to_times
-from .distributed import compute_bases, resolve_cluster
-from .geometry import pairwise_geodesic_distances
-from .schedule import check_times
-from .validate import check_int
+from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
+from pullback_utils.sweeps.distributed import compute_bases, resolve_cluster
+from pullback_utils.analysis.geometry import pairwise_geodesic_distances
+from pullback_utils.diffusion.schedule import check_times
+from pullback_utils._validate import check_int
 
 __all__ = ["Trajectories", "BasisSweep", "resolve_cache_dir", "storage_dtype", "sample_trajectories",
            "bases_over"]
@@ -99,11 +99,11 @@ def sample_trajectories(
     """DDIM trajectories of ``n`` samples from seeded noise, keeping ``x_t`` at every time in ``times``.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         n: number of samples; the start is ``model.noise(n, seed)`` at the top level ``T``.
         seed: seed of the noise (deterministic).
         times: times to keep (any order; fractions of ``T`` or int levels, all > 0).
-        steps: DDIM steps over the whole ``[0, T]`` (proportional legs, :mod:`pullback_utils.schedule`).
+        steps: DDIM steps over the whole ``[0, T]`` (proportional legs, :mod:`pullback_utils.diffusion.schedule`).
         prompt, guidance_scale: conditioning of the sampler (``None`` = unconditional branch).
         final: also run to ``t = 0`` and keep the clean samples in ``x0``.
         progress: tqdm bar over the legs.
@@ -165,8 +165,8 @@ class BasisSweep:
 
     def spectrum_matched(self, seed: int = 0) -> "BasisSweep":
         """The same sweep with every basis replaced by a random one of the same power spectra
-        (:func:`pullback_utils.baselines.spectrum_matched`; the h-side only when ``u`` is image-shaped)."""
-        from .baselines import spectrum_matched
+        (:func:`pullback_utils.analysis.baselines.spectrum_matched`; the h-side only when ``u`` is image-shaped)."""
+        from pullback_utils.analysis.baselines import spectrum_matched
 
         v = spectrum_matched(self.v, seed=seed).to(self.v.dtype)
         u = spectrum_matched(self.u, seed=seed + 1).to(self.u.dtype) if self.u.dim() == 6 else self.u
@@ -206,7 +206,7 @@ def bases_over(
     """Local bases at every ``(xs[i, j], times[i])``: a resumable sweep.
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         xs: ``(n_t, n, *sample_shape)`` states (e.g. :attr:`Trajectories.x`), or ``(n, *sample_shape)``
             used at every time (to hold ``x_t`` fixed while the time input varies).
         times: ``n_t`` time inputs; ``times[i]`` is used with row ``xs[i]``.
@@ -216,7 +216,7 @@ def bases_over(
         cache_dir: basis cache folder (``None``/``""`` = no cache).
         progress: tqdm bar over the ``n_t * n`` bases; desc: its label.
         dtype: storage type of ``v`` and ``u``.
-        cluster: where the bases are computed (:mod:`pullback_utils.distributed`): ``None`` (the process
+        cluster: where the bases are computed (:mod:`pullback_utils.sweeps.distributed`): ``None`` (the process
             default, in-process unless a chapter's ``cluster`` parameter set one), ``""`` (in-process),
             ``"local:N"``, ``"auto"``, ``"ray://HOST:PORT"``, a ``RayCluster`` or a
             ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU).

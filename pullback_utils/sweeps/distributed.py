@@ -1,6 +1,6 @@
 """Basis sweeps on a cluster: the bases of a sweep as Ray tasks, or on any ``concurrent.futures`` executor.
 
-:func:`pullback_utils.sweeps.bases_over` (and so every study and chapter) takes ``cluster=``:
+:func:`pullback_utils.sweeps.bases.bases_over` (and so every study and chapter) takes ``cluster=``:
 
 - ``None``: the process default (:func:`set_default_cluster`, set by a chapter's ``cluster`` parameter;
   in-process unless set); ``""`` or ``"serial"``: in-process, one basis after the other;
@@ -11,8 +11,8 @@
 - a ``concurrent.futures.Executor`` (a process or thread pool, a Dask or ``submitit`` executor, ...).
 
 What happens (:func:`compute_bases`): the driver computes every basis's cache key (content-addressed:
-:mod:`pullback_utils.cache`) and loads the hits before anything is scheduled; the other ``(x_t, t)``
-go to workers that each build the model once (:class:`~pullback_utils.sweep_worker.ModelSpec`: by name,
+:mod:`pullback_utils.features.cache`) and loads the hits before anything is scheduled; the other ``(x_t, t)``
+go to workers that each build the model once (:class:`~pullback_utils.sweeps.worker.ModelSpec`: by name,
 as a random-weight control of a named model, or shipped), with one GPU per worker where the cluster
 has GPUs; each result is written to the cache by the driver as it arrives, under one progress bar. A
 Ray worker that dies is restarted and its task retried (``max_retries``); a task that still fails is
@@ -40,12 +40,12 @@ from concurrent.futures import Executor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from .ray_pool import ClusterError, RayCluster, check_address, run_ray, worker_reports
+from pullback_utils.sweeps.ray_pool import ClusterError, RayCluster, check_address, run_ray, worker_reports
 
 if TYPE_CHECKING:  # the module imports neither torch nor the engine until a sweep runs (the book's CLI checks
     import torch  # --cluster through check_cluster)
 
-    from .sweep_worker import BasisTask, ModelSpec
+    from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
 __all__ = ["ClusterError", "SweepError", "RayCluster", "check_cluster", "resolve_cluster", "set_default_cluster",
            "default_cluster", "compute_bases", "worker_reports"]
@@ -105,7 +105,7 @@ def _run_executor(executor: Executor, spec: ModelSpec, tasks: Sequence[BasisTask
                   failed: Callable) -> None:
     import torch
 
-    from .sweep_worker import compute_task
+    from pullback_utils.sweeps.worker import compute_task
 
     threads = torch.get_num_threads()  # the driver's: each basis computed as in the serial sweep
     futures = {executor.submit(compute_task, spec, task, threads): task for task in tasks}
@@ -126,7 +126,7 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     """``transform(basis)`` of the basis at every ``(x_t, t)`` of ``items``, in order (module doc).
 
     Args:
-        model: a :class:`~pullback_utils.models.DiffusionModel`.
+        model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         items: ``(x_t (1, *sample_shape), t)`` pairs.
         k, prompt, layer, solver: as for :meth:`DiffusionModel.local_basis`.
         cluster: a :class:`RayCluster` or an executor (:func:`resolve_cluster`).
@@ -135,9 +135,9 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     """
     from tqdm.auto import tqdm
 
-    from .cache import BasisCache, BasisCacheWarning, basis_key_fields
-    from .solvers import basis_warnings
-    from .sweep_worker import BasisTask, ModelSpec
+    from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields
+    from pullback_utils.engine.solvers import basis_warnings
+    from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
     solver = dict(solver or {})
     if solver.get("callback") is not None:

@@ -1,5 +1,5 @@
 """The Ray side of distributed sweeps: connecting to a cluster, a pool of actors holding one model, and
-running a sweep's tasks on it (:mod:`pullback_utils.distributed` is the driver).
+running a sweep's tasks on it (:mod:`pullback_utils.sweeps.distributed` is the driver).
 
 Only :func:`connect` imports Ray. A pool is kept for the next sweep of the same model (a chapter's sweeps
 reuse its workers); a sweep of another model replaces it, since its actors hold the CPUs or GPUs that the
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
-    from .sweep_worker import BasisTask, ModelSpec
+    from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
 __all__ = ["ClusterError", "RayCluster", "check_address", "connect", "start_local", "worker_reports", "run_ray",
            "shutdown_pool"]
@@ -184,7 +184,7 @@ def _pool(cluster: RayCluster, spec: ModelSpec, n_tasks: int) -> list:
         raise ClusterError(f"cluster={cluster.address!r} has {cpus:g} CPUs; a worker asks for {cluster.threads}")
     fit = int(gpus // per_gpu) if per_gpu > 0 else int(cpus // cluster.threads)
     n = max(1, min(cluster.workers or fit, fit, n_tasks))
-    from .sweep_worker import BasisWorker
+    from pullback_utils.sweeps.worker import BasisWorker
 
     actor_cls = ray.remote(num_cpus=cluster.threads, num_gpus=per_gpu, max_restarts=cluster.max_retries,
                            max_task_retries=cluster.max_retries)(BasisWorker)

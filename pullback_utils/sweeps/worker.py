@@ -1,12 +1,12 @@
 """The worker side of distributed basis sweeps: how a worker rebuilds the driver's model and computes a basis.
 
-A worker never receives the driver's :class:`~pullback_utils.models.DiffusionModel` object when it can
+A worker never receives the driver's :class:`~pullback_utils.models.diffusion_model.DiffusionModel` object when it can
 rebuild it: a :class:`ModelSpec` names it instead --
 
 - ``source``: what :func:`pullback_utils.load_model` takes (a bundled name or a folder, which on a
   cluster must exist on every node: a shared folder);
 - ``random_seed``: the model is the random-weight control of ``source``
-  (:func:`pullback_utils.baselines.random_weight_model` with that seed, rebuilt on the worker);
+  (:func:`pullback_utils.analysis.baselines.random_weight_model` with that seed, rebuilt on the worker);
 - ``model``: otherwise, the model itself, shipped once (its VAE and text encoder left out: a basis needs
   only the U-Net; the driver encodes the prompt).
 
@@ -15,7 +15,7 @@ class, config and weights that also keys the basis cache), so a node with anothe
 folder gives one clear error, never different numbers. A worker process keeps the last model it built
 (:func:`worker_model`), so a model is loaded once per worker, not once per basis.
 
-:class:`BasisWorker` is the Ray actor (``ray.remote(BasisWorker)`` in :mod:`pullback_utils.distributed`);
+:class:`BasisWorker` is the Ray actor (``ray.remote(BasisWorker)`` in :mod:`pullback_utils.sweeps.distributed`);
 :func:`compute_task` is what a ``concurrent.futures`` executor runs.
 """
 
@@ -48,7 +48,7 @@ class ModelSpec:
 
     @classmethod
     def of(cls, model: Any) -> "ModelSpec":
-        """The spec of a :class:`~pullback_utils.models.DiffusionModel`: by name when the name loads
+        """The spec of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`: by name when the name loads
         (a bundled model or a folder, possibly with the random-weight suffix), else the model itself."""
         name = str(getattr(model, "name", ""))
         dtype = str(model.dtype).removeprefix("torch.")
@@ -76,11 +76,11 @@ class ModelSpec:
             model.unet = copy.deepcopy(model.unet).to(device)
             model._fingerprint = None
         else:
-            from .loading import load_model
+            from pullback_utils.zoo.loading import load_model
 
             model = load_model(self.source, device=device, dtype=getattr(torch, self.dtype))
             if self.random_seed is not None:
-                from .baselines import random_weight_model
+                from pullback_utils.analysis.baselines import random_weight_model
 
                 model = random_weight_model(model, seed=self.random_seed)
             model = _slim(model)
@@ -98,7 +98,7 @@ def _loadable(name: str) -> bool:
         return False
     if os.path.isdir(os.path.expanduser(name)):
         return True
-    from .zoo.registry import is_bundled
+    from pullback_utils.zoo.registry import is_bundled
 
     return is_bundled(name)
 

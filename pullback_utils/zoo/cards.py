@@ -67,7 +67,7 @@ def loss_plot(log: dict, path: Path) -> None:
 
 
 def _grid(images: torch.Tensor, path: Path) -> None:
-    from pullback_utils.images import save_grid
+    from pullback_utils.diffusion.images import save_grid
 
     save_grid(images, path, nrow=8, padding=2, pad_value=1.0, scale=GRID_SCALE)
 
@@ -93,7 +93,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     alone, as the book's analyses use it); prompt control is also measured at each scale of
     :data:`GUIDANCE_SWEEP` on the first :data:`SWEEP_SAMPLES` prompts.
     """
-    from pullback_utils.loading import load_model
+    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo.datasets import make_dataset
 
     check_model_name(name)

@@ -1,10 +1,10 @@
 """What a model card measures, each number from one function.
 
 - :func:`sample_images`: samples drawn with the sampler the book runs, the package's deterministic
-  DDIM (:func:`pullback_utils.ddim.ddim_sample`, eta = 0, no x_0 clipping; the final images are
+  DDIM (:func:`pullback_utils.diffusion.ddim.ddim_sample`, eta = 0, no x_0 clipping; the final images are
   clamped to [-1, 1]) from the fixed noise ``model.noise(n, seed)``;
 - :func:`heldout_loss`: mean squared error per pixel of the noise estimate
-  (:meth:`~pullback_utils.models.DiffusionModel.eps`, whatever the network predicts) on fresh images;
+  (:meth:`~pullback_utils.models.diffusion_model.DiffusionModel.eps`, whatever the network predicts) on fresh images;
 - :func:`memorisation`: per-pixel RMS distance of each sample to its nearest training image,
   against the same for fresh data from the generator (a memorising model has samples much closer
   to the training set than fresh data is);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from pullback_utils.validate import check_int
+from pullback_utils._validate import check_int
 import torch
 
 from pullback_utils.zoo.fitting import (  # noqa: F401  (re-exported: the card's measurements)
@@ -44,7 +44,7 @@ PROMPT_CHANCE: dict[str, float] = {"shape": 1 / len(SHAPES), "colour": 1 / len(C
 def sample_images(model, n: int, *, steps: int, seed: int = SAMPLE_SEED, prompt=None,
                   guidance: float = 1.0, batch: int = 128, progress: bool = True) -> torch.Tensor:
     """(n, 3, 32, 32) samples in [-1, 1] on the CPU from ``model`` (a
-    :class:`~pullback_utils.models.DiffusionModel`): the package's deterministic DDIM from level T to
+    :class:`~pullback_utils.models.diffusion_model.DiffusionModel`): the package's deterministic DDIM from level T to
     clean data in ``steps`` steps, started from ``model.noise(n, seed)``, ``batch`` at a time (the
     same samples whatever ``batch``).
 
@@ -53,7 +53,7 @@ def sample_images(model, n: int, *, steps: int, seed: int = SAMPLE_SEED, prompt=
     """
     from tqdm.auto import tqdm
 
-    from pullback_utils.ddim import ddim_sample
+    from pullback_utils.diffusion.ddim import ddim_sample
 
     check_int(n, "n:", 1), check_int(steps, "steps:", 1)
     if isinstance(prompt, (list, torch.Tensor)) and len(prompt) not in (1, n):

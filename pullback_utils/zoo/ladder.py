@@ -29,7 +29,7 @@ models are ``"ladder-<rung>-s<seed>"`` (see :mod:`pullback_utils.zoo.registry`).
 
 from __future__ import annotations
 
-from pullback_utils.validate import check_int
+from pullback_utils._validate import check_int
 import torch
 
 from pullback_utils.zoo.render import disk_coverage, hsv_to_rgb, jacobian_columns

@@ -1,7 +1,7 @@
 """Loading diffusion models: a bundled zoo name, a local folder or a Hugging Face hub id.
 
 :func:`load_model` resolves the name, checks the folder (the denoiser's class, the weights' integrity)
-before any weights are read, and returns a :class:`~pullback_utils.models.DiffusionModel`.
+before any weights are read, and returns a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
 
 Pipeline folders of DDPM/DDIM and Stable Diffusion are read component by component (``unet``,
 ``scheduler``, ``vae``, ``text_encoder``, ``tokenizer``). Folders whose denoiser needs its pipeline's own
@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from pullback_utils.families import SUPPORTED_DENOISERS
-from pullback_utils.models import DiffusionModel
-from pullback_utils.vae import config_get
+from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.diffusion.vae import config_get
 
 __all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 
@@ -77,7 +77,7 @@ def load_model(
     Raises:
         ModelNotFoundError: unknown name, missing folder, a hub id that cannot be fetched, or a
             folder whose denoiser is not one of :data:`SUPPORTED_UNETS` or :data:`PIPELINE_FAMILIES`.
-        ~pullback_utils.weights.CorruptWeightsError: a weight file is corrupt, truncated or does
+        ~pullback_utils.diffusion.weights.CorruptWeightsError: a weight file is corrupt, truncated or does
             not match the folder's recorded ``WEIGHTS.sha256`` digests.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
@@ -224,7 +224,7 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
 def _load_folder(
     folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
 ) -> DiffusionModel:
-    from pullback_utils.weights import check_weights
+    from pullback_utils.diffusion.weights import check_weights
 
     check_weights(folder)  # readable safetensors; recorded digests (WEIGHTS.sha256) match
     if (folder / "zoo.json").is_file():

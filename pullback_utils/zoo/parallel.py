@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pullback_utils.validate import check_int
+from pullback_utils._validate import check_int
 from pullback_utils.zoo.paths import DEFAULT_CACHE
 from pullback_utils.zoo.registry import check_model_name, default_folder, read_info
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pullback_utils.io import write_text
+from pullback_utils._io import write_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "zoo-train"

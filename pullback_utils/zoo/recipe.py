@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from pullback_utils.validate import check_real
+from pullback_utils._validate import check_real
 import torch
 
 __all__ = ["LOSS_WEIGHTINGS", "learning_rate", "loss_weights", "check_loss_weighting"]

@@ -80,7 +80,7 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
         indent=2) + "\n")
     write_text_atomic(out_dir / "zoo.json", json.dumps(info, indent=2) + "\n")
     write_text_atomic(out_dir / "training_log.json", json.dumps(log) + "\n")
-    from pullback_utils.weights import write_weights_digest
+    from pullback_utils.diffusion.weights import write_weights_digest
 
     write_weights_digest(out_dir)  # load_model checks the weights against it
 

@@ -70,7 +70,7 @@ def make_scheduler():
     """The training noise schedule (DDPM, 1000 steps, linear betas 1e-4..0.02, v-prediction).
 
     ``clip_sample=True`` is diffusers' default for ``DDPMPipeline``; the package's own sampler
-    (:func:`pullback_utils.ddim.ddim_sample`) reads only ``alphas_cumprod`` and ``prediction_type``.
+    (:func:`pullback_utils.diffusion.ddim.ddim_sample`) reads only ``alphas_cumprod`` and ``prediction_type``.
     """
     from diffusers import DDPMScheduler
 

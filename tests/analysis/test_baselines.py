@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from pullback_utils import baselines as bl
-from pullback_utils.geometry import geodesic_distance
-from pullback_utils.spectra import low_frequency_share, radial_psd
+from pullback_utils.analysis import baselines as bl
+from pullback_utils.analysis.geometry import geodesic_distance
+from pullback_utils.analysis.spectra import low_frequency_share, radial_psd
 
 
 def _lowpass_basis(k: int, seed: int) -> torch.Tensor:
@@ -54,7 +54,7 @@ def test_bases_are_orthonormal_spectrum_kept_and_alignment_destroyed():
 def test_random_weight_model_same_architecture_fresh_weights(tiny_unet):
     from diffusers import DDPMScheduler
 
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
     m = DiffusionModel(tiny_unet, DDPMScheduler(num_train_timesteps=1000), name="tiny")
     r1, r2 = bl.random_weight_model(m, seed=1), bl.random_weight_model(m, seed=1)

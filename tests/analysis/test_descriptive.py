@@ -1,4 +1,4 @@
-"""Tests of pullback_utils.stats: bootstrap CIs and the trend statistic (verdicts: test_inference.py)."""
+"""Tests of pullback_utils.analysis.descriptive: bootstrap CIs and the trend statistic (verdicts: test_inference.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from pullback_utils.stats import (
+from pullback_utils.analysis.descriptive import (
     bootstrap_ci,
     bootstrap_ci_from_index,
     bootstrap_diff_ci,

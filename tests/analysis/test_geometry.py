@@ -1,4 +1,4 @@
-"""Tests of pullback_utils.geometry against scipy and closed forms."""
+"""Tests of pullback_utils.analysis.geometry against scipy and closed forms."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import scipy.linalg
 import scipy.stats
 import torch
 
-from pullback_utils.geometry import (
+from pullback_utils.analysis.geometry import (
     geodesic_distance,
     pairwise_geodesic_distances,
     principal_angles,
     random_subspace_angles,
     random_subspace_distance,
 )
-from pullback_utils.spectra import low_frequency_share, mean_frequency, radial_psd
+from pullback_utils.analysis.spectra import low_frequency_share, mean_frequency, radial_psd
 
 
 def _rng(seed: int = 0) -> np.random.Generator:

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from pullback_utils import inference as inf
+from pullback_utils.analysis import inference as inf
 
 ALPHA = 0.05
 

@@ -254,7 +254,7 @@ def test_toc_keeps_only_executed_chapters(layout, fake_papermill):
 
 def test_api_page_lists_the_package_modules(layout):
     text = book.write_api_page(layout).read_text()
-    assert ".. automodule:: pullback_utils.solvers" in text and ".. automodule:: pullback_utils.book.runner" in text
+    assert ".. automodule:: pullback_utils.engine.solvers" in text and ".. automodule:: pullback_utils.book.runner" in text
     assert ".. automodule:: pullback_utils.book\n" not in text  # the package itself defines nothing
 
 

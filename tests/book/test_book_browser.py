@@ -40,7 +40,7 @@ from pullback_utils.book import REPOSITORY_URL, build
 from pullback_utils.book.checks import check_site
 from pullback_utils.book.layout import chapter_of as _chapter_of
 from pullback_utils.book.layout import toc_files
-from pullback_utils.plotting import CONTENT_WIDTH_PX
+from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX
 
 # the first test runs every chapter in quick mode (shared with test_notebooks.py) and builds the book
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]

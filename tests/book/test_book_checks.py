@@ -102,8 +102,8 @@ def test_figures_must_be_numbered_captioned_and_fit_the_column(site):
     assert problems[0].startswith("wide.png: 1400 px wide, wider than the 790 px content column (shown at 56%")
     assert "smallest text 9 pt at dpi 110 is 7.8 px on the page" in problems[1]
     assert problems[2:] == [
-        "image good.png is not a numbered figure with a caption (save and show it with pullback_utils.plotting.save_figure)",
-        "image inline.png is not a numbered figure with a caption (save and show it with pullback_utils.plotting.save_figure)",
+        "image good.png is not a numbered figure with a caption (save and show it with pullback_utils.chapters.plotting.save_figure)",
+        "image inline.png is not a numbered figure with a caption (save and show it with pullback_utils.chapters.plotting.save_figure)",
         "inline.png: 900 px wide, wider than the 790 px content column (shown at 88%, its text with it)",
     ]
 

@@ -1,4 +1,4 @@
-"""Parameter checks of the papermill notebooks (pullback_utils.notebook)."""
+"""Parameter checks of the papermill notebooks (pullback_utils.chapters.parameters)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pullback_utils.notebook import (ParameterError, check_parameters, parse_assignments, parse_parameters,
+from pullback_utils.chapters.parameters import (ParameterError, check_parameters, parse_assignments, parse_parameters,
                                      validate_overrides)
 
 PARAMS = 'model = "disks"  # bundled model\nk = 10  # basis size\ntol = 1e-3  # solver tol\nquick = False  # small run\n'
@@ -94,7 +94,7 @@ def test_parameter_error_renders_as_one_line_in_ipython():
 
 # ------------------------------------------------------------------ check_parameters returns plain values
 
-CHECK = "params = pu.notebook.check_parameters()\nprint(params)"
+CHECK = "params = pu.chapters.parameters.check_parameters()\nprint(params)"
 
 
 def test_non_literal_defaults_come_back_as_plain_values():
@@ -113,12 +113,12 @@ def test_rerunning_cells_in_jupyter_finds_the_parameters_cell_again():
 
     shell = InteractiveShell.instance()
     try:
-        for source in ["import pullback_utils as pu\nimport pullback_utils.notebook", PARAMS,
-                       "first = pu.notebook.check_parameters()",
+        for source in ["import pullback_utils as pu\nimport pullback_utils.chapters.parameters", PARAMS,
+                       "first = pu.chapters.parameters.check_parameters()",
                        "radius = len(model) * k\nlabel = f'{model}-{radius}'",  # an analysis cell
-                       "again = pu.notebook.check_parameters()",
+                       "again = pu.chapters.parameters.check_parameters()",
                        PARAMS.replace("k = 10", "k = 4"),  # the reader edits and re-runs the parameters cell
-                       "edited = pu.notebook.check_parameters()"]:
+                       "edited = pu.chapters.parameters.check_parameters()"]:
             result = shell.run_cell(source, store_history=True)
             assert result.success, result.error_in_exec
         ns = shell.user_ns

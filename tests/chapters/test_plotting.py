@@ -1,4 +1,4 @@
-"""The book's figure style (pullback_utils.plotting): size, fonts, captions, and what check_figure reports."""
+"""The book's figure style (pullback_utils.chapters.plotting): size, fonts, captions, and what check_figure reports."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pullback_utils.notebook import BOOK_ENV  # noqa: E402
-from pullback_utils.plotting import (CONTENT_WIDTH_PX, FIGURE_DPI, MANIFEST, book_style, check_figure,  # noqa: E402
+from pullback_utils.chapters.parameters import BOOK_ENV  # noqa: E402
+from pullback_utils.chapters.plotting import (CONTENT_WIDTH_PX, FIGURE_DPI, MANIFEST, book_style, check_figure,  # noqa: E402
                                      save_figure, time_axis)
 
 
@@ -54,7 +54,7 @@ def test_check_figure_names_what_is_wrong(tmp_path):
 
     fig, _ = _plot(figsize=(4, 3))
     fig.savefig(tmp_path / "bare.png", dpi=FIGURE_DPI)  # saved without save_figure: no caption
-    assert check_figure(tmp_path / "bare.png") == ["bare.png: no caption (save it with pullback_utils.plotting.save_figure)"]
+    assert check_figure(tmp_path / "bare.png") == ["bare.png: no caption (save it with pullback_utils.chapters.plotting.save_figure)"]
     assert check_figure(tmp_path / "missing.png") == ["missing.png: no such file"]
 
 
@@ -113,7 +113,7 @@ def test_time_axis_runs_from_T_to_0():
 def test_a_wide_grid_is_shrunk_to_the_page_width_and_labels_are_legible():
     import torch
 
-    from pullback_utils.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, show_grid
+    from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, show_grid
 
     fig = show_grid(torch.zeros(2, 12, 3, 8, 8), row_labels=["a", "b"], col_labels=[str(i) for i in range(12)], cell=1.5)
     assert fig.get_size_inches()[0] <= FIGURE_WIDTH_IN + 1e-9

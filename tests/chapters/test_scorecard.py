@@ -15,7 +15,9 @@ import nbformat
 import numpy as np
 import pytest
 
-from pullback_utils import claims, inference as inf, scorecard as sc
+from pullback_utils import claims
+from pullback_utils.analysis import inference as inf
+from pullback_utils.chapters import scorecard as sc
 from pullback_utils.book import Layout, read_stamp, run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,7 +135,8 @@ def test_model_matrix_and_figures(tmp_path):
 
 
 FAKE_CHAPTER = '''import pullback_utils as pu
-from pullback_utils import claims, inference
+from pullback_utils import claims
+from pullback_utils.analysis import inference
 res = inference.sign_flip_test([shift + 0.1 * i for i in range(-10, 10)], n_draws=999)
 rec = claims.record("coarse_to_fine", res, model="disks", baselines={"white_noise_low_share": 0.1},
                     controls={"random_weights": 0.0})

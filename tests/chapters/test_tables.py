@@ -1,6 +1,6 @@
 import pytest
 
-from pullback_utils.tables import markdown_table
+from pullback_utils.chapters.tables import markdown_table
 
 
 def test_rows_columns_and_formatting():

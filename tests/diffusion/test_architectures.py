@@ -18,11 +18,11 @@ import torch
 import pullback_utils as pu
 from diffusion_helpers import tiny_clip_tokenizer
 from oracles import dense_jacobian, max_angle
-from pullback_utils.ddim import ddim_invert, ddim_sample
-from pullback_utils.families import latent_image_ids, pack_latents, unpack_latents
-from pullback_utils.features import default_layer, feature_map, layer_names
-from pullback_utils.flow import FlowGrid, calculate_shift
-from pullback_utils.loading import load_model
+from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
+from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents, unpack_latents
+from pullback_utils.features.feature_maps import default_layer, feature_map, layer_names
+from pullback_utils.diffusion.flow import FlowGrid, calculate_shift
+from pullback_utils.zoo.loading import load_model
 from unet_factories import make_tiny_dit, make_tiny_flux, make_tiny_pixart, make_tiny_sd3, make_tiny_sdxl_unet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -640,7 +640,7 @@ def test_meta_counts_equal_counts_on_the_real_tiny_model():
     from diffusers import DiTTransformer2DModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pullback_utils import costs
+    from pullback_utils.features import flops as costs
 
     c = costs.basis_costs("DiTTransformer2DModel", _TINY_DIT, (4, 8, 8), dtype=torch.float32, block=2)
     torch.manual_seed(0)
@@ -649,7 +649,7 @@ def test_meta_counts_equal_counts_on_the_real_tiny_model():
     assert c.layer == "transformer_blocks.2" and c.h_shape == (1, 16, 16) and c.x_shape == (1, 4, 8, 8)
     fn = feature_map(net, 0.5, class_labels=0)
     x = torch.randn(1, 4, 8, 8, requires_grad=True)
-    with pu.ad_safe.forward_ad_safe(net):
+    with pu.features.ad_safe.forward_ad_safe(net):
         with FlopCounterMode(display=False) as fc:  # torch's own counter, on real CPU tensors
             h = fn(x)
         assert fc.get_total_flops() == c.forward_flops
@@ -678,7 +678,7 @@ def test_meta_counts_equal_counts_on_the_real_tiny_model():
 
 def test_real_configs_have_the_published_sizes():
     """Parameter counts of the real configs, built on the meta device (a guard on the configs)."""
-    from pullback_utils import costs
+    from pullback_utils.features import flops as costs
 
     published = {"SDXL base (1024 px)": 2.567e9, "SD3 medium (1024 px)": 2.028e9, "FLUX.1-dev (1024 px)": 11.90e9,
                  "CelebA-HQ DDPM (256 px)": 113.67e6,  # the U-Net of benchmarks/celebahq_basis.py

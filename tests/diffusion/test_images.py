@@ -9,8 +9,8 @@ from PIL import Image
 
 from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
-from pullback_utils.images import load_image, make_grid, resize_center_crop, save_grid, to_pil
-from pullback_utils.models import DiffusionModel
+from pullback_utils.diffusion.images import load_image, make_grid, resize_center_crop, save_grid, to_pil
+from pullback_utils.models.diffusion_model import DiffusionModel
 
 
 def halves(width: int = 40, height: int = 20) -> np.ndarray:
@@ -179,7 +179,7 @@ def test_16_bit_rgb_and_float_modes(tmp_path):
 
 
 def test_check_image_range():
-    from pullback_utils.images import check_image_range
+    from pullback_utils.diffusion.images import check_image_range
 
     check_image_range(torch.linspace(-1, 1, 10), "image")
     check_image_range(torch.tensor([-1.04, 1.04]), "image")  # within the tolerance

@@ -7,10 +7,10 @@ import torch
 
 import pullback_utils as pu
 from diffusion_helpers import GaussianEps, tiny_scheduler
-from pullback_utils import schedule as sc
-from pullback_utils.ddim import ddim_invert, ddim_invert_to_times, ddim_sample, ddim_sample_to_times
-from pullback_utils.features import feature_map
-from pullback_utils.models import DiffusionModel
+from pullback_utils.diffusion import schedule as sc
+from pullback_utils.diffusion.ddim import ddim_invert, ddim_invert_to_times, ddim_sample, ddim_sample_to_times
+from pullback_utils.features.feature_maps import feature_map
+from pullback_utils.models.diffusion_model import DiffusionModel
 
 SHAPE = (3, 4, 4)
 

@@ -8,7 +8,7 @@ import torch
 from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 from diffusion_helpers import FakeTextEncoder, tiny_scheduler
 from pullback_utils import editing as E
-from pullback_utils.models import DiffusionModel
+from pullback_utils.models.diffusion_model import DiffusionModel
 
 FAST = dict(tol=5e-2)  # basis solver options: loose, the tests check editing, not the solver
 

@@ -10,10 +10,10 @@ import torch
 
 from diffusion_helpers import GaussianEps, tiny_scheduler
 from pullback_utils import editing as E
-from pullback_utils.ad_safe import forward_ad_safe
-from pullback_utils.features import feature_map
-from pullback_utils.models import DiffusionModel
-from pullback_utils.products import JacobianOperator
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.feature_maps import feature_map
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.engine.operators import JacobianOperator
 
 
 # ---------------------------------------------------------------------------- image change

@@ -9,7 +9,7 @@ import torch
 
 from pullback_utils import editing as E
 from pullback_utils.editing import EditConfig
-from pullback_utils.geometry import geodesic_distance
+from pullback_utils.analysis.geometry import geodesic_distance
 
 
 # ---------------------------------------------------------------------------- the unedited result

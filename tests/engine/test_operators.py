@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pullback_utils import feature_map
-from pullback_utils.ad_safe import forward_ad_safe
-from pullback_utils.products import JacobianOperator
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.engine.operators import JacobianOperator
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ class _SlowTanh(torch.autograd.Function):
 
 @pytest.mark.parametrize("slow, expect", [("forward", "reverse"), ("reverse", "forward")])
 def test_auto_jvp_mode_measures_the_faster_mode_and_remembers_it(slow, expect):
-    from pullback_utils import products
+    from pullback_utils.engine import operators as products
 
     W = torch.randn(5, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
 
@@ -139,7 +139,7 @@ def test_auto_jvp_mode_measures_the_faster_mode_and_remembers_it(slow, expect):
 
 
 def test_auto_jvp_mode_on_a_unet_agrees_with_both_modes(unet_op):
-    from pullback_utils import products
+    from pullback_utils.engine import operators as products
 
     fn, x = unet_op
     V = torch.randn(3, *x.shape, generator=torch.Generator().manual_seed(1))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pullback_utils import LocalBasis, jacobian_svd
-from pullback_utils.solvers import DegenerateJacobianWarning
+from pullback_utils.engine.solvers import DegenerateJacobianWarning
 from oracles import dense_jacobian, max_angle
 
 ITERATIVE = ["power", "randomized", "krylov", "auto"]

@@ -7,8 +7,8 @@ import torch
 from torch.func import jvp
 
 from pullback_utils import feature_map
-from pullback_utils.ad_safe import forward_ad_safe
-from pullback_utils.ad_safe import ForwardADAttnProcessor, attention_modules
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.ad_safe import ForwardADAttnProcessor, attention_modules
 
 
 def test_forward_output_equals_stock(tiny_unet, tiny_cond_unet):
@@ -55,7 +55,7 @@ def test_processors_restored_even_on_error(tiny_unet):
 
 # ------------------------------------------------------------------ issue 14: joint attention (SD3), RoPE (FLUX), DiT
 def _transformer_case(arch):
-    from pullback_utils.families import latent_image_ids, pack_latents
+    from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents
     from unet_factories import make_tiny_dit, make_tiny_flux, make_tiny_sd3
 
     g = torch.Generator().manual_seed(7)

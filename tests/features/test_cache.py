@@ -12,15 +12,15 @@ import torch
 
 from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
-from pullback_utils.cache import (
+from pullback_utils.features.cache import (
     BasisCache,
     BasisCacheWarning,
     basis_key_fields,
     module_fingerprint,
     tensor_hash,
 )
-from pullback_utils.models import DiffusionModel
-from pullback_utils.solvers import LocalBasis
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.engine.solvers import LocalBasis
 
 
 def fake_basis(seed: int = 0, k: int = 3) -> LocalBasis:
@@ -189,16 +189,16 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
 def _count_engine(monkeypatch):
-    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.basis.local_basis)."""
-    import pullback_utils.basis
+    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.local_basis)."""
+    import pullback_utils.features.basis
 
-    engine, calls = pullback_utils.basis.local_basis, []
+    engine, calls = pullback_utils.features.basis.local_basis, []
 
     def counting(*a, **k):
         calls.append(1)
         return engine(*a, **k)
 
-    monkeypatch.setattr(pullback_utils.basis, "local_basis", counting)
+    monkeypatch.setattr(pullback_utils.features.basis, "local_basis", counting)
     return calls
 
 
@@ -244,7 +244,7 @@ def test_weights_changed_in_place_give_a_fresh_basis(tmp_path, monkeypatch, chan
 
 
 def test_fingerprint_is_not_recomputed_while_weights_are_unchanged(monkeypatch):
-    import pullback_utils.cache as cache_mod
+    import pullback_utils.features.cache as cache_mod
 
     model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
     hashed = []
@@ -295,7 +295,7 @@ def test_an_unconverged_hit_warns_as_the_miss_did(tmp_path):
 
 
 def test_a_degenerate_hit_warns_as_the_miss_did(tmp_path):
-    from pullback_utils.solvers import DegenerateJacobianWarning
+    from pullback_utils.engine.solvers import DegenerateJacobianWarning
 
     cache = BasisCache(tmp_path)
     fields = basis_key_fields("m", torch.zeros(5), 1, 2)

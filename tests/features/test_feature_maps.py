@@ -114,7 +114,7 @@ def test_named_submodule_matches_a_hook_on_the_stock_forward(tiny_unet, path):
 
 
 def test_short_names_are_the_blocks_and_the_default_is_mid(tiny_unet):
-    from pullback_utils.features import default_layer, resolve_layer
+    from pullback_utils.features.feature_maps import default_layer, resolve_layer
 
     assert default_layer(tiny_unet) == "mid"
     assert resolve_layer(tiny_unet, "mid") is tiny_unet.mid_block

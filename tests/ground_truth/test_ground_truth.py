@@ -13,8 +13,8 @@ import torch
 
 from diffusion_helpers import GaussianEps, tiny_scheduler
 from pullback_utils import ground_truth as gt
-from pullback_utils.geometry import principal_angles
-from pullback_utils.models import DiffusionModel
+from pullback_utils.analysis.geometry import principal_angles
+from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.zoo import datasets as zd
 from unet_factories import make_tiny_unet2d
 
@@ -139,7 +139,7 @@ def _gaussian_model(s: float = 0.5) -> DiffusionModel:
 def _gaussian_gain(model: DiffusionModel, s: float, times: list[float], steps: int) -> list[float]:
     """The inversion's Jacobian for eps linear in x: a scalar per kept time, multiplied step by step from
     d x_next / d x = sqrt(a_to / a_from) (1 - sqrt(1 - a_from) g) + sqrt(1 - a_to) g, g = d eps / d x."""
-    from pullback_utils.schedule import grid, legs, resolve_time
+    from pullback_utils.diffusion.schedule import grid, legs, resolve_time
 
     T = model.num_train_timesteps
     ab = lambda n: 1.0 if n == 0 else float(model.scheduler.alphas_cumprod[n - 1])  # noqa: E731
@@ -293,7 +293,7 @@ def test_truth_study_on_disks_measures_where_the_basis_lives(tmp_path):
 
 def test_extension_outcomes_are_never_called_not_reproduced():
     from pullback_utils import claims
-    from pullback_utils.inference import NOT_REPRODUCED, REPRODUCED
+    from pullback_utils.analysis.inference import NOT_REPRODUCED, REPRODUCED
 
     for base, words in (("ground_truth_matched", "same-spectrum random"), ("ground_truth_pca", "local PCA"),
                         ("ground_truth_denoiser", "denoiser Jacobian")):
@@ -399,4 +399,4 @@ def test_chapter_parameters_are_checked_before_any_model_loads(change, match):
     params = {"models": ["disks"], "n_samples": 20, "times": [0.9, 0.1], "k": 5, "n_pool": 100, "n_neighbours": 50,
               "rank_rtol": 1e-6, "data_seed": 10_000, "output_dir": "", "cache_dir": ""}
     with pytest.raises(ValueError, match=match):
-        pu.chapter.setup("ground_truth", {**params, **change})
+        pu.chapters.chapter.setup("ground_truth", {**params, **change})

@@ -17,9 +17,9 @@ from diffusion_helpers import (
     save_zoo_folder,
     tiny_scheduler,
 )
-from pullback_utils.ddim import ddim_sample
-from pullback_utils.loading import ModelNotFoundError, load_model
-from pullback_utils.models import DiffusionModel
+from pullback_utils.diffusion.ddim import ddim_sample
+from pullback_utils.zoo.loading import ModelNotFoundError, load_model
+from pullback_utils.models.diffusion_model import DiffusionModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -224,7 +224,7 @@ def test_bad_input(tmp_path, folders, sd):
 # ------------------------------------------------------------------ the engine
 def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
     import pullback_utils
-    from pullback_utils.solvers import LocalBasis
+    from pullback_utils.engine.solvers import LocalBasis
 
     m = load_model(folders["ddpm"])
     x = m.noise(1, seed=4)
@@ -239,7 +239,7 @@ def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
         calls.append((unet, x_t, t, k, kw))
         return LocalBasis(v=torch.zeros(k, *x_t.shape), u=torch.zeros(k, 1, 2), s=torch.ones(k))
 
-    monkeypatch.setattr(pullback_utils.basis, "local_basis", fake_engine)
+    monkeypatch.setattr(pullback_utils.features.basis, "local_basis", fake_engine)
     z = sd.noise(1, seed=4)
     sd.local_basis(z[0], 0.3, 3, prompt="dog", layer="down.0", tol=1e-2, seed=7)
     unet, x_t, t, k, kw = calls[-1]
@@ -328,7 +328,7 @@ def test_unknown_bundled_name_suggests_the_close_one(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ issue 13: damaged weights
-from pullback_utils.weights import (  # noqa: E402
+from pullback_utils.diffusion.weights import (  # noqa: E402
     DIGEST_FILE,
     CorruptWeightsError,
     check_weights,
@@ -415,7 +415,7 @@ def test_model_feature_map_is_the_engines(sd):
 
 
 def pullback_utils_feature_map(*args, **kwargs):
-    from pullback_utils.features import feature_map
+    from pullback_utils.features.feature_maps import feature_map
 
     return feature_map(*args, **kwargs)
 

@@ -1,4 +1,4 @@
-"""Distributed basis sweeps (pullback_utils.distributed): executors and a local Ray cluster give the serial
+"""Distributed basis sweeps (pullback_utils.sweeps.distributed): executors and a local Ray cluster give the serial
 sweep's numbers bitwise, resume from the cache, survive a killed worker, and fail clearly on bad clusters."""
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ import pytest
 import torch
 
 from diffusion_helpers import save_pixel_pipeline, tiny_scheduler
-from pullback_utils import distributed, ray_pool, sweep_worker, sweeps
-from pullback_utils.baselines import random_weight_model
-from pullback_utils.loading import load_model
-from pullback_utils.models import DiffusionModel
+from pullback_utils.sweeps import distributed
+from pullback_utils.sweeps import ray_pool
+from pullback_utils.sweeps import worker as sweep_worker
+from pullback_utils.sweeps import bases as sweeps
+from pullback_utils.analysis.baselines import random_weight_model
+from pullback_utils.zoo.loading import load_model
+from pullback_utils.models.diffusion_model import DiffusionModel
 from unet_factories import make_tiny_unet2d
 
 SOLVER = dict(method="krylov", tol=1e-2, max_iters=4)
@@ -239,7 +242,7 @@ def test_workers_without_the_package_are_named():
 
 
 def test_a_chapter_cluster_parameter_sets_the_default_of_its_sweeps(tmp_path):
-    from pullback_utils import chapter
+    from pullback_utils.chapters import chapter
 
     try:
         ch = chapter.setup("coarse_to_fine", {"cluster": " local:2 ", "output_dir": str(tmp_path)})

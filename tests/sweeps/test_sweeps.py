@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from diffusion_helpers import tiny_scheduler
-from pullback_utils import studies, sweeps
-from pullback_utils.geometry import geodesic_distance
-from pullback_utils.intrinsic import twonn_dimension
-from pullback_utils.models import DiffusionModel
-from pullback_utils.spectra import psd_summary
+from pullback_utils.chapters import measurements as studies
+from pullback_utils.sweeps import bases as sweeps
+from pullback_utils.analysis.geometry import geodesic_distance
+from pullback_utils.analysis.intrinsic_dimension import twonn_dimension
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.analysis.spectra import psd_summary
 from unet_factories import make_tiny_unet2d
 
 # tiny random model (x 3x16x16, h 32x4x4); the tests compare results of identical solver calls
@@ -158,7 +159,7 @@ def test_inversion_round_trip_exact_for_a_point_mass_and_improved_by_fixed_point
 
 
 def test_a_degenerate_basis_stops_the_sweep_with_its_place_and_rank():
-    from pullback_utils.solvers import LocalBasis
+    from pullback_utils.engine.solvers import LocalBasis
 
     class Stub:
         num_train_timesteps, sample_shape = 1000, (1, 2, 2)

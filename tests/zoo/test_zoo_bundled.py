@@ -20,7 +20,7 @@ def test_registry_lists_bundled_models():
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_samples(name, minilm):
     """Samples through the card's sampler (the package's DDIM), with guidance for the text model."""
-    from pullback_utils.loading import load_model
+    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo.evaluate import sample_images
 
     info = model_info(name)

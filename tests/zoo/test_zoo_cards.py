@@ -31,7 +31,7 @@ def test_nearest_distances():
 
 def _oracle_model(x0: torch.Tensor, noise: torch.Tensor):
     """A DiffusionModel whose U-Net outputs the exact v target of (x0, noise) at every timestep."""
-    from pullback_utils.models import DiffusionModel
+    from pullback_utils.models.diffusion_model import DiffusionModel
     from pullback_utils.zoo.unet import make_scheduler
 
     acp = make_scheduler().alphas_cumprod
@@ -56,8 +56,8 @@ def test_heldout_loss_of_an_oracle_is_zero():
 def test_card_samples_are_the_package_sampler(tmp_path):
     """The card's samples are ddim_sample from model.noise(n, seed), level T to 0, whatever the
     batch (the book's sampler: no x_0 clipping, only the final images clamped)."""
-    from pullback_utils.ddim import ddim_sample
-    from pullback_utils.loading import load_model
+    from pullback_utils.diffusion.ddim import ddim_sample
+    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo import train as tr
 
     tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None,

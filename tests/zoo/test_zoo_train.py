@@ -117,7 +117,7 @@ def test_cli_rejects_bad_channels():
 
 
 def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
-    from pullback_utils.loading import load_model
+    from pullback_utils.zoo.loading import load_model
 
     tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m",
              cache_dir=None, progress=False, channels=(8, 16, 24))
