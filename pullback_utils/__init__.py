@@ -19,14 +19,14 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "basis": ["local_basis"],
-    "solvers": ["LocalBasis", "jacobian_svd"],
-    "features": ["feature_map", "layer_names"],
-    "loading": ["load_model"],
-    "models": ["DiffusionModel"],
-    "ddim": ["ddim_sample", "ddim_invert"],
+    "features.basis": ["local_basis"],
+    "engine.solvers": ["LocalBasis", "jacobian_svd"],
+    "features.feature_maps": ["feature_map", "layer_names"],
+    "zoo.loading": ["load_model"],
+    "models.diffusion_model": ["DiffusionModel"],
+    "diffusion.ddim": ["ddim_sample", "ddim_invert"],
     "editing": ["edit_image", "xspace_guidance", "parallel_transport"],
-    "geometry": ["principal_angles", "geodesic_distance"],
+    "analysis.geometry": ["principal_angles", "geodesic_distance"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,14 +1,20 @@
-"""The package's shape: no two modules import each other (directly or through others, lazily or not), the
-leaf modules import nothing of the package, and no module grows past ~400 lines (issue 16)."""
+"""The package's shape (issue 23): the folders are layers in the order docs/architecture.md declares, and no
+module imports one of a higher layer (lazily or not); no two modules import each other; the leaf modules
+import nothing of the package; the engine needs torch only; one import style (absolute); and the module
+map of docs/architecture.md names exactly the package's modules."""
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parents[1] / "pullback_utils"
-LEAVES = ("schedule", "validate", "io", "zoo.vocab")
-MAX_LINES = 430  # "about 400": a module over this needs splitting by job
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "pullback_utils"
+DOC = ROOT / "docs" / "architecture.md"
+LEAVES = ("diffusion.schedule", "_validate", "_io", "_lazy", "zoo.vocab")
+ENGINE_THIRD_PARTY = {"torch", "tqdm"}  # "torch only" (tqdm: the solvers' optional progress bar)
 
 
 def _module_name(path: Path) -> str:
@@ -29,27 +35,49 @@ def _resolve(current: str, is_pkg: bool, node: ast.ImportFrom) -> str:
     return ".".join(["pullback_utils", *base, *(node.module.split(".") if node.module else [])]).rstrip(".")
 
 
+def _imports(path: Path, name: str) -> list[str]:
+    """Every dotted name ``path`` imports (``from a import b`` gives ``a`` and ``a.b``), lazy imports included."""
+    targets: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = _resolve(name, path.name == "__init__.py", node)
+            targets += [mod] + [f"{mod}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets += [a.name for a in node.names]
+    return targets
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = {_module_name(p): p for p in PKG.rglob("*.py")}
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.ImportFrom):
-                mod = _resolve(name, path.name == "__init__.py", node)
-                targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            for t in targets:
-                if t.startswith("pullback_utils."):
-                    t = t[len("pullback_utils."):]
-                    while t and t not in modules:
-                        t = t.rpartition(".")[0]
-                    if t and t != name:
-                        deps.add(t)
+        for t in _imports(path, name):
+            if t.startswith("pullback_utils."):
+                t = t[len("pullback_utils."):]
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                if t and t != name:
+                    deps.add(t)
         graph[name] = deps
     return graph
+
+
+def layers() -> dict[str, int]:
+    """Top-level folder or module -> its layer, from the numbered list under docs/architecture.md's "## Layers"."""
+    section = DOC.read_text().split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rank = {}
+    for line in section.splitlines():
+        m = re.match(r"(\d+)\. (.*)", line)
+        if m:
+            head = m.group(2).split(" -- ")[0]
+            for token in re.findall(r"`([^`]+)`", head):
+                rank[token.rstrip("/").removesuffix(".py")] = int(m.group(1))
+    return rank
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
 
 
 def _reach(graph, start):
@@ -60,6 +88,30 @@ def _reach(graph, start):
                 seen.add(d)
                 todo.append(d)
     return seen
+
+
+def test_every_top_level_folder_and_module_has_a_layer():
+    rank = layers()
+    tops = {_top(m) for m in import_graph() if m}
+    assert tops - set(rank) == set(), f"declare these in docs/architecture.md's layers: {sorted(tops - set(rank))}"
+    assert set(rank) - tops == set(), f"layers naming nothing in the package: {sorted(set(rank) - tops)}"
+    assert len(set(rank.values())) >= 10  # the order is a real order, not one layer
+
+
+def test_no_module_imports_a_higher_layer():
+    rank, graph = layers(), import_graph()
+    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() if m for d in deps
+                    if d and rank[_top(d)] > rank[_top(m)])
+    assert upward == [], f"imports of a higher layer (move the function down or invert the dependency): {upward}"
+
+
+def test_the_layer_check_can_fail():
+    """The check above on a made-up upward import: engine importing the chapters is found."""
+    rank = layers()
+    assert rank["chapters"] > rank["engine"]
+    graph = {"engine.solvers": {"chapters.figures"}, "chapters.figures": set()}
+    upward = [f"{m} -> {d}" for m, deps in graph.items() for d in deps if rank[_top(d)] > rank[_top(m)]]
+    assert upward == ["engine.solvers -> chapters.figures"]
 
 
 def test_no_import_cycles():
@@ -77,6 +129,35 @@ def test_leaf_modules_import_nothing_of_the_package():
         assert graph[leaf] == set(), (leaf, graph[leaf])
 
 
-def test_no_module_over_about_400_lines():
-    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert long == {}, f"split these modules by job: {long}"
+def test_engine_needs_torch_only():
+    allowed = set(sys.stdlib_module_names) | ENGINE_THIRD_PARTY | {"pullback_utils"}
+    for path in (PKG / "engine").rglob("*.py"):
+        name = _module_name(path)
+        for t in _imports(path, name):
+            assert _top(t) in allowed, f"{name} imports {t}: the engine knows torch only"
+            if t.startswith("pullback_utils."):
+                assert t.split(".")[1] in ("engine", "_lazy"), f"{name} imports {t}"
+
+
+def test_one_import_style_absolute():
+    relative = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
+                      if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(p.read_text()))))
+    assert relative == [], f"relative imports (use absolute: from pullback_utils.x import y): {relative}"
+
+
+def test_the_map_names_exactly_the_package_modules():
+    doc = DOC.read_text()
+    table = doc.split("## Map", 1)[1]
+    named = set(re.findall(r"`([\w/]+\.py)`", table)) | set(re.findall(r"`([\w/]+\.py)`", doc.split("## Map", 1)[0]))
+    files = {str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if p.name != "__init__.py"}
+    missing_files = sorted(n for n in named if not (PKG / n).is_file() and not (ROOT / n).is_file())
+    assert missing_files == [], f"docs/architecture.md names modules that do not exist: {missing_files}"
+    unnamed = sorted(files - named)
+    assert unnamed == [], f"modules docs/architecture.md does not name: {unnamed}"
+
+
+def test_tests_mirror_the_package_folders():
+    folders = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    test_dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert test_dirs <= folders, f"test folders with no package folder: {sorted(test_dirs - folders)}"
+    assert folders - test_dirs == set(), f"package folders with no test folder: {sorted(folders - test_dirs)}"

@@ -491,7 +491,7 @@ def test_repository_address_has_one_place(layout):
     from pullback_utils.book import REPOSITORY_URL
     from pullback_utils.book.project import PIP_SPEC
 
-    repo_config = yaml.safe_load((Path(__file__).resolve().parents[1] / "_config.yml").read_text())
+    repo_config = yaml.safe_load((Path(__file__).resolve().parents[2] / "_config.yml").read_text())
     assert "url" not in repo_config["repository"] and "branch" not in repo_config["repository"]
     layout.config.write_text(yaml.safe_dump(repo_config))
     config = yaml.safe_load(book.pages.write_config(layout).read_text())
@@ -499,11 +499,11 @@ def test_repository_address_has_one_place(layout):
     install, cite = (p.read_text() for p in book.write_snippets(layout))
     assert f'pip install "{PIP_SPEC}"' in install and REPOSITORY_URL in PIP_SPEC
     assert f"\\url{{{REPOSITORY_URL}}}" in cite and "@misc{pullback_book," in cite
-    intro = (Path(__file__).resolve().parents[1] / "book" / "intro.md").read_text()
+    intro = (Path(__file__).resolve().parents[2] / "book" / "intro.md").read_text()
     assert "generated/snippets/install.md" in intro and "generated/snippets/cite.md" in intro
 
 
-REPO_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO_NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)

@@ -42,7 +42,7 @@ from pullback_utils.book.layout import chapter_of as _chapter_of
 from pullback_utils.book.layout import toc_files
 from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX
 
-# the first test runs every chapter in quick mode (shared with test_notebooks.py) and builds the book
+# the first test runs every chapter in quick mode (shared with test_chapter_runs.py) and builds the book
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome", "chrome")) if p), None)

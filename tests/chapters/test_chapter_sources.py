@@ -9,7 +9,7 @@ import jupytext
 import nbformat
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = sorted((REPO / "notebooks").glob("*.md"))
 
 

@@ -20,7 +20,7 @@ from pullback_utils.analysis import inference as inf
 from pullback_utils.chapters import scorecard as sc
 from pullback_utils.book import Layout, read_stamp, run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,
         "unedited_residual": 0.02, "isotropic_random": 0.002, "local_pca": 0.3,
         "denoiser_jacobian": 0.2}
