@@ -48,7 +48,7 @@ from pullback_utils._validate import check_int
 __all__ = [
     "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
     "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
-    "decide", "direction_sign", "two_sample_permutation_test", "required_units",
+    "decide", "direction_sign", "required_units",
 ]
 
 REPRODUCED = "reproduced"
@@ -345,22 +345,6 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
                              "null_95": [float(q) for q in np.quantile(null_stats, [0.025, 0.975])],
                              **_needed(min(1.0, 2.0 / math.factorial(p)), lambda q: 2.0 / math.factorial(q),
                                        unit_word="items")})
-
-
-def two_sample_permutation_test(a: Any, b: Any, *, unit: str = "sample", n_draws: int = 20000,
-                                seed: int = 0) -> TestResult:
-    """Difference of means ``mean(a) - mean(b)`` of two independent groups, by relabelling units."""
-    x, y = _finite_vector(a, "a", 2), _finite_vector(b, "b", 2)
-    pooled = np.concatenate([x, y])
-    n_a = x.size
-    rng = np.random.default_rng(seed)
-    stat = float(x.mean() - y.mean())
-    draws = np.stack([rng.permutation(pooled) for _ in range(check_int(n_draws, "n_draws", 99))])
-    null_stats = draws[:, :n_a].mean(1) - draws[:, n_a:].mean(1)
-    pg, pl = _p_from(stat, null_stats, False)
-    se = math.sqrt(x.var(ddof=1) / x.size + y.var(ddof=1) / y.size)
-    return TestResult(stat, (stat - 1.96 * se, stat + 1.96 * se), pg, pl, int(pooled.size), unit,
-                      f"two-sample permutation ({n_draws} draws)", min_p=0.0)
 
 
 def _needed(min_p: float, min_p_of_n: Callable[[int], float], unit_word: str = "units") -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pullback_utils.analysis.baselines import random_weight_model
 from pullback_utils.analysis.geometry import geodesic_distance
 from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 
-__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases", "pairwise_side_distances",
+__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
            "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive"]
 
@@ -125,11 +125,6 @@ def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, ca
             "state_only": np.array([0.5 * (_dist(aa[j], ba[j]) + _dist(ab[j], bb[j])) for j in range(n)]),
         }
     return out
-
-
-def pairwise_side_distances(sweep: BasisSweep, side: str) -> dict[str, np.ndarray]:
-    """Both distance matrices of a sweep: ``{"cross": (n_t, n, n), "self": (n, n_t, n_t)}``."""
-    return {"cross": sweep.cross_sample_distances(side), "self": sweep.self_distances(side)}
 
 
 def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float], *, gamma: float,

@@ -13,7 +13,7 @@ and the scorecard (:mod:`pullback_utils.chapters.scorecard`) reads the same regi
 from pullback_utils.claims import statistics as stats
 from pullback_utils.claims.report import sentence, table
 from pullback_utils.claims.record import MetricsError, check_record, read_metrics, record, write_metrics
-from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words, support_of
+from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words
 
 __all__ = ["stats", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "CLAIMS",
-           "PRIMARY", "ClaimSpec", "get", "support_of", "outcome_words"]
+           "PRIMARY", "ClaimSpec", "get", "outcome_words"]

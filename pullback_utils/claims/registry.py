@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ClaimSpec", "CLAIMS", "PRIMARY", "get", "support_of", "outcome_words"]
+__all__ = ["ClaimSpec", "CLAIMS", "PRIMARY", "get", "outcome_words"]
 
 
 @dataclass(frozen=True)
@@ -187,11 +187,6 @@ def get(record_id: str) -> ClaimSpec:
     if base not in _BY_ID:
         raise KeyError(f"unknown claim {record_id!r}; registered claims: {list(_BY_ID)}")
     return _BY_ID[base]
-
-
-def support_of(claim_id: str) -> list[ClaimSpec]:
-    """The support records of a claim, in registry order."""
-    return [c for c in CLAIMS if c.parent == claim_id]
 
 
 def outcome_words(spec: ClaimSpec, verdict: str) -> str:

@@ -44,7 +44,6 @@ __all__ = [
     "calculate_shift",
     "velocity_to_eps",
     "velocity_to_x0",
-    "eps_to_velocity",
 ]
 
 # scheduler options that change the sigmas in ways that depend on the whole inference schedule
@@ -145,9 +144,3 @@ def velocity_to_x0(x: torch.Tensor, v: torch.Tensor, sigma: float) -> torch.Tens
     """Clean sample of ``x = (1 - sigma) x_0 + sigma eps`` from the velocity ``v = eps - x_0``: ``x - sigma v``."""
     return x - sigma * v
 
-
-def eps_to_velocity(x: torch.Tensor, eps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Velocity from the noise (``sigma < 1``): ``v = (eps - x) / (1 - sigma)``, the inverse of :func:`velocity_to_eps`."""
-    if sigma >= 1.0:
-        raise ValueError("at sigma = 1 the noise is x itself and carries no velocity; give sigma < 1")
-    return (eps - x) / (1.0 - sigma)
