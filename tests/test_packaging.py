@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +71,18 @@ def test_readme_gives_the_ci_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_command_line_entry_points_resolve_to_the_clis():
+    """``pullback-book`` and ``pullback-zoo`` ([project.scripts]) name the same ``main`` as ``python -m``."""
+    import importlib
+
+    scripts = PYPROJECT["scripts"]
+    assert set(scripts) == {"pullback-book", "pullback-zoo"}
+    for target, module in ((scripts["pullback-book"], "pullback_utils.book.cli"),
+                           (scripts["pullback-zoo"], "pullback_utils.zoo.__main__")):
+        mod, _, attr = target.partition(":")
+        assert mod == module and callable(getattr(importlib.import_module(mod), attr))
+    with pytest.raises(SystemExit) as exc:
+        importlib.import_module("pullback_utils.zoo.__main__").main(["--help"])
+    assert exc.value.code == 0

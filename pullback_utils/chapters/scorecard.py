@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pullback_utils.analysis import inference as inf
-from pullback_utils.claims import CLAIMS, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics
+from pullback_utils.claims import CLAIMS, ClaimSpec, MetricsError, get, outcome_words, read_metrics
 from pullback_utils.claims.report import controls_showing_effect
 from pullback_utils.claims.report import fmt
 

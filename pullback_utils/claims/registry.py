@@ -10,7 +10,7 @@ An extension is never "reproduced" or "not reproduced": it has its own outcome w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["ClaimSpec", "CLAIMS", "PRIMARY", "get", "outcome_words"]
 

@@ -28,7 +28,6 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
                             max_iters=3),
             progress_bar=False,
         )
-    import json
 
     from pullback_utils.claims import read_metrics
 

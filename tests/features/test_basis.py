@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from pullback_utils import feature_map, local_basis
-from pullback_utils.features.ad_safe import forward_ad_safe
 from oracles import dense_jacobian, max_angle
 
 K = 4
