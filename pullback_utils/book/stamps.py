@@ -1,8 +1,9 @@
 """When a chapter must run again: stamps, the package fingerprint, and chapters that read others.
 
 A chapter is skipped when its stamp (``<out>/stamp.json``) records the same key, the hash of: the
-notebook file, the effective overrides, the package version and the package's source files (the book
-tooling excluded), and the results it depends on; and when every output file that the stamp lists is
+notebook file, the effective overrides, the package version and the package's code (syntax trees without
+docstrings; the book tooling excluded), the weights of the bundled models it names, and the results it
+depends on; and when every output file that the stamp lists is
 still there (a deleted ``metrics.json`` or figure makes it run again).
 
 A chapter that reads other chapters' results (a scorecard) says so in its notebook metadata,
@@ -12,15 +13,17 @@ and its key includes the digest of their ``metrics.json``, so it reruns when one
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from pullback_utils.book.layout import Layout
 from pullback_utils.book.params import notebook_metadata
 
-__all__ = ["STAMP", "FAILURE", "package_fingerprint", "stamp_key", "output_digests", "stale_outputs",
+__all__ = ["STAMP", "FAILURE", "package_fingerprint", "weights_digest", "stamp_key", "output_digests", "stale_outputs",
            "read_stamp", "read_failure", "depends_on", "depends_on_all", "dependents", "inputs_digest",
            "dependency_order"]
 
@@ -28,29 +31,74 @@ STAMP = "stamp.json"
 FAILURE = "failure.json"
 
 
-def package_fingerprint() -> tuple[str, str]:
-    """(package version, sha256 of the package's files other than the book tooling and caches)."""
+def package_fingerprint(pkg: Path | None = None) -> tuple[str, str]:
+    """(package version, sha256 of the package's code): every module's syntax tree without docstrings
+    (comments and layout are not in the tree), and the other files, the book tooling, caches and the
+    zoo's weights excluded (a chapter's key covers the weights it names: :func:`weights_digest`).
+    A docstring or comment edit therefore reruns no chapter."""
     from pullback_utils import __version__
 
-    pkg = Path(__file__).resolve().parents[1]
-    tooling = Path(__file__).resolve().parent
+    pkg = Path(pkg) if pkg is not None else Path(__file__).resolve().parents[1]
+    tooling = pkg / "book"
+    weights = pkg / "zoo" / "weights"
     digest = hashlib.sha256()
     for path in sorted(pkg.rglob("*")):
         if (not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc"
-                or tooling in path.parents):
+                or tooling in path.parents or weights in path.parents):
             continue
         digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        data = _code_bytes(path.read_text()) if path.suffix == ".py" else path.read_bytes()
+        digest.update(hashlib.sha256(data).digest())
     return __version__, digest.hexdigest()
 
 
-def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "") -> str:
-    """The skip key: notebook bytes, effective overrides, package version and source hash, and (for a
-    chapter that reads others' results) the digest of those results."""
+def _code_bytes(source: str) -> bytes:
+    """The module's syntax tree without docstrings and positions (what runs, not how it reads)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
+_WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".ckpt")  # covered by the folder's WEIGHTS.sha256
+
+
+def weights_digest(text: str, weights_dir: Path | None = None) -> str:
+    """sha256 of the bundled model folders that ``text`` (a chapter's source and overrides) names: a
+    folder counts when its name or a parent folder's name (``ladder``) appears as a word. Large weight
+    files enter through the folder's ``WEIGHTS.sha256``, so nothing of 24 MB is read."""
+    root = Path(weights_dir) if weights_dir is not None else Path(__file__).resolve().parents[1] / "zoo" / "weights"
+    if not root.is_dir():
+        return ""
     digest = hashlib.sha256()
-    digest.update(hashlib.sha256(Path(notebook).read_bytes()).digest())
-    digest.update(json.dumps(overrides, sort_keys=True, default=repr).encode())
+    for marker in sorted(root.rglob("zoo.json")):
+        folder = marker.parent
+        names = folder.relative_to(root).parts
+        if not any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text) for n in names):
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix not in _WEIGHT_FILES and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "",
+              *, weights_dir: Path | None = None) -> str:
+    """The skip key: notebook bytes, effective overrides, package version and code hash, the weights of
+    the bundled models the notebook or overrides name (:func:`weights_digest`), and (for a chapter that
+    reads others' results) the digest of those results."""
+    digest = hashlib.sha256()
+    source = Path(notebook).read_bytes()
+    settings = json.dumps(overrides, sort_keys=True, default=repr)
+    digest.update(hashlib.sha256(source).digest())
+    digest.update(settings.encode())
     digest.update(version.encode() + b"\0" + source_hash.encode() + b"\0" + inputs.encode())
+    digest.update(weights_digest(source.decode("utf-8", "replace") + "\n" + settings, weights_dir).encode())
     return digest.hexdigest()
 
 
