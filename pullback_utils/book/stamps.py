@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pullback_utils._io import JSONReadError, read_json
 from pullback_utils.book.layout import Layout
 from pullback_utils.book.params import notebook_metadata
 
@@ -122,10 +123,9 @@ def stale_outputs(folder: Path, stamp: dict[str, Any]) -> list[str]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        return read_json(path)
+    except JSONReadError:
         return None
-    return data if isinstance(data, dict) else None
 
 
 def read_stamp(layout: Layout, name: str, folder: Path | None = None) -> dict[str, Any] | None:

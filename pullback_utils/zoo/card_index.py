@@ -11,9 +11,9 @@ folder, so they can be rewritten at any time without measuring anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from pullback_utils._io import read_json
 from pullback_utils.zoo import ladder
 from pullback_utils.zoo.card_text import CLI
 from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
@@ -45,7 +45,7 @@ that command; the verdicts by eye come from `book/model_cards/NAME/notes.json`.
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _steps(folder: Path) -> int | None:

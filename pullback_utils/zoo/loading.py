@@ -14,7 +14,6 @@ prompt encoders or label map (:data:`PIPELINE_FAMILIES`: SDXL's U-Net with ``tex
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from pullback_utils._io import JSONReadError, read_json
 from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
 from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.diffusion.vae import config_get
@@ -183,9 +183,9 @@ def _check_unet_class(config: Path, cls: Any) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelNotFoundError(f"cannot read {path}: {e}") from None
+        return read_json(path)
+    except JSONReadError as e:
+        raise ModelNotFoundError(f"cannot read {e}") from None
 
 
 def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | None = None):
