@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pullback_utils._validate import check_int
 from pullback_utils.analysis import inference as inf
 from pullback_utils.analysis.baselines import random_weight_model, spectrum_matched
 from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields
@@ -221,8 +222,7 @@ def check_design(p: dict[str, Any]) -> None:
     ``models`` distinct bundled models of procedural datasets whose training seed is not ``data_seed``;
     ``k < n_neighbours <= n_pool``; ``0 < rank_rtol < 1``."""
     models, seed = p.get("models"), p.get("data_seed", 1)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"data_seed must be an int >= 0, got {seed!r}")
+    check_int(seed, "data_seed", 0)
     if isinstance(models, str) or not isinstance(models, (list, tuple)) or not models or \
             len(set(models)) != len(models) or not all(isinstance(m, str) for m in models):
         raise ValueError(f"models must be a non-empty list of distinct model names, got {models!r}")

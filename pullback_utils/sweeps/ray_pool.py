@@ -16,6 +16,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from pullback_utils._validate import check_int
+
 if TYPE_CHECKING:
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
@@ -68,8 +70,7 @@ class RayCluster:
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
                                          or self.workers < 1):
             raise ValueError(f"RayCluster.workers must be an int >= 1 or None, got {self.workers!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
-            raise ValueError(f"RayCluster.threads must be an int >= 1, got {self.threads!r}")
+        check_int(self.threads, "RayCluster.threads", 1)
 
 
 _STATE: dict[str, Any] = {"address": None, "pool": None}  # the connection we made, the live actor pool

@@ -26,7 +26,8 @@ import torch
 from pullback_utils.zoo import evaluate as ev
 from pullback_utils.zoo.card_index import index_markdown, ladder_markdown
 from pullback_utils.zoo.card_text import card_markdown, ladder_card_markdown
-from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS, write_text_atomic
+from pullback_utils._io import write_text
+from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
 from pullback_utils.zoo.registry import LADDER_MODELS, WEIGHTS_DIR, check_model_name, default_folder, read_info
 
 __all__ = ["GUIDANCE_SWEEP", "SWEEP_SAMPLES", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "card_folder",
@@ -146,7 +147,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
         res["card_wall_s"] = round(time.time() - t_start, 1)
     finally:
         torch.set_num_threads(prev_threads)
-    write_text_atomic(folder / "card.json", json.dumps(res, indent=2) + "\n")
+    write_text(folder / "card.json", json.dumps(res, indent=2) + "\n")
     _write_markdown(name, info, res, cfg, out_dir, _weights_dir(name, path))
     return res
 
@@ -183,15 +184,15 @@ def _write_markdown(name: str, info: dict, res: dict, cfg: dict, out_dir: Path, 
     notes = _read_notes(folder)
     text = (ladder_card_markdown(name, info, res, notes) if name in LADDER_MODELS
             else card_markdown(name, info, res, cfg, notes))
-    write_text_atomic(folder.with_suffix(".md"), text)
+    write_text(folder.with_suffix(".md"), text)
     write_indexes(out_dir, weights_dir)
 
 
 def write_indexes(out_dir: Path | str = CARDS_DIR, weights_dir: Path | str = WEIGHTS_DIR) -> None:
     """Rewrite ``index.md`` and ``ladder.md`` of ``out_dir`` from the stored cards."""
     out_dir = Path(out_dir)
-    write_text_atomic(out_dir / "index.md", index_markdown(out_dir, weights_dir))
-    write_text_atomic(out_dir / "ladder.md", ladder_markdown(out_dir, weights_dir))
+    write_text(out_dir / "index.md", index_markdown(out_dir, weights_dir))
+    write_text(out_dir / "ladder.md", ladder_markdown(out_dir, weights_dir))
 
 
 def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: Path | str | None = None) -> None:

@@ -6,23 +6,14 @@
   ``book/model_cards/ladder/``, :data:`LADDER_CARDS`).
 
 The bundled weights live in :data:`pullback_utils.zoo.registry.WEIGHTS_DIR`.
-:func:`write_text_atomic` writes a file so that a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pullback_utils._io import write_text
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = REPO_ROOT / ".cache" / "zoo-train"
 CARDS_DIR = REPO_ROOT / "book" / "model_cards"
 #: Sub-folder of a cards folder that holds the ladder's compact cards.
 LADDER_CARDS = "ladder"
-
-
-def write_text_atomic(path: Path | str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename (a
-    crash leaves the old file or the new one, never a torn one); parent folders are created."""
-    write_text(path, text)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from pullback_utils.zoo.checkpoint import TrainState
-from pullback_utils.zoo.paths import write_text_atomic
+from pullback_utils._io import write_text
 from pullback_utils.zoo.registry import MODELS, read_info
 from pullback_utils.zoo.unet import (
     CROSS_ATTENTION_DIM, NUM_TRAIN_TIMESTEPS, PREDICTION_TYPE, TEXT_MAX_LENGTH, make_scheduler)
@@ -78,8 +78,8 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
         "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
         "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", type(ema).__name__]},
         indent=2) + "\n")
-    write_text_atomic(out_dir / "zoo.json", json.dumps(info, indent=2) + "\n")
-    write_text_atomic(out_dir / "training_log.json", json.dumps(log) + "\n")
+    write_text(out_dir / "zoo.json", json.dumps(info, indent=2) + "\n")
+    write_text(out_dir / "training_log.json", json.dumps(log) + "\n")
     from pullback_utils.diffusion.weights import write_weights_digest
 
     write_weights_digest(out_dir)  # load_model checks the weights against it

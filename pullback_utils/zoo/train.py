@@ -52,10 +52,6 @@ CAPTION_DROPOUT = 0.1
 LOG_EVERY = 25
 
 
-def check_model_name(name: str) -> None:
-    _catalogue_entry(name)
-
-
 @dataclass
 class TrainResult:
     """Outcome of :func:`train`: total step reached, final smoothed loss, output folder."""
