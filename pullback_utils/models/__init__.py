@@ -1,5 +1,5 @@
 """The one model interface: ``diffusion_model`` (:class:`DiffusionModel`, the architecture hidden) and
-``model_basis`` (its denoiser calls and its cached basis).
+``model_basis`` (its basis: the engine on the denoiser, cached).
 """
 
 from pullback_utils._lazy import submodules

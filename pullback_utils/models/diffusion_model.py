@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from pullback_utils.diffusion import prompts as conds
+from pullback_utils.diffusion import denoiser
 from pullback_utils.models import model_basis as network
 from pullback_utils.diffusion import vae as vae_io
 from pullback_utils.diffusion.prompts import Conditioning
@@ -35,7 +36,7 @@ from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler, velocity_
 from pullback_utils.diffusion.images import check_image_range
 from pullback_utils.diffusion.schedule import Time, resolve_time, unet_timestep
 from pullback_utils.diffusion.vae import config_get
-from pullback_utils._validate import check_batch
+from pullback_utils._validate import check_batch, check_int
 
 __all__ = ["DiffusionModel"]
 
@@ -327,8 +328,7 @@ class DiffusionModel:
 
     def noise(self, n: int = 1, seed: int = 0) -> torch.Tensor:
         """(n, *sample_shape) standard normal x_T, drawn on the CPU from ``seed`` (device-independent)."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        n = check_int(n, "n", 1)
         gen = torch.Generator().manual_seed(int(seed))
         return torch.randn((int(n), *self.sample_shape), generator=gen).to(self.device, self.dtype)
 
@@ -379,9 +379,9 @@ class DiffusionModel:
             u = conds.expand_batch(self.unconditional_embedding(), b)
             both = Conditioning.cat([u, c]) if isinstance(c, Conditioning) else torch.cat([u, c])
             xx = torch.cat([x_t, x_t])
-            o_u, o_c = network.to_prediction(self, xx, level, network.output(self, xx, level, both)).chunk(2)
+            o_u, o_c = denoiser.to_prediction(self, xx, level, denoiser.output(self, xx, level, both)).chunk(2)
             return level, o_u + w * (o_c - o_u)
-        return level, network.to_prediction(self, x_t, level, network.output(self, x_t, level, c))
+        return level, denoiser.to_prediction(self, x_t, level, denoiser.output(self, x_t, level, c))
 
     # ---------------------------------------------------------------- the engine
     def feature_map(self, t: Time, prompt: Prompt = None, layer: str | None = None):
@@ -417,6 +417,5 @@ class DiffusionModel:
             FLUX: the basis is computed on the packed tokens and ``v`` unpacked (packing is a
             permutation, so the singular values are those of ∂h/∂x_t).
         """
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}")
+        k = check_int(k, "k", 1)
         return network.model_local_basis(self, x_t, t, int(k), prompt, layer, cache_dir, solver)
