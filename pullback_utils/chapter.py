@@ -75,6 +75,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "exact_reference": V.check_bool,
     "edit_times": lambda v, n: _times(v, n, min_len=1),
     "cluster": lambda v, n: _cluster(v, n),
+    "exploration": V.check_bool,
 }
 
 
@@ -132,6 +133,7 @@ class Chapter:
     claims: dict[str, dict] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    quality: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     cpu_started: float = field(default_factory=time.process_time)
 
@@ -159,6 +161,11 @@ class Chapter:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
         from .claims import record
 
+        if self.params.get("exploration"):  # a model that misses the quality bar, run on purpose
+            kwargs.setdefault("exploration", True)
+        model = kwargs.get("model")
+        if model in self.quality:
+            kwargs.setdefault("model_quality", self.quality[model])
         rec = record(record_id, result, **kwargs)
         self.claims[record_id] = rec
         return rec
@@ -187,6 +194,38 @@ class Chapter:
         return path
 
 
+def _decided_models(name: str, params: dict[str, Any]) -> list[str]:
+    """The models on which chapter ``name`` decides a primary claim of the paper (its ``model``
+    parameter, or the ladder's models of its ``rungs`` x ``seeds``); ``[]`` for other chapters."""
+    from .claims.registry import CLAIMS
+
+    if not any(c.kind == "paper" and c.chapter == name for c in CLAIMS):
+        return []
+    if "model" in params:
+        return [params["model"]]
+    if "rungs" in params and "seeds" in params:
+        from .zoo.registry import ladder_name
+
+        return [ladder_name(r, s) for r in params["rungs"] for s in params["seeds"]]
+    return []
+
+
+def _quality_gate(name: str, params: dict[str, Any]) -> dict[str, str]:
+    """The quality bar (:mod:`pullback_utils.zoo.quality`) of every model the chapter decides a
+    primary claim on: ``{model: sentence}``; :class:`~pullback_utils.zoo.quality.BarNotMet` for a
+    model that misses it unless ``exploration`` is true. Text models are held to the attributes the
+    chapter's ``prompts`` vary."""
+    from .zoo.quality import require_bar, varied_attributes
+
+    attributes = varied_attributes(params["prompts"]) if isinstance(params.get("prompts"), list) else None
+    out = {}
+    for model in _decided_models(name, params):
+        q = require_bar(model, name, exploration=bool(params.get("exploration", False)), attributes=attributes)
+        if q is not None:
+            out[model] = q.sentence()
+    return out
+
+
 def setup(name: str, params: dict[str, Any]) -> Chapter:
     """Check a chapter's parameters, set torch's thread count, create its output folder and cache.
 
@@ -212,6 +251,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
             rule(checked)
         except ValueError as exc:
             raise ParameterValueError(f"{name}: {exc}") from None
+    quality = _quality_gate(name, checked)
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])
     if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.distributed)
@@ -220,7 +260,8 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         set_default_cluster(checked["cluster"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))
+    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")),
+                 quality=quality)
     # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
     # end of the page and in metrics.json, instead of as stderr scattered over the cells
     warnings.simplefilter("default")
