@@ -148,6 +148,36 @@ class Chapter:
         """The solver options of the parameters (``method``, ``tol``, ``max_iters``, ``seed``)."""
         return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
 
+    def model_note(self) -> Any:
+        """A short note for the page: the model(s) the chapter decides its claims on, each with a
+        link to its card, its clean-sample share and its standing against the quality bar
+        (:mod:`pullback_utils.zoo.quality`); shown as Markdown in a notebook, returned as text elsewhere."""
+        from .zoo.quality import model_quality
+        from .zoo.registry import LADDER_MODELS, is_bundled
+
+        lines = []
+        for model, sentence in self.quality.items():
+            q = model_quality(model)
+            clean = q.numbers.get("clean") if q is not None else None
+            card = (f"[card](../../model_cards/{'ladder/' if model in LADDER_MODELS else ''}{model}.md)"
+                    if is_bundled(model) else "no card")
+            share = f", {100 * clean:.1f} % clean samples" if clean is not None else ""
+            lines.append(f"`{model}` ({card}{share}): {sentence}")
+        for model in _decided_models(self.name, self.params):
+            if model not in self.quality:
+                lines.append(f"`{model}`: not a zoo model, so no card and no quality bar")
+        if not lines:
+            return ""
+        head = ("**Run as an exploration**: a model below misses the quality bar, so its records are marked "
+                "as an exploration in the scorecard. " if self.params.get("exploration") else "")
+        text = head + "**Models this chapter decides on**: " + ("; ".join(lines) if len(lines) < 4 else
+                                                                   "\n\n" + "\n".join(f"- {x}" for x in lines))
+        try:
+            from IPython.display import Markdown
+        except ImportError:  # pragma: no cover
+            return text
+        return Markdown(text)
+
     def figure(self, fig: Any, name: str, caption: str) -> Any:
         """Save ``fig`` with its caption (:func:`pullback_utils.plotting.save_figure`); make the result
         the last expression of the cell to show the figure, numbered and captioned in the book."""
