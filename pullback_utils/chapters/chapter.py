@@ -75,6 +75,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "exact_reference": V.check_bool,
     "edit_times": lambda v, n: _times(v, n, min_len=1),
     "cluster": lambda v, n: _cluster(v, n),
+    "exploration": V.check_bool,
 }
 
 
@@ -132,6 +133,7 @@ class Chapter:
     claims: dict[str, dict] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    quality: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     cpu_started: float = field(default_factory=time.process_time)
 
@@ -146,6 +148,36 @@ class Chapter:
         """The solver options of the parameters (``method``, ``tol``, ``max_iters``, ``seed``)."""
         return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
 
+    def model_note(self) -> Any:
+        """A short note for the page: the model(s) the chapter decides its claims on, each with a
+        link to its card, its clean-sample share and its standing against the quality bar
+        (:mod:`pullback_utils.zoo.quality`); shown as Markdown in a notebook, returned as text elsewhere."""
+        from pullback_utils.zoo.quality import model_quality
+        from pullback_utils.zoo.registry import LADDER_MODELS, is_bundled
+
+        lines = []
+        for model, sentence in self.quality.items():
+            q = model_quality(model)
+            clean = q.numbers.get("clean") if q is not None else None
+            card = (f"[card](../../model_cards/{'ladder/' if model in LADDER_MODELS else ''}{model}.md)"
+                    if is_bundled(model) else "no card")
+            share = f", {100 * clean:.1f} % clean samples" if clean is not None else ""
+            lines.append(f"`{model}` ({card}{share}): {sentence}")
+        for model in _decided_models(self.name, self.params):
+            if model not in self.quality:
+                lines.append(f"`{model}`: not a zoo model, so no card and no quality bar")
+        if not lines:
+            return ""
+        head = ("**Run as an exploration**: a model below misses the quality bar, so its records are marked "
+                "as an exploration in the scorecard. " if self.params.get("exploration") else "")
+        text = head + "**Models this chapter decides on**: " + ("; ".join(lines) if len(lines) < 4 else
+                                                                   "\n\n" + "\n".join(f"- {x}" for x in lines))
+        try:
+            from IPython.display import Markdown
+        except ImportError:  # pragma: no cover
+            return text
+        return Markdown(text)
+
     def figure(self, fig: Any, name: str, caption: str) -> Any:
         """Save ``fig`` with its caption (:func:`pullback_utils.chapters.plotting.save_figure`); make the result
         the last expression of the cell to show the figure, numbered and captioned in the book."""
@@ -159,6 +191,11 @@ class Chapter:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
         from pullback_utils.claims import record
 
+        if self.params.get("exploration"):  # a model that misses the quality bar, run on purpose
+            kwargs.setdefault("exploration", True)
+        model = kwargs.get("model")
+        if model in self.quality:
+            kwargs.setdefault("model_quality", self.quality[model])
         rec = record(record_id, result, **kwargs)
         self.claims[record_id] = rec
         return rec
@@ -187,6 +224,38 @@ class Chapter:
         return path
 
 
+def _decided_models(name: str, params: dict[str, Any]) -> list[str]:
+    """The models on which chapter ``name`` decides a primary claim of the paper (its ``model``
+    parameter, or the ladder's models of its ``rungs`` x ``seeds``); ``[]`` for other chapters."""
+    from pullback_utils.claims.registry import CLAIMS
+
+    if not any(c.kind == "paper" and c.chapter == name for c in CLAIMS):
+        return []
+    if "model" in params:
+        return [params["model"]]
+    if "rungs" in params and "seeds" in params:
+        from pullback_utils.zoo.registry import ladder_name
+
+        return [ladder_name(r, s) for r in params["rungs"] for s in params["seeds"]]
+    return []
+
+
+def _quality_gate(name: str, params: dict[str, Any]) -> dict[str, str]:
+    """The quality bar (:mod:`pullback_utils.zoo.quality`) of every model the chapter decides a
+    primary claim on: ``{model: sentence}``; :class:`~pullback_utils.zoo.quality.BarNotMet` for a
+    model that misses it unless ``exploration`` is true. Text models are held to the attributes the
+    chapter's ``prompts`` vary."""
+    from pullback_utils.zoo.quality import require_bar, varied_attributes
+
+    attributes = varied_attributes(params["prompts"]) if isinstance(params.get("prompts"), list) else None
+    out = {}
+    for model in _decided_models(name, params):
+        q = require_bar(model, name, exploration=bool(params.get("exploration", False)), attributes=attributes)
+        if q is not None:
+            out[model] = q.sentence()
+    return out
+
+
 def setup(name: str, params: dict[str, Any]) -> Chapter:
     """Check a chapter's parameters, set torch's thread count, create its output folder and cache.
 
@@ -212,6 +281,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
             rule(checked)
         except ValueError as exc:
             raise ParameterValueError(f"{name}: {exc}") from None
+    quality = _quality_gate(name, checked)
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])
     if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.sweeps.distributed)
@@ -220,7 +290,8 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         set_default_cluster(checked["cluster"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")))
+    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")),
+                 quality=quality)
     # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
     # end of the page and in metrics.json, instead of as stderr scattered over the cells
     warnings.simplefilter("default")

@@ -7,6 +7,9 @@ Commands:
 - ``card NAME [--n-samples N] [--ddim-steps S] ...``: measure a model and write its card
   (``--markdown-only``: rewrite the text from the stored numbers); see
   :func:`pullback_utils.zoo.cards.write_card`;
+- ``train-many NAME [NAME ...] [--device cuda] [--max-minutes M]``: several models side by side in one
+  process, one thread each (the fast path on a GPU); see
+  :func:`pullback_utils.zoo.side_by_side.train_side_by_side`;
 - ``ladder [NAME ...] [--workers 2]``: train the ladder's models (default: all of them) with the
   shared recipe, several side by side, resumably; see :func:`pullback_utils.zoo.parallel.train_many`;
 - ``index``: rewrite the appendix's index pages (``index.md``, ``ladder.md``) from the stored cards.
@@ -95,6 +98,48 @@ def _run_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_many(sub) -> None:
+    p = sub.add_parser("train-many", help="train several models side by side in one process (a GPU's fast path)",
+                       description="Train several zoo models at once, one thread each, on one device, with the "
+                                   "same trainer, weights and records as `train`; resumable, --max-minutes "
+                                   "bounds the whole run.")
+    p.add_argument("names", nargs="+", type=_model_name, help="zoo models (e.g. disks-s1 disks-s2 shapes-text-s1)")
+    p.add_argument("--ladder-recipe", action="store_true",
+                   help="use the ladder's shared recipe (the options below then must not be given)")
+    p.add_argument("--steps", type=int, default=None, help="total steps to reach (default 15000)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--decay-from", type=int, default=None)
+    p.add_argument("--lr-final", type=float, default=None)
+    p.add_argument("--n-train", type=int, default=None)
+    p.add_argument("--channels", default=None)
+    p.add_argument("--loss-weighting", choices=["none", "min-snr"], default=None)
+    p.add_argument("--snr-gamma", type=float, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads of the process")
+    p.add_argument("--max-minutes", type=float, default=None, help="wall-time bound of the whole run")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+
+
+def _run_train_many(a: argparse.Namespace) -> int:
+    from pullback_utils.zoo.side_by_side import train_side_by_side
+
+    given = {k: getattr(a, k) for k in ("steps", "batch_size", "lr", "warmup", "decay_from", "lr_final",
+                                        "n_train", "channels", "loss_weighting", "snr_gamma")
+             if getattr(a, k) is not None}
+    if a.ladder_recipe and given:
+        raise ValueError(f"--ladder-recipe fixes the recipe; drop {sorted('--' + k.replace('_', '-') for k in given)}")
+    recipe = dict(LADDER_RECIPE) if a.ladder_recipe else {"steps": 15000, **given}
+    if isinstance(recipe.get("channels"), str):
+        recipe["channels"] = parse_channels(recipe["channels"])
+    res = train_side_by_side(list(a.names), recipe, device=a.device, threads=a.threads,
+                             max_minutes=a.max_minutes, cache_dir=a.cache_dir)
+    for name, r in res.items():
+        print(f"{name}: {r['status']} at step {r['step']}" + (f" ({r['error']})" if r["error"] else ""))
+    return 0 if all(r["status"] != "failed" for r in res.values()) else 1
+
+
 def _add_card(sub) -> None:
     p = sub.add_parser("card", help="measure a model and write its card",
                        description="Write the model card of a zoo model (ladder models: a compact card).")
@@ -161,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pullback_utils.zoo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_card, _add_ladder, _add_index):
+    for add in (_add_train, _add_train_many, _add_card, _add_ladder, _add_index):
         add(sub)
     a = p.parse_args(argv)
     if a.command == "ladder" and any(n not in LADDER_MODELS for n in a.names):
         p.error(f"ladder: {[n for n in a.names if n not in LADDER_MODELS]} are not ladder models "
                 f"(train them with `train NAME`)")
-    run = {"train": _run_train, "card": _run_card, "ladder": _run_ladder, "index": _run_index}[a.command]
+    run = {"train": _run_train, "train-many": _run_train_many, "card": _run_card, "ladder": _run_ladder,
+           "index": _run_index}[a.command]
     try:
         return run(a)
     except ValueError as e:  # bad input found after parsing: one line, no traceback

@@ -197,6 +197,7 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict, notes: dict | Non
         f"A small {'text-conditional ' if info['kind'] == 'text' else ''}pixel-space DDPM trained by "
         f"the project (`{CLI} train {name}`), bundled in "
         f"`pullback_utils/zoo/weights/{name}/` (diffusers format, EMA weights).", "",
+        _bar_line(res), "",
         "## Data", "", data_text(name, info), "",
         f"Training set: a fixed draw of {info['n_train']} images (seed {info['seed']}); pixel range "
         f"[-1, 1].", "",
@@ -260,6 +261,7 @@ def ladder_card_markdown(name: str, info: dict, res: dict, notes: dict | None = 
         "| samples | training data | training loss |", "|---|---|---|",
         f"| ![samples]({name}/samples.png) | ![data]({name}/data.png) | ![loss]({name}/loss.png) |", "",
         f"{min(64, res['n_samples'])} of {res['n_samples']} samples ({sampler_text(res)}).", "",
+        _bar_line(res), "",
         f"- **Clean disks: {100 * fi['samples_clean']:.1f} %** of samples show the rung's visible "
         f"disk{'s' if r == 5 else ''} with foreground IoU >= {fi['iou_threshold']} against the fitted "
         f"rendering (median IoU {fi['samples_median_iou']:.3f}); the fitter finds "
@@ -270,6 +272,16 @@ def ladder_card_markdown(name: str, info: dict, res: dict, notes: dict | None = 
         f"- Memorisation check: {_memorisation_text(mem)}",
     ] + _notes_line(notes, info) + [""]
     return "\n".join(lines)
+
+
+def _bar_line(res: dict) -> str:
+    """The card's verdict on the quality bar (:mod:`pullback_utils.zoo.quality`), in one line."""
+    from pullback_utils.zoo.quality import card_numbers, check_bar
+
+    q = check_bar(card_numbers(res))
+    what = ("every prompt attribute measured" if "prompts_obeyed" in res else "")
+    return (f"**Quality bar** (a model that decides a primary claim: >= 90 % clean samples, memorisation at "
+            f"the fresh-data rate{', ' + what + ' obeyed in >= 90 %' if what else ''}): **{q.sentence()}**.")
 
 
 def assessment(name: str, info: dict, res: dict) -> list[str]:

@@ -28,6 +28,7 @@ from pullback_utils.zoo.card_index import index_markdown, ladder_markdown
 from pullback_utils.zoo.card_text import card_markdown, ladder_card_markdown
 from pullback_utils._io import write_text
 from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
+from pullback_utils.zoo.quality import write_quality
 from pullback_utils.zoo.registry import LADDER_MODELS, WEIGHTS_DIR, check_model_name, default_folder, read_info
 
 __all__ = ["GUIDANCE_SWEEP", "SWEEP_SAMPLES", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "card_folder",
@@ -148,6 +149,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     finally:
         torch.set_num_threads(prev_threads)
     write_text(folder / "card.json", json.dumps(res, indent=2) + "\n")
+    write_quality(path, res)
     _write_markdown(name, info, res, cfg, out_dir, _weights_dir(name, path))
     return res
 
@@ -196,7 +198,8 @@ def write_indexes(out_dir: Path | str = CARDS_DIR, weights_dir: Path | str = WEI
 
 
 def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: Path | str | None = None) -> None:
-    """Rewrite ``name``'s card text and the index pages from the stored ``card.json`` (no measuring)."""
+    """Rewrite ``name``'s card text, the index pages and the model folder's ``quality.json`` from the
+    stored ``card.json`` (no measuring; refused when the card was measured at another step)."""
     path = Path(model_path) if model_path is not None else default_folder(name)
     out_dir = Path(out_dir) if out_dir is not None else CARDS_DIR
     card = card_folder(name, out_dir) / "card.json"
@@ -204,10 +207,16 @@ def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: P
         raise ValueError(f"name: {name!r} has no stored card ({card} is missing); measure it first with "
                          f"`python -m pullback_utils.zoo card {name}`")
     res = json.loads(card.read_text())
+    info = read_info(path)
+    if res.get("steps") != info.get("steps"):
+        raise ValueError(f"name: the stored card of {name!r} was measured at step {res.get('steps')}, but the "
+                         f"weights in {path} are at step {info.get('steps')}; measure it again with "
+                         f"`python -m pullback_utils.zoo card {name}`")
+    write_quality(path, res)
     if "heldout_loss" in res:
         res["heldout_loss"] = {int(k): v for k, v in res["heldout_loss"].items()}
     cfg = json.loads((path / "unet" / "config.json").read_text())
-    _write_markdown(name, read_info(path), res, cfg, out_dir, _weights_dir(name, path))
+    _write_markdown(name, info, res, cfg, out_dir, _weights_dir(name, path))
 
 
 if __name__ == "__main__":  # alias of `python -m pullback_utils.zoo card ...`

@@ -43,7 +43,13 @@ class ModelNotFoundError(OSError):
 
 # -------------------------------------------------------------------- loading
 def _ladder_hint(name: str) -> str:
-    """For a ``ladder-...`` name that is not in the catalogue: the valid rungs and seeds."""
+    """For a ``ladder-...`` name that is not in the catalogue: the valid rungs and seeds; for a seed
+    replicate that is catalogued but not trained: how to train it."""
+    from pullback_utils.zoo.registry import MODELS
+
+    if "replica_of" in MODELS.get(name, {}):
+        return (f"; {name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not been "
+                f"trained yet: `python -m pullback_utils.zoo train {name}`")
     if not name.startswith("ladder"):
         return ""
     from pullback_utils.zoo.ladder import RUNGS

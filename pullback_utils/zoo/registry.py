@@ -53,6 +53,30 @@ MODELS.update({
 LADDER_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "rung" in MODELS[n])
 #: The main zoo's model names (the book's chapters use these), in the zoo's order.
 ZOO_MODELS: tuple[str, ...] = tuple(n for n in MODELS if n not in LADDER_MODELS)
+#: Models that decide a primary claim get training-seed replicates ``<name>-s<seed>``: the same data
+#: family, recipe and architecture, another seed (training draw, initial weights, batch order). Seed 0
+#: is the model itself: ``"disks-s0"`` names ``"disks"``.
+REPLICATED: tuple[str, ...] = ("disks", "shapes", "shapes-text")
+REPLICA_SEEDS: tuple[int, ...] = (0, 1, 2)
+SEED_ALIASES: dict[str, str] = {f"{n}-s{MODELS[n]['seed']}": n for n in REPLICATED}
+MODELS.update({
+    f"{n}-s{s}": {**MODELS[n], "seed": s, "replica_of": n}
+    for n in REPLICATED for s in REPLICA_SEEDS if s != MODELS[n]["seed"]
+})
+#: The seed replicates' names (seed 0 excluded: it is the model itself), in the zoo's order.
+REPLICA_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "replica_of" in MODELS[n])
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with a seed alias resolved (``"disks-s0"`` -> ``"disks"``); other names unchanged."""
+    return SEED_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
+def replicas(name: str) -> list[str]:
+    """The catalogue's seed replicates of ``name``, seed 0 (``name`` itself) first; ``[name]`` for a
+    model without replicates."""
+    name = canonical_name(name)
+    return [name] + [n for n in REPLICA_MODELS if MODELS[n]["replica_of"] == name]
 
 
 def suggest(name: str, valid: list[str] | tuple[str, ...]) -> str:
@@ -62,24 +86,29 @@ def suggest(name: str, valid: list[str] | tuple[str, ...]) -> str:
 
 
 def check_model_name(name: str) -> dict:
-    """The catalogue entry of ``name``; ``ValueError`` listing the valid names otherwise."""
+    """The catalogue entry of ``name`` (seed aliases resolved); ``ValueError`` listing the valid names
+    otherwise."""
+    name = canonical_name(name)
     if name not in MODELS:
-        raise ValueError(f"name: unknown zoo model {name!r}{suggest(name, list(MODELS))}; valid models: "
-                         f"{list(ZOO_MODELS)} and the ladder's {LADDER_MODELS[0]!r} ... {LADDER_MODELS[-1]!r} "
-                         f"(ladder-<rung>-s<seed>, rungs {list(RUNGS)}, seeds {list(LADDER_SEEDS)})")
+        raise ValueError(f"name: unknown zoo model {name!r}{suggest(name, list(MODELS) + list(SEED_ALIASES))}; "
+                         f"valid models: {list(ZOO_MODELS)}, their seed replicates <name>-s<seed> "
+                         f"({list(REPLICATED)}, seeds {list(REPLICA_SEEDS)}) and the ladder's "
+                         f"{LADDER_MODELS[0]!r} ... {LADDER_MODELS[-1]!r} (ladder-<rung>-s<seed>, rungs "
+                         f"{list(RUNGS)}, seeds {list(LADDER_SEEDS)})")
     return MODELS[name]
 
 
 def default_folder(name: str) -> Path:
     """Where model ``name`` is bundled (whether or not its weights exist yet)."""
     check_model_name(name)
+    name = canonical_name(name)
     return WEIGHTS_DIR / LADDER_DIR / name if name in LADDER_MODELS else WEIGHTS_DIR / name
 
 
 def available_models(*, ladder: bool = False) -> list[str]:
     """Names of the bundled models whose weights are present, in the zoo's order (``ladder``: the
     ladder's models instead of the main zoo's)."""
-    pool = LADDER_MODELS if ladder else ZOO_MODELS
+    pool = LADDER_MODELS if ladder else ZOO_MODELS + REPLICA_MODELS
     found = [n for n in pool if (default_folder(n) / "zoo.json").is_file()]
     if not ladder and WEIGHTS_DIR.is_dir():  # folders outside the catalogue (e.g. added by hand)
         found += sorted(p.name for p in WEIGHTS_DIR.iterdir()
@@ -88,7 +117,8 @@ def available_models(*, ladder: bool = False) -> list[str]:
 
 
 def is_bundled(name: str) -> bool:
-    """Whether ``name`` is a bundled model with weights present (main zoo or ladder)."""
+    """Whether ``name`` is a bundled model with weights present (main zoo, seed replicate or ladder)."""
+    name = canonical_name(name)
     if name in MODELS:
         return (default_folder(name) / "zoo.json").is_file()
     return name in available_models()
@@ -96,7 +126,12 @@ def is_bundled(name: str) -> bool:
 
 def model_dir(name: str) -> Path:
     """Folder of bundled model ``name``; ``KeyError`` listing the valid names otherwise."""
+    name = canonical_name(name)
     path = default_folder(name) if name in MODELS else WEIGHTS_DIR / name
+    if name in REPLICA_MODELS and not (path / "zoo.json").is_file():
+        raise KeyError(f"{name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not "
+                       f"been trained yet: `python -m pullback_utils.zoo train {name}` (or, on a GPU, "
+                       f"`python -m pullback_utils.zoo train-many {name} --device cuda`)")
     if not (path / "zoo.json").is_file():
         valid = available_models() + available_models(ladder=True)
         raise KeyError(f"no bundled model named {name!r}{suggest(name, valid)}; bundled models: "

@@ -43,6 +43,7 @@ from pullback_utils.zoo.recipe import (  # noqa: F401  (re-exported)
     LOSS_WEIGHTINGS, check_loss_weighting, learning_rate, loss_weights)
 from pullback_utils.zoo.records import hardware_string, model_info, run_history, save_model_folder  # noqa: F401
 from pullback_utils.zoo.registry import DEFAULT_CHANNELS, MODELS, default_folder  # noqa: F401
+from pullback_utils.zoo.registry import canonical_name
 from pullback_utils.zoo.registry import check_model_name as _catalogue_entry
 from pullback_utils.zoo.unet import (  # noqa: F401  (re-exported: the old home of the architecture)
     NUM_TRAIN_TIMESTEPS, PREDICTION_TYPE, TEXT_MAX_LENGTH, TINY_CHANNELS, build_unet, check_channels,
@@ -50,6 +51,7 @@ from pullback_utils.zoo.unet import (  # noqa: F401  (re-exported: the old home 
 
 CAPTION_DROPOUT = 0.1
 LOG_EVERY = 25
+_GLOBAL_RNG = threading.Lock()  # held while a model is built or restored (side-by-side training)
 
 
 @dataclass
@@ -166,7 +168,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
           warmup: int = 200, ema_decay: float = 0.999, progress: bool = True,
           decay_from: int | None = None, lr_final: float | None = None,
           channels: tuple[int, int, int] | None = None, loss_weighting: str = "none",
-          snr_gamma: float = 5.0) -> TrainResult:
+          snr_gamma: float = 5.0, stop_event: threading.Event | None = None) -> TrainResult:
     """Train (or continue training) zoo model ``name`` until ``steps`` total steps.
 
     Args:
@@ -188,6 +190,9 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         warmup: linear warm-up steps of the learning rate (0: none).
         loss_weighting: ``"none"`` (plain MSE on v) or ``"min-snr"`` (:func:`loss_weights`, with
             ``snr_gamma``); recorded in the run's record, so a run may change it.
+        stop_event: when set (by another thread), finish the current step, save and return: how
+            :mod:`pullback_utils.zoo.side_by_side` stops models trained in threads (SIGTERM and
+            Ctrl-C do the same for a run in the main thread).
 
     A run resumed from a checkpoint must use the checkpoint's ``seed`` and ``batch_size`` (another
     seed would draw another training set); train into a new ``cache_dir``/``out_dir`` instead.
@@ -201,6 +206,10 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     elif "rung" in entry and seed != entry["seed"]:
         raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
                          f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
+    elif "replica_of" in entry and seed != entry["seed"]:
+        raise ValueError(f"seed: {name!r} is the seed-{entry['seed']} replicate of {entry['replica_of']!r} (its "
+                         f"name says so), got seed={seed}; train {entry['replica_of']}-s{seed} instead")
+    name = canonical_name(name)
     check_int(warmup, "warmup:", 0)
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
@@ -233,16 +242,17 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     n_train = min(n_train, 512) if tiny else n_train
     data = _training_data(name, n_train, seed, cache_dir, device)
 
-    torch.manual_seed(seed)
-    model = build_unet(kind, tiny, channels).to(device).train()
-    st = TrainState(model, copy.deepcopy(model).eval().requires_grad_(False),
-                torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
-                torch.Generator(device=device).manual_seed(seed + 1))
-    if state_file is not None and state_file.is_file():
-        resume_checkpoint(st, state_file, tiny=tiny, kind=kind, seed=seed, batch_size=batch_size,
-                           device=device)
-    elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
-        warm_start(st, out_dir, seed=seed, device=device)
+    with _GLOBAL_RNG:  # initial weights come from torch's global generator: one model at a time
+        torch.manual_seed(seed)
+        model = build_unet(kind, tiny, channels).to(device).train()
+        st = TrainState(model, copy.deepcopy(model).eval().requires_grad_(False),
+                        torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
+                        torch.Generator(device=device).manual_seed(seed + 1))
+        if state_file is not None and state_file.is_file():
+            resume_checkpoint(st, state_file, tiny=tiny, kind=kind, seed=seed, batch_size=batch_size,
+                              device=device)
+        elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
+            warm_start(st, out_dir, seed=seed, device=device)
     runs = run_history(out_dir, st)
     acp = make_scheduler().alphas_cumprod.to(device)
     ck = dict(tiny=tiny, kind=kind, seed=seed, batch_size=batch_size)
@@ -267,7 +277,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     bar = tqdm(total=steps, initial=min(st.step, steps), desc=f"train {name}", disable=not progress,
                dynamic_ncols=True)
     try:
-        while st.step < steps and not stop["flag"]:
+        while st.step < steps and not stop["flag"] and not (stop_event is not None and stop_event.is_set()):
             if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
                 break
             window.append(_train_step(st, data, acp, batch_size=batch_size,
