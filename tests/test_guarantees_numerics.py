@@ -230,6 +230,25 @@ def test_prompts_longer_than_the_encoders_token_limit_are_warned():
         m.encode_prompt("a red circle")  # short prompts: no warning
 
 
+def test_prompts_longer_than_clip_s_token_limit_are_warned(tmp_path):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from diffusion_helpers import tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer(tmp_path)  # 12 tokens, one per letter
+    torch.manual_seed(0)
+    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok.get_vocab()), hidden_size=24, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=12,
+                                      bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
+    m = DiffusionModel(make_tiny_unet2d_condition(cross_attention_dim=24), tiny_scheduler("ddpm"), name="tiny-clip",
+                       text_encoder=te, tokenizer=tok)
+    with pytest.warns(UserWarning, match=r"has 15 tokens, but the text encoder of model 'tiny-clip' reads 12"):
+        a = m.encode_prompt("abcdefghijklm")
+    with pytest.warns(UserWarning, match="reads 12"):
+        b = m.encode_prompt("abcdefghijxyz")
+    torch.testing.assert_close(a, b)  # they differ only after the limit
+
+
 def test_swapping_the_text_encoder_gives_the_new_embedding(text):
     before = text.encode_prompt("a cat")
     other = FakeTextEncoder(24)
