@@ -301,7 +301,7 @@ def test_the_package_s_own_sample_can_be_inverted():
     x_T = ddim_invert(m, x0, 999, steps=50)
     back = ddim_sample(m, x_T, 999, 0, steps=50)
     assert float((back - x0).abs().mean()) < 0.1  # a round trip (explicit inversion: close, not exact), not a refusal
-    with pytest.raises(ValueError, match=r"tolerance 0.5.*\[0, 255\]"):  # [0, 255] data are still refused
+    with pytest.raises(ValueError, match=r"x0 must be in the model range \[-1, 1\] \(tolerance 0.5\)"):  # [0, 255] data: still refused
         ddim_invert(m, (x0 + 1) * 127.5, 999, steps=50)
 
 
