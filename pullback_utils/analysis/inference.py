@@ -48,7 +48,8 @@ from pullback_utils._validate import check_int
 __all__ = [
     "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
     "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
-    "decide", "direction_sign", "required_units",
+    "decide", "direction_sign", "required_units", "SIGN_FLIP_EXACT_CAP",
+    "PERMUTATION_EXACT_CAP",
 ]
 
 REPRODUCED = "reproduced"
@@ -119,6 +120,23 @@ def _finite_vector(values: Any, name: str, min_n: int) -> np.ndarray:
     return a
 
 
+#: Largest ``exact_max`` of :func:`sign_flip_test`: 2^20 sign patterns of 20 units are 168 MB of float64;
+#: beyond, Monte Carlo draws give the p-value to within its simulation error at a fraction of the cost.
+SIGN_FLIP_EXACT_CAP = 20
+#: Largest ``exact_max`` of the permutation tests (:func:`permutation_trend_test`, :func:`mantel_test`):
+#: 9! = 362880 permutations (tens of MB, seconds).
+PERMUTATION_EXACT_CAP = 362880
+
+
+def _check_exact_max(exact_max: Any, cap: int, what: str) -> int:
+    """``exact_max`` as an int in ``0..cap`` (before any enumeration)."""
+    v = check_int(exact_max, "exact_max", 0)
+    if v > cap:
+        raise ValueError(f"exact_max={v} would enumerate up to {what}; at most {cap} is allowed (Monte Carlo "
+                         f"with n_draws is used beyond it)")
+    return v
+
+
 def _flip_signs(n: int, exact_max: int, n_draws: int, seed: int) -> tuple[np.ndarray, bool]:
     """(M, n) sign patterns: all 2^n when n <= exact_max, else n_draws random ones."""
     if n <= exact_max:
@@ -146,12 +164,15 @@ def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exac
         values: ``(n,)`` one value per unit (e.g. a per-sample difference), ``n >= 2``, finite.
         null: the no-effect value.
         unit: what a unit is (for the record).
-        exact_max: enumerate all ``2^n`` sign patterns up to this ``n``; Monte Carlo beyond.
+        exact_max: enumerate all ``2^n`` sign patterns up to this ``n`` (an int in 0..20,
+            :data:`SIGN_FLIP_EXACT_CAP`); Monte Carlo beyond.
         n_draws, seed: Monte Carlo draws and their seed.
 
     Returns:
         :class:`TestResult`: the mean, a 95% Student-t interval, one-sided p-values of the mean.
     """
+    exact_max = _check_exact_max(exact_max, SIGN_FLIP_EXACT_CAP, f"2^{exact_max} sign patterns" if
+                                 isinstance(exact_max, int) and exact_max < 10**4 else "that many sign patterns")
     d = _finite_vector(values, "values", 2) - float(null)
     n = d.size
     signs, exact = _flip_signs(n, exact_max, check_int(n_draws, "n_draws", 99), seed)
@@ -243,6 +264,7 @@ def permutation_trend_test(covariate: Any, values: Any, *, unit: str = "model", 
         one-sided p-values, and ``min_p`` the smallest attainable two-sided p of the design
         (``2 / number of distinct labellings``).
     """
+    exact_max = _check_exact_max(exact_max, PERMUTATION_EXACT_CAP, "that many relabellings")
     x = _finite_vector(covariate, "covariate", 3)
     y = _finite_vector(values, "values", 3)
     if x.size != y.size:
@@ -294,6 +316,7 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     its 95% interval a bootstrap over strata. ``n_units`` is the number of strata; ``extra`` holds the
     number of items and the per-stratum rho.
     """
+    exact_max = _check_exact_max(exact_max, PERMUTATION_EXACT_CAP, "that many permutations")
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim == 2:
         d = d[None]

@@ -31,6 +31,7 @@ from typing import Mapping, NamedTuple, Protocol, Sequence, Union
 import torch
 from tqdm.auto import tqdm
 
+from pullback_utils.diffusion.finite import check_state_scale, refuse_non_finite, scale_causes
 from pullback_utils.diffusion.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
 #: what a model's ``conditioning`` accepts: text prompt(s), encoder hidden states, a
@@ -104,6 +105,23 @@ def _check_x(model: Denoiser, x: torch.Tensor, name: str) -> None:
         )
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    check_state_scale(x, name)
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype) and x.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the model computes in {dtype}; pass {name}.to(model.dtype) "
+            "(the samplers do not cast silently, so no precision is lost or gained unseen)"
+        )
+
+
+def _causes(x: torch.Tensor, name: str, prompt: Prompt, guidance_scale: float = 1.0) -> list[str]:
+    """The inputs of a DDIM run named as the likely cause of a non-finite state."""
+    causes = scale_causes(**{name: x})
+    if abs(float(guidance_scale)) > 20.0:
+        causes.append(f"guidance_scale={float(guidance_scale):g} (classifier-free guidance is used at 1..20)")
+    if isinstance(prompt, torch.Tensor):
+        causes += scale_causes(prompt=prompt)
+    return causes
 
 
 def _ddim_step(x: torch.Tensor, eps: torch.Tensor, c_from: tuple[float, float], c_to: tuple[float, float]) -> torch.Tensor:
@@ -131,8 +149,10 @@ def ddim_sample(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        x: (B, *model.sample_shape) states at ``t_from`` (latents for latent models).
-        t_from, t_to: times (int levels 0..T or float fractions of T; see the module doc).
+        x: (B, *model.sample_shape) states at ``t_from`` (latents for latent models), in the model's
+            dtype (another dtype is refused with a ``TypeError``, not cast).
+        t_from, t_to: times (int levels 0..T or float fractions of T; see the module doc). An int is a
+            level, not a diffusers timestep: level ``n`` runs the network at timestep ``n - 1``.
         steps: number of DDIM steps (>= 1; at most one per level of the interval).
         prompt: text prompt(s) or precomputed encoder hidden states (L, D) / (1 | B, L, D);
             ``None`` is the unconditional (empty-prompt) branch of conditional models.
@@ -144,6 +164,10 @@ def ddim_sample(
 
     Returns:
         (B, *sample_shape) states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
+
+    Raises:
+        NonFiniteError: (a ValueError) when a step produces NaN or infinite values, naming the step and
+            the inputs out of scale (``x``, ``guidance_scale``, a hidden-states ``prompt``).
     """
     steps, a, b = _span(model, t_from, t_to, steps)
     if b > a:
@@ -156,6 +180,7 @@ def ddim_sample(
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     cond = model.conditioning(prompt, batch=x.shape[0], guidance_scale=guidance_scale)
     levels = grid(b, a, steps)[::-1]
+    states_in = x
     gen = torch.Generator().manual_seed(int(seed)) if eta > 0 else None
     states = [x] if return_trajectory else None
     for n_from, n_to in tqdm(
@@ -171,6 +196,8 @@ def ddim_sample(
             x = a_to * x0 + math.sqrt(max(s_to**2 - sigma**2, 0.0)) * eps + sigma * z
         else:
             x = a_to * x0 + s_to * eps
+        refuse_non_finite(x, f"ddim_sample (step level {n_from} -> {n_to})",
+                          _causes(states_in, "x", prompt, guidance_scale))
         if states is not None:
             states.append(x)
     if return_trajectory:
@@ -202,7 +229,9 @@ def ddim_invert(
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
         x0: (B, *model.sample_shape) states at ``t_from`` (latents for latent models: use
-            ``model.to_latent(images)``).
+            ``model.to_latent(images)``). Clean pixel images (``t_from = 0``) must lie in [-1, 1]
+            within :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL` = 0.5, which admits the package's
+            own samples (they overshoot a little); the model's dtype.
         t_to: target time (>= ``t_from``); the result lies exactly on that level.
         steps: number of DDIM steps (>= 1; at most one per level).
         prompt: text prompt(s) or encoder hidden states; ``None`` = unconditional branch.
@@ -228,7 +257,11 @@ def ddim_invert(
     if a == 0 and not model.is_latent and getattr(model, "checks_image_range", True):
         from pullback_utils.diffusion.images import check_image_range
 
-        check_image_range(x0, "x0")  # clean pixel data: images in the model range
+        from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL
+
+        # clean pixel data: images in the model range, with the tolerance that admits the
+        # package's own samples (they overshoot [-1, 1] by up to 0.34, images.SAMPLE_RANGE_TOL)
+        check_image_range(x0, "x0", tol=SAMPLE_RANGE_TOL)
     cond = model.conditioning(prompt, batch=x0.shape[0], guidance_scale=1.0)
     levels = grid(a, b, steps)
     x = x0
@@ -242,6 +275,7 @@ def ddim_invert(
         for _ in range(int(fixed_point_iters)):
             eps = model.eps(x_next, n_to, cond)
             x_next = _ddim_step(x, eps, c_from, c_to)
+        refuse_non_finite(x_next, f"ddim_invert (step level {n_from} -> {n_to})", _causes(x0, "x0", prompt))
         x = x_next
         if states is not None:
             states.append(x)

@@ -28,7 +28,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "prompt_list", "short", "encode", "unconditional", "dit_labels"]
+from pullback_utils.diffusion.finite import MAX_GUIDANCE_SCALE
+
+__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "prompt_list", "short", "encode", "unconditional",
+           "dit_labels", "warn_truncated", "PromptTruncatedWarning"]
 
 _UNBATCHED = frozenset({"img_ids", "txt_ids"})
 
@@ -262,13 +265,68 @@ def encode_prompt(model: Any, prompt: Any) -> torch.Tensor | Conditioning | None
             f"model {model.name!r} has no text encoder, so it cannot encode prompt={prompt!r}; "
             "pass encoder hidden states (a tensor) instead"
         )
-    key = tuple(prompts)
+    # keyed by the encoders' identity too: swapping model.text_encoder (or tokenizer, pipeline, the
+    # SD3/FLUX token count) must not return the old encoder's embedding
+    owners = (model.text_encoder, model.tokenizer, getattr(model, "pipeline", None))
+    key = (tuple(id(o) for o in owners), model.max_sequence_length, tuple(prompts))
     memo = model._prompt_memo
-    if key not in memo:  # text encoders are deterministic (eval mode)
+    hit = memo.get(key)
+    if hit is None or any(a is not b for a, b in zip(hit[0], owners)):  # text encoders are deterministic (eval mode)
         if len(memo) >= 64:
             memo.pop(next(iter(memo)))
-        memo[key] = encode(model, prompts)
-    return memo[key].to(model.device, model.dtype)
+        warn_truncated(model, prompts)
+        c = encode(model, prompts)
+        _check_finite_conditioning(c, f"the encoding of prompt {short(prompt)}")
+        memo[key] = hit = (owners, c)  # the owners are kept, so their ids cannot be reused while memoised
+    return hit[1].to(model.device, model.dtype)
+
+
+def _check_finite_conditioning(c: Any, what: str) -> None:
+    """``ValueError`` naming ``what`` when a floating tensor of conditioning ``c`` holds NaN or inf."""
+    tensors = c.tensors() if isinstance(c, Conditioning) else {"": c} if isinstance(c, torch.Tensor) else {}
+    bad = [k or "values" for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ValueError(f"{what} contains NaN or infinite values ({', '.join(bad)}); the denoiser would "
+                         "return NaN images")
+
+
+def _token_limit(model: Any) -> tuple[Any, int] | None:
+    """(tokenizer, max tokens) of a text U-Net's encoder (CLIP tokenizer or the zoo's MiniLM), else None."""
+    if model.tokenizer is not None:
+        tok = model.tokenizer
+        limit = getattr(tok, "model_max_length", None)
+    else:
+        tok = getattr(model.text_encoder, "tokenizer", None)
+        limit = getattr(model.text_encoder, "max_length", None)
+    if tok is None or not isinstance(limit, numbers.Integral) or not 0 < int(limit) < 10**6:
+        return None
+    return tok, int(limit)
+
+
+def warn_truncated(model: Any, prompts: list[str]) -> None:
+    """Warn, naming the token limit and the words dropped, when a prompt of a text U-Net is longer than
+    its encoder reads (CLIP: 77 tokens; the zoo's MiniLM: 16). Prompts that differ only after the limit
+    get the same conditioning. SDXL / SD3 / FLUX pipelines warn themselves (diffusers)."""
+    if (model.family is not None and model.family.name != "unet") or _is_sdxl(model):
+        return
+    found = _token_limit(model)
+    if found is None:
+        return
+    tok, limit = found
+    for p in prompts:
+        ids = tok(p, truncation=False, add_special_tokens=True)["input_ids"]
+        if len(ids) > limit:
+            kept = tok.decode(ids[:limit], skip_special_tokens=True)
+            import warnings
+
+            warnings.warn(
+                f"prompt {p!r} has {len(ids)} tokens, but the text encoder of model {model.name!r} reads "
+                f"{limit} (special tokens included): everything after {kept!r} is dropped, so prompts that "
+                "differ only there get the same conditioning", PromptTruncatedWarning, stacklevel=4)
+
+
+class PromptTruncatedWarning(UserWarning):
+    """A prompt is longer than the text encoder's token limit; the rest is ignored."""
 
 
 def text_keywords(model: Any) -> tuple[str, ...]:
@@ -288,6 +346,12 @@ def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 
         or not math.isfinite(float(guidance_scale))
     ):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    if abs(float(guidance_scale)) > MAX_GUIDANCE_SCALE:
+        raise ValueError(
+            f"guidance_scale={float(guidance_scale):g} is outside [-{MAX_GUIDANCE_SCALE:g}, {MAX_GUIDANCE_SCALE:g}]: "
+            "classifier-free guidance is used at 1..20, and scales this large overflow the guided noise "
+            "(NaN images); pass a value in that range"
+        )
     if float(guidance_scale) != 1.0 and not model.has_unconditional_branch:
         why = "is unconditional" if not model.is_conditional else "has no unconditional branch (no text encoder)"
         raise ValueError(
@@ -308,6 +372,7 @@ def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 
         if missing:
             raise ValueError(f"conditioning for model {model.name!r} lacks {missing} (it needs {list(text_keywords(model))})")
         c: Any = prompt.to(model.device, model.dtype)
+        _check_finite_conditioning(c, "prompt")
     elif isinstance(prompt, torch.Tensor) and prompt.is_floating_point():
         if text_keywords(model) != ("encoder_hidden_states",):
             raise ValueError(f"model {model.name!r} is conditioned on {list(text_keywords(model))}: pass a prompt "
@@ -320,6 +385,7 @@ def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 
                 f"prompt as encoder hidden states must have shape (L, {dim}) or (1 | {batch}, L, "
                 f"{dim}), got {tuple(prompt.shape)}"
             )
+        _check_finite_conditioning(prompt, "prompt (encoder hidden states)")
         return c.to(model.device, model.dtype)
     else:
         c = model.encode_prompt(prompt)

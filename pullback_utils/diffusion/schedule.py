@@ -16,6 +16,13 @@ timestep 499), and ``0`` / ``0.0`` is clean data. Anything else (a bool, a strin
 ``T``, a float outside ``[0, 1]``, NaN) is refused with an error that names the parameter.
 The network is defined on levels ``1..T`` only (:func:`unet_timestep`).
 
+**Coming from diffusers:** an int ``t`` is a level, not a scheduler timestep. Diffusers' timestep
+``tau`` (0..T-1, what ``scheduler.timesteps`` holds and the U-Net receives) is level ``tau + 1``; so
+``t=400`` runs the network at timestep 399, and timestep 400 is ``t=401``. ``LocalBasis.info["timestep"]``
+records what the network received. (No warning is given for int ``t``: every chapter passes levels,
+and a warning on each correct call would teach users to ignore warnings; the error messages for
+out-of-range levels and for level 0 state the rule.)
+
 Grid
 ----
 ``steps`` DDIM steps between levels ``lo < hi`` visit ``lo + round(i * (hi - lo) / steps)``,
@@ -76,7 +83,8 @@ def resolve_time(t: Any, num_train_timesteps: int, *, name: str = "t") -> int:
         if not 0 <= n <= T:
             raise ValueError(
                 f"{name}={n} is outside the training grid: int levels run from 0 (clean data) to "
-                f"{T} (the top); use a float in [0, 1] for a fraction of T"
+                f"{T} (the top); use a float in [0, 1] for a fraction of T (an int is a level, not a "
+                f"diffusers timestep: timestep tau is level tau + 1, so timesteps 0..{T - 1} are levels 1..{T})"
             )
         return n
     f = float(t)
@@ -91,7 +99,8 @@ def unet_timestep(t: Any, num_train_timesteps: int, *, name: str = "t") -> int:
     if n < 1:
         raise ValueError(
             f"{name}={t!r} is clean data (level 0); the network is defined on levels 1..{int(num_train_timesteps)} "
-            f"(ints) or fractions in (0, 1]"
+            f"(ints) or fractions in (0, 1] (an int is a level, not a diffusers timestep: timestep tau is "
+            f"level tau + 1, so timestep 0 is {name}=1)"
         )
     return n - 1
 

@@ -20,8 +20,10 @@ network's own response decide how to move ``x_t``; moving by ``alpha * v`` alone
 :func:`matched_edits` compares both at a matched size of change.
 
 Times follow :mod:`pullback_utils.diffusion.schedule` (int level ``0..T`` or a float fraction of ``T``); the
-edit time must lie in ``(0, T]``. Images are in the model range [-1, 1] (checked, with a tolerance
-of 1e-3; :func:`pullback_utils.load_image` converts files and arrays).
+edit time must lie in ``(0, T]``. Image tensors are in the model range [-1, 1] (checked, with the
+tolerance :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL` = 0.5 that admits the package's own samples);
+files, PIL images and uint8 / uint16 arrays are converted by :func:`pullback_utils.diffusion.images.load_image`,
+and float numpy arrays are refused (their range, [0, 1] or [-1, 1], cannot be told from the values).
 
 Conditioning
 ------------

@@ -9,12 +9,15 @@ basis indices, signs, prompts, directions, image range).
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from pullback_utils.diffusion.ddim import Prompt, Time
-from pullback_utils.diffusion.images import check_image_range
+from pullback_utils.diffusion.finite import check_state_scale
+from pullback_utils.diffusion.images import IMAGE_RANGE_TOL, SAMPLE_RANGE_TOL, check_image_range
 from pullback_utils._validate import check_batch, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,19 +119,27 @@ def state_batch(model: "DiffusionModel", x: torch.Tensor, name: str = "x_t") -> 
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     x = x.unsqueeze(0) if x.dim() == len(model.sample_shape) else x
     check_batch(x, model.sample_shape, name, name)
+    check_state_scale(x, name)
     return x.to(model.device, model.dtype)
 
 
-def _check_range(x: torch.Tensor, name: str = "image") -> None:
-    """Refuse images outside the model range [-1, 1] or not finite (:func:`pullback_utils.diffusion.images.check_image_range`)."""
+def _check_range(x: torch.Tensor, name: str = "image", tol: float = IMAGE_RANGE_TOL) -> None:
+    """Refuse images outside the model range [-1 - tol, 1 + tol] or not finite
+    (:func:`pullback_utils.diffusion.images.check_image_range`)."""
     if not isinstance(x, torch.Tensor) or x.numel() == 0:
         return
-    check_image_range(x, name)
+    check_image_range(x, name, tol=tol)
 
 
 def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) -> Any:
     """``image_or_noise`` checked: a (1, *sample_shape) x_T (``is_noise``), a (1, *image_shape) image
-    tensor in [-1, 1], or a file path / PIL image / array for :func:`~pullback_utils.diffusion.images.load_image`."""
+    tensor in [-1, 1], or a file path / PIL image / uint8 or uint16 array for
+    :func:`~pullback_utils.diffusion.images.load_image`.
+
+    One rule for float pixel values: a tensor is in the model range [-1, 1] (tolerance
+    :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL`, so the package's own samples pass); a float numpy
+    array is refused, since [0, 1] and [-1, 1] data cannot be told apart by their values. A tensor whose
+    values all lie in [0, 1] is taken as model range with a warning (it may be a [0, 1] image)."""
     if image_or_noise is None:
         return None
     if is_noise:
@@ -144,6 +155,16 @@ def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) ->
         check_batch(img, model.image_shape, "image", "an image in [-1, 1]")
         if img.shape[0] != 1:
             raise ValueError(f"edit_image edits one image at a time; image has batch {img.shape[0]}")
-        _check_range(img, "image")
+        _check_range(img, "image", SAMPLE_RANGE_TOL)
+        if img.numel() and float(img.min()) >= 0.0 and float(img.max()) <= 1.0:
+            warnings.warn(
+                "image: every value lies in [0, 1]; a tensor is read as the model range [-1, 1], so this is "
+                "a bright image there; if it is a [0, 1] image, pass 2 * image - 1", stacklevel=3)
         return img
+    if isinstance(image_or_noise, np.ndarray) and np.issubdtype(image_or_noise.dtype, np.floating):
+        raise ValueError(
+            "image: a float numpy array is ambiguous ([0, 1] pixel data or the model range [-1, 1]); pass "
+            "torch.from_numpy(a) for an image already in the model range (CHW), or "
+            "pullback_utils.diffusion.images.load_image(a) for [0, 1] pixel data (HWC); uint8 / uint16 arrays, PIL "
+            "images and files are read by load_image")
     return image_or_noise

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pullback_utils.diffusion.ddim import Prompt, Time
+from pullback_utils.diffusion.finite import refuse_non_finite, scale_causes
 from pullback_utils.editing.checks import check_edit_time, check_index, check_prompt, direction_batch, state_batch
 from pullback_utils._validate import check_int, check_real
 
@@ -66,6 +67,10 @@ def xspace_guidance(
     Returns:
         (N + 1, B, *sample_shape): ``x^(0) = x_t`` (broadcast), ..., ``x^(N)``.
         With ``gamma == 0`` or ``N == 0`` no network is evaluated and every iterate equals ``x_t``.
+
+    ``direction`` is used as given (the probe is ``s * v``; :func:`edit_image` normalises the
+    directions it is given). A step that produces NaN or infinite values raises
+    :class:`~pullback_utils.diffusion.finite.NonFiniteError` naming ``gamma`` and any input out of scale.
     """
     check_edit_time(model, t, "t")
     gamma = check_real(gamma, "gamma")
@@ -80,10 +85,14 @@ def xspace_guidance(
     if gamma == 0.0 or n_steps == 0:
         return torch.stack(iterates * (n_steps + 1))
     cond = model.conditioning(prompt, batch=2 * b)
-    for _ in tqdm(range(n_steps), desc="x-space guidance", disable=not progress, leave=False):
+    causes = scale_causes(gamma=gamma, step_size=s, x_t=x, direction=d)
+    for j in tqdm(range(n_steps), desc="x-space guidance", disable=not progress, leave=False):
         e = model.eps(torch.cat([x + s * d, x]), t, cond)
         e_probe, e_here = e.chunk(2)
         x = x + gamma * (e_probe - e_here)
+        refuse_non_finite(x, f"xspace_guidance (step {j + 1} of {n_steps})",
+                          causes or [f"gamma={gamma:g} (each step moves x by gamma times a noise difference; "
+                                     "the paper's edits use gamma of order 0.1..10)"])
         iterates.append(x)
     return torch.stack(iterates)
 
@@ -102,6 +111,26 @@ def naive_traverse(x_t: torch.Tensor, direction: torch.Tensor, strengths: Sequen
             f"x_t {tuple(x_t.shape)} and direction {tuple(direction.shape)} do not broadcast"
         ) from None
     return x.unsqueeze(0) + a.view(-1, *([1] * x.dim())) * d.unsqueeze(0)
+
+
+#: ``LocalBasis.info`` fields that must agree for two bases to be of one feature map, and what each is
+_SAME_MAP = {"denoiser": "model (denoiser weights)", "level": "time (level)", "layer": "layer"}
+
+
+def _check_same_feature_map(a: "LocalBasis", b: "LocalBasis") -> None:
+    ia, ib = dict(getattr(a, "info", None) or {}), dict(getattr(b, "info", None) or {})
+    for field, what in _SAME_MAP.items():
+        has_a, has_b = field in ia, field in ib
+        if has_a and has_b and ia[field] != ib[field]:
+            raise ValueError(
+                f"parallel_transport needs two bases of one feature map, but their {what} differ: "
+                f"basis_from.info[{field!r}] = {ia[field]!r}, basis_to.info[{field!r}] = {ib[field]!r}; "
+                "compute both with the same model, t and layer")
+        if has_a != has_b:
+            which = "basis_from" if has_a else "basis_to"
+            raise ValueError(
+                f"parallel_transport cannot check that the bases share a feature map: only {which} records "
+                f"info[{field!r}] ({what}); compute both with model.local_basis (same model, t and layer)")
 
 
 def parallel_transport(
@@ -129,13 +158,20 @@ def parallel_transport(
         (*x_shape) unit vector (the shape of ``basis_to.v[0]``); with ``return_coefficients``,
         ``(v', c)``.
 
+    The assumption is checked on the bases' ``info`` (recorded by ``local_basis``): the denoiser
+    (``info["denoiser"]``, a signature of its weights), the level and the layer must agree. A field
+    that only one basis records is refused too (a basis from elsewhere: recompute both with
+    ``model.local_basis``); bases that record none of them (built by ``jacobian_svd`` on a plain
+    function) are taken as the caller's responsibility.
+
     Raises:
-        ValueError: index not in 0..k-1 of ``basis_from``, h shapes that differ, or
-        ``u_{0,index}`` orthogonal to span(U_1) (nothing to transport).
+        ValueError: index not in 0..k-1 of ``basis_from``, h shapes that differ, bases of different
+        denoisers, times or layers, or ``u_{0,index}`` orthogonal to span(U_1) (nothing to transport).
     """
     for name, b in (("basis_from", basis_from), ("basis_to", basis_to)):
         if not all(hasattr(b, a) for a in ("u", "v", "s")):
             raise TypeError(f"{name} must be a LocalBasis (with u, v, s), got {type(b).__name__}")
+    _check_same_feature_map(basis_from, basis_to)
     k0 = int(basis_from.u.shape[0])
     index = check_index(index, k0)
     if tuple(basis_from.u.shape[1:]) != tuple(basis_to.u.shape[1:]):

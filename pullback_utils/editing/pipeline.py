@@ -234,12 +234,73 @@ def _start(model: "DiffusionModel", start: Any, is_noise: bool, seed: int) -> tu
 
 
 def _check_direction(model: "DiffusionModel", direction: torch.Tensor | None) -> torch.Tensor | None:
+    """A given direction as one unit vector (1, *sample_shape): it is normalised, as
+    :attr:`EditResult.direction` documents a unit vector and the probe ``x + s v`` of guidance is
+    sized for one; a zero direction is refused."""
     if direction is None:
         return None
     d = direction_batch(model, direction)
     if d.shape[0] != 1:
         raise ValueError("direction must be one vector")
-    return d
+    norm = float(d.double().norm())
+    if not norm > 0.0:
+        raise ValueError("direction is the zero vector; it has no direction to follow")
+    return (d.double() / norm).to(d.dtype)
+
+
+#: keys of ``basis_kwargs`` that :func:`edit_image` sets itself, and the argument that sets each
+_BASIS_RESERVED = {"x_t": "the edit state", "t": "t_edit", "k": "k (an EditConfig field)",
+                   "prompt": "basis_prompt"}
+
+
+def check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, Any]:
+    """``basis_kwargs`` checked against :meth:`DiffusionModel.local_basis` (``layer``, ``cache_dir``) and
+    :func:`~pullback_utils.engine.solvers.jacobian_svd` (names and values) before any network evaluation."""
+    import os
+
+    from pullback_utils.features.basis import SOLVER_OPTIONS
+    from pullback_utils.features.feature_maps import layer_names
+    from pullback_utils.engine.operators import JVP_MODES
+    from pullback_utils.engine.solvers import SOLVER_DEFAULTS, check_solver_args
+
+    if basis_kwargs is None:
+        return {}
+    if not isinstance(basis_kwargs, dict) or not all(isinstance(k, str) for k in basis_kwargs):
+        raise TypeError(f"basis_kwargs must be a dict of keyword arguments, got {type(basis_kwargs).__name__}")
+    reserved = sorted(set(basis_kwargs) & set(_BASIS_RESERVED))
+    if reserved:
+        raise ValueError(f"basis_kwargs sets {reserved}, which edit_image sets itself; use "
+                         + ", ".join(_BASIS_RESERVED[r] for r in reserved) + " instead")
+    valid = ("layer", "cache_dir", *SOLVER_OPTIONS)
+    unknown = sorted(set(basis_kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"basis_kwargs has unknown option(s) {unknown}; valid options (of local_basis and "
+                        f"jacobian_svd): {sorted(valid)}")
+    kw = dict(basis_kwargs)
+    args = {**SOLVER_DEFAULTS, **{k: v for k, v in kw.items() if k in SOLVER_DEFAULTS}}
+    try:
+        check_solver_args(args["method"], args["tol"], args["max_iters"], args["oversample"], args["seed"])
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"basis_kwargs: {e}") from None
+    layer = kw.get("layer")
+    if layer is not None and (not isinstance(layer, str)
+                              or layer not in layer_names(model.unet, submodules=True)):
+        raise ValueError(f"basis_kwargs: layer={layer!r} is not a layer of the denoiser; valid blocks: "
+                         f"{layer_names(model.unet)} (or any submodule path)")
+    cache_dir = kw.get("cache_dir")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"basis_kwargs: cache_dir must be a folder path or None, got {type(cache_dir).__name__}")
+    if kw.get("jvp_mode", "reverse") not in JVP_MODES:
+        raise ValueError(f"basis_kwargs: jvp_mode must be one of {list(JVP_MODES)}, got {kw['jvp_mode']!r}")
+    if kw.get("batching", "auto") not in ("auto", "batch", "vmap"):
+        raise ValueError(f"basis_kwargs: batching must be 'auto', 'batch' or 'vmap', got {kw['batching']!r}")
+    cs = kw.get("chunk_size")
+    if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
+        raise ValueError(f"basis_kwargs: chunk_size must be a positive integer or None, got {cs!r}")
+    cb = kw.get("callback")
+    if cb is not None and not callable(cb):
+        raise TypeError(f"basis_kwargs: callback must be callable or None, got {type(cb).__name__}")
+    return kw
 
 
 def _direction(model: "DiffusionModel", x_t: torch.Tensor, plan: _Plan, direction: torch.Tensor | None,
@@ -315,8 +376,10 @@ def edit_image(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        image_or_noise: an image (file path, PIL image, numpy array, or a (1, *image_shape) tensor in
-            [-1, 1]) to DDIM-invert; with ``is_noise=True`` a (1, *sample_shape) x_T; ``None`` draws
+        image_or_noise: an image to DDIM-invert: a (1, *image_shape) tensor in the model range [-1, 1]
+            (tolerance 0.5, so the package's own samples pass), or pixel data read by
+            :func:`pullback_utils.diffusion.images.load_image` (a file path, PIL image, uint8 / uint16 array;
+            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with ``is_noise=True`` a (1, *sample_shape) x_T; ``None`` draws
             x_T from ``seed``.
         config: the settings (default ``EditConfig.for_model(model)``).
         t_edit: edit time in (0, T] (int level or fraction); default the middle of ``config.t_edits``.
@@ -325,12 +388,13 @@ def edit_image(
             ``guidance_prompt="edit"``); None = empty prompt / unconditional.
         basis_prompt: edit prompt, under which the basis is computed; None = ``prompt``.
         direction: a ready direction (*sample_shape) to follow instead of the basis (e.g. one from
-            :func:`~pullback_utils.editing.guidance.parallel_transport`); ``index`` and ``k`` are
-            then ignored.
+            :func:`~pullback_utils.editing.guidance.parallel_transport`), normalised to unit length
+            (a zero vector is refused); ``index`` and ``k`` are then ignored.
         frames: number of frames, iterates ``j = 0, N/(F-1), ..., N``.
         seed: seed of the noise (``image_or_noise=None``), the basis solver and stochastic steps.
         is_noise: ``image_or_noise`` is x_T, not an image.
-        basis_kwargs: extra options of :meth:`DiffusionModel.local_basis` (tol, method, cache_dir, ...).
+        basis_kwargs: extra options of :meth:`DiffusionModel.local_basis` (tol, method, cache_dir,
+            layer, ...), checked (names and values) before any network evaluation.
         progress: tqdm bars.
         **overrides: :class:`EditConfig` fields (gamma, n_steps, step_size, k, inversion_steps,
             sampling_steps, eta_below, guidance_prompt, ...). ``None`` keeps the config's value
@@ -347,11 +411,16 @@ def edit_image(
     Raises:
         ValueError: before any network evaluation, for an unknown index or ``index >= k``, a sign
             other than ±1, a prompt on an unconditional model, ``t_edit`` outside (0, T], an image
-            outside [-1, 1], or invalid settings (:class:`EditConfig`).
-        TypeError: an override that is not an :class:`EditConfig` field.
+            outside [-1, 1], a zero direction, invalid ``basis_kwargs`` values, or invalid settings
+            (:class:`EditConfig`).
+        TypeError: an override that is not an :class:`EditConfig` field, or an unknown
+            ``basis_kwargs`` option.
+        NonFiniteError: (a ValueError) when a step produces NaN or infinite values (e.g. ``gamma``
+            far too large), naming the step and the inputs out of scale.
     """
     start = check_start(model, image_or_noise, is_noise)
     direction = _check_direction(model, direction)
+    basis_kwargs = check_basis_kwargs(model, basis_kwargs) if direction is None else basis_kwargs
     plan = _plan(model, image_or_noise, is_noise, config, overrides, t_edit=t_edit, index=index, sign=sign,
                  prompt=prompt, basis_prompt=basis_prompt, direction=direction, frames=frames, seed=seed)
     cfg = plan.config

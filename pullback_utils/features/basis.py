@@ -29,7 +29,7 @@ from pullback_utils.diffusion.architectures import check_input, family_of
 from pullback_utils.features.feature_maps import feature_map
 from pullback_utils.engine.solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
 
-__all__ = ["local_basis", "frozen", "SOLVER_OPTIONS"]
+__all__ = ["local_basis", "frozen", "SOLVER_OPTIONS", "denoiser_signature"]
 
 #: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd` that ``local_basis`` passes on
 SOLVER_OPTIONS = tuple(p for p in inspect.signature(jacobian_svd).parameters if p not in ("fn", "x", "k"))
@@ -50,6 +50,29 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         for p, flag in saved:
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+def denoiser_signature(denoiser: nn.Module) -> str:
+    """A short hex id of a denoiser's class and weights: equal for the same network, different for
+    different weights (another model, another checkpoint) with overwhelming probability.
+
+    Cheap: sha256 of the class name, every parameter's and buffer's name, shape and dtype, and 8
+    values sampled evenly from each (not a digest of all weights, which the basis cache's
+    ``DiffusionModel.fingerprint`` is). Recorded as ``LocalBasis.info["denoiser"]``.
+    """
+    import hashlib
+
+    h = hashlib.sha256(f"{type(denoiser).__module__}.{type(denoiser).__qualname__}".encode())
+    samples = []
+    for name, t in (*denoiser.named_parameters(), *denoiser.named_buffers()):
+        h.update(f"|{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        flat = t.detach().reshape(-1)
+        if flat.numel():
+            step = max(1, flat.numel() // 8)
+            samples.append(flat[::step][:8].to(torch.float64))
+    if samples:
+        h.update(torch.cat([x.cpu() for x in samples]).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def local_basis(
@@ -85,7 +108,9 @@ def local_basis(
 
     Returns:
         :class:`LocalBasis`: v (k, 1, *x_shape), u (k, 1, *h_shape[1:]), s (k,); ``info`` records
-        ``level``, ``timestep`` (the network's input), ``sigma`` (flow models) and ``layer``.
+        ``level``, ``timestep`` (the network's input: ``level - 1`` for VP networks, so a diffusers
+        timestep ``tau`` is ``t = tau + 1``), ``sigma`` (flow models), ``layer`` and ``denoiser``
+        (:func:`denoiser_signature`, which :func:`~pullback_utils.editing.parallel_transport` compares).
     """
     solver = {n: v for n, v in options.items() if n in SOLVER_OPTIONS}
     conditioning = {n: v for n, v in options.items() if n not in SOLVER_OPTIONS}
@@ -103,7 +128,8 @@ def local_basis(
     dtype = next(denoiser.parameters()).dtype
     with frozen(denoiser), forward_ad_safe(denoiser):
         basis = jacobian_svd(fn, x_t.to(dtype), k, **solver)
-    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": fn.layer})
+    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": fn.layer,
+                       "denoiser": denoiser_signature(denoiser)})
     if fn.sigma is not None:
         basis.info["sigma"] = fn.sigma
     return basis

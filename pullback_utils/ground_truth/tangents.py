@@ -107,12 +107,19 @@ def data_tangent_bases(name: str, factors: torch.Tensor, discrete: dict[str, tor
     return [tangent_basis(jac[i], rtol=rtol) for i in range(jac.shape[0])]
 
 
+#: How far ``Q Q^T`` may deviate from the identity (max entry) for :func:`energy_fraction` to accept ``Q``:
+#: float32 bases from the engine are orthonormal to about 1e-6; 1e-4 leaves room for float32 storage.
+ORTHONORMAL_TOL = 1e-4
+
+
 def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
     """Share of each direction's squared norm inside ``span(basis)``.
 
     Args:
         vectors: ``(m, ...)`` directions (any trailing shape, flattened to ``D``; need not be unit).
-        basis: ``(r, D)`` with orthonormal rows (from :func:`tangent_basis`); ``r = 0`` allowed.
+        basis: ``(r, D)`` with orthonormal rows (from :func:`tangent_basis`); ``r = 0`` allowed. Rows
+            that are not orthonormal (``Q Q^T`` off the identity by more than :data:`ORTHONORMAL_TOL`)
+            are refused.
 
     Returns:
         ``(m,)`` float64 ``||Q v||^2 / ||v||^2`` in [0, 1]. For orthonormal ``vectors`` the mean equals
@@ -125,6 +132,15 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
         raise ValueError(f"basis must have shape (r, D), got {tuple(q.shape)}")
     if q.shape[1] != v.shape[1]:
         raise ValueError(f"vectors have {v.shape[1]} entries each but basis vectors have {q.shape[1]}")
+    if q.shape[0]:
+        if not bool(torch.isfinite(q).all()):
+            raise ValueError("basis contains NaN or infinite values")
+        err = float((q @ q.T - torch.eye(q.shape[0], dtype=q.dtype)).abs().max())
+        if err > ORTHONORMAL_TOL:
+            raise ValueError(
+                f"basis rows must be orthonormal (Q Q^T = I to {ORTHONORMAL_TOL:g}), got a deviation of {err:.3g}; "
+                "the formula ||Q v||^2 / ||v||^2 holds only then (values above 1 otherwise): orthonormalise "
+                "with torch.linalg.qr(basis.T).Q.T or use tangent_basis")
     norm2 = (v * v).sum(1)
     if (norm2 == 0).any():
         raise ValueError("vectors must be non-zero")

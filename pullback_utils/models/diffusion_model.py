@@ -33,7 +33,7 @@ from pullback_utils.diffusion.prompts import Conditioning
 from pullback_utils.diffusion.ddim import Prompt
 from pullback_utils.diffusion.architectures import Family, family_of
 from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
-from pullback_utils.diffusion.images import check_image_range
+from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL, check_image_range
 from pullback_utils.diffusion.schedule import Time, resolve_time, unet_timestep
 from pullback_utils.diffusion.vae import config_get
 from pullback_utils._validate import check_batch, check_int
@@ -311,13 +311,14 @@ class DiffusionModel:
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
         """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
 
-        Images outside [-1, 1] beyond :data:`~pullback_utils.diffusion.images.IMAGE_RANGE_TOL` are refused.
+        Images outside [-1, 1] beyond :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL` are refused (the
+        tolerance admits the package's own decoded samples, which overshoot a little).
 
         Latent models use the VAE posterior mean times ``vae.config.scaling_factor``.
         """
         check_batch(images, self.image_shape, "images", "images in [-1, 1]")
         if self.checks_image_range:
-            check_image_range(images, "images")
+            check_image_range(images, "images", tol=SAMPLE_RANGE_TOL)
         return images if self.vae is None else vae_io.encode(self.vae, images, self.device, self.dtype)
 
     @torch.no_grad()
@@ -404,7 +405,9 @@ class DiffusionModel:
 
         Args:
             x_t: (1, *sample_shape) or (*sample_shape) state at time ``t``.
-            t: time (level >= 1 or fraction > 0).
+            t: time (level >= 1 or fraction > 0). An int is a level, not a diffusers timestep: the
+                network sees timestep ``t - 1`` (diffusers' timestep ``tau`` is ``t = tau + 1``;
+                :mod:`pullback_utils.diffusion.schedule`); ``info["timestep"]`` records it.
             k: number of singular vectors.
             prompt: prompt or conditioning (conditional models; None = the unconditional branch).
             layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle

@@ -215,15 +215,19 @@ def bases_over(
         layer: feature layer (``"mid"`` = h-space).
         cache_dir: basis cache folder (``None``/``""`` = no cache).
         progress: tqdm bar over the ``n_t * n`` bases; desc: its label.
-        dtype: storage type of ``v`` and ``u``.
+        dtype: storage type of ``v`` and ``u`` (a floating-point dtype; others are refused).
         cluster: where the bases are computed (:mod:`pullback_utils.sweeps.distributed`): ``None`` (the process
             default, in-process unless a chapter's ``cluster`` parameter set one), ``""`` (in-process),
             ``"local:N"``, ``"auto"``, ``"ray://HOST:PORT"``, a ``RayCluster`` or a
-            ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU).
+            ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU), and a
+            degenerate or non-finite basis raises ``ValueError`` on every backend.
         **solver: options of :func:`pullback_utils.jacobian_svd` (``method``, ``tol``, ``max_iters``...).
     """
     times = list(times)
     check_times(times, model.num_train_timesteps)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype (the storage type of v and u: unit vectors "
+                         f"would round to zero in an integer type), got {dtype!r}")
     if not isinstance(xs, torch.Tensor):
         raise TypeError(f"xs must be a torch.Tensor, got {type(xs).__name__}")
     if xs.dim() == len(model.sample_shape) + 1:
@@ -255,6 +259,8 @@ def bases_over(
         flat = compute_bases(model, [(xs[i, j: j + 1], times[i]) for i in range(n_t) for j in range(n)], k,
                              cluster=backend, prompt=prompt, layer=layer, cache_dir=cache, progress=progress,
                              desc=desc, transform=keep, solver=solver)
+        for idx, b in enumerate(flat):  # the same checks as the serial sweep, so both raise alike
+            check(b, times[idx // n], idx % n)
     else:
         flat = []
         bar = tqdm(total=n_t * n, desc=desc, disable=not progress)

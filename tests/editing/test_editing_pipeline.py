@@ -94,21 +94,22 @@ def test_edit_from_an_image_inverts_it(pixel):
 
 
 # ---------------------------------------------------------------------------- image range (issue 13 item 4)
-@pytest.mark.parametrize("scale, shift", [(255.0, 0.0), (2.0, 0.0), (1.0, -1.5)])
+# (issue 25: images entering the model take the tolerance 0.5 that admits the package's own samples)
+@pytest.mark.parametrize("scale, shift", [(255.0, 0.0), (2.0, 0.0), (1.0, -2.0)])
 def test_images_outside_the_model_range_are_refused_before_compute(no_compute, scale, shift):
     img = torch.linspace(0, 1, 3 * 16 * 16).reshape(1, 3, 16, 16) * scale + shift
     lo, hi = float(img.min()), float(img.max())
     with pytest.raises(ValueError, match=(
-            rf"image must be in the model range \[-1, 1\] \(tolerance 0.05\), got values in \[{lo:.4g}, {hi:.4g}\]")):
+            rf"image must be in the model range \[-1, 1\] \(tolerance 0.5\), got values in \[{lo:.4g}, {hi:.4g}\]")):
         E.edit_image(no_compute, img, t_edit=0.5)
 
 
 def test_image_range_tolerance_and_non_finite_values(no_compute):
-    img = torch.linspace(-1.04, 1.04, 3 * 16 * 16).reshape(1, 3, 16, 16)  # within the tolerance 0.05: accepted
+    img = torch.linspace(-1.4, 1.4, 3 * 16 * 16).reshape(1, 3, 16, 16)  # within the tolerance 0.5: accepted
     with pytest.raises(AssertionError, match="heavy compute started"):  # got past the checks
         E.edit_image(no_compute, img, t_edit=0.5, direction=torch.ones(3, 16, 16))
     with pytest.raises(ValueError, match="model range"):
-        E.edit_image(no_compute, img * 1.02, t_edit=0.5)
+        E.edit_image(no_compute, img * 1.1, t_edit=0.5)
     bad = img.clone()
     bad[0, 0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN or infinite"):
