@@ -11,7 +11,10 @@ produces. This module builds those nulls:
   must be learned: a statistic that a random network also shows is a property of the architecture);
 - :func:`noise_floor` -- the distance between two bases at the same point computed with different
   solver seeds: the resolution of every distance the book reports;
-- :func:`normalised_distance` -- ``d / ((pi / 2) sqrt(k))``, a distance on the scale of its maximum.
+- :func:`normalised_distance` -- ``d / ((pi / 2) sqrt(k))``, a distance on the scale of its maximum;
+- :func:`gaussian` -- the bases of the optimal denoiser of a Gaussian fitted to the model's training data
+  (:mod:`pullback_utils.gaussian`): the strongest alternative explanation of a geometric claim (a
+  linear denoiser has the same basis for every sample, the data's principal components, at every t).
 
 Shapes: bases ``(..., k, C, H, W)`` (image-shaped x-side ``v`` or h-side ``u``); the FFT runs over the
 last two dimensions.
@@ -27,7 +30,7 @@ import torch
 
 from .validate import check_int
 
-__all__ = ["spectrum_matched", "random_weight_model", "noise_floor", "normalised_distance"]
+__all__ = ["spectrum_matched", "random_weight_model", "noise_floor", "normalised_distance", "gaussian"]
 
 
 def spectrum_matched(basis: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
@@ -106,3 +109,25 @@ def noise_floor(model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[i
 def normalised_distance(d: Any, k: int) -> Any:
     """``d / ((pi / 2) sqrt(k))``: 0 for equal subspaces, 1 for orthogonal ones."""
     return d / (math.pi / 2 * math.sqrt(check_int(k, "k", 1)))
+
+
+def gaussian(model: Any, times: Any, k: int, n: int, *, dataset: str | None = None, output: str | None = None,
+             n_images: int = 3000, seed: int = 0, rank: int | None = 512, cache_dir: Any = None) -> Any:
+    """The Gaussian control of ``model`` as a :class:`~pullback_utils.sweeps.BasisSweep` ``(n_t, n, k, ...)``.
+
+    The Gaussian of the model's training data (``dataset``, default the zoo dataset of the model:
+    :func:`pullback_utils.studies.model_dataset`) is fitted on ``n_images`` fresh draws
+    (:func:`pullback_utils.gaussian.fit_dataset`, cached in ``cache_dir``); its denoiser's basis at every
+    ``t`` of ``times`` is repeated for the ``n`` samples. ``output=None`` differentiates the output the
+    model predicts (the h-analogue), ``"sample"`` the denoiser ``x0_hat`` (module doc of
+    :mod:`pullback_utils.gaussian`). Returns ``(sweep, fit)``.
+    """
+    from pullback_utils.gaussian import fit_dataset, gaussian_sweep
+    from pullback_utils.studies import model_dataset
+
+    name = dataset or model_dataset(model)
+    if name is None:
+        raise ValueError(f"dataset must be given for model {getattr(model, 'name', model)!r}: the Gaussian control "
+                         f"needs the training data (a zoo dataset name)")
+    fit = fit_dataset(name, n_images=n_images, seed=seed, rank=rank, cache_dir=cache_dir)
+    return gaussian_sweep(fit, model, times, k, n, output=output, seed=seed), fit
