@@ -11,7 +11,10 @@ produces. This module builds those nulls:
   must be learned: a statistic that a random network also shows is a property of the architecture);
 - :func:`noise_floor` -- the distance between two bases at the same point computed with different
   solver seeds: the resolution of every distance the book reports;
-- :func:`normalised_distance` -- ``d / ((pi / 2) sqrt(k))``, a distance on the scale of its maximum.
+- :func:`normalised_distance` -- ``d / ((pi / 2) sqrt(k))``, a distance on the scale of its maximum;
+- :func:`gaussian` -- the bases of the optimal denoiser of a Gaussian fitted to the model's training data
+  (:mod:`pullback_utils.analysis.gaussian`): the strongest alternative explanation of a geometric claim (a
+  linear denoiser has the same basis for every sample, the data's principal components, at every t).
 
 Shapes: bases ``(..., k, C, H, W)`` (image-shaped x-side ``v`` or h-side ``u``); the FFT runs over the
 last two dimensions.
@@ -106,3 +109,5 @@ def noise_floor(model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[i
 def normalised_distance(d: Any, k: int) -> Any:
     """``d / ((pi / 2) sqrt(k))``: 0 for equal subspaces, 1 for orthogonal ones."""
     return d / (math.pi / 2 * math.sqrt(check_int(k, "k", 1)))
+
+

@@ -76,6 +76,9 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "edit_times": lambda v, n: _times(v, n, min_len=1),
     "cluster": lambda v, n: _cluster(v, n),
     "exploration": V.check_bool,
+    "gaussian_images": lambda v, n: V.check_int(v, n, 2),
+    "gaussian_rank": lambda v, n: V.check_int(v, n, 1),
+    "share_k": lambda v, n: V.check_int(v, n, 1),
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from pullback_utils.analysis.inference import pair_u_test
 from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, book_style
 
-__all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "psd_curves", "distances_over_t",
+__all__ = ["WIDTH", "MIN_FONT", "style", "low_share_over_t", "gaussian_share_over_t", "psd_curves", "distances_over_t",
            "self_distance_heatmap", "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t",
            "ladder_figure", "truth_energy_over_t", "truth_directions"]
 
@@ -68,6 +68,32 @@ def low_share_over_t(low: np.ndarray, times: Sequence[float], *, control: np.nda
         ax.set_ylabel(f"energy share at f <= {cutoff:.0f} cycles/image")
         _time_axis(ax, times)
         ax.legend(loc="best")
+    return fig
+
+
+def gaussian_share_over_t(curves: Sequence[dict], times: Sequence[float], *, K: int, chance: float):
+    """The "Gaussian share" (energy of a basis in the data's top-K principal components) over t.
+
+    ``curves``: dicts ``{"label", "share" (n_t', n), "times" (n_t'), "style"}`` with ``style`` one of
+    ``"model"``, ``"control"``, ``"matched"`` (colours of :data:`COLOURS`) plus an optional ``"fmt"``;
+    ``chance``: the share of a random direction, ``K / D`` (dotted)."""
+    import matplotlib.pyplot as plt
+
+    with style():
+        fig, ax = plt.subplots(figsize=(WIDTH * 0.62, 3.2))
+        for c in curves:
+            share = np.asarray(c["share"], dtype=np.float64)
+            if share.shape[1] > 1 and np.ptp(share, axis=1).max() > 0:
+                m, lo, hi = mean_ci(share, axis=1)
+            else:
+                m = lo = hi = share.mean(axis=1)
+            ax.errorbar(c["times"], m, yerr=[m - lo, hi - m], fmt=c.get("fmt", "o-"), capsize=3,
+                        color=COLOURS[c.get("style", "model")], label=c["label"])
+        ax.axhline(chance, color=COLOURS["random"], ls=":", label=f"random direction (K/D = {chance:.3f})")
+        ax.set_ylabel(f"energy share in the data's top {K} PCs")
+        ax.set_ylim(-0.02, 1.02)
+        _time_axis(ax, times)
+        ax.legend(loc="best", fontsize="small")
     return fig
 
 

@@ -21,6 +21,7 @@ import torch
 
 from pullback_utils.analysis.baselines import random_weight_model
 from pullback_utils.analysis.geometry import geodesic_distance
+from pullback_utils.zoo.registry import model_dataset
 from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
@@ -334,20 +335,6 @@ def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[in
             rows.append({"steps": int(s), "fixed_point_iters": int(f), "relative_error": err,
                          "psnr_db": float(10 * np.log10(4.0 / max(mse, 1e-20))), "evaluations": n * (2 + int(f))})
     return rows
-
-
-def model_dataset(model: Any) -> str | None:
-    """The zoo dataset a model was trained on (bundled name or a folder with ``zoo.json``), else ``None``."""
-    from pathlib import Path
-
-    from pullback_utils.zoo import registry
-
-    name = str(getattr(model, "name", ""))
-    if registry.is_bundled(name):
-        return registry.model_info(name).get("dataset")
-    if (Path(name) / "zoo.json").is_file():
-        return registry.read_info(name).get("dataset")
-    return None
 
 
 def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, config: Any,

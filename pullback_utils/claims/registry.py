@@ -148,6 +148,25 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 at the middle edit "
        "time, per sample (a naive step along v_1 has cosine 1 by construction)",
        parent="editing"),
+    _C("coarse_to_fine_vs_gaussian", "Coarse to fine beyond the Gaussian",
+       "The shift of the basis towards higher frequencies is larger than that of the optimal denoiser of a Gaussian "
+       "fitted to the training data (the same top-k statistic on the Gaussian control's basis).",
+       "coarse_to_fine", "support", "sample", "sign-flip", "greater",
+       "coarse_to_fine's per-sample value minus the same value of the Gaussian control (top-k eigenvectors of the "
+       "Jacobian of the output the model predicts, the h-analogue), per sample",
+       baselines=("gaussian",), parent="coarse_to_fine"),
+    _C("early_similarity_vs_gaussian", "Early similarity beyond the Gaussian",
+       "The cross-sample distance grows towards t -> 0 more than under the Gaussian control, whose basis is the "
+       "same for every sample at every t (it explains similarity, not its growth).",
+       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
+       "early_similarity's per-pair value minus the same value on the Gaussian control's bases (rad)",
+       baselines=("gaussian",), parent="early_similarity"),
+    _C("dataset_complexity_vs_gaussian", "Dataset complexity beyond the Gaussian",
+       "The trend of the models' spread over data complexity remains after subtracting the spread of each "
+       "model's Gaussian control (the optimal linear denoiser of its rung's data).",
+       "dataset_complexity", "support", "model", "permutation trend", "greater",
+       "Spearman rho between the factor count and each model's spread minus its Gaussian control's spread",
+       baselines=("gaussian",), parent="dataset_complexity", primary_model="ladder", min_units=12),
     # ------------------------------------------------------------------ the book's extensions
     _C("ground_truth_matched", "Basis on the data manifold (vs same-spectrum random)",
        "On procedural data the top local latent basis lies in the true tangent space of the data manifold, "

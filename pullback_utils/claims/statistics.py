@@ -20,7 +20,7 @@ from pullback_utils.analysis import inference as inf
 __all__ = [
     "coarse_to_fine", "paired_difference", "early_similarity", "early_similarity_excess",
     "adjacent_distance", "timestep_discrepancy", "prompt_similarity", "fading", "complexity_trend",
-    "model_spread", "attribute_similarity",
+    "model_spread", "attribute_similarity", "coarse_to_fine_excess", "complexity_trend_excess",
 ]
 
 
@@ -48,6 +48,19 @@ def coarse_to_fine(low_share: Any, times: Sequence[Any], **test: Any) -> inf.Tes
     low = _array(low_share, "low_share", 2)
     hi, lo = _times(times, low.shape[0])
     return inf.sign_flip_test(low[hi] - low[lo], unit="sample", **test)
+
+
+def coarse_to_fine_excess(low_share: Any, baseline_low_share: Any, times: Sequence[Any], **test: Any) -> inf.TestResult:
+    """:func:`coarse_to_fine`'s per-sample value minus the same value of a baseline model on the same units.
+
+    ``low_share``, ``baseline_low_share``: ``(n_t, n)`` (e.g. the Gaussian control's, which repeats one
+    basis for every sample). Per sample ``(low[early] - low[late]) - (base[early] - base[late])``;
+    sign-flip test over samples (claimed: > 0, a shift beyond the baseline's)."""
+    low, base = _array(low_share, "low_share", 2), _array(baseline_low_share, "baseline_low_share", 2)
+    if low.shape != base.shape:
+        raise ValueError(f"low_share and baseline_low_share must have the same shape, got {low.shape} and {base.shape}")
+    hi, lo = _times(times, low.shape[0])
+    return inf.sign_flip_test((low[hi] - low[lo]) - (base[hi] - base[lo]), unit="sample", **test)
 
 
 def paired_difference(a: Any, b: Any, *, unit: str = "sample", **test: Any) -> inf.TestResult:
@@ -136,6 +149,15 @@ def model_spread(cross: Any) -> float:
     if iu[0].size == 0:
         raise ValueError("cross needs at least 2 samples")
     return float(c[:, iu[0], iu[1]].mean())
+
+
+def complexity_trend_excess(factor_counts: Any, spreads: Any, baseline_spreads: Any, **test: Any) -> inf.TestResult:
+    """:func:`complexity_trend` of each model's spread minus a baseline's spread for the same model
+    (e.g. the Gaussian control of its training data), per model."""
+    a, b = _array(spreads, "spreads", 1), _array(baseline_spreads, "baseline_spreads", 1)
+    if a.shape != b.shape:
+        raise ValueError(f"spreads and baseline_spreads must hold one value per model, got {a.size} and {b.size}")
+    return complexity_trend(factor_counts, a - b, **test)
 
 
 def complexity_trend(factor_counts: Any, spreads: Any, **test: Any) -> inf.TestResult:

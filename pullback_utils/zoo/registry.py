@@ -157,3 +157,15 @@ def read_info(folder: Path | str) -> dict:
 def model_info(name: str) -> dict:
     """The parsed ``zoo.json`` of bundled model ``name``."""
     return read_info(model_dir(name))
+
+
+def model_dataset(model: object) -> str | None:
+    """The zoo dataset a model was trained on (bundled name or a folder with ``zoo.json``), else ``None``."""
+    from pathlib import Path
+
+    name = str(getattr(model, "name", ""))
+    if is_bundled(name):
+        return model_info(name).get("dataset")
+    if (Path(name) / "zoo.json").is_file():
+        return read_info(name).get("dataset")
+    return None

@@ -174,3 +174,29 @@ def test_a_control_showing_the_effect_is_named_and_said():
     assert controls_showing_effect(other) == controls_showing_effect(weak) == controls_showing_effect(bare) == []
     assert "not evidence of something the model learned" in sentence("similar_prompts", same)
     assert "not evidence" not in sentence("similar_prompts", weak)
+
+
+def test_excess_over_a_baseline_model_detects_a_larger_shift_and_is_calibrated_at_its_size():
+    """coarse_to_fine_excess / complexity_trend_excess: per unit, the claim's value minus a baseline model's
+    (the Gaussian control repeats one value for every unit). A shift larger than the baseline's is found;
+    a shift equal to it (plus symmetric noise) is rejected at most at the nominal rate (n = 20, the book's size)."""
+    rng = np.random.default_rng(0)
+    times = [0.9, 0.1]
+    base = np.stack([np.full(20, 0.99), np.full(20, 0.80)])  # the baseline's shift: 0.19 for every unit
+    low = np.stack([0.99 + 0.02 * rng.standard_normal(20), 0.60 + 0.02 * rng.standard_normal(20)])
+    r = cs.coarse_to_fine_excess(low, base, times)
+    assert abs(r.estimate - (0.39 - 0.19)) < 0.02 and r.p_value < 1e-3
+    rej = []
+    for i in range(300):  # the same shift as the baseline's
+        same = np.stack([0.99 + 0.03 * rng.standard_normal(20), 0.80 + 0.03 * rng.standard_normal(20)])
+        rej.append(cs.coarse_to_fine_excess(same, base, times, n_draws=999, seed=i).p_value < ALPHA)
+    assert np.mean(rej) <= tol(300)
+    with pytest.raises(ValueError, match="same shape"):
+        cs.coarse_to_fine_excess(low, base[:, :5], times)
+    x = np.repeat([2, 3, 6, 9, 15], 3)
+    spreads = 0.1 * x + 0.05 * rng.standard_normal(15)
+    ex = cs.complexity_trend_excess(x, spreads, np.zeros(15), seed=0)
+    plain = cs.complexity_trend(x, spreads, seed=0)
+    assert ex.estimate == plain.estimate and ex.p_value == plain.p_value  # a zero baseline changes nothing
+    with pytest.raises(ValueError, match="one value per model"):
+        cs.complexity_trend_excess(x, spreads, np.zeros(3))
