@@ -151,14 +151,18 @@ def discrepancy_over_lags(lags: dict[float, dict[str, np.ndarray]], *, chance: f
         ax.set_ylabel("geodesic distance (rad)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=MIN_FONT)
         ax_r.axhline(sesoi, color="k", ls="--", lw=1, label=f"smallest effect of interest ({sesoi:g})")
-        ax_r.axhline(1.0, color=COLOURS["random"], ls=":", lw=1, label="as far as another sample")
+        ax_r.axhline(1.0, color=COLOURS["random"], ls=":", lw=1, label="ratio 1: as far as another sample")
         ax_r.set_xlabel("gap dt (fraction of T)")
-        ax_r.set_ylabel("distance / same-time distance to another sample")
+        ax_r.set_ylabel("ratio to another sample")
         ax_r.set_ylim(bottom=0)
         ax_r.grid(alpha=0.3)
-        ax_r.legend(loc="lower right", fontsize=MIN_FONT)
+        handles, labels = ax.get_legend_handles_labels()
+        h2, l2 = ax_r.get_legend_handles_labels()
+        keep = [(h, lab) for h, lab in zip(h2, l2) if lab not in ("trained", "random weights")]
+        fig.set_size_inches(WIDTH, 4.4)
+        fig.legend([h for h, _ in [*zip(handles, labels), *keep]], [lab for _, lab in [*zip(handles, labels), *keep]],
+                   loc="outside lower center", ncol=2, frameon=False, fontsize=MIN_FONT)
     return fig
 
 
