@@ -21,6 +21,18 @@ onto the larger one), and angles from ``pi/4`` up from the cosines.
 
 Grassmannian geodesic distance: ``d(A, B) = sqrt(sum_i theta_i^2)``, in ``[0, (pi/2) sqrt(m)]``.
 
+Gap-robust similarity (:func:`weighted_overlap`): the distance above compares the top-k *spans* and so
+hinges on the k-th vector, which is arbitrary where the spectrum is flat (``sigma_k ~ sigma_{k+1}``). The
+sigma-weighted projection overlap compares the truncated operators ``G_A = sum_i sigma_i a_i a_i^T``
+instead: the cosine of the two in the Frobenius inner product,
+
+    ``O(A, B) = sum_ij sigma_i tau_j (a_i . b_j)^2 / (||G_A||_F ||G_B||_F)``,  ``||G_A||_F^2 = sum_ij sigma_i
+    sigma_j (a_i . a_j)^2`` (``= sum_i sigma_i^2`` for orthonormal vectors),
+
+in ``[0, 1]``: 1 iff ``G_A`` is a positive multiple of ``G_B`` (identical bases and spectra up to scale), 0
+iff the spans are orthogonal; unchanged by any rotation within a block of equal singular values (``G_A``
+does not see it), and a weak vector (small ``sigma_i``) moves it by at most its weight's share.
+
 Radial power spectra of basis vectors: :mod:`pullback_utils.analysis.spectra`.
 """
 
@@ -38,6 +50,8 @@ __all__ = [
     "pairwise_geodesic_distances",
     "random_subspace_distance",
     "random_subspace_angles",
+    "weighted_overlap",
+    "pairwise_weighted_overlaps",
 ]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence[Any]]
@@ -337,3 +351,74 @@ def random_subspace_distance(
     """
     theta = random_subspace_angles(dim, k, n, seed, k_other)
     return np.sqrt(np.sum(theta**2, axis=1))
+
+
+# --------------------------------------------------------------------------------------------------
+# sigma-weighted projection overlap (gap-robust similarity)
+# --------------------------------------------------------------------------------------------------
+def _weights(s: Any, k: int, name: str, device: torch.device | None) -> torch.Tensor:
+    w = _to_float64_tensor(s, name, device).reshape(-1)
+    if w.numel() != k:
+        raise ValueError(f"{name} must hold one singular value per basis vector ({k}), got {w.numel()}")
+    if bool((w < 0).any()) or not bool((w > 0).any()):
+        raise ValueError(f"{name} must be non-negative singular values, not all zero, got {w.tolist()}")
+    return w
+
+
+def _unit_columns(m: torch.Tensor, name: str) -> torch.Tensor:
+    norms = torch.linalg.vector_norm(m, dim=-2, keepdim=True)
+    if bool((norms == 0).any()):
+        raise ValueError(f"{name} contains a zero vector")
+    return m / norms
+
+
+def weighted_overlap(A: ArrayLike, sa: ArrayLike, B: ArrayLike, sb: ArrayLike) -> float:
+    """Sigma-weighted projection overlap of two bases (module doc): a similarity in ``[0, 1]``.
+
+    Args:
+        A: ``(k_A, ...)`` basis vectors (singular vectors; scaled to unit length here).
+        sa: ``(k_A,)`` their singular values (weights; non-negative, not all zero).
+        B, sb: the same for the other basis (same trailing size; ``k_B`` may differ).
+
+    Returns:
+        ``sum_ij sa_i sb_j (a_i . b_j)^2 / (||G_A||_F ||G_B||_F)`` with ``G_A = sum_i sa_i a_i a_i^T``.
+    """
+    device = next((x.device for x in (A, B) if isinstance(x, torch.Tensor)), None)
+    ma, mb = _as_columns(A, "A", device), _as_columns(B, "B", device)
+    _check_same_dim(ma, mb, "A", "B", A, B)
+    ma, mb = _unit_columns(ma, "A"), _unit_columns(mb, "B")
+    wa, wb = _weights(sa, ma.shape[1], "sa", device), _weights(sb, mb.shape[1], "sb", device)
+    cross = (wa[:, None] * (ma.T @ mb) ** 2 * wb[None]).sum()
+    na = torch.sqrt((wa[:, None] * (ma.T @ ma) ** 2 * wa[None]).sum())
+    nb = torch.sqrt((wb[:, None] * (mb.T @ mb) ** 2 * wb[None]).sum())
+    return float(torch.clamp(cross / (na * nb), 0.0, 1.0))
+
+
+def pairwise_weighted_overlaps(bases: ArrayLike, sigmas: ArrayLike) -> torch.Tensor | np.ndarray:
+    """:func:`weighted_overlap` between every pair of ``n`` bases: ``(n, n)``, ones on the diagonal.
+
+    Args:
+        bases: ``(n, k, ...)`` bases of one shape.
+        sigmas: ``(n, k)`` their singular values.
+
+    Returns a float64 torch tensor if ``bases`` is one, else a numpy array. Cost ``O(n^2 D k^2)``.
+    """
+    as_torch = _is_torch(bases, sigmas)
+    device = bases.device if isinstance(bases, torch.Tensor) else None
+    b = _to_float64_tensor(bases, "bases", device)
+    if b.ndim < 3:
+        raise ValueError(f"bases must have shape (n, k, ...) with at least 3 dimensions, got {tuple(b.shape)}")
+    n, k = b.shape[0], b.shape[1]
+    w = _to_float64_tensor(sigmas, "sigmas", device)
+    if tuple(w.shape) != (n, k):
+        raise ValueError(f"sigmas must be (n, k) = {(n, k)}, one singular value per basis vector, got {tuple(w.shape)}")
+    if bool((w < 0).any()) or not bool((w > 0).any(dim=1).all()):
+        raise ValueError("sigmas must be non-negative with at least one positive value per basis")
+    m = _unit_columns(b.reshape(n, k, -1).transpose(1, 2), "bases")  # (n, D, k)
+    flat = m.transpose(0, 1).reshape(m.shape[1], n * k)  # (D, n k)
+    c2 = ((flat.T @ flat) ** 2).reshape(n, k, n, k)
+    g = torch.einsum("ia,iajb,jb->ij", w, c2, w)  # (n, n) Frobenius inner products of the G's
+    norm = torch.sqrt(torch.diagonal(g))
+    out = torch.clamp(g / (norm[:, None] * norm[None]), 0.0, 1.0)
+    out.fill_diagonal_(1.0)
+    return _out(out, as_torch)

@@ -110,6 +110,26 @@ def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], Non
     return rule
 
 
+def _lag_design(p: dict) -> None:
+    """Timestep discrepancy's gaps: ``anchor_time + lag`` must be a time in (0, 1] for every lag, and the
+    smallest lag must be the sampler's own step ``1 / ddim_steps`` (the claim is about adjacent steps)."""
+    if "lags" not in p or "anchor_time" not in p:
+        return
+    anchor = V.check_fraction(p["anchor_time"], "anchor_time", open_low=True)
+    lags = p["lags"]
+    if isinstance(lags, (str, bytes)) or not isinstance(lags, (list, tuple)) or not lags:
+        raise ParameterValueError(f"lags must be a non-empty list of gaps (fractions of T), got {lags!r}")
+    out = sorted(V.check_real(g, f"lags[{i}]", positive=True) for i, g in enumerate(lags))
+    step = 1.0 / int(p["ddim_steps"])
+    if abs(out[0] - step) > 1e-9:
+        raise ParameterValueError(f"lags must start at the sampler's own step 1/ddim_steps = {step:g} (the claim is "
+                                  f"about adjacent steps), got smallest lag {out[0]!r}")
+    bad = [g for g in out if not 0 < anchor + g <= 1 + 1e-9]
+    if bad:
+        raise ParameterValueError(f"anchor_time + lag must lie in (0, 1]; lags {bad} do not with anchor_time={anchor}")
+    p["anchor_time"], p["lags"] = anchor, [round(g, 9) for g in out]
+
+
 def _ground_truth(p: dict) -> None:
     from pullback_utils.ground_truth import check_design
 
@@ -119,7 +139,7 @@ def _ground_truth(p: dict) -> None:
 #: Cross-parameter rules per chapter, run after :data:`RULES`.
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
     "coarse_to_fine": [_subset("times", "edit_times", 2), _subset("times", "control_times")],
-    "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times")],
+    "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times"), _lag_design],
     "dataset_complexity": [_subset("times", "control_times")],
     "ground_truth": [_ground_truth],
 }

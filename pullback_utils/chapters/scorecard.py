@@ -9,11 +9,14 @@ module reads them -- it never holds a number of its own -- through the same regi
 - adjusts the p-values of the paper's primary claims (the family :data:`~pullback_utils.claims.PRIMARY`,
   each decided on its primary model, fixed in the registry) with Holm's method
   (:func:`pullback_utils.analysis.inference.holm`), and recomputes their verdicts from the adjusted p-values;
+- adjusts the support records of each claim (its ``parent``'s support records and the claim's per-model
+  copies ``"<id>@<model>"``) with Holm within that claim, and recomputes their verdicts likewise;
 - recomputes every other verdict from its record's numbers and flags a stored verdict that disagrees.
 
-Support records (the x-side twin, an ablation, the same statistic on another model: ``"<id>@<model>"``)
-and the book's extensions are reported beside the claims, never in the family, and an extension is
-described in its own words (e.g. "below local PCA"), never as "not reproduced".
+A verdict on the claimed side whose random-weight control shows the effect is "not attributable to
+learning" (:data:`pullback_utils.claims.NOT_LEARNED`): its own colour, its own count, never reproduced.
+Support records and the book's extensions are reported beside the claims, never in the primary family,
+and an extension is described in its own words (e.g. "below local PCA"), never as "not reproduced".
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pullback_utils.analysis import inference as inf
-from pullback_utils.claims import CLAIMS, ClaimSpec, MetricsError, get, outcome_words, read_metrics
+from pullback_utils.claims import CLAIMS, NOT_LEARNED, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics, verdict_of
 from pullback_utils.claims.report import controls_showing_effect
 from pullback_utils.claims.report import fmt
 
@@ -33,10 +36,11 @@ __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_count
            "summary_figure", "model_matrix", "model_matrix_figure", "scorecard_records"]
 
 NOT_MEASURED = "not measured"
-VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", inf.NOT_REPRODUCED: "#c62828", inf.INCONCLUSIVE: "#f9a825",
-                   inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e"}
+VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", NOT_LEARNED: "#4fc3f7", inf.NOT_REPRODUCED: "#c62828",
+                   inf.INCONCLUSIVE: "#f9a825", inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e"}
 # the per-model matrix mixes paper claims and extensions, so its legend names the side, not the verdict
 MATRIX_LEGEND = {inf.REPRODUCED: "claimed side (reproduced; extension: above)",
+                 NOT_LEARNED: "claimed side, shown by the random-weight control too (not attributable to learning)",
                  inf.NOT_REPRODUCED: "other side (not reproduced; extension: below)",
                  inf.INCONCLUSIVE: "inconclusive", inf.UNDERPOWERED: "underpowered"}
 
@@ -118,17 +122,25 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
     return rows
 
 
+def _support_family(rows: list[ScoreRow], claim: str) -> list[ScoreRow]:
+    return [r for r in rows if r.measured and not r.primary
+            and (r.spec.parent == claim or (r.spec.kind == "paper" and r.spec.id == claim))]
+
+
 def _adjust(rows: list[ScoreRow]) -> None:
-    """Holm across the measured primary claims; verdicts recomputed from the adjusted p-values."""
-    fam = [r for r in rows if r.primary and r.measured]
-    if not fam:
-        return
-    adj = inf.holm([float(r.rec["p_value"]) for r in fam])
-    for r, p in zip(fam, adj):
-        r.rec["p_adjusted"] = p
-        r.verdict = inf.decide(p, float(r.rec["estimate"]), r.spec.direction, null=r.spec.null,
-                               min_p=float(r.rec["min_p"]))
-        r.rec["verdict"] = r.verdict
+    """Holm across the measured primary claims, and within each claim across its support records; verdicts
+    recomputed from the adjusted p-values (with the control rule, :func:`pullback_utils.claims.verdict_of`)."""
+    families = [[r for r in rows if r.primary and r.measured]]
+    families += [_support_family(rows, c) for c in PRIMARY]
+    for fam in families:
+        if not fam:
+            continue
+        adj = inf.holm([float(r.rec["p_value"]) for r in fam])
+        for r, p in zip(fam, adj):
+            r.rec["p_adjusted"] = p
+            r.verdict = verdict_of(p, float(r.rec["estimate"]), r.spec.direction, null=r.spec.null,
+                                   min_p=float(r.rec["min_p"]), controls=r.rec.get("controls"))
+            r.rec["verdict"] = r.verdict
 
 
 def primary_rows(rows: Sequence[ScoreRow]) -> list[ScoreRow]:
@@ -138,7 +150,8 @@ def primary_rows(rows: Sequence[ScoreRow]) -> list[ScoreRow]:
 
 def verdict_counts(rows: Sequence[ScoreRow]) -> dict[str, int]:
     """How many of the paper's claims have each verdict."""
-    out = {v: 0 for v in (inf.REPRODUCED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED, NOT_MEASURED)}
+    out = {v: 0 for v in (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED,
+                          NOT_MEASURED)}
     for r in primary_rows(rows):
         out[r.verdict] += 1
     return out
@@ -153,8 +166,8 @@ def _value(v: Any) -> str:
 
 
 def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None) -> str:
-    """The verdict table: claim, model, n and unit, test, estimate [95% interval], p, Holm p, baselines,
-    controls, verdict (one row per record of the given kinds; ``primary``: only the primary records
+    """The verdict table: claim, model, n and unit, test, estimate [95% interval], p, Holm p (across the primary
+    claims; for a support record, within its claim), baselines, controls, verdict (one row per record of the given kinds; ``primary``: only the primary records
     (True), only the others, e.g. per-model ones (False), or all (None))."""
     head = ("| claim | model | n | test | estimate [95% interval] | p | Holm p | baselines | controls | verdict |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
@@ -169,11 +182,11 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), 
         rec = r.rec
         base = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["baselines"].items()) or "–"
         ctrl = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["controls"].items()) or "–"
-        holm = fmt(rec["p_adjusted"], 3) if r.primary else "–"
+        holm = fmt(rec["p_adjusted"], 3) if rec.get("p_adjusted") is not None else "–"
         flag = " (stored verdict differs)" if r.verdict_mismatch else ""
         need = f" (needs {rec.get('n_needed')})" if rec.get("n_needed") else ""
         shown = controls_showing_effect(rec)
-        need += f"; also in the {', '.join(c.replace('_', '-') for c in shown)} control: not learned" if shown else ""
+        need += f" (shown by the {', '.join(c.replace('_', '-') for c in shown)} control)" if shown else ""
         lines.append(f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
                      f"{fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}] | {fmt(rec['p_value'], 3)} | "
                      f"{holm} | {_cell(base)} | {_cell(ctrl)} | {r.words}{need}{flag} |")

@@ -14,7 +14,9 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
 ``estimate``       the statistic; ``ci`` ``[low, high]`` its 95% interval; ``null``; ``direction``
 ``baselines``      name -> value of the same statistic (or level) under each matched null
 ``controls``       name -> value of the same statistic on a control (``random_weights``)
-``verdict``        :func:`pullback_utils.analysis.inference.decide` of the above; ``n_needed`` when underpowered
+``verdict``        :func:`verdict_of` the above: :func:`pullback_utils.analysis.inference.decide`, except that a claim
+                   whose control shows the effect (:func:`~pullback_utils.claims.report.controls_showing_effect`)
+                   is :data:`NOT_LEARNED`, never "reproduced"; ``n_needed`` when underpowered
 =================  ================================================================================
 
 :func:`read_metrics` rejects a file whose record lacks any of these, has a non-finite estimate, an
@@ -31,11 +33,26 @@ from typing import Any
 
 from pullback_utils.analysis import inference as inf
 from pullback_utils._io import JSONReadError, read_json, to_jsonable, write_json
-from pullback_utils.claims.registry import get
+from pullback_utils.claims.registry import NOT_LEARNED, get
+from pullback_utils.claims.report import controls_showing_effect
 
-__all__ = ["MetricsError", "record", "check_record", "write_metrics", "read_metrics", "VERDICTS"]
 
-VERDICTS = (inf.REPRODUCED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED)
+def verdict_of(p_value: float, estimate: float, direction: str, *, null: float, min_p: float,
+               controls: dict | None = None) -> str:
+    """The verdict rule (:func:`pullback_utils.analysis.inference.decide`) plus the control rule: "reproduced" with a
+    control that shows the effect becomes :data:`NOT_LEARNED`."""
+    v = inf.decide(p_value, estimate, direction, null=null, min_p=min_p)
+    if v == inf.REPRODUCED and controls_showing_effect({"null": null, "direction": direction, "estimate": estimate,
+                                                       "controls": controls or {}}):
+        return NOT_LEARNED
+    return v
+
+__all__ = ["MetricsError", "record", "check_record", "write_metrics", "read_metrics", "VERDICTS", "NOT_LEARNED",
+           "verdict_of"]
+
+#: The verdict of a claim significant on the claimed side whose random-weight (or other) control shows the
+#: effect too: the effect is there without training, so it is neither coloured nor counted as reproduced.
+VERDICTS = (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED)
 REQUIRED = ("claim", "statistic", "n_units", "unit", "test", "p_value", "min_p", "p_adjusted", "estimate", "ci",
             "null", "direction", "baselines", "controls", "verdict")
 
@@ -72,7 +89,9 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
     if missing:
         raise ValueError(f"record {record_id!r} needs {', '.join(missing)} (the registry requires "
                          f"baselines {list(spec.baselines)} and controls {list(spec.controls)})")
-    verdict = inf.decide(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p)
+    controls = {k: _value(v) for k, v in controls.items()}
+    verdict = verdict_of(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p,
+                         controls=controls)
     rec = {
         "claim": spec.id, "kind": spec.kind, "wording": spec.wording, "statistic": statistic or spec.statistic,
         "model": model, "n_units": result.n_units, "unit": result.unit, "test": result.test,
@@ -80,7 +99,7 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
         "estimate": result.estimate, "ci": list(result.ci), "ci_level": 0.95, "null": spec.null,
         "direction": spec.direction,
         "baselines": {k: _value(v) for k, v in baselines.items()},
-        "controls": {k: _value(v) for k, v in controls.items()},
+        "controls": controls,
         "verdict": verdict,
     }
     if verdict == inf.UNDERPOWERED:
@@ -135,7 +154,8 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
         if not 0 <= p <= 1:
             raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
-        v = inf.decide(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p)
+        v = verdict_of(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p,
+                       controls=rec["controls"])
     except ValueError as exc:
         raise MetricsError(f"claims[{name!r}]: {exc}") from None
     return {**rec, "stored_verdict": rec["verdict"], "verdict": v, "ci": [low, high]}

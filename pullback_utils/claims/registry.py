@@ -1,11 +1,39 @@
 """The claims registry: every claim the book tests, in one place (the only copy of each wording).
 
-A :class:`ClaimSpec` fixes, before any result is seen: the claim in words, the chapter that measures
-it, the unit of inference, the test, the claimed direction and the null, the statistic in words, the
-baselines and controls a record must carry, and the primary model. The paper's primary claims form
-the family over which Holm's correction runs; support records (another side of the Jacobian, an
-ablation, the same statistic on another model) and the book's extensions are reported beside them.
-An extension is never "reproduced" or "not reproduced": it has its own outcome words.
+A :class:`ClaimSpec` holds: the claim in words, the chapter that measures it, the unit of inference, the
+test, the claimed direction and the null (for a claim with a smallest effect of interest, that value:
+the claim must beat it), the statistic in words, the baselines and controls a record must carry, and
+the primary model. The paper's primary claims form the family over which Holm's correction runs;
+support records (another side of the Jacobian, an ablation, the same statistic on another model) carry
+Holm within their parent claim, and the book's extensions are reported beside them. An extension is
+never "reproduced" or "not reproduced": it has its own outcome words.
+
+Revision log (what was fixed when, and which results had been seen; from ``git log -p`` of this file and
+of ``statistics.py``). The registry was *not* fixed before any result was seen:
+
+- 2026-11-27: the first scorecard (``4e34524``) read claim records that the chapters wrote with their own
+  wordings and interval-based verdicts; its numbers were seen before this registry existed.
+- 2026-12-01 (``4a4bf1b``): the registry written, with every claim's unit, test, direction, baselines and
+  controls, after those first results; the statistics (``statistics.py``) written the same day.
+- 2026-12-01 (``ca48dc6``): dataset complexity gained its random-weight control (it had none) when its
+  chapter was first run on the ladder.
+- 2026-12-02 (``e243506``, ``108d6d5``): the ground-truth extensions' statistics redefined (the renderer's
+  tangent span pushed to x_t through the inversion instead of the clean span; a local-PCA and a
+  denoiser-Jacobian comparison) after the first ground-truth results.
+- 2026-12-02 (``3ff4301``): ``editing_alignment`` changed from "guided cosine minus the naive step's" to
+  "guided cosine against 0" with the editing chapter's first run; ``editing``'s statistic gained the
+  models-without-a-renderer clause.
+- 2026-12-02 (``a20cb1c``): a random-weight control that shows the effect is named in the record's
+  sentence (after the prompt chapter's control, -0.64, was seen beside the trained -0.56).
+- 2026-12-07 (issue 24, after the built book's numbers): coarse to fine reworded to "a shift towards
+  higher frequencies" (the basis is still 83 % low-band at t = 0.1); timestep discrepancy re-based from
+  "adjacent-time distance minus the solver noise floor" (2.63 vs 0.003 rad: it could fail only if J did
+  not depend on t) to one sample's distance at the sampler's own step relative to another sample at the
+  same time, with a smallest effect of interest of 0.25 fixed here before that statistic was run; early
+  similarity from "distance at the smallest minus at the largest t" (+0.60 rad, not monotone, sign
+  flipping with k) to the trend over all times of the sigma-weighted overlap; ``editing_alignment`` tested
+  against the naive step's value (1) instead of 0; a control that shows the effect gets its own verdict,
+  "not attributable to learning"; support records carry Holm within their claim.
 """
 
 from __future__ import annotations
@@ -13,6 +41,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["ClaimSpec", "CLAIMS", "PRIMARY", "get", "outcome_words"]
+
+
+#: The verdict of a claim whose random-weight control shows the effect too (never "reproduced").
+NOT_LEARNED = "not attributable to learning"
 
 
 @dataclass(frozen=True)
@@ -33,7 +65,9 @@ class ClaimSpec:
             statistic on a random-weight network of the same architecture).
         primary_model: the model the claim is decided on (fixed in advance).
         parent: for support records, the claim they support.
-        null: the no-effect value.
+        null: the no-effect value; for a claim with a smallest effect of interest (``sesoi``), that value.
+        sesoi: the smallest effect of interest, fixed here before the statistic is run (``None``: any effect
+            on the claimed side counts); when set, ``null`` equals it and the claim must exceed it.
         outcome: extensions only: words for the significant outcomes on the claimed side and the other.
     """
 
@@ -53,29 +87,35 @@ class ClaimSpec:
     null: float = 0.0
     outcome: tuple[str, str] | None = None
     min_units: int = 20
+    sesoi: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sesoi is not None and self.null != self.sesoi:
+            raise ValueError(f"claim {self.id!r}: null must equal the smallest effect of interest {self.sesoi}")
 
 
 _C = ClaimSpec
 CLAIMS: tuple[ClaimSpec, ...] = (
     # ------------------------------------------------------------------ the paper's claims
     _C("coarse_to_fine", "Coarse to fine",
-       "Early in generation (t near T) the local basis is dominated by low frequencies, later by high ones.",
+       "From early (t near T) to late generation the local basis shifts towards higher frequencies: its "
+       "low-frequency share falls as t -> 0.",
        "coarse_to_fine", "paper", "sample", "sign-flip", "greater",
        "low-frequency energy share of the top-k local basis at the largest t minus at the smallest t, per sample",
        baselines=("white_noise_low_share",), controls=("random_weights",)),
     _C("early_similarity", "Early cross-sample similarity",
-       "At early timesteps different samples share similar tangent spaces; the cross-sample distance grows "
-       "as t -> 0.",
+       "At early timesteps different samples share similar tangent spaces; they drift apart as t -> 0.",
        "timestep_discrepancy", "paper", "sample", "jackknife t over units", "greater",
-       "mean cross-sample geodesic distance of the tangent spaces span(u) at the smallest t minus at the largest "
-       "t (rad), over sample pairs",
+       "per sample pair, Spearman rho between -t and the dissimilarity 1 - O of the two samples' h-side bases over "
+       "all times (O: sigma-weighted projection overlap, robust to a flat spectrum); mean over pairs",
        baselines=("spectrum_matched",), controls=("random_weights",)),
     _C("timestep_discrepancy", "Timestep discrepancy",
        "The tangent spaces of one sample at different timesteps differ, already between adjacent timesteps.",
        "timestep_discrepancy", "paper", "sample", "sign-flip", "greater",
-       "geodesic distance between one sample's tangent spaces span(u) at adjacent timesteps minus the solver "
-       "noise floor (rad), per sample",
-       baselines=("noise_floor", "spectrum_matched"), controls=("random_weights",)),
+       "per sample, the geodesic distance between its tangent spaces span(u) at t and t + one sampler step, "
+       "relative to its mean distance to the other samples at the same times (0: no change with t; 1: as far "
+       "as another sample); the claim must exceed the smallest effect of interest 0.25",
+       baselines=("chance_level", "spectrum_matched"), controls=("random_weights",), null=0.25, sesoi=0.25),
     _C("dataset_complexity", "Dataset complexity",
        "The simpler the training data, the more consistent the tangent spaces across samples.",
        "dataset_complexity", "paper", "model", "permutation trend", "greater",
@@ -112,15 +152,21 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     _C("early_similarity_x", "Early similarity, x-side",
        "The same, for the latent bases span(v) in x-space.",
        "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "as early_similarity, for span(v)", baselines=("spectrum_matched",), parent="early_similarity"),
+       "as early_similarity, for the x-side bases v", baselines=("spectrum_matched",), parent="early_similarity"),
     _C("early_similarity_excess", "Early similarity beyond the spectrum",
        "Early samples share tangent spaces more than their power spectra alone explain.",
        "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "early_similarity's statistic minus the same statistic on spectrum-matched random bases (rad)",
-       parent="early_similarity"),
+       "early_similarity's per-pair trend minus the same trend on spectrum-matched random bases (difference of "
+       "Spearman rho)", parent="early_similarity"),
+    _C("early_similarity_geodesic", "Early similarity, geodesic distance",
+       "The same trend, measured by the geodesic distance of the top-k spans (sensitive to a flat spectrum).",
+       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
+       "per sample pair, Spearman rho between -t and the geodesic distance of span(u) over all times; mean over "
+       "pairs", baselines=("spectrum_matched",), parent="early_similarity"),
     _C("timestep_discrepancy_x", "Timestep discrepancy, x-side",
        "The same, for span(v).", "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "as timestep_discrepancy, for span(v)", baselines=("noise_floor",), parent="timestep_discrepancy"),
+       "as timestep_discrepancy, for span(v)", baselines=("chance_level",), parent="timestep_discrepancy",
+       null=0.25, sesoi=0.25),
     _C("discrepancy_time_input", "Discrepancy from the time input alone",
        "With x_t held fixed, changing only the U-Net's time input moves the tangent space.",
        "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
@@ -143,11 +189,12 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "largest t (rad), per prompt-state", parent="text_influence_fades", primary_model="shapes-text",
        min_units=10),
     _C("editing_alignment", "Guided change follows the tangent",
-       "The h-space change that x-space guidance along v_1 makes points along the tangent direction u_1.",
+       "The h-space change that x-space guidance along v_1 makes points along the tangent direction u_1 as much "
+       "as a naive step along v_1 does.",
        "editing", "support", "sample", "sign-flip", "greater",
-       "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 at the middle edit "
-       "time, per sample (a naive step along v_1 has cosine 1 by construction)",
-       parent="editing"),
+       "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 minus the same "
+       "cosine for a naive step along v_1 (1 up to the finite-difference error), at the middle edit time, per "
+       "sample", parent="editing"),
     _C("coarse_to_fine_vs_gaussian", "Coarse to fine beyond the Gaussian",
        "The shift of the basis towards higher frequencies is larger than that of the optimal denoiser of a Gaussian "
        "fitted to the training data (the same top-k statistic on the Gaussian control's basis).",
@@ -209,12 +256,15 @@ def get(record_id: str) -> ClaimSpec:
 
 
 def outcome_words(spec: ClaimSpec, verdict: str) -> str:
-    """What a verdict is called for this claim (extensions use their own words)."""
+    """What a verdict is called for this claim (extensions use their own words; a claimed-side outcome
+    that a control shows too keeps "not attributable to learning")."""
     from pullback_utils.analysis.inference import NOT_REPRODUCED, REPRODUCED
 
     if spec.outcome is not None:
         if verdict == REPRODUCED:
             return spec.outcome[0]
+        if verdict == NOT_LEARNED:
+            return f"{spec.outcome[0]}, {NOT_LEARNED}"
         if verdict == NOT_REPRODUCED:
             return spec.outcome[1]
     return verdict

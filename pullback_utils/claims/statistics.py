@@ -14,13 +14,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats as _sps
 
 from pullback_utils.analysis import inference as inf
 
 __all__ = [
     "coarse_to_fine", "paired_difference", "early_similarity", "early_similarity_excess",
     "adjacent_distance", "timestep_discrepancy", "prompt_similarity", "fading", "complexity_trend",
-    "model_spread", "attribute_similarity", "coarse_to_fine_excess", "complexity_trend_excess",
+    "model_spread", "attribute_similarity", "coarse_to_fine_excess", "complexity_trend_excess", "pair_trends", "similarity_trend", "similarity_trend_excess",
+    "same_time_reference", "relative_discrepancy", "discrepancy_over_lags",
 ]
 
 
@@ -91,6 +93,98 @@ def early_similarity_excess(cross: Any, matched: Any, times: Sequence[Any]) -> i
     if c.shape != m.shape:
         raise ValueError(f"cross and matched must have the same shape, got {c.shape} and {m.shape}")
     return inf.pair_u_test(_pair_change(c, times) - _pair_change(m, times), unit="sample")
+
+
+def pair_trends(dissimilarity: Any, times: Sequence[Any]) -> np.ndarray:
+    """``(n, n)`` per sample pair, Spearman's rho between lateness ``-t`` and the pair's dissimilarity over all
+    ``n_t`` times (+1: the two samples drift apart monotonically as ``t -> 0``; a pair whose dissimilarity is
+    constant gets 0). ``dissimilarity``: ``(n_t, n, n)``, e.g. geodesic distances or ``1 - overlap``."""
+    d = _array(dissimilarity, "dissimilarity", 3)
+    _times(times, d.shape[0])
+    if d.shape[1] != d.shape[2]:
+        raise ValueError(f"dissimilarity must be (n_t, n, n), got {d.shape}")
+    late = _sps.rankdata(-np.asarray([float(x) for x in times]))
+    late = late - late.mean()
+    r = _sps.rankdata(d, axis=0) - (d.shape[0] + 1) / 2  # ranks over time, centred, per pair
+    den = np.sqrt((r ** 2).sum(0) * (late ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(den > 0, np.tensordot(late, r, axes=(0, 0)) / np.where(den > 0, den, 1.0), 0.0)
+    rho = 0.5 * (rho + rho.T)
+    np.fill_diagonal(rho, 0.0)
+    return rho
+
+
+def similarity_trend(dissimilarity: Any, times: Sequence[Any]) -> inf.TestResult:
+    """Early similarity over *all* times: the mean over sample pairs of :func:`pair_trends` (Spearman rho of
+    the pair's dissimilarity against ``-t``), jackknife t over samples (pairs share samples; claimed > 0)."""
+    return inf.pair_u_test(pair_trends(dissimilarity, times), unit="sample")
+
+
+def similarity_trend_excess(dissimilarity: Any, matched: Any, times: Sequence[Any]) -> inf.TestResult:
+    """:func:`similarity_trend` of the bases minus that of their matched twins, pair by pair."""
+    return inf.pair_u_test(pair_trends(dissimilarity, times) - pair_trends(matched, times), unit="sample")
+
+
+def same_time_reference(cross: Any, times: Sequence[Any], t: Any, t_other: Any) -> np.ndarray:
+    """``(n,)`` per sample, its mean distance to the *other* samples at the same time, averaged over ``t`` and
+    ``t_other``: the scale of "another sample" against which one sample's change over time is measured.
+    ``cross``: ``(n_t, n, n)``."""
+    c = _array(cross, "cross", 3)
+    idx = [_index(times, x, c.shape[0]) for x in (t, t_other)]
+    n = c.shape[1]
+    if n < 2:
+        raise ValueError("cross needs at least 2 samples")
+    return np.mean([c[i].sum(1) / (n - 1) for i in idx], axis=0)
+
+
+def _index(times: Sequence[Any], t: Any, n_t: int) -> int:
+    ts = [float(x) for x in times]
+    if len(ts) != n_t:
+        raise ValueError(f"times must hold the {n_t} times of the measurements, got {list(times)}")
+    hits = [i for i, x in enumerate(ts) if abs(x - float(t)) < 1e-9]
+    if not hits:
+        raise ValueError(f"time {t} is not among the measured times {ts}")
+    return hits[0]
+
+
+def relative_discrepancy(self_d: Any, cross: Any, times: Sequence[Any], t: Any, t_other: Any, *, sesoi: float,
+                         **test: Any) -> inf.TestResult:
+    """Timestep discrepancy on the right scale: per sample, the distance between its bases at ``t`` and
+    ``t_other`` divided by its mean distance to the other samples at the same time
+    (:func:`same_time_reference`): 0 = the basis does not move with t, 1 = it moves as far as switching to
+    another sample. Sign-flip test over samples of ``ratio - sesoi`` (claimed: > ``sesoi``, the smallest
+    effect of interest fixed in the registry).
+
+    ``self_d``: ``(n, n_t, n_t)``; ``cross``: ``(n_t, n, n)``; both over ``times``."""
+    d = _array(self_d, "self_d", 3)
+    i, j = _index(times, t, d.shape[1]), _index(times, t_other, d.shape[1])
+    if i == j:
+        raise ValueError(f"t and t_other must differ, got {t} twice")
+    ref = same_time_reference(cross, times, t, t_other)
+    if ref.shape[0] != d.shape[0]:
+        raise ValueError(f"self_d and cross must hold the same samples, got {d.shape[0]} and {ref.shape[0]}")
+    if np.any(ref <= 0):
+        raise ValueError("a sample's same-time reference distance is 0: the samples' bases coincide")
+    adj = d[:, i, j]
+    res = inf.sign_flip_test(adj / ref, null=float(sesoi), unit="sample", **test)
+    res.extra.update({"adjacent_distance": float(adj.mean()), "reference_distance": float(ref.mean()),
+                      "delta_t": abs(float(times[i]) - float(times[j])), "t": float(times[i]),
+                      "t_other": float(times[j]), "sesoi": float(sesoi)})
+    return res
+
+
+def discrepancy_over_lags(self_d: Any, cross: Any, times: Sequence[Any], anchor: Any,
+                          lags: Sequence[float]) -> dict[float, dict[str, np.ndarray]]:
+    """For each lag ``dt``: per sample, ``{"distance", "reference", "ratio"}`` ``(n,)`` between its bases at
+    ``anchor`` and ``anchor + dt`` (the distance as a function of the gap, on the same-time scale)."""
+    d = _array(self_d, "self_d", 3)
+    a = _index(times, anchor, d.shape[1])
+    out = {}
+    for lag in lags:
+        b = _index(times, float(anchor) + float(lag), d.shape[1])
+        ref = same_time_reference(cross, times, anchor, float(anchor) + float(lag))
+        out[float(lag)] = {"distance": d[:, a, b], "reference": ref, "ratio": d[:, a, b] / ref}
+    return out
 
 
 def adjacent_distance(self_d: Any, times: Sequence[Any]) -> np.ndarray:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
 from pullback_utils.sweeps.distributed import compute_bases, resolve_cluster
-from pullback_utils.analysis.geometry import pairwise_geodesic_distances
+from pullback_utils.analysis.geometry import pairwise_geodesic_distances, pairwise_weighted_overlaps
 from pullback_utils.diffusion.schedule import check_times
 from pullback_utils._validate import check_int
 
@@ -157,6 +157,14 @@ class BasisSweep:
         """Geodesic distances between the bases of different samples at each time: ``(n_t, n, n)``."""
         b = self.side(side)
         return np.stack([np.asarray(pairwise_geodesic_distances(b[i].double().numpy())) for i in range(b.shape[0])])
+
+    def cross_sample_overlaps(self, side: str = "u") -> np.ndarray:
+        """Sigma-weighted projection overlaps (:func:`pullback_utils.analysis.geometry.pairwise_weighted_overlaps`, a
+        similarity in ``[0, 1]`` that does not hinge on a flat spectrum) between the bases of different
+        samples at each time: ``(n_t, n, n)``."""
+        b = self.side(side)
+        return np.stack([np.asarray(pairwise_weighted_overlaps(b[i].double().numpy(), self.s[i].double().numpy()))
+                         for i in range(b.shape[0])])
 
     def self_distances(self, side: str = "u") -> np.ndarray:
         """For every sample, distances between its own bases at every pair of times: ``(n, n_t, n_t)``."""

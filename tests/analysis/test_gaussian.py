@@ -11,7 +11,7 @@ import torch
 
 from oracles import dense_jacobian, max_angle
 from pullback_utils.analysis import gaussian as G
-from pullback_utils.sweeps import gaussian_control as GC
+from pullback_utils.sweeps.bases import gaussian_control as GC
 from pullback_utils.engine.solvers import jacobian_svd
 
 SHAPE = (1, 2, 3)  # D = 6: small enough for dense oracles

@@ -276,3 +276,48 @@ def test_psd_bad_input() -> None:
         low_frequency_share(np.zeros((1, 4, 4)), 1)
     with pytest.raises(ValueError, match="non-finite"):
         mean_frequency(np.full((1, 4, 4), np.inf))
+
+
+# ---------------------------------------------------------------- sigma-weighted projection overlap
+def test_weighted_overlap_oracles():
+    from pullback_utils.analysis.geometry import pairwise_weighted_overlaps, weighted_overlap
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((30, 6)))
+    a, b = q[:, :3].T, q[:, 3:].T  # orthonormal, mutually orthogonal
+    s = np.array([3.0, 2.0, 1.0])
+    assert weighted_overlap(a, s, a, s) == pytest.approx(1.0)
+    assert weighted_overlap(a, s, a, 5 * s) == pytest.approx(1.0)  # scale-free
+    assert weighted_overlap(a, s, b, s) == pytest.approx(0.0, abs=1e-12)
+    # a rotation within a block of equal singular values changes nothing; within unequal ones it does
+    c, si = math.cos(0.7), math.sin(0.7)
+    rot = a.copy()
+    rot[0], rot[1] = c * a[0] + si * a[1], -si * a[0] + c * a[1]
+    flat = np.array([2.0, 2.0, 1.0])
+    assert weighted_overlap(a, flat, rot, flat) == pytest.approx(1.0)
+    assert weighted_overlap(a, s, rot, s) < 0.99
+    # closed form for one vector each: cos^2 of the angle
+    v, w = q[:, 0], math.cos(0.4) * q[:, 0] + math.sin(0.4) * q[:, 1]
+    assert weighted_overlap(v[None], [1.0], w[None], [2.0]) == pytest.approx(math.cos(0.4) ** 2)
+    # brute force: the Frobenius cosine of the two weighted operators
+    ga = (a.T * s) @ a
+    m = rng.standard_normal((3, 30))
+    mu = m / np.linalg.norm(m, axis=1, keepdims=True)
+    gb = (mu.T * s) @ mu
+    want = np.sum(ga * gb) / (np.linalg.norm(ga) * np.linalg.norm(gb))
+    assert weighted_overlap(a, s, m, s) == pytest.approx(want)
+    # a weak trailing vector moves it little, where the geodesic distance jumps
+    swapped = np.stack([a[0], a[1], b[0]])
+    s_gap = np.array([3.0, 2.0, 0.05])
+    assert weighted_overlap(a, s_gap, swapped, s_gap) > 0.99
+    # the pairwise version agrees with the pair function and is symmetric
+    bases = rng.standard_normal((4, 3, 2, 15))
+    sig = rng.uniform(0.5, 2.0, (4, 3))
+    p = pairwise_weighted_overlaps(bases, sig)
+    assert p.shape == (4, 4) and np.allclose(p, p.T) and np.allclose(np.diag(p), 1.0)
+    assert p[1, 3] == pytest.approx(weighted_overlap(bases[1], sig[1], bases[3], sig[3]))
+    assert isinstance(pairwise_weighted_overlaps(torch.from_numpy(bases), torch.from_numpy(sig)), torch.Tensor)
+    with pytest.raises(ValueError, match="sigmas must be"):
+        pairwise_weighted_overlaps(bases, sig[:, :2])
+    with pytest.raises(ValueError, match="sa must hold one singular value per basis vector"):
+        weighted_overlap(a, s[:2], a, s)

@@ -23,7 +23,7 @@ from pullback_utils.book import Layout, read_stamp, run
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,
         "unedited_residual": 0.02, "isotropic_random": 0.002, "local_pca": 0.3,
-        "denoiser_jacobian": 0.2}
+        "denoiser_jacobian": 0.2, "chance_level": 1.0}
 CTRL = {"random_weights": 0.0}
 
 
@@ -70,8 +70,12 @@ def test_holm_across_the_primary_claims_and_verdicts_from_adjusted_p(tmp_path):
     assert _row(rows, "coarse_to_fine").verdict == inf.REPRODUCED
     assert _row(rows, "similar_prompts").verdict == inf.REPRODUCED  # claimed "less", effect below 0
     assert _row(rows, "editing").verdict == inf.INCONCLUSIVE
-    # support records keep their own p and are not in the family
-    assert _row(rows, "coarse_to_fine_edits").rec["p_adjusted"] is None
+    # support records are not in the primary family: Holm runs within their claim (its support records and
+    # its per-model copies)
+    fam = ["coarse_to_fine_edits", "coarse_to_fine@ladder-1-s0", "coarse_to_fine@ladder-2-s0"]
+    assert [_row(rows, f).rec["p_adjusted"] for f in fam] == pytest.approx(
+        inf.holm([_row(rows, f).rec["p_value"] for f in fam]))
+    assert _row(rows, "coarse_to_fine_edits").rec["p_adjusted"] >= _row(rows, "coarse_to_fine_edits").rec["p_value"]
     counts = sc.verdict_counts(rows)
     assert sum(counts.values()) == len(claims.PRIMARY)
 
@@ -189,3 +193,28 @@ def test_the_verdict_table_can_hold_only_the_primary_records(tmp_path):
     assert "ladder-1-s0" not in primary and primary.count("**") == 2 * len(claims.PRIMARY)
     assert "coarse_to_fine@ladder-1-s0" in others and "**" not in others
     assert len(sc.to_markdown(rows).splitlines()) == len(primary.splitlines()) + len(others.splitlines()) - 2
+
+
+def test_a_control_showing_the_effect_is_not_attributable_to_learning_everywhere(tmp_path):
+    root = fabricate(tmp_path)
+    before = sc.verdict_counts(sc.collect(root))
+    spec = claims.get("coarse_to_fine")
+    res = inf.sign_flip_test(np.random.default_rng(0).standard_normal(20) + 1.5, n_draws=999)
+    ctrl = {"random_weights": {"estimate": res.estimate, "ci": list(res.ci), "p_value": 0.001}}
+    rec = claims.record("coarse_to_fine", res, model="disks", baselines={b: BASE[b] for b in spec.baselines},
+                        controls=ctrl)
+    assert rec["verdict"] == claims.NOT_LEARNED
+    assert "not attributable to learning" in claims.sentence("coarse_to_fine", rec)
+    claims.write_metrics(root / "coarse_to_fine", "coarse_to_fine", {"coarse_to_fine": rec}, {})
+    rows = sc.collect(root)
+    r = _row(rows, "coarse_to_fine")
+    assert r.verdict == claims.NOT_LEARNED and not r.verdict_mismatch
+    counts = sc.verdict_counts(rows)
+    assert counts[claims.NOT_LEARNED] == 1 and counts[inf.REPRODUCED] == before[inf.REPRODUCED] - 1
+    assert sc.VERDICT_COLOURS[claims.NOT_LEARNED] != sc.VERDICT_COLOURS[inf.REPRODUCED]
+    md = sc.to_markdown(rows)
+    assert "not attributable to learning (shown by the random-weights control)" in md
+    sc.summary_figure(rows)
+    # an extension keeps its words, with the control's caveat
+    gt = claims.get("ground_truth_pca")
+    assert claims.outcome_words(gt, claims.NOT_LEARNED) == "above local PCA, not attributable to learning"

@@ -200,3 +200,89 @@ def test_excess_over_a_baseline_model_detects_a_larger_shift_and_is_calibrated_a
     assert ex.estimate == plain.estimate and ex.p_value == plain.p_value  # a zero baseline changes nothing
     with pytest.raises(ValueError, match="one value per model"):
         cs.complexity_trend_excess(x, spreads, np.zeros(3))
+# ---------------------------------------------------------------- timestep discrepancy on the same-time scale
+def _geo(bases: torch.Tensor) -> np.ndarray:
+    """(m, m) geodesic distances of m bases (m, k, D), batched (the simulations' fast path; checked against
+    :func:`pairwise_geodesic_distances` below)."""
+    q, _ = np.linalg.qr(np.asarray(bases, dtype=np.float64).transpose(0, 2, 1))
+    c = np.einsum("adk,bdl->abkl", q, q)
+    cos = np.clip(np.linalg.svd(c, compute_uv=False), -1.0, 1.0)
+    d = np.sqrt((np.arccos(cos) ** 2).sum(-1))
+    np.fill_diagonal(d, 0.0)
+    return d
+
+
+def _two_time_field(n: int, move: float, gen: torch.Generator, common: torch.Tensor, dim: int = 40,
+                    k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Bases of ``n`` samples at two times: a common subspace plus a sample's own part; the second time's own
+    part is ``cos(move)`` the first's plus ``sin(move)`` a fresh draw (``move = pi/2``: the sample at the
+    other time is exchangeable with another sample -- adjacent-time and cross-sample distances equal).
+    Returns ``self_d`` ``(n, 2, 2)`` and ``cross`` ``(2, n, n)``."""
+    own = torch.randn(n, k, dim, generator=gen, dtype=torch.float64)
+    fresh = torch.randn(n, k, dim, generator=gen, dtype=torch.float64)
+    a = 0.5 * common + 0.5 * own
+    b = 0.5 * common + 0.5 * (math.cos(move) * own + math.sin(move) * fresh)
+    d = _geo(torch.cat([a, b]))
+    cross_ = np.stack([d[:n, :n], d[n:, n:]])
+    self_d = np.zeros((n, 2, 2))
+    self_d[:, 0, 1] = self_d[:, 1, 0] = np.diagonal(d[:n, n:])
+    return self_d, cross_
+
+
+def test_relative_discrepancy_false_positives_at_20_samples_and_power():
+    """The test can fail: where a sample's basis at the other time is just another sample (ratio 1 in
+    expectation), testing against a smallest effect of 1 rejects at most alpha (+ MC error) at the book's 20
+    samples; a basis that moves a quarter of the way is told apart from 1 and from a smallest effect 0.05."""
+    gen = torch.Generator().manual_seed(5)
+    common = torch.randn(3, 40, generator=gen, dtype=torch.float64)
+    probe = torch.randn(5, 3, 40, generator=gen, dtype=torch.float64)
+    assert np.allclose(_geo(probe), np.asarray(pairwise_geodesic_distances(probe)), atol=1e-6)
+    rej = []
+    for i in range(300):
+        s, c = _two_time_field(20, math.pi / 2, gen, common)
+        r = cs.relative_discrepancy(s, c, [0.55, 0.5], 0.5, 0.55, sesoi=1.0, n_draws=999, seed=i)
+        rej.append(r.p_value < ALPHA)
+    assert np.mean(rej) <= tol(300)
+    s, c = _two_time_field(20, 0.3, gen, common)
+    small = cs.relative_discrepancy(s, c, [0.55, 0.5], 0.5, 0.55, sesoi=1.0)
+    assert small.estimate < 0.6 and small.p_less < 1e-3  # significantly closer than another sample
+    above = cs.relative_discrepancy(s, c, [0.55, 0.5], 0.5, 0.55, sesoi=0.05)
+    assert above.p_greater < 1e-3 and above.extra["delta_t"] == pytest.approx(0.05)
+    power = np.mean([cs.relative_discrepancy(*_two_time_field(20, 0.9, gen, common), [0.55, 0.5], 0.5, 0.55,
+                                             sesoi=0.5, n_draws=999).p_greater < ALPHA / 2 for _ in range(50)])
+    assert power >= 0.8
+    lags = cs.discrepancy_over_lags(s, c, [0.55, 0.5], 0.5, [0.05])
+    assert np.allclose(lags[0.05]["ratio"] * lags[0.05]["reference"], s[:, 0, 1])
+    with pytest.raises(ValueError, match="not among the measured times"):
+        cs.relative_discrepancy(s, c, [0.55, 0.5], 0.5, 0.6, sesoi=0.25)
+
+
+def test_same_time_reference_by_hand():
+    c = np.zeros((2, 3, 3))
+    c[0] = [[0, 1, 2], [1, 0, 3], [2, 3, 0]]
+    c[1] = 2 * c[0]
+    assert np.allclose(cs.same_time_reference(c, [0.6, 0.5], 0.5, 0.6), 1.5 * np.array([1.5, 2.0, 2.5]))
+
+
+# ---------------------------------------------------------------- early similarity as a trend over all times
+def test_pair_trends_by_hand_and_similarity_trend_calibration():
+    d = np.zeros((3, 2, 2))
+    d[:, 0, 1] = d[:, 1, 0] = [1.0, 2.0, 3.0]  # distance grows as t falls
+    assert cs.pair_trends(d, [0.9, 0.5, 0.1])[0, 1] == pytest.approx(1.0)
+    assert cs.pair_trends(d, [0.1, 0.5, 0.9])[0, 1] == pytest.approx(-1.0)
+    assert cs.pair_trends(np.ones((3, 2, 2)), [0.9, 0.5, 0.1])[0, 1] == 0.0
+    gen = torch.Generator().manual_seed(6)
+    times = [0.9, 0.7, 0.5, 0.3, 0.1]
+    # a real but non-monotone narrowing is still found over all times (20 samples, 5 times)
+    shared = [0.7, 0.5, 0.55, 0.3, 0.2]
+    r = cs.similarity_trend(cross([field(20, w, gen) for w in shared]), times)
+    assert r.estimate > 0.3 and r.p_value < 1e-3
+    rej = []
+    for _ in range(200):  # no trend: one population of bases at every time (pairs share samples)
+        common = torch.randn(3, 40, generator=gen, dtype=torch.float64)
+        c0 = np.stack([_geo(field(20, 0.5, gen, common=common)) for _ in times])
+        rej.append(cs.similarity_trend(c0, times).p_value < ALPHA)
+    assert np.mean(rej) <= tol(200)
+    same = cs.similarity_trend_excess(cross([field(20, w, gen) for w in shared]),
+                                      cross([field(20, w, gen) for w in shared]), times)
+    assert abs(same.estimate) < 0.3
