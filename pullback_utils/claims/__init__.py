@@ -10,10 +10,11 @@ A chapter measures, then in a few lines::
 and the scorecard (:mod:`pullback_utils.scorecard`) reads the same registry.
 """
 
+from . import sensitivity
 from . import statistics as stats
 from .report import sentence, table
 from .record import MetricsError, check_record, read_metrics, record, write_metrics
 from .registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words, support_of
 
-__all__ = ["stats", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "CLAIMS",
+__all__ = ["stats", "sensitivity", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "CLAIMS",
            "PRIMARY", "ClaimSpec", "get", "support_of", "outcome_words"]

@@ -15,11 +15,13 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
 ``baselines``      name -> value of the same statistic (or level) under each matched null
 ``controls``       name -> value of the same statistic on a control (``random_weights``)
 ``verdict``        :func:`pullback_utils.inference.decide` of the above; ``n_needed`` when underpowered
+``sensitivity``    optional: rows ``{setting, estimate, p_value, verdict}`` (``min_p``, ``n_units``), the
+                   same claim under other analysis choices (:mod:`pullback_utils.claims.sensitivity`)
 =================  ================================================================================
 
 :func:`read_metrics` rejects a file whose record lacks any of these, has a non-finite estimate, an
 interval with ``low > high``, a p-value outside ``[0, 1]``, or a stored verdict that the rule does not
-give for its numbers.
+give for its numbers (in the record or in one of its ``sensitivity`` rows).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 from .. import inference as inf
 from ..io import JSONReadError, read_json, to_jsonable, write_json
 from .registry import get
+from .sensitivity import check_rows
 
 __all__ = ["MetricsError", "record", "check_record", "write_metrics", "read_metrics", "VERDICTS"]
 
@@ -136,6 +139,9 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
             raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
         v = inf.decide(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p)
+        if rec.get("sensitivity") is not None:
+            check_rows(rec["sensitivity"], direction=rec["direction"], null=float(rec["null"]),
+                       where=f"claims[{name!r}]['sensitivity']")
     except ValueError as exc:
         raise MetricsError(f"claims[{name!r}]: {exc}") from None
     return {**rec, "stored_verdict": rec["verdict"], "verdict": v, "ci": [low, high]}
