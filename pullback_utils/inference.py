@@ -33,7 +33,9 @@ Verdict rule (fixed before any result is seen), from the two-sided p-value ``p``
 
 * **reproduced** -- ``p < alpha`` and the estimate lies on the claimed side of the null;
 * **not reproduced** -- ``p < alpha`` on the other side (a significant effect against the claim);
-* **underpowered** -- the design's smallest attainable p is ``>= alpha`` (too few units for its test);
+* **underpowered** -- the design's smallest attainable p is ``>= alpha`` (too few units for its test), or
+  the result is not significant and the design's simulated power at the effect seen is below
+  :data:`POWER_TARGET` (a record that carries ``power``);
 * **inconclusive** -- otherwise.
 
 ``alpha = 0.05`` two-sided is the old rule's 95% interval excluding the null (2.5% per side).
@@ -53,7 +55,7 @@ from scipy import stats as _sps
 from .validate import check_int
 
 __all__ = [
-    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
+    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA", "POWER_TARGET",
     "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
     "decide", "direction_sign", "two_sample_permutation_test", "required_units", "nested_trend_test",
     "automorphisms", "tost_test",
@@ -64,6 +66,8 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 UNDERPOWERED = "underpowered"
 ALPHA = 0.05
+#: A non-significant design whose simulated power at the effect seen is below this is "underpowered".
+POWER_TARGET = 0.8
 #: Smallest number of units at which :func:`pair_u_test` decides (its calibration is simulated from here).
 PAIR_MIN_UNITS = 10
 _GREATER = {"greater", "increase", "increasing", "positive", "+", ">"}
@@ -523,16 +527,24 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def decide(p_value: float, estimate: float, direction: Any, *, null: float = 0.0, min_p: float = 0.0,
-           alpha: float = ALPHA) -> str:
-    """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``."""
+           alpha: float = ALPHA, power: float | None = None) -> str:
+    """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``.
+
+    ``power``: where a record carries the design's simulated power at the effect seen (dataset
+    complexity), a non-significant result of a design with power below :data:`POWER_TARGET` is
+    *underpowered* rather than *inconclusive*: the design could not be expected to detect the effect."""
     sign = direction_sign(direction)
     for val, nm in ((p_value, "p_value"), (estimate, "estimate"), (null, "null"), (min_p, "min_p")):
         if not isinstance(val, (int, float, np.floating, np.integer)) or not math.isfinite(float(val)):
             raise ValueError(f"{nm} must be a finite number, got {val!r}")
+    if power is not None and not (isinstance(power, (int, float, np.floating)) and 0 <= float(power) <= 1):
+        raise ValueError(f"power must be a number in [0, 1] or None, got {power!r}")
     if float(min_p) >= alpha:
         return UNDERPOWERED
     if float(p_value) < alpha and float(estimate) != float(null):
         return REPRODUCED if (float(estimate) - float(null)) * sign > 0 else NOT_REPRODUCED
+    if power is not None and float(power) < POWER_TARGET:
+        return UNDERPOWERED
     return INCONCLUSIVE
 
 

@@ -132,7 +132,7 @@ def _adjust(rows: list[ScoreRow]) -> None:
     for r, p in zip(fam, adj):
         r.rec["p_adjusted"] = p
         r.verdict = inf.decide(p, float(r.rec["estimate"]), r.spec.direction, null=r.spec.null,
-                               min_p=float(r.rec["min_p"]))
+                               min_p=float(r.rec["min_p"]), power=r.rec.get("power"))
         r.rec["verdict"] = r.verdict
 
 
@@ -286,7 +286,7 @@ def sensitivity_table(rows: Sequence[ScoreRow]) -> str:
         sens = rec.get("sensitivity") or []
         varied = ", ".join(factors(sens)) if sens else "nothing varied"
         own = inf.decide(float(rec["p_value"]), float(rec["estimate"]), r.spec.direction, null=r.spec.null,
-                         min_p=float(rec["min_p"]))
+                         min_p=float(rec["min_p"]), power=rec.get("power"))
         lines.append(f"| **{r.spec.title}** | **{mark}** ({_cell(varied)}) | as reported | {fmt(rec['estimate'])} | "
                      f"{fmt(rec['p_value'], 3)} | {outcome_words(r.spec, own)} |")
         for s in sens:

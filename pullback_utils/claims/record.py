@@ -15,6 +15,8 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
 ``baselines``      name -> value of the same statistic (or level) under each matched null
 ``controls``       name -> value of the same statistic on a control (``random_weights``)
 ``verdict``        :func:`pullback_utils.inference.decide` of the above; ``n_needed`` when underpowered
+``power``          optional: the design's simulated power at the effect seen (with ``design_needed``);
+                   a non-significant record with power < 0.8 is *underpowered*
 ``sensitivity``    optional: rows ``{setting, estimate, p_value, verdict}`` (``min_p``, ``n_units``), the
                    same claim under other analysis choices (:mod:`pullback_utils.claims.sensitivity`)
 =================  ================================================================================
@@ -75,7 +77,9 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
     if missing:
         raise ValueError(f"record {record_id!r} needs {', '.join(missing)} (the registry requires "
                          f"baselines {list(spec.baselines)} and controls {list(spec.controls)})")
-    verdict = inf.decide(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p)
+    power = extra.get("power")
+    verdict = inf.decide(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p,
+                         power=power)
     rec = {
         "claim": spec.id, "kind": spec.kind, "wording": spec.wording, "statistic": statistic or spec.statistic,
         "model": model, "n_units": result.n_units, "unit": result.unit, "test": result.test,
@@ -138,7 +142,8 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
         if not 0 <= p <= 1:
             raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
-        v = inf.decide(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p)
+        v = inf.decide(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p,
+                       power=rec.get("power"))
         if rec.get("sensitivity") is not None:
             check_rows(rec["sensitivity"], direction=rec["direction"], null=float(rec["null"]),
                        where=f"claims[{name!r}]['sensitivity']")

@@ -78,15 +78,18 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        baselines=("noise_floor", "spectrum_matched"), controls=("random_weights",)),
     _C("dataset_complexity", "Dataset complexity",
        "The simpler the training data, the more consistent the tangent spaces across samples.",
-       "dataset_complexity", "paper", "model", "permutation trend", "greater",
-       "Spearman rho between a ladder rung's number of free factors and its model's mean cross-sample distance "
-       "of span(u) over t (rung x training seed)",
-       baselines=("spectrum_matched",), controls=("random_weights",), primary_model="ladder", min_units=12),
+       "dataset_complexity", "paper", "rung", "nested permutation trend", "greater",
+       "Spearman rho between a ladder rung's number of free factors and the mean over its training seeds of the "
+       "models' mean cross-sample distance of span(u) over t (the rung, i.e. the dataset, is the unit; its seeds "
+       "share its data distribution and are averaged; all rung labellings enumerated)",
+       baselines=("spectrum_matched",), controls=("random_weights",), primary_model="ladder", min_units=5),
     _C("similar_prompts", "Similar prompts, similar tangents",
        "Similar prompts yield similar tangent spaces.",
-       "prompt_influence", "paper", "prompt-state", "Mantel", "less",
-       "Mantel correlation (Spearman) between the caption-attribute similarity of two prompts and the geodesic "
-       "distance of their tangent spaces span(u), averaged over prompt-states",
+       "prompt_influence", "paper", "prompt-state", "partial Mantel given the encoder", "less",
+       "partial Mantel correlation (Spearman of residuals) between the caption-attribute similarity of two "
+       "prompts and the geodesic distance of their tangent spaces span(u), both with the text encoder's "
+       "similarity of the prompts partialled out, averaged over prompt-states; prompts vary only in attributes "
+       "the model obeys (colour, position, background)",
        baselines=("shuffled_prompts",), controls=("random_weights",), primary_model="shapes-text", min_units=10),
     _C("text_influence_fades", "Text influence fades",
        "The model depends less on the text at later timesteps: bases under different prompts get closer as "
@@ -131,6 +134,13 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
        "distance between span(u) at (x_ta, t) and (x_tb, t) minus the noise floor (rad), per sample",
        baselines=("noise_floor",), parent="timestep_discrepancy"),
+    _C("similar_prompts_total", "Similar prompts (encoder included)",
+       "The paper's statistic: prompt similarity against tangent distance, whatever its source (the text "
+       "encoder's geometry, which a random-weight U-Net also passes on, included).",
+       "prompt_influence", "support", "prompt-state", "Mantel", "less",
+       "Mantel correlation (Spearman) between the caption-attribute similarity of two prompts and the geodesic "
+       "distance of their tangent spaces span(u), averaged over prompt-states", baselines=("shuffled_prompts",),
+       controls=("random_weights",), parent="similar_prompts", primary_model="shapes-text", min_units=10),
     _C("similar_prompts_encoder", "Similar prompts (encoder similarity)",
        "The same, with prompt similarity from the model's own text encoder.",
        "prompt_influence", "support", "prompt-state", "Mantel", "less",

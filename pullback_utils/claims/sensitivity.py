@@ -25,7 +25,8 @@ from typing import Any
 from .. import inference as inf
 from .registry import get
 
-__all__ = ["STABLE", "FRAGILE", "NOT_ASSESSED", "row", "check_rows", "stability", "factors"]
+__all__ = ["STABLE", "FRAGILE", "NOT_ASSESSED", "row", "check_rows", "stability", "factors", "smaller_k",
+           "endpoint_pairs", "subset_times", "rows_table"]
 
 STABLE = "stable"
 FRAGILE = "fragile"
@@ -106,6 +107,41 @@ def stability(rec: dict) -> tuple[str, list[str]]:
     if not rows:
         return NOT_ASSESSED, []
     own = inf.decide(float(rec["p_value"]), float(rec["estimate"]), rec["direction"], null=float(rec["null"]),
-                     min_p=float(rec["min_p"]))
+                     min_p=float(rec["min_p"]))  # rows carry no power: compare like with like
     off = [r["setting"] for r in rows if r["verdict"] != own]
     return (FRAGILE if off else STABLE), off
+
+
+def smaller_k(k: int) -> list[int]:
+    """The basis sizes below ``k`` that a sensitivity analysis reads from the top-k bases: ``k/4`` and
+    ``k/2`` (at least 1), so that with ``k`` itself there are three values (two when ``k = 2``)."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    return sorted({max(1, k // 4), max(1, k // 2)} - {k})
+
+
+def endpoint_pairs(times: Sequence[float]) -> list[tuple[float, float]]:
+    """Alternative ``(early, late)`` endpoints to the extreme pair ``(max t, min t)``: one step in from
+    either end (``(t_2nd, t_min)`` and ``(t_max, t_2nd-smallest)``); none with fewer than 3 times."""
+    t = sorted({float(x) for x in times}, reverse=True)
+    if len(t) < 3:
+        return []
+    return list(dict.fromkeys([(t[1], t[-1]), (t[0], t[-2])]))
+
+
+def subset_times(times: Sequence[float], keep: Sequence[float]) -> list[int]:
+    """Indices of ``keep`` in ``times`` (``ValueError`` naming a missing one)."""
+    tl = [float(x) for x in times]
+    missing = [x for x in keep if float(x) not in tl]
+    if missing:
+        raise ValueError(f"times {missing} are not among the measured times {tl}")
+    return [tl.index(float(x)) for x in keep]
+
+
+def rows_table(rows: Sequence[dict]) -> str:
+    """A Markdown table of sensitivity rows: setting, estimate, p, verdict."""
+    from .report import fmt
+
+    out = ["| setting | estimate | p | verdict |", "|---|---|---|---|"]
+    out += [f"| {r['setting']} | {fmt(r['estimate'])} | {fmt(r['p_value'], 3)} | {r['verdict']} |" for r in rows]
+    return "\n".join(out)

@@ -65,3 +65,38 @@ def test_the_scorecard_tabulates_rows_and_marks(tmp_path):
     assert "**fragile** (k, cutoff)" in table and "| | | k=2 |" in table and "not reproduced ≠" in table
     assert "not measured" in table  # the other primary claims have no file here
     assert sc.scorecard_records(rows)["coarse_to_fine"]["stability"] == FRAGILE
+
+
+def test_a_non_significant_design_of_low_power_is_underpowered_and_the_contract_checks_it(tmp_path):
+    res = inf.nested_trend_test(np.repeat([2, 3, 6, 9, 15], 3), np.repeat(range(5), 3),
+                                np.repeat([2, 1, 3, 4, 5.0], 3))  # rho 0.9, p = 10/120
+    assert inf.decide(res.p_value, res.estimate, "greater", min_p=res.min_p) == inf.INCONCLUSIVE
+    rec = claims.record("dataset_complexity", res, model="ladder", baselines={"spectrum_matched": 0.0},
+                        controls={"random_weights": 0.0}, power=0.3, design_needed={"rungs": 8, "seeds": 3})
+    assert rec["verdict"] == inf.UNDERPOWERED
+    assert claims.record("dataset_complexity", res, model="ladder", baselines={"spectrum_matched": 0.0},
+                         controls={"random_weights": 0.0}, power=0.9)["verdict"] == inf.INCONCLUSIVE
+    claims.write_metrics(tmp_path, "dataset_complexity", {"dataset_complexity": rec}, {})
+    with pytest.raises(claims.MetricsError, match="power"):
+        claims.write_metrics(tmp_path, "dataset_complexity", {"dataset_complexity": dict(rec, power=1.5)}, {})
+
+
+def test_top_k_subsets_and_endpoints():
+    import torch
+
+    from pullback_utils.claims.sensitivity import endpoint_pairs, smaller_k, subset_times
+    from pullback_utils.sweeps import BasisSweep
+
+    assert smaller_k(8) == [2, 4] and smaller_k(2) == [1] and smaller_k(1) == []
+    assert endpoint_pairs([0.9, 0.7, 0.5, 0.3, 0.1]) == [(0.7, 0.1), (0.9, 0.3)]
+    assert endpoint_pairs([0.9, 0.1]) == []
+    assert subset_times([0.9, 0.5, 0.1], [0.1, 0.9]) == [2, 0]
+    with pytest.raises(ValueError, match="not among"):
+        subset_times([0.9, 0.1], [0.5])
+    g = torch.Generator().manual_seed(0)
+    sw = BasisSweep(v=torch.randn(2, 3, 4, 1, 4, 4, generator=g), u=torch.randn(2, 3, 4, 5, generator=g),
+                    s=torch.rand(2, 3, 4, generator=g), times=[900, 100])
+    top = sw.top(2)
+    assert top.k == 2 and torch.equal(top.u, sw.u[:, :, :2]) and torch.equal(top.v, sw.v[:, :, :2])
+    with pytest.raises(ValueError, match="k must be"):
+        sw.top(5)
