@@ -16,9 +16,16 @@ power at a stated effect, at the book's default sizes. The tests:
   factor count, with several training seeds per rung): Spearman's rho against all relabellings of the
   covariate (exact for few units, Monte Carlo otherwise). The design's smallest attainable p is
   reported, so a design that cannot reach significance is flagged before it runs.
+- :func:`nested_trend_test` -- the same trend when units are nested in groups that share everything
+  but noise (training seeds within a dataset rung): the group is the unit, its value the mean over its
+  replicates, and the rung labels are permuted exactly (``g!`` labellings for ``g`` groups).
 - :func:`mantel_test` -- association between distance matrices over the same items (prompts), with one
   permutation of the items shared by every stratum (prompt-state), so item effects that repeat across
-  strata are kept under the null.
+  strata are kept under the null. Its smallest attainable p counts *distinct* labellings: item
+  permutations that leave the similarity matrix unchanged (:func:`automorphisms`; a 2x2x2 attribute
+  design has 48) give the same statistic.
+- :func:`tost_test` -- equivalence (two one-sided sign-flip tests) of a per-unit mean to within a
+  smallest effect of interest fixed in advance.
 - :func:`holm` -- Holm's step-down adjustment across the primary claims.
 
 Verdict rule (fixed before any result is seen), from the two-sided p-value ``p`` of the claim's test
@@ -26,7 +33,9 @@ Verdict rule (fixed before any result is seen), from the two-sided p-value ``p``
 
 * **reproduced** -- ``p < alpha`` and the estimate lies on the claimed side of the null;
 * **not reproduced** -- ``p < alpha`` on the other side (a significant effect against the claim);
-* **underpowered** -- the design's smallest attainable p is ``>= alpha`` (too few units for its test);
+* **underpowered** -- the design's smallest attainable p is ``>= alpha`` (too few units for its test), or
+  the result is not significant and the design's simulated power at the effect seen is below
+  :data:`POWER_TARGET` (a record that carries ``power``);
 * **inconclusive** -- otherwise.
 
 ``alpha = 0.05`` two-sided is the old rule's 95% interval excluding the null (2.5% per side).
@@ -46,10 +55,10 @@ from scipy import stats as _sps
 from pullback_utils._validate import check_int
 
 __all__ = [
-    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA",
+    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA", "POWER_TARGET",
     "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
     "decide", "direction_sign", "required_units", "SIGN_FLIP_EXACT_CAP",
-    "PERMUTATION_EXACT_CAP",
+    "PERMUTATION_EXACT_CAP", "nested_trend_test", "automorphisms", "tost_test",
 ]
 
 REPRODUCED = "reproduced"
@@ -57,6 +66,8 @@ NOT_REPRODUCED = "not reproduced"
 INCONCLUSIVE = "inconclusive"
 UNDERPOWERED = "underpowered"
 ALPHA = 0.05
+#: A non-significant design whose simulated power at the effect seen is below this is "underpowered".
+POWER_TARGET = 0.8
 #: Smallest number of units at which :func:`pair_u_test` decides (its calibration is simulated from here).
 PAIR_MIN_UNITS = 10
 _GREATER = {"greater", "increase", "increasing", "positive", "+", ">"}
@@ -361,13 +372,142 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     rng = np.random.default_rng(seed + 1)
     boots = [float(per[rng.integers(0, n_s, n_s)].mean()) for _ in range(2000)] if n_s > 1 else [stat]
     lo, hi = np.quantile(boots, [0.025, 0.975])
+    n_aut = automorphisms(s)
+    n_lab = math.factorial(p) // n_aut  # permutations in one coset of the symmetry group give one statistic
+    min_p = min(1.0, 2.0 / n_lab if exact else max(2.0 / n_lab, 2.0 / (1 + len(perms))))
     return TestResult(stat, (float(lo), float(hi)), pg, pl, n_s, unit,
                       "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
-                      min_p=min(1.0, 2.0 / math.factorial(p)),
+                      min_p=min_p,
                       extra={"n_items": int(p), "per_stratum": per.tolist(), "null_mean": float(null_stats.mean()),
                              "null_95": [float(q) for q in np.quantile(null_stats, [0.025, 0.975])],
-                             **_needed(min(1.0, 2.0 / math.factorial(p)), lambda q: 2.0 / math.factorial(q),
-                                       unit_word="items")})
+                             "symmetries": int(n_aut), "distinct_labellings": int(n_lab),
+                             **_needed(min_p, lambda q: 2.0 / math.factorial(q), unit_word="items")})
+
+
+def automorphisms(similarity: Any, *, limit: int = 10_000_000) -> int:
+    """Number of item permutations ``q`` with ``similarity[q][:, q] == similarity`` (the matrix's symmetries).
+
+    Backtracking over items with pruning on the already-placed pairs; exact for the prompt designs of
+    the book (8 to 16 items). ``limit`` caps the count (a safety net for highly symmetric large inputs).
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similarity must be a square (P, P) matrix, got shape {s.shape}")
+    p = s.shape[0]
+    img = [-1] * p
+    used = [False] * p
+    count = 0
+
+    def place(i: int) -> None:
+        nonlocal count
+        if count >= limit:
+            return
+        if i == p:
+            count += 1
+            return
+        for c in range(p):
+            if used[c] or s[c, c] != s[i, i] or any(s[img[j], c] != s[j, i] for j in range(i)):
+                continue
+            img[i], used[c] = c, True
+            place(i + 1)
+            used[c] = False
+        img[i] = -1
+
+    place(0)
+    return max(count, 1)
+
+
+def nested_trend_test(covariate: Any, groups: Any, values: Any, *, unit: str = "rung", n_boot: int = 2000,
+                      seed: int = 0) -> TestResult:
+    """Monotone trend over groups with replicates nested in them: Spearman rho of the group means.
+
+    The replicates of one group (e.g. the training seeds of one ladder rung) share the group's data
+    distribution, so they are not independent units of the trend: the group is. Each group's value is
+    the mean of its replicates; the test enumerates all ``g!`` relabellings of the ``g`` groups (exact;
+    the same null as permuting the rung labels while keeping each rung's seeds together).
+
+    Args:
+        covariate: ``(n,)`` each replicate's level (constant within a group; one level per group).
+        groups: ``(n,)`` each replicate's group label.
+        values: ``(n,)`` each replicate's measurement.
+        n_boot, seed: the 95% interval resamples replicates within each group (seed noise only; the
+            between-group variation is what the permutation null is about).
+
+    Returns:
+        :class:`TestResult` over the ``g`` groups: rho, one-sided p-values, ``min_p = 2 / g!``, and in
+        ``extra`` the group means, replicates per group and the number of labellings.
+    """
+    x = _finite_vector(covariate, "covariate", 2)
+    y = _finite_vector(values, "values", 2)
+    lab = np.asarray(groups)
+    if lab.shape != x.shape or y.shape != x.shape:
+        raise ValueError(f"covariate, groups and values must have one entry per replicate, got {x.shape}, "
+                         f"{lab.shape} and {y.shape}")
+    names = list(dict.fromkeys(lab.tolist()))
+    if len(names) < 2:
+        raise ValueError(f"groups must hold at least 2 groups for a trend, got {names}")
+    gx, gy, reps = [], [], []
+    for g in names:
+        sel = lab == g
+        if np.unique(x[sel]).size != 1:
+            raise ValueError(f"group {g!r} has replicates at different covariate levels {sorted(set(x[sel]))}: "
+                             "each group must sit at one level")
+        gx.append(float(x[sel][0]))
+        gy.append(float(y[sel].mean()))
+        reps.append(int(sel.sum()))
+    gx_a, gy_a = np.array(gx), np.array(gy)
+    if np.unique(gx_a).size != gx_a.size:
+        raise ValueError(f"two groups share a covariate level ({gx}): give each level one group")
+    g = len(names)
+    n_lab = math.factorial(g)
+    rx = _rank(gx_a)
+    stat = float(_spearman_rows(rx[None], gy_a)[0])
+    perms = np.array(list(itertools.permutations(rx.tolist())))
+    pg, pl = _p_from(stat, _spearman_rows(perms, gy_a), True)
+    rng = np.random.default_rng(seed)
+    idx = [np.flatnonzero(lab == nm) for nm in names]
+    boots = []
+    for _ in range(check_int(n_boot, "n_boot", 1)):
+        means = np.array([y[rng.choice(ix, ix.size)].mean() for ix in idx])
+        if means.max() > means.min():
+            boots.append(float(_spearman_rows(rx[None], means)[0]))
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (stat, stat)
+    min_p = min(1.0, 2.0 / n_lab)
+    extra = {"group_means": dict(zip(map(str, names), gy)), "replicates": reps, "distinct_labellings": n_lab,
+             "levels": g, "n_replicates": int(x.size),
+             **_needed(min_p, lambda m: 2.0 / math.factorial(m), unit_word="groups (each its own level)")}
+    return TestResult(stat, (float(lo), float(hi)), pg, pl, g, unit,
+                      f"permutation of the {unit} labels, replicates nested (exact)", min_p=min_p, extra=extra)
+
+
+def tost_test(values: Any, margin: float, *, unit: str = "sample", exact_max: int = 16, n_draws: int = 20000,
+              seed: int = 0) -> TestResult:
+    """Equivalence of a per-unit mean to 0 within ``(-margin, margin)``: two one-sided sign-flip tests.
+
+    ``p_value`` here is the TOST p: the larger of the one-sided p-values of ``mean > -margin`` and
+    ``mean < margin``; equivalence is shown when it is below alpha. ``p_greater``/``p_less`` hold those
+    two one-sided p-values (the ``TestResult`` fields keep their meaning only in ``extra``), so the
+    result is read with :attr:`TestResult.extra` ``["p_tost"]``, never with :func:`decide`.
+
+    Args:
+        values: ``(n,)`` one value per unit.
+        margin: the smallest effect of interest (> 0), fixed before the data are seen.
+    """
+    m = float(margin)
+    if not math.isfinite(m) or m <= 0:
+        raise ValueError(f"margin must be a positive number (the smallest effect of interest), got {margin!r}")
+    d = _finite_vector(values, "values", 2)
+    lower = sign_flip_test(d, null=-m, unit=unit, exact_max=exact_max, n_draws=n_draws, seed=seed)
+    upper = sign_flip_test(d, null=m, unit=unit, exact_max=exact_max, n_draws=n_draws, seed=seed)
+    p_tost = max(lower.p_greater, upper.p_less)
+    est = float(d.mean())
+    q = float(_sps.t.ppf(0.95, d.size - 1))  # the 90% interval is the one that matches a TOST at 0.05
+    se = float(d.std(ddof=1) / math.sqrt(d.size))
+    min_p = 1.0 / 2 ** d.size if d.size <= exact_max else 1.0 / (1 + n_draws)
+    return TestResult(est, (est - q * se, est + q * se), lower.p_greater, upper.p_less, d.size, unit,
+                      "TOST, two one-sided sign-flip tests", min_p=min_p,
+                      extra={"p_tost": float(p_tost), "margin": m, "ci_level": 0.90,
+                             "equivalent": bool(p_tost < ALPHA and min_p < ALPHA)})
 
 
 def _needed(min_p: float, min_p_of_n: Callable[[int], float], unit_word: str = "units") -> dict[str, Any]:
@@ -393,16 +533,24 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 
 def decide(p_value: float, estimate: float, direction: Any, *, null: float = 0.0, min_p: float = 0.0,
-           alpha: float = ALPHA) -> str:
-    """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``."""
+           alpha: float = ALPHA, power: float | None = None) -> str:
+    """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``.
+
+    ``power``: where a record carries the design's simulated power at the effect seen (dataset
+    complexity), a non-significant result of a design with power below :data:`POWER_TARGET` is
+    *underpowered* rather than *inconclusive*: the design could not be expected to detect the effect."""
     sign = direction_sign(direction)
     for val, nm in ((p_value, "p_value"), (estimate, "estimate"), (null, "null"), (min_p, "min_p")):
         if not isinstance(val, (int, float, np.floating, np.integer)) or not math.isfinite(float(val)):
             raise ValueError(f"{nm} must be a finite number, got {val!r}")
+    if power is not None and not (isinstance(power, (int, float, np.floating)) and 0 <= float(power) <= 1):
+        raise ValueError(f"power must be a number in [0, 1] or None, got {power!r}")
     if float(min_p) >= alpha:
         return UNDERPOWERED
     if float(p_value) < alpha and float(estimate) != float(null):
         return REPRODUCED if (float(estimate) - float(null)) * sign > 0 else NOT_REPRODUCED
+    if power is not None and float(power) < POWER_TARGET:
+        return UNDERPOWERED
     return INCONCLUSIVE
 
 

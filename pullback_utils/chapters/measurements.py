@@ -26,7 +26,7 @@ from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sa
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
-           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive"]
+           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive", "variant_sweep"]
 
 
 @dataclass
@@ -81,6 +81,25 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
                          desc="bases (random weights)", dtype=dtype, progress=progress, cluster=cluster, **solver)
     return TangentStudy(traj=traj, sweep=sweep, matched=sweep.spectrum_matched(seed=seed), control=control,
                         control_times=list(control_times), control_name=ctrl.name)
+
+
+def variant_sweep(model: Any, study: TangentStudy, fractions: Sequence[float], times: Sequence[float], *, n: int,
+                  k: int, layer: str = "mid", solver: dict | None = None, cache_dir: Any = None,
+                  progress: bool = False, cluster: Any = None) -> BasisSweep:
+    """Bases of the study's first ``n`` states at the kept times ``times`` (fractions of ``T``, a subset of
+    ``fractions``, the study's times) under another analysis choice: another feature ``layer`` or other
+    ``solver`` options (e.g. another ``tol``). The sensitivity rows of the chapters; with the basis cache
+    two chapters that ask for the same variant compute it once. ``(len(times), n, k, ...)``."""
+    fr = [float(f) for f in fractions]
+    missing = [t for t in times if float(t) not in fr]
+    if missing:
+        raise ValueError(f"times {missing} are not among the study's times {fr}")
+    if not 1 <= int(n) <= study.traj.x.shape[1]:
+        raise ValueError(f"n must be in [1, {study.traj.x.shape[1]}] (the study's samples), got {n!r}")
+    idx = [fr.index(float(t)) for t in times]
+    return bases_over(model, study.traj.x[idx, :int(n)], [study.traj.times[i] for i in idx], k, layer=layer,
+                      cache_dir=cache_dir, progress=progress, cluster=cluster, desc=f"bases ({layer})",
+                      **dict(solver or {}))
 
 
 def _dist(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -11,7 +11,10 @@ module reads them -- it never holds a number of its own -- through the same regi
   (:func:`pullback_utils.analysis.inference.holm`), and recomputes their verdicts from the adjusted p-values;
 - adjusts the support records of each claim (its ``parent``'s support records and the claim's per-model
   copies ``"<id>@<model>"``) with Holm within that claim, and recomputes their verdicts likewise;
-- recomputes every other verdict from its record's numbers and flags a stored verdict that disagrees.
+- recomputes every other verdict from its record's numbers and flags a stored verdict that disagrees;
+- tabulates each primary claim's ``sensitivity`` rows (the same claim under other ``k``, cutoffs, time
+  endpoints, layers, tolerances, computed by its chapter from the bases it already has) and marks the
+  claim *stable* or *fragile* (:func:`pullback_utils.claims.sensitivity.stability`).
 
 A verdict on the claimed side whose random-weight control shows the effect is "not attributable to
 learning" (:data:`pullback_utils.claims.NOT_LEARNED`): its own colour, its own count, never reproduced.
@@ -31,9 +34,11 @@ from pullback_utils.analysis import inference as inf
 from pullback_utils.claims import CLAIMS, NOT_LEARNED, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics, verdict_of
 from pullback_utils.claims.report import controls_showing_effect
 from pullback_utils.claims.report import fmt
+from pullback_utils.claims.sensitivity import NOT_ASSESSED, factors, stability
 
 __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",
-           "summary_figure", "model_matrix", "model_matrix_figure", "scorecard_records"]
+           "summary_figure", "model_matrix", "model_matrix_figure", "scorecard_records", "stability_marks",
+           "sensitivity_table"]
 
 NOT_MEASURED = "not measured"
 VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", NOT_LEARNED: "#4fc3f7", inf.NOT_REPRODUCED: "#c62828",
@@ -139,7 +144,8 @@ def _adjust(rows: list[ScoreRow]) -> None:
         for r, p in zip(fam, adj):
             r.rec["p_adjusted"] = p
             r.verdict = verdict_of(p, float(r.rec["estimate"]), r.spec.direction, null=r.spec.null,
-                                   min_p=float(r.rec["min_p"]), controls=r.rec.get("controls"))
+                                   min_p=float(r.rec["min_p"]), controls=r.rec.get("controls"),
+                                   power=r.rec.get("power"))
             r.rec["verdict"] = r.verdict
 
 
@@ -272,4 +278,36 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
 def scorecard_records(rows: Sequence[ScoreRow]) -> dict[str, dict]:
     """The measured primary records with their Holm-adjusted p-values and verdicts (for the scorecard's
     own ``metrics.json``: the one place where ``p_adjusted`` is filled)."""
-    return {r.record: {k: v for k, v in r.rec.items() if k != "stored_verdict"} for r in primary_rows(rows) if r.measured}
+    return {r.record: {**{k: v for k, v in r.rec.items() if k != "stored_verdict"}, "stability": stability(r.rec)[0]}
+            for r in primary_rows(rows) if r.measured}
+
+
+def stability_marks(rows: Sequence[ScoreRow]) -> dict[str, tuple[str, list[str]]]:
+    """Per measured primary claim: ``(stable | fragile | not assessed, settings whose verdict differs)``."""
+    return {r.record: stability(r.rec) for r in primary_rows(rows) if r.measured}
+
+
+def sensitivity_table(rows: Sequence[ScoreRow]) -> str:
+    """The sensitivity table: for every primary claim its own analysis (unadjusted p) and each row of its
+    record's ``sensitivity`` (setting, estimate, p, verdict), with the claim's stable/fragile mark."""
+    lines = ["| claim | mark | setting | estimate | p | verdict |", "|---|---|---|---|---|---|"]
+    for r in primary_rows(rows):
+        if not r.measured:
+            lines.append(f"| {r.spec.title} | {NOT_MEASURED} | – | – | – | – |")
+            continue
+        rec = r.rec
+        mark, off = stability(rec)
+        sens = rec.get("sensitivity") or []
+        varied = ", ".join(factors(sens)) if sens else "nothing varied"
+        own = inf.decide(float(rec["p_value"]), float(rec["estimate"]), r.spec.direction, null=r.spec.null,
+                         min_p=float(rec["min_p"]), power=rec.get("power"))
+        lines.append(f"| **{r.spec.title}** | **{mark}** ({_cell(varied)}) | as reported | {fmt(rec['estimate'])} | "
+                     f"{fmt(rec['p_value'], 3)} | {outcome_words(r.spec, own)} |")
+        for s in sens:
+            flag = " ≠" if s["setting"] in off else ""
+            lines.append(f"| | | {_cell(s['setting'])} | {fmt(s['estimate'])} | {fmt(s['p_value'], 3)} | "
+                         f"{outcome_words(r.spec, s['verdict'])}{flag} |")
+    if mark_count := sum(1 for m, _ in stability_marks(rows).values() if m == NOT_ASSESSED):
+        lines.append("")
+        lines.append(f"{mark_count} measured claim(s) carry no sensitivity rows (not assessed).")
+    return "\n".join(lines)

@@ -10,10 +10,11 @@ A chapter measures, then in a few lines::
 and the scorecard (:mod:`pullback_utils.chapters.scorecard`) reads the same registry.
 """
 
+from pullback_utils.claims import sensitivity
 from pullback_utils.claims import statistics as stats
 from pullback_utils.claims.report import sentence, table
 from pullback_utils.claims.record import NOT_LEARNED, MetricsError, check_record, read_metrics, record, verdict_of, write_metrics
 from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words
 
-__all__ = ["stats", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of", "CLAIMS",
+__all__ = ["stats", "sensitivity", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of", "CLAIMS",
            "PRIMARY", "ClaimSpec", "get", "outcome_words"]

@@ -17,11 +17,15 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
 ``verdict``        :func:`verdict_of` the above: :func:`pullback_utils.analysis.inference.decide`, except that a claim
                    whose control shows the effect (:func:`~pullback_utils.claims.report.controls_showing_effect`)
                    is :data:`NOT_LEARNED`, never "reproduced"; ``n_needed`` when underpowered
+``power``          optional: the design's simulated power at the effect seen (with ``design_needed``);
+                   a non-significant record with power < 0.8 is *underpowered*
+``sensitivity``    optional: rows ``{setting, estimate, p_value, verdict}`` (``min_p``, ``n_units``), the
+                   same claim under other analysis choices (:mod:`pullback_utils.claims.sensitivity`)
 =================  ================================================================================
 
 :func:`read_metrics` rejects a file whose record lacks any of these, has a non-finite estimate, an
 interval with ``low > high``, a p-value outside ``[0, 1]``, or a stored verdict that the rule does not
-give for its numbers.
+give for its numbers (in the record or in one of its ``sensitivity`` rows).
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ from pullback_utils.analysis import inference as inf
 from pullback_utils._io import JSONReadError, read_json, to_jsonable, write_json
 from pullback_utils.claims.registry import NOT_LEARNED, get
 from pullback_utils.claims.report import controls_showing_effect
+from pullback_utils.claims.sensitivity import check_rows
 
 
 def verdict_of(p_value: float, estimate: float, direction: str, *, null: float, min_p: float,
-               controls: dict | None = None) -> str:
+               controls: dict | None = None, power: float | None = None) -> str:
     """The verdict rule (:func:`pullback_utils.analysis.inference.decide`) plus the control rule: "reproduced" with a
     control that shows the effect becomes :data:`NOT_LEARNED`."""
-    v = inf.decide(p_value, estimate, direction, null=null, min_p=min_p)
+    v = inf.decide(p_value, estimate, direction, null=null, min_p=min_p, power=power)
     if v == inf.REPRODUCED and controls_showing_effect({"null": null, "direction": direction, "estimate": estimate,
                                                        "controls": controls or {}}):
         return NOT_LEARNED
@@ -91,7 +96,7 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
                          f"baselines {list(spec.baselines)} and controls {list(spec.controls)})")
     controls = {k: _value(v) for k, v in controls.items()}
     verdict = verdict_of(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p,
-                         controls=controls)
+                         controls=controls, power=extra.get("power"))
     rec = {
         "claim": spec.id, "kind": spec.kind, "wording": spec.wording, "statistic": statistic or spec.statistic,
         "model": model, "n_units": result.n_units, "unit": result.unit, "test": result.test,
@@ -155,7 +160,10 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
             raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
         v = verdict_of(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p,
-                       controls=rec["controls"])
+                       controls=rec["controls"], power=rec.get("power"))
+        if rec.get("sensitivity") is not None:
+            check_rows(rec["sensitivity"], direction=rec["direction"], null=float(rec["null"]),
+                       where=f"claims[{name!r}]['sensitivity']")
     except ValueError as exc:
         raise MetricsError(f"claims[{name!r}]: {exc}") from None
     return {**rec, "stored_verdict": rec["verdict"], "verdict": v, "ci": [low, high]}

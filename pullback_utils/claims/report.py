@@ -64,6 +64,11 @@ def sentence(name: str, rec: dict) -> str:
     if rec.get("n_needed"):
         parts.append(f"The design cannot reach p < 0.05: it needs at least {rec['n_needed']} "
                      f"{rec.get('details', {}).get('n_needed_of', 'units')}.")
+    if rec.get("power") is not None:
+        need = rec.get("design_needed")
+        parts.append(f"Power of this design at the effect seen: {fmt(rec['power'], 2)}"
+                     + (f"; power >= 0.8 needs {need['rungs']} rungs x {need['seeds']} seeds "
+                        f"({need['models']} models)." if isinstance(need, dict) else "."))
     extras = [f"{k.replace('_', ' ')} {fmt(v)}" for k, v in rec.get("baselines", {}).items()]
     extras += [f"{k.replace('_', ' ')} (control) {fmt(v)}" for k, v in rec.get("controls", {}).items()]
     if extras:

@@ -171,6 +171,13 @@ class BasisSweep:
         b = self.side(side)
         return np.stack([np.asarray(pairwise_geodesic_distances(b[:, j].double().numpy())) for j in range(b.shape[1])])
 
+    def top(self, k: int) -> "BasisSweep":
+        """The same sweep keeping each basis's leading ``k`` vectors (``1 <= k <= self.k``): the top-k'
+        basis of a sensitivity analysis, read from the cached top-k one without new products."""
+        if not isinstance(k, int) or not 1 <= k <= self.k:
+            raise ValueError(f"k must be an int in [1, {self.k}] (the sweep's basis size), got {k!r}")
+        return replace(self, v=self.v[:, :, :k], u=self.u[:, :, :k], s=self.s[:, :, :k])
+
     def spectrum_matched(self, seed: int = 0) -> "BasisSweep":
         """The same sweep with every basis replaced by a random one of the same power spectra
         (:func:`pullback_utils.analysis.baselines.spectrum_matched`; the h-side only when ``u`` is image-shaped)."""

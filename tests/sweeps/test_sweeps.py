@@ -204,3 +204,18 @@ def test_two_processes_writing_the_same_bases_leave_valid_entries(model, tmp_pat
     assert all(i["cache"]["hit"] for i in again.info[0])  # every entry read back, none reported unreadable
     assert not [w for w in recwarn if "unreadable" in str(w.message)]
     assert torch.equal(again.v, fresh.v) and torch.equal(again.u, fresh.u)
+
+
+def test_variant_sweep_reuses_the_study_states_and_changes_one_choice(model, tmp_path):
+    st = studies.tangent_study(model, n=3, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
+                               control_times=[0.9], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    same = studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.2, 0.9], n=2, k=2, solver=SOLVER, cache_dir=tmp_path)
+    # the main choices again: the cached bases of the study, for the first 2 samples at the asked times
+    torch.testing.assert_close(same.v, st.sweep.v[[2, 0], :2].to(same.v.dtype))
+    other = studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.9], n=2, k=2, layer="up.0", solver=SOLVER,
+                                  cache_dir=tmp_path)
+    assert other.v.shape[:3] == (1, 2, 2) and other.u.shape[3:] != st.sweep.u.shape[3:]
+    with pytest.raises(ValueError, match="not among"):
+        studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.3], n=2, k=2)
+    with pytest.raises(ValueError, match="n must be"):
+        studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.9], n=4, k=2)
