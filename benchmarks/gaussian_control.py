@@ -47,8 +47,8 @@ def main() -> None:
                                      control_times=[max(a.times), min(a.times)], cache_dir=a.cache_dir, solver=solver,
                                      progress=False)
     g_opts = dict(dataset=ds, n_images=a.images, rank=a.rank, seed=a.seed, cache_dir=a.cache_dir)
-    gauss, fit = pu.sweeps.bases.gaussian_control.gaussian(m, a.times, a.k, a.n, **g_opts)
-    gx0, _ = pu.sweeps.bases.gaussian_control.gaussian(m, a.times, a.k, a.n, output="sample", **g_opts)
+    gauss, fit = pu.sweeps.gaussian_control.gaussian(m, a.times, a.k, a.n, **g_opts)
+    gx0, _ = pu.sweeps.gaussian_control.gaussian(m, a.times, a.k, a.n, output="sample", **g_opts)
     print(f"model {a.model} ({m.prediction_type}), n = {a.n}, times = {a.times}, k = {a.k}; Gaussian of {fit.n_images} "
           f"'{ds}' images, rank {fit.rank}; alpha_bar = {[round(m.alpha_bar(t), 4) for t in a.times]}")
     print(f"h-analogue top-k degenerate at t: {[t for t, row in zip(a.times, gauss.info) if row[0]['degenerate']]}")
@@ -101,7 +101,7 @@ def main() -> None:
         x, sp, gsp, dist = [], [], [], []
         for name, r in runs.items():
             lm = pu.load_model(name)
-            gl, gf = pu.sweeps.bases.gaussian_control.gaussian(lm, r.sweep.times, a.k, a.ladder_n, dataset=registry.MODELS[name]["dataset"],
+            gl, gf = pu.sweeps.gaussian_control.gaussian(lm, r.sweep.times, a.k, a.ladder_n, dataset=registry.MODELS[name]["dataset"],
                                            n_images=a.images, rank=a.rank, seed=a.seed, cache_dir=a.cache_dir)
             x.append(ladder.n_factors(registry.MODELS[name]["rung"]))
             sp.append(cs.model_spread(r.sweep.cross_sample_distances("u")))
