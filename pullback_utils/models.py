@@ -124,7 +124,7 @@ class DiffusionModel:
         self.sample_shape: tuple[int, int, int] = tuple(int(s) for s in sample_shape)  # type: ignore[assignment]
         self._uncond = uncond_embedding
         self._prompt_memo: dict[tuple, Any] = {}
-        self._fingerprint: tuple[tuple, str] | None = None  # (state token, sha256)
+        self._fingerprint: tuple[tuple, str] | None = None  # ((state token, value probe), sha256)
         cfg = getattr(scheduler, "config", {})
         self.flow_grid: FlowGrid | None = None
         if is_flow_scheduler(scheduler):
@@ -232,15 +232,19 @@ class DiffusionModel:
     def fingerprint(self) -> str:
         """sha256 of the denoiser's class, config and weights (the basis cache's model key).
 
-        Re-hashed only when a parameter or buffer was replaced, moved, cast or changed in place
-        since the last call (:func:`~pullback_utils.cache.module_state_token`; edits through
-        ``.data`` are not seen).
+        Re-hashed when a parameter or buffer was replaced, moved, cast or changed in place since the
+        last call (:func:`~pullback_utils.cache.module_state_token`), edits through ``.data`` included
+        (:func:`~pullback_utils.cache.module_value_probe`, read on every call: the full hash for
+        the zoo's models, about 10-25 ms; a sample and a sum of every tensor for larger ones).
         """
         from pullback_utils import cache
 
         token = cache.module_state_token(self.unet)
-        if self._fingerprint is None or self._fingerprint[0] != token:
-            self._fingerprint = (token, cache.module_fingerprint(self.unet))
+        probe = cache.module_value_probe(self.unet)
+        if self._fingerprint is None or self._fingerprint[0] != (token, probe):
+            nbytes = sum(t.numel() * t.element_size() for t in self.unet.state_dict().values())
+            full = probe if nbytes <= cache.FULL_PROBE_BYTES else cache.module_fingerprint(self.unet)
+            self._fingerprint = ((token, probe), full)
         return self._fingerprint[1]
 
     # ---------------------------------------------------------------- times
@@ -409,7 +413,8 @@ class DiffusionModel:
             prompt: prompt or conditioning (conditional models; None = the unconditional branch).
             layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle
                 transformer block for DiTs; :func:`~pullback_utils.features.layer_names`).
-            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.cache`); ``None`` = no cache.
+            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.cache`); ``None`` or ``""`` = no cache; ``~`` and
+                environment variables are expanded (an unset one is refused).
             **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
 
         Returns:

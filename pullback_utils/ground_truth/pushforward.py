@@ -27,7 +27,8 @@ import torch
 
 from ..ad_safe import forward_ad_safe
 from ..basis import frozen
-from ..cache import BasisCache, basis_key_fields
+from ..cache import BasisCache, basis_key_fields, resolve_cache_dir
+from pullback_utils.validate import check_int
 from ..ddim import Time, ddim_invert_to_times
 from ..schedule import check_steps, check_times
 from ..solvers import LocalBasis, jacobian_svd
@@ -102,8 +103,7 @@ def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[
         raise ValueError(f"images must have shape (N, {', '.join(map(str, shape))}), got {got}")
     check_times(times, model.num_train_timesteps)
     check_steps(steps)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    chunk_size = check_int(chunk_size, "chunk_size", 1)
     n = int(images.shape[0])
     cols = _columns(jac, n, math.prod(shape))
     owner = [i for i, c in enumerate(cols) for _ in range(c.shape[1])]
@@ -169,8 +169,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
     if not isinstance(x_t, torch.Tensor) or tuple(x_t.shape) != (1, *model.sample_shape):
         shape = tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__
         raise ValueError(f"x_t must have shape (1, {', '.join(map(str, model.sample_shape))}), got {shape}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    k = check_int(k, "k", 1)
     fn = denoiser_fn(model, t)
     x = x_t.detach().to(model.device, model.dtype)
 
@@ -181,6 +180,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         b.info.update({"layer": DENOISER_LAYER, "level": model.level(t)})
         return LocalBasis(v=b.v.reshape(b.k, *shape), u=b.u.reshape(b.k, *shape), s=b.s, info=b.info)
 
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     if cache_dir is None:
         return compute()
     fields = basis_key_fields(model.fingerprint, x, model.unet_timestep(t), k, layer=DENOISER_LAYER, solver=solver)

@@ -31,7 +31,7 @@ import torch
 
 from .. import inference as inf
 from ..baselines import random_weight_model, spectrum_matched
-from ..cache import BasisCache, BasisCacheWarning, basis_key_fields
+from ..cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
 from ..solvers import LocalBasis
 from ..sweeps import BasisSweep, bases_over
 from .pushforward import denoiser_basis, invert_to_times, pushed_tangents
@@ -122,6 +122,7 @@ def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps
     """:func:`pushed_tangents` of the orthonormal tangent bases, image by image through the basis cache
     (an entry's ``v`` holds the image's pushed tangents ``(r, n_t, C, H, W)``, ``u`` the clean ones)."""
     shape = tuple(model.sample_shape)
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     cache = BasisCache(cache_dir) if cache_dir is not None else None
     keys = [basis_key_fields(model.fingerprint, images[j:j + 1].to(model.dtype), 0, int(q.shape[0]),
                              layer=f"pushed-tangents:{list(times)}:{steps}", cond=q.to(model.dtype), solver={})
