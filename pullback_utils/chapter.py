@@ -30,7 +30,7 @@ import torch
 from . import validate as V
 from .sweeps import resolve_cache_dir
 
-__all__ = ["Chapter", "setup", "RULES", "CHAPTER_RULES", "ParameterValueError"]
+__all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
 
 
 class ParameterValueError(ValueError):
@@ -53,7 +53,7 @@ def _optional_int(minimum: int) -> Callable[[Any, str], Any]:
 
 #: Rules by parameter name, applied wherever the name appears; each returns the canonical value.
 RULES: dict[str, Callable[[Any, str], Any]] = {
-    "model": lambda v, n: v if isinstance(v, str) and v.strip() else _bad(n, v, "a bundled model name, a folder or a hub id"),
+    "model": lambda v, n: _model(v, n),
     "n_samples": lambda v, n: V.check_int(v, n, 2),
     "n_states": lambda v, n: V.check_int(v, n, 2),
     "times": _times,
@@ -76,6 +76,15 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "edit_times": lambda v, n: _times(v, n, min_len=1),
     "cluster": lambda v, n: _cluster(v, n),
 }
+
+
+def _model(value: Any, name: str) -> str:
+    from pullback_utils.loading import ModelNotFoundError, check_model_reference
+
+    try:
+        return check_model_reference(value, name)
+    except ModelNotFoundError as exc:
+        raise ParameterValueError(str(exc)) from None
 
 
 def _cluster(value: Any, name: str) -> str:
@@ -187,6 +196,39 @@ class Chapter:
         return path
 
 
+def _unit_minimum(name: str) -> Callable[[dict], None]:
+    """The fewest units the chapter's tests run on (:func:`pullback_utils.claims.registry.minimum_units`)."""
+    def rule(p: dict) -> None:
+        from pullback_utils.claims.registry import minimum_units
+
+        for param, least in minimum_units(name).items():
+            value = p.get(param)
+            if isinstance(value, int) and not isinstance(value, bool) and value < least:
+                raise ParameterValueError(f"{param} must be >= {least} for {name} (its tests need at least {least} "
+                                          f"units), got {value}")
+    return rule
+
+
+def check_values(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every value checked and in canonical form: the rule of each known name
+    (:data:`RULES`), the chapter's cross-parameter rules (:data:`CHAPTER_RULES`) and the fewest units
+    its tests need; :class:`ParameterValueError` naming the chapter and the parameter otherwise. Cheap
+    (no model is loaded): the book runner calls it before a kernel starts, :func:`setup` again inside."""
+    checked = dict(params)
+    for key, rule in RULES.items():
+        if key in checked:
+            try:
+                checked[key] = rule(checked[key], key)
+            except ValueError as exc:
+                raise ParameterValueError(f"{name}: {exc}") from None
+    for rule in [*CHAPTER_RULES.get(name, []), _unit_minimum(name)]:
+        try:
+            rule(checked)
+        except ValueError as exc:
+            raise ParameterValueError(f"{name}: {exc}") from None
+    return checked
+
+
 def setup(name: str, params: dict[str, Any]) -> Chapter:
     """Check a chapter's parameters, set torch's thread count, create its output folder and cache.
 
@@ -200,18 +242,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         :class:`Chapter` whose ``params`` hold the canonical values (e.g. ``times`` sorted from the
         earliest, ``t`` near ``T``, to the latest).
     """
-    checked = dict(params)
-    for key, rule in RULES.items():
-        if key in checked:
-            try:
-                checked[key] = rule(checked[key], key)
-            except ValueError as exc:
-                raise ParameterValueError(f"{name}: {exc}") from None
-    for rule in CHAPTER_RULES.get(name, []):
-        try:
-            rule(checked)
-        except ValueError as exc:
-            raise ParameterValueError(f"{name}: {exc}") from None
+    checked = check_values(name, params)
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])
     if "cluster" in checked:  # where this chapter's basis sweeps run (pullback_utils.distributed)

@@ -27,7 +27,7 @@ from pullback_utils.families import SUPPORTED_DENOISERS
 from pullback_utils.models import DiffusionModel
 from pullback_utils.vae import config_get
 
-__all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
+__all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
@@ -51,6 +51,22 @@ def _ladder_hint(name: str) -> str:
     from pullback_utils.zoo.registry import LADDER_SEEDS
 
     return f"; ladder models are ladder-<rung>-s<seed> with rung in {list(RUNGS)} and seed in {list(LADDER_SEEDS)}"
+
+
+def check_model_reference(value: Any, name: str = "model") -> str:
+    """``value`` if :func:`load_model` can resolve it without reading weights: a bundled model name, an
+    existing folder, or a hub id ``owner/name`` (not fetched here); ``ModelNotFoundError`` naming
+    ``name``, with the closest bundled names, otherwise. Cheap: no network, no weights."""
+    from pullback_utils.zoo.registry import available_models, is_bundled, suggest
+
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise ModelNotFoundError(f"{name} must be a bundled model name, a folder or a hub id 'owner/name', got {value!r}")
+    s = os.fspath(value)
+    if Path(s).expanduser().is_dir() or is_bundled(s) or (_HUB_ID.match(s) and not s.startswith((".", "/", "~"))):
+        return s
+    known = available_models() + available_models(ladder=True)
+    raise ModelNotFoundError(f"{name}={s!r}{suggest(s, known)} is not a bundled model name, an existing folder or a hub "
+                             f"id 'owner/name'; bundled models: {available_models() or 'none installed'}{_ladder_hint(s)}")
 
 
 def load_model(
