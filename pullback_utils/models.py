@@ -331,9 +331,10 @@ class DiffusionModel:
 
     def noise(self, n: int = 1, seed: int = 0) -> torch.Tensor:
         """(n, *sample_shape) standard normal x_T, drawn on the CPU from ``seed`` (device-independent)."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"n must be an int >= 1, got {n!r}")
-        gen = torch.Generator().manual_seed(int(seed))
+        from pullback_utils.validate import check_int
+
+        n = check_int(n, "n", 1)
+        gen = torch.Generator().manual_seed(check_int(seed, "seed"))  # 1.7 is refused, not truncated
         return torch.randn((int(n), *self.sample_shape), generator=gen).to(self.device, self.dtype)
 
     # ---------------------------------------------------------------- the network

@@ -32,6 +32,7 @@ import torch
 from .. import inference as inf
 from ..baselines import random_weight_model, spectrum_matched
 from ..cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
+from pullback_utils.validate import check_int, check_real
 from ..solvers import LocalBasis
 from ..sweeps import BasisSweep, bases_over
 from .pushforward import denoiser_basis, invert_to_times, pushed_tangents
@@ -167,8 +168,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
 
     from ..zoo.datasets import make_dataset
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2 (the best t of an image is chosen from the others), got {n!r}")
+    n = check_int(n, "n (the best t of an image is chosen from the others)", 2)
     check_design({"models": [name], "data_seed": data_seed, "k": k, "n_neighbours": n_neighbours, "n_pool": n_pool,
                   "rank_rtol": rank_rtol})
     ds = model_dataset(name)
@@ -222,8 +222,7 @@ def check_design(p: dict[str, Any]) -> None:
     ``models`` distinct bundled models of procedural datasets whose training seed is not ``data_seed``;
     ``k < n_neighbours <= n_pool``; ``0 < rank_rtol < 1``."""
     models, seed = p.get("models"), p.get("data_seed", 1)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"data_seed must be an int >= 0, got {seed!r}")
+    seed = check_int(seed, "data_seed", 0)
     if isinstance(models, str) or not isinstance(models, (list, tuple)) or not models or \
             len(set(models)) != len(models) or not all(isinstance(m, str) for m in models):
         raise ValueError(f"models must be a non-empty list of distinct model names, got {models!r}")
@@ -231,13 +230,12 @@ def check_design(p: dict[str, Any]) -> None:
         model_dataset(name, seed)
     k, nb, pool = p.get("k", 1), p.get("n_neighbours", 2), p.get("n_pool", 2)
     for key, v in (("n_neighbours", nb), ("n_pool", pool)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{key} must be an int, got {v!r}")
+        check_int(v, key)
     if not k < nb <= pool:
         raise ValueError(f"n_neighbours must be > k={k} (centred neighbours span at most n_neighbours - 1 "
                          f"directions) and <= n_pool={pool}, got {nb}")
     r = p.get("rank_rtol", 1e-6)
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+    if check_real(r, "rank_rtol") <= 0 or r >= 1:
         raise ValueError(f"rank_rtol must be a number in (0, 1), got {r!r}")
 
 
