@@ -75,7 +75,17 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "exact_reference": V.check_bool,
     "edit_times": lambda v, n: _times(v, n, min_len=1),
     "cluster": lambda v, n: _cluster(v, n),
+    "cache_dir": lambda v, n: _cache_dir(v, n),
 }
+
+
+def _cache_dir(value: Any, name: str) -> Any:
+    from pullback_utils.cache import resolve_cache_dir
+
+    if value is not None and not isinstance(value, str):
+        raise ParameterValueError(f"{name} must be a folder (a string; '' for no cache), got {value!r}")
+    resolve_cache_dir(value, name)  # ValueError for an unset environment variable
+    return value
 
 
 def _model(value: Any, name: str) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "current_umask", "default_file_mode", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
+__all__ = ["atomic_write", "current_umask", "default_file_mode", "give_default_mode", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
 
 
 class JSONReadError(ValueError):
@@ -42,6 +42,15 @@ def current_umask() -> int:
 def default_file_mode() -> int:
     """The mode of a new file created with ``open(path, "w")``: ``0o666 & ~umask``."""
     return 0o666 & ~current_umask()
+
+
+def give_default_mode(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode :func:`default_file_mode` (for files written by other
+    libraries, e.g. ``save_pretrained``, whose safetensors are created 0600 whatever the umask)."""
+    mode = default_file_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 @contextlib.contextmanager
