@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
+from pullback_utils.validate import check_int
+
 from ..ad_safe import forward_ad_safe
 from ..basis import frozen
 from ..cache import BasisCache, basis_key_fields, resolve_cache_dir
-from pullback_utils.validate import check_int
 from ..ddim import Time, ddim_invert_to_times
 from ..schedule import check_steps, check_times
 from ..solvers import LocalBasis, jacobian_svd

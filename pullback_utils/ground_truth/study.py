@@ -29,10 +29,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pullback_utils.validate import check_int, check_real
+
 from .. import inference as inf
 from ..baselines import random_weight_model, spectrum_matched
 from ..cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
-from pullback_utils.validate import check_int, check_real
 from ..solvers import LocalBasis
 from ..sweeps import BasisSweep, bases_over
 from .pushforward import denoiser_basis, invert_to_times, pushed_tangents
