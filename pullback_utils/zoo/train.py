@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import signal
 import sys
 import threading
@@ -207,7 +208,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
                          f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
     check_int(warmup, "warmup:", 0)
-    lr = check_real(lr, "lr:", positive=True)
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
     steps, batch_size, n_train = (check_int(v, f"{key}:", 1) for key, v in
                                   (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)))
     threads = check_int(threads, "threads:", 1)
