@@ -15,7 +15,7 @@ with :func:`module_state_token` (identity, version counter and storage of each p
 ``load_state_dict``, in-place updates, ``.to(...)``) and :func:`module_value_probe`, and re-hash when
 either changes. The probe reads the values, so an edit through ``.data`` (which bypasses the version
 counter) is seen too: for a denoiser of up to :data:`FULL_PROBE_BYTES` of weights (every zoo model;
-4.5 MB, about 10-25 ms per call on the project's CPUs) the probe *is* the full sha256, so any edit
+4.5 MB, 20-120 ms per call measured on the loaded 2-core machine) the probe *is* the full sha256, so any edit
 is seen; above that (Stable Diffusion's 3.4 GB U-Net) it hashes :data:`PROBE_VALUES` evenly spaced
 values of every tensor plus its float64 sum (one pass over the weights at memory speed), so an edit that
 changes any sampled value or a tensor's sum is seen.
