@@ -2,7 +2,9 @@
 
 Every file the package writes for a reader to keep (``metrics.json``, cache entries, stamps, model
 records) goes through :func:`atomic_write`: the data land in a temporary file in the same folder, which
-replaces the target only once it is complete, so an interrupted run never leaves half a file.
+replaces the target only once it is complete, so an interrupted run never leaves half a file. The file
+gets the mode an ordinary ``open(path, "w")`` would give it, ``0o666 & ~umask`` (the temporary file is
+created 0600; its mode is set before the rename), so another user can read a shared cache or model.
 """
 
 from __future__ import annotations
@@ -16,11 +18,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
+__all__ = ["atomic_write", "current_umask", "default_file_mode", "give_default_mode", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
 
 
 class JSONReadError(ValueError):
     """A JSON file that is missing, unreadable, not JSON, or not of the expected shape."""
+
+
+def current_umask() -> int:
+    """The process's umask, read from ``/proc/self/status`` (Linux) or, elsewhere, by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no other way to read it; restored at once
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """The mode of a new file created with ``open(path, "w")``: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
+def give_default_mode(folder: str | os.PathLike) -> None:
+    """Give every file under ``folder`` the mode :func:`default_file_mode` (for files written by other
+    libraries, e.g. ``save_pretrained``, whose safetensors are created 0600 whatever the umask)."""
+    mode = default_file_mode()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
 
 
 @contextlib.contextmanager
@@ -29,12 +59,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, fsync: bool = Fals
 
     The folder is created if needed. On an exception the temporary file is removed and ``path`` is
     left as it was. ``fsync``: flush the data to disk before the rename (for caches that must survive
-    a crash of the machine, not only of the process).
+    a crash of the machine, not only of the process). The file ends up with mode ``0o666 & ~umask``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp creates 0600 whatever the umask
         with os.fdopen(fd, mode) as f:
             yield f
             if fsync:

@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     p_ch.add_argument("-o", "--output", type=Path, metavar="DIR",
                       help="output folder (default book/generated/NAME); new, empty or an earlier output")
     _add_parameter_options(p_ch, "start from book/params/quick.yaml")
-    p_ch.add_argument("--force", action="store_true", help="run even if the folder's stamp says nothing changed")
+    p_ch.add_argument("--force", action="store_true", help="run even if the folder's stamp says nothing changed, "
+                      "and replace the output of another chapter in that folder")
     p_ch.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
@@ -110,11 +111,27 @@ def _params(layout: Layout, args: argparse.Namespace) -> int:
     return 0
 
 
+def _book_root(root: Path | None) -> Path:
+    """The book folder: ``--root`` or the nearest one at or above the working folder; :class:`ParameterError`
+    when it is not a book (so nothing is created in a folder that is not one)."""
+    found = Path(root).expanduser() if root is not None else find_root()
+    where = f"--root {root}" if root is not None else f"the working folder {Path.cwd()} (and the folders above it)"
+    if not found.is_dir():
+        raise ParameterError(f"--root {root}: no such folder")
+    if not ((found / "_config.yml").is_file() and (found / "book").is_dir()):
+        raise ParameterError(f"{where}: not a book (a book folder holds _config.yml and book/); run from inside the "
+                             "book's repository or pass --root FOLDER")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    layout = Layout(args.root or find_root())
     progress = not getattr(args, "no_progress", True) and sys.stderr.isatty()
     try:
+        if args.command == "install-cell":
+            print(INSTALL_CELL)
+            return 0
+        layout = Layout(_book_root(args.root))
         if args.command == "build":
             return build(layout, args.jb_args)
         if args.command == "check":
@@ -126,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{page}: {issue}")
             print(f"{sum(map(len, problems.values()))} problem(s) in {len(problems)} page(s) of {layout.html}")
             return 1 if problems else 0
-        if args.command == "install-cell":
-            print(INSTALL_CELL)
-            return 0
         if args.command == "params":
             return _params(layout, args)
         if args.command == "chapter":

@@ -24,6 +24,8 @@ import difflib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from pullback_utils._validate import check_int
+
 from pullback_utils.chapters.parameters import ParameterError
 from pullback_utils.book.layout import Layout, chapter_order, normalise_name
 from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
@@ -34,7 +36,7 @@ from pullback_utils.book.project import INSTALL_CELL
 from pullback_utils.book.stamps import (STAMP, dependency_order, dependents, depends_on, inputs_digest,
                      package_fingerprint, read_stamp, stale_outputs, stamp_key)
 
-__all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "plan_run", "run", "run_chapter"]
+__all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter"]
 
 Log = Callable[[str], Any]
 
@@ -98,6 +100,10 @@ def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str
         except ParameterError as exc:
             errors.append(str(exc))
             continue
+        problems = check_chapter_values(name, parameters, overrides)
+        if problems:
+            errors += problems
+            continue
         if "output_dir" in parameters:
             overrides["output_dir"] = "."
         if "results_dir" in parameters:
@@ -118,6 +124,48 @@ def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str
         raise ParameterError("\n".join(errors))
     rank = {n: i for i, n in enumerate(dependency_order(layout, [n for n, _ in plan]))}
     return sorted(plan, key=lambda item: rank[item[0]])
+
+
+_RUNNER_SET = {"output_dir": "the chapter's output folder: give it with -o/--output (book chapter) or run into "
+                             "book/generated (book run)",
+               "results_dir": "the folder of every chapter's results, book/generated"}
+
+
+def check_chapter_values(name: str, parameters: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
+    """The problems (one line each; ``[]``: none) of chapter ``name``'s effective parameters, found
+    before a kernel starts: a parameter the runner sets itself (``output_dir``, ``results_dir``), a value of
+    the right type that the chapter would refuse (:func:`pullback_utils.chapters.chapter.check_values`: ``k = 0``,
+    ``tol = nan``, an unknown model, too few units for its tests, ...), or a cluster address where nothing
+    answers."""
+    problems = [f"{name}: parameter {key!r} is set by the runner ({why}); remove it"
+                for key, why in _RUNNER_SET.items() if key in overrides and key in parameters]
+    if problems:
+        return problems
+    from pullback_utils.chapters.chapter import check_values  # torch is imported here, once, by the runner's process
+
+    values = {k: p.default for k, p in parameters.items() if getattr(p, "literal", False)}
+    values.update(overrides)
+    try:
+        check_values(name, values)
+    except ValueError as exc:
+        return [str(exc)]
+    cluster = overrides.get("cluster")
+    if isinstance(cluster, str):
+        problem = _unreachable(cluster)
+        if problem:
+            return [f"{name}: cluster={cluster!r}: {problem}"]
+    return []
+
+
+def _unreachable(address: str) -> str | None:
+    from pullback_utils.sweeps.ray_pool import unreachable
+
+    if address not in _ADDRESS_CHECKED:
+        _ADDRESS_CHECKED[address] = unreachable(address)
+    return _ADDRESS_CHECKED[address]
+
+
+_ADDRESS_CHECKED: dict[str, str | None] = {}
 
 
 def _select(layout: Layout, only: Iterable[str] | None, log: Log) -> list[str]:
@@ -159,8 +207,10 @@ def run(
     chapters that took longest last time start first). ``cluster`` is the ``cluster`` parameter of every
     chapter that declares one (:mod:`pullback_utils.sweeps.distributed`). Raises :class:`ParameterError` on bad
     parameters (before any kernel starts). Returns one result per chapter run or skipped, in plan order."""
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ParameterError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    try:
+        jobs = check_int(jobs, "--jobs", 1)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
     names = _select(layout, only, log)
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
@@ -191,6 +241,9 @@ def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluste
         cluster = check_cluster(cluster, "--cluster")
     except ValueError as exc:
         raise ParameterError(str(exc)) from None
+    problem = _unreachable(cluster) if isinstance(cluster, str) else None
+    if problem:
+        raise ParameterError(f"--cluster {cluster}: {problem}")
     return [(name, {**o, "cluster": cluster} if "cluster" in notebook_parameters(layout.notebook(name)) else o)
             for name, o in plan]
 
@@ -217,7 +270,10 @@ def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: 
     return result
 
 
-def _check_destination(layout: Layout, dest: Path) -> Path:
+def _check_destination(layout: Layout, dest: Path, name: str | None = None, force: bool = False) -> Path:
+    """``dest`` resolved, or :class:`ParameterError` when it may not receive chapter ``name``'s output: not a
+    folder, a folder with other files, one of the book's own folders, or (unless ``force``) another
+    chapter's output (its stamp names another chapter, or it is another chapter's ``book/generated`` folder)."""
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not dest.is_dir():
         raise ParameterError(f"--output {dest}: exists and is not a folder")
@@ -226,6 +282,15 @@ def _check_destination(layout: Layout, dest: Path) -> Path:
                              f"chapter's output (no {STAMP}); give a new or empty folder")
     if dest in (layout.root, layout.book_dir, layout.notebooks_dir, layout.generated):
         raise ParameterError(f"--output {dest}: give a folder of its own (e.g. {layout.out_dir('<name>')})")
+    if name is not None and not force:
+        owner = (read_stamp(layout, name, dest) or {}).get("notebook") if dest.is_dir() else None
+        if owner is None and dest.parent == layout.generated.resolve() and dest.name != name \
+                and dest.name in chapter_order(layout)[0]:
+            owner = dest.name
+        if owner is not None and owner != name:
+            raise ParameterError(f"--output {dest}: holds (or is the book's folder for) the output of chapter "
+                                 f"{owner!r}; refusing to replace it with {name!r}. Give another folder, or pass "
+                                 f"--force to replace it")
     return dest
 
 
@@ -243,12 +308,13 @@ def run_chapter(
     """Run one chapter, like ``papermill`` with the runner's checks, into ``out_dir`` (default
     ``book/generated/<name>``; a new, empty or earlier chapter output folder, never the notebooks'
     folder). ``overrides`` must be declared by the chapter. Skipped when ``out_dir``'s stamp says
-    nothing changed, unless ``force``."""
+    nothing changed, unless ``force``; ``out_dir`` holding another chapter's output (or being another
+    chapter's folder of ``book/generated``) is refused unless ``force``."""
     name = normalise_name(name)
     order, _ = chapter_order(layout)
     if name not in order:
         raise ParameterError(f"no notebook {layout.notebook(name)}; notebooks: {', '.join(order) or '(none)'}")
-    dest = _check_destination(layout, Path(out_dir) if out_dir else layout.out_dir(name))
+    dest = _check_destination(layout, Path(out_dir) if out_dir else layout.out_dir(name), name, force)
     sources = _sources(layout, params, quick, None, log)
     if overrides:
         sources.append(("-p", {name: dict(overrides)}))

@@ -30,7 +30,7 @@ import torch
 from pullback_utils import _validate as V
 from pullback_utils.sweeps.bases import resolve_cache_dir
 
-__all__ = ["Chapter", "setup", "RULES", "CHAPTER_RULES", "ParameterValueError"]
+__all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
 
 
 class ParameterValueError(ValueError):
@@ -53,7 +53,7 @@ def _optional_int(minimum: int) -> Callable[[Any, str], Any]:
 
 #: Rules by parameter name, applied wherever the name appears; each returns the canonical value.
 RULES: dict[str, Callable[[Any, str], Any]] = {
-    "model": lambda v, n: v if isinstance(v, str) and v.strip() else _bad(n, v, "a bundled model name, a folder or a hub id"),
+    "model": lambda v, n: _model(v, n),
     "n_samples": lambda v, n: V.check_int(v, n, 2),
     "n_states": lambda v, n: V.check_int(v, n, 2),
     "times": _times,
@@ -79,7 +79,26 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "gaussian_images": lambda v, n: V.check_int(v, n, 2),
     "gaussian_rank": lambda v, n: V.check_int(v, n, 1),
     "share_k": lambda v, n: V.check_int(v, n, 1),
+    "cache_dir": lambda v, n: _cache_dir(v, n),
 }
+
+
+def _cache_dir(value: Any, name: str) -> Any:
+    from pullback_utils.features.cache import resolve_cache_dir
+
+    if value is not None and not isinstance(value, str):
+        raise ParameterValueError(f"{name} must be a folder (a string; '' for no cache), got {value!r}")
+    resolve_cache_dir(value, name)  # ValueError for an unset environment variable
+    return value
+
+
+def _model(value: Any, name: str) -> str:
+    from pullback_utils.zoo.loading import ModelNotFoundError, check_model_reference
+
+    try:
+        return check_model_reference(value, name)
+    except ModelNotFoundError as exc:
+        raise ParameterValueError(str(exc)) from None
 
 
 def _cluster(value: Any, name: str) -> str:
@@ -279,6 +298,40 @@ def _quality_gate(name: str, params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def _unit_minimum(name: str) -> Callable[[dict], None]:
+    """The fewest units the chapter's tests run on (:func:`pullback_utils.claims.registry.minimum_units`)."""
+    def rule(p: dict) -> None:
+        from pullback_utils.claims.registry import minimum_units
+
+        for param, least in minimum_units(name).items():
+            value = p.get(param)
+            if isinstance(value, int) and not isinstance(value, bool) and value < least:
+                raise ParameterValueError(f"{param} must be >= {least} for {name} (its tests need at least {least} "
+                                          f"units), got {value}")
+    return rule
+
+
+def check_values(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every value checked and in canonical form: the rule of each known name
+    (:data:`RULES`), the chapter's cross-parameter rules (:data:`CHAPTER_RULES`) and the fewest units
+    its tests need; :class:`ParameterValueError` naming the chapter and the parameter otherwise. Cheap
+    (no model is loaded): the book runner calls it before a kernel starts, :func:`setup` again inside."""
+    checked = dict(params)
+    for key, rule in RULES.items():
+        if key in checked:
+            try:
+                checked[key] = rule(checked[key], key)
+            except ValueError as exc:
+                raise ParameterValueError(f"{name}: {exc}") from None
+    for rule in [*CHAPTER_RULES.get(name, []), _unit_minimum(name)]:
+        try:
+            rule(checked)
+        except ValueError as exc:
+            raise ParameterValueError(f"{name}: {exc}") from None
+    _quality_gate(name, checked)  # a model that misses the quality bar, before any kernel or model
+    return checked
+
+
 def setup(name: str, params: dict[str, Any]) -> Chapter:
     """Check a chapter's parameters, set torch's thread count, create its output folder and cache.
 
@@ -292,18 +345,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         :class:`Chapter` whose ``params`` hold the canonical values (e.g. ``times`` sorted from the
         earliest, ``t`` near ``T``, to the latest).
     """
-    checked = dict(params)
-    for key, rule in RULES.items():
-        if key in checked:
-            try:
-                checked[key] = rule(checked[key], key)
-            except ValueError as exc:
-                raise ParameterValueError(f"{name}: {exc}") from None
-    for rule in CHAPTER_RULES.get(name, []):
-        try:
-            rule(checked)
-        except ValueError as exc:
-            raise ParameterValueError(f"{name}: {exc}") from None
+    checked = check_values(name, params)
     quality = _quality_gate(name, checked)
     if "threads" in checked:
         torch.set_num_threads(checked["threads"])

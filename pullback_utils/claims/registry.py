@@ -271,6 +271,24 @@ def get(record_id: str) -> ClaimSpec:
     return _BY_ID[base]
 
 
+#: The fewest units each registered test can run on at all (:mod:`pullback_utils.analysis.inference` refuses fewer:
+#: the sign-flip test needs 2 values, the jackknife over unit pairs 4, the permutation trend 3, Mantel 4).
+TEST_MIN_UNITS: dict[str, int] = {"sign-flip": 2, "jackknife t over units": 4, "permutation trend": 3, "Mantel": 4}
+#: The chapter parameter that sets how many units of a kind a chapter has.
+UNIT_PARAMETER: dict[str, str] = {"sample": "n_samples", "image": "n_samples"}
+
+
+def minimum_units(chapter: str) -> dict[str, int]:
+    """``{parameter: fewest value}`` that every test of ``chapter``'s records can run on, e.g.
+    ``{"n_samples": 4}`` for a chapter with a jackknife test over samples; ``{}`` when none applies."""
+    out: dict[str, int] = {}
+    for c in CLAIMS:
+        param = UNIT_PARAMETER.get(c.unit)
+        if c.chapter == chapter and param is not None:
+            out[param] = max(out.get(param, 0), TEST_MIN_UNITS.get(c.test, 0))
+    return out
+
+
 def outcome_words(spec: ClaimSpec, verdict: str) -> str:
     """What a verdict is called for this claim (extensions use their own words; a claimed-side outcome
     that a control shows too keeps "not attributable to learning")."""

@@ -68,7 +68,7 @@ def resolve_time(t: Any, num_train_timesteps: int, *, name: str = "t") -> int:
     A one-element tensor is read as its value. Raises ``TypeError`` for other types (bool included)
     and ``ValueError`` when out of range; both messages name ``name``.
     """
-    T = int(num_train_timesteps)
+    T = check_steps(num_train_timesteps, "num_train_timesteps")  # 1000.7 is refused, not truncated
     if hasattr(t, "numel") and hasattr(t, "item"):
         if t.numel() != 1:
             raise ValueError(f"{name} must be a single time, got a tensor of shape {tuple(t.shape)}")

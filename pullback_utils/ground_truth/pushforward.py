@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from pullback_utils._validate import check_int
+
 from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.features.basis import frozen
-from pullback_utils.features.cache import BasisCache, basis_key_fields
+from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_cache_dir
 from pullback_utils.diffusion.ddim import Time, ddim_invert_to_times
 from pullback_utils.diffusion.schedule import check_steps, check_times
 from pullback_utils.engine.solvers import LocalBasis, jacobian_svd
@@ -180,6 +181,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         b.info.update({"layer": DENOISER_LAYER, "level": model.level(t)})
         return LocalBasis(v=b.v.reshape(b.k, *shape), u=b.u.reshape(b.k, *shape), s=b.s, info=b.info)
 
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     if cache_dir is None:
         return compute()
     fields = basis_key_fields(model.fingerprint, x, model.unet_timestep(t), k, layer=DENOISER_LAYER, solver=solver)

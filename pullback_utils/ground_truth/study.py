@@ -29,10 +29,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, check_real
+
 from pullback_utils.analysis import inference as inf
 from pullback_utils.analysis.baselines import random_weight_model, spectrum_matched
-from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields
+from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
 from pullback_utils.engine.solvers import LocalBasis
 from pullback_utils.sweeps.bases import BasisSweep, bases_over
 from pullback_utils.ground_truth.pushforward import denoiser_basis, invert_to_times, pushed_tangents
@@ -123,6 +124,7 @@ def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps
     """:func:`pushed_tangents` of the orthonormal tangent bases, image by image through the basis cache
     (an entry's ``v`` holds the image's pushed tangents ``(r, n_t, C, H, W)``, ``u`` the clean ones)."""
     shape = tuple(model.sample_shape)
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     cache = BasisCache(cache_dir) if cache_dir is not None else None
     keys = [basis_key_fields(model.fingerprint, images[j:j + 1].to(model.dtype), 0, int(q.shape[0]),
                              layer=f"pushed-tangents:{list(times)}:{steps}", cond=q.to(model.dtype), solver={})
@@ -167,8 +169,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
 
     from pullback_utils.zoo.datasets import make_dataset
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2 (the best t of an image is chosen from the others), got {n!r}")
+    n = check_int(n, "n (the best t of an image is chosen from the others)", 2)
     check_design({"models": [name], "data_seed": data_seed, "k": k, "n_neighbours": n_neighbours, "n_pool": n_pool,
                   "rank_rtol": rank_rtol})
     ds = model_dataset(name)
@@ -222,7 +223,7 @@ def check_design(p: dict[str, Any]) -> None:
     ``models`` distinct bundled models of procedural datasets whose training seed is not ``data_seed``;
     ``k < n_neighbours <= n_pool``; ``0 < rank_rtol < 1``."""
     models, seed = p.get("models"), p.get("data_seed", 1)
-    check_int(seed, "data_seed", 0)
+    seed = check_int(seed, "data_seed", 0)
     if isinstance(models, str) or not isinstance(models, (list, tuple)) or not models or \
             len(set(models)) != len(models) or not all(isinstance(m, str) for m in models):
         raise ValueError(f"models must be a non-empty list of distinct model names, got {models!r}")
@@ -230,13 +231,12 @@ def check_design(p: dict[str, Any]) -> None:
         model_dataset(name, seed)
     k, nb, pool = p.get("k", 1), p.get("n_neighbours", 2), p.get("n_pool", 2)
     for key, v in (("n_neighbours", nb), ("n_pool", pool)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{key} must be an int, got {v!r}")
+        check_int(v, key)
     if not k < nb <= pool:
         raise ValueError(f"n_neighbours must be > k={k} (centred neighbours span at most n_neighbours - 1 "
                          f"directions) and <= n_pool={pool}, got {nb}")
     r = p.get("rank_rtol", 1e-6)
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+    if check_real(r, "rank_rtol") <= 0 or r >= 1:
         raise ValueError(f"rank_rtol must be a number in (0, 1), got {r!r}")
 
 

@@ -91,9 +91,11 @@ def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any
     def compute():
         return unpack_basis(model, engine.local_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
 
+    from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_cache_dir, tensor_hash
+
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     if cache_dir is None:
         return compute()
-    from pullback_utils.features.cache import BasisCache, basis_key_fields, tensor_hash
 
     x_key = (x_t if x_t.dim() == 4 else x_t.unsqueeze(0)).to(model.device, model.dtype)
     fields = basis_key_fields(model.fingerprint, x_key, level - 1, k, layer=layer,

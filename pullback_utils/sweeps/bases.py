@@ -68,11 +68,17 @@ class Trajectories:
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path | None:
-    """A ``cache_dir`` parameter: ``""``/``None`` -> no cache; ``~`` and environment variables expanded."""
-    if cache_dir is None or str(cache_dir).strip() == "":
-        return None
-    path = Path(os.path.expandvars(os.path.expanduser(str(cache_dir))))
-    path.mkdir(parents=True, exist_ok=True)
+    """A ``cache_dir`` parameter (:func:`pullback_utils.features.cache.resolve_cache_dir`: ``""``/``None`` -> no
+    cache; ``~`` and environment variables expanded, an unset one refused), its folder created when it
+    can be (one that cannot is reported by the cache, which then computes without saving)."""
+    from pullback_utils.features.cache import resolve_cache_dir as resolve
+
+    path = resolve(cache_dir)
+    if path is not None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # BasisCache warns before the first computation and computes without saving
     return path
 
 

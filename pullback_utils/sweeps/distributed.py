@@ -135,7 +135,7 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     """
     from tqdm.auto import tqdm
 
-    from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields
+    from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
     from pullback_utils.engine.solvers import basis_warnings
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
@@ -145,6 +145,7 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     cond = model.conditioning(prompt, batch=1)
     cond_cpu = None if cond is None else cond.detach().to("cpu")
     meta = {"model": model.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}
+    cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     cache = BasisCache(cache_dir) if cache_dir is not None else None
     out: list = [None] * len(items)
     keys: dict[int, tuple[str, dict]] = {}

@@ -21,7 +21,7 @@ from pullback_utils._validate import check_int
 if TYPE_CHECKING:
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
-__all__ = ["ClusterError", "RayCluster", "check_address", "connect", "start_local", "worker_reports", "run_ray",
+__all__ = ["ClusterError", "RayCluster", "check_address", "connect", "start_local", "unreachable", "worker_reports", "run_ray",
            "shutdown_pool"]
 
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
@@ -39,6 +39,21 @@ def check_address(text: str) -> bool:
         return True
     m = _ADDRESS.match(text)
     return bool(m) and 0 < int(m.group("port")) < 65536 and m.group("host") not in ("ray", "local")  # typos
+
+
+def unreachable(text: str, timeout: float = 2.0) -> str | None:
+    """Why nothing answers at the address ``ray://HOST:PORT`` or ``HOST:PORT`` (a TCP connection within
+    ``timeout`` seconds), or ``None`` when something listens there or ``text`` is not such an address
+    (``local:N``, ``auto``). Checks the address before a run that would fail on it minutes later."""
+    m = _ADDRESS.match(text.strip())
+    if not m or text.strip() == "auto" or _LOCAL.match(text.strip()):
+        return None
+    host, port = m.group("host").strip("[]"), int(m.group("port"))
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); start the Ray cluster first or fix the address"
 
 
 @dataclass(frozen=True)

@@ -17,19 +17,20 @@ minutes on one CPU thread).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
 
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.zoo import evaluate as ev
 from pullback_utils.zoo.card_index import index_markdown, ladder_markdown
 from pullback_utils.zoo.card_text import card_markdown, ladder_card_markdown
 from pullback_utils._io import write_text
 from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
 from pullback_utils.zoo.quality import write_quality
-from pullback_utils.zoo.registry import LADDER_MODELS, WEIGHTS_DIR, check_model_name, default_folder, read_info
+from pullback_utils.zoo.registry import (LADDER_DIR, LADDER_MODELS, WEIGHTS_DIR, ZOO_MODELS, check_model_name,
+                                         default_folder, read_info)
 
 __all__ = ["GUIDANCE_SWEEP", "SWEEP_SAMPLES", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "card_folder",
            "write_card", "rewrite_markdown", "write_indexes", "loss_plot"]
@@ -75,8 +76,8 @@ def _grid(images: torch.Tensor, path: Path) -> None:
 
 
 def _check_positive_int(value: object, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name}: must be an int >= 1 (or None for the default), got {value!r}")
+    if value is not None:
+        check_int(value, f"{name}:", 1)
 
 
 def _read_notes(folder: Path) -> dict | None:
@@ -101,8 +102,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     check_model_name(name)
     _check_positive_int(n_samples, "n_samples")
     _check_positive_int(ddim_steps, "ddim_steps")
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise ValueError(f"guidance: must be a finite number, got {guidance!r}")
+    guidance = check_real(guidance, "guidance:")
     is_ladder = name in LADDER_MODELS
     path = Path(model_path) if model_path is not None else default_folder(name)
     out_dir = Path(out_dir) if out_dir is not None else CARDS_DIR
@@ -187,12 +187,28 @@ def _write_markdown(name: str, info: dict, res: dict, cfg: dict, out_dir: Path, 
     text = (ladder_card_markdown(name, info, res, notes) if name in LADDER_MODELS
             else card_markdown(name, info, res, cfg, notes))
     write_text(folder.with_suffix(".md"), text)
-    write_indexes(out_dir, weights_dir)
+    _write_index_pages(out_dir, weights_dir)  # its neighbours as they are (no check: this model is there)
 
 
 def write_indexes(out_dir: Path | str = CARDS_DIR, weights_dir: Path | str = WEIGHTS_DIR) -> None:
-    """Rewrite ``index.md`` and ``ladder.md`` of ``out_dir`` from the stored cards."""
-    out_dir = Path(out_dir)
+    """Rewrite ``index.md`` and ``ladder.md`` of ``out_dir`` from the stored cards.
+
+    Raises ``ValueError`` (nothing written) when ``weights_dir`` is not a folder or holds none of the
+    zoo's model folders (a typo would otherwise rewrite every row as "not trained")."""
+    out_dir, weights_dir = Path(out_dir).expanduser(), Path(weights_dir).expanduser()
+    if not weights_dir.is_dir():
+        raise ValueError(f"weights_dir: {weights_dir} is not a folder; pass the folder that holds the zoo's "
+                         f"model folders (default {WEIGHTS_DIR})")
+    found = [n for n in ZOO_MODELS if (weights_dir / n / "zoo.json").is_file()] + [
+        n for n in LADDER_MODELS if (weights_dir / LADDER_DIR / n / "zoo.json").is_file()]
+    if not found:
+        raise ValueError(f"weights_dir: {weights_dir} holds none of the zoo's models (no <name>/zoo.json for "
+                         f"{', '.join(ZOO_MODELS)} or {LADDER_DIR}/<ladder model>/zoo.json); refusing to rewrite "
+                         f"the index pages of {out_dir} with every model missing")
+    _write_index_pages(out_dir, weights_dir)
+
+
+def _write_index_pages(out_dir: Path, weights_dir: Path) -> None:
     write_text(out_dir / "index.md", index_markdown(out_dir, weights_dir))
     write_text(out_dir / "ladder.md", ladder_markdown(out_dir, weights_dir))
 

@@ -29,6 +29,8 @@ models are ``"ladder-<rung>-s<seed>"`` (see :mod:`pullback_utils.zoo.registry`).
 
 from __future__ import annotations
 
+import numbers
+
 from pullback_utils._validate import check_int
 import torch
 
@@ -63,10 +65,10 @@ PREFIX = "ladder-"
 
 def check_rung(rung: object, name: str = "rung") -> int:
     """``rung`` as an int of :data:`RUNGS`; ``ValueError`` naming the valid rungs otherwise."""
-    if isinstance(rung, bool) or not isinstance(rung, int) or rung not in RUNGS:
-        raise ValueError(f"{name}: unknown ladder rung {rung!r}; valid rungs: {list(RUNGS)} "
-                         f"({', '.join(f'{r} = {RUNG_NAMES[r]}' for r in RUNGS)})")
-    return rung
+    if isinstance(rung, numbers.Integral) and not isinstance(rung, bool) and int(rung) in RUNGS:
+        return int(rung)
+    raise ValueError(f"{name}: unknown ladder rung {rung!r}; valid rungs: {list(RUNGS)} "
+                     f"({', '.join(f'{r} = {RUNG_NAMES[r]}' for r in RUNGS)})")
 
 
 def dataset_name(rung: int) -> str:

@@ -14,6 +14,8 @@ prompt encoders or label map (:data:`PIPELINE_FAMILIES`: SDXL's U-Net with ``tex
 from __future__ import annotations
 
 import importlib
+import json
+import numbers
 import os
 import re
 from pathlib import Path
@@ -26,7 +28,7 @@ from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
 from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.diffusion.vae import config_get
 
-__all__ = ["ModelNotFoundError", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
+__all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
@@ -56,6 +58,22 @@ def _ladder_hint(name: str) -> str:
     from pullback_utils.zoo.registry import LADDER_SEEDS
 
     return f"; ladder models are ladder-<rung>-s<seed> with rung in {list(RUNGS)} and seed in {list(LADDER_SEEDS)}"
+
+
+def check_model_reference(value: Any, name: str = "model") -> str:
+    """``value`` if :func:`load_model` can resolve it without reading weights: a bundled model name, an
+    existing folder, or a hub id ``owner/name`` (not fetched here); ``ModelNotFoundError`` naming
+    ``name``, with the closest bundled names, otherwise. Cheap: no network, no weights."""
+    from pullback_utils.zoo.registry import available_models, is_bundled, suggest
+
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
+        raise ModelNotFoundError(f"{name} must be a bundled model name, a folder or a hub id 'owner/name', got {value!r}")
+    s = os.fspath(value)
+    if Path(s).expanduser().is_dir() or is_bundled(s) or (_HUB_ID.match(s) and not s.startswith((".", "/", "~"))):
+        return s
+    known = available_models() + available_models(ladder=True)
+    raise ModelNotFoundError(f"{name}={s!r}{suggest(s, known)} is not a bundled model name, an existing folder or a hub "
+                             f"id 'owner/name'; bundled models: {available_models() or 'none installed'}{_ladder_hint(s)}")
 
 
 def load_model(
@@ -92,6 +110,8 @@ def load_model(
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     from pullback_utils.zoo.registry import available_models, is_bundled, model_dir, suggest
 
+    if sample_size is not None:
+        _check_sample_size(sample_size)  # before anything is read
     s = os.fspath(name_or_path)
     path = Path(s).expanduser()
     if path.is_dir():
@@ -109,9 +129,7 @@ def load_model(
         )
     model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if sample_size is not None:
-        size = (int(sample_size),) * 2 if isinstance(sample_size, int) else tuple(int(s) for s in sample_size)
-        if len(size) != 2 or min(size) < 1:
-            raise ValueError(f"sample_size must be an int or (H, W) of positive ints, got {sample_size!r}")
+        size = _check_sample_size(sample_size)
         model = DiffusionModel(model.unet, model.scheduler, vae=model.vae, text_encoder=model.text_encoder,
                                tokenizer=model.tokenizer, name=model.name, pipeline=model.pipeline,
                                conditional=model.is_conditional, sample_shape=(model.sample_shape[0], *size))
@@ -124,6 +142,24 @@ def load_model(
     if model._uncond is not None:
         model._uncond = model._uncond.to(device)
     return model
+
+
+def _check_sample_size(sample_size: Any) -> tuple[int, int]:
+    """``sample_size`` (an int or a pair of ints >= 1, numpy ints included) as (H, W); ``ValueError`` naming it."""
+    from pullback_utils._validate import check_int
+
+    bad = f"sample_size must be an int >= 1 or a pair (H, W) of such ints, got {sample_size!r}"
+    if isinstance(sample_size, (str, bytes, bool)) or not (
+            isinstance(sample_size, numbers.Integral) or isinstance(sample_size, (tuple, list))):
+        raise ValueError(bad)
+    items = [sample_size] * 2 if isinstance(sample_size, numbers.Integral) else list(sample_size)
+    if len(items) != 2:
+        raise ValueError(bad)
+    try:
+        h, w = (check_int(v, "sample_size", 1) for v in items)
+    except ValueError:
+        raise ValueError(bad) from None
+    return h, w
 
 
 def _download(hub_id: str) -> Path:
@@ -168,12 +204,36 @@ def _load_component(folder: Path, sub: str | None, library: str, class_name: str
         if "Tokenizer" in class_name:
             return cls.from_pretrained(folder / sub if sub else folder)
         if library == "transformers":
-            return cls.from_pretrained(folder / sub if sub else folder, dtype=dtype)
-        return cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False, **kwargs)
+            module, info = cls.from_pretrained(folder / sub if sub else folder, dtype=dtype, output_loading_info=True)
+        else:
+            module, info = cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False,
+                                               output_loading_info=True, **kwargs)
     except OSError as e:  # diffusers' "Unable to load weights ..." hides its cause in the chain
         cause = e.__cause__ or e.__context__
         why = f"{e}".strip() + (f" (cause: {type(cause).__name__}: {cause})" if cause is not None else "")
         raise ModelNotFoundError(f"cannot load {class_name} from {folder / sub if sub else folder}: {why}") from e
+    _check_complete(module, info, folder / sub if sub else folder, class_name)
+    return module
+
+
+def _check_complete(module: Any, info: Any, where: Path, class_name: str) -> None:
+    """``CorruptWeightsError`` naming the weight file(s) and the missing tensors when loading left a
+    parameter or buffer uninitialised (diffusers and transformers only warn, and the values are
+    whatever the memory held)."""
+    from pullback_utils.diffusion.weights import CorruptWeightsError, weight_files
+
+    missing = sorted(str(k) for k in (info or {}).get("missing_keys", []) or [])
+    if not missing:
+        return
+    # keys a model may legitimately lack in a file (recomputed, tied) are not "missing" in loading_info;
+    # anything listed there keeps uninitialised memory
+    files = [str(p) for p in weight_files(where) if p.parent == where] or [str(where)]
+    shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+    raise CorruptWeightsError(
+        f"weights file {' / '.join(files)} lacks {len(missing)} tensor(s) that {class_name} needs: {shown}; "
+        "loading it would leave them uninitialised. Restore the complete file from the original source, "
+        "or save the model again"
+    )
 
 
 def _check_unet_class(config: Path, cls: Any) -> str:

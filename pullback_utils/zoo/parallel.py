@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.zoo.paths import DEFAULT_CACHE
 from pullback_utils.zoo.registry import check_model_name, default_folder, read_info
 
@@ -61,6 +61,8 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
     for n in names:
         check_model_name(n)
     check_int(workers, "workers:", 1)
+    if max_minutes is not None:
+        check_real(max_minutes, "max_minutes:", positive=True)
     todo = [n for n in names if steps_done(n) < recipe["steps"]]
     running: dict[str, tuple[subprocess.Popen, object]] = {}
     codes: dict[str, int] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from pullback_utils._io import give_default_mode
 from pullback_utils.zoo.checkpoint import TrainState
 from pullback_utils._io import write_text
 from pullback_utils.zoo.registry import MODELS, read_info
@@ -74,6 +75,8 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
     out_dir.mkdir(parents=True, exist_ok=True)
     ema.save_pretrained(out_dir / "unet", safe_serialization=True)
     make_scheduler().save_pretrained(out_dir / "scheduler")
+    for sub in ("unet", "scheduler"):  # safetensors are written 0600: give them the umask's mode
+        give_default_mode(out_dir / sub)
     (out_dir / "model_index.json").write_text(json.dumps({
         "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
         "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", type(ema).__name__]},

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import signal
 import sys
 import threading
@@ -34,11 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, check_real
 import torch
 
 from pullback_utils.zoo.paths import DEFAULT_CACHE, REPO_ROOT  # noqa: F401  (re-exported)
-from pullback_utils.zoo.checkpoint import TrainState, resume_checkpoint, save_checkpoint, warm_start
+from pullback_utils.zoo.checkpoint import TrainState, check_resume, resume_checkpoint, save_checkpoint, warm_start
 from pullback_utils.zoo.recipe import (  # noqa: F401  (re-exported)
     LOSS_WEIGHTINGS, check_loss_weighting, learning_rate, loss_weights)
 from pullback_utils.zoo.records import hardware_string, model_info, run_history, save_model_folder  # noqa: F401
@@ -203,7 +204,8 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     entry = _catalogue_entry(name)
     if seed is None:
         seed = int(entry["seed"])
-    elif "rung" in entry and seed != entry["seed"]:
+    seed = check_int(seed, "seed:", 0)
+    if "rung" in entry and seed != entry["seed"]:
         raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
                          f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
     elif "replica_of" in entry and seed != entry["seed"]:
@@ -211,11 +213,14 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                          f"name says so), got seed={seed}; train {entry['replica_of']}-s{seed} instead")
     name = canonical_name(name)
     check_int(warmup, "warmup:", 0)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
-    for key, val in (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)):
-        if val < 1:
-            raise ValueError(f"{key}: must be >= 1, got {val}")
+    steps, batch_size, n_train = (check_int(v, f"{key}:", 1) for key, v in
+                                  (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)))
+    threads = check_int(threads, "threads:", 1)
+    save_every = check_int(save_every, "save_every:", 0)
+    if max_minutes is not None:
+        max_minutes = check_real(max_minutes, "max_minutes:", positive=True)
     if channels is not None:
         channels = check_channels(channels)
     elif not tiny:
@@ -233,13 +238,14 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
     from tqdm.auto import tqdm
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     kind = entry["kind"]
     out_dir = Path(out_dir) if out_dir is not None else default_folder(name)
     cache_dir = Path(cache_dir) if cache_dir is not None else None
     state_file = cache_dir / name / "state.pt" if cache_dir is not None else None
     n_train = min(n_train, 512) if tiny else n_train
+    check_resume(state_file, out_dir, n_train=n_train, device=device)  # before the data are built
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     data = _training_data(name, n_train, seed, cache_dir, device)
 
     with _GLOBAL_RNG:  # initial weights come from torch's global generator: one model at a time
@@ -250,12 +256,12 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                         torch.Generator(device=device).manual_seed(seed + 1))
         if state_file is not None and state_file.is_file():
             resume_checkpoint(st, state_file, tiny=tiny, kind=kind, seed=seed, batch_size=batch_size,
-                              device=device)
+                              device=device, n_train=n_train)
         elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
-            warm_start(st, out_dir, seed=seed, device=device)
+            warm_start(st, out_dir, seed=seed, device=device, n_train=n_train)
     runs = run_history(out_dir, st)
     acp = make_scheduler().alphas_cumprod.to(device)
-    ck = dict(tiny=tiny, kind=kind, seed=seed, batch_size=batch_size)
+    ck = dict(tiny=tiny, kind=kind, seed=seed, batch_size=batch_size, n_train=n_train)
 
     stop = {"flag": False}
 

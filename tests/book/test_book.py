@@ -600,7 +600,7 @@ def test_parallel_chapters_run_in_their_own_folders_with_real_kernels(layout):
 
 def test_jobs_and_cluster_are_checked_before_any_kernel(layout, monkeypatch, capsys):
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("kernel started"))
-    with pytest.raises(ParameterError, match="--jobs must be an integer >= 1, got 0"):
+    with pytest.raises(ParameterError, match="--jobs must be an int >= 1, got 0"):
         quiet_run(layout, jobs=0)
     assert book.main(["--root", str(layout.root), "run", "--cluster", "local:0", "--no-progress"]) == 2
     assert "error: --cluster='local:0': local:N needs N >= 1 CPUs" in capsys.readouterr().err

@@ -244,8 +244,11 @@ def test_weights_changed_in_place_give_a_fresh_basis(tmp_path, monkeypatch, chan
 
 
 def test_fingerprint_is_not_recomputed_while_weights_are_unchanged(monkeypatch):
+    """Above FULL_PROBE_BYTES the full hash is recomputed only when the token or the value probe
+    changes (below it, the probe is the full hash, read on every call: the documented cost)."""
     import pullback_utils.features.cache as cache_mod
 
+    monkeypatch.setattr(cache_mod, "FULL_PROBE_BYTES", 0)
     model = DiffusionModel(make_tiny_unet2d(seed=0), tiny_scheduler(), name="tiny")
     hashed = []
     real = cache_mod.module_fingerprint

@@ -74,7 +74,10 @@ def test_card_command_names_the_valid_models(capsys):
 
 
 def test_index_command_writes_both_pages(tmp_path):
+    (tmp_path / "w" / "disks").mkdir(parents=True)  # one model (a folder without any is refused: issue 25)
+    (tmp_path / "w" / "disks" / "zoo.json").write_text('{"name": "disks", "kind": "pixel", "steps": 7}')
     assert main(["index", "--out-dir", str(tmp_path), "--weights-dir", str(tmp_path / "w")]) == 0
+    assert "| `disks` | one disk on black | 7 |" in (tmp_path / "index.md").read_text()
     assert "| `disks` |" in (tmp_path / "index.md").read_text()
     assert (tmp_path / "ladder.md").read_text().count("| not trained |") == 15
 

@@ -216,6 +216,6 @@ def test_checkpoint_keys_and_format_unchanged(tmp_path):
     tr.train("disks", 2, **kw)
     st = torch.load(tmp_path / "c" / "disks" / "state.pt", weights_only=True)
     assert set(st) == {"model", "ema", "opt", "gen", "torch_rng", "step", "wall_s", "log", "tiny", "kind",
-                       "channels", "seed", "batch_size"}
+                       "channels", "seed", "batch_size", "n_train"}  # n_train since issue 25 (older ones resume)
     assert st["step"] == 2 and st["channels"] == [16, 32, 32] and st["seed"] == 0
     assert tr.train("disks", 3, **kw).step == 3
