@@ -5,8 +5,8 @@
 - **cells**: nbclient calls :meth:`ChapterWatch.cell_started` before each code cell runs; a line says
   which (``cell 5/23``, its first line) and the time so far;
 - **bars**: the kernel writes the package's tqdm bars as text to a side file
-  (:mod:`pullback_utils.book.kernel_bars`); a thread tails it and prints a bar's line at most every
-  ``bar_every`` seconds, and always its last (finished) state;
+  (:mod:`pullback_utils.book.kernel_bars`); a thread tails it and prints a bar when it starts, then at
+  most every ``bar_every`` seconds, and its finished state once;
 - **heartbeat**: when nothing was printed for ``heartbeat`` seconds, one line with the cell, the time so
   far and the kernel's memory, so a long cell is never silent;
 - **estimate**: where one is known for the chapter (``estimate``, seconds: the runner passes the last
@@ -94,7 +94,8 @@ class ChapterWatch:
         self.cell_line = ""
         self.last_bar = ""
         self._said = time.monotonic()
-        self._bars: dict[str, tuple[float, str]] = {}  # bar label -> (time printed, line)
+        self._bars: dict[str, tuple[float, str]] = {}  # bar label -> (time printed, its latest line)
+        self._shown: dict[str, str] = {}  # bar label -> the line last printed
         self._offset = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"watch-{name}", daemon=True)
@@ -191,17 +192,20 @@ class ChapterWatch:
             text = parts[2]
             label = text.split(":", 1)[0] if ":" in text else text[:20]
             self.last_bar = text
-            printed, _ = self._bars.get(label, (0.0, ""))
-            done = "100%" in text
-            if done or now - printed >= self.bar_every:
+            printed, before = self._bars.get(label, (0.0, ""))
+            done, starting = "100%|" in text, " 0%|" in text
+            shown = self._shown.get(label, "")
+            if (starting and shown != text) or (done and "100%|" not in shown) or \
+                    (not done and now - printed >= self.bar_every):
                 self._bars[label] = (now, text)
+                self._shown[label] = text
                 self._say(text)
             else:
                 self._bars[label] = (printed, text)
         if final:  # the last state of every bar that changed since it was printed
             for label, (printed, text) in list(self._bars.items()):
-                if printed == 0.0:
-                    self._bars[label] = (now, text)
+                if self._shown.get(label) != text:
+                    self._shown[label] = text
                     self._say(text)
 
     # ------------------------------------------------------------------ after a death
