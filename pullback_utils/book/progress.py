@@ -204,7 +204,8 @@ class ChapterWatch:
                 self._bars[label] = (printed, text)
         if final:  # the last state of every bar that changed since it was printed
             for label, (printed, text) in list(self._bars.items()):
-                if self._shown.get(label) != text:
+                shown = self._shown.get(label, "")
+                if shown != text and not ("100%|" in shown and "100%|" in text):
                     self._shown[label] = text
                     self._say(text)
 
