@@ -265,6 +265,7 @@ def main(argv=None) -> int:
         rows.append(in_subprocess(case, args.timeout))
         print(f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {case['basis']:<5} "
               f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}", flush=True)
+        print(f"    {json.dumps(rows[-1])}", flush=True)  # each row as it comes: a long run cut short keeps it
     print()
     print(table(rows))
     print("\nJ.v/h, JTu/h: seconds per vector over one forward pass (target <= 2). 'block': one Krylov block "
