@@ -661,7 +661,7 @@ def test_estimate_from_the_last_run_is_shown(layout):
     assert quiet_run(layout, only=["alpha"])["alpha"].status == "ok"
     logged: list[str] = []
     run(layout, only=["alpha"], force=True, progress=True, log=logged.append)
-    assert any("expected 0:0" in ln and "its last run with these parameters" in ln for ln in logged), logged
+    assert any("estimate 0:0" in ln and "from its last run with these parameters" in ln for ln in logged), logged
 
 
 def test_a_killed_kernel_is_reported_with_its_signal_cell_and_memory(layout):

@@ -122,14 +122,14 @@ class ChapterWatch:
         if self.estimate is None:
             return ""
         left = self.estimate.seconds - self.elapsed()
-        about = f"about {format_seconds(left)} left" if left > 0 else "past the estimate"
-        return f" ({about} of {format_seconds(self.estimate.seconds)}, {self.estimate.source})"
+        about = f"about {format_seconds(left)} left" if left > 0 else "past it"
+        return f" (estimate {format_seconds(self.estimate.seconds)} from {self.estimate.source}: {about})"
 
     # ------------------------------------------------------------------ hooks (nbclient, the kernel manager)
     def notebook_started(self, notebook: Any = None, **_: Any) -> None:
         cells = getattr(notebook, "cells", None) or []
         self.code_cells = sum(c.get("cell_type") == "code" and bool(str(c.get("source", "")).strip()) for c in cells)
-        est = f"; expected {format_seconds(self.estimate.seconds)} ({self.estimate.source})" if self.estimate else ""
+        est = f"; estimate {format_seconds(self.estimate.seconds)} from {self.estimate.source}" if self.estimate else ""
         self._say(f"kernel started, {self.code_cells} code cells{est}")
 
     def cell_started(self, cell: Any = None, cell_index: int = 0, **_: Any) -> None:
