@@ -44,7 +44,7 @@ def main(argv=None) -> int:
             print(f"t={t}: {label} vs reverse: largest principal angle {angle:.2e} rad (tol {args.tol}), singular "
                   f"values within {ds:.1e} relative, {b.info['n_jvp']} vs {ref.info['n_jvp']} J.v, {sec:.1f} s vs "
                   f"{bases['reverse'][1]:.1f} s", flush=True)
-        print(f"  auto's choices so far: {products.auto_choices()}", flush=True)
+        print(f"  auto: (mode, s forward, s reverse) per block: {list(products.auto_choices().values())}", flush=True)
     return 0
 
 
