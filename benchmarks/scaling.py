@@ -23,6 +23,14 @@ block only where a whole basis takes too long on a CPU (``--block-only`` sizes; 
 
     python benchmarks/scaling.py --sizes 32 64          # the quick path (minutes on 2 cores)
     python benchmarks/scaling.py                        # all sizes (hours on a CPU)
+    python benchmarks/scaling.py --sizes 32 64 --modes default forward reverse --k 10 --threads 1
+                                                        # the package default against both modes (issue 28)
+
+Mode ``default`` passes no ``jvp_mode`` (the package's default: ``"auto"`` since issue 28, ``"reverse"``
+before), so the same command measures the default before and after a change of it. For ``forward`` and
+``reverse`` the first block's extra resident memory is also measured (a thread samples it every 2 ms),
+against the activations one forward pass saves for backward (:func:`pullback_utils.engine.jvp_memory.saved_bytes`):
+their ratio is what :data:`pullback_utils.engine.jvp_memory.BLOCK_FACTORS` must bound.
 
 Run on a quiet machine with ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296``
 (``make bench-scaling``). ``benchmarks/gpu_scaling.py`` runs the same cases on a CUDA device.
@@ -97,17 +105,47 @@ def peak_bytes(device: str) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
 
 
+class PeakRSS:
+    """The largest resident memory of this process while the block inside ``with`` runs, sampled every 2 ms."""
+
+    def __enter__(self):
+        import threading
+
+        import psutil
+
+        self.proc = psutil.Process()
+        self.base = self.peak = self.proc.memory_info().rss
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def _poll(self):
+        while not self.stop.wait(0.002):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def extra(self) -> int:
+        return self.peak - self.base
+
+
 def run_case(case: dict) -> dict:
     """One (size, jvp_mode, k) case (module doc); returns its measurements."""
     from pullback_utils import feature_map, jacobian_svd
     from pullback_utils.features.ad_safe import forward_ad_safe
     from pullback_utils.features.basis import frozen
+    from pullback_utils.engine.jvp_memory import saved_bytes
     from pullback_utils.engine.operators import JacobianOperator, auto_choices
 
     import warnings
 
     warnings.filterwarnings("ignore", message=".*stopped after.*")  # one block is not meant to converge
     device, mode, k = case["device"], case["mode"], int(case["k"])
+    jvp_mode = None if mode == "default" else mode  # None: the package's default
     torch.set_num_threads(int(case["threads"]))
     unet, x, cond = build(case["size"], device)
     clock = Clock(device)
@@ -119,22 +157,31 @@ def run_case(case: dict) -> dict:
     with frozen(unet), forward_ad_safe(unet):
         b = k + 2
         chunk = case.get("chunk_size")
-        op = JacobianOperator(fn, x, jvp_mode=mode, chunk_size=chunk)
+        op = JacobianOperator(fn, x, jvp_mode=jvp_mode, chunk_size=chunk)
         out["dim_x"], out["dim_h"] = op.dim_x, op.dim_h
+        out["default_mode"] = op.jvp_mode
         V = torch.randn(b, *op.x_shape, generator=torch.Generator().manual_seed(3)).to(device)
-        Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
+        if device == "cpu" and op.jvp_mode != "auto":
+            saved = saved_bytes(fn, x)
+            op.vjp(torch.zeros(1, *op.h_shape))  # records the forward pass: not part of the block's memory
+            with PeakRSS() as rss:
+                Y = op.jvp(V)
+            out.update(saved_MB=saved / 1e6, block_extra_MB=rss.extra / 1e6,
+                       block_factor=rss.extra / (min(b, chunk or b) * saved) if saved else float("nan"))
+        else:
+            Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
         op.vjp(Y)
         t_jv, Y = clock(lambda: op.jvp(V))  # warm: what every later block of a solve costs
         t_jtu, _ = clock(lambda: op.vjp(Y))
         out.update(jv_per_vector_s=t_jv / b, jtu_per_vector_s=t_jtu / b, mode_used=op.jvp_mode_used)
-        if mode == "auto":
+        if op.jvp_mode == "auto":
             out["auto_timing"] = next(iter(auto_choices().values()))[1:]
         op.release()  # frees the recorded passes before the basis runs
         op = Y = None
         if case["basis"] != "none":
             iters = 1 if case["basis"] == "block" else None
             sec, basis = clock(lambda: jacobian_svd(fn, x, k, method="krylov", tol=1e-3, max_iters=iters,
-                                                    jvp_mode=mode, chunk_size=chunk))
+                                                    jvp_mode=jvp_mode, chunk_size=chunk))
             info = basis.info
             out.update(basis_s=sec, products=info["n_jvp"] + info["n_vjp"], iterations=info["iterations"],
                        angle_estimate=float(info["angle_estimate"]), converged=bool(info["converged"]))
@@ -179,7 +226,7 @@ def table(rows: list[dict]) -> str:
         if "error" in r:
             out.append(f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {r['mode']:<9}  {r['error']}")
             continue
-        mode = r["mode"] if r["mode"] != "auto" else f"auto>{r['mode_used'][:3]}"
+        mode = r["mode"] if r["mode"] not in ("auto", "default") else f"{r['mode'][:4]}>{r['mode_used'][:3]}"
         basis = (f"{r['basis']:>6}{r['basis_s']:>9.1f}{r['products']:>9}{r['iterations']:>6}"
                  f"{r['angle_estimate']:>10.1e}") if "basis_s" in r else f"{'-':>6}{'':>34}"
         out.append(f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {mode:<9}{r['forward_s']:>8.2f}"
@@ -193,7 +240,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
     p.add_argument("--k", type=int, nargs="+", default=[10, 50])
-    p.add_argument("--modes", nargs="+", default=["forward", "reverse", "auto"], choices=["forward", "reverse", "auto"])
+    p.add_argument("--modes", nargs="+", default=["forward", "reverse", "auto"],
+                   choices=["default", "forward", "reverse", "auto"],
+                   help="J.v modes; 'default' passes none (the package's default)")
     p.add_argument("--block-only", nargs="*", default=["256", "sd"], choices=SIZES,
                    help="sizes at which only one Krylov block is timed (default: 256 and sd)")
     p.add_argument("--threads", type=int, default=2)
@@ -216,10 +265,17 @@ def main(argv=None) -> int:
         rows.append(in_subprocess(case, args.timeout))
         print(f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {case['basis']:<5} "
               f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}", flush=True)
+        print(f"    {json.dumps(rows[-1])}", flush=True)  # each row as it comes: a long run cut short keeps it
     print()
     print(table(rows))
     print("\nJ.v/h, JTu/h: seconds per vector over one forward pass (target <= 2). 'block': one Krylov block "
           "(k + 2 J.v and JTu); 'full': block Krylov to tol 1e-3. auto>xxx: the mode jvp_mode='auto' measured faster.")
+    memory = [r for r in rows if "block_factor" in r]
+    if memory:
+        print("\nMemory of the first J.v block (what jvp_memory.BLOCK_FACTORS bounds):")
+        for r in memory:
+            print(f"  {r['size']:<5}{r['mode']:<9} saved by one forward pass {r['saved_MB']:8.1f} MB, block of "
+                  f"{r['k'] + 2}: +{r['block_extra_MB']:8.1f} MB = {r['block_factor']:.2f} x m x saved")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pullback_utils"
 DOC = ROOT / "docs" / "architecture.md"
 LEAVES = ("diffusion.schedule", "_validate", "_io", "_lazy", "zoo.vocab")
-ENGINE_THIRD_PARTY = {"torch", "tqdm"}  # "torch only" (tqdm: the solvers' optional progress bar)
+ENGINE_THIRD_PARTY = {"torch", "tqdm", "psutil"}  # "torch only" (tqdm: the solvers' optional progress bar)
 
 
 def _module_name(path: Path) -> str:

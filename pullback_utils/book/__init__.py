@@ -14,6 +14,9 @@ Modules, each with one job (none imports a module listed after it, except ``cli`
 - :mod:`~pullback_utils.book.stamps`: when a chapter must run again;
 - :mod:`~pullback_utils.book.pages`: the generated pages and the Jupyter Book build;
 - :mod:`~pullback_utils.book.runner`: planning, skipping and reporting the runs into ``book/generated``;
+- :mod:`~pullback_utils.book.kernel_bars`: inside a chapter's kernel, tqdm bars as text lines in a side file;
+- :mod:`~pullback_utils.book.progress`: what a running chapter is doing (cells, bars, time, memory), and why
+  its kernel died;
 - :mod:`~pullback_utils.book.execute`: one chapter's papermill execution in its own folder;
 - :mod:`~pullback_utils.book.checks`: checks of the built HTML (citations, warnings, figures);
 - :mod:`~pullback_utils.book.sphinx_ext`: the Sphinx extension (buttons, MathJax offline);
@@ -31,6 +34,7 @@ from pullback_utils.book.pages import build, write_api_page, write_snippets, wri
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_defaults, notebook_parameters
 from pullback_utils.book.project import INSTALL_CELL, REPOSITORY_URL
 from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _venv_kernel
+from pullback_utils.book.progress import Estimate
 from pullback_utils.book.runner import run, run_chapter
 from pullback_utils.book.stamps import FAILURE, STAMP, depends_on, package_fingerprint, read_failure, read_stamp, stamp_key
 
@@ -48,6 +52,7 @@ __all__ = [
     "stamp_key",
     "run",
     "run_chapter",
+    "Estimate",
     "build",
     "write_statistics",
     "write_toc",

@@ -1,12 +1,14 @@
 """``python -m pullback_utils.book``: run the chapters, run one chapter, build, check, print parameters.
 
 Errors in the parameters are reported before any kernel starts, one line each, without a traceback
-(exit status 2). Progress bars are shown only on a terminal, so logs hold no blank progress lines.
+(exit status 2). While a chapter runs, plain progress lines (its cells, its bars, the time so far) are
+printed, in a terminal and in a log alike; ``--quiet`` turns them off.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="run only these chapters, and the chapters that read their results (the scorecard)")
     _add_parameter_options(p_run, "use the tiny parameters of book/params/quick.yaml")
     p_run.add_argument("--force", action="store_true", help="run even if the stamp says nothing changed")
-    p_run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p_run.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                       help="no progress lines while chapters run (which cell, the bars, the time so far)")
     p_run.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
                        help=f"chapters run at once, each in its own kernel (default: the CPU count, at most "
                             f"{MAX_DEFAULT_JOBS}: {default_jobs()} here); a chapter that reads others' results waits "
@@ -71,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_parameter_options(p_ch, "start from book/params/quick.yaml")
     p_ch.add_argument("--force", action="store_true", help="run even if the folder's stamp says nothing changed, "
                       "and replace the output of another chapter in that folder")
-    p_ch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p_ch.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
+                      help="no progress lines while the chapter runs (which cell, the bars, the time so far)")
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
@@ -126,7 +130,9 @@ def _book_root(root: Path | None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    progress = not getattr(args, "no_progress", True) and sys.stderr.isatty()
+    layout = Layout(args.root or find_root())
+    progress = not getattr(args, "quiet", True)
+    say = functools.partial(print, flush=True)  # progress lines reach a log file as they happen
     try:
         if args.command == "install-cell":
             print(INSTALL_CELL)
@@ -147,12 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             return _params(layout, args)
         if args.command == "chapter":
             result = run_chapter(layout, args.name, out_dir=args.output, params=args.params, quick=args.quick,
-                                 overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress)
+                                 overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress,
+                                 log=say)
             return _summary([result])
         jobs = default_jobs() if args.jobs is None else args.jobs
         results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
-                      progress=progress and jobs == 1, overrides=parse_cli_pairs(args.parameter), jobs=jobs,
-                      cluster=args.cluster)
+                      progress=progress, overrides=parse_cli_pairs(args.parameter), jobs=jobs,
+                      cluster=args.cluster, log=say)
         return _summary(results)
     except (ParameterError, RuntimeError) as exc:
         for line in str(exc).splitlines():

@@ -4,6 +4,10 @@ that replaces the chapter's output folder only when the notebook succeeded.
 Used by :mod:`pullback_utils.book.runner` (which plans, skips and reports). The kernel starts in that
 folder through nbclient's resource path, never by changing the runner's own working directory
 (chapters run in parallel threads of one runner: :mod:`pullback_utils.book.parallel`).
+
+While it runs, :class:`~pullback_utils.book.progress.ChapterWatch` reports the cells, the kernel's tqdm
+bars (text lines in a side file, :mod:`pullback_utils.book.kernel_bars`; no widget state is stored in
+the executed notebook) and the kernel's memory; a kernel that died is reported with its likely cause.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pullback_utils.chapters.parameters import BOOK_ENV
+from pullback_utils.book.kernel_bars import PROGRESS_FILE
 from pullback_utils.book.layout import Layout, write_json_atomic
+from pullback_utils.book.progress import ChapterWatch, Estimate
 from pullback_utils.book.stamps import FAILURE, STAMP, output_digests
 
 __all__ = ["NotebookResult", "KERNEL_NAME", "KERNEL_LOG"]
@@ -47,12 +53,18 @@ def _venv_kernel() -> Iterator[None]:
     A kernelspec in a folder first on ``JUPYTER_PATH`` wins over user and system ones. The kernel's own
     log (``[IPKernelApp] ...``, e.g. the KeyboardInterrupt it logs at shutdown) goes to ``kernel.log``
     in its working folder, not to the runner's terminal; the chapters' output is unaffected. The kernel
-    also gets ``PULLBACK_BOOK_BUILD=1`` (:data:`pullback_utils.chapters.parameters.BOOK_ENV`).
+    also gets ``PULLBACK_BOOK_BUILD=1`` (:data:`pullback_utils.chapters.parameters.BOOK_ENV`), and its ``tqdm.auto``
+    bars write text lines to ``progress.log`` in its folder (:mod:`pullback_utils.book.kernel_bars`, loaded
+    by path; a kernel that cannot load it starts all the same, with the usual bars).
     """
     old = os.environ.get("JUPYTER_PATH")
+    bars = str(Path(__file__).with_name("kernel_bars.py"))
     launcher = ("import os, sys; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); "
-                "os.dup2(fd, 2); sys.argv[0] = 'ipykernel_launcher'; "
-                "from ipykernel import kernelapp; kernelapp.launch_new_instance()") % KERNEL_LOG
+                "os.dup2(fd, 2); sys.argv[0] = 'ipykernel_launcher'\n"
+                "try:\n import importlib.util as u; s = u.spec_from_file_location('_pullback_kernel_bars', %r); "
+                "m = u.module_from_spec(s); s.loader.exec_module(m); m.install('.')\n"
+                "except Exception as e:\n print('progress bars stay widgets:', e, file=sys.stderr)\n"
+                "from ipykernel import kernelapp; kernelapp.launch_new_instance()") % (KERNEL_LOG, bars)
     with tempfile.TemporaryDirectory(prefix="pullback-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / KERNEL_NAME
         spec.mkdir(parents=True)
@@ -116,13 +128,27 @@ def _hide_injected_input(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+def _watched_kernel_manager(watch: ChapterWatch) -> type:
+    """nbclient's kernel manager class, telling ``watch`` the kernel's process once it is launched."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class WatchedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            watch.attach(getattr(self.provisioner, "process", None))
+
+    return WatchedKernelManager
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fingerprint: tuple[str, str],
-             progress: bool, dest: Path) -> NotebookResult:
-    """Run one notebook in a hidden sibling of ``dest`` that replaces ``dest`` when it succeeded."""
+             progress: bool, dest: Path, log: Callable[[str], Any] = print,
+             estimate: Estimate | None = None) -> NotebookResult:
+    """Run one notebook in a hidden sibling of ``dest`` that replaces ``dest`` when it succeeded;
+    ``progress``: report cells, bars and time through ``log`` while it runs (with ``estimate``)."""
     import papermill
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -130,17 +156,21 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
     work.mkdir()
     executed = work / f"{name}.ipynb"
     started = time.perf_counter()
+    watch = ChapterWatch(name, work / PROGRESS_FILE, log, echo=progress, estimate=estimate)
     try:
         # The kernel starts in ``work`` through nbclient's resources path: papermill's ``cwd=`` would
         # os.chdir the whole runner, which chapters running in parallel threads share.
-        papermill.execute_notebook(
-            str(layout.notebook(name)), str(executed), parameters=overrides,
-            resources={"metadata": {"path": str(work)}},
-            kernel_name=KERNEL_NAME, progress_bar=progress, log_output=False,
-        )
+        with watch:
+            papermill.execute_notebook(
+                str(layout.notebook(name)), str(executed), parameters=overrides,
+                resources={"metadata": {"path": str(work)}},
+                kernel_name=KERNEL_NAME, progress_bar=False, log_output=False,
+                store_widget_state=False, kernel_manager_class=_watched_kernel_manager(watch),
+                on_notebook_start=watch.notebook_started, on_cell_execute=watch.cell_started,
+            )
     except BaseException as exc:  # noqa: BLE001 - keep going past any notebook failure
         seconds = time.perf_counter() - started
-        message = _describe_failure(exc, executed)
+        message = watch.death_report() if type(exc).__name__ == "DeadKernelError" else _describe_failure(exc, executed)
         failed = dest.parent / f"{dest.name}.failed"
         write_json_atomic(work / FAILURE, {
             "notebook": name, "status": "failed", "message": message, "seconds": round(seconds, 2),
@@ -153,9 +183,10 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
         return NotebookResult(name, "failed", seconds, overrides, message)
     seconds = time.perf_counter() - started
     _hide_injected_input(executed)
-    log = work / KERNEL_LOG
-    if log.is_file() and not log.read_text().strip():
-        log.unlink()
+    (work / PROGRESS_FILE).unlink(missing_ok=True)  # the runner showed it; not an output of the chapter
+    kernel_log = work / KERNEL_LOG
+    if kernel_log.is_file() and not kernel_log.read_text().strip():
+        kernel_log.unlink()
     version, source_hash = fingerprint
     write_json_atomic(work / STAMP, {
         "notebook": name, "status": "ok", "key": key, "overrides": overrides, "seconds": round(seconds, 2),

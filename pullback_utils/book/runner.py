@@ -31,6 +31,7 @@ from pullback_utils.book.layout import Layout, chapter_order, normalise_name
 from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
 from pullback_utils.book.pages import write_statistics
 from pullback_utils.book.parallel import run_parallel
+from pullback_utils.book.progress import Estimate
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters
 from pullback_utils.book.project import INSTALL_CELL
 from pullback_utils.book.stamps import (STAMP, dependency_order, dependents, depends_on, inputs_digest,
@@ -199,13 +200,17 @@ def run(
     overrides: dict[str, Any] | None = None,
     jobs: int = 1,
     cluster: str | None = None,
+    estimates: dict[str, Estimate] | None = None,
 ) -> list[NotebookResult]:
     """Execute the chapters; see the module docstring. ``overrides`` ({name: value}, the command line's
     ``-p``) apply to every selected chapter that declares them; ``force`` reruns the chapters of
     ``only`` (all when None), not the dependents that ``only`` adds. ``jobs`` chapters run at once (each
     in its own kernel; a chapter that reads others' results starts when they have finished, and the
     chapters that took longest last time start first). ``cluster`` is the ``cluster`` parameter of every
-    chapter that declares one (:mod:`pullback_utils.sweeps.distributed`). Raises :class:`ParameterError` on bad
+    chapter that declares one (:mod:`pullback_utils.sweeps.distributed`). ``progress``: lines through ``log`` while
+    a chapter runs (its cells, its bars, the time so far: :mod:`pullback_utils.book.progress`), with the
+    expected time from ``estimates`` ({chapter: :class:`Estimate`}, e.g. a planner's) or else from the
+    chapter's last run with the same parameters. Raises :class:`ParameterError` on bad
     parameters (before any kernel starts). Returns one result per chapter run or skipped, in plan order."""
     try:
         jobs = check_int(jobs, "--jobs", 1)
@@ -221,10 +226,10 @@ def run(
     with _lock(layout.generated / ".lock"), _venv_kernel():
         _recover(layout.generated)
 
-        def one(name: str, chapter_overrides: dict[str, Any], say: Log, bars: bool) -> NotebookResult:
+        def one(name: str, chapter_overrides: dict[str, Any], say: Log, _bars: bool = True) -> NotebookResult:
             inputs = inputs_digest(layout, depends_on(layout, name, chapters))  # its inputs are final by now
             return _run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
-                            force and name in forced, bars, say)
+                            force and name in forced, progress, say, (estimates or {}).get(name))
 
         if jobs == 1 or len(plan) < 2:
             results = [one(name, chapter_overrides, log, progress) for name, chapter_overrides in plan]
@@ -249,7 +254,7 @@ def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluste
 
 
 def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: tuple[str, str], inputs: str,
-             dest: Path, force: bool, progress: bool, log: Log) -> NotebookResult:
+             dest: Path, force: bool, progress: bool, log: Log, estimate: Estimate | None = None) -> NotebookResult:
     key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
     stamp = read_stamp(layout, name, dest)
     if not force and stamp and stamp.get("key") == key:
@@ -260,7 +265,9 @@ def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: 
         log(f"rerun {name}: {'; '.join(stale)}")
     shown = {k: v for k, v in overrides.items() if k not in ("output_dir", "results_dir")}
     log(f"run  {name}" + (f" with {shown}" if shown else "") + (f" into {dest}" if dest != layout.out_dir(name) else ""))
-    result = _execute(layout, name, overrides, key, fingerprint, progress, dest)
+    if estimate is None and stamp and stamp.get("overrides") == overrides and stamp.get("seconds"):
+        estimate = Estimate(float(stamp["seconds"]), "its last run with these parameters")
+    result = _execute(layout, name, overrides, key, fingerprint, progress, dest, log, estimate)
     if result.status == "failed":
         kept = "previous output kept" if dest.exists() else "no previous output"
         log(f"FAILED {name}: {result.message}")
@@ -304,12 +311,13 @@ def run_chapter(
     force: bool = False,
     progress: bool = True,
     log: Log = print,
+    estimate: Estimate | None = None,
 ) -> NotebookResult:
     """Run one chapter, like ``papermill`` with the runner's checks, into ``out_dir`` (default
     ``book/generated/<name>``; a new, empty or earlier chapter output folder, never the notebooks'
     folder). ``overrides`` must be declared by the chapter. Skipped when ``out_dir``'s stamp says
     nothing changed, unless ``force``; ``out_dir`` holding another chapter's output (or being another
-    chapter's folder of ``book/generated``) is refused unless ``force``."""
+    chapter's folder of ``book/generated``) is refused unless ``force``. ``progress`` and ``estimate``: as for :func:`run`."""
     name = normalise_name(name)
     order, _ = chapter_order(layout)
     if name not in order:
@@ -325,7 +333,8 @@ def run_chapter(
     lock = layout.generated / ".lock" if in_book else dest.parent / f".{dest.name}.lock"
     with _lock(lock, remove=not in_book), _venv_kernel():
         _recover(dest.parent, dest.name)
-        result = _run_one(layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log)
+        result = _run_one(layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log,
+                          estimate)
     if in_book:
         write_statistics(layout)
     return result

@@ -291,7 +291,7 @@ def jacobian_svd(
     seed: int = SOLVER_DEFAULTS["seed"],
     chunk_size: int | None = None,
     progress: bool = False,
-    jvp_mode: str = "reverse",
+    jvp_mode: str | None = None,
     batching: str = "auto",
     callback: Callable[[int, torch.Tensor], None] | None = None,
 ) -> LocalBasis:
@@ -313,8 +313,9 @@ def jacobian_svd(
         chunk_size: at most this many vectors per batched product (bounds memory).
         progress: show a tqdm bar over iterations.
         jvp_mode, batching: how products are computed (see :class:`JacobianOperator`). The default
-            J·V by reverse-over-reverse measured 1.5–2× faster per vector than forward-mode AD
-            through diffusers U-Nets on CPU (benchmarks/basis_solvers.py prints both).
+            (``None``: ``$PULLBACK_JVP_MODE``, else ``"auto"``) times forward mode against
+            reverse-over-reverse on the first block and keeps the faster that fits in memory, per
+            architecture (forward mode measured 1.5–1.9× faster per vector at 128–256 px on CPU).
         callback: called after every iteration of the iterative methods as
             ``callback(iteration, v)`` with the current basis estimate v (k, dim x) float64
             (for convergence monitoring; the benchmark uses it for time-to-accuracy curves).

@@ -620,3 +620,74 @@ def test_default_jobs_follow_the_cpus(monkeypatch):
     assert cli.default_jobs() == 2
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(64)))
     assert cli.default_jobs() == cli.MAX_DEFAULT_JOBS
+
+
+# ------------------------------------------------------------------ progress while a chapter runs (issue 28)
+
+TQDM_BODY = [
+    "from tqdm.auto import tqdm\nimport time",
+    "for i in tqdm(range(4), desc='sampling', mininterval=0):\n    time.sleep(0.3)",
+    "print('after the bar')",
+]
+
+
+def test_progress_lines_show_cells_bars_and_time_and_the_page_has_no_widget_state(layout, capfd):
+    """`book chapter` prints the running cell (n/total and its first line) and the kernel's tqdm bar as text,
+    with the elapsed time; the executed notebook holds neither the bar nor widget state; --quiet prints none."""
+    make_notebook(layout.notebook("alpha"), TQDM_BODY)
+    out_dir = layout.root / "out-alpha"
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-o", str(out_dir)]) == 0
+    out = capfd.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("  [alpha ")]
+    assert any("kernel started, 5 code cells" in ln for ln in lines), out
+    assert any("cell 2/5 `(parameters)`" in ln for ln in lines), out  # papermill's injected cell
+    assert any("cell 4/5 `for i in tqdm(range(4), desc='sampling', mininterval=0):`" in ln for ln in lines), out
+    bar = [ln for ln in lines if "sampling:" in ln]
+    assert bar and "4/4" in bar[-1] and "100%" in bar[-1], out
+    assert all(ln.startswith("  [alpha 0:") for ln in lines)  # the elapsed time, m:ss
+    executed = nbformat.read(out_dir / "alpha.ipynb", as_version=4)
+    assert "widgets" not in executed.metadata
+    text = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "widget-view" not in text and "sampling" not in text and "after the bar" in text
+    assert not (out_dir / "progress.log").exists()  # the side channel is not an output of the chapter
+
+    assert book.main(["--root", str(layout.root), "chapter", "alpha", "-o", str(out_dir), "--force", "--quiet"]) == 0
+    out = capfd.readouterr().out
+    assert "[alpha" not in out and "ok   alpha" in out
+
+
+def test_estimate_from_the_last_run_is_shown(layout):
+    make_notebook(layout.notebook("alpha"), ["import time; time.sleep(0.2)"])
+    assert quiet_run(layout, only=["alpha"])["alpha"].status == "ok"
+    logged: list[str] = []
+    run(layout, only=["alpha"], force=True, progress=True, log=logged.append)
+    assert any("estimate 0:0" in ln and "from its last run with these parameters" in ln for ln in logged), logged
+
+
+def test_a_killed_kernel_is_reported_with_its_signal_cell_and_memory(layout):
+    make_notebook(layout.notebook("alpha"), ["x = 1", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"])
+    logged: list[str] = []
+    result = run(layout, only=["alpha"], progress=False, log=logged.append)[0]
+    assert result.status == "failed"
+    msg = result.message
+    assert msg.startswith("Kernel died: killed by signal 9 (SIGKILL) in cell 4/4 `import os, signal`"), msg
+    assert "the kernel's peak memory was" in msg and "not near the memory limit" in msg, msg
+    assert not any(ln.startswith("  [alpha") for ln in logged)  # progress=False: quiet
+
+
+def test_death_report_names_memory_and_the_settings_that_lower_it(monkeypatch, tmp_path):
+    """A SIGKILL with the kernel at the memory limit reads as the OOM killer, with the settings to change."""
+    import signal
+
+    from pullback_utils.book import progress
+
+    watch = progress.ChapterWatch("big", tmp_path / "progress.log", print, echo=False)
+    watch.process = SimpleNamespace(poll=lambda: -signal.SIGKILL, pid=-1)
+    watch.cell_number, watch.code_cells, watch.cell_line = 7, 23, "basis = m.local_basis(x_t, t, k)"
+    watch.last_bar = "block Krylov:   0%|          | 0/50"
+    monkeypatch.setattr(progress, "memory_limit_bytes", lambda: 24_000_000_000)
+    watch.peak_rss = 23_000_000_000
+    msg = watch.death_report()
+    assert msg.startswith("Kernel died: killed by signal 9 (SIGKILL) in cell 7/23 `basis = m.local_basis(x_t, t, k)`")
+    assert "last progress: block Krylov" in msg and "23.0 GB of 24.0 GB" in msg
+    assert "most likely killed for memory" in msg and "PULLBACK_CHUNK_SIZE=4" in msg and "PULLBACK_JVP_MODE=forward" in msg
