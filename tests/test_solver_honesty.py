@@ -73,7 +73,7 @@ def linear_map(s: torch.Tensor, gen: torch.Generator):
 
 
 SHAPES = ["slow", "geometric", "clustered", "flat", "unet"]
-CASES = [(shape, seed) for shape in SHAPES for seed in range(3)]
+CASES = [(shape, seed) for shape in SHAPES for seed in range(2)]
 
 
 def run(method, tol, shape, seed, k):
@@ -82,9 +82,9 @@ def run(method, tol, shape, seed, k):
     fn, Vt = linear_map(s, gen)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        # (power: 40 iterations instead of 100 keep the test short; honesty must hold at any cap)
+        # (power: 30 iterations instead of 100 keep the test short; honesty must hold at any cap)
         b = jacobian_svd(fn, torch.zeros(DIM_X, dtype=torch.float64), k, method=method, tol=tol, seed=seed,
-                         max_iters=40 if method == "power" else None)
+                         max_iters=30 if method == "power" else None)
     # the true subspace is determined only when σ_k > σ_{k+1}; for a tie, any answer is "wrong"
     true = max_angle(b.v, Vt[:k]) if float(s[k - 1] - s[k]) > 0 else math.pi / 2
     return b, true, s
@@ -95,7 +95,7 @@ def run(method, tol, shape, seed, k):
 def test_converged_means_within_tolerance(method, tol):
     claims, lies = 0, []
     for shape, seed in CASES:
-        for k in (3, 6):
+        for k in (3,) if method == "power" else (3, 6):  # (power: the slowest; one k)
             b, true, _ = run(method, tol, shape, seed, k)
             est = float(b.info["angle_estimate"])
             assert 0 <= est <= math.pi / 2
@@ -107,7 +107,7 @@ def test_converged_means_within_tolerance(method, tol):
                 assert b.info["reason"], "an unconverged basis says why"
     assert not lies, f"{method} tol={tol}: converged=True but: {lies}"
     if method != "power":  # the official power iteration may never get there in 100 iterations
-        assert claims >= 6, f"{method} tol={tol}: converged on only {claims} of {2 * len(CASES)} cases"
+        assert claims >= 4, f"{method} tol={tol}: converged on only {claims} of {2 * len(CASES)} cases"
 
 
 def test_power_reports_its_stopping_rule_apart():
