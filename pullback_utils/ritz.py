@@ -83,6 +83,7 @@ class Ritz:
     residual_norm: float = float("nan")  # ‖R_k‖₂, R_k = JᵀJ V_k − V_k diag(σ̂²) (rows)
     stopped_changing: bool | None = None  # power: the official stopping rule (change between iterates < tol)
     verify_products: int = 0  # power: products of the check that gives its error estimate
+    verify_seconds: float = 0.0  # power: seconds of that check
 
     @property
     def verified(self) -> bool:

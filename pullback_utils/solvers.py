@@ -51,7 +51,7 @@ within 2× (true angle ≤ 2 tol, estimate ≥ true / 2; ``tests/test_solver_hon
 ``benchmarks/solver_honesty.py``). ``"power"`` has no (k+1)-th Ritz value: after its official rule
 stops it (``info["stopped_changing"]``: the iterate changed by less than ``tol``), an independent
 block-Krylov check to tol / 4 (at most 50 iterations, its products in ``info["verify_products"]``
-and in the counts) gives the estimate ∠(V, V_Krylov) + e_Krylov. ``"exact"`` has rounding-level
+and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov. ``"exact"`` has rounding-level
 residuals but still needs the gap: a tie at k leaves the subspace undetermined.
 
 Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
@@ -200,10 +200,11 @@ def _verify_power(op: JacobianOperator, ritz: Ritz, k: int, tol: float, seed: in
     largest principal angle is a metric on subspaces, so the iterate's error is at most
     ∠(V, V_K) + e_K and at least ∠(V, V_K) − e_K. Its products are counted in ``n_jvp``/``n_vjp``
     and apart in ``info["verify_products"]``."""
-    before = op.n_jvp + op.n_vjp
+    before, t0 = op.n_jvp + op.n_vjp, time.perf_counter()
     check, _ = _krylov(op, k, tol=tol / 4, max_iters=POWER_CHECK_MAX_ITERS, oversample=2, seed=seed + 1,
                        progress=False, rank_rtol=rank_rtol)
     ritz.verify_products = op.n_jvp + op.n_vjp - before
+    ritz.verify_seconds = time.perf_counter() - t0
     ritz.spectrum = check.spectrum  # the Ritz values of a larger space (for the rank)
     ritz.gap = check.gap
     if check.verified:
@@ -498,6 +499,7 @@ def jacobian_svd(
     if chosen == "power":
         info["stopped_changing"] = bool(ritz.stopped_changing)  # the official rule: change < tol
         info["verify_products"] = int(ritz.verify_products)  # of the Krylov check (in n_jvp + n_vjp)
+        info["verify_seconds"] = float(ritz.verify_seconds)  # of the Krylov check (in seconds)
     basis = LocalBasis(
         v=v.to(x.dtype).reshape(k, *op.x_shape),
         u=u.to(x.dtype).reshape(k, *op.h_shape),
