@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "ErrorMonitor", "Ritz", "complete_rows", "max_angle", "noise_rtol", "numerical_rank",
+    "ErrorMonitor", "Ritz", "complete_rows", "extrapolated_error", "max_angle", "noise_rtol", "numerical_rank",
     "orthonormal_rows", "random_rows", "rank_rtol", "rayleigh_ritz",
 ]
 
@@ -75,38 +75,83 @@ class Ritz:
     u: torch.Tensor  # (k, D_h) float64
     s: torch.Tensor  # (k,)
     residuals: torch.Tensor  # (k,)
-    angle_estimate: float
+    angle_estimate: float  # π/2 unless ``gap`` > 0 (then the Davis–Kahan bound, maybe sharpened)
     spectrum: torch.Tensor  # every singular value estimate seen (descending), for the rank
     converged: bool | None = None  # None: decided by angle_estimate <= tol
+    gap: float = float("nan")  # σ̂_k² − (upper bound on σ_{k+1}²); > 0: a verified gap; nan: not measurable
+    bound: float = float("nan")  # Davis–Kahan ‖R‖₂ / gap (π/2 without a verified gap)
+    residual_norm: float = float("nan")  # ‖R_k‖₂, R_k = JᵀJ V_k − V_k diag(σ̂²) (rows)
+    stopped_changing: bool | None = None  # power: the official stopping rule (change between iterates < tol)
+    verify_products: int = 0  # power: products of the check that gives its error estimate
+    verify_seconds: float = 0.0  # power: seconds of that check
+
+    @property
+    def verified(self) -> bool:
+        """A spectral gap after the k-th Ritz value was verified (the angle estimate is a bound)."""
+        return bool(self.gap > 0)
 
 
-def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int) -> Ritz:
-    """Best rank-k approximation of J from span(Q).
+def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int,
+                  beyond: float | None = None) -> Ritz:
+    """Best rank-k approximation of J from span(Q), with a residual bound on its subspace error.
 
     Q: (m, D_x) orthonormal rows; JQ: (m, D_h) rows J q_i; JtJQ: (m, D_x) rows JᵀJ q_i or None.
+    beyond: an upper bound on σ_{k+1}² known from elsewhere (e.g. 0 when span(Q) holds every
+    direction J does not annihilate), used when span(Q) has no (k+1)-th Ritz value.
+
+    The error bound (:mod:`pullback_utils.engine.solvers`, 'Accuracy'): with θ_j = σ̂_j² the Ritz values
+    of JᵀJ on span(Q) and r_j = ‖JᵀJ v_j − θ_j v_j‖ their residuals, every interval
+    [θ_j − r_j, θ_j + r_j] holds an eigenvalue of JᵀJ and θ_j ≤ λ_j (interlacing), so
+    λ_{k+1} ≤ max_{j>k}(θ_j + r_j) unless span(Q) missed an eigenvalue above all of them.
+    ``gap`` = θ_k minus that upper bound; when it is > 0 the Davis–Kahan sin θ theorem bounds the
+    largest principal angle by ‖R_k‖₂ / gap (R_k the residual block of the top k).
     """
     A, S, Bh = torch.linalg.svd(JQ, full_matrices=False)  # JQ = A diag(S) Bh
     V = A.T @ Q  # rows: Ritz vectors in x
     U = Bh  # rows: left vectors in h (unit norm)
     s = S[:k]
+    gap, bound, norm_R = float("nan"), float("nan"), float("nan")
     if JtJQ is None:
         resid = torch.full((k,), float("nan"), dtype=S.dtype)
         angle = float("nan")
     else:
-        AV = (A.T @ JtJQ)[:k]
-        R = AV - (s**2)[:, None] * V[:k]
-        resid = R.norm(dim=1) / (s**2).clamp_min(1e-300)
-        if S.shape[0] > k:
-            gap = float(S[k - 1] ** 2 - S[k] ** 2)
-            angle = float(torch.linalg.matrix_norm(R, ord=2)) / gap if gap > 0 else math.pi / 2
-            angle = min(angle, math.pi / 2)  # principal angles never exceed π/2
-        else:
-            angle = float("nan")
-    return Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle, spectrum=S)
+        R_all = A.T @ JtJQ - (S**2)[:, None] * V
+        r_all = R_all.norm(dim=1)
+        resid = r_all[:k] / (s**2).clamp_min(1e-300)
+        candidates = [float((S[k:] ** 2 + r_all[k:]).max())] if S.shape[0] > k else []
+        if beyond is not None:
+            candidates.append(float(beyond))
+        if candidates and s.numel() == k:
+            gap = float(s[-1] ** 2) - max(candidates)
+        norm_R = float(torch.linalg.matrix_norm(R_all[:k], ord=2)) if k else 0.0
+        bound = min(norm_R / gap, math.pi / 2) if gap > 0 else math.pi / 2  # angles never exceed π/2
+        angle = bound
+    return Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle, spectrum=S, gap=gap, bound=bound,
+                residual_norm=norm_R)
+
+
+def extrapolated_error(changes: list[float]) -> float | None:
+    """Remaining error of a geometrically converging iteration from its last subspace changes.
+
+    With c_i the angle between the subspaces of iterations i−1 and i and ρ = the larger of the last
+    two ratios c_i / c_{i−1} (the slower rate, so an accelerating start is not trusted), the error
+    left after iteration i is about c_i · ρ / (1 − ρ). None unless three changes are known and ρ < 0.9.
+    """
+    if len(changes) < 3 or not (changes[-2] > 0 and changes[-3] > 0):
+        return None
+    rho = max(changes[-1] / changes[-2], changes[-2] / changes[-3])
+    if not rho < 0.9:
+        return None
+    return changes[-1] * rho / (1 - rho)
 
 
 class ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy')."""
+    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy').
+
+    The extrapolation (:func:`extrapolated_error`) replaces the Davis–Kahan bound only when it is
+    smaller and the gap is verified (convergence has set in); without a verified gap the estimate
+    stays π/2.
+    """
 
     def __init__(self) -> None:
         self.prev_v: torch.Tensor | None = None
@@ -116,12 +161,9 @@ class ErrorMonitor:
         if self.prev_v is not None:
             self.changes.append(max_angle(ritz.v, self.prev_v))
         self.prev_v = ritz.v
-        if len(self.changes) >= 2 and self.changes[-2] > 0:
-            rho = self.changes[-1] / self.changes[-2]
-            if rho < 0.9:
-                extrapolated = self.changes[-1] * rho / (1 - rho)
-                if not math.isfinite(ritz.angle_estimate) or extrapolated < ritz.angle_estimate:
-                    ritz.angle_estimate = extrapolated
+        extrapolated = extrapolated_error(self.changes)
+        if ritz.verified and extrapolated is not None and extrapolated < ritz.angle_estimate:
+            ritz.angle_estimate = extrapolated
         return ritz
 
 

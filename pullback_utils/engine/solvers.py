@@ -13,7 +13,8 @@ Methods (``method=``):
     The official subspace iteration of Park et al. (2023): V ← right singular vectors of
     (J V)ᵀ J, k JVPs and k VJPs per iteration, at least 10 and at most 100 iterations. Its
     element-wise stopping test is sign-sensitive; here it stops when the largest principal angle
-    between successive iterates falls below ``tol``. Kept as the baseline.
+    between successive iterates falls below ``tol`` (reported as ``info["stopped_changing"]``; a
+    settled iterate can be far from the answer). Kept as the baseline.
 ``"randomized"``
     Randomized subspace iteration (Halko, Martinsson & Tropp 2011) with ``oversample`` extra
     vectors and a Rayleigh–Ritz step after every iteration, stopping as soon as the estimated
@@ -30,19 +31,28 @@ Methods (``method=``):
 Accuracy. Every method ends with a Rayleigh–Ritz step on the vectors it multiplied, so
 J v_i = σ_i u_i holds to rounding error, and reports a posteriori, per vector, the residual
 ‖JᵀJ v_i − σ_i² v_i‖ / σ_i², and an estimate of the largest principal angle (radians) between the
-returned subspace and the true one. That estimate is the smaller of
+returned subspace and the true one, ``info["angle_estimate"]``:
 
-- the Davis–Kahan value ‖R‖₂ / (σ_k² − σ̂_{k+1}²), R the residual block, with the next Ritz value
-  standing in for the unknown σ_{k+1}. It is safe but pessimistic: on U-Net Jacobians it
-  exceeded the true angle by 50–100× (measured against exact SVDs);
-- a convergence-rate extrapolation: with c_i the angle between the Ritz subspaces of iterations
-  i−1 and i and ρ = c_i / c_{i−1} < 0.9, the remaining error of a geometrically converging
-  iteration is about c_i · ρ / (1 − ρ). Its measured agreement with the true angle is within 2×.
-  The extrapolation is used only from the third iteration on, when ρ < 0.9. It assumes geometric
-  convergence, so at coarse tolerances (tol = 0.85, k = 20: estimate 0.25, true 1.1 rad) it can
-  underestimate; at tol <= 1e-2 it was within 2x of the true angle in every benchmark (NOTES.md).
+- a **verified gap** first: with θ_j = σ̂_j² the Ritz values of the whole block (k + oversample
+  vectors; Krylov: the whole space) and r_j their residual norms, θ_j ≤ λ_j and an eigenvalue lies
+  within r_j of θ_j, so λ_{k+1} ≤ max_{j>k}(θ_j + r_j) unless the block missed an eigenvalue
+  entirely (random starts make that unlikely). ``info["gap"]`` = (θ_k − that bound) / θ_k. Without a
+  positive gap (a flat or clustered spectrum at k, or too early) nothing is claimed: the estimate
+  is π/2, ``converged`` False, ``info["reason"]`` says so and a warning names k and the gap;
+- with a verified gap, the Davis–Kahan bound ‖R‖₂ / (θ_k − bound on λ_{k+1}), R the residual block
+  of the top k. It is safe but pessimistic (10–50× on the test spectra);
+- sharpened, when smaller, by a convergence-rate extrapolation: with c_i the angle between the
+  Ritz subspaces of iterations i−1 and i and ρ the larger of the last two ratios c_i / c_{i−1}
+  (< 0.9), the remaining error of a geometrically converging iteration is about c_i · ρ / (1 − ρ).
 
-``tol`` bounds this estimate.
+``converged`` is True only when the gap is verified and the estimate is at most ``tol`` (in (0, π/2)).
+On random slowly decaying, geometric, clustered, flat and U-Net-shaped spectra every claim was
+within 2× (true angle ≤ 2 tol, estimate ≥ true / 2; ``tests/test_solver_honesty.py``,
+``benchmarks/solver_honesty.py``). ``"power"`` has no (k+1)-th Ritz value: after its official rule
+stops it (``info["stopped_changing"]``: the iterate changed by less than ``tol``), an independent
+block-Krylov check to tol / 4 (at most 50 iterations, its products in ``info["verify_products"]``
+and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov. ``"exact"`` has rounding-level
+residuals but still needs the gap: a tie at k leaves the subspace undetermined.
 
 Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
 give ``info["rank"]``, the number above ``info["rank_rtol"]`` × σ₁ with ``rank_rtol`` =
@@ -71,6 +81,7 @@ from pullback_utils.engine.ritz import (
     ErrorMonitor,
     Ritz,
     complete_rows,
+    extrapolated_error,
     max_angle,
     noise_rtol,
     numerical_rank,
@@ -100,7 +111,8 @@ class LocalBasis:
         u: (k, *h_shape) unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
         s: (k,) singular values, descending.
         info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, converged,
-            rank, rank_rtol, degenerate, ... (module doc)
+            reason ("" when converged), gap (relative, verified when > 0), rank, rank_rtol,
+            degenerate, power only: stopped_changing, verify_products ... (module doc)
     """
 
     v: torch.Tensor
@@ -141,7 +153,8 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[Ritz
     Uf, S, Vh = torch.linalg.svd(J, full_matrices=False)
     m = min(k + 1, S.shape[0])
     Q = Vh[:m]
-    ritz = rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k)
+    # past min(dim x, dim h) singular values J annihilates everything: σ_{k+1} = 0 there
+    ritz = rayleigh_ritz(Q, (J @ Q.T).T, (J.T @ (J @ Q.T)).T, k, beyond=0.0 if m == k else None)
     ritz.spectrum = S
     return ritz, 1
 
@@ -151,6 +164,7 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
     V = orthonormal_rows(random_rows(k, op.dim_x, seed))
+    monitor_changes: list[float] = []
     bar = tqdm(range(max_iters), disable=not progress, desc="power iteration")
     for it in bar:
         Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
@@ -158,6 +172,7 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
         _, S, Vh = torch.linalg.svd(W, full_matrices=False)  # S: σ_i² estimates
         V_new = Vh[:k]
         change = max_angle(V_new, V)
+        monitor_changes.append(change)
         bar.set_postfix(change=f"{change:.2e}")
         if callback is not None:
             callback(it + 1, V_new)
@@ -168,8 +183,35 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
         if it + 1 < max_iters:
             V = V_new
     ritz = rayleigh_ritz(V, Y, W, k)
-    ritz.converged = change < tol
+    ritz.stopped_changing = bool(change < tol)
+    _verify_power(op, ritz, k, tol, seed, rank_rtol)
     return ritz, it + 1
+
+
+#: iteration cap of the block-Krylov check of a power iterate (about 50 (k + 2) J·v and as many Jᵀu)
+POWER_CHECK_MAX_ITERS = 50
+
+
+def _verify_power(op: JacobianOperator, ritz: Ritz, k: int, tol: float, seed: int, rank_rtol: float) -> None:
+    """The power iterate's error estimate (module doc, 'Accuracy'): power iteration has no (k+1)-th
+    Ritz value, so no gap can be verified from its own block (on a cluster at k its iterate settles
+    inside the cluster, where span(V, JᵀJ V) sees nothing of the missing direction). An independent
+    block-Krylov solve to tol / 4 (seed + 1) gives a verified subspace V_K with error bound e_K; the
+    largest principal angle is a metric on subspaces, so the iterate's error is at most
+    ∠(V, V_K) + e_K and at least ∠(V, V_K) − e_K. Its products are counted in ``n_jvp``/``n_vjp``
+    and apart in ``info["verify_products"]``."""
+    before, t0 = op.n_jvp + op.n_vjp, time.perf_counter()
+    check, _ = _krylov(op, k, tol=tol / 4, max_iters=POWER_CHECK_MAX_ITERS, oversample=2, seed=seed + 1,
+                       progress=False, rank_rtol=rank_rtol)
+    ritz.verify_products = op.n_jvp + op.n_vjp - before
+    ritz.verify_seconds = time.perf_counter() - t0
+    ritz.spectrum = check.spectrum  # the Ritz values of a larger space (for the rank)
+    ritz.gap = check.gap
+    if check.verified:
+        ritz.bound = min(max_angle(ritz.v, check.v) + check.bound, math.pi / 2)
+        ritz.angle_estimate = min(max_angle(ritz.v, check.v) + check.angle_estimate, math.pi / 2)
+    else:
+        ritz.bound = ritz.angle_estimate = math.pi / 2
 
 
 def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
@@ -188,7 +230,7 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol or (it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k):
+        if (ritz.verified and ritz.angle_estimate <= tol) or (it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k):
             break
         # a rank-deficient J gives fewer directions than vectors: refill with random ones
         Q = complete_rows(orthonormal_rows(Z), b, seed + it + 1)
@@ -219,13 +261,12 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
         if callback is not None:
             callback(it + 1, ritz.v)
-        if ritz.angle_estimate <= tol or Q.shape[0] >= op.dim_x:
+        if (ritz.verified and ritz.angle_estimate <= tol) or Q.shape[0] >= op.dim_x:
             break
         if it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k:
             break  # k above the rank: more products cannot determine the trailing vectors
         if wide and Q.shape[0] + b > op.dim_h:
-            ritz, _ = _exact(op, k, progress)
-            ritz.converged = True
+            ritz, _ = _exact(op, k, progress)  # exact: its estimate is rounding over the gap at k
             break
         # next block: JᵀJ Q_b, orthogonalised twice against the whole space (CGS2); its new
         # directions below the products' rounding noise are dropped
@@ -236,7 +277,8 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         for _ in range(2):
             nxt = nxt - (nxt @ Q.T) @ Q
         Qb = orthonormal_rows(nxt, rtol=noise_rtol(op.x.dtype), scale=1.0)
-        if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact
+        if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact, J ≈ 0 on the rest
+            ritz = rayleigh_ritz(Q, JQ, JtJQ, k, beyond=0.0)
             break
     return ritz, it + 1
 
@@ -269,14 +311,73 @@ def check_solver_args(method: str, tol: float, max_iters: int | None, oversample
     """Validate solver options (cheap; before any model evaluation)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"tol must be a finite number > 0 (radians), got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < math.pi / 2:
+        raise ValueError(
+            f"tol must be a number in (0, pi/2) = (0, {math.pi / 2:.4f}) radians (a largest principal angle; "
+            f"at pi/2 every subspace passes), got {tol!r}"
+        )
     if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1):
         raise ValueError(f"max_iters must be a positive integer or None, got {max_iters!r}")
     if oversample is not None and (isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0):
         raise ValueError(f"oversample must be an integer >= 0 or None, got {oversample!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+
+
+def _modules_of(fn: Any) -> list[torch.nn.Module]:
+    """The torch modules ``fn`` evidently uses: itself, its attributes, a bound method's object, closure
+    cells and ``functools.partial`` arguments (one level deep; for the stochastic-module check)."""
+    found: list[torch.nn.Module] = []
+    seen: list[Any] = []
+    todo = [fn, getattr(fn, "__self__", None), getattr(fn, "func", None)]
+    todo += list(getattr(fn, "args", ()) or ()) if not isinstance(fn, torch.nn.Module) else []
+    todo += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _filled(c)]
+    if not isinstance(fn, torch.nn.Module):
+        todo += [v for v in getattr(fn, "__dict__", {}).values()]
+    for obj in todo:
+        if isinstance(obj, torch.nn.Module) and not any(obj is o for o in seen):
+            seen.append(obj)
+            found.append(obj)
+    return found
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
+
+
+def check_deterministic_modules(fn: Any) -> None:
+    """Refuse a ``fn`` that runs a dropout module in training mode (its Jacobian is random)."""
+    for root in _modules_of(fn):
+        for name, mod in root.named_modules():
+            if isinstance(mod, torch.nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
+                where = f"{type(root).__name__}.{name}" if name else type(root).__name__
+                raise ValueError(
+                    f"fn runs {type(mod).__name__}(p={mod.p:g}) in training mode ({where}): every evaluation "
+                    f"draws a new mask, so its Jacobian is random and no basis of it is meaningful; call "
+                    f".eval() on the model first (e.g. f.eval(), or wrap the call in "
+                    f"pullback_utils.features.basis.frozen(model))"
+                )
+
+
+def check_repeatable(fn: Callable, x: torch.Tensor, h: torch.Tensor, rtol: float = 1e-4) -> None:
+    """Refuse a ``fn`` whose second evaluation at ``x`` differs from the first ``h`` (a stochastic
+    function: dropout or noise in training mode). ``rtol`` × max |h| allows nondeterministic kernels."""
+    with torch.no_grad():
+        again = fn(x)
+    if again.shape != h.shape:
+        raise ValueError(f"fn(x) changed shape between two evaluations: {tuple(h.shape)} then {tuple(again.shape)}")
+    scale = float(h.abs().max()) if h.numel() else 0.0
+    diff = float((again.to(h.dtype) - h).abs().max()) if h.numel() else 0.0
+    if not diff <= rtol * scale:
+        raise ValueError(
+            f"fn is not deterministic: two evaluations at the same x differ by {diff:.3g} (max |fn(x)| = "
+            f"{scale:.3g}); a module in training mode (Dropout, noise) makes its Jacobian random. Call "
+            f".eval() on the model (f.eval()) or fix its random seed inside fn"
+        )
 
 
 def jacobian_svd(
@@ -303,8 +404,9 @@ def jacobian_svd(
         x: the point, shape ``x_shape``.
         k: number of singular triplets, 1 ≤ k ≤ min(dim x, dim h).
         method: ``"auto"``, ``"exact"``, ``"power"``, ``"randomized"`` or ``"krylov"`` (module doc).
-        tol: target largest principal angle (radians) between the returned and the true subspace,
-            as estimated a posteriori; for ``"power"``, the change between iterates (module doc).
+        tol: target largest principal angle (radians), in (0, π/2), between the returned and the
+            true subspace, as estimated a posteriori with a verified spectral gap (module doc,
+            'Accuracy'); for ``"power"`` also its official stopping rule (change between iterates).
         max_iters: iteration cap (default: power 100, randomized 30, krylov until the Krylov space
             fills x or, when dim h < dim x, would outgrow dim h: then J is materialised from
             dim h VJPs and the answer is exact).
@@ -322,6 +424,10 @@ def jacobian_svd(
 
     Returns:
         :class:`LocalBasis` with v (k, *x_shape), u (k, *h_shape), s (k,), info.
+
+    Raises:
+        ValueError: bad arguments (before any evaluation); ``fn`` runs a dropout module in training
+            mode, or two evaluations of ``fn`` at x differ (a stochastic function: call ``.eval()``).
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -334,12 +440,14 @@ def jacobian_svd(
         raise ValueError(f"k must be >= 1, got {k}")
     if oversample is None:
         oversample = 10 if method == "randomized" else 2
+    check_deterministic_modules(fn)
 
     start = time.perf_counter()
     op = JacobianOperator(fn, x, chunk_size=chunk_size, batching=batching, jvp_mode=jvp_mode)
     validate_k(k, op.dim_x, op.dim_h)
     if not torch.isfinite(op.h).all():
         raise ValueError("fn(x) is not finite; cannot compute its Jacobian's singular vectors")
+    check_repeatable(fn, op.x, op.h)  # one more forward pass (no products): a stochastic fn is refused
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
     rtol = rank_rtol(op.x.dtype, op.dim_x, op.dim_h)
     ritz, iters = _SOLVERS[chosen](
@@ -357,14 +465,19 @@ def jacobian_svd(
     v, u = v * signs[:, None], u * signs[:, None]
     rank = numerical_rank(ritz.spectrum, rtol)
     degenerate = rank < k
+    s_k2 = float(ritz.s[-1]) ** 2
+    gap = ritz.gap / s_k2 if s_k2 > 0 and not math.isnan(ritz.gap) else ritz.gap  # relative to σ_k²
     if degenerate:
-        converged = False  # the trailing vectors are not determined
-    elif chosen == "exact":
-        converged = True
-    elif ritz.converged is not None:
-        converged = bool(ritz.converged)
+        converged, reason = False, f"k = {k} exceeds the numerical rank {rank}"
+    elif not ritz.verified:
+        converged = False
+        reason = (f"no spectral gap after sigma_{k} could be verified (relative gap {gap:.2g})"
+                  if not math.isnan(gap) else
+                  f"no (k+1)-th Ritz value to verify a gap after sigma_{k} (oversample={oversample})")
+    elif ritz.angle_estimate <= tol:
+        converged, reason = True, ""
     else:
-        converged = bool(ritz.angle_estimate <= tol)
+        converged, reason = False, f"estimated angle {ritz.angle_estimate:.2e} above tol={tol:g}"
     info = {
         "method": chosen,
         "requested_method": method,
@@ -373,8 +486,10 @@ def jacobian_svd(
         "n_vjp": op.n_vjp,
         "seconds": time.perf_counter() - start,
         "residuals": ritz.residuals.float(),
-        "angle_estimate": ritz.angle_estimate,
+        "angle_estimate": float(ritz.angle_estimate),
         "converged": converged,
+        "reason": reason,
+        "gap": float(gap),
         "rank": rank,
         "rank_rtol": rtol,
         "degenerate": degenerate,
@@ -382,6 +497,10 @@ def jacobian_svd(
         "oversample": oversample,
         "seed": seed,
     }
+    if chosen == "power":
+        info["stopped_changing"] = bool(ritz.stopped_changing)  # the official rule: change < tol
+        info["verify_products"] = int(ritz.verify_products)  # of the Krylov check (in n_jvp + n_vjp)
+        info["verify_seconds"] = float(ritz.verify_seconds)  # of the Krylov check (in seconds)
     basis = LocalBasis(
         v=v.to(x.dtype).reshape(k, *op.x_shape),
         u=u.to(x.dtype).reshape(k, *op.h_shape),
@@ -415,10 +534,22 @@ def basis_warnings(basis: LocalBasis) -> list[tuple[type[Warning], str]]:
             f"zero; sigma_{k} = {abs(float(basis.s[-1])):.3g}): {why}",
         )]
     if info.get("converged") is False:
+        est = float(info.get("angle_estimate", float("nan")))
+        tol = float(info.get("tol", float("nan")))
+        reason = str(info.get("reason", ""))
+        if reason.startswith("no spectral gap") or reason.startswith("no (k+1)"):
+            return [(
+                RuntimeWarning,
+                f"jacobian_svd({info.get('method')!r}) cannot bound the error of the top k = {basis.k} "
+                f"subspace: {reason}, so its largest principal angle to the true one is unknown (up to "
+                f"pi/2) after {info.get('iterations')} iterations. Either sigma_{basis.k} is (nearly) tied with "
+                f"sigma_{basis.k + 1} (choose a k at a gap in the spectrum) or the iteration stopped too early "
+                f"(raise max_iters or oversample)",
+            )]
+        power = (" (the power iterate stopped changing)" if info.get("stopped_changing") else "")
         return [(
             RuntimeWarning,
-            f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations "
-            f"with estimated angle {float(info.get('angle_estimate', float('nan'))):.2e} (power: change "
-            f"between iterates) above tol={float(info.get('tol', float('nan'))):g}; raise max_iters or oversample",
+            f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations{power} "
+            f"with estimated angle {est:.2e} above tol={tol:g}; raise max_iters or oversample",
         )]
     return []

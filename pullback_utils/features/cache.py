@@ -64,7 +64,9 @@ __all__ = [
     "tensor_hash",
 ]
 
-FORMAT = "pullback-basis-1"
+# 2: bases carry the honest solver's converged/reason/gap (issue 25); entries of format 1 claimed convergence
+# without a verified gap, so they are not served.
+FORMAT = "pullback-basis-2"
 # Solver arguments that do not change the result (only speed, memory or display).
 _NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching", "callback"})
 # Documented defaults of jacobian_svd, used when the engine cannot be inspected.
