@@ -42,12 +42,12 @@ def truncated(spec: dict, layer: str) -> dict:
 
 
 def timed(spec: dict, c: costs.BasisCost, args) -> str:
+    import diffusers
+
     import pullback_utils as pu
+    from pullback_utils.engine.operators import JacobianOperator
     from pullback_utils.features.ad_safe import forward_ad_safe
     from pullback_utils.features.basis import frozen
-    from pullback_utils.engine.operators import JacobianOperator
-
-    import diffusers
 
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)

@@ -19,9 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from test_inference import _mantel_data, _pair_null  # noqa: E402
+
 from pullback_utils.analysis import inference as inf  # noqa: E402
 from pullback_utils.analysis.descriptive import bootstrap_ci  # noqa: E402
-from test_inference import _mantel_data, _pair_null  # noqa: E402
 
 
 def rate(fn, sims: int) -> tuple[float, float]:

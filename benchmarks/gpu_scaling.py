@@ -21,7 +21,6 @@ import sys
 import time
 
 import torch
-
 from scaling import NAMES, SIZES, in_subprocess, table
 
 PROTOCOLS = {"256": ("CelebA-HQ-256, 20 timesteps x 100 samples", 2000), "sd": ("Stable Diffusion, 10 timesteps x 50 "

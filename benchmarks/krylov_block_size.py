@@ -25,10 +25,10 @@ from basis_solvers import bundled_like_unet, max_angle  # noqa: E402
 
 from pullback_utils import feature_map, jacobian_svd
 from pullback_utils.engine import solvers  # noqa: E402
-from pullback_utils.features.ad_safe import forward_ad_safe  # noqa: E402
-from pullback_utils.features.basis import frozen  # noqa: E402
 from pullback_utils.engine.operators import JacobianOperator  # noqa: E402
 from pullback_utils.engine.ritz import rank_rtol  # noqa: E402
+from pullback_utils.features.ad_safe import forward_ad_safe  # noqa: E402
+from pullback_utils.features.basis import frozen  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -135,13 +135,13 @@ class PeakRSS:
 
 def run_case(case: dict) -> dict:
     """One (size, jvp_mode, k) case (module doc); returns its measurements."""
+    import warnings
+
     from pullback_utils import feature_map, jacobian_svd
-    from pullback_utils.features.ad_safe import forward_ad_safe
-    from pullback_utils.features.basis import frozen
     from pullback_utils.engine.jvp_memory import saved_bytes
     from pullback_utils.engine.operators import JacobianOperator, auto_choices
-
-    import warnings
+    from pullback_utils.features.ad_safe import forward_ad_safe
+    from pullback_utils.features.basis import frozen
 
     warnings.filterwarnings("ignore", message=".*stopped after.*")  # one block is not meant to converge
     device, mode, k = case["device"], case["mode"], int(case["k"])

@@ -31,14 +31,14 @@ _EXPORTS = {
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from pullback_utils.features.basis import local_basis  # noqa: F401
+    from pullback_utils.analysis.geometry import geodesic_distance, principal_angles  # noqa: F401
     from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample  # noqa: F401
     from pullback_utils.editing import edit_image, parallel_transport, xspace_guidance  # noqa: F401
-    from pullback_utils.features.feature_maps import feature_map, layer_names  # noqa: F401
-    from pullback_utils.analysis.geometry import geodesic_distance, principal_angles  # noqa: F401
-    from pullback_utils.zoo.loading import load_model  # noqa: F401
-    from pullback_utils.models.diffusion_model import DiffusionModel  # noqa: F401
     from pullback_utils.engine.solvers import LocalBasis, jacobian_svd  # noqa: F401
+    from pullback_utils.features.basis import local_basis  # noqa: F401
+    from pullback_utils.features.feature_maps import feature_map, layer_names  # noqa: F401
+    from pullback_utils.models.diffusion_model import DiffusionModel  # noqa: F401
+    from pullback_utils.zoo.loading import load_model  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

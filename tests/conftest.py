@@ -6,7 +6,6 @@ import os
 
 import pytest
 import torch
-
 from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -7,7 +7,6 @@ import string
 from pathlib import Path
 
 import torch
-
 from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 
 

@@ -19,7 +19,6 @@ import numpy as np
 import papermill
 import pytest
 import torch
-
 from diffusion_helpers import save_pixel_pipeline, tiny_scheduler
 from unet_factories import make_tiny_unet2d
 
@@ -67,8 +66,8 @@ def test_a_weights_file_missing_a_tensor_is_refused_naming_it_and_the_file(tmp_p
     """Fault: a .safetensors file missing one tensor (no WEIGHTS.sha256) loaded with that weight uninitialised."""
     from safetensors.torch import load_file, save_file
 
-    from pullback_utils.zoo.loading import load_model
     from pullback_utils.diffusion.weights import CorruptWeightsError
+    from pullback_utils.zoo.loading import load_model
 
     folder = save_pixel_pipeline(tmp_path / "pipe")
     assert not (folder / "WEIGHTS.sha256").exists()
@@ -130,8 +129,8 @@ def test_cache_dir_expands_environment_variables_and_refuses_unset_ones(tmp_path
 def test_files_written_atomically_get_the_umask_mode(tmp_path, umask, mask):
     """Fault: cache entries, zoo.json, WEIGHTS.sha256 and trained weights were written 0600 whatever the umask."""
     from pullback_utils._io import write_json, write_text
-    from pullback_utils.engine.solvers import LocalBasis
     from pullback_utils.diffusion.weights import write_weights_digest
+    from pullback_utils.engine.solvers import LocalBasis
     from pullback_utils.zoo.checkpoint import TrainState, save_checkpoint
 
     umask(mask)

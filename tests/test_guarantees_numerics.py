@@ -24,17 +24,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from diffusion_helpers import FakeTextEncoder, tiny_scheduler
 from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
+
 import pullback_utils as pu
 from pullback_utils import editing as E
 from pullback_utils.analysis import inference
-from pullback_utils.sweeps import bases as sweeps
 from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
 from pullback_utils.diffusion.finite import NonFiniteError
-from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.engine.solvers import LocalBasis
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.sweeps import bases as sweeps
 
 FAST = dict(tol=5e-2)  # loose solver tolerance: these tests check guarantees, not the solver
 
@@ -232,9 +232,8 @@ def test_prompts_longer_than_the_encoders_token_limit_are_warned():
 
 
 def test_prompts_longer_than_clip_s_token_limit_are_warned(tmp_path):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     from diffusion_helpers import tiny_clip_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     tok = tiny_clip_tokenizer(tmp_path)  # 12 tokens, one per letter
     torch.manual_seed(0)

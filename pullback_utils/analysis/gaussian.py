@@ -54,15 +54,15 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from pullback_utils._io import atomic_write
-from pullback_utils.engine.solvers import LocalBasis
 from pullback_utils._validate import check_int
+from pullback_utils.engine.solvers import LocalBasis
 
 __all__ = ["OUTPUTS", "GaussianFit", "fit_gaussian", "fit_dataset", "jacobian_eigenvalues", "denoise",
            "GaussianDenoiser", "gaussian_basis", "gaussian_share", "energy_low_share",

@@ -27,16 +27,24 @@ Needs the ``[book]`` extra (papermill, jupyter-book, ...); importing this packag
 
 from __future__ import annotations
 
-from pullback_utils.chapters.parameters import ParameterError
 from pullback_utils.book.cli import main
+from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _venv_kernel
 from pullback_utils.book.layout import Layout, chapter_of, chapter_order, find_root, toc_files
 from pullback_utils.book.pages import build, write_api_page, write_snippets, write_statistics, write_toc
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_defaults, notebook_parameters
-from pullback_utils.book.project import INSTALL_CELL, REPOSITORY_URL
-from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _venv_kernel
 from pullback_utils.book.progress import Estimate
+from pullback_utils.book.project import INSTALL_CELL, REPOSITORY_URL
 from pullback_utils.book.runner import run, run_chapter
-from pullback_utils.book.stamps import FAILURE, STAMP, depends_on, package_fingerprint, read_failure, read_stamp, stamp_key
+from pullback_utils.book.stamps import (
+    FAILURE,
+    STAMP,
+    depends_on,
+    package_fingerprint,
+    read_failure,
+    read_stamp,
+    stamp_key,
+)
+from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = [
     "ParameterError",

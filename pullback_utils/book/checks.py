@@ -19,8 +19,8 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
 from pullback_utils.book.layout import chapter_of
+from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
 
 __all__ = ["PAPER_ARXIV", "Figure", "Page", "parse_page", "citation_problems", "output_problems",
            "figure_problems", "check_site"]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from pullback_utils.chapters.parameters import ParameterError
 from pullback_utils.book.layout import Layout, find_root, normalise_name
 from pullback_utils.book.pages import build
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters, parse_cli_pairs
 from pullback_utils.book.project import INSTALL_CELL
 from pullback_utils.book.runner import run, run_chapter
+from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = ["main"]
 

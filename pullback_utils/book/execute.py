@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pullback_utils.chapters.parameters import BOOK_ENV
 from pullback_utils.book.kernel_bars import PROGRESS_FILE
 from pullback_utils.book.layout import Layout, write_json_atomic
 from pullback_utils.book.progress import ChapterWatch, Estimate
 from pullback_utils.book.stamps import FAILURE, STAMP, output_digests
+from pullback_utils.chapters.parameters import BOOK_ENV
 
 __all__ = ["NotebookResult", "KERNEL_NAME", "KERNEL_LOG"]
 

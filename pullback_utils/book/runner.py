@@ -25,17 +25,25 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from pullback_utils._validate import check_int
-
-from pullback_utils.chapters.parameters import ParameterError
-from pullback_utils.book.layout import Layout, chapter_order, normalise_name
 from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
+from pullback_utils.book.layout import Layout, chapter_order, normalise_name
 from pullback_utils.book.pages import write_statistics
 from pullback_utils.book.parallel import run_parallel
-from pullback_utils.book.progress import Estimate
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters
+from pullback_utils.book.progress import Estimate
 from pullback_utils.book.project import INSTALL_CELL
-from pullback_utils.book.stamps import (STAMP, dependency_order, dependents, depends_on, inputs_digest,
-                     package_fingerprint, read_stamp, stale_outputs, stamp_key)
+from pullback_utils.book.stamps import (
+    STAMP,
+    dependency_order,
+    dependents,
+    depends_on,
+    inputs_digest,
+    package_fingerprint,
+    read_stamp,
+    stale_outputs,
+    stamp_key,
+)
+from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter"]
 
@@ -240,7 +248,9 @@ def run(
 
 
 def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluster: str) -> list:
-    from pullback_utils.sweeps.distributed import check_cluster  # no Ray import: the string is checked, nothing connects
+    from pullback_utils.sweeps.distributed import (
+        check_cluster,  # no Ray import: the string is checked, nothing connects
+    )
 
     try:
         cluster = check_cluster(cluster, "--cluster")

@@ -21,8 +21,8 @@ import torch
 
 from pullback_utils.analysis.baselines import random_weight_model
 from pullback_utils.analysis.geometry import geodesic_distance
-from pullback_utils.zoo.registry import model_dataset
 from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
+from pullback_utils.zoo.registry import model_dataset
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",

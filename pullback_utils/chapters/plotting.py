@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from pullback_utils._validate import check_int, check_real
 import torch
 
 from pullback_utils._io import atomic_write, write_text
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.chapters.parameters import in_book_run
 
 __all__ = ["show_strip", "show_grid", "book_style", "save_figure", "check_figure", "time_axis", "SavedFigure",

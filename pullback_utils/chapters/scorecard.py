@@ -31,9 +31,18 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pullback_utils.analysis import inference as inf
-from pullback_utils.claims import CLAIMS, NOT_LEARNED, PRIMARY, ClaimSpec, MetricsError, get, outcome_words, read_metrics, verdict_of
-from pullback_utils.claims.report import controls_showing_effect
-from pullback_utils.claims.report import fmt
+from pullback_utils.claims import (
+    CLAIMS,
+    NOT_LEARNED,
+    PRIMARY,
+    ClaimSpec,
+    MetricsError,
+    get,
+    outcome_words,
+    read_metrics,
+    verdict_of,
+)
+from pullback_utils.claims.report import controls_showing_effect, fmt
 from pullback_utils.claims.sensitivity import NOT_ASSESSED, factors, stability
 
 __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",

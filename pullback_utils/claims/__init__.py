@@ -12,9 +12,17 @@ and the scorecard (:mod:`pullback_utils.chapters.scorecard`) reads the same regi
 
 from pullback_utils.claims import sensitivity
 from pullback_utils.claims import statistics as stats
-from pullback_utils.claims.report import sentence, table
-from pullback_utils.claims.record import NOT_LEARNED, MetricsError, check_record, read_metrics, record, verdict_of, write_metrics
+from pullback_utils.claims.record import (
+           NOT_LEARNED,
+           MetricsError,
+           check_record,
+           read_metrics,
+           record,
+           verdict_of,
+           write_metrics,
+)
 from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words
+from pullback_utils.claims.report import sentence, table
 
 __all__ = ["stats", "sensitivity", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of", "CLAIMS",
            "PRIMARY", "ClaimSpec", "get", "outcome_words"]

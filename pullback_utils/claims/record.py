@@ -35,8 +35,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pullback_utils.analysis import inference as inf
 from pullback_utils._io import JSONReadError, read_json, to_jsonable, write_json
+from pullback_utils.analysis import inference as inf
 from pullback_utils.claims.registry import NOT_LEARNED, get
 from pullback_utils.claims.report import controls_showing_effect
 from pullback_utils.claims.sensitivity import check_rows

@@ -255,9 +255,7 @@ def ddim_invert(
     ):
         raise ValueError(f"fixed_point_iters must be an int >= 0, got {fixed_point_iters!r}")
     if a == 0 and not model.is_latent and getattr(model, "checks_image_range", True):
-        from pullback_utils.diffusion.images import check_image_range
-
-        from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL
+        from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL, check_image_range
 
         # clean pixel data: images in the model range, with the tolerance that admits the
         # package's own samples (they overshoot [-1, 1] by up to 0.34, images.SAMPLE_RANGE_TOL)

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
-from pullback_utils._validate import check_int
 import torch
 from PIL import Image
+
+from pullback_utils._validate import check_int
 
 
 class ImageModel(Protocol):

@@ -64,7 +64,13 @@ Where things are
 - :mod:`~pullback_utils.editing.checks`: the input checks.
 """
 
-from pullback_utils.editing.config import EDIT_DEFAULTS, GUIDANCE_PROMPTS, EditConfig, edit_defaults, guidance_conditioning
+from pullback_utils.editing.config import (
+    EDIT_DEFAULTS,
+    GUIDANCE_PROMPTS,
+    EditConfig,
+    edit_defaults,
+    guidance_conditioning,
+)
 from pullback_utils.editing.guidance import (
     feature_jvp_fd,
     naive_traverse,
@@ -72,6 +78,7 @@ from pullback_utils.editing.guidance import (
     tangent_alignment,
     xspace_guidance,
 )
+from pullback_utils.editing.matched import MatchedEdits, matched_edits
 from pullback_utils.editing.metrics import (
     change_frequency,
     change_size,
@@ -84,7 +91,6 @@ from pullback_utils.editing.metrics import (
     renderer_residual,
 )
 from pullback_utils.editing.pipeline import EditResult, edit_image, finish, to_edit_time
-from pullback_utils.editing.matched import MatchedEdits, matched_edits
 from pullback_utils.editing.sweep import Sweep, direction_sweep, edit_along, held_out_images, states_at_times
 
 __all__ = [

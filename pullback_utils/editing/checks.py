@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pullback_utils._validate import check_batch, check_real
 from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.diffusion.finite import check_state_scale
 from pullback_utils.diffusion.images import IMAGE_RANGE_TOL, SAMPLE_RANGE_TOL, check_image_range
-from pullback_utils._validate import check_batch, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel

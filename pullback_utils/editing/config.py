@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pullback_utils.editing.checks import check_eta_below
 from pullback_utils._validate import check_choice, check_int, check_real
+from pullback_utils.editing.checks import check_eta_below
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel

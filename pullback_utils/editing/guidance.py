@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.diffusion.finite import refuse_non_finite, scale_causes
 from pullback_utils.editing.checks import check_edit_time, check_index, check_prompt, direction_batch, state_batch
-from pullback_utils._validate import check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models.diffusion_model import DiffusionModel
     from pullback_utils.engine.solvers import LocalBasis
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = ["xspace_guidance", "naive_traverse", "parallel_transport", "feature_jvp_fd", "tangent_alignment"]
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.editing.checks import check_edit_time, check_prompt, check_sign, direction_batch, state_batch
 from pullback_utils.editing.config import EditConfig, resolve_config
 from pullback_utils.editing.metrics import DEFAULT_STRENGTHS, change_size, match_naive_batch
 from pullback_utils.editing.pipeline import finish
 from pullback_utils.editing.sweep import _time_value, edit_along
-from pullback_utils._validate import check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel

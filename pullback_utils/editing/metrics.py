@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from pullback_utils._validate import check_batch, check_int, check_real
+from pullback_utils.analysis.spectra import mean_frequency
 from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.editing.checks import _check_range, check_edit_time, direction_batch, state_batch
 from pullback_utils.editing.guidance import _cosine_rows, feature_jvp_fd
 from pullback_utils.editing.pipeline import finish
-from pullback_utils.analysis.spectra import mean_frequency
-from pullback_utils._validate import check_batch, check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel

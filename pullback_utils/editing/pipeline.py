@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pullback_utils._validate import check_int
 from pullback_utils.diffusion.ddim import Prompt, Time, ddim_invert, ddim_sample
+from pullback_utils.diffusion.schedule import leg_steps
 from pullback_utils.editing.checks import (
     check_edit_time,
     check_eta_below,
@@ -35,12 +37,10 @@ from pullback_utils.editing.checks import (
 )
 from pullback_utils.editing.config import EditConfig, guidance_conditioning, resolve_config
 from pullback_utils.editing.guidance import xspace_guidance
-from pullback_utils.diffusion.schedule import leg_steps
-from pullback_utils._validate import check_int
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pullback_utils.models.diffusion_model import DiffusionModel
     from pullback_utils.engine.solvers import LocalBasis
+    from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = ["to_edit_time", "finish", "EditResult", "edit_image"]
 
@@ -258,10 +258,10 @@ def check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, 
     :func:`~pullback_utils.engine.solvers.jacobian_svd` (names and values) before any network evaluation."""
     import os
 
-    from pullback_utils.features.basis import SOLVER_OPTIONS
-    from pullback_utils.features.feature_maps import layer_names
     from pullback_utils.engine.operators import JVP_MODES
     from pullback_utils.engine.solvers import SOLVER_DEFAULTS, check_solver_args
+    from pullback_utils.features.basis import SOLVER_OPTIONS
+    from pullback_utils.features.feature_maps import layer_names
 
     if basis_kwargs is None:
         return {}

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
 from pullback_utils.editing.checks import check_edit_time, check_prompt
 from pullback_utils.editing.config import guidance_conditioning
 from pullback_utils.editing.guidance import xspace_guidance
 from pullback_utils.editing.metrics import change_frequency, change_size, distance_from_data
 from pullback_utils.editing.pipeline import finish
-from pullback_utils._validate import check_int, check_real
 
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel

@@ -81,7 +81,6 @@ from pullback_utils.engine.ritz import (
     ErrorMonitor,
     Ritz,
     complete_rows,
-    extrapolated_error,
     max_angle,
     noise_rtol,
     numerical_rank,

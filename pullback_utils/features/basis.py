@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.diffusion.architectures import check_input, family_of
-from pullback_utils.features.feature_maps import feature_map
 from pullback_utils.engine.solvers import SOLVER_DEFAULTS, LocalBasis, check_solver_args, jacobian_svd
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.feature_maps import feature_map
 
 __all__ = ["local_basis", "frozen", "SOLVER_OPTIONS", "denoiser_signature"]
 

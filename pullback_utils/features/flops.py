@@ -152,10 +152,10 @@ def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...],
     ``sample_shape`` is (C, H, W) of the latents (FLUX: unpacked); ``text_tokens`` the prompt length;
     ``layer`` the feature layer (default: the architecture's); ``block`` the vectors per batched product.
     """
+    from pullback_utils.engine.operators import JacobianOperator
     from pullback_utils.features.ad_safe import forward_ad_safe
     from pullback_utils.features.basis import frozen
     from pullback_utils.features.feature_maps import feature_map
-    from pullback_utils.engine.operators import JacobianOperator
 
     net = meta_denoiser(cls, config, dtype)
     x, cond = _dummy_conditioning(net, tuple(sample_shape), int(text_tokens))

@@ -14,9 +14,24 @@ modules of this package measure alignment with it:
 
 from pullback_utils.ground_truth.pushforward import denoiser_basis, denoiser_fn, invert_to_times, pushed_tangents
 from pullback_utils.ground_truth.selection import cross_fitted_best, excess_test, loo_best_index
-from pullback_utils.ground_truth.study import TruthStudy, check_design, claim_tests, mean_energy, model_dataset, truth_study
-from pullback_utils.ground_truth.tangents import (GROUND_TRUTH_DATASETS, data_tangent_bases, energy_fraction, local_pca, random_energy,
-                       random_energy_mc, smallest_angle, tangent_basis)
+from pullback_utils.ground_truth.study import (
+                       TruthStudy,
+                       check_design,
+                       claim_tests,
+                       mean_energy,
+                       model_dataset,
+                       truth_study,
+)
+from pullback_utils.ground_truth.tangents import (
+                       GROUND_TRUTH_DATASETS,
+                       data_tangent_bases,
+                       energy_fraction,
+                       local_pca,
+                       random_energy,
+                       random_energy_mc,
+                       smallest_angle,
+                       tangent_basis,
+)
 
 __all__ = [
     "GROUND_TRUTH_DATASETS", "tangent_basis", "data_tangent_bases", "energy_fraction", "random_energy",

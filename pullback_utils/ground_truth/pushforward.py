@@ -26,13 +26,12 @@ from typing import Any
 import torch
 
 from pullback_utils._validate import check_int
-
-from pullback_utils.features.ad_safe import forward_ad_safe
-from pullback_utils.features.basis import frozen
-from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_cache_dir
 from pullback_utils.diffusion.ddim import Time, ddim_invert_to_times
 from pullback_utils.diffusion.schedule import check_steps, check_times
 from pullback_utils.engine.solvers import LocalBasis, jacobian_svd
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.basis import frozen
+from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_cache_dir
 
 __all__ = ["invert_to_times", "pushed_tangents", "denoiser_fn", "denoiser_basis"]
 

@@ -30,15 +30,20 @@ import numpy as np
 import torch
 
 from pullback_utils._validate import check_int, check_real
-
 from pullback_utils.analysis import inference as inf
 from pullback_utils.analysis.baselines import random_weight_model, spectrum_matched
-from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
 from pullback_utils.engine.solvers import LocalBasis
-from pullback_utils.sweeps.bases import BasisSweep, bases_over
+from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
 from pullback_utils.ground_truth.pushforward import denoiser_basis, invert_to_times, pushed_tangents
 from pullback_utils.ground_truth.selection import excess_test, loo_best_index
-from pullback_utils.ground_truth.tangents import GROUND_TRUTH_DATASETS, data_tangent_bases, energy_fraction, local_pca, tangent_basis
+from pullback_utils.ground_truth.tangents import (
+    GROUND_TRUTH_DATASETS,
+    data_tangent_bases,
+    energy_fraction,
+    local_pca,
+    tangent_basis,
+)
+from pullback_utils.sweeps.bases import BasisSweep, bases_over
 
 __all__ = ["TruthStudy", "truth_study", "mean_energy", "model_dataset", "check_design", "claim_tests"]
 

@@ -25,18 +25,18 @@ from typing import Any, Sequence
 
 import torch
 
-from pullback_utils.diffusion import prompts as conds
+from pullback_utils._validate import check_batch, check_int
 from pullback_utils.diffusion import denoiser
-from pullback_utils.models import model_basis as network
+from pullback_utils.diffusion import prompts as conds
 from pullback_utils.diffusion import vae as vae_io
-from pullback_utils.diffusion.prompts import Conditioning
-from pullback_utils.diffusion.ddim import Prompt
 from pullback_utils.diffusion.architectures import Family, family_of
+from pullback_utils.diffusion.ddim import Prompt
 from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler, velocity_to_eps, velocity_to_x0
 from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL, check_image_range
+from pullback_utils.diffusion.prompts import Conditioning
 from pullback_utils.diffusion.schedule import Time, resolve_time, unet_timestep
 from pullback_utils.diffusion.vae import config_get
-from pullback_utils._validate import check_batch, check_int
+from pullback_utils.models import model_basis as network
 
 __all__ = ["DiffusionModel"]
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from pullback_utils.diffusion.prompts import Conditioning
 from pullback_utils._validate import check_batch
 from pullback_utils.diffusion.architectures import pack_latents, unpack_latents
 from pullback_utils.diffusion.denoiser import flux_extras, keywords
+from pullback_utils.diffusion.prompts import Conditioning
 
 __all__ = ["engine_inputs", "model_feature_map", "model_local_basis", "unpack_basis", "PackedFeatureMap"]
 

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
-from pullback_utils.sweeps.distributed import compute_bases, resolve_cluster
-from pullback_utils.analysis.geometry import pairwise_geodesic_distances, pairwise_weighted_overlaps
-from pullback_utils.diffusion.schedule import check_times
 from pullback_utils._validate import check_int
+from pullback_utils.analysis.geometry import pairwise_geodesic_distances, pairwise_weighted_overlaps
+from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
+from pullback_utils.diffusion.schedule import check_times
+from pullback_utils.sweeps.distributed import compute_bases, resolve_cluster
 
 __all__ = ["Trajectories", "BasisSweep", "resolve_cache_dir", "storage_dtype", "sample_trajectories",
            "bases_over"]

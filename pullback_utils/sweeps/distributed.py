@@ -135,8 +135,8 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     """
     from tqdm.auto import tqdm
 
-    from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
     from pullback_utils.engine.solvers import basis_warnings
+    from pullback_utils.features.cache import BasisCache, BasisCacheWarning, basis_key_fields, resolve_cache_dir
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
     solver = dict(solver or {})

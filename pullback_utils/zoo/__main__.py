@@ -26,8 +26,7 @@ import sys
 from pathlib import Path
 
 from pullback_utils.zoo.paths import CARDS_DIR, DEFAULT_CACHE
-from pullback_utils.zoo.registry import LADDER_MODELS, LADDER_RECIPE, WEIGHTS_DIR, ZOO_MODELS
-from pullback_utils.zoo.registry import check_model_name
+from pullback_utils.zoo.registry import LADDER_MODELS, LADDER_RECIPE, WEIGHTS_DIR, ZOO_MODELS, check_model_name
 
 __all__ = ["main", "parse_channels"]
 

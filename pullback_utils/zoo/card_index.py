@@ -18,7 +18,15 @@ from pullback_utils.zoo import ladder
 from pullback_utils.zoo.card_text import CLI
 from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
 from pullback_utils.zoo.registry import (
-    LADDER_DIR, LADDER_RECIPE, LADDER_SEEDS, MODELS, WEIGHTS_DIR, ZOO_MODELS, ladder_name, read_info)
+    LADDER_DIR,
+    LADDER_RECIPE,
+    LADDER_SEEDS,
+    MODELS,
+    WEIGHTS_DIR,
+    ZOO_MODELS,
+    ladder_name,
+    read_info,
+)
 
 __all__ = ["INDEX_DATA", "index_markdown", "ladder_markdown", "ladder_order"]
 

@@ -22,15 +22,22 @@ from pathlib import Path
 
 import torch
 
+from pullback_utils._io import write_text
 from pullback_utils._validate import check_int, check_real
 from pullback_utils.zoo import evaluate as ev
 from pullback_utils.zoo.card_index import index_markdown, ladder_markdown
 from pullback_utils.zoo.card_text import card_markdown, ladder_card_markdown
-from pullback_utils._io import write_text
 from pullback_utils.zoo.paths import CARDS_DIR, LADDER_CARDS
 from pullback_utils.zoo.quality import write_quality
-from pullback_utils.zoo.registry import (LADDER_DIR, LADDER_MODELS, WEIGHTS_DIR, ZOO_MODELS, check_model_name,
-                                         default_folder, read_info)
+from pullback_utils.zoo.registry import (
+    LADDER_DIR,
+    LADDER_MODELS,
+    WEIGHTS_DIR,
+    ZOO_MODELS,
+    check_model_name,
+    default_folder,
+    read_info,
+)
 
 __all__ = ["GUIDANCE_SWEEP", "SWEEP_SAMPLES", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "card_folder",
            "write_card", "rewrite_markdown", "write_indexes", "loss_plot"]
@@ -96,8 +103,8 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     alone, as the book's analyses use it); prompt control is also measured at each scale of
     :data:`GUIDANCE_SWEEP` on the first :data:`SWEEP_SAMPLES` prompts.
     """
-    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo.datasets import make_dataset
+    from pullback_utils.zoo.loading import load_model
 
     check_model_name(name)
     _check_positive_int(n_samples, "n_samples")

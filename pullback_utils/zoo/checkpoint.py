@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from pullback_utils._io import atomic_write
-
 from pullback_utils.zoo.registry import DEFAULT_CHANNELS, read_info
 from pullback_utils.zoo.unet import TINY_CHANNELS
 

@@ -41,7 +41,15 @@ from pullback_utils.zoo.render import coverage as _coverage
 from pullback_utils.zoo.render import hsv_to_rgb as _hsv_to_rgb
 from pullback_utils.zoo.render import jacobian_columns, pixel_grid, shape_sdf
 from pullback_utils.zoo.vocab import (  # noqa: F401  (re-exported: the datasets' vocabulary)
-    COLOUR_JITTER, COLOUR_NAMES, EDGE_SOFTNESS, PALETTE, POS_RANGE, RESOLUTION, SHAPES, SIZE_RANGE)
+    COLOUR_JITTER,
+    COLOUR_NAMES,
+    EDGE_SOFTNESS,
+    PALETTE,
+    POS_RANGE,
+    RESOLUTION,
+    SHAPES,
+    SIZE_RANGE,
+)
 
 DATASETS: tuple[str, ...] = ("disks", "shapes", "scenes", "textures", "shapes-text") + tuple(
     ladder.dataset_name(r) for r in ladder.RUNGS)

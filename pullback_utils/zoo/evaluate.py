@@ -19,11 +19,18 @@ from __future__ import annotations
 
 import math
 
-from pullback_utils._validate import check_int
 import torch
 
+from pullback_utils._validate import check_int
 from pullback_utils.zoo.fitting import (  # noqa: F401  (re-exported: the card's measurements)
-    FIT_ROTATIONS, VISIBLE_CONTRAST, VISIBLE_SIZE, fit_factors, fit_family, foreground_iou, visible)
+    FIT_ROTATIONS,
+    VISIBLE_CONTRAST,
+    VISIBLE_SIZE,
+    fit_factors,
+    fit_family,
+    foreground_iou,
+    visible,
+)
 from pullback_utils.zoo.vocab import COLOUR_NAMES, PALETTE, SHAPES
 
 __all__ = ["FIDELITY_RMSE", "CLEAN_IOU", "LOSS_TIMESTEPS", "FRESH_SEED", "SAMPLE_SEED", "PROMPT_CHANCE",

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numbers
 
-from pullback_utils._validate import check_int
 import torch
 
+from pullback_utils._validate import check_int
 from pullback_utils.zoo.render import disk_coverage, hsv_to_rgb, jacobian_columns
 from pullback_utils.zoo.vocab import POS_RANGE, SIZE_RANGE
 

@@ -14,7 +14,6 @@ prompt encoders or label map (:data:`PIPELINE_FAMILIES`: SDXL's U-Net with ``tex
 from __future__ import annotations
 
 import importlib
-import json
 import numbers
 import os
 import re
@@ -25,8 +24,8 @@ import torch
 
 from pullback_utils._io import JSONReadError, read_json
 from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
-from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.diffusion.vae import config_get
+from pullback_utils.models.diffusion_model import DiffusionModel
 
 __all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 
-from pullback_utils._validate import check_real
 import torch
+
+from pullback_utils._validate import check_real
 
 __all__ = ["LOSS_WEIGHTINGS", "learning_rate", "loss_weights", "check_loss_weighting"]
 

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import torch
 
-from pullback_utils._io import give_default_mode
+from pullback_utils._io import give_default_mode, write_text
 from pullback_utils.zoo.checkpoint import TrainState
-from pullback_utils._io import write_text
 from pullback_utils.zoo.registry import MODELS, read_info
 from pullback_utils.zoo.unet import (
-    CROSS_ATTENTION_DIM, NUM_TRAIN_TIMESTEPS, PREDICTION_TYPE, TEXT_MAX_LENGTH, make_scheduler)
+    CROSS_ATTENTION_DIM,
+    NUM_TRAIN_TIMESTEPS,
+    PREDICTION_TYPE,
+    TEXT_MAX_LENGTH,
+    make_scheduler,
+)
 
 __all__ = ["hardware_string", "previous_runs", "run_history", "model_info", "save_model_folder"]
 

@@ -35,20 +35,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pullback_utils._validate import check_int, check_real
 import torch
 
-from pullback_utils.zoo.paths import DEFAULT_CACHE, REPO_ROOT  # noqa: F401  (re-exported)
+from pullback_utils._validate import check_int, check_real
 from pullback_utils.zoo.checkpoint import TrainState, check_resume, resume_checkpoint, save_checkpoint, warm_start
-from pullback_utils.zoo.recipe import (  # noqa: F401  (re-exported)
-    LOSS_WEIGHTINGS, check_loss_weighting, learning_rate, loss_weights)
+from pullback_utils.zoo.paths import DEFAULT_CACHE, REPO_ROOT  # noqa: F401  (re-exported)
+from pullback_utils.zoo.recipe import LOSS_WEIGHTINGS, check_loss_weighting, learning_rate, loss_weights  # noqa: F401  (re-exported)
 from pullback_utils.zoo.records import hardware_string, model_info, run_history, save_model_folder  # noqa: F401
-from pullback_utils.zoo.registry import DEFAULT_CHANNELS, MODELS, default_folder  # noqa: F401
-from pullback_utils.zoo.registry import canonical_name
+from pullback_utils.zoo.registry import DEFAULT_CHANNELS, MODELS, canonical_name, default_folder  # noqa: F401
 from pullback_utils.zoo.registry import check_model_name as _catalogue_entry
 from pullback_utils.zoo.unet import (  # noqa: F401  (re-exported: the old home of the architecture)
-    NUM_TRAIN_TIMESTEPS, PREDICTION_TYPE, TEXT_MAX_LENGTH, TINY_CHANNELS, build_unet, check_channels,
-    make_scheduler)
+    NUM_TRAIN_TIMESTEPS,
+    PREDICTION_TYPE,
+    TEXT_MAX_LENGTH,
+    TINY_CHANNELS,
+    build_unet,
+    check_channels,
+    make_scheduler,
+)
 
 CAPTION_DROPOUT = 0.1
 LOG_EVERY = 25

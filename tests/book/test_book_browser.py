@@ -33,8 +33,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from book_workspace import REPO, quick_layout, quick_run
+
 from pullback_utils.book import REPOSITORY_URL, build
 from pullback_utils.book.checks import check_site
 from pullback_utils.book.layout import chapter_of as _chapter_of

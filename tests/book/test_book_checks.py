@@ -8,8 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from pullback_utils.book.checks import (citation_problems, check_site, figure_problems, output_problems,
-                                        parse_page)
+from pullback_utils.book.checks import check_site, citation_problems, figure_problems, output_problems, parse_page
 
 BIB = """<html><body><nav><a href="intro.html">nav link outside the article</a></nav><article class="bd-article">
 <div class="citation" id="id3" role="doc-biblioentry"><p>Ho, Jain, Abbeel. DDPM.

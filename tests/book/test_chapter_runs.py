@@ -7,7 +7,6 @@ import json
 
 import nbformat
 import pytest
-
 from book_workspace import REPO, quick_layout, quick_run, repo_chapters
 
 

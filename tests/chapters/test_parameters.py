@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from pullback_utils.chapters.parameters import (ParameterError, check_parameters, parse_assignments, parse_parameters,
-                                     validate_overrides)
+from pullback_utils.chapters.parameters import (
+    ParameterError,
+    check_parameters,
+    parse_assignments,
+    parse_parameters,
+    validate_overrides,
+)
 
 PARAMS = 'model = "disks"  # bundled model\nk = 10  # basis size\ntol = 1e-3  # solver tol\nquick = False  # small run\n'
 

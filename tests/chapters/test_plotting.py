@@ -14,8 +14,15 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pullback_utils.chapters.parameters import BOOK_ENV  # noqa: E402
-from pullback_utils.chapters.plotting import (CONTENT_WIDTH_PX, FIGURE_DPI, MANIFEST, book_style, check_figure,  # noqa: E402
-                                     save_figure, time_axis)
+from pullback_utils.chapters.plotting import (  # noqa: E402
+    CONTENT_WIDTH_PX,
+    FIGURE_DPI,
+    MANIFEST,
+    book_style,
+    check_figure,
+    save_figure,
+    time_axis,
+)
 
 
 def _plot(**kw):

@@ -17,8 +17,8 @@ import pytest
 
 from pullback_utils import claims
 from pullback_utils.analysis import inference as inf
-from pullback_utils.chapters import scorecard as sc
 from pullback_utils.book import Layout, read_stamp, run
+from pullback_utils.chapters import scorecard as sc
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,

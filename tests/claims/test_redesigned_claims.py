@@ -73,7 +73,7 @@ def test_partial_mantel_is_calibrated_when_training_adds_nothing_beyond_the_enco
     rng = np.random.default_rng(2)
     sims = 150
     for enc_noise, curve in ((0.5, 1.0), (0.3, 1.5)):  # the encoder close to the attributes; a curved path
-        rej, plain, contrast = [], [], []
+        rej, plain = [], []
         for i in range(sims):
             tr, rw, enc = _prompt_data(rng, 10, sim, learned=0.0, enc_noise=enc_noise, curve=curve)
             rej.append(cs.partial_prompt_similarity(tr, sim, enc, n_draws=199, seed=i).p_value < ALPHA)

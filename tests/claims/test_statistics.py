@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pullback_utils.claims import statistics as cs
 from pullback_utils.analysis.geometry import pairwise_geodesic_distances
 from pullback_utils.analysis.spectra import low_frequency_share
+from pullback_utils.claims import statistics as cs
 
 ALPHA = 0.05
 TIMES = [0.9, 0.5, 0.1]

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import pullback_utils as pu
 from diffusion_helpers import tiny_clip_tokenizer
 from oracles import dense_jacobian, max_angle
-from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
-from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents, unpack_latents
-from pullback_utils.features.feature_maps import default_layer, feature_map, layer_names
-from pullback_utils.diffusion.flow import FlowGrid, calculate_shift
-from pullback_utils.zoo.loading import load_model
 from unet_factories import make_tiny_dit, make_tiny_flux, make_tiny_pixart, make_tiny_sd3, make_tiny_sdxl_unet
+
+import pullback_utils as pu
+from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents, unpack_latents
+from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
+from pullback_utils.diffusion.flow import FlowGrid, calculate_shift
+from pullback_utils.features.feature_maps import default_layer, feature_map, layer_names
+from pullback_utils.zoo.loading import load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 T = 1000
@@ -337,8 +337,14 @@ def _tiny_t5(d_model=32):
 
 def save_tiny_pipeline(arch: str, folder: Path) -> Path:
     """A random-weight pipeline of ``arch`` (16x16 RGB images, 4x8x8 latents) saved with save_pretrained."""
-    from diffusers import (DDIMScheduler, DiTPipeline, FlowMatchEulerDiscreteScheduler, FluxPipeline,
-                           StableDiffusion3Pipeline, StableDiffusionXLPipeline)
+    from diffusers import (
+        DDIMScheduler,
+        DiTPipeline,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        StableDiffusion3Pipeline,
+        StableDiffusionXLPipeline,
+    )
 
     folder = Path(folder)
     if arch == "sdxl":

@@ -14,11 +14,11 @@ import math
 
 import pytest
 import torch
-
 from diffusion_helpers import GaussianEps, save_pixel_pipeline, tiny_scheduler
+
 from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample, ddim_timesteps, resolve_time
-from pullback_utils.zoo.loading import load_model
 from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.zoo.loading import load_model
 
 SHAPE = (3, 4, 4)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
+from PIL import Image
+from unet_factories import make_tiny_unet2d
+
 from pullback_utils.diffusion.images import load_image, make_grid, resize_center_crop, save_grid, to_pil
 from pullback_utils.models.diffusion_model import DiffusionModel
 

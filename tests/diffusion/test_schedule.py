@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusion_helpers import GaussianEps, tiny_scheduler
 
 import pullback_utils as pu
-from diffusion_helpers import GaussianEps, tiny_scheduler
 from pullback_utils.diffusion import schedule as sc
 from pullback_utils.diffusion.ddim import ddim_invert, ddim_invert_to_times, ddim_sample, ddim_sample_to_times
 from pullback_utils.features.feature_maps import feature_map

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 from diffusion_helpers import FakeTextEncoder, tiny_scheduler
+from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
+
 from pullback_utils import editing as E
 from pullback_utils.models.diffusion_model import DiffusionModel
 

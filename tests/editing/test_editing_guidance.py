@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from pullback_utils import editing as E
-from pullback_utils.features.ad_safe import forward_ad_safe
-from pullback_utils.features.feature_maps import feature_map
 from pullback_utils.engine.operators import JacobianOperator
 from pullback_utils.engine.solvers import LocalBasis
+from pullback_utils.features.ad_safe import forward_ad_safe
+from pullback_utils.features.feature_maps import feature_map
 
 
 # ---------------------------------------------------------------------------- guidance

@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
-
 from diffusion_helpers import GaussianEps, tiny_scheduler
+
 from pullback_utils import editing as E
+from pullback_utils.engine.operators import JacobianOperator
 from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.features.feature_maps import feature_map
 from pullback_utils.models.diffusion_model import DiffusionModel
-from pullback_utils.engine.operators import JacobianOperator
 
 
 # ---------------------------------------------------------------------------- image change

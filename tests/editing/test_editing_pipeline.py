@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pullback_utils import editing as E
-from pullback_utils.editing import EditConfig
 from pullback_utils.analysis.geometry import geodesic_distance
+from pullback_utils.editing import EditConfig
 
 
 # ---------------------------------------------------------------------------- the unedited result

@@ -49,8 +49,9 @@ def test_held_out_images(pixel, tmp_path):
 
     from diffusion_helpers import save_zoo_folder
     from unet_factories import make_tiny_unet2d
-    from pullback_utils.zoo.loading import load_model
+
     from pullback_utils.zoo.datasets import make_dataset
+    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo.registry import available_models
 
     assert E.held_out_images(pixel) is None  # not a zoo model

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pullback_utils import feature_map
-from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.engine.operators import JacobianOperator
+from pullback_utils.features.ad_safe import forward_ad_safe
 
 
 @pytest.fixture(scope="module")

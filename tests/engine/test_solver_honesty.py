@@ -22,9 +22,9 @@ import warnings
 
 import pytest
 import torch
+from oracles import max_angle
 
 from pullback_utils import jacobian_svd
-from oracles import max_angle
 
 TOLS = [1e-3, 1e-2, 0.1, 0.5]
 METHODS = ["power", "randomized", "krylov", "exact"]

@@ -7,10 +7,10 @@ import warnings
 
 import pytest
 import torch
+from oracles import dense_jacobian, max_angle
 
 from pullback_utils import LocalBasis, jacobian_svd
 from pullback_utils.engine.solvers import DegenerateJacobianWarning
-from oracles import dense_jacobian, max_angle
 
 ITERATIVE = ["power", "randomized", "krylov", "auto"]
 

@@ -7,8 +7,7 @@ import torch
 from torch.func import jvp
 
 from pullback_utils import feature_map
-from pullback_utils.features.ad_safe import forward_ad_safe
-from pullback_utils.features.ad_safe import ForwardADAttnProcessor, attention_modules
+from pullback_utils.features.ad_safe import ForwardADAttnProcessor, attention_modules, forward_ad_safe
 
 
 def test_forward_output_equals_stock(tiny_unet, tiny_cond_unet):
@@ -55,8 +54,9 @@ def test_processors_restored_even_on_error(tiny_unet):
 
 # ------------------------------------------------------------------ issue 14: joint attention (SD3), RoPE (FLUX), DiT
 def _transformer_case(arch):
-    from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents
     from unet_factories import make_tiny_dit, make_tiny_flux, make_tiny_sd3
+
+    from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents
 
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64)

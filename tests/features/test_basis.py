@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracles import dense_jacobian, max_angle
 
 from pullback_utils import feature_map, local_basis
-from oracles import dense_jacobian, max_angle
 
 K = 4
 

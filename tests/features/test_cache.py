@@ -9,9 +9,10 @@ import warnings
 
 import pytest
 import torch
-
-from unet_factories import make_tiny_unet2d
 from diffusion_helpers import tiny_scheduler
+from unet_factories import make_tiny_unet2d
+
+from pullback_utils.engine.solvers import LocalBasis
 from pullback_utils.features.cache import (
     BasisCache,
     BasisCacheWarning,
@@ -20,7 +21,6 @@ from pullback_utils.features.cache import (
     tensor_hash,
 )
 from pullback_utils.models.diffusion_model import DiffusionModel
-from pullback_utils.engine.solvers import LocalBasis
 
 
 def fake_basis(seed: int = 0, k: int = 3) -> LocalBasis:

@@ -10,13 +10,13 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from diffusion_helpers import GaussianEps, tiny_scheduler
+from unet_factories import make_tiny_unet2d
+
 from pullback_utils import ground_truth as gt
 from pullback_utils.analysis.geometry import principal_angles
 from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.zoo import datasets as zd
-from unet_factories import make_tiny_unet2d
 
 D, K = 60, 4
 
@@ -307,6 +307,7 @@ def test_extension_outcomes_are_never_called_not_reproduced():
 def test_chapter_smoke_run_writes_valid_records(tmp_path_factory):
     """The chapter through papermill (the book runner, quick parameters of book/params/quick.yaml)."""
     from book_workspace import quick_layout, quick_run
+
     from pullback_utils.claims import read_metrics
 
     result = quick_run(tmp_path_factory, ["ground_truth"])["ground_truth"]

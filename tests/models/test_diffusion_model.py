@@ -8,8 +8,6 @@ import re
 
 import pytest
 import torch
-
-from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
 from diffusion_helpers import (
     FakeTextEncoder,
     save_pixel_pipeline,
@@ -17,9 +15,11 @@ from diffusion_helpers import (
     save_zoo_folder,
     tiny_scheduler,
 )
+from unet_factories import make_tiny_unet2d, make_tiny_unet2d_condition
+
 from pullback_utils.diffusion.ddim import ddim_sample
-from pullback_utils.zoo.loading import ModelNotFoundError, load_model
 from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.zoo.loading import ModelNotFoundError, load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -422,7 +422,6 @@ def pullback_utils_feature_map(*args, **kwargs):
 
 def test_sample_size_and_dit_basis_cache(tmp_path):
     from diffusers import DDIMPipeline
-
     from unet_factories import make_tiny_dit
 
     DDIMPipeline(unet=make_tiny_unet2d(seed=3), scheduler=tiny_scheduler("ddim")).save_pretrained(tmp_path / "p")

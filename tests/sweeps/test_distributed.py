@@ -12,16 +12,15 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 import torch
-
 from diffusion_helpers import save_pixel_pipeline, tiny_scheduler
-from pullback_utils.sweeps import distributed
-from pullback_utils.sweeps import ray_pool
-from pullback_utils.sweeps import worker as sweep_worker
-from pullback_utils.sweeps import bases as sweeps
-from pullback_utils.analysis.baselines import random_weight_model
-from pullback_utils.zoo.loading import load_model
-from pullback_utils.models.diffusion_model import DiffusionModel
 from unet_factories import make_tiny_unet2d
+
+from pullback_utils.analysis.baselines import random_weight_model
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.sweeps import bases as sweeps
+from pullback_utils.sweeps import distributed, ray_pool
+from pullback_utils.sweeps import worker as sweep_worker
+from pullback_utils.zoo.loading import load_model
 
 SOLVER = dict(method="krylov", tol=1e-2, max_iters=4)
 TIMES = [0.9, 0.5]

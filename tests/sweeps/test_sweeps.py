@@ -8,15 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from diffusion_helpers import tiny_scheduler
-from pullback_utils.chapters import measurements as studies
-from pullback_utils.sweeps import bases as sweeps
+from unet_factories import make_tiny_unet2d
+
 from pullback_utils.analysis.geometry import geodesic_distance
 from pullback_utils.analysis.intrinsic_dimension import twonn_dimension
-from pullback_utils.models.diffusion_model import DiffusionModel
 from pullback_utils.analysis.spectra import psd_summary
-from unet_factories import make_tiny_unet2d
+from pullback_utils.chapters import measurements as studies
+from pullback_utils.models.diffusion_model import DiffusionModel
+from pullback_utils.sweeps import bases as sweeps
 
 # tiny random model (x 3x16x16, h 32x4x4); the tests compare results of identical solver calls
 SOLVER = dict(method="krylov", tol=1e-2, max_iters=4)

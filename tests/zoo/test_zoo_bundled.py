@@ -20,8 +20,8 @@ def test_registry_lists_bundled_models():
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_model_samples(name, minilm):
     """Samples through the card's sampler (the package's DDIM), with guidance for the text model."""
-    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo.evaluate import sample_images
+    from pullback_utils.zoo.loading import load_model
 
     info = model_info(name)
     model = load_model(name, text_encoder=minilm if info["kind"] == "text" else None)

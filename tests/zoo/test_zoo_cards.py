@@ -57,8 +57,8 @@ def test_card_samples_are_the_package_sampler(tmp_path):
     """The card's samples are ddim_sample from model.noise(n, seed), level T to 0, whatever the
     batch (the book's sampler: no x_0 clipping, only the final images clamped)."""
     from pullback_utils.diffusion.ddim import ddim_sample
-    from pullback_utils.zoo.loading import load_model
     from pullback_utils.zoo import train as tr
+    from pullback_utils.zoo.loading import load_model
 
     tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None,
              progress=False)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pullback_utils.chapters import chapter
 from pullback_utils.book.params import notebook_defaults
+from pullback_utils.chapters import chapter
 from pullback_utils.zoo import evaluate as ev
 from pullback_utils.zoo import quality as Q
 from pullback_utils.zoo.registry import LADDER_MODELS, ZOO_MODELS, is_bundled, model_dir
