@@ -12,7 +12,7 @@ from oracles import dense_jacobian, max_angle
 
 from pullback_utils.analysis import gaussian as G
 from pullback_utils.engine.solvers import jacobian_svd
-from pullback_utils.sweeps.bases import gaussian_control as GC
+from pullback_utils.sweeps import gaussian_control as GC
 
 SHAPE = (1, 2, 3)  # D = 6: small enough for dense oracles
 
