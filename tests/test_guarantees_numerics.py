@@ -271,7 +271,7 @@ def test_sign_flip_exact_max_is_capped_before_enumerating():
 
 @pytest.mark.parametrize("basis_kwargs, error, message", [
     ({"tol": 1e-2, "metod": "krylov"}, TypeError, r"basis_kwargs has unknown option\(s\) \['metod'\]"),
-    ({"tol": -1.0}, ValueError, r"basis_kwargs: tol must be a finite number > 0"),
+    ({"tol": -1.0}, ValueError, r"basis_kwargs: tol must be a number in \(0, pi/2\)"),
     ({"method": "lanczos"}, ValueError, r"basis_kwargs: unknown method 'lanczos'"),
     ({"layer": "middle"}, ValueError, r"basis_kwargs: layer='middle' is not a layer of the denoiser"),
     ({"k": 3}, ValueError, r"basis_kwargs sets \['k'\], which edit_image sets itself"),

@@ -133,16 +133,20 @@ def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, 
 def extrapolated_error(changes: list[float]) -> float | None:
     """Remaining error of a geometrically converging iteration from its last subspace changes.
 
-    With c_i the angle between the subspaces of iterations i−1 and i and ρ = the larger of the last
-    two ratios c_i / c_{i−1} (the slower rate, so an accelerating start is not trusted), the error
-    left after iteration i is about c_i · ρ / (1 − ρ). None unless three changes are known and ρ < 0.9.
+    With c_i the angle between the subspaces of iterations i−1 and i and ρ = the largest of the last
+    (up to three) ratios c_i / c_{i−1} (the slowest rate, so an accelerating start is not trusted), the error
+    left after iteration i is at most about c_i · ρ / (1 − ρ); the estimate is c_i / (1 − ρ), one step
+    more cautious, since the Krylov iterations of slowly decaying spectra do not converge at one rate
+    (c_i ρ / (1 − ρ) was measured 6.5x below the true angle there). None unless three changes are known
+    and ρ < 0.9.
     """
-    if len(changes) < 3 or not (changes[-2] > 0 and changes[-3] > 0):
+    if len(changes) < 3 or not all(c > 0 for c in changes[-4:-1]):
         return None
-    rho = max(changes[-1] / changes[-2], changes[-2] / changes[-3])
+    last = changes[-4:]
+    rho = max(b / a for a, b in zip(last, last[1:]))
     if not rho < 0.9:
         return None
-    return changes[-1] * rho / (1 - rho)
+    return changes[-1] / (1 - rho)
 
 
 class ErrorMonitor:

@@ -91,8 +91,8 @@ def memorisation_band(n_samples: int, n_fresh: int | None = None, level: float =
     """The accepted range of the memorisation share at a card of ``n_samples`` samples measured
     against ``n_fresh`` fresh images (default the same): the wider of 5 % +- 2 points and the central
     ``level`` range of a model that draws exactly its data (simulated, seeded)."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 10:
-        raise ValueError(f"n_samples: must be an int >= 10, got {n_samples!r}")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"n_samples: must be an int >= 1, got {n_samples!r}")
     lo, hi = _rank_band(int(n_samples), int(n_fresh or n_samples), float(level))
     return min(lo, MEMO_EXPECTED - MEMO_POINTS), max(hi, MEMO_EXPECTED + MEMO_POINTS)
 

@@ -22,19 +22,11 @@ import time
 import traceback
 from pathlib import Path
 
+from pullback_utils.zoo.parallel import steps_done
 from pullback_utils.zoo.paths import DEFAULT_CACHE
-from pullback_utils.zoo.registry import check_model_name, default_folder, read_info
+from pullback_utils.zoo.registry import check_model_name, default_folder
 
 __all__ = ["train_side_by_side"]
-
-
-def _steps_done(folder: Path) -> int:
-    if not (folder / "zoo.json").is_file():
-        return 0
-    try:
-        return int(read_info(folder).get("steps", 0))
-    except ValueError:
-        return 0
 
 
 def train_side_by_side(names: list[str], recipe: dict, *, device: str = "cpu", threads: int = 1,
@@ -73,7 +65,7 @@ def train_side_by_side(names: list[str], recipe: dict, *, device: str = "cpu", t
     results: dict[str, dict] = {}
     todo = []
     for n in names:
-        done = _steps_done(out_dirs[n])
+        done = steps_done(n, out_dirs[n])
         if done >= recipe["steps"]:
             results[n] = {"status": "skipped", "step": done, "error": ""}
         else:
@@ -86,7 +78,7 @@ def train_side_by_side(names: list[str], recipe: dict, *, device: str = "cpu", t
                         cache_dir=cache_dir, stop_event=stop, progress=progress)
             results[name] = {"status": "trained", "step": res.step, "error": ""}
         except Exception as e:  # noqa: BLE001 - reported per model, the others go on
-            results[name] = {"status": "failed", "step": _steps_done(out_dirs[name]),
+            results[name] = {"status": "failed", "step": steps_done(name, out_dirs[name]),
                              "error": f"{type(e).__name__}: {e}"}
             traceback.print_exc()
 

@@ -568,6 +568,11 @@ def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, 
         spans[name] = (start, time.perf_counter(), threading.get_ident())
 
     monkeypatch.setattr(papermill, "execute_notebook", slow)
+    import pullback_utils.chapters.chapter  # noqa: F401  (the value checks' first import, once per process: not parallelism)
+    from pullback_utils.book.stamps import package_fingerprint
+
+    package_fingerprint()  # parsed once per process (about a second): not what this test times
+
     started = time.perf_counter()
     results = run(layout, progress=False, log=lambda *_: None, jobs=2)
     wall = time.perf_counter() - started
@@ -577,7 +582,8 @@ def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, 
     assert s0 >= a1  # the chapter that reads alpha's results started after alpha had finished
     assert wall < 1.0 + 0.3 + 0.9  # not 1.6 s of sleeping one after the other (plus the runner's work)
     # a second run skips them all, in parallel too
-    assert {r.status for r in run(layout, progress=False, log=lambda *_: None, jobs=2)} == {"skipped"}
+    msgs = []
+    assert {r.status for r in run(layout, progress=False, log=msgs.append, jobs=2)} == {"skipped"}, msgs
 
 
 def test_parallel_chapters_run_in_their_own_folders_with_real_kernels(layout):

@@ -377,7 +377,7 @@ def test_truth_study_refuses_bad_designs_before_loading_a_model():
         raise AssertionError("the model was loaded before the parameters were checked")
 
     kw = dict(n=20, data_seed=10_000, times=[0.5], k=5, ddim_steps=4, n_pool=100, n_neighbours=50, loader=loader)
-    for change, match in (({"n": 1}, "n must be an int >= 2"), ({"n_neighbours": 5}, "n_neighbours"),
+    for change, match in (({"n": 1}, r"n \(the best t of an image is chosen from the others\) must be an int >= 2"), ({"n_neighbours": 5}, "n_neighbours"),
                           ({"data_seed": 0}, "training images")):
         with pytest.raises(ValueError, match=match):
             gt.truth_study("disks", **{**kw, **change})

@@ -101,7 +101,7 @@ def test_train_alias_trains_like_the_train_command(tmp_path):
 
 @pytest.mark.parametrize("alias, words", [("pullback_utils.zoo.cards", "--markdown-only"),
                                           ("pullback_utils.zoo.parallel", "--workers"),
-                                          ("pullback_utils.zoo", "{train,card,ladder,index}")])
+                                          ("pullback_utils.zoo", "{train,train-many,card,ladder,index}")])
 def test_aliases_reach_their_commands(alias, words, tmp_path):
     r = _run(alias, "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -63,7 +63,7 @@ def test_memorisation_band_is_wider_than_two_points_and_validated():
     assert lo <= 0.03 and hi >= 0.07
     assert Q.memorisation_band(256) == Q.memorisation_band(256)  # seeded: the same band every time
     with pytest.raises(ValueError, match="n_samples"):
-        Q.memorisation_band(3)
+        Q.memorisation_band(0)
 
 
 def _images(z: torch.Tensor) -> torch.Tensor:
