@@ -93,7 +93,7 @@ def gaussian_share_over_t(curves: Sequence[dict], times: Sequence[float], *, K: 
         ax.set_ylabel(f"energy share in the data's top {K} PCs")
         ax.set_ylim(-0.02, 1.02)
         _time_axis(ax, times)
-        ax.legend(loc="best", fontsize="small")
+        ax.legend(loc="best")
     return fig
 
 
