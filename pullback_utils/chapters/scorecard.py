@@ -258,6 +258,8 @@ def model_matrix(rows: Sequence[ScoreRow]) -> tuple[list[str], list[str], dict[t
 
 def model_matrix_figure(rows: Sequence[ScoreRow]):
     """Claims (rows) x models (columns), each cell coloured by the record's verdict."""
+    import textwrap
+
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -265,7 +267,7 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
 
     claims, models, cells = model_matrix(rows)
     with style():
-        fig, ax = plt.subplots(figsize=(WIDTH, 0.3 * len(claims) + 1.8))
+        fig, ax = plt.subplots(figsize=(WIDTH, 0.42 * len(claims) + 1.8))
         for i, c in enumerate(claims):
             for j, m in enumerate(models):
                 r = cells.get((c, m))
@@ -275,12 +277,13 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
         ax.set_ylim(len(claims) - 0.5, -0.5)
         ax.set_xticks(range(len(models)), [m.replace("ladder-", "L") for m in models], rotation=60, ha="right",
                       fontsize=MIN_FONT)
-        ax.set_yticks(range(len(claims)), [get(c).title for c in claims])
+        # long titles wrapped, so that the labels and 18 model columns stay inside the page width
+        ax.set_yticks(range(len(claims)), [textwrap.fill(get(c).title, 28) for c in claims])
         used = sorted({cells[k].verdict for k in cells})
         # inside the figure (constrained layout makes room), so the saved PNG keeps the page width
         ax.set_aspect("auto")
         fig.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=MATRIX_LEGEND.get(v, v)) for v in used],
-                   loc="outside lower center", ncol=min(len(used), 2), frameon=False)
+                   loc="outside lower center", ncol=1, frameon=False)
     return fig
 
 
