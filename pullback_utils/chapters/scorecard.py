@@ -202,10 +202,19 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), 
         need = f" (needs {rec.get('n_needed')})" if rec.get("n_needed") else ""
         shown = controls_showing_effect(rec)
         need += f" (shown by the {', '.join(c.replace('_', '-') for c in shown)} control)" if shown else ""
+        need += exploration_note(rec)
         lines.append(f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
                      f"{fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}] | {fmt(rec['p_value'], 3)} | "
                      f"{holm} | {_cell(base)} | {_cell(ctrl)} | {r.words}{need}{flag} |")
     return "\n".join(lines)
+
+
+def exploration_note(rec: dict) -> str:
+    """``" (exploration: <model> misses the quality bar)"`` for a record run on a model that misses the
+    bar on purpose (:mod:`pullback_utils.zoo.quality`; the chapter's ``exploration`` parameter), else ``""``."""
+    if not rec.get("exploration"):
+        return ""
+    return f" (exploration: {rec.get('model')} {rec.get('model_quality') or 'misses the quality bar'})"
 
 
 def describe(row: ScoreRow) -> str:

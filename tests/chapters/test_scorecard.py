@@ -218,3 +218,11 @@ def test_a_control_showing_the_effect_is_not_attributable_to_learning_everywhere
     # an extension keeps its words, with the control's caveat
     gt = claims.get("ground_truth_pca")
     assert claims.outcome_words(gt, claims.NOT_LEARNED) == "above local PCA, not attributable to learning"
+
+
+def test_a_record_run_as_an_exploration_says_so_in_the_verdict_table():
+    from pullback_utils.chapters import scorecard as sc
+
+    rec = {"exploration": True, "model": "shapes-text", "model_quality": "misses the bar: clean samples 30.5 % < 90 %"}
+    assert sc.exploration_note(rec) == " (exploration: shapes-text misses the bar: clean samples 30.5 % < 90 %)"
+    assert sc.exploration_note({"model": "disks", "model_quality": "meets the bar"}) == ""
