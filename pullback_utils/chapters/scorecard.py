@@ -68,7 +68,7 @@ class ScoreRow:
     verdict: str
     rec: dict = field(default_factory=dict)
     reason: str = ""
-    stored_verdict: str | None = None
+    stored_verdict: str | None = None  # set only when the stored verdict differs from the recomputed one
 
     @property
     def measured(self) -> bool:
@@ -88,7 +88,7 @@ class ScoreRow:
 
     @property
     def verdict_mismatch(self) -> bool:
-        return self.measured and self.stored_verdict is not None and self.stored_verdict != self.verdict
+        return self.measured and self.stored_verdict is not None
 
 
 def _read_all(results_dir: Path, chapters: set[str]) -> dict[str, tuple[dict | None, str]]:
@@ -131,7 +131,10 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
             why = reason or f"{spec.chapter}/metrics.json has no record {spec.id!r}"
             rows.append(ScoreRow(spec, spec.id, NOT_MEASURED, reason=why))
         for n, rec in found:
-            rows.append(ScoreRow(spec, n, rec["verdict"], rec=dict(rec), stored_verdict=rec.get("stored_verdict")))
+            # a stored verdict that the record's own numbers do not give (checked before any Holm adjustment)
+            stored = rec.get("stored_verdict")
+            rows.append(ScoreRow(spec, n, rec["verdict"], rec=dict(rec),
+                                 stored_verdict=stored if stored is not None and stored != rec["verdict"] else None))
     _adjust(rows)
     return rows
 
