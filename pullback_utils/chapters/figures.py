@@ -66,7 +66,8 @@ def _band(ax: Any, x: Sequence[float], est: Any, lo: Any, hi: Any, role: str, la
     """An estimate with an interval computed elsewhere (a test's), drawn as a line with its band."""
     import seaborn as sns
 
-    sns.lineplot(x=np.asarray(x, dtype=np.float64), y=np.asarray(est), color=COLOURS[role], label=label, ax=ax, **kw)
+    sns.lineplot(x=np.asarray(x, dtype=np.float64), y=np.asarray(est), errorbar=None, color=COLOURS[role], label=label,
+                 ax=ax, **kw)
     ax.fill_between(np.asarray(x, dtype=np.float64), lo, hi, color=COLOURS[role], alpha=0.2, lw=0)
 
 

@@ -59,7 +59,7 @@ def _hwc(image: torch.Tensor, value_range: tuple[float, float]) -> Any:
 
 
 def show_grid(
-    images: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
     *,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
@@ -68,13 +68,16 @@ def show_grid(
     value_range: tuple[float, float] = (-1.0, 1.0),
     ax_fontsize: float = MIN_FONT_PT,
 ):
-    """Show (R, K, C, H, W) images as an R x K grid (or (N, C, H, W) as one row); returns the figure.
+    """Show (R, K, C, H, W) images as an R x K grid (or (N, C, H, W) as one row, or a list of R (K, C, H, W)
+    rows); returns the figure.
 
-    ``row_labels``/``col_labels`` label rows (left) and columns (top). ``cell`` is inches per image,
+    ``row_labels``/``col_labels`` label rows (left) and columns (top), wrapped to fit. ``cell`` is inches per image,
     reduced so that the grid fits the book's page width (``FIGURE_WIDTH_IN``).
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([torch.as_tensor(im).detach().float().cpu() for im in images])
     x = images if images.dim() == 5 else images.unsqueeze(0)
     if x.dim() != 5:
         raise ValueError(f"images must have shape (R, K, C, H, W) or (N, C, H, W), got {tuple(images.shape)}")
@@ -83,7 +86,10 @@ def show_grid(
         raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows")
     if col_labels is not None and len(col_labels) != cols:
         raise ValueError(f"col_labels has {len(col_labels)} entries for {cols} columns")
-    margin = 0.9 if row_labels else 0.1
+    if row_labels is not None:  # wrapped to at most 24 characters a line; the margin grows to hold them
+        row_labels = [_wrap(str(lab), 24) for lab in row_labels]
+    longest = max((len(line) for lab in row_labels or [] for line in lab.split("\n")), default=0)
+    margin = max(0.9, longest * 0.6 * ax_fontsize / 72 + 0.15) if row_labels else 0.1
     cell = min(cell, (FIGURE_WIDTH_IN - margin) / cols)
     if col_labels is not None:  # wrapped to the cell's width (a character is about 0.6 em wide)
         col_labels = [_wrap(str(lab), cell * 72 / (0.6 * ax_fontsize)) for lab in col_labels]

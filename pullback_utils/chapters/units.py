@@ -69,7 +69,8 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
     the test was given, ``(n,)`` per unit or a symmetric ``(n, n)`` pair matrix (:func:`unit_values`), or
     ``None`` for the units the result stores (a Mantel test's ``per_stratum``, a nested trend's
     ``group_means``). A sign-flip, jackknife or Mantel test's units must average to its estimate (else
-    :class:`ValueError`). Optional: ``labels`` ``{role: text}``; for a trend claim ``x`` ``{role: (n,)}`` and
+    :class:`ValueError`). Optional: ``labels`` ``{role: text}``; ``lines`` ``[(value, label)]`` further
+    reference levels (dotted, e.g. an equivalence margin); for a trend claim ``x`` ``{role: (n,)}`` and
     ``xlabel`` (and ``legend_title``): the units drawn against their covariate, the estimate (e.g. Spearman's rho)
     and its interval in the legend (``null`` is then not drawn: it is on the estimate's scale, not the units').
     """
@@ -109,6 +110,10 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
                 ax.set_xlabel("")
                 ax.set_xlim(-0.5, len(groups) - 0.3)
                 ax.axhline(p["null"], color=ROLES["reference"], ls="--", lw=1, zorder=0)
+            for value, label in p.get("lines", ()):
+                ax.axhline(value, color=ROLES["reference"], ls=":", lw=1, label=label)
+            if p.get("lines"):
+                ax.legend(loc="best")
             ax.set_ylabel(p["ylabel"])
             ax.set_title(p["title"])
     return fig
