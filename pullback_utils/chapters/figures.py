@@ -259,7 +259,7 @@ def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: d
     palette = dict(zip(label.values(), sns.color_palette("viridis", len(rungs))))
     with style(3.3):
         fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 3.3))
-        sns.lineplot(df, x="t", y="d", hue="rung", units="model", estimator=None, marker="o", ms=3, alpha=0.8,
+        sns.lineplot(df, x="t", y="d", hue="rung", units="model", estimator=None, marker="o", markersize=4, alpha=0.8,
                      palette=palette, hue_order=list(label.values()), ax=a)
         a.legend(title=None, loc="best")
         a.set_ylabel("cross-sample distance (rad)")
