@@ -213,7 +213,7 @@ def ablation_bars(panels: Sequence[dict[str, Any]]):
         for ax, p in zip(axes[0], panels):
             df = pd.concat([pd.DataFrame({"change": names[k], "d": np.asarray(p[k], dtype=float)}) for k in names])
             sns.barplot(df, x="change", y="d", hue="change", errorbar=_t_interval, capsize=0.2, legend=False,
-                        palette=[COLOURS["matched"], COLOURS["gaussian"], COLOURS["trained"]], ax=ax)
+                        palette=sns.light_palette(COLOURS["trained"], 4)[1:], ax=ax)
             sns.stripplot(df, x="change", y="d", color="0.2", size=3, alpha=0.6, jitter=0.15, ax=ax)
             ax.axhline(p["floor"], color=COLOURS["reference"], ls=":", label="noise floor")
             ax.set_xlabel("")
