@@ -71,7 +71,8 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
     ``group_means``). A sign-flip, jackknife or Mantel test's units must average to its estimate (else
     :class:`ValueError`). Optional: ``labels`` ``{role: text}``; ``lines`` ``[(value, label)]`` further
     reference levels (dotted, e.g. an equivalence margin); for a trend claim ``x`` ``{role: (n,)}`` and
-    ``xlabel`` (and ``legend_title``): the units drawn against their covariate, the estimate (e.g. Spearman's rho)
+    ``xlabel`` (and ``legend_title``, ``replicates`` ``{role: (x, y)}`` the replicates nested in each unit, drawn
+    as faint points): the units drawn against their covariate, the estimate (e.g. Spearman's rho)
     and its interval in the legend (``null`` is then not drawn: it is on the estimate's scale, not the units').
     """
     import matplotlib.pyplot as plt
@@ -94,6 +95,8 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
                     est, (lo, hi), _, _ = _estimate(res)
                     sns.lineplot(x=p["x"][r], y=units[r], marker="o", color=ROLES[r], ax=ax,
                                  label=f"{labels[r]}: {est:.2f} [{lo:.2f}, {hi:.2f}]")
+                for r, (xr, yr) in dict(p.get("replicates", {})).items():
+                    ax.scatter(xr, yr, s=12, color=ROLES[r], alpha=0.45, zorder=1)
                 ax.set_xlabel(p.get("xlabel", ""))
                 ax.legend(title=p.get("legend_title"), loc="best")
             else:

@@ -113,7 +113,10 @@ def test_a_trend_claim_draws_the_group_means_against_their_covariate():
     y = x * 0.1 + np.array([0.01, -0.01] * 4)
     res = inf.nested_trend_test(x, np.repeat(list("abcd"), 2), y, n_boot=50)
     fig = claim_units([{"title": "c", "ylabel": "spread", "null": 0.0, "xlabel": "factors",
-                        "x": {"trained": [1.0, 2.0, 3.0, 4.0]}, "groups": {"trained": (res, None)}}])
+                        "x": {"trained": [1.0, 2.0, 3.0, 4.0]}, "groups": {"trained": (res, None)},
+                        "replicates": {"trained": (x, y)}}])
+    seeds = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
+    np.testing.assert_allclose(seeds[0].get_offsets(), np.stack([x, y], 1))
     line = fig.axes[0].get_lines()[0]
     np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4])
     np.testing.assert_allclose(line.get_ydata(), list(res.extra["group_means"].values()))
