@@ -250,9 +250,14 @@ class Chapter:
 
     def finish(self, **sections: Any) -> Path:
         """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
-        run, run time, sections) atomically, and show the warnings, if any, as a note on the page."""
+        run, run time, sections; ``models``: the clean share, quality bar and card of each model the chapter decides
+        on) atomically, and show the warnings, if any, as a note on the page."""
         from pullback_utils.claims import write_metrics
 
+        if self.quality and "models" not in sections:  # what the findings box says about each model
+            from pullback_utils.chapters.findings import model_facts
+
+            sections["models"] = {m: model_facts(m).to_dict() for m in self.quality}
         path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
                              warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
                              cpu_seconds=time.process_time() - self.cpu_started, **sections)
