@@ -82,12 +82,14 @@ def headline_markdown(generated: str | Path, *, figure: bool = True) -> str:
         return ("```{note}\nThe scorecard has not been run in this build: run the chapters with "
                 "`python -m pullback_utils.book run`.\n```\n")
     rows = sc.collect(generated)
-    text = fd.headline(rows) + " Details, claim by claim: {doc}`/generated/scorecard/scorecard`."
+    text = (f"````{{admonition}} The result in two sentences\n:class: tip findings\n\n{fd.headline(rows)} "
+            f"Claim by claim: the {{doc}}`scorecard </generated/{SCORECARD}/{SCORECARD}>`.\n````\n")
     png = generated / SCORECARD / "scorecard.png"
     if figure and png.is_file():
-        return (f"```{{figure}} /generated/{SCORECARD}/scorecard.png\n:name: intro-scorecard\n:alt: The "
-                f"scorecard: each claim of the paper and its verdict\n\n{text}\n```\n")
-    return text + "\n"
+        text += (f"\n```{{figure}} /generated/{SCORECARD}/scorecard.png\n:name: intro-scorecard\n:alt: The "
+                 f"scorecard: each claim of the paper and its verdict\n\nThe paper's claims and their verdicts "
+                 f"(the scorecard's first figure: bar length -log10 of the Holm-adjusted p, colour the verdict).\n```\n")
+    return text
 
 
 def _directives() -> tuple[type, type]:

@@ -196,9 +196,10 @@ def _main_line(r: ScoreRow) -> str:
     rec = r.rec
     line = (f"- **{r.spec.title}: {r.words}** on `{r.model}`: {estimate_text(rec)}, {_p_text(rec)} over "
             f"{rec['n_units']} {rec['unit']}s.")
-    cav = caveats(r)
+    cav = _caveats(r)
     if cav:
-        line += f" *Caveat*: {cav[0]}" + (f"; also {'; '.join(cav[1:])}" if len(cav) > 1 else "") + "."
+        also = [short or long for long, short in cav[1:]]
+        line += f" *Caveat*: {cav[0][0]}" + (f"; also {'; '.join(also)}" if also else "") + "."
     return line
 
 

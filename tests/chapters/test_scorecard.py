@@ -123,7 +123,7 @@ def test_underpowered_design_reported_with_the_units_it_needs(tmp_path):
     claims.write_metrics(root / "coarse_to_fine", "coarse_to_fine", {"coarse_to_fine": rec}, {})
     r = _row(sc.collect(root), "coarse_to_fine")
     assert r.verdict == inf.UNDERPOWERED and r.rec["n_needed"] == 6
-    assert "underpowered (needs 6)" in sc.to_markdown(sc.collect(root))
+    assert "**underpowered** (needs 6)" in sc.to_markdown(sc.collect(root))
 
 
 def test_model_matrix_and_figures(tmp_path):
@@ -190,8 +190,9 @@ def test_the_verdict_table_can_hold_only_the_primary_records(tmp_path):
     rows = sc.collect(fabricate(tmp_path))
     primary = sc.to_markdown(rows, primary=True)
     others = sc.to_markdown(rows, primary=False)
-    assert "ladder-1-s0" not in primary and primary.count("**") == 2 * len(claims.PRIMARY)
-    assert "coarse_to_fine@ladder-1-s0" in others and "**" not in others
+    # bold: the primary claims' titles and every verdict's words
+    assert "ladder-1-s0" not in primary and primary.count("**") == 2 * 2 * len(claims.PRIMARY)
+    assert "coarse_to_fine@ladder-1-s0" in others and others.count("**") == 2 * (len(others.splitlines()) - 2)
     assert len(sc.to_markdown(rows).splitlines()) == len(primary.splitlines()) + len(others.splitlines()) - 2
 
 
@@ -213,7 +214,7 @@ def test_a_control_showing_the_effect_is_not_attributable_to_learning_everywhere
     assert counts[claims.NOT_LEARNED] == 1 and counts[inf.REPRODUCED] == before[inf.REPRODUCED] - 1
     assert sc.VERDICT_COLOURS[claims.NOT_LEARNED] != sc.VERDICT_COLOURS[inf.REPRODUCED]
     md = sc.to_markdown(rows)
-    assert "not attributable to learning (shown by the random-weights control)" in md
+    assert "**not attributable to learning** (shown by the random-weights control)" in md
     sc.summary_figure(rows)
     # an extension keeps its words, with the control's caveat
     gt = claims.get("ground_truth_pca")
