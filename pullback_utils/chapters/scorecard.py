@@ -390,8 +390,8 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from pullback_utils.chapters.findings import FRAGILE_WORD, caveats
     from pullback_utils.chapters.figures import style
+    from pullback_utils.chapters.findings import FRAGILE_WORD, caveats
 
     claims, models, cells = model_matrix(rows)
     used = [v for v in VERDICT_COLOURS if any(c.colour_key == v for c in cells.values())]
