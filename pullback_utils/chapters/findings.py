@@ -174,7 +174,8 @@ def chapter_rows(rows: Sequence[ScoreRow], chapter: str, records: Sequence[str] 
 def _grouped(rows: Sequence[ScoreRow]) -> tuple[list[ScoreRow], dict[str, list[ScoreRow]]]:
     """Rows that stand alone, and per-model copies (``"<id>@<model>"`` of a claim decided elsewhere)
     grouped by claim."""
-    alone, copies = [], {}
+    alone: list[ScoreRow] = []
+    copies: dict[str, list[ScoreRow]] = {}
     for r in rows:
         if "@" in r.record and r.spec.kind != "extension":
             copies.setdefault(r.spec.id, []).append(r)
