@@ -208,6 +208,8 @@ class Chapter:
         for model in _decided_models(self.name, self.params):
             if model not in self.quality:
                 lines.append(f"`{model}`: not a zoo model, so no card and no quality bar")
+        if not lines and isinstance(self.params.get("model"), str):  # a chapter that decides no claim
+            return _markdown("**Model of this chapter**: " + _model_line(self.params["model"]) + ".")
         if not lines:
             return ""
         head = ("**Run as an exploration**: a model below misses the quality bar, so its records are marked "
@@ -269,6 +271,26 @@ class Chapter:
             display(Markdown("```{note}\nWarnings during this run (also in `metrics.json`):\n\n"
                              + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
         return path
+
+
+def _markdown(text: str) -> Any:
+    try:
+        from IPython.display import Markdown
+    except ImportError:  # pragma: no cover
+        return text
+    return Markdown(text)
+
+
+def _model_line(model: str) -> str:
+    """``model`` with a link to its card (relative to a chapter's page), its clean-sample share and its
+    standing against the quality bar (:func:`pullback_utils.chapters.findings.model_facts`)."""
+    from pullback_utils.chapters.findings import model_facts
+
+    f = model_facts(model)
+    card = f"[card](../../{f.card}.md)" if f.card else "no card"
+    share = f", {100 * f.clean:.1f} % clean samples" if f.clean is not None else ""
+    quality = f.quality.replace("the bar", "the quality bar")
+    return f"`{model}` ({card}{share}): {quality}"
 
 
 def _decided_models(name: str, params: dict[str, Any]) -> list[str]:

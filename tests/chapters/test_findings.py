@@ -185,3 +185,21 @@ def test_headline_names_fragile_and_exploration_verdicts():
     text = fd.headline(rows)
     assert "1 verdict is fragile" in text and "1 comes from an exploration on models below the quality bar (`disks`)" \
         in text
+
+
+def test_every_chapter_names_its_model_and_finish_records_the_facts(tmp_path, monkeypatch):
+    from pullback_utils.chapters import chapter as chapter_mod
+    from pullback_utils.claims import read_metrics
+
+    facts = fd.ModelFacts("disks", 0.5, "misses the bar: clean samples 50.0 % < 90 %", "model_cards/disks")
+    monkeypatch.setattr(fd, "model_facts", lambda model: facts)
+    # a chapter that decides no claim (the tutorial) still names its model, clean share and card
+    ch = chapter_mod.Chapter("local_basis_tutorial", {"model": "disks"}, tmp_path, None)
+    note = ch.model_note()
+    text = getattr(note, "data", note)
+    assert "`disks` ([card](../../model_cards/disks.md), 50.0 % clean samples): misses the quality bar" in text
+    # a chapter that decides on a model writes its facts into metrics.json for the findings box
+    ch = chapter_mod.Chapter("coarse_to_fine", {"model": "disks"}, tmp_path, None, quality={"disks": "x"})
+    ch.finish()
+    stored = read_metrics(tmp_path / "metrics.json")["models"]
+    assert fd.facts_from_metrics(stored) == {"disks": facts}
