@@ -7,15 +7,8 @@ records within their claim), so a page says what its last run measured and never
 Sphinx extension (:mod:`pullback_utils.book.findings_directive`) renders these functions' Markdown at
 build time where a page has a ``{chapter-findings}`` or ``{scorecard-headline}`` directive.
 
-Per record, the *caveats* (:func:`caveats`) are listed strongest first:
-
-1. the random-weight control shows the effect too: the verdict is "not attributable to learning";
-2. a matched null that carries its own test (a baseline stored as ``{"estimate", "p_value"}``: the same
-   statistic on spectrum-matched random bases, on the Gaussian control, ...) reaches the effect: "below
-   the matched baseline" (only for an effect on the claimed side; a baseline stored as a bare number is a
-   level or a ceiling, not a null to beat, and is not compared);
-3. the sensitivity rows give another verdict (:func:`pullback_utils.claims.sensitivity.stability`): "fragile";
-4. the model misses the quality bar and the record was run as an exploration.
+Per record, the *caveats* (:mod:`pullback_utils.chapters.caveats`, re-exported here) are listed strongest
+first: not attributable to learning, below the matched baseline, fragile, exploration.
 """
 
 from __future__ import annotations
@@ -26,23 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from pullback_utils.analysis import inference as inf
+from pullback_utils.chapters.caveats import (
+    BELOW_BASELINE_WORD,
+    EXPLORATION_WORD,
+    FRAGILE_WORD,
+    caveat_pairs,
+    caveats,
+    quality_words,
+    short_caveats,
+)
 from pullback_utils.chapters.scorecard import NOT_MEASURED, ScoreRow, primary_rows
 from pullback_utils.claims import NOT_LEARNED
-from pullback_utils.claims.report import controls_showing_effect, fmt
+from pullback_utils.claims.report import fmt
 from pullback_utils.claims.sensitivity import FRAGILE, stability
 
 __all__ = ["ModelFacts", "model_facts", "facts_from_metrics", "caveats", "short_caveats", "estimate_text", "chapter_rows",
            "findings_box", "findings_summary", "headline", "model_line", "FRAGILE_WORD", "EXPLORATION_WORD",
            "BELOW_BASELINE_WORD", "read_chapter_models", "card_exists"]
-
-FRAGILE_WORD = "fragile"
-EXPLORATION_WORD = "exploration"
-BELOW_BASELINE_WORD = "below the matched baseline"
-# how a baseline or control is named in a sentence (other names: underscores become spaces)
-_NAMES = {"spectrum_matched": "spectrum-matched random bases", "gaussian": "the Gaussian control (the optimal "
-          "linear denoiser of the data)", "random_weights": "random-weight", "gaussian_denoiser":
-          "the Gaussian denoiser"}
-
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -87,68 +80,6 @@ def facts_from_metrics(section: Any) -> dict[str, ModelFacts]:
             out[str(name)] = ModelFacts(str(name), None if clean is None else float(clean), str(d.get("quality", "")),
                                         d.get("card"), {k: float(v) for k, v in (d.get("obeyed") or {}).items()})
     return out
-
-
-def _name(key: str) -> str:
-    return _NAMES.get(key, key.replace("_", " "))
-
-
-def _short_name(key: str) -> str:
-    return "Gaussian control" if key == "gaussian" else key.replace("_", " ")
-
-
-def _side(row: ScoreRow, value: float) -> float:
-    """``value`` measured from the claim's null towards its claimed side (positive: on the claimed side)."""
-    return (value - row.spec.null) * inf.direction_sign(row.spec.direction)
-
-
-def _caveats(row: ScoreRow) -> list[tuple[str, str]]:
-    """``[(long, short)]``: each caveat of the row in a sentence and in a few words, strongest first."""
-    if not row.measured:
-        return []
-    rec, out = row.rec, []
-    claimed = row.verdict in (inf.REPRODUCED, NOT_LEARNED)
-    for name in controls_showing_effect(rec) if row.verdict == NOT_LEARNED else []:
-        c = rec["controls"][name]
-        out.append((f"{NOT_LEARNED}: the {_name(name)} control shows it too ({fmt(c['estimate'])}, "
-                    f"p = {fmt(c['p_value'], 3)})", ""))  # the verdict's own words already say it
-    if claimed:
-        effect = _side(row, float(rec["estimate"]))
-        for name, b in (rec.get("baselines") or {}).items():
-            if isinstance(b, Mapping) and b.get("estimate") is not None and b.get("p_value") is not None \
-                    and _side(row, float(b["estimate"])) >= effect:
-                out.append((f"{BELOW_BASELINE_WORD}: {_name(name)} give{'s' if name == 'gaussian' else ''} "
-                            f"{fmt(b['estimate'])}, at least the model's {fmt(rec['estimate'])}",
-                            f"{BELOW_BASELINE_WORD} ({_short_name(name)} {fmt(b['estimate'])})"))
-    mark, off = stability(rec)
-    if mark == FRAGILE:
-        shown = ", ".join(off[:2]) + (f" and {len(off) - 2} more" if len(off) > 2 else "")
-        out.append((f"{FRAGILE_WORD}: another verdict with {shown} (sensitivity table of the scorecard)",
-                    f"{FRAGILE_WORD} ({', '.join(off[:2])}{f', +{len(off) - 2}' if len(off) > 2 else ''})"))
-    if rec.get("exploration"):
-        why = str(rec.get("model_quality") or "")
-        out.append((f"{EXPLORATION_WORD}: `{row.model}` {_bar(why)}" if why.startswith("misses") else
-                    f"{EXPLORATION_WORD}: run on `{row.model}`, with models that miss the quality bar",
-                    f"{EXPLORATION_WORD} ({row.model} below the quality bar)" if why.startswith("misses") else
-                    f"{EXPLORATION_WORD} (models below the quality bar)"))
-    return out
-
-
-def caveats(row: ScoreRow) -> list[str]:
-    """The record's caveats in sentences, strongest first (see the module docstring); ``[]`` for none or
-    a row not measured."""
-    return [long for long, _ in _caveats(row)]
-
-
-def short_caveats(row: ScoreRow) -> list[str]:
-    """The same in a few words each, for a table cell (the verdict "not attributable to learning" names
-    its own caveat, so it adds none here)."""
-    return [short for _, short in _caveats(row) if short]
-
-
-def _bar(sentence: str) -> str:
-    """A quality sentence (:meth:`pullback_utils.zoo.quality.Quality.sentence`) naming the quality bar."""
-    return sentence.replace("meets the bar", "meets the quality bar").replace("misses the bar", "misses the quality bar")
 
 
 def estimate_text(rec: Mapping[str, Any]) -> str:
@@ -197,7 +128,7 @@ def _main_line(r: ScoreRow) -> str:
     rec = r.rec
     line = (f"- **{r.spec.title}: {r.words}** on `{r.model}`: {estimate_text(rec)}, {_p_text(rec)} over "
             f"{rec['n_units']} {rec['unit']}s.")
-    cav = _caveats(r)
+    cav = caveat_pairs(r)
     if cav:
         also = [short or long for long, short in cav[1:]]
         line += f" *Caveat*: {cav[0][0]}" + (f"; also {'; '.join(also)}" if also else "") + "."
@@ -211,7 +142,7 @@ def model_line(facts: ModelFacts) -> str:
     obeyed = ""
     if facts.obeyed:
         obeyed = "; prompts obeyed: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in facts.obeyed.items())
-    quality = f"; {_bar(facts.quality)}" if facts.quality else ""
+    quality = f"; {quality_words(facts.quality)}" if facts.quality else ""
     return f"`{facts.name}` ({card}): {clean}{obeyed}{quality}"
 
 

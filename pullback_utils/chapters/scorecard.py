@@ -225,7 +225,7 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), 
     estimate [95% interval]; one row per record of the given kinds (``primary``: only the primary records
     (True), only the others, e.g. per-model ones (False), or all (None)). The test's details are in
     :func:`details_markdown`."""
-    from pullback_utils.chapters.findings import short_caveats
+    from pullback_utils.chapters.caveats import short_caveats
 
     lines = ["| claim | verdict | estimate [95% interval] |", "|---|---|---|"]
     for r in _selected(rows, kinds, primary):
@@ -305,7 +305,7 @@ def _phone_rc() -> dict[str, Any]:
 def figure_words(row: ScoreRow) -> str:
     """The verdict words of a figure's label: the table's words plus "fragile" and "exploration" when
     they apply (:func:`pullback_utils.chapters.findings.caveats`)."""
-    from pullback_utils.chapters.findings import EXPLORATION_WORD, FRAGILE_WORD, caveats
+    from pullback_utils.chapters.caveats import EXPLORATION_WORD, FRAGILE_WORD, caveats
 
     if not row.measured:
         return NOT_MEASURED
@@ -390,8 +390,8 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from pullback_utils.chapters.caveats import FRAGILE_WORD, caveats
     from pullback_utils.chapters.figures import style
-    from pullback_utils.chapters.findings import FRAGILE_WORD, caveats
 
     claims, models, cells = model_matrix(rows)
     used = [v for v in VERDICT_COLOURS if any(c.colour_key == v for c in cells.values())]
