@@ -154,7 +154,10 @@ def _models_text(models: Sequence[ModelFacts]) -> str:
     cleans = [f.clean for f in models if f.clean is not None]
     missing = [f.name for f in models if f.quality.startswith("misses")]
     span = f", {100 * min(cleans):.1f} to {100 * max(cleans):.1f} % clean samples" if cleans else ""
-    cards = ", ".join(f"{{doc}}`{f.name} </{f.card}>`" if f.card else f"`{f.name}`" for f in models)
+    if all(f.card and f.card.startswith("model_cards/ladder/") for f in models):  # the ladder's index page
+        cards = "{doc}`the ladder's cards </model_cards/ladder>`"
+    else:
+        cards = ", ".join(f"{{doc}}`{f.name} </{f.card}>`" if f.card else f"`{f.name}`" for f in models)
     miss = (f"; {len(missing)} miss the quality bar ({', '.join(missing)})" if missing
             else "; all meet the quality bar")
     return f"**Models**: {len(models)} models{span}{miss}. Cards: {cards}."

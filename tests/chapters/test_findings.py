@@ -121,7 +121,9 @@ def test_many_models_are_summarised_by_their_range_and_the_ones_below_the_bar():
                          (0.95, "meets the bar"), (0.97, "meets the bar")], start=1)]
     box = fd.findings_box([], models)
     assert "4 models, 55.5 to 99.0 % clean samples; 1 miss the quality bar (ladder-2-s0)" in box
-    assert box.count("{doc}`ladder-") == 4 and "This run wrote no claim records" in box
+    assert "Cards: {doc}`the ladder's cards </model_cards/ladder>`" in box and "This run wrote no claim records" in box
+    models.append(fd.ModelFacts("disks", 0.99, "meets the bar", "model_cards/disks"))
+    assert fd.findings_box([], models).count("{doc}`") == 5  # not all on the ladder: one link each
 
 
 def test_model_facts_round_trip_through_metrics_and_a_missing_card_is_not_linked(tmp_path):
