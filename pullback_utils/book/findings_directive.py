@@ -17,9 +17,13 @@ In a chapter's source (``notebooks/<name>.md``), under the title and in the summ
     :summary:
     ```
 
-In the introduction (``book/intro.md``)::
+In the introduction (``book/intro.md``), and under the scorecard's title without the figure::
 
     ```{scorecard-headline}
+    ```
+
+    ```{scorecard-headline}
+    :no-figure:
     ```
 
 :func:`chapter_markdown` and :func:`headline_markdown` are the Markdown these directives parse (tested
@@ -72,8 +76,9 @@ def chapter_markdown(generated: str | Path, name: str, *, summary: bool = False)
 
 
 def headline_markdown(generated: str | Path, *, figure: bool = True) -> str:
-    """The introduction's opening: the scorecard's summary figure (when it exists) and the two-sentence
-    headline (:func:`pullback_utils.chapters.findings.headline`), with a link to the scorecard."""
+    """The introduction's opening: the two-sentence headline (:func:`pullback_utils.chapters.findings.headline`)
+    with a link to the scorecard, and the scorecard's summary figure when it exists; ``figure=False``: the
+    headline alone, without the link (the scorecard's own page)."""
     from pullback_utils.chapters import findings as fd
     from pullback_utils.chapters import scorecard as sc
 
@@ -82,8 +87,9 @@ def headline_markdown(generated: str | Path, *, figure: bool = True) -> str:
         return ("```{note}\nThe scorecard has not been run in this build: run the chapters with "
                 "`python -m pullback_utils.book run`.\n```\n")
     rows = sc.collect(generated)
-    text = (f"````{{admonition}} The result in two sentences\n:class: tip findings\n\n{fd.headline(rows)} "
-            f"Claim by claim: the {{doc}}`scorecard </generated/{SCORECARD}/{SCORECARD}>`.\n````\n")
+    link = f" Claim by claim: the {{doc}}`scorecard </generated/{SCORECARD}/{SCORECARD}>`." if figure else ""
+    text = (f"````{{admonition}} The result in two sentences\n:class: tip findings\n\n{fd.headline(rows)}{link}"
+            "\n````\n")
     png = generated / SCORECARD / "scorecard.png"
     if figure and png.is_file():
         text += (f"\n```{{figure}} /generated/{SCORECARD}/scorecard.png\n:name: intro-scorecard\n:alt: The "
@@ -124,10 +130,12 @@ def _directives() -> tuple[type, type]:
             return self._parse(chapter_markdown(self._generated(), name, summary="summary" in self.options))
 
     class ScorecardHeadline(_Rendered):
-        """``{scorecard-headline}``: the scorecard's figure and headline."""
+        """``{scorecard-headline}``: the scorecard's headline and figure (``:no-figure:``: the headline alone)."""
+
+        option_spec = {"no-figure": directives.flag}
 
         def run(self) -> list[Any]:
-            return self._parse(headline_markdown(self._generated()))
+            return self._parse(headline_markdown(self._generated(), figure="no-figure" not in self.options))
 
     return ChapterFindings, ScorecardHeadline
 

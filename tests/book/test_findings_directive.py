@@ -80,6 +80,8 @@ def test_headline_markdown_has_the_figure_when_the_scorecard_drew_it(tmp_path):
     assert "Of the paper's 7 claims, 7 reproduced" in text and "{figure}" not in text
     (generated / "scorecard" / "scorecard.png").write_bytes(b"")
     assert "```{figure} /generated/scorecard/scorecard.png" in headline_markdown(generated)
+    own_page = headline_markdown(generated, figure=False)  # the scorecard's own page: no figure, no link
+    assert "{figure}" not in own_page and "{doc}" not in own_page and "7 reproduced" in own_page
 
 
 CONF = """extensions = ["myst_parser", "pullback_utils.book.findings_directive"]
