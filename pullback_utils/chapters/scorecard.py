@@ -328,7 +328,8 @@ def summary_figure(rows: Sequence[ScoreRow]):
     from pullback_utils.chapters.figures import style
 
     prim = primary_rows(rows)
-    with style(), matplotlib.rc_context(_phone_rc()):
+    with style():  # style() restores every rc setting on exit, these too
+        matplotlib.rcParams.update(_phone_rc())
         fig, ax = plt.subplots(figsize=(PHONE_FIGURE_WIDTH_IN, 1.05 * len(prim) + 1.3))
         top = max([-math.log10(max(float(r.rec["min_p"]), 1e-12)) for r in prim if r.measured] + [2.0])
         for i, r in enumerate(prim):
@@ -398,7 +399,8 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
     hatched = any(c.below_bar for c in cells.values())
     fragile = any(any(x.startswith(FRAGILE_WORD) for x in caveats(c)) for c in cells.values())
     legend_rows = len(used) + hatched + fragile
-    with style(), matplotlib.rc_context(_phone_rc()):
+    with style():  # style() restores every rc setting on exit, these too
+        matplotlib.rcParams.update(_phone_rc())
         fig, ax = plt.subplots(figsize=(PHONE_FIGURE_WIDTH_IN, 0.34 * len(models) + 0.42 * legend_rows + 1.6))
         for i, m in enumerate(models):
             for j, c in enumerate(claims):
