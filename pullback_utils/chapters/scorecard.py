@@ -303,13 +303,14 @@ def _phone_rc() -> dict[str, Any]:
 
 
 def figure_words(row: ScoreRow) -> str:
-    """The verdict words of a figure's label: the table's words plus "fragile" and "exploration" when
-    they apply (:func:`pullback_utils.chapters.findings.caveats`)."""
-    from pullback_utils.chapters.caveats import EXPLORATION_WORD, FRAGILE_WORD, caveats
+    """The verdict words of a figure's label: the table's words plus "below the matched baseline",
+    "fragile" and "exploration" when they apply (:func:`pullback_utils.chapters.findings.caveats`)."""
+    from pullback_utils.chapters.caveats import BELOW_BASELINE_WORD, EXPLORATION_WORD, FRAGILE_WORD, caveats
 
     if not row.measured:
         return NOT_MEASURED
-    marks = [w for w in (FRAGILE_WORD, EXPLORATION_WORD) if any(c.startswith(w) for c in caveats(row))]
+    marks = [w for w in (BELOW_BASELINE_WORD, FRAGILE_WORD, EXPLORATION_WORD)
+             if any(c.startswith(w) for c in caveats(row))]
     return ", ".join([row.words, *marks])
 
 
