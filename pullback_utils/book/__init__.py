@@ -19,7 +19,8 @@ Modules, each with one job (none imports a module listed after it, except ``cli`
   its kernel died;
 - :mod:`~pullback_utils.book.execute`: one chapter's papermill execution in its own folder;
 - :mod:`~pullback_utils.book.checks`: checks of the built HTML (citations, warnings, figures);
-- :mod:`~pullback_utils.book.sphinx_ext`: the Sphinx extension (buttons, MathJax offline);
+- :mod:`~pullback_utils.book.findings_directive`: the findings box, summary and headline rendered at build time;
+- :mod:`~pullback_utils.book.sphinx_ext`: the Sphinx extension (buttons, MathJax offline, the findings directives);
 - :mod:`~pullback_utils.book.cli`: the command line.
 
 Needs the ``[book]`` extra (papermill, jupyter-book, ...); importing this package does not import them.

@@ -4,6 +4,8 @@
   ``notebooks/<name>.ipynb`` (the executed copy is not in the repository).
 - MathJax is served from the book itself (the ``django-static-mathjax`` package), so formulas render
   offline.
+- The findings directives (``{chapter-findings}``, ``{scorecard-headline}``):
+  :mod:`pullback_utils.book.findings_directive`.
 - Repeated ``<script>`` entries are dropped (Jupyter Book 1 adds sphinx-thebe's configuration twice).
 """
 
@@ -81,6 +83,9 @@ def _copy_mathjax(app, exception) -> None:
 
 
 def setup(app):  # pragma: no cover - exercised by the book build
+    from pullback_utils.book import findings_directive
+
+    findings_directive.setup(app)  # {chapter-findings} and {scorecard-headline}
     app.connect("config-inited", _use_local_mathjax, priority=900)
     app.connect("html-page-context", _rewrite_launch_urls, priority=502)
     app.connect("html-page-context", _dedupe_scripts, priority=900)

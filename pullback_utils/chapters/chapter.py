@@ -208,6 +208,8 @@ class Chapter:
         for model in _decided_models(self.name, self.params):
             if model not in self.quality:
                 lines.append(f"`{model}`: not a zoo model, so no card and no quality bar")
+        if not lines and isinstance(self.params.get("model"), str):  # a chapter that decides no claim
+            return _markdown("**Model of this chapter**: " + _model_line(self.params["model"]) + ".")
         if not lines:
             return ""
         head = ("**Run as an exploration**: a model below misses the quality bar, so its records are marked "
@@ -250,9 +252,14 @@ class Chapter:
 
     def finish(self, **sections: Any) -> Path:
         """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
-        run, run time, sections) atomically, and show the warnings, if any, as a note on the page."""
+        run, run time, sections; ``models``: the clean share, quality bar and card of each model the chapter decides
+        on) atomically, and show the warnings, if any, as a note on the page."""
         from pullback_utils.claims import write_metrics
 
+        if self.quality and "models" not in sections:  # what the findings box says about each model
+            from pullback_utils.chapters.findings import model_facts
+
+            sections["models"] = {m: model_facts(m).to_dict() for m in self.quality}
         path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
                              warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
                              cpu_seconds=time.process_time() - self.cpu_started, **sections)
@@ -264,6 +271,26 @@ class Chapter:
             display(Markdown("```{note}\nWarnings during this run (also in `metrics.json`):\n\n"
                              + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
         return path
+
+
+def _markdown(text: str) -> Any:
+    try:
+        from IPython.display import Markdown
+    except ImportError:  # pragma: no cover
+        return text
+    return Markdown(text)
+
+
+def _model_line(model: str) -> str:
+    """``model`` with a link to its card (relative to a chapter's page), its clean-sample share and its
+    standing against the quality bar (:func:`pullback_utils.chapters.findings.model_facts`)."""
+    from pullback_utils.chapters.findings import model_facts
+
+    f = model_facts(model)
+    card = f"[card](../../{f.card}.md)" if f.card else "no card"
+    share = f", {100 * f.clean:.1f} % clean samples" if f.clean is not None else ""
+    quality = f.quality.replace("the bar", "the quality bar")
+    return f"`{model}` ({card}{share}): {quality}"
 
 
 def _decided_models(name: str, params: dict[str, Any]) -> list[str]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,17 +47,25 @@ from pullback_utils.claims.report import controls_showing_effect, fmt
 from pullback_utils.claims.sensitivity import NOT_ASSESSED, factors, stability
 
 __all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",
-           "summary_figure", "model_matrix", "model_matrix_figure", "scorecard_records", "stability_marks",
+           "details_markdown", "tables", "VERDICT_COLOURS", "ABOVE", "BELOW", "PHONE_CONTENT_PX",
+           "summary_figure", "model_matrix", "model_matrix_figure", "model_matrix_key", "figure_words", "scorecard_records", "stability_marks",
            "sensitivity_table"]
 
 NOT_MEASURED = "not measured"
+#: An extension's outcome on the claimed side / the other side ("above local PCA" / "below local PCA"):
+#: its own colours, so that one colour means one word (red is only ever "not reproduced").
+ABOVE, BELOW = "extension: above its reference", "extension: below its reference"
+#: One colour per verdict word, the same in the tables' words, Fig. "scorecard" and the model matrix.
 VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", NOT_LEARNED: "#4fc3f7", inf.NOT_REPRODUCED: "#c62828",
-                   inf.INCONCLUSIVE: "#f9a825", inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e"}
-# the per-model matrix mixes paper claims and extensions, so its legend names the side, not the verdict
-MATRIX_LEGEND = {inf.REPRODUCED: "claimed side (reproduced; extension: above)",
-                 NOT_LEARNED: "claimed side, shown by the random-weight control too (not attributable to learning)",
-                 inf.NOT_REPRODUCED: "other side (not reproduced; extension: below)",
-                 inf.INCONCLUSIVE: "inconclusive", inf.UNDERPOWERED: "underpowered"}
+                   inf.INCONCLUSIVE: "#f9a825", inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e",
+                   ABOVE: "#00838f", BELOW: "#8d6e63"}
+#: the figures' legend: the words of the tables
+MATRIX_LEGEND = {inf.REPRODUCED: inf.REPRODUCED, NOT_LEARNED: NOT_LEARNED, inf.NOT_REPRODUCED: inf.NOT_REPRODUCED,
+                 inf.INCONCLUSIVE: inf.INCONCLUSIVE, inf.UNDERPOWERED: inf.UNDERPOWERED, ABOVE: ABOVE, BELOW: BELOW}
+#: the content column of a page on a 390 px phone (the figures' text must stay >= 9 pt there too)
+PHONE_CONTENT_PX = 358
+#: hatching of a record measured on a model that misses the quality bar (an exploration)
+EXPLORATION_HATCH = "///"
 
 
 @dataclass
@@ -89,6 +98,33 @@ class ScoreRow:
     @property
     def verdict_mismatch(self) -> bool:
         return self.measured and self.stored_verdict is not None
+
+    @property
+    def colour_key(self) -> str:
+        """The key of :data:`VERDICT_COLOURS`: the verdict, or for an extension :data:`ABOVE` / :data:`BELOW`."""
+        if self.spec.kind == "extension" and self.verdict in (inf.REPRODUCED, inf.NOT_REPRODUCED):
+            return ABOVE if self.verdict == inf.REPRODUCED else BELOW
+        return self.verdict
+
+    @property
+    def below_bar(self) -> bool:
+        """Measured on a model that misses the quality bar: as the record says (``model_quality``), or, for
+        a record without that word (the extensions' chapters do not gate their models), as the model's
+        ``quality.json`` says now (:func:`pullback_utils.zoo.quality.model_quality`)."""
+        quality = str(self.rec.get("model_quality") or "")
+        if quality:
+            return quality.startswith("misses")
+        if self.rec.get("exploration"):
+            return True
+        return bool(self.model) and "," not in self.model and _misses_bar(self.model)
+
+
+@lru_cache(maxsize=64)
+def _misses_bar(model: str) -> bool:
+    from pullback_utils.zoo.quality import model_quality
+
+    q = model_quality(model)
+    return q is not None and q.measured and not q.meets
 
 
 def _read_all(results_dir: Path, chapters: set[str]) -> dict[str, tuple[dict | None, str]]:
@@ -184,32 +220,58 @@ def _value(v: Any) -> str:
 
 
 def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None) -> str:
-    """The verdict table: claim, model, n and unit, test, estimate [95% interval], p, Holm p (across the primary
-    claims; for a support record, within its claim), baselines, controls, verdict (one row per record of the given kinds; ``primary``: only the primary records
-    (True), only the others, e.g. per-model ones (False), or all (None))."""
-    head = ("| claim | model | n | test | estimate [95% interval] | p | Holm p | baselines | controls | verdict |\n"
-            "|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        if r.spec.kind not in kinds or (primary is not None and r.primary != primary):
-            continue
+    """The verdict table, readable at a glance: claim, verdict with its caveats (not attributable to
+    learning, below the matched baseline, fragile, exploration; :func:`pullback_utils.chapters.findings.caveats`),
+    estimate [95% interval]; one row per record of the given kinds (``primary``: only the primary records
+    (True), only the others, e.g. per-model ones (False), or all (None)). The test's details are in
+    :func:`details_markdown`."""
+    from pullback_utils.chapters.caveats import short_caveats
+
+    lines = ["| claim | verdict | estimate [95% interval] |", "|---|---|---|"]
+    for r in _selected(rows, kinds, primary):
         title = f"**{r.spec.title}**" if r.primary else f"{r.spec.title} ({r.record})"
         if not r.measured:
-            lines.append(f"| {title} | – | – | – | – | – | – | – | – | {NOT_MEASURED}: {_cell(r.reason)} |")
+            lines.append(f"| {title} | {NOT_MEASURED}: {_cell(r.reason)} | – |")
+            continue
+        rec = r.rec
+        flag = " (stored verdict differs)" if r.verdict_mismatch else ""
+        need = f" (needs {rec.get('n_needed')})" if rec.get("n_needed") else ""
+        shown = controls_showing_effect(rec)
+        need += f" (shown by the {', '.join(c.replace('_', '-') for c in shown)} control)" if shown else ""
+        cav = short_caveats(r)
+        more = ("; " + "; ".join(cav)) if cav else ""
+        lines.append(f"| {title} | **{r.words}**{need}{more}{flag} | {fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, "
+                     f"{fmt(rec['ci'][1])}] |")
+    return "\n".join(lines)
+
+
+def _selected(rows: Sequence[ScoreRow], kinds: Sequence[str], primary: bool | None) -> list[ScoreRow]:
+    return [r for r in rows if r.spec.kind in kinds and (primary is None or r.primary == primary)]
+
+
+def details_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None) -> str:
+    """The details of the same records: claim, model, n and unit, test, p, Holm p (across the primary
+    claims; for a support record, within its claim), baselines, controls."""
+    lines = ["| claim | model | n | test | p | Holm p | baselines | controls |", "|---|---|---|---|---|---|---|---|"]
+    for r in _selected(rows, kinds, primary):
+        title = r.spec.title if r.primary else f"{r.spec.title} ({r.record})"
+        if not r.measured:
+            lines.append(f"| {title} | – | – | – | – | – | – | – |")
             continue
         rec = r.rec
         base = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["baselines"].items()) or "–"
         ctrl = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["controls"].items()) or "–"
         holm = fmt(rec["p_adjusted"], 3) if rec.get("p_adjusted") is not None else "–"
-        flag = " (stored verdict differs)" if r.verdict_mismatch else ""
-        need = f" (needs {rec.get('n_needed')})" if rec.get("n_needed") else ""
-        shown = controls_showing_effect(rec)
-        need += f" (shown by the {', '.join(c.replace('_', '-') for c in shown)} control)" if shown else ""
-        need += exploration_note(rec)
         lines.append(f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
-                     f"{fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}] | {fmt(rec['p_value'], 3)} | "
-                     f"{holm} | {_cell(base)} | {_cell(ctrl)} | {r.words}{need}{flag} |")
+                     f"{fmt(rec['p_value'], 3)} | {holm} | {_cell(base)} | {_cell(ctrl)} |")
     return "\n".join(lines)
+
+
+def tables(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None,
+           details: str = "Details: model, n, test, p, baselines, controls") -> str:
+    """:func:`to_markdown` followed by :func:`details_markdown` in a collapsed dropdown titled ``details``."""
+    return (to_markdown(rows, kinds=kinds, primary=primary) + f"\n\n````{{admonition}} {details}\n:class: dropdown\n\n"
+            + details_markdown(rows, kinds=kinds, primary=primary) + "\n````\n")
 
 
 def exploration_note(rec: dict) -> str:
@@ -229,73 +291,143 @@ def describe(row: ScoreRow) -> str:
     return sentence(row.record, row.rec)
 
 
-def summary_figure(rows: Sequence[ScoreRow]):
-    """One bar per paper claim: -log10 of its Holm-adjusted p-value, coloured by verdict, with the
-    alpha = 0.05 line and the design's best attainable value as a tick."""
-    import matplotlib.pyplot as plt
+#: width (inches) and text size (points) of the scorecard's figures: narrow enough that a phone shows them at
+#: nearly full size, so that their smallest text stays >= 9 pt in the phone's content column
+PHONE_FIGURE_WIDTH_IN = 4.0
+PHONE_FONT_PT = 13.0
 
-    from pullback_utils.chapters.figures import WIDTH, style
+
+def _phone_rc() -> dict[str, Any]:
+    return {"font.size": PHONE_FONT_PT, "axes.labelsize": PHONE_FONT_PT, "xtick.labelsize": PHONE_FONT_PT,
+            "ytick.labelsize": PHONE_FONT_PT, "legend.fontsize": PHONE_FONT_PT, "axes.titlesize": PHONE_FONT_PT}
+
+
+def figure_words(row: ScoreRow) -> str:
+    """The verdict words of a figure's label: the table's words plus "below the matched baseline",
+    "fragile" and "exploration" when they apply (:func:`pullback_utils.chapters.findings.caveats`)."""
+    from pullback_utils.chapters.caveats import BELOW_BASELINE_WORD, EXPLORATION_WORD, FRAGILE_WORD, caveats
+
+    if not row.measured:
+        return NOT_MEASURED
+    marks = [w for w in (BELOW_BASELINE_WORD, FRAGILE_WORD, EXPLORATION_WORD)
+             if any(c.startswith(w) for c in caveats(row))]
+    return ", ".join([row.words, *marks])
+
+
+def summary_figure(rows: Sequence[ScoreRow]):
+    """One bar per paper claim: -log10 of its Holm-adjusted p-value, coloured by verdict (the colours of
+    :data:`VERDICT_COLOURS`), the claim's title above its bar and its verdict words (with "fragile" and
+    "exploration" where they apply) beside it; a hatched bar was measured on a model below the quality
+    bar. The alpha = 0.05 line, and the design's best attainable value as a black tick. Narrow, with large
+    text, so that it reads on a phone."""
+    import textwrap
+
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    from pullback_utils.chapters.figures import style
 
     prim = primary_rows(rows)
-    with style():
-        fig, ax = plt.subplots(figsize=(WIDTH, 0.45 * len(prim) + 1.2))
+    with style():  # style() restores every rc setting on exit, these too
+        matplotlib.rcParams.update(_phone_rc())
+        fig, ax = plt.subplots(figsize=(PHONE_FIGURE_WIDTH_IN, 1.05 * len(prim) + 1.3))
+        top = max([-math.log10(max(float(r.rec["min_p"]), 1e-12)) for r in prim if r.measured] + [2.0])
         for i, r in enumerate(prim):
+            ax.text(0, i - 0.36, r.spec.title, va="bottom", ha="left", fontweight="bold")
             if not r.measured:
-                ax.text(0.05, i, NOT_MEASURED, va="center", color=VERDICT_COLOURS[NOT_MEASURED])
+                ax.text(0, i + 0.05, NOT_MEASURED, va="center", color="#616161")
                 continue
             p = max(float(r.rec["p_adjusted"]), 1e-12)
-            ax.barh(i, -math.log10(p), color=VERDICT_COLOURS[r.verdict])
+            ax.barh(i, -math.log10(p), height=0.3, color=VERDICT_COLOURS[r.colour_key],
+                    hatch=EXPLORATION_HATCH if r.below_bar else None, edgecolor="white", linewidth=0)
             best = max(float(r.rec["min_p"]), 1e-12)
-            ax.plot([-math.log10(best)] * 2, [i - 0.35, i + 0.35], color="k", lw=1)
+            ax.plot([-math.log10(best)] * 2, [i + 0.2, i + 0.42], color="k", lw=2)  # under the label's row
             side = "+" if (float(r.rec["estimate"]) - r.spec.null) * inf.direction_sign(r.spec.direction) > 0 else "−"
-            ax.text(-math.log10(p) + 0.05, i, f"{r.words} ({side})", va="center")
-        ax.axvline(-math.log10(inf.ALPHA), color="grey", ls="--", label="p = 0.05")
-        ax.set_yticks(range(len(prim)), [r.spec.title for r in prim])
-        ax.invert_yaxis()
-        ax.set_xlabel("-log10 Holm-adjusted p (black tick: best p the design can reach)")
-        ax.legend(loc="lower right")
+            label = textwrap.fill(f"{figure_words(r)} ({side})", 26)
+            ax.text(-math.log10(p) + 0.04 * top, i, label, va="center", fontsize=PHONE_FONT_PT - 1)
+        ax.axvline(-math.log10(inf.ALPHA), color="grey", ls="--")
+        ax.set_yticks([])
+        ax.set_ylim(len(prim) - 0.4, -0.75)
+        ax.set_xlim(0, top * 1.6)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5, integer=True))
+        ax.set_xlabel("−log10 Holm p (dashed: p = 0.05;\nblack tick: best p the design can reach)")
+        for side_ in ("top", "right", "left"):
+            ax.spines[side_].set_visible(False)
     return fig
 
 
-def model_matrix(rows: Sequence[ScoreRow]) -> tuple[list[str], list[str], dict[tuple[str, str], ScoreRow]]:
-    """``(claims, models, cells)``: the measured records that name one model, by claim id and model."""
+def model_matrix(rows: Sequence[ScoreRow], *, min_models: int = 2
+                 ) -> tuple[list[str], list[str], dict[tuple[str, str], ScoreRow]]:
+    """``(claims, models, cells)``: the measured records that name one model, by claim id and model, for
+    the claims measured on at least ``min_models`` models (a claim on one model is in the tables)."""
     cells: dict[tuple[str, str], ScoreRow] = {}
     for r in rows:
         if r.measured and r.model and "," not in r.model and r.model != "ladder":
             cells.setdefault((r.spec.id, r.model), r)
-    claims = [c.id for c in CLAIMS if any(k[0] == c.id for k in cells)]
+    per_claim: dict[str, int] = {}
+    for c, _ in cells:
+        per_claim[c] = per_claim.get(c, 0) + 1
+    keep = {c for c, n in per_claim.items() if n >= min_models}
+    cells = {k: v for k, v in cells.items() if k[0] in keep}
+    claims = [c.id for c in CLAIMS if c.id in keep]
     models = sorted({k[1] for k in cells}, key=lambda m: (m.startswith("ladder"), m))
     return claims, models, cells
 
 
+def model_matrix_key(rows: Sequence[ScoreRow]) -> str:
+    """The matrix's column key in words: ``"1: Coarse to fine; 2: ..."``."""
+    claims, _, _ = model_matrix(rows)
+    return "; ".join(f"{i + 1}: {get(c).title}" for i, c in enumerate(claims))
+
+
 def model_matrix_figure(rows: Sequence[ScoreRow]):
-    """Claims (rows) x models (columns), each cell coloured by the record's verdict."""
+    """Models (rows) x claims (numbered columns, :func:`model_matrix_key`), each cell coloured by the
+    record's verdict (:data:`VERDICT_COLOURS`, the tables' words in the legend); hatched: a model below
+    the quality bar; a dot: a primary record whose verdict is fragile. Narrow, with large text, so that it
+    reads on a phone."""
     import textwrap
 
+    import matplotlib
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from pullback_utils.chapters.figures import MIN_FONT, WIDTH, style
+    from pullback_utils.chapters.caveats import FRAGILE_WORD, caveats
+    from pullback_utils.chapters.figures import style
 
     claims, models, cells = model_matrix(rows)
-    with style():
-        fig, ax = plt.subplots(figsize=(WIDTH, 0.42 * len(claims) + 1.8))
-        for i, c in enumerate(claims):
-            for j, m in enumerate(models):
+    used = [v for v in VERDICT_COLOURS if any(c.colour_key == v for c in cells.values())]
+    hatched = any(c.below_bar for c in cells.values())
+    fragile = any(any(x.startswith(FRAGILE_WORD) for x in caveats(c)) for c in cells.values())
+    legend_rows = len(used) + hatched + fragile
+    with style():  # style() restores every rc setting on exit, these too
+        matplotlib.rcParams.update(_phone_rc())
+        fig, ax = plt.subplots(figsize=(PHONE_FIGURE_WIDTH_IN, 0.34 * len(models) + 0.42 * legend_rows + 1.6))
+        for i, m in enumerate(models):
+            for j, c in enumerate(claims):
                 r = cells.get((c, m))
-                colour = VERDICT_COLOURS[r.verdict] if r else "white"
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, color=colour, ec="white"))
-        ax.set_xlim(-0.5, len(models) - 0.5)
-        ax.set_ylim(len(claims) - 0.5, -0.5)
-        ax.set_xticks(range(len(models)), [m.replace("ladder-", "L") for m in models], rotation=60, ha="right",
-                      fontsize=MIN_FONT)
-        # long titles wrapped, so that the labels and 18 model columns stay inside the page width
-        ax.set_yticks(range(len(claims)), [textwrap.fill(get(c).title, 28) for c in claims])
-        used = sorted({cells[k].verdict for k in cells})
-        # inside the figure (constrained layout makes room), so the saved PNG keeps the page width
-        ax.set_aspect("auto")
-        fig.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=MATRIX_LEGEND.get(v, v)) for v in used],
-                   loc="outside lower center", ncol=1, frameon=False)
+                if r is None:
+                    continue
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=VERDICT_COLOURS[r.colour_key],
+                                           edgecolor="white", hatch=EXPLORATION_HATCH if r.below_bar else None))
+                if any(x.startswith(FRAGILE_WORD) for x in caveats(r)):
+                    ax.plot(j, i, "o", color="k", ms=5)
+        ax.set_xlim(-0.5, len(claims) - 0.5)
+        ax.set_ylim(len(models) - 0.5, -0.5)
+        ax.set_xticks(range(len(claims)), [str(j + 1) for j in range(len(claims))])
+        ax.xaxis.tick_top()
+        ax.set_xlabel("claim (numbered as in the caption)")
+        ax.xaxis.set_label_position("top")
+        ax.set_yticks(range(len(models)), models)
+        handles = [Patch(facecolor=VERDICT_COLOURS[v], label=textwrap.fill(MATRIX_LEGEND.get(v, v), 30)) for v in used]
+        if hatched:
+            handles.append(Patch(facecolor="white", edgecolor="#616161", hatch=EXPLORATION_HATCH,
+                                 label="exploration: model below\nthe quality bar"))
+        if fragile:
+            from matplotlib.lines import Line2D
+
+            handles.append(Line2D([], [], marker="o", color="k", ls="", label="fragile"))
+        fig.legend(handles=handles, loc="outside lower center", ncol=1, frameon=False)
     return fig
 
 

@@ -123,7 +123,7 @@ def test_underpowered_design_reported_with_the_units_it_needs(tmp_path):
     claims.write_metrics(root / "coarse_to_fine", "coarse_to_fine", {"coarse_to_fine": rec}, {})
     r = _row(sc.collect(root), "coarse_to_fine")
     assert r.verdict == inf.UNDERPOWERED and r.rec["n_needed"] == 6
-    assert "underpowered (needs 6)" in sc.to_markdown(sc.collect(root))
+    assert "**underpowered** (needs 6)" in sc.to_markdown(sc.collect(root))
 
 
 def test_model_matrix_and_figures(tmp_path):
@@ -190,8 +190,9 @@ def test_the_verdict_table_can_hold_only_the_primary_records(tmp_path):
     rows = sc.collect(fabricate(tmp_path))
     primary = sc.to_markdown(rows, primary=True)
     others = sc.to_markdown(rows, primary=False)
-    assert "ladder-1-s0" not in primary and primary.count("**") == 2 * len(claims.PRIMARY)
-    assert "coarse_to_fine@ladder-1-s0" in others and "**" not in others
+    # bold: the primary claims' titles and every verdict's words
+    assert "ladder-1-s0" not in primary and primary.count("**") == 2 * 2 * len(claims.PRIMARY)
+    assert "coarse_to_fine@ladder-1-s0" in others and others.count("**") == 2 * (len(others.splitlines()) - 2)
     assert len(sc.to_markdown(rows).splitlines()) == len(primary.splitlines()) + len(others.splitlines()) - 2
 
 
@@ -213,7 +214,7 @@ def test_a_control_showing_the_effect_is_not_attributable_to_learning_everywhere
     assert counts[claims.NOT_LEARNED] == 1 and counts[inf.REPRODUCED] == before[inf.REPRODUCED] - 1
     assert sc.VERDICT_COLOURS[claims.NOT_LEARNED] != sc.VERDICT_COLOURS[inf.REPRODUCED]
     md = sc.to_markdown(rows)
-    assert "not attributable to learning (shown by the random-weights control)" in md
+    assert "**not attributable to learning** (shown by the random-weights control)" in md
     sc.summary_figure(rows)
     # an extension keeps its words, with the control's caveat
     gt = claims.get("ground_truth_pca")
@@ -226,3 +227,53 @@ def test_a_record_run_as_an_exploration_says_so_in_the_verdict_table():
     rec = {"exploration": True, "model": "shapes-text", "model_quality": "misses the bar: clean samples 30.5 % < 90 %"}
     assert sc.exploration_note(rec) == " (exploration: shapes-text misses the bar: clean samples 30.5 % < 90 %)"
     assert sc.exploration_note({"model": "disks", "model_quality": "meets the bar"}) == ""
+
+
+def test_one_colour_per_word_and_extensions_never_take_the_not_reproduced_colour(tmp_path):
+    colours = list(sc.VERDICT_COLOURS.values())
+    assert len(set(colours)) == len(colours)
+    rows = sc.collect(fabricate(tmp_path))
+    gt = _row(rows, "ground_truth_pca@disks")
+    assert gt.verdict == inf.NOT_REPRODUCED and gt.colour_key == sc.BELOW and gt.words == "below local PCA"
+    assert _row(rows, "coarse_to_fine@ladder-2-s0").colour_key == inf.NOT_REPRODUCED
+    # the figures' legend uses the tables' words
+    for verdict in (inf.REPRODUCED, claims.NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED):
+        assert sc.MATRIX_LEGEND[verdict] == verdict
+
+
+def test_fragile_and_exploration_are_named_in_the_figure_labels_and_below_bar_is_hatched(tmp_path, monkeypatch):
+    rows = sc.collect(fabricate(tmp_path))
+    r = _row(rows, "coarse_to_fine")
+    r.rec["sensitivity"] = [{"setting": "k=2", "estimate": 0.0, "p_value": 0.5, "min_p": 1e-4, "n_units": 20,
+                             "verdict": inf.INCONCLUSIVE}]
+    r.rec.update(exploration=True, model_quality="misses the bar: clean samples 50.0 % < 90 %")
+    assert sc.figure_words(r) == f"{r.words}, fragile, exploration" and r.below_bar
+    # without a word in the record, the model's quality.json decides
+    plain = _row(rows, "timestep_discrepancy")
+    monkeypatch.setattr(sc, "_misses_bar", lambda model: True)
+    assert plain.below_bar
+    plain.rec["model_quality"] = "meets the bar"
+    assert not plain.below_bar
+
+
+def test_scorecard_figures_are_legible_on_a_phone(tmp_path, monkeypatch):
+    from pullback_utils.chapters.plotting import check_figure, save_figure
+
+    monkeypatch.setattr(sc, "_misses_bar", lambda model: False)
+    rows = sc.collect(fabricate(tmp_path / "res"))
+    for name, fig in (("summary", sc.summary_figure(rows)), ("matrix", sc.model_matrix_figure(rows))):
+        save_figure(fig, tmp_path / "figs", name, f"caption of {name}")
+        png = tmp_path / "figs" / f"{name}.png"
+        assert check_figure(png) == []  # the page's column at 1280 px
+        # on a 390 px phone the figure is scaled to the content column: its text must still be >= 9 pt
+        assert [p for p in check_figure(png, max_width_px=sc.PHONE_CONTENT_PX) if "smallest text" in p] == []
+    assert sc.model_matrix_key(rows).startswith("1: Coarse to fine")
+
+
+def test_tables_put_the_details_in_a_dropdown(tmp_path):
+    rows = sc.collect(fabricate(tmp_path))
+    md = sc.tables(rows, primary=True)
+    verdicts, details = md.split("````{admonition}")
+    assert verdicts.splitlines()[0] == "| claim | verdict | estimate [95% interval] |"
+    assert ":class: dropdown" in details and "| claim | model | n | test | p | Holm p | baselines | controls |" in details
+    assert len(sc.details_markdown(rows, primary=True).splitlines()) == len(sc.to_markdown(rows, primary=True).splitlines())
