@@ -58,7 +58,7 @@ def basis_spectrum_frames(vectors: Any, freqs: Any, psd: Any, times: Sequence[fl
     hi = max(float(mean.max()), flat) * 2
     k = min(v.shape[1], 6)
     scale = np.abs(v[:, :k].reshape(len(times), k, -1)).max(axis=2).clip(min=1e-12)
-    colours = plt.cm.viridis(np.linspace(0, 1, len(times)))
+    colours = plt.cm.viridis(np.linspace(0, 0.85, len(times)))  # no pale yellow on white
     for i, t in enumerate(times):
         with book_style(height):
             fig = plt.figure(figsize=(FIGURE_WIDTH_IN, height))
