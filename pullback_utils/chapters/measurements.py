@@ -412,16 +412,16 @@ def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: tor
     frame has ``alpha = 0``).
 
     Args:
-        x_t: (1, *sample_shape) the state at ``t``; direction: (*sample_shape) the direction ``v``
+        x_t: ``(1, *sample_shape)`` the state at ``t``; direction: ``(*sample_shape)`` the direction ``v``
             (normalised here), e.g. ``v_1`` of the state's basis.
         frames: guidance steps shown per sign, including j = 0 (>= 2); the series has ``2 frames - 1``
             entries when the steps are distinct.
 
     Returns:
         dict with ``labels`` (one per entry, e.g. ``"-v1, j = 8 of 8"``), ``signs`` and ``steps`` (per
-        entry), ``guided`` and ``naive`` (E, *image_shape) images in model range, ``size`` (E,) the RMS
+        entry), ``guided`` and ``naive`` ``(E, *image_shape)`` images in model range, ``size`` (E,) the RMS
         change of each guided edit, ``naive_size`` (E,), ``alpha`` (E,), ``matched`` (E,) bool, and
-        ``original`` (1, *image_shape) the unedited result.
+        ``original`` ``(1, *image_shape)`` the unedited result.
     """
     from pullback_utils import editing as ed
     from pullback_utils._validate import check_int
