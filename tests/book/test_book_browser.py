@@ -431,6 +431,38 @@ def test_moving_a_slider_changes_the_shown_frame(built_book, server, browser):
     assert not problems, json.dumps(problems, indent=2)
 
 
+def test_the_notebook_version_of_an_interactive_figure_works_on_its_own(browser, tmp_path, monkeypatch):
+    """Outside the book (Jupyter, Colab) the figure is self-contained HTML with an inline handler."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pullback_utils.chapters.frames import save_frames
+    from pullback_utils.chapters.parameters import BOOK_ENV
+
+    monkeypatch.delenv(BOOK_ENV, raising=False)
+    fr = save_frames((plt.figure(figsize=(3, 1), facecolor=c) for c in ("red", "green", "blue")), tmp_path, "nb",
+                     labels=["a", "b", "c"], caption="Three colours.")
+    (tmp_path / "page.html").write_text("<!doctype html><html><body>" + fr._repr_mimebundle_()["text/html"] + "</body></html>")
+    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        browser.call("Page.enable", session)
+        browser.call("Page.navigate", session, url=(tmp_path / "page.html").as_uri())
+        browser.wait_for("Page.loadEventFired", session)
+        moved = browser.call("Runtime.evaluate", session, returnByValue=True, expression="""(() => {
+            const i = document.querySelector('input'), im = document.querySelectorAll('img'), before = im[0].src;
+            i.value = '2'; i.dispatchEvent(new Event('input'));
+            return {changed: im[0].src !== before, third: im[0].src === im[3].src, output: document.querySelector('output').value,
+                    alt: im[0].alt, visible: im[0].offsetWidth > 0};
+        })()""")["result"]["value"]
+    finally:
+        browser.call("Target.closeTarget", targetId=target)
+        browser.events = [e for e in browser.events if e.get("sessionId") != session]
+    assert moved == {"changed": True, "third": True, "output": "c", "alt": "c: Three colours.", "visible": True}
+
+
 def test_built_pages_pass_the_book_checks(built_book):
     """Citations of the paper, outputs and figures of the built pages (pullback_utils.book.checks)."""
     layout, _ = built_book
