@@ -66,6 +66,7 @@ class CDP:
         if session:
             msg["sessionId"] = session
         self.ws.send(json.dumps(msg))
+        self.ws.settimeout(60)  # wait_for and drain leave a short timeout behind: a slow reply is not an error
         while True:
             reply = json.loads(self.ws.recv())
             if reply.get("id") == self.next_id:
