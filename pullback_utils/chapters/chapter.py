@@ -56,6 +56,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "model": lambda v, n: _model(v, n),
     "n_samples": lambda v, n: V.check_int(v, n, 2),
     "n_states": lambda v, n: V.check_int(v, n, 2),
+    "selector_samples": lambda v, n: V.check_int(v, n, 2),  # frames of a sample selector (chapters.frames)
     "times": _times,
     "control_times": lambda v, n: _times(v, n, min_len=1),
     "k": lambda v, n: V.check_int(v, n, 1),

@@ -26,7 +26,8 @@ from pullback_utils.zoo.registry import model_dataset
 
 __all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
            "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
-           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive", "variant_sweep"]
+           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive", "variant_sweep",
+           "edit_strength_series"]
 
 
 @dataclass
@@ -394,3 +395,67 @@ def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k:
     return {"states": states, "sweep": sweep, "edits": edits, "measure": measure,
             "guided": score(edits.guided, edits.x0_guided).numpy(), "naive": score(edits.naive, edits.x0_naive).numpy(),
             "original": score(edits.originals, x0_orig).numpy()}
+
+
+@torch.no_grad()
+def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: torch.Tensor, *, config: Any,
+                         frames: int = 4, seed: int = 0, rtol: float = 0.05) -> dict[str, Any]:
+    """One state edited from ``-v`` to ``+v`` at growing strength, each edit beside the naive step of the
+    same size of change (the editing chapter's interactive figure).
+
+    Guidance along ``-v`` and ``+v`` (x-space guidance, ``config``'s ``gamma``, ``n_steps`` = N and
+    ``step_size``); the iterates ``j`` of ``frames`` evenly spaced steps ``0 .. N`` of each sign are
+    finished to t = 0 (``config``'s ``sampling_steps``, ``eta_below``), ordered ``-v`` at j = N, ...,
+    the unedited result (j = 0), ..., ``+v`` at j = N. For each, the naive step ``x_t + alpha (+-v)``
+    whose finished image changes by the same RMS amount
+    (:func:`pullback_utils.editing.metrics.match_naive_batch`, relative tolerance ``rtol``; the unedited
+    frame has ``alpha = 0``).
+
+    Args:
+        x_t: ``(1, *sample_shape)`` the state at ``t``; direction: ``(*sample_shape)`` the direction ``v``
+            (normalised here), e.g. ``v_1`` of the state's basis.
+        frames: guidance steps shown per sign, including j = 0 (>= 2); the series has ``2 frames - 1``
+            entries when the steps are distinct.
+
+    Returns:
+        dict with ``labels`` (one per entry, e.g. ``"-v1, j = 8 of 8"``), ``signs`` and ``steps`` (per
+        entry), ``guided`` and ``naive`` ``(E, *image_shape)`` images in model range, ``size`` (E,) the RMS
+        change of each guided edit, ``naive_size`` (E,), ``alpha`` (E,), ``matched`` (E,) bool, and
+        ``original`` ``(1, *image_shape)`` the unedited result.
+    """
+    from pullback_utils import editing as ed
+    from pullback_utils._validate import check_int
+    from pullback_utils.editing.checks import check_edit_time, direction_batch, state_batch
+    from pullback_utils.editing.metrics import change_size, match_naive_batch
+
+    frames = check_int(frames, "frames", 2)
+    level = check_edit_time(model, t, "t")
+    x = state_batch(model, x_t, "x_t")
+    if x.shape[0] != 1:
+        raise ValueError(f"x_t must hold one state (1, *sample_shape), got batch {x.shape[0]}")
+    d = direction_batch(model, direction, "direction")
+    if d.shape[0] != 1 or not float(d.norm()) > 0:
+        raise ValueError(f"direction must be one non-zero direction (*sample_shape), got shape {tuple(direction.shape)}")
+    d = d / d.norm()
+    n_steps = int(config.n_steps)
+    steps = sorted({int(round(i * n_steps / (frames - 1))) for i in range(frames)} - {0})
+    fkw = dict(sampling_steps=config.sampling_steps, eta_below=config.eta_below, seed=seed)
+    x0_ref = ed.finish(model, x, level, **fkw)
+    original = model.to_image(x0_ref)
+    guided = {0: original}
+    for sign in (-1, 1):
+        it = ed.xspace_guidance(model, x, level, sign * d, gamma=config.gamma, n_steps=n_steps,
+                                step_size=config.step_size)
+        if steps:
+            imgs = model.to_image(ed.finish(model, it[steps, 0], level, **fkw))
+            guided.update({sign * j: imgs[i : i + 1] for i, j in enumerate(steps)})
+    order = [-j for j in reversed(steps)] + [0] + steps
+    g = torch.cat([guided[j] for j in order])
+    size = change_size(g, original.expand_as(g))
+    signs = [(j > 0) - (j < 0) for j in order]
+    dirs = torch.cat([(s or 1) * d for s in signs])
+    nv = match_naive_batch(model, x, level, dirs, size, original, rtol=rtol, **fkw)
+    labels = [f"{'+' if j > 0 else '-'}v1, j = {abs(j)} of {n_steps}" if j else "unedited (j = 0)" for j in order]
+    return {"labels": labels, "signs": signs, "steps": [abs(j) for j in order], "guided": g, "naive": nv["image"],
+            "size": size, "naive_size": nv["size"], "alpha": nv["alpha"], "matched": nv["matched"],
+            "original": original}

@@ -66,6 +66,7 @@ class CDP:
         if session:
             msg["sessionId"] = session
         self.ws.send(json.dumps(msg))
+        self.ws.settimeout(60)  # wait_for and drain leave a short timeout behind: a slow reply is not an error
         while True:
             reply = json.loads(self.ws.recv())
             if reply.get("id") == self.next_id:
@@ -293,6 +294,174 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
         if STRICT:
             pytest.fail(report)
         pytest.xfail("chapter figures scaled down (PULLBACK_BOOK_STRICT=1 enforces):\n" + report)
+
+
+FRAMES_JS = r"""
+(async () => {
+  const loaded = img => new Promise(r => {
+    if (img.complete && img.naturalWidth) return r();
+    img.addEventListener('load', r, {once: true}); img.addEventListener('error', r, {once: true});
+    setTimeout(r, 10000);
+  });
+  const out = [];
+  for (const fig of document.querySelectorAll('figure.pb-frames')) {
+    const img = fig.querySelector('img');
+    const controls = fig.querySelector('.pb-frames-controls');
+    const input = controls && controls.querySelector('input, select');
+    const rec = {id: fig.id, wired: !!input && !controls.hidden && controls.offsetParent !== null,
+                 controlsAfterImage: !!controls && img.nextElementSibling === controls,
+                 kind: input ? input.type : null, hiddenFrames: [], steps: []};
+    if (!input) { out.push(rec); continue; }
+    rec.labels = JSON.parse(input.dataset.labels);
+    rec.hiddenFrames = Array.from(fig.querySelectorAll('img.pb-frame')).map(i => getComputedStyle(i).display);
+    rec.frameSrcs = [img.src].concat(Array.from(fig.querySelectorAll('img.pb-frame')).map(i => i.src));
+    for (const k of [rec.labels.length - 1, 0]) {
+      input.value = String(k);
+      input.dispatchEvent(new Event(input.tagName === 'SELECT' ? 'change' : 'input', {bubbles: true}));
+      await loaded(img);
+      rec.steps.push({k, src: img.src, ok: img.complete && img.naturalWidth > 0, width: img.naturalWidth,
+                      shown: img.clientWidth, output: fig.querySelector('output').textContent, alt: img.alt});
+    }
+    out.push(rec);
+  }
+  return out;
+})()
+"""
+
+FOCUS_JS = r"""
+(() => {
+  const input = document.querySelector('figure.pb-frames input[type=range]');
+  if (!input) return null;
+  input.value = '0'; input.dispatchEvent(new Event('input', {bubbles: true})); input.focus();
+  return document.activeElement === input;
+})()
+"""
+
+KEYED_JS = r"""
+(async () => {
+  const fig = document.querySelector('figure.pb-frames input[type=range]').closest('figure');
+  const img = fig.querySelector('img');
+  await img.decode().catch(() => null);
+  return {value: fig.querySelector('input').value, src: img.src, ok: img.complete && img.naturalWidth > 0,
+          output: fig.querySelector('output').textContent,
+          second: fig.querySelectorAll('img.pb-frame')[0].src};
+})()
+"""
+
+
+def _frames_report(cdp: CDP, url: str, scripts: bool = True) -> dict:
+    """The interactive figures of a page: each control moved to its last frame and back (and, on the first
+    slider, one ArrowRight key press); with ``scripts=False``, what a reader without JavaScript sees."""
+    target = cdp.call("Target.createTarget", url="about:blank")["targetId"]
+    session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        cdp.call("Page.enable", session)
+        cdp.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        if not scripts:
+            cdp.call("Emulation.setScriptExecutionDisabled", session, value=True)
+        cdp.call("Page.navigate", session, url=url)
+        cdp.wait_for("Page.loadEventFired", session)
+        if not scripts:  # evaluated by the protocol, not the page: allowed with the page's scripts off
+            expr = ("Array.from(document.querySelectorAll('figure.pb-frames')).map(f => ({"
+                    "first: getComputedStyle(f.querySelector('img')).display, "
+                    "controls: getComputedStyle(f.querySelector('.pb-frames-controls')).display, "
+                    "others: Array.from(f.querySelectorAll('img.pb-frame')).map(i => getComputedStyle(i).display)}))")
+            return {"nojs": cdp.call("Runtime.evaluate", session, expression=expr, returnByValue=True)["result"]["value"]}
+        figures = cdp.call("Runtime.evaluate", session, expression=FRAMES_JS, awaitPromise=True,
+                           returnByValue=True)["result"]["value"]
+        keyed = None
+        if cdp.call("Runtime.evaluate", session, expression=FOCUS_JS, returnByValue=True)["result"].get("value"):
+            for kind in ("keyDown", "keyUp"):
+                cdp.call("Input.dispatchKeyEvent", session, type=kind, key="ArrowRight", code="ArrowRight",
+                         windowsVirtualKeyCode=39, nativeVirtualKeyCode=39)
+            keyed = cdp.call("Runtime.evaluate", session, expression=KEYED_JS, awaitPromise=True,
+                             returnByValue=True)["result"]["value"]
+        return {"figures": figures, "keyed": keyed}
+    finally:
+        cdp.call("Target.closeTarget", targetId=target)
+        cdp.events = [e for e in cdp.events if e.get("sessionId") != session]
+
+
+#: The chapters with an interactive figure (pullback_utils.chapters.frames) and the figures' names.
+INTERACTIVE = {"coarse_to_fine": ["fig-c2f-over-t"], "editing": ["fig-edit-strength"],
+               "local_basis_tutorial": ["fig-tutorial-samples"]}
+
+
+def test_moving_a_slider_changes_the_shown_frame(built_book, server, browser):
+    """The interactive figures in a real browser: the control is wired and shown under the image, moving it
+    (script events and a key press) swaps the image for the chosen frame, which loads; without
+    JavaScript the first frame shows and the control and the other frames stay hidden."""
+    layout, results = built_book
+    pages = {n: f"generated/{n}/{n}.html" for n in INTERACTIVE if results.get(n) and results[n].status != "failed"}
+    if not pages:
+        pytest.skip("no chapter with an interactive figure was executed")
+    problems: dict[str, list[str]] = {}
+    for name, page in pages.items():
+        report = _frames_report(browser, f"{server}/{page}")
+        figures = {f["id"]: f for f in report["figures"]}
+        issues = [f"no interactive figure {fid}" for fid in INTERACTIVE[name] if fid not in figures]
+        for fid, f in figures.items():
+            if not f["wired"] or not f["controlsAfterImage"]:
+                issues.append(f"{fid}: the control is not shown under the image")
+                continue
+            n = len(f["labels"])
+            if len(f["frameSrcs"]) != n or len(set(f["frameSrcs"])) != n:
+                issues.append(f"{fid}: {len(f['frameSrcs'])} distinct frames for {n} labels")
+            if any(d != "none" for d in f["hiddenFrames"]):
+                issues.append(f"{fid}: frames other than the shown one are visible: {f['hiddenFrames']}")
+            last, first = f["steps"]
+            if last["src"] != f["frameSrcs"][-1] or first["src"] != f["frameSrcs"][0] or last["src"] == first["src"]:
+                issues.append(f"{fid}: moving the control did not change the image's src: {last['src']} / {first['src']}")
+            for step in (last, first):
+                if not step["ok"]:
+                    issues.append(f"{fid}: frame {step['k']} did not load ({step['src']})")
+                if step["output"] != f["labels"][step["k"]] or f["labels"][step["k"]] not in step["alt"]:
+                    issues.append(f"{fid}: frame {step['k']} shows label {step['output']!r}, alt {step['alt'][:40]!r}")
+                if step["width"] > CONTENT_WIDTH_PX or not step["shown"]:  # as the page test: fits the column
+                    issues.append(f"{fid}: frame {step['k']} is {step['width']} px, shown at {step['shown']} px")
+        keyed = report["keyed"]
+        if keyed is not None and (keyed["value"] != "1" or keyed["src"] != keyed["second"] or not keyed["ok"]
+                                  or keyed["output"] == ""):
+            issues.append(f"the arrow key did not move the slider to the second frame: {keyed}")
+        nojs = _frames_report(browser, f"{server}/{page}", scripts=False)["nojs"]
+        for f in nojs:
+            if f["first"] == "none" or f["controls"] != "none" or any(d != "none" for d in f["others"]):
+                issues.append(f"without JavaScript: {f}")
+        if issues:
+            problems[name] = issues
+    assert not problems, json.dumps(problems, indent=2)
+
+
+def test_the_notebook_version_of_an_interactive_figure_works_on_its_own(browser, tmp_path, monkeypatch):
+    """Outside the book (Jupyter, Colab) the figure is self-contained HTML with an inline handler."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pullback_utils.chapters.frames import save_frames
+    from pullback_utils.chapters.parameters import BOOK_ENV
+
+    monkeypatch.delenv(BOOK_ENV, raising=False)
+    fr = save_frames((plt.figure(figsize=(3, 1), facecolor=c) for c in ("red", "green", "blue")), tmp_path, "nb",
+                     labels=["a", "b", "c"], caption="Three colours.")
+    (tmp_path / "page.html").write_text("<!doctype html><html><body>" + fr._repr_mimebundle_()["text/html"] + "</body></html>")
+    target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+    session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+    try:
+        browser.call("Page.enable", session)
+        browser.call("Page.navigate", session, url=(tmp_path / "page.html").as_uri())
+        browser.wait_for("Page.loadEventFired", session)
+        moved = browser.call("Runtime.evaluate", session, returnByValue=True, expression="""(() => {
+            const i = document.querySelector('input'), im = document.querySelectorAll('img'), before = im[0].src;
+            i.value = '2'; i.dispatchEvent(new Event('input'));
+            return {changed: im[0].src !== before, third: im[0].src === im[3].src, output: document.querySelector('output').value,
+                    alt: im[0].alt, visible: im[0].offsetWidth > 0};
+        })()""")["result"]["value"]
+    finally:
+        browser.call("Target.closeTarget", targetId=target)
+        browser.events = [e for e in browser.events if e.get("sessionId") != session]
+    assert moved == {"changed": True, "third": True, "output": "c", "alt": "c: Three colours.", "visible": True}
 
 
 def test_built_pages_pass_the_book_checks(built_book):
