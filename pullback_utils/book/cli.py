@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
+    p_build.add_argument("--allow-warnings", action="store_true",
+                         help="do not treat Sphinx warnings as errors (the default fails the build on any warning)")
 
     sub.add_parser("check", help="check the built book (_build/html): citations, warnings, figures, captions")
 
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         layout = Layout(_book_root(args.root))
         if args.command == "build":
-            return build(layout, args.jb_args)
+            return build(layout, args.jb_args, strict=not args.allow_warnings)
         if args.command == "check":
             from pullback_utils.book.checks import check_site  # reads figures with PIL: only when asked
 

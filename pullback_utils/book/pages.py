@@ -23,7 +23,7 @@ from pullback_utils.book.layout import Layout, chapter_of, chapter_order, toc_fi
 from pullback_utils.book.project import BRANCH, PIP_SPEC, REPOSITORY_URL
 from pullback_utils.book.stamps import package_fingerprint, read_failure, read_stamp
 
-__all__ = ["write_statistics", "write_api_page", "write_snippets", "write_config", "write_toc", "build"]
+__all__ = ["STRICT_ARGS", "write_statistics", "write_api_page", "write_snippets", "write_config", "write_toc", "build"]
 
 HIDDEN_PARAMETERS = ("output_dir", "results_dir")  # set by the runner, the same for every chapter
 
@@ -209,8 +209,14 @@ def write_toc(layout: Layout) -> Path:
     return path
 
 
-def build(layout: Layout, extra_args: Iterable[str] = ()) -> int:
-    """Build the HTML book with execution off; returns jupyter-book's exit status."""
+#: Sphinx runs with warnings as errors (all of them reported, then the build fails): a docstring that
+#: renders wrongly, a broken citation or reference fails the build instead of showing on a page.
+STRICT_ARGS = ("-W", "--keep-going")
+
+
+def build(layout: Layout, extra_args: Iterable[str] = (), strict: bool = True) -> int:
+    """Build the HTML book with execution off; returns jupyter-book's exit status. ``strict``: warnings
+    are errors (:data:`STRICT_ARGS`)."""
     layout.generated.mkdir(parents=True, exist_ok=True)
     write_statistics(layout)
     write_api_page(layout)
@@ -219,7 +225,7 @@ def build(layout: Layout, extra_args: Iterable[str] = ()) -> int:
     toc = write_toc(layout)
     cmd = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.argv[0] = 'jupyter-book'; main()",
            "build", str(layout.book_dir), "--config", str(config), "--toc", str(toc),
-           "--path-output", str(layout.root), *extra_args]
+           "--path-output", str(layout.root), *(STRICT_ARGS if strict else ()), *extra_args]
     started = time.perf_counter()
     status = subprocess.call(cmd, cwd=layout.root)
     print(f"book build: exit {status} in {time.perf_counter() - started:.1f} s; HTML in {layout.html}")

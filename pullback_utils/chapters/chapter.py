@@ -32,6 +32,17 @@ from pullback_utils.sweeps.bases import resolve_cache_dir
 
 __all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
 
+#: Warnings that say nothing about a chapter's results and are not shown on its page: torch loads its
+#: forward-AD decompositions with ``torch.jit.script`` on the first forward-mode product (torch 2.13
+#: deprecates that call inside torch itself), and matplotlib notes that ``fig.tight_layout()`` replaced
+#: a figure's layout engine (which is what the call is for).
+HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`torch\.jit\.script` is deprecated", DeprecationWarning),
+    (r"The figure layout has changed to tight", UserWarning),
+)
+#: The first words of the note that lists a run's warnings on its page (``Chapter.finish``)
+WARNINGS_NOTE = "Warnings during this run"
+
 
 class ParameterValueError(ValueError):
     """A chapter parameter with a value the chapter cannot use."""
@@ -261,7 +272,7 @@ class Chapter:
                 from IPython.display import Markdown, display
             except ImportError:  # pragma: no cover - outside IPython the list is in metrics.json
                 return path
-            display(Markdown("```{note}\nWarnings during this run (also in `metrics.json`):\n\n"
+            display(Markdown(f"```{{note}}\n{WARNINGS_NOTE} (also in `metrics.json`):\n\n"
                              + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
         return path
 
@@ -360,5 +371,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
     # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
     # end of the page and in metrics.json, instead of as stderr scattered over the cells
     warnings.simplefilter("default")
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     warnings.showwarning = ch._collect
     return ch

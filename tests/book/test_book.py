@@ -212,7 +212,7 @@ def test_failed_cell_is_named_and_the_previous_output_kept(layout):
     assert metrics["python"] == sys.executable  # the kernel runs this interpreter
     executed = nbformat.read(layout.out_dir("alpha") / "alpha.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "hide-input" in injected[0].metadata.tags
+    assert injected and "remove-cell" in injected[0].metadata.tags
 
     make_notebook(layout.notebook("alpha"), ["x = 1", "y = k + 1\nraise ValueError(f'boom {y}')", "print('never')"])
     logged: list[str] = []
