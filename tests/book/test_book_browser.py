@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import pytest
 from book_workspace import REPO, quick_layout, quick_run
 
-from pullback_utils.book import REPOSITORY_URL, build
+from pullback_utils.book import build, repository
 from pullback_utils.book.checks import check_site
 from pullback_utils.book.layout import chapter_of as _chapter_of
 from pullback_utils.book.layout import toc_files
@@ -317,7 +317,8 @@ def test_chapter_launch_buttons_open_the_source_notebook(built_book):
         pytest.skip("no chapter was executed")
     name = executed[0]
     html = (layout.html / "generated" / name / f"{name}.html").read_text()
-    repo = REPOSITORY_URL.removeprefix("https://github.com/")
-    assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb" in html
-    assert f"mybinder.org/v2/gh/{repo}/main?urlpath=tree/notebooks/{name}.ipynb" in html
+    repo = repository(layout.config)  # the one setting (_config.yml): every launch and issue link from it
+    assert f"colab.research.google.com/github/{repo.github}/blob/{repo.branch}/notebooks/{name}.ipynb" in html
+    assert f"mybinder.org/v2/gh/{repo.github}/{repo.branch}?urlpath=tree/notebooks/{name}.ipynb" in html
+    assert f"{repo.url}/issues" in html
     assert "book/generated/" not in html  # no button points at the executed copy (not in the repository)
