@@ -7,7 +7,7 @@
   text no smaller than the book's minimum once on the page (:func:`figure_problems`, which reads the
   ``figures.json`` that :func:`pullback_utils.chapters.plotting.save_figure` writes next to a chapter's figures);
 - no page at all (chapters, the API reference, the appendix) shows noise (:func:`noise_problems`): a raw
-  repr (``PosixPath(...)``, ``<Figure size ...>``, ``<matplotlib... object>``, ``<... object at 0x...>``),
+  repr (of a path, a matplotlib figure or artist, any object shown by its address: :data:`RAW_REPR`),
   a path of the machine that built it, a note listing the warnings of a chapter's run, widget state or
   views (tqdm bars as widgets), or papermill's injected-parameters cell.
 
@@ -254,11 +254,11 @@ def noise_problems(page: Page, html: str, machine_paths: tuple[str, ...] = ()) -
     for folder in machine_paths:
         if folder and folder in text and folder not in seen:
             problems.append(f"machine path: {folder!r} (the folder the book was built in)")
-    if WARNINGS_NOTE in text:
+    if WARNINGS_NOTE in text:  # one problem per warning the note lists (or the note itself)
         note = text[text.index(WARNINGS_NOTE):]
-        first = next((m for m in re.finditer(r"\b\w*Warning: [^\n]{0,60}", note)), None)
-        problems.append(f"warnings note: {first.group(0) if first else note[:80]!r} (Chapter.finish lists the "
-                        "warnings raised during the run)")
+        listed = list(dict.fromkeys(" ".join(m.group(0).split()) for m in re.finditer(r"\b\w*Warning: .{0,60}", note)))
+        problems += [f"warnings note: {w!r} (Chapter.finish lists the warnings raised during the run)"
+                     for w in listed or [note[:80]]]
     problems += [f"{what} in the page" for marker, what in RAW_HTML_NOISE.items() if marker in html]
     return problems
 

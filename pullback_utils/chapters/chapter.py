@@ -259,22 +259,23 @@ class Chapter:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def finish(self, **sections: Any) -> Path:
+    def finish(self, **sections: Any) -> None:
         """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
-        run, run time, sections) atomically, and show the warnings, if any, as a note on the page."""
+        run, run time, sections) atomically to ``output_dir / "metrics.json"``, and show the warnings, if
+        any, as a note on the page. Returns nothing, so that a cell ending in ``ch.finish(...)`` shows no
+        value on the page."""
         from pullback_utils.claims import write_metrics
 
-        path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
-                             warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
-                             cpu_seconds=time.process_time() - self.cpu_started, **sections)
+        write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
+                      warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
+                      cpu_seconds=time.process_time() - self.cpu_started, **sections)
         if self.warnings:
             try:
                 from IPython.display import Markdown, display
             except ImportError:  # pragma: no cover - outside IPython the list is in metrics.json
-                return path
+                return
             display(Markdown(f"```{{note}}\n{WARNINGS_NOTE} (also in `metrics.json`):\n\n"
                              + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
-        return path
 
 
 def _decided_models(name: str, params: dict[str, Any]) -> list[str]:

@@ -104,7 +104,7 @@ def built_book(tmp_path_factory):
     results = quick_run(tmp_path_factory)
     layout = quick_layout(tmp_path_factory)
     started = time.perf_counter()
-    assert build(layout, ["-q"]) == 0
+    assert build(layout, ["-q"]) == 0  # Sphinx with -W, nitpicky: a single warning fails the build
     print(f"quick book build: {time.perf_counter() - started:.1f} s")
     return layout, results
 
@@ -299,6 +299,10 @@ def test_built_pages_pass_the_book_checks(built_book):
     """Citations of the paper, outputs and figures of the built pages (pullback_utils.book.checks)."""
     layout, _ = built_book
     problems = check_site(layout.html, layout.generated)
+    # the quick parameters stop the solvers after a few iterations on purpose: the chapters' notes listing
+    # those (the book's own RuntimeWarnings) are expected here; any other warning is not
+    problems = {page: kept for page, issues in problems.items()
+                if (kept := [i for i in issues if not i.startswith("warnings note: 'RuntimeWarning: jacobian_svd")])}
     always = {page: issues for page, issues in problems.items() if not _chapter_of(page.removesuffix(".html"))}
     assert not always, json.dumps(always, indent=2)
     if problems:
