@@ -4,6 +4,9 @@
   ``notebooks/<name>.ipynb`` (the executed copy is not in the repository).
 - MathJax is served from the book itself (the ``django-static-mathjax`` package), so formulas render
   offline.
+- sphinx-thebe's Binder settings (written into every page) name the book's repository and branch, from
+  the same ``repository`` setting of ``_config.yml`` as the launch buttons (its default is an example
+  repository of the Binder project).
 - Repeated ``<script>`` entries are dropped (Jupyter Book 1 adds sphinx-thebe's configuration twice).
 - Nitpicky mode (``_config.yml``: every cross-reference must resolve; the build runs with warnings as
   errors) holds for the book's pages; the generated API page (``generated/api``, autodoc of the
@@ -45,6 +48,18 @@ def _rewrite_launch_urls(app, pagename, templatename, context, doctree) -> None:
 
     if "header_buttons" in context:
         context["header_buttons"] = fix(context["header_buttons"])
+
+
+def _thebe_from_repository(app, config) -> None:
+    """``thebe_config``'s repository and branch from the theme's (Jupyter Book sets those from
+    ``repository.url`` / ``repository.branch`` of ``_config.yml``), unless set explicitly."""
+    options = config.html_theme_options or {}
+    if "thebe_config" not in config or not options.get("repository_url"):
+        return
+    thebe = dict(config.thebe_config or {})
+    thebe.setdefault("repository_url", options["repository_url"])
+    thebe.setdefault("repository_branch", options.get("repository_branch") or "main")
+    config.thebe_config = thebe
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
@@ -111,6 +126,7 @@ def _report_exempt(app, exception) -> None:
 
 def setup(app):  # pragma: no cover - exercised by the book build
     app.connect("config-inited", _use_local_mathjax, priority=900)
+    app.connect("config-inited", _thebe_from_repository, priority=900)
     app.connect("html-page-context", _rewrite_launch_urls, priority=502)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("build-finished", _copy_mathjax)

@@ -240,6 +240,22 @@ class Chapter:
         self.figures[name] = saved.caption
         return saved
 
+    def glue(self, name: str, value: Any) -> None:
+        """Keep ``value`` under ``name`` for the page's text, so that prose (an exercise's answer inside
+        its dropdown) quotes this run's numbers instead of typed-in ones: ``{glue:text}`name:.3f``` for
+        a number, ``{glue:md}`name:myst``` for a :class:`~IPython.display.Markdown` value. In the book
+        (myst-nb installed) the value is stored in the cell's output without being shown; elsewhere
+        (Colab, a plain Jupyter) it is shown as ``name = value``, so a reader still sees it."""
+        try:
+            from myst_nb import glue
+        except ImportError:
+            from IPython.display import Markdown, display
+
+            shown = value.data if hasattr(value, "data") and isinstance(value.data, str) else value
+            display(Markdown(f"`{name}` = {shown}"))
+            return
+        glue(name, value, display=False)
+
     def claim(self, record_id: str, result: Any, **kwargs: Any) -> dict:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
         from pullback_utils.claims import record

@@ -710,3 +710,19 @@ def test_death_report_names_memory_and_the_settings_that_lower_it(monkeypatch, t
     assert msg.startswith("Kernel died: killed by signal 9 (SIGKILL) in cell 7/23 `basis = m.local_basis(x_t, t, k)`")
     assert "last progress: block Krylov" in msg and "23.0 GB of 24.0 GB" in msg
     assert "most likely killed for memory" in msg and "PULLBACK_CHUNK_SIZE=4" in msg and "PULLBACK_JVP_MODE=forward" in msg
+
+
+def test_thebe_binder_settings_follow_the_repository_setting():
+    from pullback_utils.book.sphinx_ext import _thebe_from_repository
+
+    class Config(SimpleNamespace):
+        def __contains__(self, name):
+            return hasattr(self, name)
+
+    config = Config(html_theme_options={"repository_url": "https://github.com/a/b", "repository_branch": "dev"},
+                    thebe_config={})
+    _thebe_from_repository(None, config)
+    assert config.thebe_config == {"repository_url": "https://github.com/a/b", "repository_branch": "dev"}
+    config.thebe_config = {"repository_url": "https://github.com/x/y"}  # set explicitly: kept
+    _thebe_from_repository(None, config)
+    assert config.thebe_config["repository_url"] == "https://github.com/x/y"

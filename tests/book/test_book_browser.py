@@ -325,4 +325,5 @@ def test_chapter_launch_buttons_open_the_source_notebook(built_book):
     assert f"colab.research.google.com/github/{repo.github}/blob/{repo.branch}/notebooks/{name}.ipynb" in html
     assert f"mybinder.org/v2/gh/{repo.github}/{repo.branch}?urlpath=tree/notebooks/{name}.ipynb" in html
     assert f"{repo.url}/issues" in html
+    assert f'repo: "{repo.github}"' in html and "binder-examples" not in html  # thebe's Binder settings too
     assert "book/generated/" not in html  # no button points at the executed copy (not in the repository)

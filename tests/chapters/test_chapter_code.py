@@ -166,3 +166,27 @@ y = pu.analysis.geometry.geodesic_distance(secret, secret)
     assert any("`pu.analysis.…`" in p for p in problems)
     assert any("setup cell is tagged ['remove-cell']" in p for p in problems)
     assert "bad.md code cell 2 uses `secret`, defined in removed code cell 1" in hidden_definitions(bad)
+
+
+def test_one_dropdown_style_and_answers_inside_it():
+    """Solutions are ``{admonition}`` blocks with ``:class: dropdown`` (no sphinx-design ``{dropdown}``), and
+    a code cell of the exercises shows nothing of its own: what it computes reaches the answer through
+    ``ch.glue`` (quoted inside the dropdown with ``{glue:text}``/``{glue:md}``)."""
+    pages = SOURCES + sorted((REPO / "book").glob("**/*.md"))
+    assert [p.name for p in pages if "{dropdown}" in p.read_text()] == []
+    for src in SOURCES:
+        cells = jupytext.read(src).cells
+        start = next((i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source), None)
+        if start is None:
+            continue
+        after = cells[start:]
+        assert any(c.cell_type == "markdown" and "{admonition} Solutions" in c.source and ":class: dropdown" in c.source
+                   for c in after), f"{src.name}: the solutions are not in a dropdown admonition"
+        for c in after:
+            if c.cell_type != "code" or set(c.metadata.get("tags", [])) & {"remove-cell", "remove-output"}:
+                continue
+            last = ast.parse(TransformerManager().transform_cell(c.source)).body[-1]
+            glued = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+                     and isinstance(last.value.func, ast.Attribute) and last.value.func.attr == "glue")
+            assert not isinstance(last, ast.Expr) or glued, \
+                f"{src.name}: an exercise cell ends in an expression shown outside the dropdown: {c.source[:60]!r}"
