@@ -42,6 +42,7 @@ def test_the_copy_keeps_only_the_shown_cells_in_order(tmp_path):
     assert len(sources) < sum(c.cell_type == "code" for c in every)  # something is removed (install, finish)
 
 
+@pytest.mark.slow  # about 80 s on the shared 2-core machine
 @pytest.mark.timeout(600)
 def test_a_chapters_shown_cells_run_in_a_fresh_kernel(tmp_path):
     import papermill
