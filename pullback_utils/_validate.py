@@ -72,7 +72,7 @@ def check_int_list(value: Any, name: str, minimum: int | None = None, min_len: i
 
 
 def check_batch(x: Any, shape: Sequence[int], name: str, what: str) -> None:
-    """Refuse ``x`` unless it is a (B, *shape) tensor; ``what`` describes it in the message ("x_0", ...)."""
+    """Refuse ``x`` unless it is a ``(B, *shape)`` tensor; ``what`` describes it in the message ("x_0", ...)."""
     import torch
 
     if not isinstance(x, torch.Tensor):

@@ -34,7 +34,7 @@ from pullback_utils.book.layout import Layout, chapter_of, chapter_order, find_r
 from pullback_utils.book.pages import build, write_api_page, write_snippets, write_statistics, write_toc
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_defaults, notebook_parameters
 from pullback_utils.book.progress import Estimate
-from pullback_utils.book.project import INSTALL_CELL, REPOSITORY_URL
+from pullback_utils.book.project import Repository, repository
 from pullback_utils.book.runner import run, run_chapter
 from pullback_utils.book.stamps import (
     FAILURE,
@@ -51,8 +51,8 @@ __all__ = [
     "ParameterError",
     "Layout",
     "NotebookResult",
-    "INSTALL_CELL",
-    "REPOSITORY_URL",
+    "Repository",
+    "repository",
     "chapter_order",
     "load_param_groups",
     "notebook_defaults",

@@ -5,7 +5,11 @@
 - no chapter page shows stderr, a warning or a traceback in its outputs (:func:`output_problems`);
 - every image of a chapter is a numbered, captioned figure, no wider than the content column, with
   text no smaller than the book's minimum once on the page (:func:`figure_problems`, which reads the
-  ``figures.json`` that :func:`pullback_utils.chapters.plotting.save_figure` writes next to a chapter's figures).
+  ``figures.json`` that :func:`pullback_utils.chapters.plotting.save_figure` writes next to a chapter's figures);
+- no page at all (chapters, the API reference, the appendix) shows noise (:func:`noise_problems`): a raw
+  repr (of a path, a matplotlib figure or artist, any object shown by its address: :data:`RAW_REPR`),
+  a path of the machine that built it, a note listing the warnings of a chapter's run, widget state or
+  views (tqdm bars as widgets), or papermill's injected-parameters cell.
 
 :func:`check_site` runs them on a built book (``python -m pullback_utils.book check``); the tests run
 each on small fabricated pages. Parsing uses the standard library's :mod:`html.parser` only.
@@ -20,13 +24,26 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from pullback_utils.book.layout import chapter_of
+from pullback_utils.chapters.chapter import WARNINGS_NOTE
 from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
 
 __all__ = ["PAPER_ARXIV", "Figure", "Page", "parse_page", "citation_problems", "output_problems",
-           "figure_problems", "check_site"]
+           "figure_problems", "noise_problems", "check_site"]
 
 PAPER_ARXIV = "2307.12868"
 WARNING = re.compile(r"\b\w*Warning: ")
+#: Python reprs that say nothing to a reader (an expression's value left as a cell's last line)
+RAW_REPR = re.compile(r"\b(?:Posix|Windows|Pure\w*)Path\(|<Figure size \d|<matplotlib\.[\w.]+ object|"
+                      r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+#: Folders of a build machine (home folders, temporary folders, an installed package)
+MACHINE_PATH = re.compile(r"(?<![\w.:/])(?:/home/|/Users/|/root/|/tmp/|/private/var/|[A-Z]:\\Users\\)[\w.-]+"
+                          r"|site-packages/")
+#: What widgets (tqdm bars rendered as ipywidgets) and papermill leave in a page's HTML
+RAW_HTML_NOISE = {"application/vnd.jupyter.widget-state+json": "widget state (a notebook's saved widgets)",
+                  "application/vnd.jupyter.widget-view+json": "a widget view (a tqdm bar as a widget?)",
+                  "tag_injected-parameters": "papermill's injected-parameters cell"}
+#: Pages of the theme and Sphinx that carry no content of the book
+_CHROME_PAGES = {"genindex.html", "search.html", "py-modindex.html", "index.html"}
 _VOID = {"img", "br", "hr", "meta", "link", "input", "source", "col", "area", "base", "wbr", "embed", "param", "track"}
 
 
@@ -51,6 +68,7 @@ class Page:
     tracebacks: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     citations: dict[str, str] = field(default_factory=dict)  # bibliography entry id -> its HTML text
+    text: list[str] = field(default_factory=list)  # the article's text, piece by piece
 
 
 class _Parser(HTMLParser):
@@ -127,6 +145,7 @@ class _Parser(HTMLParser):
     def handle_data(self, data):
         if self.article_depth is None:
             return
+        self.page.text.append(data)
         for _, _, parts in self.collect:
             parts.append(data)
         if self.caption is not None:
@@ -221,10 +240,38 @@ def figure_problems(page: Page, html_file: Path, source_dir: Path | None = None,
     return problems
 
 
+def noise_problems(page: Page, html: str, machine_paths: tuple[str, ...] = ()) -> list[str]:
+    """What no page should show a reader: raw reprs and machine paths in its article's text
+    (``machine_paths``: extra folders to look for, e.g. the book's root), widget state or views and
+    papermill's injected-parameters cell anywhere in its HTML (``html``: the whole page)."""
+    text = " ".join(page.text)
+    problems = [f"raw repr: {_context(text, m)!r}" for m in RAW_REPR.finditer(text)]
+    seen: set[str] = set()
+    for m in MACHINE_PATH.finditer(text):
+        if m.group(0) not in seen:
+            seen.add(m.group(0))
+            problems.append(f"machine path: {_context(text, m)!r}")
+    for folder in machine_paths:
+        if folder and folder in text and folder not in seen:
+            problems.append(f"machine path: {folder!r} (the folder the book was built in)")
+    if WARNINGS_NOTE in text:  # one problem per warning the note lists (or the note itself)
+        note = text[text.index(WARNINGS_NOTE):]
+        listed = list(dict.fromkeys(" ".join(m.group(0).split()) for m in re.finditer(r"\b\w*Warning: .{0,60}", note)))
+        problems += [f"warnings note: {w!r} (Chapter.finish lists the warnings raised during the run)"
+                     for w in listed or [note[:80]]]
+    problems += [f"{what} in the page" for marker, what in RAW_HTML_NOISE.items() if marker in html]
+    return problems
+
+
+def _context(text: str, match: re.Match) -> str:
+    return " ".join(text[max(0, match.start() - 30): match.end() + 40].split())
+
+
 def check_site(html_root: Path, generated_dir: Path | None = None, bibliography: str = "bibliography.html",
                intro: str = "intro.html") -> dict[str, list[str]]:
     """Run the checks on a built book: the introduction and every chapter cite the paper; chapters show
-    no stderr, warnings or tracebacks, and only numbered, captioned figures that fit the column.
+    no stderr, warnings or tracebacks, and only numbered, captioned figures that fit the column; no
+    page of the book shows noise (:func:`noise_problems`).
     ``generated_dir``: ``book/generated`` (for the chapters' ``figures.json``; default: next to the
     site, ``<root>/book/generated`` when ``html_root`` is ``<root>/_build/html``). Returns
     {page: problems}, pages without problems left out."""
@@ -241,17 +288,22 @@ def check_site(html_root: Path, generated_dir: Path | None = None, bibliography:
     problems: dict[str, list[str]] = {}
     pages = [intro] + sorted(p.relative_to(html_root).as_posix() for p in html_root.glob("generated/*/*.html")
                              if chapter_of(p.relative_to(html_root).with_suffix("").as_posix()))
-    for rel in pages:
+    machine = (str(html_root.resolve().parent.parent),) if html_root.resolve().parent.name == "_build" else ()
+    others = sorted(p.relative_to(html_root).as_posix() for p in html_root.rglob("*.html")
+                    if not p.relative_to(html_root).parts[0].startswith("_") and p.name not in _CHROME_PAGES)
+    for rel in pages + [p for p in others if p not in pages]:
         file = html_root / rel
         if not file.is_file():
             problems[rel] = ["page missing"]
             continue
-        page = parse_page(file.read_text())
-        issues = citation_problems(page, bib, rel, bibliography)
+        html = file.read_text()
+        page = parse_page(html)
+        issues = citation_problems(page, bib, rel, bibliography) if rel in pages else []
         name = chapter_of(PurePosixPath(rel).with_suffix("").as_posix())
         if name:
             source = generated_dir / name if generated_dir is not None else None
             issues += output_problems(page) + figure_problems(page, file, source)
+        issues += noise_problems(page, html, machine)
         if issues:
             problems[rel] = issues
     return problems

@@ -18,7 +18,7 @@ import yaml
 from pullback_utils.book.layout import Layout, find_root, normalise_name
 from pullback_utils.book.pages import build
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters, parse_cli_pairs
-from pullback_utils.book.project import INSTALL_CELL
+from pullback_utils.book.project import repository
 from pullback_utils.book.runner import run, run_chapter
 from pullback_utils.chapters.parameters import ParameterError
 
@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
+    p_build.add_argument("--allow-warnings", action="store_true",
+                         help="do not treat Sphinx warnings as errors (the default fails the build on any warning)")
 
     sub.add_parser("check", help="check the built book (_build/html): citations, warnings, figures, captions")
 
@@ -87,8 +89,36 @@ def _parser() -> argparse.ArgumentParser:
     p_params.add_argument("name", help="notebook name")
     _add_parameter_options(p_params, "start from book/params/quick.yaml")
 
-    sub.add_parser("install-cell", help="print the first code cell every chapter notebook starts with")
+    p_cell = sub.add_parser("install-cell", help="print the first code cell every chapter notebook starts with "
+                            "(from repository.url and repository.branch of _config.yml)")
+    p_cell.add_argument("--write", action="store_true",
+                        help="rewrite that cell in every notebook of notebooks/ (.md and .ipynb), e.g. after the "
+                             "repository setting changed")
     return parser
+
+
+def write_install_cells(layout: Layout, cell: str) -> list[Path]:
+    """Make ``cell`` the first code cell of every notebook of ``notebooks/`` (the MyST ``.md`` source and
+    its ``.ipynb`` pair); the files that changed. A notebook whose first code cell is not an install cell
+    (``try: import pullback_utils``) is an error, not overwritten."""
+    import jupytext
+    import nbformat
+
+    changed = []
+    for path in sorted(layout.notebooks_dir.glob("*.md")) + sorted(layout.notebooks_dir.glob("*.ipynb")):
+        nb = jupytext.read(path) if path.suffix == ".md" else nbformat.read(path, as_version=4)
+        first = next((c for c in nb.cells if c.cell_type == "code"), None)
+        if first is None or not first.source.startswith("try:\n    import pullback_utils"):
+            raise RuntimeError(f"{path}: the first code cell is not the install cell; fix it by hand")
+        if first.source != cell:
+            if path.suffix == ".md":  # only the cell's text changes; the rest of the source stays as written
+                text = path.read_text()
+                path.write_text(text.replace(first.source, cell, 1))
+            else:
+                first.source = cell
+                nbformat.write(nb, path)
+            changed.append(path)
+    return changed
 
 
 def _summary(results) -> int:
@@ -134,12 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     progress = not getattr(args, "quiet", True)
     say = functools.partial(print, flush=True)  # progress lines reach a log file as they happen
     try:
-        if args.command == "install-cell":
-            print(INSTALL_CELL)
-            return 0
         layout = Layout(_book_root(args.root))
+        if args.command == "install-cell":
+            cell = repository(layout.config).install_cell
+            if not args.write:
+                print(cell)
+                return 0
+            for path in write_install_cells(layout, cell):
+                print(f"rewrote the install cell of {path}")
+            return 0
         if args.command == "build":
-            return build(layout, args.jb_args)
+            return build(layout, args.jb_args, strict=not args.allow_warnings)
         if args.command == "check":
             from pullback_utils.book.checks import check_site  # reads figures with PIL: only when asked
 

@@ -117,14 +117,15 @@ def _describe_failure(exc: BaseException, executed: Path) -> str:
 
 
 def _hide_injected_input(path: Path) -> None:
-    """Tag papermill's injected-parameters cell ``hide-input`` so the page shows a toggle, not code."""
+    """Tag papermill's injected-parameters cell ``remove-cell``: the page shows the chapter's own parameters
+    cell; the values a run changed are listed on the execution-statistics page (from the stamp)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "hide-input" not in tags:
-            tags.append("hide-input")
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags[:] = [t for t in tags if t != "hide-input"] + ["remove-cell"]
     nbformat.write(nb, path)
 
 

@@ -31,7 +31,6 @@ from pullback_utils.book.pages import write_statistics
 from pullback_utils.book.parallel import run_parallel
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters
 from pullback_utils.book.progress import Estimate
-from pullback_utils.book.project import INSTALL_CELL
 from pullback_utils.book.stamps import (
     STAMP,
     dependency_order,
@@ -45,7 +44,7 @@ from pullback_utils.book.stamps import (
 )
 from pullback_utils.chapters.parameters import ParameterError
 
-__all__ = ["NotebookResult", "INSTALL_CELL", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter"]
+__all__ = ["NotebookResult", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter"]
 
 Log = Callable[[str], Any]
 

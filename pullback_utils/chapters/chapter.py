@@ -32,6 +32,17 @@ from pullback_utils.sweeps.bases import resolve_cache_dir
 
 __all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
 
+#: Warnings that say nothing about a chapter's results and are not shown on its page: torch loads its
+#: forward-AD decompositions with ``torch.jit.script`` on the first forward-mode product (torch 2.13
+#: deprecates that call inside torch itself), and matplotlib notes that ``fig.tight_layout()`` replaced
+#: a figure's layout engine (which is what the call is for).
+HARMLESS_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (
+    (r"`torch\.jit\.script` is deprecated", DeprecationWarning),
+    (r"The figure layout has changed to tight", UserWarning),
+)
+#: The first words of the note that lists a run's warnings on its page (``Chapter.finish``)
+WARNINGS_NOTE = "Warnings during this run"
+
 
 class ParameterValueError(ValueError):
     """A chapter parameter with a value the chapter cannot use."""
@@ -232,6 +243,22 @@ class Chapter:
         self.figures[name] = saved.caption
         return saved
 
+    def glue(self, name: str, value: Any) -> None:
+        """Keep ``value`` under ``name`` for the page's text, so that prose (an exercise's answer inside
+        its dropdown) quotes this run's numbers instead of typed-in ones: ``{glue:text}`name:.3f``` for
+        a number, ``{glue:md}`name:myst``` for a :class:`~IPython.display.Markdown` value. In the book
+        (myst-nb installed) the value is stored in the cell's output without being shown; elsewhere
+        (Colab, a plain Jupyter) it is shown as ``name = value``, so a reader still sees it."""
+        try:
+            from myst_nb import glue
+        except ImportError:
+            from IPython.display import Markdown, display
+
+            shown = value.data if hasattr(value, "data") and isinstance(value.data, str) else value
+            display(Markdown(f"`{name}` = {shown}"))
+            return
+        glue(name, value, display=False)
+
     def claim(self, record_id: str, result: Any, **kwargs: Any) -> dict:
         """Build the record of ``record_id`` (:func:`pullback_utils.claims.record`) and keep it."""
         from pullback_utils.claims import record
@@ -251,27 +278,27 @@ class Chapter:
         if text not in self.warnings:
             self.warnings.append(text)
 
-    def finish(self, **sections: Any) -> Path:
+    def finish(self, **sections: Any) -> None:
         """Write ``metrics.json`` (records, parameters, figure captions, the warnings raised during the
-        run, run time, sections; ``models``: the clean share, quality bar and card of each model the chapter decides
-        on) atomically, and show the warnings, if any, as a note on the page."""
+        run, run time, sections; ``models``: the clean share, quality bar and card of each model the chapter
+        decides on) atomically to ``output_dir / "metrics.json"``, and show the warnings, if any, as a note on
+        the page. Returns nothing, so that a cell ending in ``ch.finish(...)`` shows no value on the page."""
         from pullback_utils.claims import write_metrics
 
         if self.quality and "models" not in sections:  # what the findings box says about each model
             from pullback_utils.chapters.findings import model_facts
 
             sections["models"] = {m: model_facts(m).to_dict() for m in self.quality}
-        path = write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
-                             warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
-                             cpu_seconds=time.process_time() - self.cpu_started, **sections)
+        write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
+                      warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
+                      cpu_seconds=time.process_time() - self.cpu_started, **sections)
         if self.warnings:
             try:
                 from IPython.display import Markdown, display
             except ImportError:  # pragma: no cover - outside IPython the list is in metrics.json
-                return path
-            display(Markdown("```{note}\nWarnings during this run (also in `metrics.json`):\n\n"
+                return
+            display(Markdown(f"```{{note}}\n{WARNINGS_NOTE} (also in `metrics.json`):\n\n"
                              + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
-        return path
 
 
 def _markdown(text: str) -> Any:
@@ -388,5 +415,7 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
     # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
     # end of the page and in metrics.json, instead of as stderr scattered over the cells
     warnings.simplefilter("default")
+    for message, category in HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
     warnings.showwarning = ch._collect
     return ch

@@ -149,7 +149,7 @@ def ddim_sample(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        x: (B, *model.sample_shape) states at ``t_from`` (latents for latent models), in the model's
+        x: ``(B, *model.sample_shape)`` states at ``t_from`` (latents for latent models), in the model's
             dtype (another dtype is refused with a ``TypeError``, not cast).
         t_from, t_to: times (int levels 0..T or float fractions of T; see the module doc). An int is a
             level, not a diffusers timestep: level ``n`` runs the network at timestep ``n - 1``.
@@ -163,7 +163,7 @@ def ddim_sample(
         progress: show a tqdm bar over the steps.
 
     Returns:
-        (B, *sample_shape) states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
+        ``(B, *sample_shape)`` states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
 
     Raises:
         NonFiniteError: (a ValueError) when a step produces NaN or infinite values, naming the step and
@@ -228,7 +228,7 @@ def ddim_invert(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        x0: (B, *model.sample_shape) states at ``t_from`` (latents for latent models: use
+        x0: ``(B, *model.sample_shape)`` states at ``t_from`` (latents for latent models: use
             ``model.to_latent(images)``). Clean pixel images (``t_from = 0``) must lie in [-1, 1]
             within :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL` = 0.5, which admits the package's
             own samples (they overshoot a little); the model's dtype.
@@ -241,7 +241,7 @@ def ddim_invert(
         progress: show a tqdm bar over the steps.
 
     Returns:
-        (B, *sample_shape) states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
+        ``(B, *sample_shape)`` states at ``t_to``; with ``return_trajectory``, ``(x, trajectory)``.
     """
     steps, a, b = _span(model, t_from, t_to, steps)
     if b < a:
@@ -298,7 +298,7 @@ def ddim_sample_to_times(
 
     Args:
         model: a :class:`Denoiser`.
-        x_T: (B, *sample_shape) states at level ``T`` (e.g. ``model.noise(B, seed)``).
+        x_T: ``(B, *sample_shape)`` states at level ``T`` (e.g. ``model.noise(B, seed)``).
         times: times to keep (any order, each > 0; int levels or fractions of ``T``).
         steps: DDIM steps over the whole ``[0, T]``; each leg between consecutive kept times gets its
             proportional share, at least one step (:func:`pullback_utils.diffusion.schedule.legs`).
@@ -333,7 +333,7 @@ def ddim_invert_to_times(
     fixed_point_iters: int = 0,
     progress: bool = False,
 ) -> torch.Tensor:
-    """One deterministic DDIM inversion of clean ``x0`` (B, *sample_shape) up through every time of ``times``.
+    """One deterministic DDIM inversion of clean ``x0`` ``(B, *sample_shape)`` up through every time of ``times``.
 
     ``steps`` counts DDIM steps over the whole ``[0, T]`` (proportional legs, at least one each);
     ``fixed_point_iters`` as in :func:`ddim_invert`. Returns ``(len(times), B, *sample_shape)`` in the

@@ -34,7 +34,7 @@ def flux_extras(model: Any, x: torch.Tensor) -> dict[str, Any]:
 
 
 def output(model: Any, x: torch.Tensor, level: int, c: torch.Tensor | Conditioning | None) -> torch.Tensor:
-    """The denoiser's output at ``level`` for ``x`` (B, *sample_shape): DiT's learned variance dropped,
+    """The denoiser's output at ``level`` for ``x`` ``(B, *sample_shape)``: DiT's learned variance dropped,
     FLUX's tokens unpacked; same shape as ``x``."""
     kwargs = keywords(c)
     T = model.num_train_timesteps

@@ -19,10 +19,10 @@ __all__ = ["NonFiniteError", "MAX_GUIDANCE_SCALE", "STATE_SCALE", "MAX_STATE_ABS
 #: diffusers' pipelines use 7.5 and below); at 1e3 the guided noise is 1e3 x the (small) difference of
 #: the two branches and the sample is no longer an image, and at 1e30 the product overflows float32.
 MAX_GUIDANCE_SCALE = 1000.0
-#: A state whose largest |value| exceeds this is named as a likely cause: ``x_t = alpha x_0 + sigma eps``
+#: A state whose largest ``|value|`` exceeds this is named as a likely cause: ``x_t = alpha x_0 + sigma eps``
 #: has values of order 1 at every time (images in [-1, 1], latents scaled to unit variance, eps ~ N(0, 1)).
 STATE_SCALE = 100.0
-#: States with a larger |value| are refused before any network call: ``x_t = alpha x_0 + sigma eps`` stays
+#: States with a larger ``|value|`` are refused before any network call: ``x_t = alpha x_0 + sigma eps`` stays
 #: within about +-10 (images in [-1, 1], SD latents within +-5 after scaling, eps ~ N(0, 1)), so 1e4 is
 #: three orders beyond any state and marks a unit mistake (x_T = 1e20 gave a 4e20 "image" on disks).
 MAX_STATE_ABS = 1e4
@@ -69,7 +69,7 @@ def refuse_non_finite(x: torch.Tensor, where: str, causes: Sequence[str] = ()) -
 
 
 def check_state_scale(x: torch.Tensor, name: str) -> None:
-    """``ValueError`` when a state's largest |value| exceeds :data:`MAX_STATE_ABS` (a unit mistake)."""
+    """``ValueError`` when a state's largest ``|value|`` exceeds :data:`MAX_STATE_ABS` (a unit mistake)."""
     if x.numel() == 0:
         return
     m = float(x.detach().abs().max())

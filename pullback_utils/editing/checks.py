@@ -98,7 +98,7 @@ def check_eta_below(value: Any, name: str = "eta_below") -> float | None:
 
 
 def direction_batch(model: "DiffusionModel", direction: torch.Tensor, name: str = "direction") -> torch.Tensor:
-    """``direction`` (*sample_shape), (1, ...) or (B, ...) as a finite (B, *sample_shape) batch on the model's device."""
+    """``direction`` ``(*sample_shape)``, (1, ...) or (B, ...) as a finite ``(B, *sample_shape)`` batch on the model's device."""
     if not isinstance(direction, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(direction).__name__}")
     shape = tuple(model.sample_shape)
@@ -114,7 +114,7 @@ def direction_batch(model: "DiffusionModel", direction: torch.Tensor, name: str 
 
 
 def state_batch(model: "DiffusionModel", x: torch.Tensor, name: str = "x_t") -> torch.Tensor:
-    """``x`` (*sample_shape) or (B, *sample_shape) as a (B, *sample_shape) batch on the model's device."""
+    """``x`` ``(*sample_shape)`` or ``(B, *sample_shape)`` as a ``(B, *sample_shape)`` batch on the model's device."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     x = x.unsqueeze(0) if x.dim() == len(model.sample_shape) else x
@@ -132,7 +132,7 @@ def _check_range(x: torch.Tensor, name: str = "image", tol: float = IMAGE_RANGE_
 
 
 def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) -> Any:
-    """``image_or_noise`` checked: a (1, *sample_shape) x_T (``is_noise``), a (1, *image_shape) image
+    """``image_or_noise`` checked: a ``(1, *sample_shape)`` x_T (``is_noise``), a ``(1, *image_shape)`` image
     tensor in [-1, 1], or a file path / PIL image / uint8 or uint16 array for
     :func:`~pullback_utils.diffusion.images.load_image`.
 

@@ -6,8 +6,8 @@
 - :func:`feature_jvp_fd` / :func:`tangent_alignment`: the h-space change ``J w`` of a direction
   (central finite difference of the feature map) and its cosine with a tangent vector ``u``.
 
-Shapes: ``x_t`` (B, *sample_shape) or (*sample_shape); directions (*sample_shape), (1, ...) or
-(D, ...); ``u`` (*h_shape).
+Shapes: ``x_t`` ``(B, *sample_shape)`` or ``(*sample_shape)``; directions ``(*sample_shape)``, (1, ...) or
+(D, ...); ``u`` ``(*h_shape)``.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def xspace_guidance(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        x_t: (B, *sample_shape) or (1, ...) states at time ``t`` (broadcast against ``direction``).
+        x_t: ``(B, *sample_shape)`` or (1, ...) states at time ``t`` (broadcast against ``direction``).
         t: edit time in (0, T] (int level or fraction of T).
-        direction: ``v``: (*sample_shape), (1, ...) or (B, ...), e.g. ``basis.v[i]`` or ``-basis.v[i]``;
+        direction: ``v``: ``(*sample_shape)``, (1, ...) or (B, ...), e.g. ``basis.v[i]`` or ``-basis.v[i]``;
             several directions guide copies of one ``x_t`` in one batch.
         gamma: step ``gamma`` (finite; 0 leaves x unchanged).
         n_steps: ``N`` >= 0.
@@ -65,7 +65,7 @@ def xspace_guidance(
         progress: tqdm bar over the N steps.
 
     Returns:
-        (N + 1, B, *sample_shape): ``x^(0) = x_t`` (broadcast), ..., ``x^(N)``.
+        ``(N + 1, B, *sample_shape)``: ``x^(0) = x_t`` (broadcast), ..., ``x^(N)``.
         With ``gamma == 0`` or ``N == 0`` no network is evaluated and every iterate equals ``x_t``.
 
     ``direction`` is used as given (the probe is ``s * v``; :func:`edit_image` normalises the
@@ -98,7 +98,7 @@ def xspace_guidance(
 
 
 def naive_traverse(x_t: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """``x_t + alpha v`` for every ``alpha`` in ``strengths``: (S, *broadcast(x_t, direction).shape)."""
+    """``x_t + alpha v`` for every ``alpha`` in ``strengths``: ``(S, *broadcast(x_t, direction).shape)``."""
     if not isinstance(x_t, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("x_t and direction must be torch.Tensors")
     a = torch.as_tensor(strengths, dtype=x_t.dtype, device=x_t.device).reshape(-1)
@@ -155,7 +155,7 @@ def parallel_transport(
     gives ``c = e_index`` and ``v' = v_index``.
 
     Returns:
-        (*x_shape) unit vector (the shape of ``basis_to.v[0]``); with ``return_coefficients``,
+        ``(*x_shape)`` unit vector (the shape of ``basis_to.v[0]``); with ``return_coefficients``,
         ``(v', c)``.
 
     The assumption is checked on the bases' ``info`` (recorded by ``local_basis``): the denoiser
@@ -208,7 +208,7 @@ def feature_jvp_fd(
 ) -> torch.Tensor:
     """(B, dim_h) float64 h-space change ``J w ~ (f(x + e w) - f(x - e w)) / 2e`` of the feature map.
 
-    ``x_t`` (1 | B, *sample_shape) and ``directions`` (1 | B, *sample_shape) broadcast over the batch;
+    ``x_t`` ``(1 | B, *sample_shape)`` and ``directions`` ``(1 | B, *sample_shape)`` broadcast over the batch;
     e = ``fd_step`` (accurate to O(e^2) for a smooth map, no autodiff); ``layer`` as in
     :func:`pullback_utils.feature_map` (``None``: the architecture's default, h-space for U-Nets).
     """
@@ -252,7 +252,7 @@ def tangent_alignment(
 
     ``J w`` is :func:`feature_jvp_fd` (central difference with step ``fd_step``). Use it to ask
     whether a direction does the same thing in h-space on another sample, e.g. a transported
-    direction vs the raw vector of sample 0. ``u``: (*h_shape), or one per direction (D, *h_shape).
+    direction vs the raw vector of sample 0. ``u``: ``(*h_shape)``, or one per direction ``(D, *h_shape)``.
     """
     jw = feature_jvp_fd(model, x_t, t, directions, prompt=prompt, layer=layer, fd_step=fd_step)
     return _cosine_rows(jw, u, layer)

@@ -35,8 +35,8 @@ class MatchedEdits:
     Attributes:
         times, levels: the edit times (as given) and their levels.
         labels: the D edit labels, ``"+d1", "-d1", "+d2", ...`` (direction 1-based, then sign).
-        originals: (n_t, n, *image_shape) the unedited results (x_t finished without a change).
-        guided, naive: (n_t, n, D, *image_shape) the guided edits and the matched naive steps, finished.
+        originals: ``(n_t, n, *image_shape)`` the unedited results (x_t finished without a change).
+        guided, naive: ``(n_t, n, D, *image_shape)`` the guided edits and the matched naive steps, finished.
         x0_guided, x0_naive: the same before decoding (latents for latent models).
         alpha: (n_t, n, D) the naive step lengths; matched: (n_t, n, D) bool, False where no strength
             of the grid reached the target (the largest was used).
@@ -99,10 +99,10 @@ def matched_edits(
     achieved sizes are in the table, so a chapter can check or filter.
 
     Args:
-        x_t: (n, *sample_shape) states at ``t``; for several times, a list of n_t such tensors
+        x_t: ``(n, *sample_shape)`` states at ``t``; for several times, a list of n_t such tensors
             (e.g. :func:`states_at_times`) or an (n_t, n, ...) tensor.
         t: one edit time, or a list of n_t times.
-        directions: unit directions, (K, *sample_shape) shared by all samples or (n, K, ...) one set
+        directions: unit directions, ``(K, *sample_shape)`` shared by all samples or (n, K, ...) one set
             per sample; for several times one such tensor for every time or a list of n_t of them.
         target: ``"guided"`` (each naive step matched to its guided edit's change) or an RMS change
             (model range, > 0) that every naive step is matched to (the guided edits are as they are).

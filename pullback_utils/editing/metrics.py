@@ -103,7 +103,7 @@ def distance_from_data(
     comparisons are paired), noise ``x0`` to ``x_t = sqrt(a) x0 + sqrt(1 - a) e``, predict the clean
     image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models), and return the RMS of
     ``x0_hat - x0`` averaged over times and draws. Images on the data manifold are denoised back
-    almost exactly; off-manifold edits (noise, artefacts) are not. ``x0``: (B, *sample_shape)
+    almost exactly; off-manifold edits (noise, artefacts) are not. ``x0``: ``(B, *sample_shape)``
     (latents for latent models).
     """
     if not isinstance(x0, torch.Tensor):
@@ -156,15 +156,15 @@ def match_naive_batch(
     """:func:`match_naive` for P pairs at once (one finish of all P x S naive steps, one per refinement).
 
     Args:
-        x_t: (P | 1, *sample_shape) states at ``t``; directions: (P, *sample_shape) unit directions.
-        targets: P RMS changes (model range) to match; originals: (P | 1, *image_shape) unedited images.
+        x_t: ``(P | 1, *sample_shape)`` states at ``t``; directions: ``(P, *sample_shape)`` unit directions.
+        targets: P RMS changes (model range) to match; originals: ``(P | 1, *image_shape)`` unedited images.
         strengths: the grid of ``alpha`` (> 0) finished first.
         rtol: when given, after the linear interpolation refine ``alpha`` inside its bracket (regula
             falsi, Illinois variant) until ``|size - target| <= rtol * target`` or ``max_refine``
             more finishes.
 
     Returns:
-        dict of per-pair results: ``alpha`` (P,), ``x0`` (P, *sample_shape), ``image`` (P, *image_shape),
+        dict of per-pair results: ``alpha`` (P,), ``x0`` ``(P, *sample_shape)``, ``image`` ``(P, *image_shape)``,
         ``size`` (P,) achieved, ``matched`` (P,) bool (False: no strength reached the target, the
         largest was used), ``grid`` P lists of (alpha, size).
     """
@@ -259,12 +259,12 @@ def match_naive(
     interpolation is refined inside the bracket (:func:`match_naive_batch`).
 
     Args:
-        x_t: (1, *sample_shape) state at ``t``; direction: unit (*sample_shape).
+        x_t: ``(1, *sample_shape)`` state at ``t``; direction: unit ``(*sample_shape)``.
         target: RMS change (model range) to match, e.g. ``change_size(edit, original)``.
-        original: (1, *image_shape) the unedited image.
+        original: ``(1, *image_shape)`` the unedited image.
 
     Returns:
-        dict: ``alpha``, ``x0`` (1, *sample_shape), ``image`` (1, *image_shape), ``size`` (achieved),
+        dict: ``alpha``, ``x0`` ``(1, *sample_shape)``, ``image`` ``(1, *image_shape)``, ``size`` (achieved),
         ``matched`` (bool), ``grid`` (list of (alpha, size)).
     """
     target = check_real(target, "target", nonneg=True)
@@ -354,8 +354,8 @@ def h_alignment(
 ) -> torch.Tensor:
     """(B,) cosine between the h-space change ``J (x_new - x_t)`` of an edit and a tangent ``u``.
 
-    ``change``: (B, *sample_shape) ``x_new - x_t`` (e.g. ``iterates[-1] - iterates[0]``), with
-    ``x_t`` (1 | B, *sample_shape); ``u``: (*h_shape) for every row, or (B, *h_shape). Each change
+    ``change``: ``(B, *sample_shape)`` ``x_new - x_t`` (e.g. ``iterates[-1] - iterates[0]``), with
+    ``x_t`` ``(1 | B, *sample_shape)``; ``u``: ``(*h_shape)`` for every row, or ``(B, *h_shape)``. Each change
     is scaled to unit length and pushed through the feature map's Jacobian at ``(x_t, t)`` by a
     central difference with step ``fd_step`` (:func:`~pullback_utils.editing.guidance.feature_jvp_fd`;
     ``J`` is linear, so the cosine is that of ``J (x_new - x_t)``). NaN where the change is zero.

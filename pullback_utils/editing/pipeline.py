@@ -87,7 +87,7 @@ def finish(
     seed: int = 0,
     progress: bool = False,
 ) -> torch.Tensor:
-    """DDIM from ``t_edit`` to clean data: (B, *sample_shape) x_0 (latents for latent models).
+    """DDIM from ``t_edit`` to clean data: ``(B, *sample_shape)`` x_0 (latents for latent models).
 
     ``sampling_steps`` is the step count over the whole [0, T] (proportional share used).
     ``eta_below`` (fraction of T): below that time the steps are stochastic (eta = 1), with the same
@@ -121,19 +121,19 @@ class EditResult:
     """What :func:`edit_image` returns.
 
     Attributes:
-        frames: (F, *image_shape) images in model range [-1, 1]: frame ``i`` is guidance iterate
+        frames: ``(F, *image_shape)`` images in model range [-1, 1]: frame ``i`` is guidance iterate
             ``steps[i]`` finished to t = 0, so ``frames[0]`` is the unedited result when
             ``steps[0] == 0`` (``frames`` >= 2) and ``frames[-1]`` is the full edit.
-        x0: (F, *sample_shape) the frames before decoding (latents for latent models).
+        x0: ``(F, *sample_shape)`` the frames before decoding (latents for latent models).
         steps: the guidance iterates ``j`` shown, ``0 .. N``.
-        x_t: (1, *sample_shape) the state at the edit time before guidance.
-        iterates: (N + 1, 1, *sample_shape) all guidance iterates.
-        direction: (*sample_shape) the unit direction that was followed (``sign * v_index``).
+        x_t: ``(1, *sample_shape)`` the state at the edit time before guidance.
+        iterates: ``(N + 1, 1, *sample_shape)`` all guidance iterates.
+        direction: ``(*sample_shape)`` the unit direction that was followed (``sign * v_index``).
         basis: the local basis at (x_t, t_edit) (None when a direction was given).
         t_level: the edit time as a level 1..T.
-        original: (1, *image_shape) the unedited result (x_t finished without guidance), whatever
+        original: ``(1, *image_shape)`` the unedited result (x_t finished without guidance), whatever
             the number of frames.
-        x0_original: (1, *sample_shape) ``original`` before decoding.
+        x0_original: ``(1, *sample_shape)`` ``original`` before decoding.
         settings: the resolved settings (gamma, n_steps, ...; ``config`` the full
             :meth:`EditConfig.to_dict`).
     """
@@ -152,7 +152,7 @@ class EditResult:
 
     @property
     def edited(self) -> torch.Tensor:
-        """(1, *image_shape) the full edit (last frame)."""
+        """``(1, *image_shape)`` the full edit (last frame)."""
         return self.frames[-1:]
 
 
@@ -218,7 +218,7 @@ def _plan(model: "DiffusionModel", image_or_noise: Any, is_noise: bool, config: 
 
 
 def _start(model: "DiffusionModel", start: Any, is_noise: bool, seed: int) -> tuple[torch.Tensor, bool]:
-    """(x, from_noise): (1, *sample_shape) clean x_0 of an image (latents for latent models) or x_T;
+    """(x, from_noise): ``(1, *sample_shape)`` clean x_0 of an image (latents for latent models) or x_T;
     ``start`` as returned by :func:`~pullback_utils.editing.checks.check_start`."""
     if start is None:
         return model.noise(1, seed=seed), True
@@ -234,7 +234,7 @@ def _start(model: "DiffusionModel", start: Any, is_noise: bool, seed: int) -> tu
 
 
 def _check_direction(model: "DiffusionModel", direction: torch.Tensor | None) -> torch.Tensor | None:
-    """A given direction as one unit vector (1, *sample_shape): it is normalised, as
+    """A given direction as one unit vector ``(1, *sample_shape)``: it is normalised, as
     :attr:`EditResult.direction` documents a unit vector and the probe ``x + s v`` of guidance is
     sized for one; a zero direction is refused."""
     if direction is None:
@@ -306,7 +306,7 @@ def check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, 
 def _direction(model: "DiffusionModel", x_t: torch.Tensor, plan: _Plan, direction: torch.Tensor | None,
                basis_kwargs: dict[str, Any] | None) -> tuple["LocalBasis | None", torch.Tensor]:
     """(basis, v): the local basis at (x_t, t) under the basis prompt and ``v = sign * v_index``
-    (1, *sample_shape); with a given ``direction``, no basis and ``v = sign * direction``."""
+    ``(1, *sample_shape)``; with a given ``direction``, no basis and ``v = sign * direction``."""
     basis = None
     if direction is None:
         kw = {"seed": plan.seed, **(basis_kwargs or {})}
@@ -376,10 +376,10 @@ def edit_image(
 
     Args:
         model: a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`.
-        image_or_noise: an image to DDIM-invert: a (1, *image_shape) tensor in the model range [-1, 1]
+        image_or_noise: an image to DDIM-invert: a ``(1, *image_shape)`` tensor in the model range [-1, 1]
             (tolerance 0.5, so the package's own samples pass), or pixel data read by
             :func:`pullback_utils.diffusion.images.load_image` (a file path, PIL image, uint8 / uint16 array;
-            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with ``is_noise=True`` a (1, *sample_shape) x_T; ``None`` draws
+            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with ``is_noise=True`` a ``(1, *sample_shape)`` x_T; ``None`` draws
             x_T from ``seed``.
         config: the settings (default ``EditConfig.for_model(model)``).
         t_edit: edit time in (0, T] (int level or fraction); default the middle of ``config.t_edits``.
@@ -387,7 +387,7 @@ def edit_image(
         prompt: generation prompt (inversion, sampling, and guidance unless
             ``guidance_prompt="edit"``); None = empty prompt / unconditional.
         basis_prompt: edit prompt, under which the basis is computed; None = ``prompt``.
-        direction: a ready direction (*sample_shape) to follow instead of the basis (e.g. one from
+        direction: a ready direction ``(*sample_shape)`` to follow instead of the basis (e.g. one from
             :func:`~pullback_utils.editing.guidance.parallel_transport`), normalised to unit length
             (a zero vector is refused); ``index`` and ``k`` are then ignored.
         frames: number of frames, iterates ``j = 0, N/(F-1), ..., N``.

@@ -45,7 +45,7 @@ def states_at_times(
     prompt: Prompt = None,
     progress: bool = False,
 ) -> list[torch.Tensor]:
-    """DDIM-generate ``x_T`` (B, *sample_shape) once, stopping at every time of ``times`` (each in (0, T]).
+    """DDIM-generate ``x_T`` ``(B, *sample_shape)`` once, stopping at every time of ``times`` (each in (0, T]).
 
     Returns the states at ``times``, in the order given (:func:`pullback_utils.diffusion.ddim.ddim_sample_to_times`:
     each leg with its proportional share of ``sampling_steps``); the same states as
@@ -60,7 +60,7 @@ def states_at_times(
 def _guide_and_finish(model: "DiffusionModel", x_t: torch.Tensor, t: Time, directions: torch.Tensor, *,
                       gamma: float, n_steps: int, step_size: float, prompt: Prompt, sampling_steps: int,
                       eta_below: float | None, seed: int, guide_prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0 (D, *sample_shape), step (D, dim x)): guidance of one x_t along D directions, its noise
+    """(x0 ``(D, *sample_shape)``, step (D, dim x)): guidance of one x_t along D directions, its noise
     predictions conditioned on ``guide_prompt``, finished under ``prompt``, and the move
     ``x^(N) - x^(0)`` of each."""
     it = xspace_guidance(model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size,
@@ -86,14 +86,14 @@ def edit_along(
     basis_prompt: Prompt = None,
     guidance_prompt: str = "generation",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Guide one ``x_t`` (1, *sample_shape) along each of ``directions`` (D, *sample_shape) in one batch
+    """Guide one ``x_t`` ``(1, *sample_shape)`` along each of ``directions`` ``(D, *sample_shape)`` in one batch
     and finish to t = 0 (under the generation ``prompt``).
 
     ``basis_prompt``, ``guidance_prompt``: the edit prompt the directions were computed under, and
     which prompt conditions the guidance (``"generation"``: ``prompt``; ``"edit"``: ``basis_prompt``;
     see :mod:`pullback_utils.editing`).
 
-    Returns ``(x0, moved)``: (D, *sample_shape) finished edits (latents for latent models) and (D,)
+    Returns ``(x0, moved)``: ``(D, *sample_shape)`` finished edits (latents for latent models) and (D,)
     ``||x^(N) - x^(0)||``, how far guidance moved x_t.
     """
     x0, step = _guide_and_finish(model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size,
@@ -109,9 +109,9 @@ class Sweep:
     Attributes:
         times: the edit times (as given).
         labels: the D edit labels, ``"+v1", "-v1", "+v2", ...`` (1-based for readers).
-        originals: (n_times, n, *image_shape) unedited results.
-        edits: (n_times, n, D, *image_shape) edited results.
-        x_t: n_times tensors (n, *sample_shape), the states at the edit times.
+        originals: ``(n_times, n, *image_shape)`` unedited results.
+        edits: ``(n_times, n, D, *image_shape)`` edited results.
+        x_t: n_times tensors ``(n, *sample_shape)``, the states at the edit times.
         x0_original, x0_edits: the same as ``originals``/``edits`` before decoding.
         bases: ``bases[ti][i]`` the basis of sample i at time ``times[ti]``.
         table: one dict per edit: ``t``, ``sample``, ``direction`` (0-based), ``sign``, ``size``,
@@ -220,7 +220,7 @@ def direction_sweep(
     )
 
 def held_out_images(model: "DiffusionModel", n: int = 1, seed: int = 10_000) -> torch.Tensor | None:
-    """(n, *image_shape) images of a zoo model's dataset, drawn with ``seed`` (the training draws use
+    """``(n, *image_shape)`` images of a zoo model's dataset, drawn with ``seed`` (the training draws use
     small seeds, so the default gives held-out images); ``None`` for models that are not zoo models
     (neither bundled nor a folder with a ``zoo.json``) or whose dataset has no images of their shape."""
     from pathlib import Path

@@ -279,14 +279,14 @@ class JacobianOperator:
 
     # ------------------------------------------------------------------ public
     def jvp(self, V: torch.Tensor) -> torch.Tensor:
-        """J·V for a block of vectors. V: (m, *x_shape) -> (m, *h_shape), on V's device (the products
+        """J·V for a block of vectors. V: ``(m, *x_shape)`` -> ``(m, *h_shape)``, on V's device (the products
         run on x's: a solver's CPU vectors work with a U-Net on a GPU)."""
         out = self._chunked(self._jvp_block, V, self.x_shape, self.h_shape)
         self.n_jvp += V.shape[0]
         return out
 
     def vjp(self, U: torch.Tensor) -> torch.Tensor:
-        """Jᵀ·U for a block of vectors. U: (m, *h_shape) -> (m, *x_shape), on U's device."""
+        """Jᵀ·U for a block of vectors. U: ``(m, *h_shape)`` -> ``(m, *x_shape)``, on U's device."""
         out = self._chunked(self._vjp_block, U, self.h_shape, self.x_shape)
         self.n_vjp += U.shape[0]
         return out

@@ -106,8 +106,8 @@ class LocalBasis:
     """Top-k singular triplets of a Jacobian J = ∂h/∂x at a point.
 
     Attributes:
-        v: (k, *x_shape) unit-norm right singular vectors (local latent basis, x-space).
-        u: (k, *h_shape) unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
+        v: ``(k, *x_shape)`` unit-norm right singular vectors (local latent basis, x-space).
+        u: ``(k, *h_shape)`` unit-norm left singular vectors u_i = J v_i / σ_i (tangent basis, h-space).
         s: (k,) singular values, descending.
         info: method, iterations, n_jvp, n_vjp, seconds, residuals (k,), angle_estimate, converged,
             reason ("" when converged), gap (relative, verified when > 0), rank, rank_rtol,
@@ -422,7 +422,7 @@ def jacobian_svd(
             (for convergence monitoring; the benchmark uses it for time-to-accuracy curves).
 
     Returns:
-        :class:`LocalBasis` with v (k, *x_shape), u (k, *h_shape), s (k,), info.
+        :class:`LocalBasis` with v ``(k, *x_shape)``, u ``(k, *h_shape)``, s (k,), info.
 
     Raises:
         ValueError: bad arguments (before any evaluation); ``fn`` runs a dropout module in training

@@ -92,7 +92,7 @@ def local_basis(
         denoiser: a supported diffusers denoiser (``UNet2DModel``, ``UNet2DConditionModel`` incl. SDXL,
             ``DiTTransformer2DModel``, ``PixArtTransformer2DModel``, ``SD3Transformer2DModel``,
             ``FluxTransformer2DModel``).
-        x_t: (1, *x_shape) noisy sample in the denoiser's input layout: (1, C, H, W), or FLUX's packed
+        x_t: ``(1, *x_shape)`` noisy sample in the denoiser's input layout: (1, C, H, W), or FLUX's packed
             (1, N, C).
         t: time on the package's grid (:mod:`pullback_utils.diffusion.schedule`): an int level in ``1..T`` or
             a float fraction of ``T`` in ``(0, 1]``; VP networks see timestep ``level - 1``, flow networks
@@ -107,7 +107,7 @@ def local_basis(
             sample) and the options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (method, tol, …).
 
     Returns:
-        :class:`LocalBasis`: v (k, 1, *x_shape), u (k, 1, *h_shape[1:]), s (k,); ``info`` records
+        :class:`LocalBasis`: v ``(k, 1, *x_shape)``, u ``(k, 1, *h_shape[1:])``, s (k,); ``info`` records
         ``level``, ``timestep`` (the network's input: ``level - 1`` for VP networks, so a diffusers
         timestep ``tau`` is ``t = tau + 1``), ``sigma`` (flow models), ``layer`` and ``denoiser``
         (:func:`denoiser_signature`, which :func:`~pullback_utils.editing.parallel_transport` compares).

@@ -133,8 +133,8 @@ def _stream(module: nn.Module, output: Any) -> torch.Tensor:
 class FeatureMap:
     """Callable ``x ↦ h`` of a denoiser at a fixed time and conditioning. Build it with :func:`feature_map`.
 
-    ``__call__`` takes ``x`` of shape (B, *x_shape) (the denoiser's input; (B, C, H, W) latents, or FLUX's
-    (B, N, C) packed latents) and returns ``h`` of shape (B, *h_shape). Each sample is processed
+    ``__call__`` takes ``x`` of shape ``(B, *x_shape)`` (the denoiser's input; (B, C, H, W) latents, or FLUX's
+    (B, N, C) packed latents) and returns ``h`` of shape ``(B, *h_shape)``. Each sample is processed
     independently (``per_sample`` is True): conditioning of batch 1 is expanded to the batch, which
     the Jacobian products use to batch vectors through the batch dimension.
 
@@ -163,7 +163,7 @@ class FeatureMap:
         raise _Stop(_stream(module, output))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """h = f_t(x). x: (B, *x_shape) -> h: (B, *h_shape)."""
+        """h = f_t(x). x: ``(B, *x_shape)`` -> h: ``(B, *h_shape)``."""
         b = x.shape[0]
         dtype = torch.long if isinstance(self.timestep, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
         ts = torch.full((b,), self.timestep, dtype=dtype, device=x.device)
@@ -227,7 +227,7 @@ def feature_map(
             ``added_cond_kwargs={...}``, ``pooled_projections=(1, P)``, ``img_ids=(N, 3)``, ``guidance=3.5``.
 
     Returns:
-        A :class:`FeatureMap`: x (B, *x_shape) ↦ h (B, *h_shape).
+        A :class:`FeatureMap`: x ``(B, *x_shape)`` ↦ h ``(B, *h_shape)``.
     """
     fam = family_of(denoiser)
     if fam.name == "unet" and type(denoiser).__name__ == "UNet2DModel" and conditioning.get("encoder_hidden_states") is not None:

@@ -112,7 +112,7 @@ def meta_denoiser(cls: str, config: dict[str, Any], dtype: torch.dtype = torch.b
 
 
 def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], text_tokens: int) -> tuple[torch.Tensor, dict]:
-    """Meta ``x`` (1, *input) and conditioning keywords of the right shapes (values do not matter)."""
+    """Meta ``x`` ``(1, *input)`` and conditioning keywords of the right shapes (values do not matter)."""
     from pullback_utils.diffusion.architectures import family_of, latent_image_ids
 
     fam, cfg = family_of(net), net.config

@@ -314,7 +314,7 @@ class DiffusionModel:
     # ---------------------------------------------------------------- images
     @torch.no_grad()
     def to_latent(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, *image_shape) images in [-1, 1] -> (B, *sample_shape) x_0 (identity for pixel models).
+        """``(B, *image_shape)`` images in [-1, 1] -> ``(B, *sample_shape)`` x_0 (identity for pixel models).
 
         Images outside [-1, 1] beyond :data:`~pullback_utils.diffusion.images.SAMPLE_RANGE_TOL` are refused (the
         tolerance admits the package's own decoded samples, which overshoot a little).
@@ -328,12 +328,12 @@ class DiffusionModel:
 
     @torch.no_grad()
     def to_image(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, *sample_shape) x_0 -> (B, *image_shape) images in about [-1, 1] (not clamped)."""
+        """``(B, *sample_shape)`` x_0 -> ``(B, *image_shape)`` images in about [-1, 1] (not clamped)."""
         check_batch(latents, self.sample_shape, "latents", "x_0")
         return latents if self.vae is None else vae_io.decode(self.vae, latents, self.device)
 
     def noise(self, n: int = 1, seed: int = 0) -> torch.Tensor:
-        """(n, *sample_shape) standard normal x_T, drawn on the CPU from ``seed`` (device-independent)."""
+        """``(n, *sample_shape)`` standard normal x_T, drawn on the CPU from ``seed`` (device-independent)."""
         n = check_int(n, "n", 1)
         gen = torch.Generator().manual_seed(check_int(seed, "seed"))  # 1.7 is refused, not truncated
         return torch.randn((int(n), *self.sample_shape), generator=gen).to(self.device, self.dtype)
@@ -346,7 +346,7 @@ class DiffusionModel:
         cond: Prompt = None,
         guidance_scale: float = 1.0,
     ) -> torch.Tensor:
-        """(B, *sample_shape) noise prediction at time ``t`` (level >= 1).
+        """``(B, *sample_shape)`` noise prediction at time ``t`` (level >= 1).
 
         ``cond``: prompt(s) or conditioning (see :meth:`conditioning`); ``None`` is the unconditional
         branch. ``guidance_scale`` != 1 applies classifier-free guidance ``eps_u + w (eps_c - eps_u)``
@@ -361,7 +361,7 @@ class DiffusionModel:
     def predict(
         self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x0_hat, eps_hat)`` at time ``t``: the clean estimate and the noise, each (B, *sample_shape).
+        """``(x0_hat, eps_hat)`` at time ``t``: the clean estimate and the noise, each ``(B, *sample_shape)``.
 
         VP models: ``x0 = (x - sqrt(1 - a) eps) / sqrt(a)``; flow models from the velocity,
         ``x0 = x - sigma v`` and ``eps = x + (1 - sigma) v``, which stay finite at sigma = 1.
@@ -409,7 +409,7 @@ class DiffusionModel:
         """Top-``k`` local latent basis of the feature map at (x_t, t), via the engine.
 
         Args:
-            x_t: (1, *sample_shape) or (*sample_shape) state at time ``t``.
+            x_t: ``(1, *sample_shape)`` or ``(*sample_shape)`` state at time ``t``.
             t: time (level >= 1 or fraction > 0). An int is a level, not a diffusers timestep: the
                 network sees timestep ``t - 1`` (diffusers' timestep ``tau`` is ``t = tau + 1``;
                 :mod:`pullback_utils.diffusion.schedule`); ``info["timestep"]`` records it.
@@ -422,7 +422,7 @@ class DiffusionModel:
             **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
 
         Returns:
-            ``LocalBasis`` with ``v`` (k, 1, *sample_shape), ``u`` (k, *h.shape), ``s`` (k,), ``info``.
+            ``LocalBasis`` with ``v`` ``(k, 1, *sample_shape)``, ``u`` ``(k, *h.shape)``, ``s`` (k,), ``info``.
             FLUX: the basis is computed on the packed tokens and ``v`` unpacked (packing is a
             permutation, so the singular values are those of ∂h/∂x_t).
         """

@@ -61,7 +61,7 @@ class PackedFeatureMap:
 
 
 def model_feature_map(model: Any, t: Any, prompt: Any = None, layer: str | None = None):
-    """``DiffusionModel.feature_map``: the engine's feature map of the denoiser, on (B, *sample_shape)."""
+    """``DiffusionModel.feature_map``: the engine's feature map of the denoiser, on ``(B, *sample_shape)``."""
     from pullback_utils.features.feature_maps import feature_map
 
     x0 = torch.zeros((1, *model.sample_shape), device=model.device, dtype=model.dtype)
@@ -71,7 +71,7 @@ def model_feature_map(model: Any, t: Any, prompt: Any = None, layer: str | None 
 
 
 def unpack_basis(model: Any, basis: Any) -> Any:
-    """A basis on FLUX's packed tokens with ``v`` unpacked to (k, 1, *sample_shape); others unchanged.
+    """A basis on FLUX's packed tokens with ``v`` unpacked to ``(k, 1, *sample_shape)``; others unchanged.
 
     Packing is a permutation of the entries, so the singular values and ``u`` are those of ∂h/∂x_t.
     """

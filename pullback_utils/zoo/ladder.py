@@ -3,15 +3,15 @@
 Rung ``r`` frees the factors of rung ``r - 1`` and a few more; the others stay at fixed values. The
 complexity of each rung is known by construction: its number of free continuous factors.
 
-======  =============  ===============================================  =========
-rung    name           free factors (added by this rung)                 count
-======  =============  ===============================================  =========
-1       position       ``cx, cy`` of one white disk on black             2
-2       radius         + ``radius``                                      3
-3       colour         + the disk's colour ``r, g, b``                   6
-4       background     + the background colour ``bg_r, bg_g, bg_b``      9
-5       two disks      + a second disk ``cx2, cy2, radius2, r2, g2, b2``  15
-======  =============  ===============================================  =========
+====  ==========  =================================================  =====
+rung  name        free factors (added by this rung)                  count
+====  ==========  =================================================  =====
+1     position    ``cx, cy`` of one white disk on black              2
+2     radius      + ``radius``                                       3
+3     colour      + the disk's colour ``r, g, b``                    6
+4     background  + the background colour ``bg_r, bg_g, bg_b``       9
+5     two disks   + a second disk ``cx2, cy2, radius2, r2, g2, b2``  15
+====  ==========  =================================================  =====
 
 Factor values (fractions of the image width, y pointing down): centres in
 :data:`~pullback_utils.zoo.vocab.POS_RANGE`, radii in :data:`~pullback_utils.zoo.vocab.SIZE_RANGE`;

@@ -212,7 +212,7 @@ def test_failed_cell_is_named_and_the_previous_output_kept(layout):
     assert metrics["python"] == sys.executable  # the kernel runs this interpreter
     executed = nbformat.read(layout.out_dir("alpha") / "alpha.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert injected and "hide-input" in injected[0].metadata.tags
+    assert injected and "remove-cell" in injected[0].metadata.tags
 
     make_notebook(layout.notebook("alpha"), ["x = 1", "y = k + 1\nraise ValueError(f'boom {y}')", "print('never')"])
     logged: list[str] = []
@@ -488,40 +488,53 @@ def test_annotated_parameters_show_their_types_in_papermill_and_are_checked(tmp_
 
 
 def test_repository_address_has_one_place(layout):
-    from pullback_utils.book import REPOSITORY_URL
-    from pullback_utils.book.project import PIP_SPEC
-
-    repo_config = yaml.safe_load((Path(__file__).resolve().parents[2] / "_config.yml").read_text())
-    assert "url" not in repo_config["repository"] and "branch" not in repo_config["repository"]
-    layout.config.write_text(yaml.safe_dump(repo_config))
+    repo = book.repository(REPO_ROOT / "_config.yml")
+    assert repo.url.startswith("https://github.com/") and repo.branch
+    layout.config.write_text((REPO_ROOT / "_config.yml").read_text())
     config = yaml.safe_load(book.pages.write_config(layout).read_text())
-    assert config["repository"]["url"] == REPOSITORY_URL and config["repository"]["path_to_book"] == "book"
+    assert config["repository"]["url"] == repo.url and config["repository"]["path_to_book"] == "book"
     install, cite = (p.read_text() for p in book.write_snippets(layout))
-    assert f'pip install "{PIP_SPEC}"' in install and REPOSITORY_URL in PIP_SPEC
-    assert f"\\url{{{REPOSITORY_URL}}}" in cite and "@misc{pullback_book," in cite
-    intro = (Path(__file__).resolve().parents[2] / "book" / "intro.md").read_text()
+    assert f'pip install "pullback_utils[zoo] @ git+{repo.url}@{repo.branch}"' in install
+    assert f"\\url{{{repo.url}}}" in cite and "@misc{pullback_book," in cite
+    intro = (REPO_ROOT / "book" / "intro.md").read_text()
     assert "generated/snippets/install.md" in intro and "generated/snippets/cite.md" in intro
 
 
-REPO_NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+@pytest.mark.parametrize("setting, match", [
+    ({"path_to_book": "book"}, r"repository.url must be the book's GitHub address.*got None"),
+    ({"url": "https://github.com/a/b/", "branch": "main"}, r"repository.url must be .*no trailing slash"),
+    ({"url": "https://gitlab.com/a/b", "branch": "main"}, r"repository.url must be"),
+    ({"url": "https://github.com/a/b"}, r"repository.branch must name the branch"),
+])
+def test_a_bad_repository_setting_is_named(layout, setting, match):
+    layout.config.write_text(yaml.safe_dump({"title": "t", "repository": setting}))
+    with pytest.raises(ParameterError, match=match):
+        book.repository(layout.config)
+    with pytest.raises(ParameterError, match=match):
+        book.write_snippets(layout)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.mark.parametrize("path", REPO_NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_chapter_starts_with_the_install_cell(path):
     cells = nbformat.read(path, as_version=4).cells
     first = next(c for c in cells if c.cell_type == "code")
-    assert first.source == book.INSTALL_CELL
+    assert first.source == book.repository(REPO_ROOT / "_config.yml").install_cell
 
 
 def test_install_cell_is_valid_ipython_and_installs_only_when_missing():
     from IPython.core.inputtransformer2 import TransformerManager
 
-    code = TransformerManager().transform_cell(book.INSTALL_CELL)
+    repo = book.repository(REPO_ROOT / "_config.yml")
+    code = TransformerManager().transform_cell(repo.install_cell)
     calls = []
     namespace = {"get_ipython": lambda: type("Shell", (), {"run_line_magic": lambda self, *a: calls.append(a)})()}
     exec(compile(code, "<install cell>", "exec"), namespace)  # pullback_utils is importable here: no install
     assert calls == [] and "pullback_utils" in namespace
-    assert "run_line_magic('pip'" in code and book.REPOSITORY_URL in code
+    assert "run_line_magic('pip'" in code and repo.url in code
 
 
 def test_papermill_cell_problems_name_what_help_notebook_would_miss(tmp_path):
@@ -697,3 +710,19 @@ def test_death_report_names_memory_and_the_settings_that_lower_it(monkeypatch, t
     assert msg.startswith("Kernel died: killed by signal 9 (SIGKILL) in cell 7/23 `basis = m.local_basis(x_t, t, k)`")
     assert "last progress: block Krylov" in msg and "23.0 GB of 24.0 GB" in msg
     assert "most likely killed for memory" in msg and "PULLBACK_CHUNK_SIZE=4" in msg and "PULLBACK_JVP_MODE=forward" in msg
+
+
+def test_thebe_binder_settings_follow_the_repository_setting():
+    from pullback_utils.book.sphinx_ext import _thebe_from_repository
+
+    class Config(SimpleNamespace):
+        def __contains__(self, name):
+            return hasattr(self, name)
+
+    config = Config(html_theme_options={"repository_url": "https://github.com/a/b", "repository_branch": "dev"},
+                    thebe_config={})
+    _thebe_from_repository(None, config)
+    assert config.thebe_config == {"repository_url": "https://github.com/a/b", "repository_branch": "dev"}
+    config.thebe_config = {"repository_url": "https://github.com/x/y"}  # set explicitly: kept
+    _thebe_from_repository(None, config)
+    assert config.thebe_config["repository_url"] == "https://github.com/x/y"

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import pytest
 from book_workspace import REPO, quick_layout, quick_run
 
-from pullback_utils.book import REPOSITORY_URL, build
+from pullback_utils.book import build, repository
 from pullback_utils.book.checks import check_site
 from pullback_utils.book.layout import chapter_of as _chapter_of
 from pullback_utils.book.layout import toc_files
@@ -105,7 +105,7 @@ def built_book(tmp_path_factory):
     results = quick_run(tmp_path_factory)
     layout = quick_layout(tmp_path_factory)
     started = time.perf_counter()
-    assert build(layout, ["-q"]) == 0
+    assert build(layout, ["-q"]) == 0  # Sphinx with -W, nitpicky: a single warning fails the build
     print(f"quick book build: {time.perf_counter() - started:.1f} s")
     return layout, results
 
@@ -468,6 +468,10 @@ def test_built_pages_pass_the_book_checks(built_book):
     """Citations of the paper, outputs and figures of the built pages (pullback_utils.book.checks)."""
     layout, _ = built_book
     problems = check_site(layout.html, layout.generated)
+    # the quick parameters stop the solvers after a few iterations on purpose: the chapters' notes listing
+    # those (the book's own RuntimeWarnings) are expected here; any other warning is not
+    problems = {page: kept for page, issues in problems.items()
+                if (kept := [i for i in issues if not i.startswith("warnings note: 'RuntimeWarning: jacobian_svd")])}
     always = {page: issues for page, issues in problems.items() if not _chapter_of(page.removesuffix(".html"))}
     assert not always, json.dumps(always, indent=2)
     if problems:
@@ -486,7 +490,9 @@ def test_chapter_launch_buttons_open_the_source_notebook(built_book):
         pytest.skip("no chapter was executed")
     name = executed[0]
     html = (layout.html / "generated" / name / f"{name}.html").read_text()
-    repo = REPOSITORY_URL.removeprefix("https://github.com/")
-    assert f"colab.research.google.com/github/{repo}/blob/main/notebooks/{name}.ipynb" in html
-    assert f"mybinder.org/v2/gh/{repo}/main?urlpath=tree/notebooks/{name}.ipynb" in html
+    repo = repository(layout.config)  # the one setting (_config.yml): every launch and issue link from it
+    assert f"colab.research.google.com/github/{repo.github}/blob/{repo.branch}/notebooks/{name}.ipynb" in html
+    assert f"mybinder.org/v2/gh/{repo.github}/{repo.branch}?urlpath=tree/notebooks/{name}.ipynb" in html
+    assert f"{repo.url}/issues" in html
+    assert f'repo: "{repo.github}"' in html and "binder-examples" not in html  # thebe's Binder settings too
     assert "book/generated/" not in html  # no button points at the executed copy (not in the repository)

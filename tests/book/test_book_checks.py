@@ -119,3 +119,42 @@ def test_check_site_runs_every_check_on_intro_and_chapters(site):
     assert check_site(html) == {}
     (html / "bibliography.html").unlink()
     assert check_site(html) == {"bibliography.html": ["no bibliography page (book/bibliography.md in book/_toc.yml)"]}
+
+
+def test_noise_is_reported_on_any_page():
+    """Raw reprs, machine paths, a run's warnings note, widget state and papermill's injected cell."""
+    from pullback_utils.book.checks import noise_problems
+
+    clean = chapter('<p>Written to <code>metrics.json</code>; see <code>pullback_utils.zoo.paths.CARDS_DIR</code>.</p>'
+                    '<p>A mention of /tmp/ in prose? only a folder name after it counts.</p>')
+    assert noise_problems(parse_page(clean), clean, ("/srv/book",)) == []
+    cases = {
+        "<div class='cell_output'><pre>PosixPath('metrics.json')</pre></div>": "raw repr: \"PosixPath('metrics.json')\"",
+        "<pre>&lt;Figure size 640x480 with 1 Axes&gt;</pre>": "raw repr: '<Figure size 640x480 with 1 Axes>'",
+        "<pre>&lt;matplotlib.image.AxesImage object at 0x7f00&gt;</pre>": "raw repr: '<matplotlib.image.AxesImage object at",
+        "<dt>write(out_dir=/home/ana/book/model_cards)</dt>": "machine path: 'write(out_dir=/home/ana/book/model_cards)'",
+        "<p>see /srv/book/notes</p>": "machine path: '/srv/book' (the folder the book was built in)",
+        "<div class='admonition note'><p>Warnings during this run (also in metrics.json):</p><ul><li>"
+        "DeprecationWarning: old</li></ul></div>": "warnings note: 'DeprecationWarning: old'",
+        '<script type="application/vnd.jupyter.widget-view+json">{}</script>': "a widget view",
+        '<div class="cell tag_injected-parameters docutils container"></div>': "papermill's injected-parameters cell",
+    }
+    for body, expected in cases.items():
+        html = chapter(body)
+        problems = noise_problems(parse_page(html), html, ("/srv/book",))
+        assert len(problems) == 1 and problems[0].startswith(expected), (body, problems)
+    state = '<html><script type="application/vnd.jupyter.widget-state+json">{}</script><article></article></html>'
+    assert noise_problems(parse_page(state), state) == ["widget state (a notebook's saved widgets) in the page"]
+
+
+def test_check_site_looks_for_noise_on_every_page(site):
+    html = site / "_build" / "html"
+    (html / "generated" / "demo" / "demo.html").write_text(CITES.replace("</article>", figure("../../_images/good.png")
+                                                                         + "</article>"))
+    (html / "generated" / "api.html").write_text(chapter(f"<dt>f(cards_dir=PosixPath('{site}/book/model_cards'))</dt>"))
+    (html / "_static").mkdir()
+    (html / "_static" / "skip.html").write_text(chapter("PosixPath('x')"))  # theme files are not pages
+    problems = check_site(html)
+    assert list(problems) == ["generated/api.html"]
+    assert problems["generated/api.html"][0].startswith("raw repr: ")
+    assert any(p.startswith("machine path: ") for p in problems["generated/api.html"])

@@ -137,3 +137,30 @@ def test_rerunning_cells_in_jupyter_finds_the_parameters_cell_again():
 def test_no_parameters_cell_is_a_clear_error():
     with pytest.raises(ParameterError, match="no parameters cell was run before this cell"):
         check_parameters(["import x", "y = f(x)", CHECK])
+
+
+def test_glue_stores_without_showing_in_the_book_and_shows_elsewhere(tmp_path, monkeypatch):
+    """Chapter.glue: myst-nb's glue with display=False when myst-nb is there; a visible line otherwise."""
+    import sys
+
+    import IPython.display
+    from IPython.display import Markdown
+
+    from pullback_utils.chapters import chapter
+
+    ch = chapter.setup("local_basis_tutorial", {"output_dir": str(tmp_path), "cache_dir": ""})
+    shown = []
+    import myst_nb.ext.glue
+
+    record = lambda *objs, **kw: shown.append((objs, kw))  # noqa: E731
+    monkeypatch.setattr(IPython.display, "display", record)
+    monkeypatch.setattr(myst_nb.ext.glue, "ipy_display", record)
+    ch.glue("share", 0.0667)
+    (bundle,), kw = shown[-1]
+    assert kw["raw"] and kw["metadata"]["scrapbook"] == {"name": "share", "mime_prefix": "application/papermill.record/"}
+    assert bundle == {"application/papermill.record/text/plain": "0.0667"}  # stored, not shown
+
+    monkeypatch.setitem(sys.modules, "myst_nb", None)  # no myst-nb: import fails
+    ch.glue("share", 0.0667)
+    ch.glue("sentence", Markdown("rises *then* falls"))
+    assert [objs[0].data for objs, _ in shown[-2:]] == ["`share` = 0.0667", "`sentence` = rises *then* falls"]
