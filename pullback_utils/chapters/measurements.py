@@ -122,22 +122,32 @@ def noise_floor_sweep(model: Any, study: TangentStudy, times: Sequence[float], *
 
 
 def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, cache_dir: Any = None,
-                  solver: dict | None = None, progress: bool = True,
-                  cluster: Any = None) -> dict[str, dict[str, np.ndarray]]:
+                  solver: dict | None = None, progress: bool = True, cluster: Any = None,
+                  control: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """The 2 x 2 ablation: per sample, bases at (state x_ta or x_tb) x (time input t_a or t_b).
 
     Returns ``{side: {"total", "time_only", "state_only"}}`` arrays ``(n,)`` for sides ``"v"``, ``"u"``:
     ``total`` = d(B(x_ta, t_a), B(x_tb, t_b)); ``time_only`` = mean of d(B(x_ta, t_a), B(x_ta, t_b)) and
     d(B(x_tb, t_a), B(x_tb, t_b)) (state fixed); ``state_only`` = mean of d(B(x_ta, t_a), B(x_tb, t_a)) and
     d(B(x_ta, t_b), B(x_tb, t_b)) (time input fixed).
+
+    ``control``: the same ablation on the study's random-weight control (``model`` is then that network,
+    :func:`~pullback_utils.analysis.baselines.random_weight_model`; ``t_a`` and ``t_b`` must be among the
+    study's ``control_times``), on the same states and samples.
     """
-    ia, ib = study.times.index(t_a), study.times.index(t_b)
-    xa, xb = study.traj.x[ia], study.traj.x[ib]
-    crossed = bases_over(model, torch.stack([xa, xb]), [t_b, t_a], study.sweep.k, cache_dir=cache_dir,
-                         desc="bases (crossed)", progress=progress, cluster=cluster, **dict(solver or {}))
+    sweep, times = (study.control, study.control_times) if control else (study.sweep, study.times)
+    missing = [t for t in (t_a, t_b) if t not in times]
+    if missing:
+        raise ValueError(f"t_a, t_b must be among the {'control ' if control else ''}times {list(times)}; {missing} "
+                         "are not")
+    ia, ib = times.index(t_a), times.index(t_b)
+    xa, xb = study.traj.x[study.times.index(t_a)], study.traj.x[study.times.index(t_b)]
+    crossed = bases_over(model, torch.stack([xa, xb]), [t_b, t_a], sweep.k, cache_dir=cache_dir,
+                         desc="bases (crossed" + (", random weights)" if control else ")"), progress=progress,
+                         cluster=cluster, **dict(solver or {}))
     out = {}
     for side in ("v", "u"):
-        aa, bb = study.sweep.side(side)[ia], study.sweep.side(side)[ib]
+        aa, bb = sweep.side(side)[ia], sweep.side(side)[ib]
         ab, ba = crossed.side(side)[0], crossed.side(side)[1]  # B(x_ta, t_b), B(x_tb, t_a)
         n = aa.shape[0]
         out[side] = {

@@ -16,6 +16,7 @@ from pullback_utils.claims.record import (
            NOT_LEARNED,
            MetricsError,
            check_record,
+           equivalence,
            read_metrics,
            record,
            verdict_of,
@@ -24,5 +25,5 @@ from pullback_utils.claims.record import (
 from pullback_utils.claims.registry import CLAIMS, PRIMARY, ClaimSpec, get, outcome_words
 from pullback_utils.claims.report import sentence, table
 
-__all__ = ["stats", "sensitivity", "sentence", "table", "record", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of", "CLAIMS",
+__all__ = ["stats", "sensitivity", "sentence", "table", "record", "equivalence", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of", "CLAIMS",
            "PRIMARY", "ClaimSpec", "get", "outcome_words"]

@@ -21,6 +21,9 @@ A chapter's ``metrics.json`` is ``{"notebook", "claims": {record name: record}, 
                    a non-significant record with power < 0.8 is *underpowered*
 ``sensitivity``    optional: rows ``{setting, estimate, p_value, verdict}`` (``min_p``, ``n_units``), the
                    same claim under other analysis choices (:mod:`pullback_utils.claims.sensitivity`)
+``equivalence``    optional: the TOST beside the claim's own test (:func:`equivalence`): ``margin`` (the
+                   registry's), ``p_tost``, ``ci90``, ``min_p``, ``equivalent`` (= ``p_tost`` and ``min_p``
+                   below 0.05)
 =================  ================================================================================
 
 :func:`read_metrics` rejects a file whose record lacks any of these, has a non-finite estimate, an
@@ -52,7 +55,7 @@ def verdict_of(p_value: float, estimate: float, direction: str, *, null: float, 
         return NOT_LEARNED
     return v
 
-__all__ = ["MetricsError", "record", "check_record", "write_metrics", "read_metrics", "VERDICTS", "NOT_LEARNED",
+__all__ = ["MetricsError", "record", "equivalence", "check_record", "write_metrics", "read_metrics", "VERDICTS", "NOT_LEARNED",
            "verdict_of"]
 
 #: The verdict of a claim significant on the claimed side whose random-weight (or other) control shows the
@@ -114,6 +117,30 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
     return to_jsonable(rec)
 
 
+def equivalence(record_id: str, values: Any, *, seed: int = 0) -> dict[str, Any]:
+    """The equivalence test of claim ``record_id``'s per-unit ``values`` (:func:`~pullback_utils.analysis.inference.tost_test`)
+    within the registry's ``margin`` (fixed there before the run): the record's ``equivalence`` field."""
+    spec = get(record_id)
+    if spec.margin is None:
+        raise ValueError(f"claim {spec.id!r} has no equivalence margin in the registry")
+    eq = inf.tost_test(values, spec.margin, seed=seed)
+    return {"margin": spec.margin, "p_tost": eq.extra["p_tost"], "ci90": [float(c) for c in eq.ci],
+            "min_p": eq.min_p, "equivalent": bool(eq.extra["equivalent"])}
+
+
+def _check_equivalence(name: str, eq: Any) -> None:
+    if not isinstance(eq, dict) or any(k not in eq for k in ("margin", "p_tost", "min_p", "equivalent")):
+        raise MetricsError(f"claims[{name!r}]['equivalence'] must be an object with margin, p_tost, min_p and "
+                           f"equivalent (claims.record.equivalence), got {eq!r}")
+    p, min_p = _finite(eq["p_tost"], "p_tost"), _finite(eq["min_p"], "min_p")
+    if not (0 <= p <= 1 and 0 <= min_p <= 1) or _finite(eq["margin"], "margin") <= 0:
+        raise MetricsError(f"claims[{name!r}]['equivalence']: p_tost and min_p must lie in [0, 1] and the margin "
+                           f"be > 0, got {eq!r}")
+    if bool(eq["equivalent"]) != (p < inf.ALPHA and min_p < inf.ALPHA):
+        raise MetricsError(f"claims[{name!r}]['equivalence']: 'equivalent' = {eq['equivalent']} is not what "
+                           f"p_tost = {p} and min_p = {min_p} give")
+
+
 def _value(v: Any) -> Any:
     if isinstance(v, inf.TestResult):
         return {"estimate": v.estimate, "ci": list(v.ci), "p_value": v.p_value}
@@ -161,6 +188,8 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
     try:
         v = verdict_of(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p,
                        controls=rec["controls"], power=rec.get("power"))
+        if rec.get("equivalence") is not None:
+            _check_equivalence(name, rec["equivalence"])
         if rec.get("sensitivity") is not None:
             check_rows(rec["sensitivity"], direction=rec["direction"], null=float(rec["null"]),
                        where=f"claims[{name!r}]['sensitivity']")

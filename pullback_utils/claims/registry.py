@@ -34,6 +34,14 @@ of ``statistics.py``). The registry was *not* fixed before any result was seen:
   flipping with k) to the trend over all times of the sigma-weighted overlap; ``editing_alignment`` tested
   against the naive step's value (1) instead of 0; a control that shows the effect gets its own verdict,
   "not attributable to learning"; support records carry Holm within their claim.
+- 2026-12-07 (issue 24, item 1, before these statistics were first run): ``editing_efficacy`` (log ratio of
+  the guided and the naive step's renderer-factor change per unit of state change, with the equivalence
+  margin log 1.25 written here first) and ``editing_dose_response`` (Spearman rho of the factor change
+  against gamma * N) added; ``discrepancy_time_input`` / ``discrepancy_state`` re-based from "minus the
+  noise floor" to the same-time cross-sample scale with the SESOI 0.25 (their old values, 1-2 rad over a
+  0.003 floor, had been seen); ``early_similarity_vs_gaussian`` moved to the overlap trend and
+  ``dataset_complexity_vs_gaussian`` to the rung as the unit, like their parents (their old values seen).
+  The ``editing`` margin 0.005 stays as set after its 2026-12-02 result: not pre-registered.
 """
 
 from __future__ import annotations
@@ -179,13 +187,19 @@ CLAIMS: tuple[ClaimSpec, ...] = (
     _C("discrepancy_time_input", "Discrepancy from the time input alone",
        "With x_t held fixed, changing only the U-Net's time input moves the tangent space.",
        "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "distance between span(u) at (x_t, t_a) and (x_t, t_b) minus the noise floor (rad), per sample",
-       baselines=("noise_floor",), parent="timestep_discrepancy"),
+       "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_ta, t_b) (time input changed, "
+       "state held) relative to its mean distance to the other samples at t_a and t_b (the same-time reference "
+       "scale of timestep_discrepancy); the claim must exceed the smallest effect of interest 0.25",
+       baselines=("chance_level", "noise_floor"), controls=("random_weights",), parent="timestep_discrepancy",
+       null=0.25, sesoi=0.25),
     _C("discrepancy_state", "Discrepancy from the state alone",
        "With the time input held fixed, changing only the state x_t moves the tangent space.",
        "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "distance between span(u) at (x_ta, t) and (x_tb, t) minus the noise floor (rad), per sample",
-       baselines=("noise_floor",), parent="timestep_discrepancy"),
+       "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_tb, t_a) (state changed, time "
+       "input held) relative to its mean distance to the other samples at t_a and t_b; the claim must exceed "
+       "the smallest effect of interest 0.25",
+       baselines=("chance_level", "noise_floor"), controls=("random_weights",), parent="timestep_discrepancy",
+       null=0.25, sesoi=0.25),
     _C("similar_prompts_total", "Similar prompts (encoder included)",
        "The paper's statistic: prompt similarity against tangent distance, whatever its source (the text "
        "encoder's geometry, which a random-weight U-Net also passes on, included).",
@@ -211,6 +225,26 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 minus the same "
        "cosine for a naive step along v_1 (1 up to the finite-difference error), at the middle edit time, per "
        "sample", parent="editing"),
+    _C("editing_efficacy", "Guidance moves the renderer's factors more per unit of change",
+       "Per unit of change of the state x_t, x-space guidance along v_1 changes the edited image's renderer "
+       "factors more than a naive step along v_1 that moves x_t as far.",
+       "editing", "support", "sample", "sign-flip", "greater",
+       "per sample, log of the guided edit's efficacy over the naive step's; efficacy = least-squares slope "
+       "through the origin of the renderer-factor change (norm of the change of the factors fitted to the "
+       "finished unedited and edited images, each factor in standard deviations of the training data) against "
+       "the state change ||x^(N) - x_t|| over the gamma x N dose grid at the middle edit time; the naive step "
+       "x_t + ||x^(N) - x_t|| v_1 moves the state as far (0: as efficient; log 1.25 = 0.223: 25 % more)",
+       baselines=("naive_efficacy",), parent="editing",
+       # equivalence margin fixed here on 2026-12-07 before the statistic was first run (issue 24, item 1)
+       margin=0.223),
+    _C("editing_dose_response", "Guided edits grow with the guidance dose",
+       "The renderer-factor change of a guided edit grows with the guidance strength gamma and the number of "
+       "guidance steps N.",
+       "editing", "support", "sample", "sign-flip", "greater",
+       "per sample, Spearman rho between the dose gamma * N and the guided edit's renderer-factor change (factor "
+       "standard deviations) over the gamma x N grid at the middle edit time (+1: the change grows with every "
+       "increase of the dose)",
+       baselines=("naive",), parent="editing"),
     _C("coarse_to_fine_vs_gaussian", "Coarse to fine beyond the Gaussian",
        "The shift of the basis towards higher frequencies is larger than that of the optimal denoiser of a Gaussian "
        "fitted to the training data (the same top-k statistic on the Gaussian control's basis).",
@@ -219,17 +253,19 @@ CLAIMS: tuple[ClaimSpec, ...] = (
        "Jacobian of the output the model predicts, the h-analogue), per sample",
        baselines=("gaussian",), parent="coarse_to_fine"),
     _C("early_similarity_vs_gaussian", "Early similarity beyond the Gaussian",
-       "The cross-sample distance grows towards t -> 0 more than under the Gaussian control, whose basis is the "
-       "same for every sample at every t (it explains similarity, not its growth).",
+       "The samples' tangent spaces drift apart towards t -> 0 more than under the Gaussian control, whose basis "
+       "is the same for every sample at every t (it explains similarity, not its change).",
        "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "early_similarity's per-pair value minus the same value on the Gaussian control's bases (rad)",
+       "early_similarity's per-pair trend (Spearman rho between -t and 1 - O, O the sigma-weighted overlap) minus "
+       "the same trend on the Gaussian control's bases (difference of Spearman rho), mean over pairs",
        baselines=("gaussian",), parent="early_similarity"),
     _C("dataset_complexity_vs_gaussian", "Dataset complexity beyond the Gaussian",
        "The trend of the models' spread over data complexity remains after subtracting the spread of each "
        "model's Gaussian control (the optimal linear denoiser of its rung's data).",
-       "dataset_complexity", "support", "model", "permutation trend", "greater",
-       "Spearman rho between the factor count and each model's spread minus its Gaussian control's spread",
-       baselines=("gaussian",), parent="dataset_complexity", primary_model="ladder", min_units=12),
+       "dataset_complexity", "support", "rung", "nested permutation trend", "greater",
+       "as dataset_complexity (the rung is the unit, seeds averaged within it, all rung labellings enumerated), "
+       "for each model's spread minus the spread of its Gaussian control",
+       baselines=("gaussian",), parent="dataset_complexity", primary_model="ladder", min_units=5),
     # ------------------------------------------------------------------ the book's extensions
     _C("ground_truth_matched", "Basis on the data manifold (vs same-spectrum random)",
        "On procedural data the top local latent basis lies in the true tangent space of the data manifold, "

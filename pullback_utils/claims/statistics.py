@@ -24,6 +24,7 @@ __all__ = [
     "model_spread", "attribute_similarity", "coarse_to_fine_excess", "complexity_trend_excess", "pair_trends", "similarity_trend", "similarity_trend_excess",
     "same_time_reference", "relative_discrepancy", "discrepancy_over_lags",
     "model_spread", "attribute_similarity", "partial_prompt_similarity", "residualise", "complexity_trend_nested",
+    "complexity_trend_nested_excess", "relative_change", "efficacy", "efficacy_ratio", "dose_response",
 ]
 
 
@@ -96,14 +97,20 @@ def early_similarity_excess(cross: Any, matched: Any, times: Sequence[Any]) -> i
     return inf.pair_u_test(_pair_change(c, times) - _pair_change(m, times), unit="sample")
 
 
-def pair_trends(dissimilarity: Any, times: Sequence[Any]) -> np.ndarray:
+def pair_trends(dissimilarity: Any, times: Sequence[Any], *, atol: float = 0.0) -> np.ndarray:
     """``(n, n)`` per sample pair, Spearman's rho between lateness ``-t`` and the pair's dissimilarity over all
     ``n_t`` times (+1: the two samples drift apart monotonically as ``t -> 0``; a pair whose dissimilarity is
-    constant gets 0). ``dissimilarity``: ``(n_t, n, n)``, e.g. geodesic distances or ``1 - overlap``."""
+    constant gets 0). ``dissimilarity``: ``(n_t, n, n)``, e.g. geodesic distances or ``1 - overlap``.
+    ``atol``: a pair whose dissimilarity varies over time by at most this much counts as constant (rho 0), so
+    rounding noise of identical bases (the Gaussian control's) is not ranked as a trend."""
     d = _array(dissimilarity, "dissimilarity", 3)
     _times(times, d.shape[0])
     if d.shape[1] != d.shape[2]:
         raise ValueError(f"dissimilarity must be (n_t, n, n), got {d.shape}")
+    if not (isinstance(atol, (int, float)) and atol >= 0 and np.isfinite(atol)):
+        raise ValueError(f"atol must be a finite number >= 0, got {atol!r}")
+    if atol > 0:
+        d = np.where(np.ptp(d, axis=0) <= atol, 0.0, d)
     late = _sps.rankdata(-np.asarray([float(x) for x in times]))
     late = late - late.mean()
     r = _sps.rankdata(d, axis=0) - (d.shape[0] + 1) / 2  # ranks over time, centred, per pair
@@ -121,9 +128,16 @@ def similarity_trend(dissimilarity: Any, times: Sequence[Any]) -> inf.TestResult
     return inf.pair_u_test(pair_trends(dissimilarity, times), unit="sample")
 
 
-def similarity_trend_excess(dissimilarity: Any, matched: Any, times: Sequence[Any]) -> inf.TestResult:
-    """:func:`similarity_trend` of the bases minus that of their matched twins, pair by pair."""
-    return inf.pair_u_test(pair_trends(dissimilarity, times) - pair_trends(matched, times), unit="sample")
+def similarity_trend_excess(dissimilarity: Any, matched: Any, times: Sequence[Any], *,
+                            matched_atol: float = 0.0) -> inf.TestResult:
+    """:func:`similarity_trend` of the bases minus that of their matched twins (or of a control model's bases on
+    the same samples, e.g. the Gaussian control's), pair by pair. ``matched_atol``: :func:`pair_trends`'s
+    ``atol`` for ``matched``."""
+    d = _array(dissimilarity, "dissimilarity", 3)
+    m = _array(matched, "matched", 3)
+    if d.shape != m.shape:
+        raise ValueError(f"dissimilarity and matched must have the same shape, got {d.shape} and {m.shape}")
+    return inf.pair_u_test(pair_trends(d, times) - pair_trends(m, times, atol=matched_atol), unit="sample")
 
 
 def same_time_reference(cross: Any, times: Sequence[Any], t: Any, t_other: Any) -> np.ndarray:
@@ -171,6 +185,23 @@ def relative_discrepancy(self_d: Any, cross: Any, times: Sequence[Any], t: Any, 
     res.extra.update({"adjacent_distance": float(adj.mean()), "reference_distance": float(ref.mean()),
                       "delta_t": abs(float(times[i]) - float(times[j])), "t": float(times[i]),
                       "t_other": float(times[j]), "sesoi": float(sesoi)})
+    return res
+
+
+def relative_change(distance: Any, reference: Any, *, sesoi: float, **test: Any) -> inf.TestResult:
+    """Per sample, a distance between two of its tangent spaces divided by its same-time reference distance to
+    the other samples (:func:`same_time_reference`), tested against the smallest effect of interest ``sesoi``
+    by a sign-flip test over samples (claimed: > ``sesoi``). The scale of :func:`relative_discrepancy`, for
+    distances that are not on the sweep's time grid (the state / time-input ablation's crossed bases).
+
+    ``distance``, ``reference``: ``(n,)`` one value per sample."""
+    d, ref = _array(distance, "distance", 1), _array(reference, "reference", 1)
+    if d.shape != ref.shape:
+        raise ValueError(f"distance and reference must hold the same samples, got {d.size} and {ref.size}")
+    if np.any(ref <= 0):
+        raise ValueError("a sample's same-time reference distance is 0: the samples' bases coincide")
+    res = inf.sign_flip_test(d / ref, null=float(sesoi), unit="sample", **test)
+    res.extra.update({"distance": float(d.mean()), "reference_distance": float(ref.mean()), "sesoi": float(sesoi)})
     return res
 
 
@@ -300,6 +331,64 @@ def complexity_trend(factor_counts: Any, spreads: Any, **test: Any) -> inf.TestR
     """Permutation test of Spearman rho(factor count, model spread) over models (claimed > 0)."""
     return inf.permutation_trend_test(_array(factor_counts, "factor_counts", 1), _array(spreads, "spreads", 1),
                                       unit="model", **test)
+
+
+def complexity_trend_nested_excess(factor_counts: Any, rungs: Any, spreads: Any, baseline_spreads: Any,
+                                   **test: Any) -> inf.TestResult:
+    """:func:`complexity_trend_nested` of each model's spread minus a baseline's spread for the same model (e.g.
+    the Gaussian control of its rung's data): the rung is the unit, seeds averaged within it."""
+    a, b = _array(spreads, "spreads", 1), _array(baseline_spreads, "baseline_spreads", 1)
+    if a.shape != b.shape:
+        raise ValueError(f"spreads and baseline_spreads must hold one value per model, got {a.size} and {b.size}")
+    return complexity_trend_nested(factor_counts, rungs, a - b, **test)
+
+
+def efficacy(factor_change: Any, state_change: Any) -> np.ndarray:
+    """``(n,)`` per sample, the least-squares slope through the origin of the renderer-factor change against the
+    state change over the dose grid: ``sum(df * dx) / sum(dx ** 2)`` (factor standard deviations per unit of
+    ``||x^(N) - x_t||``). ``factor_change``, ``state_change``: ``(..., n)``, the dose cells in the leading axes."""
+    f, x = np.asarray(factor_change, dtype=np.float64), np.asarray(state_change, dtype=np.float64)
+    if f.shape != x.shape or f.ndim < 2:
+        raise ValueError(f"factor_change and state_change must both be (..., n) over the same dose grid, got "
+                         f"{f.shape} and {x.shape}")
+    f, x = _array(f.reshape(-1, f.shape[-1]), "factor_change", 2), _array(x.reshape(-1, x.shape[-1]), "state_change", 2)
+    den = (x ** 2).sum(0)
+    if np.any(den <= 0):
+        raise ValueError("a sample's state never changed over the dose grid: its efficacy is undefined")
+    return (f * x).sum(0) / den
+
+
+def efficacy_ratio(guided_change: Any, naive_change: Any, state_change: Any, **test: Any) -> inf.TestResult:
+    """The editing efficacy record: per sample ``log(efficacy(guided) / efficacy(naive))`` at the same state
+    changes (the naive step moved x_t as far as guidance did, cell by cell); sign-flip test over samples
+    (claimed: > 0, guidance changes the renderer's factors more per unit of change). ``(..., n)`` each."""
+    eg, en = efficacy(guided_change, state_change), efficacy(naive_change, state_change)
+    if np.any(eg <= 0) or np.any(en <= 0):
+        raise ValueError("an efficacy is 0: the renderer's factors did not change for some sample")
+    res = inf.sign_flip_test(np.log(eg / en), unit="sample", **test)
+    res.extra.update({"guided_efficacy": float(eg.mean()), "naive_efficacy": float(en.mean())})
+    return res
+
+
+def dose_response(dose: Any, response: Any, **test: Any) -> inf.TestResult:
+    """Per sample, Spearman rho between the dose of each grid cell and the sample's response there (ties
+    averaged); sign-flip test of the mean rho over samples (claimed: > 0). Under a response that does not
+    depend on the dose the cells are exchangeable and rho is symmetric about 0, so the sign-flip null holds.
+
+    ``dose``: ``(G,)`` or the grid's shape ``(..)``; ``response``: ``(.., n)``, the grid's cells first."""
+    dz = _array(np.asarray(dose, dtype=np.float64).reshape(-1), "dose", 1)
+    r = np.asarray(response, dtype=np.float64)
+    r = _array(r.reshape(-1, r.shape[-1]) if r.ndim >= 2 else r, "response", 2)
+    if r.shape[0] != dz.size or np.unique(dz).size < 2:
+        raise ValueError(f"response must hold one row per dose cell ({dz.size}, at least 2 distinct doses), got "
+                         f"{r.shape[0]} rows")
+    rd = _sps.rankdata(dz) - (dz.size + 1) / 2
+    rr = _sps.rankdata(r, axis=0) - (dz.size + 1) / 2
+    den = np.sqrt((rd ** 2).sum() * (rr ** 2).sum(0))
+    rho = np.where(den > 0, (rd[:, None] * rr).sum(0) / np.where(den > 0, den, 1.0), 0.0)
+    res = inf.sign_flip_test(rho, unit="sample", **test)
+    res.extra.update({"cells": int(dz.size)})
+    return res
 
 
 def complexity_trend_nested(factor_counts: Any, rungs: Any, spreads: Any, **test: Any) -> inf.TestResult:

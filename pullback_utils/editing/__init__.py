@@ -61,6 +61,8 @@ Where things are
   :func:`edit_along`, :func:`states_at_times`, :func:`held_out_images`);
 - :mod:`~pullback_utils.editing.matched`: guided edits against naive steps of the same size of change
   (:func:`matched_edits`);
+- :mod:`~pullback_utils.editing.efficacy`: the renderer-factor change of edits per unit of state change,
+  over a grid of ``gamma`` and ``N`` (:func:`dose_response`);
 - :mod:`~pullback_utils.editing.checks`: the input checks.
 """
 
@@ -71,6 +73,7 @@ from pullback_utils.editing.config import (
     edit_defaults,
     guidance_conditioning,
 )
+from pullback_utils.editing.efficacy import DoseResponse, dose_response, factor_change, factor_scale, has_renderer
 from pullback_utils.editing.guidance import (
     feature_jvp_fd,
     naive_traverse,
@@ -124,4 +127,9 @@ __all__ = [
     "MatchedEdits",
     "matched_edits",
     "held_out_images",
+    "DoseResponse",
+    "dose_response",
+    "factor_change",
+    "factor_scale",
+    "has_renderer",
 ]

@@ -108,6 +108,23 @@ def test_noise_floor_and_ablation_separate_causes(model, tmp_path):
         studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5], k=2, ddim_steps=10, control_times=[0.3])
 
 
+def test_ablation_on_the_random_weight_control_uses_its_own_bases(model, tmp_path):
+    """``crossed_bases(..., control=True)``: the diagonal comes from the study's control sweep (the random-weight
+    network at the same states), the crossed bases from the network given; times outside control_times fail."""
+    from pullback_utils.analysis.baselines import random_weight_model
+
+    st = studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
+                               control_times=[0.9, 0.2], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    ctrl = random_weight_model(model, seed=0)
+    abl = studies.crossed_bases(ctrl, st, 0.9, 0.2, cache_dir=tmp_path, solver=SOLVER, progress=False, control=True)
+    np.testing.assert_allclose(abl["u"]["total"], [geodesic_distance(st.control.u[0, j].reshape(2, -1),
+                                                                     st.control.u[1, j].reshape(2, -1))
+                                                   for j in (0, 1)], atol=1e-6)
+    assert (abl["u"]["time_only"] > 0).all() and (abl["u"]["state_only"] > 0).all()
+    with pytest.raises(ValueError, match="control times"):
+        studies.crossed_bases(ctrl, st, 0.9, 0.5, cache_dir=tmp_path, solver=SOLVER, progress=False, control=True)
+
+
 def test_psd_summary_separates_smooth_from_rough_bases():
     h = w = 16
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
