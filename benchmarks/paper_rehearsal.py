@@ -4,7 +4,7 @@ The paper's file, unchanged, names google/ddpm-ema-celebahq-256 and stabilityai/
 script writes random-weight replicas of both (:mod:`pullback_utils.zoo.replicas`; skipped when the folders
 exist), points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every chapter of the
 file with ``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...`` at reduced
-counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4 DDIM steps, a loose tolerance) and full
+counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4 DDIM steps, tol 0.1, at most 2 iterations) and full
 resolution (3x256x256 pixels; 4x64x64 latents of 512x512 images). One chapter at a time, each in its own
 process tree, with an empty basis cache. It writes a table: chapter, model, wall seconds, Jacobian products
 (J·v + Jᵀu of the sweeps the chapter records in ``metrics.json``), peak resident memory of the chapter's
@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "book" / "params" / "paper.yaml"
 CELEBA = "google/ddpm-ema-celebahq-256"
 SD = "stabilityai/stable-diffusion-2-1-base"
-_FEW = dict(k=2, tol=0.1, max_iters=3, ddim_steps=4)
+_FEW = dict(k=2, tol=0.1, max_iters=2, ddim_steps=4)
 #: the counts each chapter runs at (everything else, models included, is paper.yaml's)
 REDUCED: dict[str, dict] = {
-    "local_basis_tutorial": dict(k=3, ddim_steps=4, tol=0.1, methods=["krylov", "power"], power_max_iters=3,
-                                 reference_tol=0.05),
+    "local_basis_tutorial": dict(k=3, ddim_steps=4, tol=0.1, methods=["krylov", "power"], power_max_iters=2,
+                                 reference_tol=0.1),
     "coarse_to_fine": dict(_FEW, n_samples=2, times=[0.7, 0.3], control_times=[0.7, 0.3], edit_times=[0.7, 0.3],
                            gaussian_images=300, gaussian_rank=128, share_k=32, sensitivity_tol=0.2,
                            sensitivity_samples=2),
@@ -45,8 +45,8 @@ REDUCED: dict[str, dict] = {
     "dataset_complexity": dict(_FEW, rungs=[1, 2], seeds=[0, 1], n_samples=4, times=[0.7, 0.3], control_times=[0.7],
                                control_samples=2, illustration=["disks"], n_twonn=200, gaussian_images=300,
                                gaussian_rank=128),
-    "prompt_influence": dict(_FEW, n_states=2, n_control=2, times=[1.0, 0.1]),
-    "editing": dict(n_samples=2, edit_times=[0.7, 0.4], k=2, tol=0.1, max_iters=3),
+    "prompt_influence": dict(_FEW, n_states=2, n_control=1, times=[1.0, 0.1]),
+    "editing": dict(n_samples=2, edit_times=[0.7, 0.4], k=2, tol=0.1, max_iters=2),
     "ground_truth": dict(_FEW, models=["disks", "shapes"], n_samples=2, times=[0.7, 0.3], n_pool=300, n_neighbours=10),
 }
 
@@ -128,22 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--replicas", type=Path, default=Path("/tmp/pullback-replicas"))
     p.add_argument("--out", type=Path, default=Path("/tmp/pullback-rehearsal"))
-    p.add_argument("--only", nargs="+", metavar="CHAPTER")
+    p.add_argument("--only", nargs="+", metavar="CHAPTER", help="run these chapters, in this order; the rows of "
+                   "chapters run earlier into the same --out are kept in the table")
     p.add_argument("--table", type=Path, help="also write the table (and the command) to this file")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds per chapter")
     args = p.parse_args(argv)
     groups = yaml.safe_load(PAPER.read_text())
-    names = [n for n in groups if n != "all" and (not args.only or n in args.only)]
+    names = list(args.only) if args.only else [n for n in groups if n != "all"]
+    unknown = [n for n in names if n not in groups or n == "all"]
+    if unknown:
+        p.error(f"--only: not a chapter of {PAPER.name}: {', '.join(unknown)}")
     mapping = write_replicas(args.replicas)
     from pullback_utils.zoo.loading import MODEL_MAP_ENV, format_model_map
 
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **{MODEL_MAP_ENV: format_model_map(mapping)})
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    earlier = args.out / "rows.json"
+    rows = [r for r in (json.loads(earlier.read_text()) if earlier.is_file() else []) if r["chapter"] not in names]
+    order = [n for n in groups if n != "all"]
     for name in names:
         print(f"run  {name} ...", flush=True)
         row = run_chapter(name, args.out, env, args.timeout)
         rows.append(row)
+        rows.sort(key=lambda r: order.index(r["chapter"]))
         print(f"{row['status']:6s} {name} in {row['seconds']:.0f} s, products {row['products']}, peak "
               f"{(row['peak_bytes'] or 0) / 1e9:.2f} GB", flush=True)
         if row["status"] != "ok":
