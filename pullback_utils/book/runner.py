@@ -71,7 +71,14 @@ def _lock(path: Path, remove: bool = False) -> Iterator[None]:
 
 def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[str, Any] | None,
              log: Log) -> list[tuple[str, dict[str, dict[str, Any]]]]:
-    """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``)."""
+    """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``). The model
+    map (``$PULLBACK_MODEL_MAP``) is checked here too, before anything runs."""
+    from pullback_utils.zoo.loading import model_map
+
+    try:
+        model_map()
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
     sources: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if quick:
         if layout.quick_params.is_file():

@@ -98,3 +98,19 @@ def test_book_plan_and_run_stop_before_any_kernel(mapped, tmp_path, monkeypatch)
     monkeypatch.setattr(jvp_memory, "available_bytes", lambda device: 1000)
     assert book.main(["--root", str(root), "chapter", "coarse_to_fine", "--model-map", f"{CELEBA}={mapped}",
                       "-o", str(tmp_path / "out"), "-q"]) == 2
+
+
+def test_the_model_map_is_part_of_a_chapters_stamp(tmp_path, monkeypatch):
+    """A chapter run with a hub id mapped to a replica is not 'unchanged' for a run with the real model."""
+    from pullback_utils.book.stamps import stamp_key
+
+    nb = tmp_path / "c.ipynb"
+    nb.write_text("{}")
+    monkeypatch.delenv(loading.MODEL_MAP_ENV, raising=False)
+    plain = stamp_key(nb, {"model": CELEBA}, "1", "h")
+    (tmp_path / "replica").mkdir()
+    monkeypatch.setenv(loading.MODEL_MAP_ENV, f"{CELEBA}={tmp_path / 'replica'}")
+    assert stamp_key(nb, {"model": CELEBA}, "1", "h") != plain
+    assert stamp_key(nb, {"model": "disks"}, "1", "h") == stamp_key(nb, {"model": "disks"}, "1", "h")
+    monkeypatch.setenv(loading.MODEL_MAP_ENV, f"other/model={tmp_path / 'replica'}")
+    assert stamp_key(nb, {"model": CELEBA}, "1", "h") == plain  # an entry the chapter does not name changes nothing
