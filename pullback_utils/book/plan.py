@@ -14,8 +14,9 @@ Where each number comes from:
   J·v over 100 bases of k = 8 in coarse_to_fine, 2026-12-02) and ~12 at tol 1e-3 (``benchmarks/scaling.py``:
   288-360 products for k = 10; 832-936 for k = 50, NOTES.md "Cost at real sizes"). Randomized subspace
   iteration: ``k + 10`` per iteration; power iteration: ``k`` per iteration for ``power_max_iters``.
-- **FLOPs** of a forward pass, a J·v and a Jᵀu: :func:`pullback_utils.features.flops.basis_costs` on the
-  meta device (the architecture's real config; nothing is allocated).
+- **FLOPs** of a forward pass, a J·v (forward mode: what ``auto`` picks at these sizes and what the CPU rates
+  below were measured in) and a Jᵀu: :func:`pullback_utils.features.flops.basis_costs` on the meta device (the
+  architecture's real config; nothing is allocated).
 - **time on this machine**: FLOPs at the sustained rate measured on this CPU for the nearest measured
   architecture (:data:`MEASURED_CPU`: seconds per product from NOTES.md, turned into FLOP/s with the same
   counts), plus the DDIM trajectories (``n × ddim_steps`` forward passes).
@@ -166,7 +167,7 @@ def _costs(arch: dict[str, Any]):
                      default=str)
     if key not in _COSTS:
         _COSTS[key] = basis_costs(arch["cls"], arch["config"], arch["sample_shape"], text_tokens=arch["text_tokens"],
-                                  dtype=torch.float32, block=2)
+                                  dtype=torch.float32, block=8, jvp_mode="forward")
     return _COSTS[key]
 
 
