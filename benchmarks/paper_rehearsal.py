@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                    "chapters run earlier into the same --out are kept in the table")
     p.add_argument("--table", type=Path, help="also write the table (and the command) to this file")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds per chapter")
+    p.add_argument("--table-only", action="store_true", help="write the table of the rows already in --out, run nothing")
     args = p.parse_args(argv)
     groups = yaml.safe_load(PAPER.read_text())
+    if args.table_only:
+        rows = json.loads((args.out / "rows.json").read_text()) if (args.out / "rows.json").is_file() else []
+        return _write_table(rows, groups, args, argv)
     names = list(args.only) if args.only else [n for n in groups if n != "all"]
     unknown = [n for n in names if n not in groups or n == "all"]
     if unknown:
@@ -156,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         if row["status"] != "ok":
             print(row["tail"], flush=True)
         (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    return _write_table(rows, groups, args, argv)
+
+
+def _write_table(rows: list[dict], groups: dict, args: argparse.Namespace, argv: list[str] | None) -> int:
     text = table(rows, groups)
     print(text)
     if args.table:
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{' '.join(argv if argv is not None else sys.argv[1:])}\n# counts per chapter: REDUCED in the "
                   f"script; everything else from book/params/paper.yaml\n\n")
         args.table.write_text(header + text + "\n")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
 
 
 if __name__ == "__main__":
