@@ -45,7 +45,10 @@ REDUCED: dict[str, dict] = {
     "dataset_complexity": dict(_FEW, rungs=[1, 2], seeds=[0, 1], n_samples=4, times=[0.7, 0.3], control_times=[0.7],
                                control_samples=2, illustration=["disks"], n_twonn=200, gaussian_images=300,
                                gaussian_rank=128),
-    "prompt_influence": dict(_FEW, n_states=2, n_control=1, times=[1.0, 0.1]),
+    # 4 of the paper's 12 prompts (the chapter's minimum): bases = (prompts + 1) x (n_states + n_control) x times
+    "prompt_influence": dict(_FEW, n_states=2, n_control=1, times=[1.0, 0.1],
+                             prompts=["a dog sitting on a wooden bench in a park", "a dog running on the beach",
+                                      "a cat sleeping on a sofa", "a red bus driving down a city street"]),
     "editing": dict(n_samples=2, edit_times=[0.7, 0.4], k=2, tol=0.1, max_iters=2),
     "ground_truth": dict(_FEW, models=["disks", "shapes"], n_samples=2, times=[0.7, 0.3], n_pool=300, n_neighbours=10),
 }

@@ -68,7 +68,10 @@ BASES: dict[str, Callable[[dict], list[tuple[str, int]]]] = {
                                         + 4 * v.get("sensitivity_samples", 0))],
     "dataset_complexity": lambda v: [("ladder", _n(v, "rungs") * _n(v, "seeds") * v["n_samples"] * _n(v, "times")
                                       + _n(v, "rungs") * v.get("control_samples", 0) * _n(v, "control_times"))],
-    "prompt_influence": lambda v: [("model", (v["n_states"] + v.get("n_control", 0)) * _n(v, "times"))],
+    # every prompt and the empty prompt, on n_states states (trained) and n_control (random weights);
+    # prompts None: the chapter's twelve
+    "prompt_influence": lambda v: [("model", ((_n(v, "prompts") or 12) + 1) * (v["n_states"] + v.get("n_control", 0))
+                                    * _n(v, "times"))],
     "editing": lambda v: [("model", v["n_samples"] * _n(v, "edit_times")), ("text_model", 2)],
     "ground_truth": lambda v: [(m, v["n_samples"] * _n(v, "times")) for m in v.get("models", [])],
     "other_architectures": lambda v: [],

@@ -114,3 +114,11 @@ def test_the_model_map_is_part_of_a_chapters_stamp(tmp_path, monkeypatch):
     assert stamp_key(nb, {"model": "disks"}, "1", "h") == stamp_key(nb, {"model": "disks"}, "1", "h")
     monkeypatch.setenv(loading.MODEL_MAP_ENV, f"other/model={tmp_path / 'replica'}")
     assert stamp_key(nb, {"model": CELEBA}, "1", "h") == plain  # an entry the chapter does not name changes nothing
+
+
+def test_prompt_bases_count_every_prompt_and_the_empty_one():
+    """prompt_study sweeps each prompt and the empty prompt over n_states trained and n_control random-weight
+    states at every time (chapters/measurements.prompt_study); the rehearsal found the first formula missed it."""
+    v = dict(model="x", prompts=["a", "b", "c", "d"], n_states=2, n_control=1, times=[1.0, 0.1])
+    assert bp.BASES["prompt_influence"](v) == [("model", 5 * 3 * 2)]
+    assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 3 * 2)]
