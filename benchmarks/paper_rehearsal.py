@@ -86,8 +86,11 @@ def products(metrics: dict) -> int | None:
     return total if found else None
 
 
-def models_of(group: dict) -> str:
+def models_of(group: dict, reduced: dict | None = None) -> str:
+    group = {**group, **(reduced or {})}
     names = [group[k] for k in ("model", "text_model") if k in group] + list(group.get("models", []))
+    if "rungs" in group:
+        names.append(f"ladder rungs {group['rungs']} x seeds {group.get('seeds')}")
     short = {CELEBA: "celebahq-256 replica", SD: "sd-2.1-base replica"}
     return ", ".join(short.get(n, n) for n in names) or "(chapter default)"
 
@@ -122,7 +125,7 @@ def table(rows: list[dict], groups: dict) -> str:
     for r in rows:
         peak = f"{r['peak_bytes'] / 1e9:.2f}" if r["peak_bytes"] else "?"
         prods = str(r["products"]) if r["products"] is not None else "-"
-        lines.append(f"| {r['chapter']} | {models_of(groups.get(r['chapter'], {}))} | {r['seconds']:.0f} | {prods} "
+        lines.append(f"| {r['chapter']} | {models_of(groups.get(r['chapter'], {}), REDUCED.get(r['chapter']))} | {r['seconds']:.0f} | {prods} "
                      f"| {peak} | {r['status']} |")
     return "\n".join(lines)
 
