@@ -149,27 +149,29 @@ def _factor(kind: str) -> float:
     return BLOCK_FACTORS[kind]
 
 
-def max_chunk(kind: str, saved: int, available: int | None, cap: int) -> int:
+def max_chunk(kind: str, saved: int, available: int | None, cap: int, recorded: bool = False) -> int:
     """The largest block ``m <= cap`` of products of ``kind`` ("forward", "reverse": J·V modes; "vjp": Jᵀu)
     whose need, ``saved + factor · m · saved``, is at most ``HEADROOM · available``; 0 when not even one
-    fits; ``cap`` when the free memory is unknown (None) or nothing is saved."""
+    fits; ``cap`` when the free memory is unknown (None) or nothing is saved. ``recorded``: the forward pass
+    is already in memory (so already out of ``available``) and is not counted again."""
     factor = _factor(kind)
     if available is None or saved <= 0:
         return cap
-    room = HEADROOM * available - saved
+    room = HEADROOM * available - (0 if recorded else saved)
     return max(0, min(cap, int(room // (factor * saved)))) if room > 0 else 0
 
 
-def choose_chunk(kind: str, saved: int, available: int | None, cap: int) -> int:
+def choose_chunk(kind: str, saved: int, available: int | None, cap: int, recorded: bool = False) -> int:
     """:func:`max_chunk`, or :class:`MemoryBudgetError` naming the settings when it is 0."""
-    m = max_chunk(kind, saved, available, cap)
+    m = max_chunk(kind, saved, available, cap, recorded)
     if m >= 1:
         return m
-    need = saved + _factor(kind) * saved
+    need = (0 if recorded else saved) + _factor(kind) * saved
     what = {"forward": "J·V in forward mode", "reverse": "J·V by reverse-over-reverse", "vjp": "Jᵀu"}[kind]
+    pass_ = "already recorded" if recorded else "recorded for it"
     raise MemoryBudgetError(
-        f"one vector of {what} needs about {format_bytes(need)} (the recorded forward pass, "
-        f"{format_bytes(saved)}, and the product's own), more than {HEADROOM:.0%} of the "
+        f"one vector of {what} needs about {format_bytes(need)} more (the forward pass of "
+        f"{format_bytes(saved)} is {pass_}), more than {HEADROOM:.0%} of the "
         f"{format_bytes(available or 0)} free; chunk_size (and $PULLBACK_CHUNK_SIZE) cannot go below 1. "
         f"Free memory, raise {MEMORY_LIMIT_ENV} if it is set too low, use jvp_mode='forward' (the smaller "
         f"J·V mode), a smaller resolution or a device with more memory")

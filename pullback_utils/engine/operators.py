@@ -293,14 +293,15 @@ class JacobianOperator:
         free = jvp_memory.available_bytes(self.x.device)
         saved = self._saved_bytes() or 0
         cap = self.chunk_size
+        recorded = bool(self._vjp_fns)  # the pass Jᵀ reuses is in memory already: not counted twice
         if kind == "vjp":
-            m = jvp_memory.choose_chunk("vjp", saved, free, cap)
+            m = jvp_memory.choose_chunk("vjp", saved, free, cap, recorded)
         elif self.jvp_mode_used is not None:
-            m = jvp_memory.choose_chunk(self.jvp_mode_used, saved, free, cap)
+            m = jvp_memory.choose_chunk(self.jvp_mode_used, saved, free, cap, recorded)
         else:
-            fits = {mode: jvp_memory.max_chunk(mode, saved, free, cap) for mode in ("forward", "reverse")}
+            fits = {mode: jvp_memory.max_chunk(mode, saved, free, cap, recorded) for mode in ("forward", "reverse")}
             if not any(fits.values()):
-                jvp_memory.choose_chunk("forward", saved, free, cap)  # raises, naming the settings
+                jvp_memory.choose_chunk("forward", saved, free, cap, recorded)  # raises, naming the settings
             if not fits["reverse"] or not fits["forward"]:
                 self.jvp_mode_used = "forward" if fits["forward"] else "reverse"
                 m = fits[self.jvp_mode_used]
