@@ -166,8 +166,9 @@ def run_case(case: dict) -> dict:
             op.vjp(torch.zeros(1, *op.h_shape))  # records the forward pass: not part of the block's memory
             with PeakRSS() as rss:
                 Y = op.jvp(V)
-            out.update(saved_MB=saved / 1e6, block_extra_MB=rss.extra / 1e6,
-                       block_factor=rss.extra / (min(b, chunk or b) * saved) if saved else float("nan"))
+            used = op.chunks_used["jvp"] or b  # chosen from the free memory unless --chunk-size fixed it
+            out.update(saved_MB=saved / 1e6, block_extra_MB=rss.extra / 1e6, chunk_used=used,
+                       block_factor=rss.extra / (min(b, used) * saved) if saved else float("nan"))
         else:
             Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
         op.vjp(Y)
@@ -247,8 +248,8 @@ def main(argv=None) -> int:
                    help="sizes at which only one Krylov block is timed (default: 256 and sd)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="vectors per batched product (default: the package's, 64, i.e. the whole block); "
-                        "smaller bounds the memory of a product at large sizes")
+                   help="vectors per batched product (default: the package's: the largest block that fits in the "
+                        "free memory, at most 64); smaller bounds the memory of a product at large sizes")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per case")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON

@@ -38,11 +38,28 @@ def default_jobs() -> int:
     return max(1, min(cpus, MAX_DEFAULT_JOBS))
 
 
-def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str) -> None:
+def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str, model_map: bool = True) -> None:
     p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="set a parameter (repeatable); VALUE is a YAML literal: 4, 1e-3, null, [0.7, 0.3], disks")
     p.add_argument("--params", type=Path, metavar="FILE", help="YAML parameter groups {notebook|all: {param: value}}")
     p.add_argument("--quick", action="store_true", help=quick_help)
+    if model_map:
+        p.add_argument("--model-map", action="append", metavar="ID=FOLDER", default=[],
+                       help="load model ID (e.g. a hub id of the parameter file) from FOLDER (repeatable; added to "
+                            "$PULLBACK_MODEL_MAP, which the chapter kernels inherit)")
+
+
+def _apply_model_map(entries: list[str]) -> None:
+    """Merge ``--model-map`` entries into ``$PULLBACK_MODEL_MAP`` (checked: ParameterError naming the option)."""
+    if not entries:
+        return
+    from pullback_utils.zoo.loading import MODEL_MAP_ENV, format_model_map, model_map, parse_model_map
+
+    try:
+        merged = {**model_map(), **parse_model_map(entries, "--model-map")}
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    os.environ[MODEL_MAP_ENV] = format_model_map(merged)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
                       "and replace the output of another chapter in that folder")
     p_ch.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
                       help="no progress lines while the chapter runs (which cell, the bars, the time so far)")
+
+    p_plan = sub.add_parser("plan", help="print per chapter the bases, Jacobian products, peak memory and estimated "
+                            "time (this CPU and a GPU) of a run, without running anything")
+    p_plan.add_argument("--only", nargs="+", metavar="NAME", help="plan only these chapters")
+    _add_parameter_options(p_plan, "use the tiny parameters of book/params/quick.yaml")
+    p_plan.add_argument("--gpu-tflops", type=float, default=None, metavar="R",
+                        help="sustained GPU rate in TFLOP/s for the GPU column (default: 400, an assumption)")
+    p_plan.add_argument("--memory", type=float, default=None, metavar="GB",
+                        help="plan for this much free memory (e.g. a GPU's) instead of this machine's")
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
@@ -145,6 +171,28 @@ def _params(layout: Layout, args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(layout: Layout, args: argparse.Namespace) -> int:
+    from pullback_utils.book.plan import DEFAULT_GPU_TFLOPS, format_plan, plan_chapters
+    from pullback_utils.book.runner import chapter_values
+
+    gpu = DEFAULT_GPU_TFLOPS if args.gpu_tflops is None else args.gpu_tflops
+    if not gpu > 0:
+        raise ParameterError(f"--gpu-tflops must be > 0, got {args.gpu_tflops}")
+    if args.memory is not None and not args.memory > 0:
+        raise ParameterError(f"--memory must be > 0 (GB), got {args.memory}")
+    values = chapter_values(layout, args.only, args.params, args.quick, parse_cli_pairs(args.parameter), print)
+    from pullback_utils.engine.jvp_memory import available_bytes
+
+    available = int(args.memory * 1e9) if args.memory is not None else available_bytes("cpu")
+    plans = plan_chapters(values, available=available, gpu_tflops=gpu)
+    print(format_plan(plans, available=available, gpu_tflops=gpu))
+    bad = [p for p in plans if not p.fits]
+    for p in bad:
+        print(f"error: {p.chapter}: {p.model} does not fit in the free memory even with blocks of one vector",
+              file=sys.stderr)
+    return 2 if bad else 0
+
+
 def _book_root(root: Path | None) -> Path:
     """The book folder: ``--root`` or the nearest one at or above the working folder; :class:`ParameterError`
     when it is not a book (so nothing is created in a folder that is not one)."""
@@ -184,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{page}: {issue}")
             print(f"{sum(map(len, problems.values()))} problem(s) in {len(problems)} page(s) of {layout.html}")
             return 1 if problems else 0
+        _apply_model_map(getattr(args, "model_map", []))
         if args.command == "params":
             return _params(layout, args)
+        if args.command == "plan":
+            return _plan(layout, args)
         if args.command == "chapter":
             result = run_chapter(layout, args.name, out_dir=args.output, params=args.params, quick=args.quick,
                                  overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress,

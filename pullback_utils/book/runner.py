@@ -44,7 +44,8 @@ from pullback_utils.book.stamps import (
 )
 from pullback_utils.chapters.parameters import ParameterError
 
-__all__ = ["NotebookResult", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter"]
+__all__ = ["NotebookResult", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter",
+           "chapter_values", "check_plan_memory"]
 
 Log = Callable[[str], Any]
 
@@ -69,7 +70,14 @@ def _lock(path: Path, remove: bool = False) -> Iterator[None]:
 
 def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[str, Any] | None,
              log: Log) -> list[tuple[str, dict[str, dict[str, Any]]]]:
-    """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``)."""
+    """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``). The model
+    map (``$PULLBACK_MODEL_MAP``) is checked here too, before anything runs."""
+    from pullback_utils.zoo.loading import model_map
+
+    try:
+        model_map()
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
     sources: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if quick:
         if layout.quick_params.is_file():
@@ -226,6 +234,7 @@ def run(
     names = _select(layout, only, log)
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
+    check_plan_memory(layout, plan)
     if cluster is not None:
         plan = _with_cluster(layout, plan, cluster)
     chapters = chapter_order(layout)[0]
@@ -260,6 +269,34 @@ def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluste
         raise ParameterError(f"--cluster {cluster}: {problem}")
     return [(name, {**o, "cluster": cluster} if "cluster" in notebook_parameters(layout.notebook(name)) else o)
             for name, o in plan]
+
+
+def _values(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """[(name, the notebook's literal defaults updated with the overrides)] of a plan."""
+    out = []
+    for name, overrides in plan:
+        params = notebook_parameters(layout.notebook(name))
+        values = {k: p.default for k, p in params.items() if getattr(p, "literal", False)}
+        values.update(overrides)
+        out.append((name, values))
+    return out
+
+
+def chapter_values(layout: Layout, only: Iterable[str] | None, params: Path | str | None, quick: bool,
+                   overrides: dict[str, Any] | None, log: Log = print) -> list[tuple[str, dict[str, Any]]]:
+    """[(chapter, effective values)] of the chapters a ``run`` would execute, checked as ``run`` checks them."""
+    names = _select(layout, only, log)
+    return _values(layout, plan_run(layout, names, _sources(layout, params, quick, overrides, log)))
+
+
+def check_plan_memory(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> None:
+    """:class:`ParameterError` before any kernel starts when a chapter's model would not fit in the free memory
+    even with blocks of one vector (:mod:`pullback_utils.book.plan`)."""
+    from pullback_utils.book.plan import check_memory, plan_chapters
+    from pullback_utils.engine.jvp_memory import available_bytes
+
+    available = available_bytes("cpu")
+    check_memory(plan_chapters(_values(layout, plan), available=available, timing=False), available)
 
 
 def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: tuple[str, str], inputs: str,
@@ -337,6 +374,7 @@ def run_chapter(
         sources.append(("-p", {name: dict(overrides)}))
     results_dir = ".." if dest.parent == layout.generated else str(layout.generated)  # the book's results
     (name, chapter_overrides), = plan_run(layout, [name], sources, results_dir=results_dir)
+    check_plan_memory(layout, [(name, chapter_overrides)])
     inputs = inputs_digest(layout, depends_on(layout, name, order))
     in_book = dest.parent == layout.generated
     lock = layout.generated / ".lock" if in_book else dest.parent / f".{dest.name}.lock"

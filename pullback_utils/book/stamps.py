@@ -102,8 +102,9 @@ def weights_digest(text: str, weights_dir: Path | None = None) -> str:
 def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "",
               *, weights_dir: Path | None = None) -> str:
     """The skip key: notebook bytes, effective overrides, package version and code hash, the weights of
-    the bundled models the notebook or overrides name (:func:`weights_digest`), and (for a chapter that
-    reads others' results) the digest of those results."""
+    the bundled models the notebook or overrides name (:func:`weights_digest`), the model map's entries for
+    the models they name (``$PULLBACK_MODEL_MAP``), and (for a chapter that reads others' results) the
+    digest of those results."""
     digest = hashlib.sha256()
     source = Path(notebook).read_bytes()
     settings = json.dumps(overrides, sort_keys=True, default=repr)
@@ -111,6 +112,11 @@ def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_ha
     digest.update(settings.encode())
     digest.update(version.encode() + b"\0" + source_hash.encode() + b"\0" + inputs.encode())
     digest.update(weights_digest(source.decode("utf-8", "replace") + "\n" + settings, weights_dir).encode())
+    from pullback_utils.zoo.loading import model_map
+
+    mapped = {k: v for k, v in model_map().items() if k in settings or k in source.decode("utf-8", "replace")}
+    if mapped:  # a model the chapter names is read from another folder: another output (no change when unset)
+        digest.update(json.dumps(mapped, sort_keys=True).encode())
     return digest.hexdigest()
 
 

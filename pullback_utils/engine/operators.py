@@ -12,7 +12,9 @@ Vectors are batched either through ``torch.func.vmap`` (any function; the defaul
 functions that process each sample of a batch independently (``fn.per_sample`` is True, as for
 U-Net feature maps), through the batch dimension: the point is repeated m times and the m vectors
 are the m tangents (or cotangents) of one batched call. ``chunk_size`` bounds how many vectors go through one
-call, and so the memory.
+call, and so the memory; left to its default, it is chosen from the free memory (CPU RAM, or the GPU's) for
+the mode in use at the first product, the largest block that fits under the estimate of
+:mod:`pullback_utils.engine.jvp_memory`, at most ``DEFAULT_CHUNK_SIZE`` (``chunks_used`` says what was chosen).
 
 Counters ``n_jvp`` and ``n_vjp`` record how many vectors have been multiplied.
 
@@ -61,7 +63,8 @@ JVP_MODE_ENV = "PULLBACK_JVP_MODE"
 
 
 def default_chunk_size() -> int:
-    """``$PULLBACK_CHUNK_SIZE`` when set (a positive integer, else ValueError naming it), else 64."""
+    """``$PULLBACK_CHUNK_SIZE`` when set (a positive integer, else ValueError naming it), else 64 (then the
+    cap of the block chosen from the free memory)."""
     raw = os.environ.get(CHUNK_ENV, "").strip()
     if not raw:
         return DEFAULT_CHUNK_SIZE
@@ -81,6 +84,8 @@ def default_jvp_mode() -> str:
 
 # jvp_mode="auto": {architecture key: (chosen mode, seconds forward, seconds reverse)} for one block
 _AUTO: dict[tuple, tuple[str, float, float]] = {}
+# {architecture key (block size 0): bytes one forward pass saves for backward}, counted once per process
+_SAVED: dict[tuple, int] = {}
 
 
 def auto_choices() -> dict[tuple, tuple[str, float, float]]:
@@ -109,7 +114,7 @@ class JacobianOperator:
             dimension of 1 and ``fn`` maps each sample of a batch independently.
         x: the point, any shape ``x_shape``.
         chunk_size: at most this many vectors per batched call (default ``$PULLBACK_CHUNK_SIZE``, else
-            ``DEFAULT_CHUNK_SIZE``).
+            the largest block that fits in the free memory, at most ``DEFAULT_CHUNK_SIZE``: module doc).
         batching: ``"vmap"`` (``torch.func.vmap`` over the vectors; the point's forward pass is
             recorded once at batch size 1), ``"batch"`` (the point repeated m times through the batch
             dimension; needs ``fn.per_sample``), or ``"auto"`` (= ``"vmap"``, which measured faster
@@ -125,6 +130,8 @@ class JacobianOperator:
         h: fn(x), detached; ``h_shape`` its shape. ``dim_x`` / ``dim_h`` flattened sizes.
         n_jvp, n_vjp: number of vectors multiplied by J and by Jᵀ so far.
         jvp_mode_used: the mode J·V runs in (for ``"auto"``: ``None`` until the first block decides).
+        chunks_used: ``{"jvp": m, "vjp": m}``, the block sizes in use (chosen from memory at the first
+            product of each kind, unless ``chunk_size`` / ``$PULLBACK_CHUNK_SIZE`` fixed them).
     """
 
     def __init__(
@@ -153,7 +160,12 @@ class JacobianOperator:
             )
         self.fn = fn
         self.x = x.detach()
+        self._chunk_fixed = chunk_size is not None or bool(os.environ.get(CHUNK_ENV, "").strip())
         self.chunk_size = chunk_size or default_chunk_size()
+        self.chunks_used: dict[str, int | None] = {"jvp": None, "vjp": None}
+        if self._chunk_fixed:
+            self.chunks_used = {"jvp": self.chunk_size, "vjp": self.chunk_size}
+        self._after_trial: dict[str, int] = {}
         self.batching = "vmap" if batching == "auto" else batching
         self.jvp_mode = jvp_mode
         self.jvp_mode_used: str | None = None if jvp_mode == "auto" else jvp_mode
@@ -245,16 +257,59 @@ class JacobianOperator:
 
     def _modes_that_fit(self, m: int) -> dict[str, bool]:
         """{"forward"/"reverse": whether a block of m J·V products is estimated to fit in free memory}."""
-        from pullback_utils.engine.jvp_memory import available_bytes, fitting_modes, saved_bytes
+        from pullback_utils.engine import jvp_memory
 
-        free = available_bytes(self.x.device)
+        free = jvp_memory.available_bytes(self.x.device)
         if free is None:
             return {"forward": True, "reverse": True}
-        try:
-            saved = saved_bytes(self.fn, self.x)
-        except (RuntimeError, NotImplementedError, TypeError):  # cannot be counted: try both, as before
+        saved = self._saved_bytes()
+        if saved is None:  # cannot be counted: try both, as before
             return {"forward": True, "reverse": True}
-        return fitting_modes(saved, m, free)
+        return jvp_memory.fitting_modes(saved, m, free)
+
+    def _saved_bytes(self) -> int | None:
+        """Bytes one forward pass at the point saves for backward (counted once per architecture and
+        process); None when they cannot be counted."""
+        from pullback_utils.engine import jvp_memory
+
+        key = _architecture(self.fn, self.x, 0, self.batching)
+        if key not in _SAVED:
+            try:
+                _SAVED[key] = jvp_memory.saved_bytes(self.fn, self.x)
+            except (RuntimeError, NotImplementedError, TypeError):
+                return None
+        return _SAVED[key]
+
+    def _memory_chunk(self, kind: str) -> int:
+        """The block size of ``kind`` ("jvp" or "vjp"): fixed, or chosen once from the free memory for the
+        mode in use (module doc). For ``jvp_mode="auto"`` a mode of which not even one vector fits is
+        decided against here, so it is never tried; when both fit, the trial runs at the smaller of their
+        largest blocks and the winner then gets its own. :class:`~pullback_utils.engine.jvp_memory.MemoryBudgetError`
+        when nothing fits."""
+        if self.chunks_used[kind] is not None:
+            return int(self.chunks_used[kind])  # type: ignore[arg-type]
+        from pullback_utils.engine import jvp_memory
+
+        free = jvp_memory.available_bytes(self.x.device)
+        saved = self._saved_bytes() or 0
+        cap = self.chunk_size
+        recorded = bool(self._vjp_fns)  # the pass Jᵀ reuses is in memory already: not counted twice
+        if kind == "vjp":
+            m = jvp_memory.choose_chunk("vjp", saved, free, cap, recorded)
+        elif self.jvp_mode_used is not None:
+            m = jvp_memory.choose_chunk(self.jvp_mode_used, saved, free, cap, recorded)
+        else:
+            fits = {mode: jvp_memory.max_chunk(mode, saved, free, cap, recorded) for mode in ("forward", "reverse")}
+            if not any(fits.values()):
+                jvp_memory.choose_chunk("forward", saved, free, cap, recorded)  # raises, naming the settings
+            if not fits["reverse"] or not fits["forward"]:
+                self.jvp_mode_used = "forward" if fits["forward"] else "reverse"
+                m = fits[self.jvp_mode_used]
+            else:
+                m = min(fits.values())
+                self._after_trial = fits
+        self.chunks_used[kind] = m
+        return m
 
     def _jvp_block(self, V: torch.Tensor) -> torch.Tensor:
         m = V.shape[0]
@@ -267,12 +322,13 @@ class JacobianOperator:
         m = U.shape[0]
         return self._vjp_fn(m)(U).reshape(m, *self.x_shape)
 
-    def _chunked(self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple) -> torch.Tensor:
+    def _chunked(self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple, kind: str) -> torch.Tensor:
         if tuple(W.shape[1:]) != in_shape:
             raise ValueError(f"expected vectors of shape (m, *{in_shape}), got {tuple(W.shape)}")
+        size = self._memory_chunk(kind) if W.shape[0] else self.chunk_size
         home = W.device  # results go back where the vectors came from (the solvers keep theirs on the CPU)
         W = W.to(dtype=self.x.dtype, device=self.x.device)
-        outs = [block_fn(W[i : i + self.chunk_size].contiguous()) for i in range(0, W.shape[0], self.chunk_size)]
+        outs = [block_fn(W[i : i + size].contiguous()) for i in range(0, W.shape[0], size)]
         if not outs:
             return W.new_zeros((0, *out_shape), device=home)
         return torch.cat(outs).detach().to(home)
@@ -281,13 +337,16 @@ class JacobianOperator:
     def jvp(self, V: torch.Tensor) -> torch.Tensor:
         """J·V for a block of vectors. V: ``(m, *x_shape)`` -> ``(m, *h_shape)``, on V's device (the products
         run on x's: a solver's CPU vectors work with a U-Net on a GPU)."""
-        out = self._chunked(self._jvp_block, V, self.x_shape, self.h_shape)
+        out = self._chunked(self._jvp_block, V, self.x_shape, self.h_shape, "jvp")
+        if self._after_trial and self.jvp_mode_used is not None:  # auto decided: the winner's own largest block
+            self.chunks_used["jvp"] = self._after_trial[self.jvp_mode_used]
+            self._after_trial = {}
         self.n_jvp += V.shape[0]
         return out
 
     def vjp(self, U: torch.Tensor) -> torch.Tensor:
         """Jᵀ·U for a block of vectors. U: ``(m, *h_shape)`` -> ``(m, *x_shape)``, on U's device."""
-        out = self._chunked(self._vjp_block, U, self.h_shape, self.x_shape)
+        out = self._chunked(self._vjp_block, U, self.h_shape, self.x_shape, "vjp")
         self.n_vjp += U.shape[0]
         return out
 

@@ -6,7 +6,8 @@ are those of the real architecture at its real resolution:
 
 - parameters and their bytes in the chosen dtype;
 - FLOPs (multiply-adds count 2) of the forward pass to the layer, and per vector of ``J·v``
-  (reverse-over-reverse, the engine's default) and ``Jᵀ·u`` in a block of ``block`` vectors, summed
+  (in ``jvp_mode``, reverse-over-reverse unless told; never ``"auto"``, whose first block also runs its
+  timing trial) and ``Jᵀ·u`` in a block of ``block`` vectors, summed
   over every operator PyTorch's flop counter has a formula for (matrix products, convolutions,
   attention; elementwise work is not counted);
 - bytes of the tensors the forward pass keeps for the backward pass (the activations a ``Jᵀ·u``
@@ -146,12 +147,15 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
 
 def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...], *, text_tokens: int = 0,
                 layer: str | None = None, t: float = 0.5, block: int = 8,
-                dtype: torch.dtype = torch.bfloat16) -> BasisCost:
+                dtype: torch.dtype = torch.bfloat16, jvp_mode: str = "reverse") -> BasisCost:
     """Counts of one local basis's building blocks for the denoiser ``cls(**config)`` (module doc).
 
     ``sample_shape`` is (C, H, W) of the latents (FLUX: unpacked); ``text_tokens`` the prompt length;
-    ``layer`` the feature layer (default: the architecture's); ``block`` the vectors per batched product.
+    ``layer`` the feature layer (default: the architecture's); ``block`` the vectors per batched product;
+    ``jvp_mode`` how J·v is counted ("reverse" or "forward").
     """
+    if jvp_mode not in ("forward", "reverse"):
+        raise ValueError(f"jvp_mode must be 'forward' or 'reverse', got {jvp_mode!r}")
     from pullback_utils.engine.operators import JacobianOperator
     from pullback_utils.features.ad_safe import forward_ad_safe
     from pullback_utils.features.basis import frozen
@@ -173,7 +177,7 @@ def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...],
         h, f_fwd = count_flops(fn, x)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda s: s):
             fn(x.clone().requires_grad_(True))
-        op = JacobianOperator(fn, x, chunk_size=block)
+        op = JacobianOperator(fn, x, chunk_size=block, jvp_mode=jvp_mode)  # type: ignore[arg-type]
         _, f_jvp = count_flops(op.jvp, torch.zeros(block, *x.shape, device="meta", dtype=x.dtype))
         _, f_vjp = count_flops(op.vjp, torch.zeros(block, *op.h_shape, device="meta", dtype=x.dtype))
     n = sum(p.numel() for p in net.parameters())

@@ -27,7 +27,8 @@ from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
 from pullback_utils.diffusion.vae import config_get
 from pullback_utils.models.diffusion_model import DiffusionModel
 
-__all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model"]
+__all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model",
+           "MODEL_MAP_ENV", "model_map", "parse_model_map", "format_model_map", "resolve_model_reference"]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
@@ -36,10 +37,50 @@ SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 #: Denoisers loaded with their whole pipeline (their prompts need the pipeline's encoders).
 PIPELINE_FAMILIES = ("DiTTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: environment variable of the model map: ``ID=FOLDER`` entries separated by ``;`` (the book's ``--model-map``
+#: sets it, so chapter kernels inherit it)
+MODEL_MAP_ENV = "PULLBACK_MODEL_MAP"
 
 
 class ModelNotFoundError(OSError):
     """A model name, folder or hub id that cannot be resolved to a loadable model."""
+
+
+# -------------------------------------------------------------------- the model map
+def parse_model_map(entries: list[str] | str, name: str = MODEL_MAP_ENV) -> dict[str, str]:
+    """``{id: folder}`` from ``ID=FOLDER`` entries (a list, or one string of entries separated by ``;``);
+    ValueError naming ``name`` for an entry without ``=``, an empty side, or a folder that does not exist.
+    Folders are made absolute (a chapter kernel runs in another working folder)."""
+    items = [e for e in (entries.split(";") if isinstance(entries, str) else entries) if e.strip()]
+    out: dict[str, str] = {}
+    for entry in items:
+        key, sep, folder = entry.partition("=")
+        key, folder = key.strip(), folder.strip()
+        if not sep or not key or not folder:
+            raise ValueError(f"{name}: each entry must be ID=FOLDER (e.g. google/ddpm-ema-celebahq-256=/data/celebahq), "
+                             f"got {entry!r}")
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"{name}: {key}={folder}: no such folder")
+        out[key] = str(path.resolve())
+    return out
+
+
+def format_model_map(mapping: dict[str, str]) -> str:
+    """The ``$PULLBACK_MODEL_MAP`` string of ``mapping`` (the inverse of :func:`parse_model_map`)."""
+    return ";".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def model_map() -> dict[str, str]:
+    """The model map of this process: ``{model reference: folder}`` from ``$PULLBACK_MODEL_MAP`` (empty when
+    unset). It points a hub id (or any model name a chapter is given) at a local folder without editing a
+    parameter file, e.g. the paper's hub ids at random-weight replicas (:mod:`pullback_utils.zoo.replicas`)."""
+    return parse_model_map(os.environ.get(MODEL_MAP_ENV, ""))
+
+
+def resolve_model_reference(value: str) -> str:
+    """The folder the model map gives for ``value``, else ``value`` itself (the one place the map is read)."""
+    return model_map().get(value, value) if isinstance(value, str) else value
 
 
 # -------------------------------------------------------------------- loading
@@ -67,7 +108,7 @@ def check_model_reference(value: Any, name: str = "model") -> str:
 
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
         raise ModelNotFoundError(f"{name} must be a bundled model name, a folder or a hub id 'owner/name', got {value!r}")
-    s = os.fspath(value)
+    s = resolve_model_reference(os.fspath(value))
     if Path(s).expanduser().is_dir() or is_bundled(s) or (_HUB_ID.match(s) and not s.startswith((".", "/", "~"))):
         return s
     known = available_models() + available_models(ladder=True)
@@ -89,7 +130,9 @@ def load_model(
         name_or_path: a bundled model name (:func:`pullback_utils.zoo.registry.available_models`),
             a folder (diffusers ``save_pretrained`` pipeline folder, a bare ``UNet2DModel`` folder
             with ``scheduler_config.json``, or a zoo folder with ``zoo.json``), or a hub id
-            ``owner/name`` (downloaded by diffusers, or taken from the local cache when offline).
+            ``owner/name`` (downloaded by diffusers, or taken from the local cache when offline). A name
+            in the model map (``$PULLBACK_MODEL_MAP``, :func:`model_map`) is read from its folder and keeps
+            its name (so per-model defaults keyed by the hub id still apply).
         device, dtype: where and in which floating type to put the networks.
         text_encoder: for zoo text models, an encoder object (``.encode(list[str]) -> (B, L, D)``)
             to use instead of the bundled MiniLM.
@@ -112,7 +155,8 @@ def load_model(
     if sample_size is not None:
         _check_sample_size(sample_size)  # before anything is read
     s = os.fspath(name_or_path)
-    path = Path(s).expanduser()
+    mapped = resolve_model_reference(s)  # $PULLBACK_MODEL_MAP: the folder, the name kept (per-model defaults)
+    path = Path(mapped).expanduser()
     if path.is_dir():
         folder, name = path, s
     elif is_bundled(s):
