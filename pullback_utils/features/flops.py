@@ -27,6 +27,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from pullback_utils.features.basis import freeze
+
 __all__ = ["BasisCost", "REAL_CONFIGS", "meta_denoiser", "basis_costs", "seconds_per_basis", "count_flops"]
 
 #: Public denoiser configs (diffusers ``config.json`` fields), their latent shape and text tokens.
@@ -106,7 +108,7 @@ def meta_denoiser(cls: str, config: dict[str, Any], dtype: torch.dtype = torch.b
     verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity_error()  # diffusers warns about casting a model with .to(dtype)
     try:
-        return net.to(dtype).eval().requires_grad_(False)
+        return freeze(net.to(dtype))
     finally:
         dlogging.set_verbosity(verbosity)
 

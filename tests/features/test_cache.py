@@ -189,16 +189,16 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
 def _count_engine(monkeypatch):
-    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.local_basis)."""
+    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.network_basis)."""
     import pullback_utils.features.basis
 
-    engine, calls = pullback_utils.features.basis.local_basis, []
+    engine, calls = pullback_utils.features.basis.network_basis, []
 
     def counting(*a, **k):
         calls.append(1)
         return engine(*a, **k)
 
-    monkeypatch.setattr(pullback_utils.features.basis, "local_basis", counting)
+    monkeypatch.setattr(pullback_utils.features.basis, "network_basis", counting)
     return calls
 
 
