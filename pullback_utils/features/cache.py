@@ -211,15 +211,6 @@ def _jsonable(obj: Any, keep_floats: bool = False) -> Any:
 _INFO = "info."  # prefix of the tensors of a basis's info in an entry
 
 
-def _upgrade_legacy_info(info: dict[str, Any]) -> None:
-    """Entries written before info tensors were stored: the engine's residuals come back as a
-    float32 tensor and non-finite angle estimates as floats, as the engine returns them."""
-    if isinstance(info.get("residuals"), list):
-        info["residuals"] = torch.tensor(info["residuals"], dtype=torch.float32)
-    if isinstance(info.get("angle_estimate"), str):
-        info["angle_estimate"] = float(info["angle_estimate"])
-
-
 def _key(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
@@ -304,8 +295,6 @@ class BasisCache:
         if tensors["s"].dim() != 1 or tensors["v"].shape[0] != k or tensors["u"].shape[0] != k:
             raise ValueError("inconsistent shapes")
         info = json.loads(meta.get("info", "{}"))
-        if not any(n.startswith(_INFO) for n in names):
-            _upgrade_legacy_info(info)
         info.update({n[len(_INFO):]: t for n, t in tensors.items() if n.startswith(_INFO)})
         info["cache"] = {"hit": True, "key": key}
         return LocalBasis(v=tensors["v"], u=tensors["u"], s=tensors["s"], info=info)

@@ -127,8 +127,9 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     if fam.name == "flux":
         h, w = sample_shape[1:]
         x = torch.zeros(1, (h // 2) * (w // 2), sample_shape[0] * 4, device="meta", dtype=dtype)
-        cond = dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
-                    pooled_projections=t(1, cfg.pooled_projection_dim), img_ids=latent_image_ids(h, w).to("meta", dtype))
+        cond: dict[str, Any] = dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
+                                    pooled_projections=t(1, cfg.pooled_projection_dim),
+                                    img_ids=latent_image_ids(h, w).to("meta", dtype))
         if cfg.guidance_embeds:
             cond["guidance"] = 3.5
         return x, cond
@@ -138,7 +139,7 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     if fam.name == "dit":
         return z, dict(class_labels=0)
     if type(net).__name__ == "UNet2DConditionModel":
-        cond: dict[str, Any] = dict(encoder_hidden_states=t(1, text_tokens, cfg.cross_attention_dim))
+        cond = dict(encoder_hidden_states=t(1, text_tokens, cfg.cross_attention_dim))
         if cfg.addition_embed_type == "text_time":
             p = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
             cond["added_cond_kwargs"] = {"text_embeds": t(1, p), "time_ids": t(1, 6)}
