@@ -157,7 +157,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         t: the time of ``x_t``.
         k: number of singular vectors.
         cache_dir: the basis cache (entries keyed like local bases, with the layer ``"denoiser:x0_hat"``).
-        **solver: options of :func:`pullback_utils.jacobian_svd` (method, tol, max_iters, seed).
+        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (method, tol, max_iters, seed).
 
     Returns:
         :class:`~pullback_utils.engine.solvers.LocalBasis` with ``v`` ``(k, *sample_shape)`` (directions in

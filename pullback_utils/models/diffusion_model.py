@@ -414,7 +414,7 @@ class DiffusionModel:
                 transformer block for DiTs; :func:`~pullback_utils.features.feature_maps.layer_names`).
             cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no cache; ``~`` and
                 environment variables are expanded (an unset one is refused).
-            **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
+            **solver: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd`.
 
         Returns:
             ``LocalBasis`` with ``v`` (k, 1, *sample_shape), ``u`` (k, *h.shape), ``s`` (k,), ``info``.

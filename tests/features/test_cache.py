@@ -300,13 +300,13 @@ def test_an_unconverged_hit_warns_as_the_miss_did(tmp_path):
 
 
 def test_a_degenerate_hit_warns_as_the_miss_did(tmp_path):
-    from pullback_utils.engine.solvers import DegenerateJacobianWarning
+    from pullback_utils.engine.solvers import DegenerateJacobianWarning, jacobian_svd
 
     cache = BasisCache(tmp_path)
     fields = basis_key_fields("m", torch.zeros(5), 1, 2)
 
     def compute():
-        return __import__("pullback_utils").jacobian_svd(lambda z: 0 * z, torch.ones(5), 2, method="exact")
+        return jacobian_svd(lambda z: 0 * z, torch.ones(5), 2, method="exact")
 
     with pytest.warns(DegenerateJacobianWarning, match="k = 2 exceeds the numerical rank 0") as miss:
         cache.get_or_compute(fields, compute)
