@@ -26,6 +26,7 @@ import time
 import torch
 
 from pullback_utils.features import flops as costs
+from pullback_utils.features.basis import network_basis
 
 
 def truncated(spec: dict, layer: str) -> dict:
@@ -86,7 +87,7 @@ def timed(spec: dict, c: costs.BasisCost, args) -> str:
         out.append(f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     if args.k:
         t0 = time.perf_counter()
-        b = pu.local_basis(net, x, 0.5, args.k, layer=c.layer, method="krylov", max_iters=args.max_iters,
+        b = network_basis(net, x, 0.5, args.k, layer=c.layer, method="krylov", max_iters=args.max_iters,
                            chunk_size=args.block, **cond)
         sync()
         out.append(f"basis k={args.k}: {time.perf_counter() - t0:.1f} s, {b.info['n_jvp']}+{b.info['n_vjp']} products")

@@ -42,7 +42,8 @@ import warnings
 
 import torch
 
-from pullback_utils import feature_map, jacobian_svd
+from pullback_utils import feature_map
+from pullback_utils.engine.solvers import jacobian_svd
 from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.features.basis import frozen
 

@@ -23,10 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from basis_solvers import bundled_like_unet, max_angle  # noqa: E402
 
-from pullback_utils import feature_map, jacobian_svd
+from pullback_utils import feature_map
 from pullback_utils.engine import solvers  # noqa: E402
 from pullback_utils.engine.operators import JacobianOperator  # noqa: E402
 from pullback_utils.engine.ritz import rank_rtol  # noqa: E402
+from pullback_utils.engine.solvers import jacobian_svd
 from pullback_utils.features.ad_safe import forward_ad_safe  # noqa: E402
 from pullback_utils.features.basis import frozen  # noqa: E402
 

@@ -137,9 +137,10 @@ def run_case(case: dict) -> dict:
     """One (size, jvp_mode, k) case (module doc); returns its measurements."""
     import warnings
 
-    from pullback_utils import feature_map, jacobian_svd
+    from pullback_utils import feature_map
     from pullback_utils.engine.jvp_memory import saved_bytes
     from pullback_utils.engine.operators import JacobianOperator, auto_choices
+    from pullback_utils.engine.solvers import jacobian_svd
     from pullback_utils.features.ad_safe import forward_ad_safe
     from pullback_utils.features.basis import frozen
 

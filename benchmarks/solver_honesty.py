@@ -35,7 +35,7 @@ import warnings
 
 import torch
 
-from pullback_utils import jacobian_svd
+from pullback_utils.engine.solvers import jacobian_svd
 
 
 def unet_like(n: int = 200) -> torch.Tensor:

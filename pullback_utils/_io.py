@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "current_umask", "default_file_mode", "give_default_mode", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
+__all__ = ["atomic_write", "give_default_mode", "write_text", "write_json", "read_json", "to_jsonable", "JSONReadError"]
 
 
 class JSONReadError(ValueError):
     """A JSON file that is missing, unreadable, not JSON, or not of the expected shape."""
 
 
-def current_umask() -> int:
+def _current_umask() -> int:
     """The process's umask, read from ``/proc/self/status`` (Linux) or, elsewhere, by setting and restoring it."""
     try:
         with open("/proc/self/status") as f:
@@ -39,15 +39,15 @@ def current_umask() -> int:
     return mask
 
 
-def default_file_mode() -> int:
+def _default_file_mode() -> int:
     """The mode of a new file created with ``open(path, "w")``: ``0o666 & ~umask``."""
-    return 0o666 & ~current_umask()
+    return 0o666 & ~_current_umask()
 
 
 def give_default_mode(folder: str | os.PathLike) -> None:
-    """Give every file under ``folder`` the mode :func:`default_file_mode` (for files written by other
+    """Give every file under ``folder`` the mode :func:`_default_file_mode` (for files written by other
     libraries, e.g. ``save_pretrained``, whose safetensors are created 0600 whatever the umask)."""
-    mode = default_file_mode()
+    mode = _default_file_mode()
     for path in Path(folder).rglob("*"):
         if path.is_file() and not path.is_symlink():
             os.chmod(path, mode)
@@ -65,7 +65,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, fsync: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, default_file_mode())  # mkstemp creates 0600 whatever the umask
+        os.fchmod(fd, _default_file_mode())  # mkstemp creates 0600 whatever the umask
         with os.fdopen(fd, mode) as f:
             yield f
             if fsync:
@@ -85,26 +85,37 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """Write ``to_jsonable(data)`` as strict JSON (no NaN) to ``path`` atomically; returns the path."""
-    text = json.dumps(to_jsonable(data), indent=indent, allow_nan=False)
+    text = json.dumps(to_jsonable(data), indent=indent, allow_nan=False, sort_keys=sort_keys)
     with atomic_write(path) as f:
         f.write(text + "\n")
     return Path(path)
 
 
-def read_json(path: str | os.PathLike, *, expect: type = dict) -> Any:
-    """Parse ``path``; :class:`JSONReadError` naming the file when it is missing, broken or not ``expect``."""
+_RAISE = object()
+
+
+def read_json(path: str | os.PathLike, *, expect: type = dict, error: type[Exception] = JSONReadError,
+              default: Any = _RAISE) -> Any:
+    """Parse ``path``; when it is missing, broken or not ``expect``: ``default`` if given, else ``error``
+    (:class:`JSONReadError` unless the caller names its own class) with a message naming the file."""
     path = Path(path)
+    problem = None
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise JSONReadError(f"{path}: no such file") from None
+        problem = f"{path}: no such file"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise JSONReadError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, expect):
-        raise JSONReadError(f"{path}: expected a JSON {expect.__name__}, got {type(data).__name__}")
-    return data
+        problem = f"{path}: not readable JSON ({exc})"
+    else:
+        if not isinstance(data, expect):
+            problem = f"{path}: expected a JSON {expect.__name__}, got {type(data).__name__}"
+    if problem is None:
+        return data
+    if default is not _RAISE:
+        return default
+    raise error(problem)
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -11,12 +11,22 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["check_int", "check_real", "check_fraction", "check_choice", "check_bool", "check_int_list"]
+__all__ = ["is_int", "is_real", "check_int", "check_real", "check_fraction", "check_choice", "check_bool", "check_batch"]
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or numpy) and not a bool: the package's one such test."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number (int or float, Python or numpy) and not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` as an int in ``[minimum, maximum]`` (either bound optional)."""
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    ok = is_int(value)
     if ok and minimum is not None and int(value) < minimum:
         ok = False
     if ok and maximum is not None and int(value) > maximum:
@@ -31,7 +41,7 @@ def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | 
 def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False,
                lo: float | None = None, hi: float | None = None) -> float:
     """``value`` as a finite float, optionally > 0, >= 0, or in ``[lo, hi]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    if not is_real(value) or not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     v = float(value)
     if positive and v <= 0:
@@ -62,13 +72,6 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return value
-
-
-def check_int_list(value: Any, name: str, minimum: int | None = None, min_len: int = 1) -> list[int]:
-    """A list of ints (each checked with :func:`check_int`), at least ``min_len`` long."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) < min_len:
-        raise ValueError(f"{name} must be a list of at least {min_len} ints, got {value!r}")
-    return [check_int(v, f"{name}[{i}]", minimum) for i, v in enumerate(value)]
 
 
 def check_batch(x: Any, shape: Sequence[int], name: str, what: str) -> None:

@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pullback_utils"
 DOC = ROOT / "docs" / "architecture.md"
@@ -161,3 +163,45 @@ def test_tests_mirror_the_package_folders():
     test_dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
     assert test_dirs <= folders, f"test folders with no package folder: {sorted(test_dirs - folders)}"
     assert folders - test_dirs == set(), f"package folders with no test folder: {sorted(folders - test_dirs)}"
+
+
+# ------------------------------------------------------------------ issue 23: a small public surface
+SUBPACKAGES = ("engine", "diffusion", "features", "models", "zoo", "analysis", "sweeps", "editing", "ground_truth",
+               "claims", "chapters", "book")
+
+
+@pytest.mark.parametrize("pkg", SUBPACKAGES)
+def test_every_subpackage_lists_its_api_and_every_name_resolves(pkg):
+    import importlib
+
+    mod = importlib.import_module(f"pullback_utils.{pkg}")
+    names = mod.__all__
+    assert names and len(names) == len(set(names)), f"{pkg}.__all__ is empty or repeats a name"
+    assert all(not n.startswith("_") for n in names), f"{pkg}.__all__ lists private names"
+    missing = [n for n in names if not hasattr(mod, n)]
+    assert missing == [], f"pullback_utils.{pkg}.__all__ names what it cannot give: {missing}"
+
+
+def test_subpackage_exports_come_from_the_named_module():
+    """A lazy folder's table says where each name lives; the name is that module's own (in its __all__)."""
+    import importlib
+
+    for pkg in SUBPACKAGES:
+        table = getattr(importlib.import_module(f"pullback_utils.{pkg}"), "_EXPORTS", None)
+        for module, names in (table or {}).items():
+            own = importlib.import_module(f"pullback_utils.{pkg}.{module}").__all__
+            assert set(names) <= set(own), (pkg, module, sorted(set(names) - set(own)))
+
+
+def test_top_level_jacobian_svd_warns_and_claims_stats_warns():
+    import warnings
+
+    import pullback_utils as pu
+    from pullback_utils import claims
+    from pullback_utils.claims import statistics
+    from pullback_utils.engine.solvers import jacobian_svd
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert pu.jacobian_svd is jacobian_svd and claims.stats is statistics
+    assert [type(w.message) for w in caught] == [FutureWarning, FutureWarning]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from pullback_utils._validate import check_int
+from pullback_utils.features.basis import freeze
 
 __all__ = ["spectrum_matched", "random_weight_model", "noise_floor", "normalised_distance"]
 
@@ -85,7 +86,7 @@ def random_weight_model(model: Any, *, seed: int = 0) -> Any:
     fresh = fresh.to(model.device)
     if model.dtype != torch.float32:  # from_config builds float32; cast only when needed (diffusers warns)
         fresh = fresh.to(model.dtype)
-    fresh = fresh.eval().requires_grad_(False)
+    fresh = freeze(fresh)
     out = copy.copy(model)
     out.unet = fresh
     out.name = f"{model.name} (random weights, seed {seed})"

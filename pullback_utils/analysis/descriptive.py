@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from pullback_utils._validate import is_int
+
 __all__ = [
     "bootstrap_ci",
     "bootstrap_ci_from_index",
@@ -37,7 +39,7 @@ Estimate = Any  # float, or an ndarray when the statistic returns an array
 
 
 def _check_boot_args(n_boot: int, ci: float) -> None:
-    if not isinstance(n_boot, (int, np.integer)) or isinstance(n_boot, bool) or n_boot < 1:
+    if not is_int(n_boot) or n_boot < 1:
         raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
     if not isinstance(ci, (float, int, np.floating)) or not (0.0 < float(ci) < 1.0):
         raise ValueError(f"ci must be a number strictly between 0 and 1, got {ci!r}")
@@ -87,7 +89,7 @@ def bootstrap_ci_from_index(
     Returns:
         ``(estimate, low, high)`` (floats, or arrays of the statistic's shape).
     """
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     _check_boot_args(n_boot, ci)
     estimate = _scalarize(statistic(np.arange(n)))

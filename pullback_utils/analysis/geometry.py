@@ -44,6 +44,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from pullback_utils._validate import is_int
+
 __all__ = [
     "principal_angles",
     "geodesic_distance",
@@ -312,7 +314,7 @@ def random_subspace_angles(
     """
     k2 = k if k_other is None else k_other
     for val, nm in ((dim, "dim"), (k, "k"), (k2, "k_other"), (n, "n")):
-        if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
+        if not is_int(val) or val < 1:
             raise ValueError(f"{nm} must be a positive integer, got {val!r}")
     if k > dim or k2 > dim:
         raise ValueError(f"k={k} and k_other={k2} must not exceed dim={dim}")

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _sps
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, is_int
 
 __all__ = [
     "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA", "POWER_TARGET",
@@ -82,7 +82,7 @@ def direction_sign(direction: Any) -> int:
             return 1
         if d in _LESS:
             return -1
-    elif isinstance(direction, (int, np.integer)) and not isinstance(direction, bool) and direction in (1, -1):
+    elif is_int(direction) and direction in (1, -1):
         return int(direction)
     raise ValueError(f"direction must be 'greater' or 'less' (or +1/-1), got {direction!r}")
 

@@ -48,24 +48,14 @@ from pullback_utils.book.stamps import (
 from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = [
-    "ParameterError",
-    "Layout",
-    "NotebookResult",
-    "Repository",
-    "repository",
-    "chapter_order",
-    "load_param_groups",
-    "notebook_defaults",
-    "notebook_parameters",
-    "effective_overrides",
+    # the command line and the runs
+    "main", "run", "run_chapter", "NotebookResult", "Estimate",
+    # where a book's pieces live, which chapters it has
+    "Layout", "chapter_order", "Repository", "repository",
+    # parameters: cells, files, overrides
+    "ParameterError", "load_param_groups", "notebook_defaults", "notebook_parameters", "effective_overrides",
+    # when a chapter must run again
     "stamp_key",
-    "run",
-    "run_chapter",
-    "Estimate",
-    "build",
-    "write_statistics",
-    "write_toc",
-    "write_api_page",
-    "write_snippets",
-    "main",
+    # the generated pages and the build
+    "build", "write_statistics", "write_toc", "write_api_page", "write_snippets",
 ]

@@ -31,7 +31,7 @@ __all__ = ["PAPER_ARXIV", "Figure", "Page", "parse_page", "citation_problems", "
            "figure_problems", "noise_problems", "check_site"]
 
 PAPER_ARXIV = "2307.12868"
-WARNING = re.compile(r"\b\w*Warning: ")
+_WARNING = re.compile(r"\b\w*Warning: ")
 #: Python reprs that say nothing to a reader (an expression's value left as a cell's last line)
 RAW_REPR = re.compile(r"\b(?:Posix|Windows|Pure\w*)Path\(|<Figure size \d|<matplotlib\.[\w.]+ object|"
                       r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
@@ -205,8 +205,8 @@ def output_problems(page: Page) -> list[str]:
     """Outputs a reader should not see: stderr streams, warnings and tracebacks."""
     problems = [f"stderr output: {_excerpt(t)!r}" for t in page.stderr]
     problems += [f"traceback output: {_excerpt(t)!r}" for t in page.tracebacks]
-    problems += [f"warning in an output: {_excerpt(next(ln for ln in t.splitlines() if WARNING.search(ln)))!r}"
-                 for t in page.outputs if t not in page.stderr and t not in page.tracebacks and WARNING.search(t)]
+    problems += [f"warning in an output: {_excerpt(next(ln for ln in t.splitlines() if _WARNING.search(ln)))!r}"
+                 for t in page.outputs if t not in page.stderr and t not in page.tracebacks and _WARNING.search(t)]
     return problems
 
 

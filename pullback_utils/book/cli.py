@@ -24,18 +24,18 @@ from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = ["main"]
 
-DESCRIPTION = "Run the chapter notebooks with papermill, then build the Jupyter Book (1.x)."
+_DESCRIPTION = "Run the chapter notebooks with papermill, then build the Jupyter Book (1.x)."
 #: ``run --jobs`` defaults to the CPU count up to this (each chapter kernel holds its models and sweeps)
-MAX_DEFAULT_JOBS = 4
+_MAX_DEFAULT_JOBS = 4
 
 
-def default_jobs() -> int:
+def _default_jobs() -> int:
     """Chapters run at once by default: one per CPU (the chapters use one thread each), at most 4."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_JOBS))
+    return max(1, min(cpus, _MAX_DEFAULT_JOBS))
 
 
 def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str, model_map: bool = True) -> None:
@@ -63,7 +63,7 @@ def _apply_model_map(entries: list[str]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pullback_utils.book", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(prog="python -m pullback_utils.book", description=_DESCRIPTION)
     parser.add_argument("--root", type=Path, default=None,
                         help="folder with _config.yml, book/ and notebooks/ (default: found from cwd)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="no progress lines while chapters run (which cell, the bars, the time so far)")
     p_run.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
                        help=f"chapters run at once, each in its own kernel (default: the CPU count, at most "
-                            f"{MAX_DEFAULT_JOBS}: {default_jobs()} here); a chapter that reads others' results waits "
+                            f"{_MAX_DEFAULT_JOBS}: {_default_jobs()} here); a chapter that reads others' results waits "
                             "for them")
     p_run.add_argument("--cluster", default=None, metavar="WHERE",
                        help="where the chapters' basis sweeps run: '' (in-process, the default), 'local:N' (a Ray "
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                  overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress,
                                  log=say)
             return _summary([result])
-        jobs = default_jobs() if args.jobs is None else args.jobs
+        jobs = _default_jobs() if args.jobs is None else args.jobs
         results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
                       progress=progress, overrides=parse_cli_pairs(args.parameter), jobs=jobs,
                       cluster=args.cluster, log=say)

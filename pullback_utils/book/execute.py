@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pullback_utils._io import write_json
 from pullback_utils.book.kernel_bars import PROGRESS_FILE
-from pullback_utils.book.layout import Layout, write_json_atomic
+from pullback_utils.book.layout import Layout
 from pullback_utils.book.progress import ChapterWatch, Estimate
 from pullback_utils.book.stamps import FAILURE, STAMP, output_digests
 from pullback_utils.chapters.parameters import BOOK_ENV
@@ -173,7 +174,7 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
         seconds = time.perf_counter() - started
         message = watch.death_report() if type(exc).__name__ == "DeadKernelError" else _describe_failure(exc, executed)
         failed = dest.parent / f"{dest.name}.failed"
-        write_json_atomic(work / FAILURE, {
+        write_json(work / FAILURE, sort_keys=True, data={
             "notebook": name, "status": "failed", "message": message, "seconds": round(seconds, 2),
             "overrides": overrides, "key": key, "finished": _now(),
         })
@@ -189,7 +190,7 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
     if kernel_log.is_file() and not kernel_log.read_text().strip():
         kernel_log.unlink()
     version, source_hash = fingerprint
-    write_json_atomic(work / STAMP, {
+    write_json(work / STAMP, sort_keys=True, data={
         "notebook": name, "status": "ok", "key": key, "overrides": overrides, "seconds": round(seconds, 2),
         "finished": _now(), "package_version": version, "package_source_sha256": source_hash,
         "outputs": output_digests(work),

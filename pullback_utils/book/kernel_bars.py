@@ -4,7 +4,7 @@ widgets in the notebook.
 
 ``tqdm.auto.tqdm`` (and ``trange``) are replaced by a text ``tqdm`` that writes to ``PROGRESS_FILE`` in
 the kernel's working folder, one line per refresh (``bar <unix time> <tqdm's text line>``), at most one
-refresh every ``MININTERVAL`` seconds per bar. The executed notebook therefore carries neither bar
+refresh every ``_MININTERVAL`` seconds per bar. The executed notebook therefore carries neither bar
 outputs nor widget state. This file imports only the standard library and tqdm, and is loaded by path
 (not through the ``pullback_utils.book`` package), so the kernel starts as fast as before.
 """
@@ -16,7 +16,7 @@ import time
 
 PROGRESS_FILE = "progress.log"
 #: seconds between two refreshes of one bar in the side file
-MININTERVAL = 5.0
+_MININTERVAL = 5.0
 
 
 class _Lines:
@@ -48,7 +48,7 @@ def install(folder: str = ".") -> str:
     class TextTqdm(tqdm.std.tqdm):  # type: ignore[misc]
         def __init__(self, *args, **kwargs) -> None:
             kwargs["file"] = sink
-            kwargs.setdefault("mininterval", MININTERVAL)
+            kwargs.setdefault("mininterval", _MININTERVAL)
             kwargs.setdefault("ascii", True)
             kwargs["ncols"] = 100
             kwargs["dynamic_ncols"] = False

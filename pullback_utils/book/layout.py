@@ -7,17 +7,13 @@ A book is a folder (``root``) with ``_config.yml``, ``book/`` (pages, ``_toc.yml
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from pullback_utils._io import write_text
-
-__all__ = ["Layout", "find_root", "toc_files", "chapter_of", "chapter_order", "normalise_name",
-           "write_json_atomic", "write_text_atomic"]
+__all__ = ["Layout", "find_root", "toc_files", "chapter_of", "chapter_order", "normalise_name"]
 
 
 @dataclass(frozen=True)
@@ -115,10 +111,3 @@ def normalise_name(name: str) -> str:
     return Path(name).name.removesuffix(".ipynb")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling and a rename (never half-written)."""
-    write_text(path, text)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=repr) + "\n")

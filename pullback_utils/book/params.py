@@ -22,7 +22,7 @@ import yaml
 
 from pullback_utils.chapters.parameters import Parameter, ParameterError, parse_parameters, validate_overrides
 
-__all__ = ["load_yaml", "parse_value", "parse_cli_pairs", "load_param_groups", "notebook_parameters",
+__all__ = ["parse_cli_pairs", "load_param_groups", "notebook_parameters",
            "notebook_defaults", "notebook_metadata", "effective_overrides", "papermill_cell_problems"]
 
 
@@ -37,16 +37,16 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_yaml(text: str) -> Any:
+def _load_yaml(text: str) -> Any:
     """Parse YAML text with :class:`_Loader` (YAML 1.2 floats)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def parse_value(text: str) -> Any:
+def _parse_value(text: str) -> Any:
     """A command-line value as a YAML literal: ``3`` int, ``1e-3`` float, ``null`` None, ``[0.7, 0.3]``
     list, ``true`` bool; anything else (``disks``, ``a red circle``) the string itself."""
     try:
-        return load_yaml(text)
+        return _load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -58,7 +58,7 @@ def parse_cli_pairs(pairs: Iterable[Iterable[str]] | None) -> dict[str, Any]:
         name, text = list(pair)
         if not name.isidentifier():
             raise ParameterError(f"-p {name} {text}: {name!r} is not a parameter name")
-        out[name] = parse_value(text)
+        out[name] = _parse_value(text)
     return out
 
 
@@ -70,7 +70,7 @@ def load_param_groups(path: Path | str | None) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise ParameterError(f"{path}: parameter file not found")
     try:
-        data = load_yaml(path.read_text())
+        data = _load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ParameterError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if data is None:

@@ -42,7 +42,7 @@ class Estimate:
 
 
 #: the kernel is called close to the memory limit when its peak was at least this fraction of it
-NEAR_LIMIT = 0.8
+_NEAR_LIMIT = 0.8
 
 
 def format_seconds(seconds: float) -> str:
@@ -232,8 +232,8 @@ class ChapterWatch:
         memory = f"; the kernel's peak memory was {_gb(self.peak_rss)} of {_gb(limit)}"
         if self.last_available is not None:
             memory += f" ({_gb(self.last_available)} free at the last sample)"
-        near = self.peak_rss >= NEAR_LIMIT * limit or (
-            self.last_available is not None and self.last_available < (1 - NEAR_LIMIT) * limit)
+        near = self.peak_rss >= _NEAR_LIMIT * limit or (
+            self.last_available is not None and self.last_available < (1 - _NEAR_LIMIT) * limit)
         if near and code in (None, -signal.SIGKILL):
             cause = ("; most likely killed for memory (the out-of-memory killer). Lower the basis engine's "
                      "memory: rerun with PULLBACK_CHUNK_SIZE=4 (vectors per batched J·v/Jᵀu pass; default 64) "

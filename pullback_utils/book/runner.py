@@ -44,8 +44,7 @@ from pullback_utils.book.stamps import (
 )
 from pullback_utils.chapters.parameters import ParameterError
 
-__all__ = ["NotebookResult", "KERNEL_NAME", "check_chapter_values", "plan_run", "run", "run_chapter",
-           "chapter_values", "check_plan_memory"]
+__all__ = ["NotebookResult", "KERNEL_NAME", "run", "run_chapter", "chapter_values", "check_plan_memory"]
 
 Log = Callable[[str], Any]
 
@@ -97,7 +96,7 @@ def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[s
     return sources
 
 
-def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str, dict[str, Any]]]],
+def _plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str, dict[str, Any]]]],
              results_dir: str = "..") -> list[tuple[str, dict[str, Any]]]:
     """(name, effective overrides) of each chapter, in dependency order, all checked before anything runs.
 
@@ -116,7 +115,7 @@ def plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str
         except ParameterError as exc:
             errors.append(str(exc))
             continue
-        problems = check_chapter_values(name, parameters, overrides)
+        problems = _check_chapter_values(name, parameters, overrides)
         if problems:
             errors += problems
             continue
@@ -147,7 +146,7 @@ _RUNNER_SET = {"output_dir": "the chapter's output folder: give it with -o/--out
                "results_dir": "the folder of every chapter's results, book/generated"}
 
 
-def check_chapter_values(name: str, parameters: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
+def _check_chapter_values(name: str, parameters: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
     """The problems (one line each; ``[]``: none) of chapter ``name``'s effective parameters, found
     before a kernel starts: a parameter the runner sets itself (``output_dir``, ``results_dir``), a value of
     the right type that the chapter would refuse (:func:`pullback_utils.chapters.chapter.check_values`: ``k = 0``,
@@ -233,7 +232,7 @@ def run(
         raise ParameterError(str(exc)) from None
     names = _select(layout, only, log)
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
-    plan = plan_run(layout, names, _sources(layout, params, quick, overrides, log))
+    plan = _plan_run(layout, names, _sources(layout, params, quick, overrides, log))
     check_plan_memory(layout, plan)
     if cluster is not None:
         plan = _with_cluster(layout, plan, cluster)
@@ -286,7 +285,7 @@ def chapter_values(layout: Layout, only: Iterable[str] | None, params: Path | st
                    overrides: dict[str, Any] | None, log: Log = print) -> list[tuple[str, dict[str, Any]]]:
     """[(chapter, effective values)] of the chapters a ``run`` would execute, checked as ``run`` checks them."""
     names = _select(layout, only, log)
-    return _values(layout, plan_run(layout, names, _sources(layout, params, quick, overrides, log)))
+    return _values(layout, _plan_run(layout, names, _sources(layout, params, quick, overrides, log)))
 
 
 def check_plan_memory(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> None:
@@ -373,7 +372,7 @@ def run_chapter(
     if overrides:
         sources.append(("-p", {name: dict(overrides)}))
     results_dir = ".." if dest.parent == layout.generated else str(layout.generated)  # the book's results
-    (name, chapter_overrides), = plan_run(layout, [name], sources, results_dir=results_dir)
+    (name, chapter_overrides), = _plan_run(layout, [name], sources, results_dir=results_dir)
     check_plan_memory(layout, [(name, chapter_overrides)])
     inputs = inputs_digest(layout, depends_on(layout, name, order))
     in_book = dest.parent == layout.generated

@@ -24,7 +24,7 @@ from typing import Any
 
 from pullback_utils.book.layout import chapter_of
 
-__all__ = ["setup", "local_mathjax_dir", "NITPICK_EXEMPT_DOCS"]
+__all__ = ["setup", "NITPICK_EXEMPT_DOCS"]
 
 #: Pages whose unresolved cross-references are not warnings in nitpicky mode (the docstrings' references
 #: to names the API page does not document yet); the build logs how many there are.
@@ -77,7 +77,7 @@ def _dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = kept
 
 
-def local_mathjax_dir() -> Path | None:
+def _local_mathjax_dir() -> Path | None:
     """The MathJax 3 ``es5`` folder of the ``django-static-mathjax`` package (in the ``[book]`` extra), or
     ``None`` when it is not installed."""
     try:
@@ -92,7 +92,7 @@ def _use_local_mathjax(app, config) -> None:
     """Serve MathJax from the book itself instead of a CDN, so that formulas render offline (a reader's
     laptop, this workplace, the browser test). Only when ``mathjax_path`` is still a web address (the
     Sphinx default) and the local copy exists; set ``sphinx.config.mathjax_path`` to override."""
-    source = local_mathjax_dir()
+    source = _local_mathjax_dir()
     if source is None or not str(config.mathjax_path).startswith(("http://", "https://")):
         return
     config.mathjax_path = "mathjax/tex-mml-chtml.js"  # relative to _static

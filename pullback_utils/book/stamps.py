@@ -20,12 +20,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pullback_utils._io import JSONReadError, read_json
+from pullback_utils._io import read_json
 from pullback_utils.book.layout import Layout
 from pullback_utils.book.params import notebook_metadata
 
 __all__ = ["STAMP", "FAILURE", "package_fingerprint", "weights_digest", "stamp_key", "output_digests", "stale_outputs",
-           "read_stamp", "read_failure", "depends_on", "depends_on_all", "dependents", "inputs_digest",
+           "read_stamp", "read_failure", "depends_on", "dependents", "inputs_digest",
            "dependency_order"]
 
 STAMP = "stamp.json"
@@ -138,23 +138,16 @@ def stale_outputs(folder: Path, stamp: dict[str, Any]) -> list[str]:
     return [f"{rel} missing" for rel in recorded if not (Path(folder) / rel).is_file()]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return read_json(path)
-    except JSONReadError:
-        return None
-
-
 def read_stamp(layout: Layout, name: str, folder: Path | None = None) -> dict[str, Any] | None:
     """The stamp of chapter ``name`` (in ``folder``, default its folder of ``book/generated``), or None."""
-    return _read_json(Path(folder or layout.out_dir(name)) / STAMP)
+    return read_json(Path(folder or layout.out_dir(name)) / STAMP, default=None)
 
 
 def read_failure(layout: Layout, name: str) -> dict[str, Any] | None:
-    return _read_json(layout.generated / f"{name}.failed" / FAILURE)
+    return read_json(layout.generated / f"{name}.failed" / FAILURE, default=None)
 
 
-def depends_on_all(layout: Layout, name: str) -> bool:
+def _depends_on_all(layout: Layout, name: str) -> bool:
     return notebook_metadata(layout.notebook(name)).get("depends_on") in ("*", ["*"])
 
 
@@ -163,7 +156,7 @@ def depends_on(layout: Layout, name: str, chapters: list[str]) -> list[str]:
     ``{"pullback_book": {"depends_on": [names] | "*"}}`` ("*": every other chapter)."""
     deps = notebook_metadata(layout.notebook(name)).get("depends_on", [])
     if deps in ("*", ["*"]):
-        return [n for n in chapters if n != name and not depends_on_all(layout, n)]
+        return [n for n in chapters if n != name and not _depends_on_all(layout, n)]
     return [d for d in deps if d in chapters and d != name]
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from pullback_utils import _validate as V
+from pullback_utils._validate import is_int
 from pullback_utils.sweeps.bases import resolve_cache_dir
 
 __all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
@@ -360,7 +361,7 @@ def _unit_minimum(name: str) -> Callable[[dict], None]:
 
         for param, least in minimum_units(name).items():
             value = p.get(param)
-            if isinstance(value, int) and not isinstance(value, bool) and value < least:
+            if is_int(value) and value < least:
                 raise ParameterValueError(f"{param} must be >= {least} for {name} (its tests need at least {least} "
                                           f"units), got {value}")
     return rule

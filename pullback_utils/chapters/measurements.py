@@ -65,7 +65,7 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
         n, seed: samples (seeded noise draws).
         times: kept times (fractions of ``T``); control_times: a subset of them for the control.
         k: basis size; ddim_steps: DDIM steps over ``[0, T]``.
-        cache_dir: basis cache; solver: options of :func:`pullback_utils.jacobian_svd`.
+        cache_dir: basis cache; solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd`.
         cluster: where the sweeps run (:func:`pullback_utils.sweeps.bases.bases_over`; ``None``: the default).
     """
     solver = dict(solver or {})

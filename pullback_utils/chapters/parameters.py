@@ -43,7 +43,7 @@ __all__ = [
     "in_book_run",
 ]
 
-INJECTED_MARKER = "# Parameters"
+_INJECTED_MARKER = "# Parameters"
 #: Set to "1" by the book runner for the chapters' kernels (figures are then shown as the book numbers them).
 BOOK_ENV = "PULLBACK_BOOK_BUILD"
 _PLAIN = (type(None), bool, int, float, str)
@@ -304,7 +304,7 @@ def validate_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]
 
 def _is_parameters_cell(source: str) -> bool:
     """Only assignments (and imports), at least one of a literal, and no call of check_parameters."""
-    if "check_parameters" in source or source.lstrip().startswith(INJECTED_MARKER):
+    if "check_parameters" in source or source.lstrip().startswith(_INJECTED_MARKER):
         return False
     try:
         body = ast.parse(source).body
@@ -362,7 +362,7 @@ def check_parameters(history: list[str] | None = None, namespace: Mapping[str, A
     if not previous:
         return {}
     injected = ""
-    if previous[-1].lstrip().startswith(INJECTED_MARKER):
+    if previous[-1].lstrip().startswith(_INJECTED_MARKER):
         injected, previous = previous[-1], previous[:-1]
     params_src = next((src for src in reversed(previous) if _is_parameters_cell(src)), None)
     if params_src is None:

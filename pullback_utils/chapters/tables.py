@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pullback_utils._validate import is_int
+
 __all__ = ["markdown_table"]
 
 
@@ -26,7 +28,7 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]
 
     A column a row lacks is left empty. ``index`` is the header of the row-name column.
     """
-    if not isinstance(precision, int) or isinstance(precision, bool) or precision < 0:
+    if not is_int(precision) or precision < 0:
         raise ValueError(f"precision must be a non-negative int, got {precision!r}")
     if not rows:
         raise ValueError("rows is empty: a table needs at least one row")

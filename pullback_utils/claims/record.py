@@ -61,7 +61,7 @@ __all__ = ["MetricsError", "record", "equivalence", "check_record", "write_metri
 #: The verdict of a claim significant on the claimed side whose random-weight (or other) control shows the
 #: effect too: the effect is there without training, so it is neither coloured nor counted as reproduced.
 VERDICTS = (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED)
-REQUIRED = ("claim", "statistic", "n_units", "unit", "test", "p_value", "min_p", "p_adjusted", "estimate", "ci",
+_REQUIRED = ("claim", "statistic", "n_units", "unit", "test", "p_value", "min_p", "p_adjusted", "estimate", "ci",
             "null", "direction", "baselines", "controls", "verdict")
 
 
@@ -162,7 +162,7 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
     and the stored one (``stored_verdict``)."""
     if not isinstance(rec, dict):
         raise MetricsError(f"claims[{name!r}] must be an object, got {type(rec).__name__}")
-    absent = [k for k in REQUIRED if k not in rec]
+    absent = [k for k in _REQUIRED if k not in rec]
     if absent:
         raise MetricsError(f"claims[{name!r}] lacks {absent} (see pullback_utils.claims.record)")
     ci = rec["ci"]

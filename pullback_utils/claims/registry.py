@@ -309,9 +309,9 @@ def get(record_id: str) -> ClaimSpec:
 
 #: The fewest units each registered test can run on at all (:mod:`pullback_utils.analysis.inference` refuses fewer:
 #: the sign-flip test needs 2 values, the jackknife over unit pairs 4, the permutation trend 3, Mantel 4).
-TEST_MIN_UNITS: dict[str, int] = {"sign-flip": 2, "jackknife t over units": 4, "permutation trend": 3, "Mantel": 4}
+_TEST_MIN_UNITS: dict[str, int] = {"sign-flip": 2, "jackknife t over units": 4, "permutation trend": 3, "Mantel": 4}
 #: The chapter parameter that sets how many units of a kind a chapter has.
-UNIT_PARAMETER: dict[str, str] = {"sample": "n_samples", "image": "n_samples"}
+_UNIT_PARAMETER: dict[str, str] = {"sample": "n_samples", "image": "n_samples"}
 
 
 def minimum_units(chapter: str) -> dict[str, int]:
@@ -319,9 +319,9 @@ def minimum_units(chapter: str) -> dict[str, int]:
     ``{"n_samples": 4}`` for a chapter with a jackknife test over samples; ``{}`` when none applies."""
     out: dict[str, int] = {}
     for c in CLAIMS:
-        param = UNIT_PARAMETER.get(c.unit)
+        param = _UNIT_PARAMETER.get(c.unit)
         if c.chapter == chapter and param is not None:
-            out[param] = max(out.get(param, 0), TEST_MIN_UNITS.get(c.test, 0))
+            out[param] = max(out.get(param, 0), _TEST_MIN_UNITS.get(c.test, 0))
     return out
 
 

@@ -26,12 +26,13 @@ latents, except FLUX, whose transformer takes packed latents (1, N, C) (:func:`p
 from __future__ import annotations
 
 import inspect
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from pullback_utils._validate import is_int, is_real
 
 __all__ = [
     "SUPPORTED_DENOISERS",
@@ -95,13 +96,13 @@ def family_of(denoiser: Any) -> Family:
     )
 
 
-def conditioning_keywords(denoiser: nn.Module) -> list[str]:
+def _conditioning_keywords(denoiser: nn.Module) -> list[str]:
     """The keyword arguments of ``denoiser.forward`` that condition it (everything but x, t and options)."""
     params = inspect.signature(denoiser.forward).parameters
     return [p for p in params if p not in _NOT_CONDITIONING]
 
 
-def required_conditioning(denoiser: nn.Module) -> list[str]:
+def _required_conditioning(denoiser: nn.Module) -> list[str]:
     """Conditioning keywords ``denoiser`` cannot run without (see the module table)."""
     name, cfg = type(denoiser).__name__, denoiser.config
     if name == "UNet2DConditionModel":
@@ -148,12 +149,12 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
     """
     family_of(denoiser)
     name, cfg = type(denoiser).__name__, denoiser.config
-    accepted = conditioning_keywords(denoiser)
+    accepted = _conditioning_keywords(denoiser)
     unknown = [k for k, v in conditioning.items() if k not in accepted and v is not None]  # None = not given
     if unknown:
         raise ValueError(f"{name} takes no conditioning keyword {unknown}; its conditioning keywords are {accepted}")
     cond = {k: v for k, v in conditioning.items() if v is not None}
-    for key in required_conditioning(denoiser):
+    for key in _required_conditioning(denoiser):
         if key == "added_cond_kwargs" and key not in cond:
             raise ValueError(
                 "added_cond_kwargs is required for this SDXL-style UNet2DConditionModel (addition_embed_type "
@@ -196,7 +197,7 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
         _check_tensor(cond["txt_ids"], "txt_ids", (L, 3), "the text tokens' rotary position ids")
         if "guidance" in cond:
             g = cond["guidance"]
-            if isinstance(g, numbers.Real) and not isinstance(g, bool):
+            if is_real(g):
                 g = torch.tensor([float(g)])
             cond["guidance"] = _check_tensor(g, "guidance", (1,), "the embedded guidance scale")
         elif cfg.get("guidance_embeds"):
@@ -205,7 +206,7 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
 
 
 def _check_labels(denoiser: nn.Module, labels: Any) -> torch.Tensor:
-    if isinstance(labels, numbers.Integral) and not isinstance(labels, bool):
+    if is_int(labels):
         labels = torch.tensor([int(labels)])
     if not isinstance(labels, torch.Tensor) or labels.shape != (1,) or labels.is_floating_point():
         got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else repr(labels)

@@ -25,12 +25,12 @@ inversions of data images to several times all use them.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Mapping, NamedTuple, Protocol, Sequence, Union
+from typing import Callable, Mapping, NamedTuple, Protocol, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
 
+from pullback_utils._validate import is_int, is_real
 from pullback_utils.diffusion.finite import check_state_scale, refuse_non_finite, scale_causes
 from pullback_utils.diffusion.schedule import Time, check_steps, check_times, grid, legs, resolve_time
 
@@ -124,6 +124,33 @@ def _causes(x: torch.Tensor, name: str, prompt: Prompt, guidance_scale: float = 
     return causes
 
 
+def _run_legs(
+    x: torch.Tensor,
+    levels: list[int],
+    step: Callable[[torch.Tensor, int, int], torch.Tensor],
+    *,
+    name: str,
+    causes: list[str],
+    return_trajectory: bool,
+    progress: bool,
+):
+    """The loop of a DDIM run: ``x <- step(x, n_from, n_to)`` over consecutive ``levels``.
+
+    Refuses a non-finite state naming the run (``name``), the leg and the likely ``causes``; returns the
+    final (B, *sample_shape) state, with ``return_trajectory`` ``(x, DDIMTrajectory)`` of every visited state.
+    """
+    states = [x] if return_trajectory else None
+    desc = name.replace("ddim_", "DDIM ")
+    for n_from, n_to in tqdm(list(zip(levels[:-1], levels[1:])), desc=desc, disable=not progress, leave=False):
+        x = step(x, n_from, n_to)
+        refuse_non_finite(x, f"{name} (step level {n_from} -> {n_to})", causes)
+        if states is not None:
+            states.append(x)
+    if return_trajectory:
+        return x, DDIMTrajectory(torch.stack(states), levels)
+    return x
+
+
 def _ddim_step(x: torch.Tensor, eps: torch.Tensor, c_from: tuple[float, float], c_to: tuple[float, float]) -> torch.Tensor:
     """Deterministic DDIM move of ``x`` from coefficients ``c_from = (alpha, sigma)`` to ``c_to`` with noise ``eps``."""
     x0 = (x - c_from[1] * eps) / c_from[0]
@@ -176,16 +203,13 @@ def ddim_sample(
             "clean data; use ddim_invert to go up"
         )
     _check_x(model, x, "x")
-    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 <= float(eta) <= 1.0:
+    if not is_real(eta) or not 0.0 <= float(eta) <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     cond = model.conditioning(prompt, batch=x.shape[0], guidance_scale=guidance_scale)
     levels = grid(b, a, steps)[::-1]
-    states_in = x
     gen = torch.Generator().manual_seed(int(seed)) if eta > 0 else None
-    states = [x] if return_trajectory else None
-    for n_from, n_to in tqdm(
-        list(zip(levels[:-1], levels[1:])), desc="DDIM sample", disable=not progress, leave=False
-    ):
+
+    def step(x: torch.Tensor, n_from: int, n_to: int) -> torch.Tensor:
         x0, eps = model.predict(x, n_from, cond, guidance_scale=guidance_scale)
         (a_from, s_from), (a_to, s_to) = model.coefficients(n_from), model.coefficients(n_to)
         if eta > 0 and n_to > 0:
@@ -193,16 +217,11 @@ def ddim_sample(
             snr_ratio = (a_from * s_to) ** 2 / ((s_from * a_to) ** 2)
             sigma = float(eta) * s_to * math.sqrt(max(1.0 - snr_ratio, 0.0))
             z = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(x.device, x.dtype)
-            x = a_to * x0 + math.sqrt(max(s_to**2 - sigma**2, 0.0)) * eps + sigma * z
-        else:
-            x = a_to * x0 + s_to * eps
-        refuse_non_finite(x, f"ddim_sample (step level {n_from} -> {n_to})",
-                          _causes(states_in, "x", prompt, guidance_scale))
-        if states is not None:
-            states.append(x)
-    if return_trajectory:
-        return x, DDIMTrajectory(torch.stack(states), levels)
-    return x
+            return a_to * x0 + math.sqrt(max(s_to**2 - sigma**2, 0.0)) * eps + sigma * z
+        return a_to * x0 + s_to * eps
+
+    return _run_legs(x, levels, step, name="ddim_sample", causes=_causes(x, "x", prompt, guidance_scale),
+                     return_trajectory=return_trajectory, progress=progress)
 
 
 @torch.no_grad()
@@ -250,9 +269,7 @@ def ddim_invert(
             "towards noise; use ddim_sample to go down"
         )
     _check_x(model, x0, "x0")
-    if isinstance(fixed_point_iters, bool) or not isinstance(fixed_point_iters, numbers.Integral) or (
-        fixed_point_iters < 0
-    ):
+    if not is_int(fixed_point_iters) or fixed_point_iters < 0:
         raise ValueError(f"fixed_point_iters must be an int >= 0, got {fixed_point_iters!r}")
     if a == 0 and not model.is_latent and getattr(model, "checks_image_range", True):
         from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL, check_image_range
@@ -262,24 +279,18 @@ def ddim_invert(
         check_image_range(x0, "x0", tol=SAMPLE_RANGE_TOL)
     cond = model.conditioning(prompt, batch=x0.shape[0], guidance_scale=1.0)
     levels = grid(a, b, steps)
-    x = x0
-    states = [x] if return_trajectory else None
-    for n_from, n_to in tqdm(
-        list(zip(levels[:-1], levels[1:])), desc="DDIM invert", disable=not progress, leave=False
-    ):
+
+    def step(x: torch.Tensor, n_from: int, n_to: int) -> torch.Tensor:
         c_from, c_to = model.coefficients(n_from), model.coefficients(n_to)
         eps = model.eps(x, max(n_from, 1), cond)
         x_next = _ddim_step(x, eps, c_from, c_to)
         for _ in range(int(fixed_point_iters)):
             eps = model.eps(x_next, n_to, cond)
             x_next = _ddim_step(x, eps, c_from, c_to)
-        refuse_non_finite(x_next, f"ddim_invert (step level {n_from} -> {n_to})", _causes(x0, "x0", prompt))
-        x = x_next
-        if states is not None:
-            states.append(x)
-    if return_trajectory:
-        return x, DDIMTrajectory(torch.stack(states), levels)
-    return x
+        return x_next
+
+    return _run_legs(x0, levels, step, name="ddim_invert", causes=_causes(x0, "x0", prompt),
+                     return_trajectory=return_trajectory, progress=progress)
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ Bit depths: 8-bit images map 0..255 to [-1, 1]; 16-bit grayscale (PIL modes ``I;
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any, Protocol, Sequence, Union
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, is_int
 
 
 class ImageModel(Protocol):
@@ -79,12 +78,12 @@ def check_image_range(x: torch.Tensor, name: str = "images", *, tol: float = IMA
 
 
 def _size2(size: Any, name: str = "size") -> tuple[int, int]:
-    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+    if is_int(size):
         size = (int(size), int(size))
     if (
         not isinstance(size, (tuple, list))
         or len(size) != 2
-        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in size)
+        or not all(is_int(s) and s >= 1 for s in size)
     ):
         raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of them, got {size!r}")
     return int(size[0]), int(size[1])

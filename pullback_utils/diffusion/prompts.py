@@ -28,10 +28,11 @@ from typing import Any
 
 import torch
 
+from pullback_utils._validate import is_int, is_real
 from pullback_utils.diffusion.finite import MAX_GUIDANCE_SCALE
 
-__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "prompt_list", "short", "encode", "unconditional",
-           "dit_labels", "warn_truncated", "PromptTruncatedWarning"]
+__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "short", "encode", "unconditional",
+           "PromptTruncatedWarning"]
 
 _UNBATCHED = frozenset({"img_ids", "txt_ids"})
 
@@ -129,7 +130,7 @@ def short(obj: Any) -> str:
     return r if len(r) < 80 else r[:77] + "..."
 
 
-def prompt_list(prompt: Any) -> list[str]:
+def _prompt_list(prompt: Any) -> list[str]:
     if isinstance(prompt, str):
         return [prompt]
     if isinstance(prompt, (list, tuple)) and prompt and all(isinstance(p, str) for p in prompt):
@@ -164,7 +165,7 @@ def encode(model: Any, prompts: list[str]) -> torch.Tensor | Conditioning:
         return Conditioning({"encoder_hidden_states": pe, "pooled_projections": pooled,
                              "txt_ids": txt_ids}).to(dev, model.dtype)
     if name == "dit":
-        return Conditioning({"class_labels": dit_labels(model, prompts)})
+        return Conditioning({"class_labels": _dit_labels(model, prompts)})
     raise ValueError(f"model {model.name!r} ({name}) has no prompt encoder")
 
 
@@ -219,18 +220,18 @@ def dit_null_class(model: Any) -> int | None:
     return n if table.num_embeddings > n else None
 
 
-def dit_labels(model: Any, prompt: Any) -> torch.Tensor:
+def _dit_labels(model: Any, prompt: Any) -> torch.Tensor:
     """(B,) class ids of a DiT prompt: an int, a list of ints, a (B,) integer tensor, or label names."""
     n = int(model.unet.config.num_embeds_ada_norm)
     if isinstance(prompt, torch.Tensor) and not prompt.is_floating_point() and prompt.ndim <= 1:
         ids = prompt.reshape(-1).tolist()
-    elif isinstance(prompt, numbers.Integral) and not isinstance(prompt, bool):
+    elif is_int(prompt):
         ids = [int(prompt)]
     elif isinstance(prompt, (list, tuple)) and prompt and all(
-            isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in prompt):
+            is_int(p) for p in prompt):
         ids = [int(p) for p in prompt]
     elif isinstance(prompt, (str, list, tuple)):
-        names = prompt_list(prompt)
+        names = _prompt_list(prompt)
         labels = getattr(model.pipeline, "labels", None) or {}
         missing = [p for p in names if p not in labels]
         if missing:
@@ -258,8 +259,8 @@ def encode_prompt(model: Any, prompt: Any) -> torch.Tensor | Conditioning | None
     if prompt is None:
         return model.unconditional_embedding()
     if model.family is not None and model.family.name == "dit":
-        return Conditioning({"class_labels": dit_labels(model, prompt)})
-    prompts = prompt_list(prompt)
+        return Conditioning({"class_labels": _dit_labels(model, prompt)})
+    prompts = _prompt_list(prompt)
     if model.text_encoder is None:
         raise ValueError(
             f"model {model.name!r} has no text encoder, so it cannot encode prompt={prompt!r}; "
@@ -274,7 +275,7 @@ def encode_prompt(model: Any, prompt: Any) -> torch.Tensor | Conditioning | None
     if hit is None or any(a is not b for a, b in zip(hit[0], owners)):  # text encoders are deterministic (eval mode)
         if len(memo) >= 64:
             memo.pop(next(iter(memo)))
-        warn_truncated(model, prompts)
+        _warn_truncated(model, prompts)
         c = encode(model, prompts)
         _check_finite_conditioning(c, f"the encoding of prompt {short(prompt)}")
         memo[key] = hit = (owners, c)  # the owners are kept, so their ids cannot be reused while memoised
@@ -303,7 +304,7 @@ def _token_limit(model: Any) -> tuple[Any, int] | None:
     return tok, int(limit)
 
 
-def warn_truncated(model: Any, prompts: list[str]) -> None:
+def _warn_truncated(model: Any, prompts: list[str]) -> None:
     """Warn, naming the token limit and the words dropped, when a prompt of a text U-Net is longer than
     its encoder reads (CLIP: 77 tokens; the zoo's MiniLM: 16). Prompts that differ only after the limit
     get the same conditioning. SDXL / SD3 / FLUX pipelines warn themselves (diffusers)."""
@@ -329,7 +330,7 @@ class PromptTruncatedWarning(UserWarning):
     """A prompt is longer than the text encoder's token limit; the rest is ignored."""
 
 
-def text_keywords(model: Any) -> tuple[str, ...]:
+def _text_keywords(model: Any) -> tuple[str, ...]:
     """The conditioning keywords a prompt of ``model`` turns into."""
     if model.family is None or (model.family.name == "unet" and not _is_sdxl(model)):
         return ("encoder_hidden_states",)
@@ -340,11 +341,7 @@ def text_keywords(model: Any) -> tuple[str, ...]:
 
 def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 1.0) -> torch.Tensor | Conditioning | None:
     """:meth:`DiffusionModel.conditioning <pullback_utils.models.diffusion_model.DiffusionModel.conditioning>`."""
-    if (
-        isinstance(guidance_scale, bool)
-        or not isinstance(guidance_scale, numbers.Real)
-        or not math.isfinite(float(guidance_scale))
-    ):
+    if not is_real(guidance_scale) or not math.isfinite(float(guidance_scale)):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
     if abs(float(guidance_scale)) > MAX_GUIDANCE_SCALE:
         raise ValueError(
@@ -368,14 +365,14 @@ def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 
     if isinstance(prompt, dict):
         prompt = Conditioning(prompt)
     if isinstance(prompt, Conditioning):
-        missing = [k for k in text_keywords(model) if k not in prompt and k != "txt_ids"]
+        missing = [k for k in _text_keywords(model) if k not in prompt and k != "txt_ids"]
         if missing:
-            raise ValueError(f"conditioning for model {model.name!r} lacks {missing} (it needs {list(text_keywords(model))})")
+            raise ValueError(f"conditioning for model {model.name!r} lacks {missing} (it needs {list(_text_keywords(model))})")
         c: Any = prompt.to(model.device, model.dtype)
         _check_finite_conditioning(c, "prompt")
     elif isinstance(prompt, torch.Tensor) and prompt.is_floating_point():
-        if text_keywords(model) != ("encoder_hidden_states",):
-            raise ValueError(f"model {model.name!r} is conditioned on {list(text_keywords(model))}: pass a prompt "
+        if _text_keywords(model) != ("encoder_hidden_states",):
+            raise ValueError(f"model {model.name!r} is conditioned on {list(_text_keywords(model))}: pass a prompt "
                              "string or a Conditioning with these keywords, not one tensor")
         c = prompt if prompt.dim() == 3 else prompt.unsqueeze(0) if prompt.dim() == 2 else None
         dim = model.unet.config.get("cross_attention_dim") if hasattr(getattr(model.unet, "config", None), "get") else None

@@ -26,7 +26,6 @@ from pullback_utils._io import write_text
 __all__ = [
     "CorruptWeightsError",
     "DIGEST_FILE",
-    "check_safetensors",
     "check_weights",
     "file_sha256",
     "read_weights_digest",
@@ -35,7 +34,7 @@ __all__ = [
 ]
 
 DIGEST_FILE = "WEIGHTS.sha256"
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
 
 
@@ -57,7 +56,7 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     return sorted(
         p for p in root.rglob("*")
-        if p.suffix in WEIGHT_SUFFIXES and p.is_file()
+        if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
@@ -68,7 +67,7 @@ def write_weights_digest(folder: str | os.PathLike) -> Path:
     root = Path(folder)
     files = weight_files(root)
     if not files:
-        raise FileNotFoundError(f"{root} holds no weight files ({', '.join(WEIGHT_SUFFIXES)}) to record")
+        raise FileNotFoundError(f"{root} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)}) to record")
     text = "".join(f"{file_sha256(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
     return write_text(root / DIGEST_FILE, text)
 
@@ -91,7 +90,7 @@ def read_weights_digest(folder: str | os.PathLike) -> dict[str, str] | None:
     return recorded
 
 
-def check_safetensors(path: str | os.PathLike) -> None:
+def _check_safetensors(path: str | os.PathLike) -> None:
     """``CorruptWeightsError`` naming ``path`` unless its safetensors header and extent are valid."""
     from safetensors import SafetensorError, safe_open
 
@@ -115,7 +114,7 @@ def check_weights(folder: str | os.PathLike) -> bool:
     files = weight_files(root)
     for p in files:
         if p.suffix == ".safetensors":
-            check_safetensors(p)
+            _check_safetensors(p)
     recorded = read_weights_digest(root)
     if recorded is None:
         return False

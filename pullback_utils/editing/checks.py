@@ -8,14 +8,13 @@ basis indices, signs, prompts, directions, image range).
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from pullback_utils._validate import check_batch, check_real
+from pullback_utils._validate import check_batch, check_real, is_int
 from pullback_utils.diffusion.ddim import Prompt, Time
 from pullback_utils.diffusion.finite import check_state_scale
 from pullback_utils.diffusion.images import IMAGE_RANGE_TOL, SAMPLE_RANGE_TOL, check_image_range
@@ -55,7 +54,7 @@ def check_edit_time(model: "DiffusionModel", t: Time, name: str = "t_edit") -> i
 
 def check_index(index: Any, k: int, name: str = "index") -> int:
     """``index`` as a basis index in ``0..k-1``."""
-    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+    if not is_int(index):
         raise ValueError(f"{name} must be an int basis index in 0..{k - 1} (k = {k}), got {index!r}")
     i = int(index)
     if not 0 <= i < k:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Mapping
 
-from pullback_utils._validate import check_choice, check_int, check_real
+from pullback_utils._validate import check_choice, check_int, check_real, is_real
 from pullback_utils.editing.checks import check_eta_below
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +40,7 @@ def _check_t_edits(value: Any) -> tuple[float | int, ...]:
     if not out:
         raise ValueError(f"{msg}, got {value!r}")
     for t in out:
-        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        if not is_real(t):
             raise ValueError(f"{msg}, got {value!r}")
         if isinstance(t, numbers.Integral):
             if int(t) < 1:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, is_int
 from pullback_utils.diffusion.ddim import Prompt, Time, ddim_invert, ddim_sample
 from pullback_utils.diffusion.schedule import leg_steps
 from pullback_utils.editing.checks import (
@@ -253,7 +253,7 @@ _BASIS_RESERVED = {"x_t": "the edit state", "t": "t_edit", "k": "k (an EditConfi
                    "prompt": "basis_prompt"}
 
 
-def check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, Any]:
+def _check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, Any]:
     """``basis_kwargs`` checked against :meth:`DiffusionModel.local_basis` (``layer``, ``cache_dir``) and
     :func:`~pullback_utils.engine.solvers.jacobian_svd` (names and values) before any network evaluation."""
     import os
@@ -295,7 +295,7 @@ def check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, 
     if kw.get("batching", "auto") not in ("auto", "batch", "vmap"):
         raise ValueError(f"basis_kwargs: batching must be 'auto', 'batch' or 'vmap', got {kw['batching']!r}")
     cs = kw.get("chunk_size")
-    if cs is not None and (isinstance(cs, bool) or not isinstance(cs, int) or cs < 1):
+    if cs is not None and (not is_int(cs) or cs < 1):
         raise ValueError(f"basis_kwargs: chunk_size must be a positive integer or None, got {cs!r}")
     cb = kw.get("callback")
     if cb is not None and not callable(cb):
@@ -420,7 +420,7 @@ def edit_image(
     """
     start = check_start(model, image_or_noise, is_noise)
     direction = _check_direction(model, direction)
-    basis_kwargs = check_basis_kwargs(model, basis_kwargs) if direction is None else basis_kwargs
+    basis_kwargs = _check_basis_kwargs(model, basis_kwargs) if direction is None else basis_kwargs
     plan = _plan(model, image_or_noise, is_noise, config, overrides, t_edit=t_edit, index=index, sign=sign,
                  prompt=prompt, basis_prompt=basis_prompt, direction=direction, frames=frames, seed=seed)
     cfg = plan.config

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "ErrorMonitor", "Ritz", "complete_rows", "extrapolated_error", "max_angle", "noise_rtol", "numerical_rank",
+    "ErrorMonitor", "Ritz", "complete_rows", "max_angle", "noise_rtol", "numerical_rank",
     "orthonormal_rows", "random_rows", "rank_rtol", "rayleigh_ritz",
 ]
 
@@ -130,7 +130,7 @@ def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, 
                 residual_norm=norm_R)
 
 
-def extrapolated_error(changes: list[float]) -> float | None:
+def _extrapolated_error(changes: list[float]) -> float | None:
     """Remaining error of a geometrically converging iteration from its last subspace changes.
 
     With c_i the angle between the subspaces of iterations i−1 and i and ρ = the largest of the last
@@ -152,7 +152,7 @@ def extrapolated_error(changes: list[float]) -> float | None:
 class ErrorMonitor:
     """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy').
 
-    The extrapolation (:func:`extrapolated_error`) replaces the Davis–Kahan bound only when it is
+    The extrapolation (:func:`_extrapolated_error`) replaces the Davis–Kahan bound only when it is
     smaller and the gap is verified (convergence has set in); without a verified gap the estimate
     stays π/2.
     """
@@ -165,7 +165,7 @@ class ErrorMonitor:
         if self.prev_v is not None:
             self.changes.append(max_angle(ritz.v, self.prev_v))
         self.prev_v = ritz.v
-        extrapolated = extrapolated_error(self.changes)
+        extrapolated = _extrapolated_error(self.changes)
         if ritz.verified and extrapolated is not None and extrapolated < ritz.angle_estimate:
             ritz.angle_estimate = extrapolated
         return ritz

@@ -1,14 +1,20 @@
-"""The local latent basis of a diffusers denoiser at (x_t, t): the engine applied to a feature layer.
+"""The local basis: one call for any differentiable map, and the engine applied to a diffusers denoiser.
 
-One call shape for every family (:mod:`pullback_utils.diffusion.architectures`)::
+Two levels, one documented call each::
 
-    local_basis(unet, x_t, t, k)                                           # h-space of a U-Net
-    local_basis(unet, x_t, t, k, encoder_hidden_states=c)                  # Stable Diffusion
-    local_basis(unet, x_t, t, k, encoder_hidden_states=c, added_cond_kwargs={...})   # SDXL
-    local_basis(dit, x_t, t, k, class_labels=207)                          # DiT, middle block
-    local_basis(sd3, x_t, t, k, encoder_hidden_states=c, pooled_projections=p, scheduler=s)
-    local_basis(flux, tokens, t, k, layer="transformer_blocks.3", encoder_hidden_states=c,
-                pooled_projections=p, img_ids=ids, guidance=3.5)
+    pu.local_basis(fn, x, k)                    # any differentiable map fn (a function or an nn.Module)
+    m.local_basis(x_t, t, k, prompt=...)        # a DiffusionModel (pullback_utils.models.diffusion_model)
+
+The model's method calls :func:`network_basis`, the engine on a bare diffusers denoiser at (x_t, t),
+with one call shape for every family (:mod:`pullback_utils.diffusion.architectures`)::
+
+    network_basis(unet, x_t, t, k)                                           # h-space of a U-Net
+    network_basis(unet, x_t, t, k, encoder_hidden_states=c)                  # Stable Diffusion
+    network_basis(unet, x_t, t, k, encoder_hidden_states=c, added_cond_kwargs={...})   # SDXL
+    network_basis(dit, x_t, t, k, class_labels=207)                          # DiT, middle block
+    network_basis(sd3, x_t, t, k, encoder_hidden_states=c, pooled_projections=p, scheduler=s)
+    network_basis(flux, tokens, t, k, layer="transformer_blocks.3", encoder_hidden_states=c,
+                  pooled_projections=p, img_ids=ids, guidance=3.5)
 
 Keywords that are not options of :func:`~pullback_utils.engine.solvers.jacobian_svd` are the denoiser's
 conditioning; unknown ones are refused with the list of both.
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -29,10 +35,18 @@ from pullback_utils.engine.solvers import SOLVER_DEFAULTS, LocalBasis, check_sol
 from pullback_utils.features.ad_safe import forward_ad_safe
 from pullback_utils.features.feature_maps import feature_map
 
-__all__ = ["local_basis", "frozen", "SOLVER_OPTIONS", "denoiser_signature"]
+__all__ = ["local_basis", "network_basis", "freeze", "frozen", "SOLVER_OPTIONS", "denoiser_signature"]
 
 #: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd` that ``local_basis`` passes on
 SOLVER_OPTIONS = tuple(p for p in inspect.signature(jacobian_svd).parameters if p not in ("fn", "x", "k"))
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``module`` in eval mode with ``requires_grad=False`` on every parameter, for good; returns it.
+
+    The package's one freeze: :func:`frozen` is the same for the duration of a ``with`` block.
+    """
+    return module.requires_grad_(False).eval()
 
 
 @contextlib.contextmanager
@@ -43,7 +57,7 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """
     saved = [(p, p.requires_grad) for p in model.parameters()]
     was_training = model.training
-    model.requires_grad_(False).eval()
+    freeze(model)
     try:
         yield model
     finally:
@@ -75,7 +89,46 @@ def denoiser_signature(denoiser: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def local_basis(
+def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: int, **solver: Any) -> LocalBasis:
+    """The local basis of any differentiable map at ``x``: the top-``k`` singular triplets of J = ∂fn/∂x.
+
+    The basis call on a map; on a diffusion model it is ``DiffusionModel.local_basis(x_t, t, k, prompt=...)``
+    (which picks the feature layer, the time and the conditioning, and caches).
+
+    Args:
+        fn: a torch function of one tensor, or an ``nn.Module`` (its weights are frozen and its attention
+            made forward-AD safe for the duration of the call). A diffusers denoiser needs a time and
+            conditioning: use ``DiffusionModel.local_basis`` or :func:`network_basis` for it.
+        x: the point, shape ``x_shape`` (with a leading batch dimension of 1 when ``fn.per_sample``).
+        k: number of singular triplets, 1 <= k <= min(dim x, dim h).
+        **solver: the options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (``method``, ``tol``,
+            ``max_iters``, ``oversample``, ``seed``, ``jvp_mode``, ``chunk_size``, ...).
+
+    Returns:
+        :class:`LocalBasis`: v (k, *x_shape), u (k, *h_shape), s (k,) and ``info`` (the solver's record:
+        ``angle_estimate``, ``n_jvp``, ``converged``, ...).
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be a differentiable torch function or nn.Module, got {type(fn).__name__}")
+    unknown = sorted(set(solver) - set(SOLVER_OPTIONS))
+    if unknown:
+        raise TypeError(f"local_basis got unknown option(s) {unknown}; valid options are {list(SOLVER_OPTIONS)}")
+    if not isinstance(fn, nn.Module):
+        return jacobian_svd(fn, x, k, **solver)
+    try:
+        family_of(fn)
+    except TypeError:
+        pass
+    else:
+        raise TypeError(
+            f"fn is a diffusers denoiser ({type(fn).__name__}), which needs a time and conditioning: use "
+            "DiffusionModel.local_basis(x_t, t, k, prompt=...) or "
+            "pullback_utils.features.basis.network_basis(denoiser, x_t, t, k, **conditioning)")
+    with frozen(fn), forward_ad_safe(fn):
+        return jacobian_svd(fn, x, k, **solver)
+
+
+def network_basis(
     denoiser: nn.Module,
     x_t: torch.Tensor,
     t: float | int | torch.Tensor,
@@ -86,7 +139,9 @@ def local_basis(
     scheduler: Any = None,
     **options: Any,
 ) -> LocalBasis:
-    """Local latent basis of ``denoiser`` at ``(x_t, t)``: top-k singular triplets of ∂h/∂x_t.
+    """Local latent basis of a bare diffusers ``denoiser`` at ``(x_t, t)``: top-k singular triplets of ∂h/∂x_t.
+
+    What ``DiffusionModel.local_basis`` calls (after encoding the prompt and choosing the layer).
 
     Args:
         denoiser: a supported diffusers denoiser (``UNet2DModel``, ``UNet2DConditionModel`` incl. SDXL,

@@ -16,7 +16,7 @@ with :func:`module_state_token` (identity, version counter and storage of each p
 either changes. The probe reads the values, so an edit through ``.data`` (which bypasses the version
 counter) is seen too: for a denoiser of up to :data:`FULL_PROBE_BYTES` of weights (every zoo model;
 4.5 MB, 20-120 ms per call measured on the loaded 2-core machine) the probe *is* the full sha256, so any edit
-is seen; above that (Stable Diffusion's 3.4 GB U-Net) it hashes :data:`PROBE_VALUES` evenly spaced
+is seen; above that (Stable Diffusion's 3.4 GB U-Net) it hashes :data:`_PROBE_VALUES` evenly spaced
 values of every tensor plus its float64 sum (one pass over the weights at memory speed), so an edit that
 changes any sampled value or a tensor's sum is seen.
 
@@ -66,7 +66,7 @@ __all__ = [
 
 # 2: bases carry the honest solver's converged/reason/gap (issue 25); entries of format 1 claimed convergence
 # without a verified gap, so they are not served.
-FORMAT = "pullback-basis-2"
+_FORMAT = "pullback-basis-2"
 # Solver arguments that do not change the result (only speed, memory or display).
 _NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching", "callback"})
 # Documented defaults of jacobian_svd, used when the engine cannot be inspected.
@@ -120,7 +120,7 @@ def module_state_token(module: torch.nn.Module) -> tuple:
 #: Weights up to this size are probed by their full sha256 (:func:`module_value_probe`).
 FULL_PROBE_BYTES = 256 * 2**20
 #: Values hashed per tensor by the probe of larger modules.
-PROBE_VALUES = 4096
+_PROBE_VALUES = 4096
 
 
 def module_value_probe(module: torch.nn.Module) -> str:
@@ -133,7 +133,7 @@ def module_value_probe(module: torch.nn.Module) -> str:
     h = hashlib.sha256(b"probe|")
     for name, t in tensors:
         flat = t.reshape(-1)
-        step = max(1, flat.numel() // PROBE_VALUES)
+        step = max(1, flat.numel() // _PROBE_VALUES)
         total = flat.sum(dtype=torch.float64).item() if t.is_floating_point() else int(flat.sum())
         h.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|{total!r}|".encode())
         h.update(_tensor_bytes(flat[::step]))
@@ -179,7 +179,7 @@ def basis_key_fields(
     args = dict(SOLVER_DEFAULTS)
     args.update({k_: v for k_, v in (solver or {}).items() if k_ not in _NEUTRAL_SOLVER_ARGS})
     return {
-        "format": FORMAT,
+        "format": _FORMAT,
         "model": model_fingerprint,
         "x_t": tensor_hash(x_t),
         "timestep": int(timestep),
@@ -209,15 +209,6 @@ def _jsonable(obj: Any, keep_floats: bool = False) -> Any:
 
 
 _INFO = "info."  # prefix of the tensors of a basis's info in an entry
-
-
-def _upgrade_legacy_info(info: dict[str, Any]) -> None:
-    """Entries written before info tensors were stored: the engine's residuals come back as a
-    float32 tensor and non-finite angle estimates as floats, as the engine returns them."""
-    if isinstance(info.get("residuals"), list):
-        info["residuals"] = torch.tensor(info["residuals"], dtype=torch.float32)
-    if isinstance(info.get("angle_estimate"), str):
-        info["angle_estimate"] = float(info["angle_estimate"])
 
 
 def _key(fields: Mapping[str, Any]) -> str:
@@ -296,7 +287,7 @@ class BasisCache:
             ):
                 raise ValueError(f"unexpected tensors {sorted(names)}")
             tensors = {n: f.get_tensor(n) for n in names}
-        if meta.get("format") != FORMAT or meta.get("key") != key:
+        if meta.get("format") != _FORMAT or meta.get("key") != key:
             raise ValueError("header does not match this cache entry")
         if meta.get("sha256") != _digest(tensors):
             raise ValueError("checksum mismatch")
@@ -304,8 +295,6 @@ class BasisCache:
         if tensors["s"].dim() != 1 or tensors["v"].shape[0] != k or tensors["u"].shape[0] != k:
             raise ValueError("inconsistent shapes")
         info = json.loads(meta.get("info", "{}"))
-        if not any(n.startswith(_INFO) for n in names):
-            _upgrade_legacy_info(info)
         info.update({n[len(_INFO):]: t for n, t in tensors.items() if n.startswith(_INFO)})
         info["cache"] = {"hit": True, "key": key}
         return LocalBasis(v=tensors["v"], u=tensors["u"], s=tensors["s"], info=info)
@@ -327,7 +316,7 @@ class BasisCache:
         for name in [n for n, v in info.items() if isinstance(v, torch.Tensor)]:
             tensors[_INFO + name] = info.pop(name).detach().to("cpu").contiguous()
         header = {
-            "format": FORMAT,
+            "format": _FORMAT,
             "key": key,
             "sha256": _digest(tensors),
             "info": json.dumps(_jsonable(info, keep_floats=True)),

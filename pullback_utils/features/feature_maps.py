@@ -38,7 +38,7 @@ from pullback_utils.diffusion.architectures import (
 from pullback_utils.diffusion.flow import FlowGrid, is_flow_scheduler
 from pullback_utils.diffusion.schedule import DEFAULT_NUM_TRAIN_TIMESTEPS, resolve_time, unet_timestep
 
-__all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer", "time_inputs"]
+__all__ = ["FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer"]
 
 _ALIASES = {"down": "down_blocks", "mid": "mid_block", "up": "up_blocks"}
 # blocks returning (encoder_hidden_states, hidden_states): h is the image stream, the second output
@@ -178,7 +178,7 @@ class FeatureMap:
         raise RuntimeError(f"layer {self.layer!r} did not run in the forward pass of {type(self.denoiser).__name__}")
 
 
-def time_inputs(denoiser: nn.Module, t: Any, *, num_train_timesteps: int | None = None, scheduler: Any = None,
+def _time_inputs(denoiser: nn.Module, t: Any, *, num_train_timesteps: int | None = None, scheduler: Any = None,
                 image_seq_len: int | None = None) -> tuple[int, int | float, float | None]:
     """``(level, network timestep, sigma)`` of time ``t`` for ``denoiser`` (sigma None for VP models).
 
@@ -234,7 +234,7 @@ def feature_map(
         raise ValueError("encoder_hidden_states was given, but this UNet2DModel is unconditional")
     if image_seq_len is None and fam.tokens and isinstance(conditioning.get("img_ids"), torch.Tensor):
         image_seq_len = conditioning["img_ids"].shape[0]
-    level, timestep, sigma = time_inputs(denoiser, t, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
+    level, timestep, sigma = _time_inputs(denoiser, t, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
                                          image_seq_len=image_seq_len)
     layer = default_layer(denoiser) if layer is None else layer
     module = resolve_layer(denoiser, layer)

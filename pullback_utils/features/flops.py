@@ -28,6 +28,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from pullback_utils.features.basis import freeze
+
 __all__ = ["BasisCost", "REAL_CONFIGS", "meta_denoiser", "basis_costs", "seconds_per_basis", "count_flops"]
 
 #: Public denoiser configs (diffusers ``config.json`` fields), their latent shape and text tokens.
@@ -107,7 +109,7 @@ def meta_denoiser(cls: str, config: dict[str, Any], dtype: torch.dtype = torch.b
     verbosity = dlogging.get_verbosity()
     dlogging.set_verbosity_error()  # diffusers warns about casting a model with .to(dtype)
     try:
-        return net.to(dtype).eval().requires_grad_(False)
+        return freeze(net.to(dtype))
     finally:
         dlogging.set_verbosity(verbosity)
 
@@ -126,8 +128,9 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     if fam.name == "flux":
         h, w = sample_shape[1:]
         x = torch.zeros(1, (h // 2) * (w // 2), sample_shape[0] * 4, device="meta", dtype=dtype)
-        cond = dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
-                    pooled_projections=t(1, cfg.pooled_projection_dim), img_ids=latent_image_ids(h, w).to("meta", dtype))
+        cond: dict[str, Any] = dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
+                                    pooled_projections=t(1, cfg.pooled_projection_dim),
+                                    img_ids=latent_image_ids(h, w).to("meta", dtype))
         if cfg.guidance_embeds:
             cond["guidance"] = 3.5
         return x, cond
@@ -137,7 +140,7 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     if fam.name == "dit":
         return z, dict(class_labels=0)
     if type(net).__name__ == "UNet2DConditionModel":
-        cond: dict[str, Any] = dict(encoder_hidden_states=t(1, text_tokens, cfg.cross_attention_dim))
+        cond = dict(encoder_hidden_states=t(1, text_tokens, cfg.cross_attention_dim))
         if cfg.addition_embed_type == "text_time":
             p = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
             cond["added_cond_kwargs"] = {"text_embeds": t(1, p), "time_ids": t(1, 6)}

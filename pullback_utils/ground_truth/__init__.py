@@ -34,8 +34,13 @@ from pullback_utils.ground_truth.tangents import (
 )
 
 __all__ = [
+    # the data side: true tangent spaces, energy fractions, random and local-PCA levels
     "GROUND_TRUTH_DATASETS", "tangent_basis", "data_tangent_bases", "energy_fraction", "random_energy",
-    "random_energy_mc", "smallest_angle", "local_pca", "invert_to_times", "pushed_tangents", "denoiser_fn",
-    "denoiser_basis", "loo_best_index", "cross_fitted_best", "excess_test", "TruthStudy", "truth_study",
-    "mean_energy", "model_dataset", "check_design", "claim_tests",
+    "random_energy_mc", "smallest_angle", "local_pca",
+    # the model side: tangents pushed to x_t, the denoiser-Jacobian basis
+    "invert_to_times", "pushed_tangents", "denoiser_fn", "denoiser_basis",
+    # the best timestep, chosen leave-one-out, and the test there
+    "loo_best_index", "cross_fitted_best", "excess_test",
+    # the chapter's study of one model
+    "TruthStudy", "truth_study", "mean_energy", "model_dataset", "check_design", "claim_tests",
 ]

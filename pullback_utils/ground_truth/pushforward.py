@@ -36,7 +36,7 @@ from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_
 __all__ = ["invert_to_times", "pushed_tangents", "denoiser_fn", "denoiser_basis"]
 
 #: The ``layer`` field of cache entries holding denoiser-Jacobian bases (never a U-Net layer name).
-DENOISER_LAYER = "denoiser:x0_hat"
+_DENOISER_LAYER = "denoiser:x0_hat"
 
 
 @torch.no_grad()
@@ -157,7 +157,7 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         t: the time of ``x_t``.
         k: number of singular vectors.
         cache_dir: the basis cache (entries keyed like local bases, with the layer ``"denoiser:x0_hat"``).
-        **solver: options of :func:`pullback_utils.jacobian_svd` (method, tol, max_iters, seed).
+        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (method, tol, max_iters, seed).
 
     Returns:
         :class:`~pullback_utils.engine.solvers.LocalBasis` with ``v`` ``(k, *sample_shape)`` (directions in
@@ -177,11 +177,11 @@ def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir:
         with frozen(model.unet), forward_ad_safe(model.unet):
             b = jacobian_svd(fn, x, k, **solver)
         shape = tuple(model.sample_shape)
-        b.info.update({"layer": DENOISER_LAYER, "level": model.level(t)})
+        b.info.update({"layer": _DENOISER_LAYER, "level": model.level(t)})
         return LocalBasis(v=b.v.reshape(b.k, *shape), u=b.u.reshape(b.k, *shape), s=b.s, info=b.info)
 
     cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     if cache_dir is None:
         return compute()
-    fields = basis_key_fields(model.fingerprint, x, model.unet_timestep(t), k, layer=DENOISER_LAYER, solver=solver)
+    fields = basis_key_fields(model.fingerprint, x, model.unet_timestep(t), k, layer=_DENOISER_LAYER, solver=solver)
     return BasisCache(cache_dir).get_or_compute(fields, compute, meta={"model": model.name})

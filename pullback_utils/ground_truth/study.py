@@ -167,7 +167,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
         times: fractions of T; k: basis size; ddim_steps: DDIM inversion steps over [0, T].
         n_pool, n_neighbours: the local-PCA baseline's pool (seed ``data_seed + 1``) and neighbours.
         rank_rtol: rank tolerance of the tangent spans; cache_dir: the basis cache; solver: options
-            of :func:`pullback_utils.jacobian_svd`; seed: of the twins and the control network.
+            of :func:`~pullback_utils.engine.solvers.jacobian_svd`; seed: of the twins and the control network.
         loader: how a name becomes a model (default :func:`pullback_utils.load_model`).
     """
     from tqdm.auto import tqdm

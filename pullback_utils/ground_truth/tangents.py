@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pullback_utils._validate import is_int
 from pullback_utils.analysis.geometry import principal_angles
 from pullback_utils.zoo.datasets import PROCEDURAL
 
@@ -42,7 +43,7 @@ GROUND_TRUTH_DATASETS: tuple[str, ...] = PROCEDURAL
 
 
 def _as_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
@@ -109,7 +110,7 @@ def data_tangent_bases(name: str, factors: torch.Tensor, discrete: dict[str, tor
 
 #: How far ``Q Q^T`` may deviate from the identity (max entry) for :func:`energy_fraction` to accept ``Q``:
 #: float32 bases from the engine are orthonormal to about 1e-6; 1e-4 leaves room for float32 storage.
-ORTHONORMAL_TOL = 1e-4
+_ORTHONORMAL_TOL = 1e-4
 
 
 def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
@@ -118,7 +119,7 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
     Args:
         vectors: ``(m, ...)`` directions (any trailing shape, flattened to ``D``; need not be unit).
         basis: ``(r, D)`` with orthonormal rows (from :func:`tangent_basis`); ``r = 0`` allowed. Rows
-            that are not orthonormal (``Q Q^T`` off the identity by more than :data:`ORTHONORMAL_TOL`)
+            that are not orthonormal (``Q Q^T`` off the identity by more than :data:`_ORTHONORMAL_TOL`)
             are refused.
 
     Returns:
@@ -136,9 +137,9 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
         if not bool(torch.isfinite(q).all()):
             raise ValueError("basis contains NaN or infinite values")
         err = float((q @ q.T - torch.eye(q.shape[0], dtype=q.dtype)).abs().max())
-        if err > ORTHONORMAL_TOL:
+        if err > _ORTHONORMAL_TOL:
             raise ValueError(
-                f"basis rows must be orthonormal (Q Q^T = I to {ORTHONORMAL_TOL:g}), got a deviation of {err:.3g}; "
+                f"basis rows must be orthonormal (Q Q^T = I to {_ORTHONORMAL_TOL:g}), got a deviation of {err:.3g}; "
                 "the formula ||Q v||^2 / ||v||^2 holds only then (values above 1 otherwise): orthonormalise "
                 "with torch.linalg.qr(basis.T).Q.T or use tangent_basis")
     norm2 = (v * v).sum(1)
@@ -150,7 +151,7 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
 def random_energy(r: int, dim: int) -> float:
     """Expected :func:`energy_fraction` of a uniformly random direction in an ``r``-dim subspace of R^dim: ``r / dim``."""
     _as_int(dim, "dim", 1)
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r <= dim:
+    if not is_int(r) or not 0 <= r <= dim:
         raise ValueError(f"r must be an int in [0, dim={dim}], got {r!r}")
     return float(r) / float(dim)
 

@@ -36,18 +36,13 @@ from pullback_utils.diffusion.images import SAMPLE_RANGE_TOL, check_image_range
 from pullback_utils.diffusion.prompts import Conditioning
 from pullback_utils.diffusion.schedule import Time, resolve_time, unet_timestep
 from pullback_utils.diffusion.vae import config_get
+from pullback_utils.features.basis import freeze
 from pullback_utils.models import model_basis as network
 
 __all__ = ["DiffusionModel"]
 
 #: latent size of FLUX pipelines when the transformer's config has none (FluxPipeline.default_sample_size)
 _FLUX_DEFAULT_SAMPLE_SIZE = 128
-
-
-def _frozen(module: torch.nn.Module | None) -> torch.nn.Module | None:
-    if module is not None and isinstance(module, torch.nn.Module):
-        module.eval().requires_grad_(False)
-    return module
 
 
 def _as_tuple2(size: Any) -> tuple[int, int]:
@@ -103,13 +98,13 @@ class DiffusionModel:
         checks_image_range: bool = True,
         pipeline: Any = None,
     ) -> None:
-        self.unet = _frozen(unet)
+        self.unet = freeze(unet) if isinstance(unet, torch.nn.Module) else unet
         #: whether images (clean pixel data) are checked against the model range [-1, 1]; False for
         #: synthetic models whose data are not images (e.g. closed-form Gaussian test models)
         self.checks_image_range = bool(checks_image_range)
         self.scheduler = scheduler
-        self.vae = _frozen(vae)
-        self.text_encoder = _frozen(text_encoder) if isinstance(text_encoder, torch.nn.Module) else text_encoder
+        self.vae = freeze(vae) if isinstance(vae, torch.nn.Module) else vae
+        self.text_encoder = freeze(text_encoder) if isinstance(text_encoder, torch.nn.Module) else text_encoder
         self.tokenizer = tokenizer
         self.pipeline = pipeline
         self.name = name
@@ -419,7 +414,7 @@ class DiffusionModel:
                 transformer block for DiTs; :func:`~pullback_utils.features.feature_maps.layer_names`).
             cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no cache; ``~`` and
                 environment variables are expanded (an unset one is refused).
-            **solver: keyword arguments of :func:`pullback_utils.jacobian_svd`.
+            **solver: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd`.
 
         Returns:
             ``LocalBasis`` with ``v`` ``(k, 1, *sample_shape)``, ``u`` ``(k, *h.shape)``, ``s`` (k,), ``info``.

@@ -16,10 +16,10 @@ from pullback_utils.diffusion.architectures import pack_latents, unpack_latents
 from pullback_utils.diffusion.denoiser import flux_extras, keywords
 from pullback_utils.diffusion.prompts import Conditioning
 
-__all__ = ["engine_inputs", "model_feature_map", "model_local_basis", "unpack_basis", "PackedFeatureMap"]
+__all__ = ["model_feature_map", "model_local_basis"]
 
 
-def engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str | None):
+def _engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str | None):
     """``(x_in, level, layer, conditioning, keywords)`` of the engine call at one state.
 
     ``x_in`` is the denoiser's input (FLUX: packed), ``keywords`` its conditioning keywords plus
@@ -47,7 +47,7 @@ def engine_inputs(model: Any, x_t: torch.Tensor, t: Any, prompt: Any, layer: str
     return x_in, level, layer, c, kwargs
 
 
-class PackedFeatureMap:
+class _PackedFeatureMap:
     """A FLUX feature map on (B, C, H, W) latents: packs them into the transformer's tokens first."""
 
     per_sample = True
@@ -65,12 +65,12 @@ def model_feature_map(model: Any, t: Any, prompt: Any = None, layer: str | None 
     from pullback_utils.features.feature_maps import feature_map
 
     x0 = torch.zeros((1, *model.sample_shape), device=model.device, dtype=model.dtype)
-    _, level, layer, _, kwargs = engine_inputs(model, x0, t, prompt, layer)
+    _, level, layer, _, kwargs = _engine_inputs(model, x0, t, prompt, layer)
     fn = feature_map(model.unet, level, layer=layer, **kwargs)
-    return PackedFeatureMap(fn) if model.family is not None and model.family.tokens else fn
+    return _PackedFeatureMap(fn) if model.family is not None and model.family.tokens else fn
 
 
-def unpack_basis(model: Any, basis: Any) -> Any:
+def _unpack_basis(model: Any, basis: Any) -> Any:
     """A basis on FLUX's packed tokens with ``v`` unpacked to ``(k, 1, *sample_shape)``; others unchanged.
 
     Packing is a permutation of the entries, so the singular values and ``u`` are those of ∂h/∂x_t.
@@ -85,11 +85,11 @@ def unpack_basis(model: Any, basis: Any) -> Any:
 def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any, layer: str | None,
                       cache_dir: Any, solver: dict[str, Any]) -> Any:
     """``DiffusionModel.local_basis``: the engine on the denoiser (FLUX: packed, ``v`` unpacked), optionally cached."""
-    x_in, level, layer, c, kwargs = engine_inputs(model, x_t, t, prompt, layer)
+    x_in, level, layer, c, kwargs = _engine_inputs(model, x_t, t, prompt, layer)
     from pullback_utils.features import basis as engine
 
     def compute():
-        return unpack_basis(model, engine.local_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
+        return _unpack_basis(model, engine.network_basis(model.unet, x_in, level, k, layer=layer, **kwargs, **solver))
 
     from pullback_utils.features.cache import BasisCache, basis_key_fields, resolve_cache_dir, tensor_hash
 

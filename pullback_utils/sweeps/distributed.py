@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # the module imports neither torch nor the engine until a swe
 __all__ = ["ClusterError", "SweepError", "RayCluster", "check_cluster", "resolve_cluster", "set_default_cluster",
            "default_cluster", "compute_bases", "worker_reports"]
 
-FORMS = ("'' or 'serial' (in-process), 'local:N' (a Ray cluster of N CPUs started here), 'auto' (the Ray cluster "
+_FORMS = ("'' or 'serial' (in-process), 'local:N' (a Ray cluster of N CPUs started here), 'auto' (the Ray cluster "
          "of this machine), 'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (a Ray head)")
 
 
@@ -69,7 +69,7 @@ def check_cluster(cluster: Any, name: str = "cluster") -> Any:
     if cluster is None or isinstance(cluster, (Executor, RayCluster)):
         return cluster
     if not isinstance(cluster, str):
-        raise ValueError(f"{name} must be a string ({FORMS}), a RayCluster or a concurrent.futures.Executor, "
+        raise ValueError(f"{name} must be a string ({_FORMS}), a RayCluster or a concurrent.futures.Executor, "
                          f"got {type(cluster).__name__}")
     text = cluster.strip()
     if text in ("", "serial", "auto"):
@@ -78,7 +78,7 @@ def check_cluster(cluster: Any, name: str = "cluster") -> Any:
         raise ValueError(f"{name}={cluster!r}: local:N needs N >= 1 CPUs")
     if check_address(text):
         return text
-    raise ValueError(f"{name}={cluster!r} is not a cluster; valid: {FORMS}")
+    raise ValueError(f"{name}={cluster!r} is not a cluster; valid: {_FORMS}")
 
 
 _DEFAULT: list[Any] = [None]

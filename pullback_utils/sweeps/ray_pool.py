@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, is_int
 
 if TYPE_CHECKING:
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
@@ -82,8 +82,7 @@ class RayCluster:
         if not isinstance(self.address, str) or not check_address(self.address) or (m and int(m.group("n")) < 1):
             raise ValueError(f"RayCluster.address must be 'local:N' (N >= 1), 'auto', 'ray://HOST:PORT' or "
                              f"'HOST:PORT', got {self.address!r}")
-        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
-                                         or self.workers < 1):
+        if self.workers is not None and (not is_int(self.workers) or self.workers < 1):
             raise ValueError(f"RayCluster.workers must be an int >= 1 or None, got {self.workers!r}")
         check_int(self.threads, "RayCluster.threads", 1)
 

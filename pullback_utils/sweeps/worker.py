@@ -13,7 +13,7 @@ rebuild it: a :class:`ModelSpec` names it instead --
 Every rebuilt model is checked against the driver's weights (``fingerprint``, the sha256 of the U-Net's
 class, config and weights that also keys the basis cache), so a node with another version of a model
 folder gives one clear error, never different numbers. A worker process keeps the last model it built
-(:func:`worker_model`), so a model is loaded once per worker, not once per basis.
+(:func:`_worker_model`), so a model is loaded once per worker, not once per basis.
 
 :class:`BasisWorker` is the Ray actor (``ray.remote(BasisWorker)`` in :mod:`pullback_utils.sweeps.distributed`);
 :func:`compute_task` is what a ``concurrent.futures`` executor runs.
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ModelSpec", "BasisTask", "worker_model", "compute_task", "BasisWorker"]
+__all__ = ["ModelSpec", "BasisTask", "compute_task", "BasisWorker"]
 
 _RANDOM_NAME = re.compile(r"^(?P<base>.*) \(random weights, seed (?P<seed>\d+)\)$")
 
@@ -128,7 +128,7 @@ class BasisTask:
 _local = threading.local()  # per thread: a thread pool's workers do not share a model (its modules are stateful)
 
 
-def worker_model(spec: ModelSpec, device: str = "cpu") -> Any:
+def _worker_model(spec: ModelSpec, device: str = "cpu") -> Any:
     """The model of ``spec`` in this worker (thread), built on first use and kept until another is asked for."""
     held = getattr(_local, "held", None)
     if held is None or held[0] != (spec.key, device):
@@ -151,7 +151,7 @@ def compute_task(spec: ModelSpec, task: BasisTask, threads: int | None = None) -
     """What an executor runs: the basis of ``task`` with the model of ``spec`` (kept per worker)."""
     if threads:
         torch.set_num_threads(int(threads))
-    return _compute(worker_model(spec), task)
+    return _compute(_worker_model(spec), task)
 
 
 class BasisWorker:

@@ -13,4 +13,9 @@ Which module to open:
 - the command line: ``python -m pullback_utils.zoo {train,card,ladder,index}`` (:mod:`~pullback_utils.zoo.__main__`).
 """
 
-from pullback_utils.zoo.registry import available_models, model_dir, model_info  # noqa: E402,F401
+from pullback_utils.zoo.registry import available_models, model_dir, model_info
+
+__all__ = [
+    # the catalogue and the bundled folders (the rest: one module a job, listed above)
+    "available_models", "model_dir", "model_info",
+]

@@ -19,10 +19,10 @@ def _thirds(lo: float, hi: float) -> tuple[float, float]:
     return lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3
 
 
-SIZE_WORDS: tuple[str, ...] = ("small", "medium", "large")
+_SIZE_WORDS: tuple[str, ...] = ("small", "medium", "large")
 SIZE_EDGES: tuple[float, float] = _thirds(*SIZE_RANGE)
 POS_EDGES: tuple[float, float] = _thirds(*POS_RANGE)
-POSITION_PHRASES: dict[tuple[int, int], str] = {
+_POSITION_PHRASES: dict[tuple[int, int], str] = {
     (0, 0): "in the upper left", (0, 1): "at the top", (0, 2): "in the upper right",
     (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
     (2, 0): "in the lower left", (2, 1): "at the bottom", (2, 2): "in the lower right",
@@ -33,14 +33,14 @@ def _third(x: float, edges: tuple[float, float]) -> int:
     return 0 if x < edges[0] else (2 if x >= edges[1] else 1)
 
 
-def size_word(size: float) -> str:
+def _size_word(size: float) -> str:
     """``"small"``, ``"medium"`` or ``"large"`` for a shape size in :data:`SIZE_RANGE`."""
-    return SIZE_WORDS[_third(size, SIZE_EDGES)]
+    return _SIZE_WORDS[_third(size, SIZE_EDGES)]
 
 
-def position_phrase(cx: float, cy: float) -> str:
+def _position_phrase(cx: float, cy: float) -> str:
     """Position phrase of a shape centre (fractions of the image width, y pointing down)."""
-    return POSITION_PHRASES[(_third(cy, POS_EDGES), _third(cx, POS_EDGES))]
+    return _POSITION_PHRASES[(_third(cy, POS_EDGES), _third(cx, POS_EDGES))]
 
 
 def caption(shape: int, fg: int, bg: int, cx: float, cy: float, size: float,
@@ -53,10 +53,10 @@ def caption(shape: int, fg: int, bg: int, cx: float, cy: float, size: float,
             raise ValueError(f"{pname}: colour index must be in [0, {len(COLOUR_NAMES)}), got {c}")
     words = []
     if parts[0]:
-        words.append(size_word(size))
+        words.append(_size_word(size))
     words += [COLOUR_NAMES[fg], SHAPES[shape]]
     if parts[1]:
-        words.append(position_phrase(cx, cy))
+        words.append(_position_phrase(cx, cy))
     if parts[2]:
         words += ["on", _article(COLOUR_NAMES[bg]), COLOUR_NAMES[bg], "background"]
     return " ".join([_article(words[0])] + words)
@@ -101,13 +101,13 @@ def caption_attributes(text: str) -> dict[str, str]:
             out["background"] = words[i - 1]
             words = words[: max(0, i - 3)]  # drop "on a <colour> background"
     rest = " ".join(words)
-    for phrase in POSITION_PHRASES.values():
+    for phrase in _POSITION_PHRASES.values():
         if phrase in rest:
             out["position"] = phrase
             rest = rest.replace(phrase, " ")
     toks = rest.split()
     for t in toks:
-        if t in SIZE_WORDS and "size" not in out:
+        if t in _SIZE_WORDS and "size" not in out:
             out["size"] = t
         elif t in COLOUR_NAMES and "colour" not in out:
             out["colour"] = t

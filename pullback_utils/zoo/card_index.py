@@ -30,7 +30,7 @@ from pullback_utils.zoo.registry import (
 
 __all__ = ["INDEX_DATA", "index_markdown", "ladder_markdown", "ladder_order"]
 
-INDEX_HEAD = """# Appendix: model cards of the bundled zoo
+_INDEX_HEAD = """# Appendix: model cards of the bundled zoo
 
 The book runs offline on a laptop with small diffusion models that the project trains itself
 (`pullback_utils/zoo/`). They share one architecture (a 32x32 RGB `UNet2DModel` with attention at
@@ -44,16 +44,12 @@ INDEX_DATA = {"disks": "one disk on black", "shapes": "one shape on a plain colo
               "shapes-text": "`shapes` with captions", "scenes": "2–3 overlapping shapes on a gradient",
               "textures": "crops of bundled photographs"}
 
-INDEX_FOOT = f"""Retrain or continue training with `{CLI} train NAME --steps N` (it resumes from
+_INDEX_FOOT = f"""Retrain or continue training with `{CLI} train NAME --steps N` (it resumes from
 `.cache/zoo-train/NAME/` or, without it, warm-starts from the bundled weights; the options
 `--decay-from S` and `--lr-final LR` anneal the learning rate), then regenerate the card with
 `{CLI} card NAME`. Every number on a card and in this table is measured on the bundled weights by
 that command; the verdicts by eye come from `book/model_cards/NAME/notes.json`.
 """
-
-
-def _read_json(path: Path) -> dict | None:
-    return read_json(path) if path.is_file() else None
 
 
 def _steps(folder: Path) -> int | None:
@@ -68,7 +64,8 @@ def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = 
     rows = ["| model | data | steps | measured | by eye | card |", "|---|---|---|---|---|---|"]
     for name in ZOO_MODELS:
         steps = _steps(weights_dir / name)
-        res, notes = _read_json(cards_dir / name / "card.json"), _read_json(cards_dir / name / "notes.json")
+        card, notes = cards_dir / name / "card.json", cards_dir / name / "notes.json"
+        res, notes = (read_json(f) if f.is_file() else None for f in (card, notes))
         measured, eye = "no card yet", "–"
         if res is not None:
             parts = []
@@ -97,7 +94,7 @@ def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = 
                 eye += f" (seen at step {notes.get('step')})"
         rows.append(f"| `{name}` | {INDEX_DATA[name]} | {steps if steps is not None else '–'} | {measured} "
                     f"| {eye} | [{name}]({name}.md) |")
-    return "\n".join([INDEX_HEAD, *rows, "", INDEX_FOOT])
+    return "\n".join([_INDEX_HEAD, *rows, "", _INDEX_FOOT])
 
 
 def ladder_order() -> list[str]:
@@ -131,7 +128,8 @@ def ladder_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str =
         r, s = MODELS[name]["rung"], MODELS[name]["seed"]
         factors = f"{ladder.n_factors(r)} ({ladder.RUNG_NAMES[r]})"
         steps = _steps(weights_dir / LADDER_DIR / name)
-        res = _read_json(cards_dir / LADDER_CARDS / name / "card.json")
+        card = cards_dir / LADDER_CARDS / name / "card.json"
+        res = read_json(card) if card.is_file() else None
         if steps is None:
             cells = ["not trained", "–", "–", "–", "–", "–"]
         elif res is None:

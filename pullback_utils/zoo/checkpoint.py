@@ -9,13 +9,12 @@ A checkpoint ``<cache-dir>/<name>/state.pt`` is a dict of tensors and plain valu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from pullback_utils._io import atomic_write
+from pullback_utils._io import atomic_write, read_json
 from pullback_utils.zoo.registry import DEFAULT_CHANNELS, read_info
 from pullback_utils.zoo.unet import TINY_CHANNELS
 
@@ -110,7 +109,7 @@ def warm_start(st: TrainState, out_dir: Path, *, seed: int, device: str, n_train
                          f"not {n_train} (its record covers every step); pass n_train={info['n_train']}, "
                          f"or a new out_dir to start another run")
     ch = tuple(st.model.config.block_out_channels)
-    old_ch = tuple(json.loads((out_dir / "unet" / "config.json").read_text())["block_out_channels"])
+    old_ch = tuple(read_json(out_dir / "unet" / "config.json")["block_out_channels"])
     if old_ch != ch:
         raise ValueError(f"channels: the model folder {out_dir} holds a U-Net with channels {old_ch}, not "
                          f"{ch}; pass those channels, or a new out_dir to train another size")
@@ -120,7 +119,7 @@ def warm_start(st: TrainState, out_dir: Path, *, seed: int, device: str, n_train
     st.step = int(info.get("steps", 0))
     st.wall_prev = float(info.get("train_wall_s", 0.0))
     if (out_dir / "training_log.json").is_file():
-        st.log = json.loads((out_dir / "training_log.json").read_text())
+        st.log = read_json(out_dir / "training_log.json", expect=object)
     torch.manual_seed(seed + st.step)
     st.gen.manual_seed(seed + 1 + st.step)
     st.resumed = f"bundled weights {out_dir} (step {st.step}; optimizer restarted)"

@@ -245,7 +245,7 @@ def load_photos() -> list[torch.Tensor]:
     return [_PHOTO_CACHE[p] for p in PHOTOS]
 
 
-def photo_crops(n: int, seed: int, min_side: int = 48, max_side: int = 160) -> torch.Tensor:
+def _photo_crops(n: int, seed: int, min_side: int = 48, max_side: int = 160) -> torch.Tensor:
     """``n`` random square crops of the bundled photos, flipped at random, resized to 32x32.
 
     Returns (n, 3, 32, 32) in [-1, 1]; deterministic in ``seed``.
@@ -283,7 +283,7 @@ def make_dataset(name: str, n: int, seed: int) -> ZooData:
     if n < 1:
         raise ValueError(f"n: must be >= 1, got {n}")
     if name == "textures":
-        return ZooData(name, photo_crops(n, seed))
+        return ZooData(name, _photo_crops(n, seed))
     factors, discrete = sample_factors(name, n, seed)
     with torch.no_grad():
         images = render(name, factors, discrete)

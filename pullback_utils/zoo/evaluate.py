@@ -35,7 +35,7 @@ from pullback_utils.zoo.vocab import COLOUR_NAMES, PALETTE, SHAPES
 
 __all__ = ["FIDELITY_RMSE", "CLEAN_IOU", "LOSS_TIMESTEPS", "FRESH_SEED", "SAMPLE_SEED", "PROMPT_CHANCE",
            "sample_images", "heldout_loss", "nearest_distances", "memorisation", "fidelity",
-           "nearest_palette", "prompts_obeyed", "fit_factors", "foreground_iou", "visible"]
+           "prompts_obeyed", "fit_factors", "foreground_iou", "visible"]
 
 FIDELITY_RMSE = 0.04
 CLEAN_IOU = 0.9  # foreground IoU with the fitted rendering at which a sample counts as a clean shape
@@ -162,7 +162,7 @@ def fidelity(family: str, samples: torch.Tensor, data: torch.Tensor, progress: b
     }, fs
 
 
-def nearest_palette(rgb: torch.Tensor) -> torch.Tensor:
+def _nearest_palette(rgb: torch.Tensor) -> torch.Tensor:
     """Index into :data:`PALETTE` of the nearest named colour to each RGB row (N, 3) in [0, 1]."""
     pal = torch.tensor(list(PALETTE.values()))
     return torch.cdist(rgb, pal).argmin(1)
@@ -178,8 +178,8 @@ def prompts_obeyed(fit: dict, factors: torch.Tensor, discrete: dict[str, torch.T
     ff, f, d = fit["factors"], factors, discrete
     ok = {
         "shape": fit["shape"] == d["shape"],
-        "colour": nearest_palette(ff[:, 4:7].clamp(0, 1)) == d["fg"],
-        "background": nearest_palette(ff[:, 7:10].clamp(0, 1)) == d["bg"],
+        "colour": _nearest_palette(ff[:, 4:7].clamp(0, 1)) == d["fg"],
+        "background": _nearest_palette(ff[:, 7:10].clamp(0, 1)) == d["bg"],
         "position": torch.tensor([
             (_third(float(a), POS_EDGES), _third(float(b), POS_EDGES))
             == (_third(float(c), POS_EDGES), _third(float(e), POS_EDGES))

@@ -25,7 +25,7 @@ from pullback_utils.zoo import ladder
 from pullback_utils.zoo.datasets import render
 from pullback_utils.zoo.vocab import RESOLUTION, SHAPES
 
-__all__ = ["FIT_ROTATIONS", "VISIBLE_CONTRAST", "VISIBLE_SIZE", "fit_family", "check_family",
+__all__ = ["FIT_ROTATIONS", "VISIBLE_CONTRAST", "VISIBLE_SIZE", "fit_family",
            "fit_factors", "shape_layout", "visible", "foreground_iou"]
 
 FIT_ROTATIONS = {"circle": (0.0,), "square": (0.0, math.pi / 4), "triangle": (0.0, math.pi / 3, 2 * math.pi / 3),
@@ -45,7 +45,7 @@ def fit_family(dataset: str) -> str | None:
     return dataset if dataset in _FAMILIES else None
 
 
-def check_family(family: str) -> str:
+def _check_family(family: str) -> str:
     if family not in _FAMILIES:
         raise ValueError(f"family: fitting is defined for {list(_FAMILIES)}, got {family!r}")
     return family
@@ -149,7 +149,7 @@ def fit_factors(family: str, images: torch.Tensor, iters: int = 100, lr: float =
     """
     from tqdm.auto import tqdm
 
-    check_family(family)
+    _check_family(family)
     x = (images.detach().float().cpu().clamp(-1, 1) + 1) / 2
     n = len(x)
     if family in ("disks", "shapes"):
@@ -180,7 +180,7 @@ def fit_factors(family: str, images: torch.Tensor, iters: int = 100, lr: float =
 def shape_layout(family: str, factors: torch.Tensor) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Background colour (N, 3) and, per shape of the family, (colour (N, 3), size (N,)) of
     factors (N, K) in the family's layout (ladder: the rung's fixed factors filled in)."""
-    check_family(family)
+    _check_family(family)
     f = factors
     if family == "disks":
         return torch.zeros_like(f[:, 3:6]), [(f[:, 3:6], f[:, 2])]

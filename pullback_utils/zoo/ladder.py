@@ -29,11 +29,9 @@ models are ``"ladder-<rung>-s<seed>"`` (see :mod:`pullback_utils.zoo.registry`).
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
-from pullback_utils._validate import check_int
+from pullback_utils._validate import check_int, is_int
 from pullback_utils.zoo.render import disk_coverage, hsv_to_rgb, jacobian_columns
 from pullback_utils.zoo.vocab import POS_RANGE, SIZE_RANGE
 
@@ -65,7 +63,7 @@ PREFIX = "ladder-"
 
 def check_rung(rung: object, name: str = "rung") -> int:
     """``rung`` as an int of :data:`RUNGS`; ``ValueError`` naming the valid rungs otherwise."""
-    if isinstance(rung, numbers.Integral) and not isinstance(rung, bool) and int(rung) in RUNGS:
+    if is_int(rung) and int(rung) in RUNGS:
         return int(rung)
     raise ValueError(f"{name}: unknown ladder rung {rung!r}; valid rungs: {list(RUNGS)} "
                      f"({', '.join(f'{r} = {RUNG_NAMES[r]}' for r in RUNGS)})")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pullback_utils._io import JSONReadError, read_json
+from pullback_utils._io import read_json
 from pullback_utils.diffusion.architectures import SUPPORTED_DENOISERS
 from pullback_utils.diffusion.vae import config_get
 from pullback_utils.models.diffusion_model import DiffusionModel
@@ -290,13 +290,6 @@ def _check_unet_class(config: Path, cls: Any) -> str:
     return cls
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return read_json(path)
-    except JSONReadError as e:
-        raise ModelNotFoundError(f"cannot read {e}") from None
-
-
 def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | None = None):
     """U-Net and scheduler from ``unet/`` + ``scheduler/`` or, old layout, the folder root."""
     index = index or {}
@@ -305,11 +298,11 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
         _check_unet_class(folder / "model_index.json", spec[1])
     if (folder / "unet" / "config.json").is_file():
         config = folder / "unet" / "config.json"
-        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
+        cls = _check_unet_class(config, read_json(config, error=ModelNotFoundError).get("_class_name", "UNet2DModel"))
         unet = _load_component(folder, "unet", "diffusers", cls, dtype)
     elif (folder / "config.json").is_file():
         config = folder / "config.json"
-        cls = _check_unet_class(config, _read_json(config).get("_class_name", "UNet2DModel"))
+        cls = _check_unet_class(config, read_json(config, error=ModelNotFoundError).get("_class_name", "UNet2DModel"))
         unet = _load_component(folder, None, "diffusers", cls, dtype)
     else:
         found = sorted(k for k in index if not k.startswith("_")) or sorted(
@@ -325,7 +318,7 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
         sched_path, sub = folder / "scheduler_config.json", None
     else:
         raise ModelNotFoundError(f"{folder} holds no scheduler (scheduler/scheduler_config.json)")
-    spec = index.get("scheduler") or ["diffusers", _read_json(sched_path).get("_class_name", "DDPMScheduler")]
+    spec = index.get("scheduler") or ["diffusers", read_json(sched_path, error=ModelNotFoundError).get("_class_name", "DDPMScheduler")]
     scheduler = _load_component(folder, sub, "diffusers", spec[1], dtype)
     return unet, scheduler
 
@@ -339,7 +332,7 @@ def _load_folder(
     if (folder / "zoo.json").is_file():
         return _load_zoo(folder, name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if (folder / "model_index.json").is_file():
-        index = _read_json(folder / "model_index.json")
+        index = read_json(folder / "model_index.json", error=ModelNotFoundError)
         if _needs_pipeline(folder, index):
             return _load_pipeline(folder, index, name=name, dtype=dtype)
         unet, scheduler = _load_unet_and_scheduler(folder, dtype, index)
@@ -368,10 +361,10 @@ def _needs_pipeline(folder: Path, index: dict) -> bool:
         config = folder / comp / "config.json"
         if not config.is_file():
             raise ModelNotFoundError(f"{folder}: model_index.json lists a {comp} ({spec[1]}) but {config} is missing")
-        cls = _check_unet_class(config, _read_json(config).get("_class_name", spec[1]))
+        cls = _check_unet_class(config, read_json(config, error=ModelNotFoundError).get("_class_name", spec[1]))
         if cls in PIPELINE_FAMILIES:
             return True
-        return _read_json(config).get("addition_embed_type") == "text_time"
+        return read_json(config, error=ModelNotFoundError).get("addition_embed_type") == "text_time"
     return False
 
 
@@ -398,7 +391,7 @@ def _load_pipeline(folder: Path, index: dict, *, name: str, dtype: torch.dtype) 
 def _load_zoo(
     folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
 ) -> DiffusionModel:
-    info = _read_json(folder / "zoo.json")
+    info = read_json(folder / "zoo.json", error=ModelNotFoundError)
     kind = info.get("kind")
     if kind not in ("pixel", "text"):
         raise ValueError(f"{folder / 'zoo.json'}: kind must be 'pixel' or 'text', got {kind!r}")

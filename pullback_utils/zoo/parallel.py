@@ -34,7 +34,7 @@ def steps_done(name: str, out_dir: Path | None = None) -> int:
         return 0
 
 
-def train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1,
+def _train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1,
                   max_minutes: float | None = None) -> list[str]:
     """The ``python -m pullback_utils.zoo train`` command line of one model under ``recipe``."""
     cmd = [sys.executable, "-m", "pullback_utils.zoo", "train", name, "--no-card", "--threads", str(threads),
@@ -84,7 +84,7 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
                 log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (target {recipe['steps']} steps)\n")
                 log.flush()
                 env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_MININTERVAL="60")
-                proc = subprocess.Popen(train_command(name, recipe, cache_dir=Path(cache_dir),
+                proc = subprocess.Popen(_train_command(name, recipe, cache_dir=Path(cache_dir),
                                                       max_minutes=max_minutes),
                                         stdout=log, stderr=subprocess.STDOUT, env=env)
                 running[name] = (proc, log)

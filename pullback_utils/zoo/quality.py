@@ -28,14 +28,14 @@ refused unless the chapter runs as an *exploration*, which its records and the s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from pullback_utils._io import write_json
+from pullback_utils._io import read_json, write_json
+from pullback_utils._validate import is_int
 
 __all__ = ["CLEAN_SHARE", "OBEY_SHARE", "MEMO_EXPECTED", "MEMO_POINTS", "MEMO_LEVEL", "QUALITY_FILE",
            "Quality", "memorisation_band", "card_numbers", "check_bar", "write_quality", "read_quality",
@@ -91,7 +91,7 @@ def memorisation_band(n_samples: int, n_fresh: int | None = None, level: float =
     """The accepted range of the memorisation share at a card of ``n_samples`` samples measured
     against ``n_fresh`` fresh images (default the same): the wider of 5 % +- 2 points and the central
     ``level`` range of a model that draws exactly its data (simulated, seeded)."""
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"n_samples: must be an int >= 1, got {n_samples!r}")
     lo, hi = _rank_band(int(n_samples), int(n_fresh or n_samples), float(level))
     return min(lo, MEMO_EXPECTED - MEMO_POINTS), max(hi, MEMO_EXPECTED + MEMO_POINTS)
@@ -185,7 +185,7 @@ def read_quality(folder: Path | str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        blob = json.loads(path.read_text())
+        blob = read_json(path)
         numbers, weights = blob["numbers"], blob["weights"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

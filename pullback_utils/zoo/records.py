@@ -9,14 +9,13 @@ A run record: ``from_step``, ``to_step``, ``lr``, ``warmup``, ``decay_from``, ``
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
 
 import torch
 
-from pullback_utils._io import give_default_mode, write_text
+from pullback_utils._io import give_default_mode, write_json
 from pullback_utils.zoo.checkpoint import TrainState
 from pullback_utils.zoo.registry import MODELS, read_info
 from pullback_utils.zoo.unet import (
@@ -27,7 +26,7 @@ from pullback_utils.zoo.unet import (
     make_scheduler,
 )
 
-__all__ = ["hardware_string", "previous_runs", "run_history", "model_info", "save_model_folder"]
+__all__ = ["hardware_string", "run_history", "model_info", "save_model_folder"]
 
 
 def hardware_string(device: str, threads: int) -> str:
@@ -45,7 +44,7 @@ def hardware_string(device: str, threads: int) -> str:
     return f"CPU ({cpu}), {threads} torch thread(s), {os.cpu_count()} cores on the machine"
 
 
-def previous_runs(out_dir: Path) -> list[dict]:
+def _previous_runs(out_dir: Path) -> list[dict]:
     """The run records of the model folder's ``zoo.json`` (folders from before run records get one
     summary record of their steps, learning rate and batch size)."""
     if not (out_dir / "zoo.json").is_file():
@@ -62,7 +61,7 @@ def previous_runs(out_dir: Path) -> list[dict]:
 def run_history(out_dir: Path, st: TrainState) -> list[dict]:
     """The folder's earlier run records, plus an explicit record of the steps a resumed checkpoint
     holds beyond them (a run that stopped before writing the folder)."""
-    runs = previous_runs(out_dir) if st.resumed != "fresh" else []
+    runs = _previous_runs(out_dir) if st.resumed != "fresh" else []
     if runs and runs[-1]["to_step"] != st.step:
         runs.append({"from_step": runs[-1]["to_step"], "to_step": st.step, "lr": None,
                      "decay_from": None, "lr_final": None, "batch_size": None, "hardware": None,
@@ -81,12 +80,11 @@ def save_model_folder(out_dir: Path, name: str, ema: torch.nn.Module, info: dict
     make_scheduler().save_pretrained(out_dir / "scheduler")
     for sub in ("unet", "scheduler"):  # safetensors are written 0600: give them the umask's mode
         give_default_mode(out_dir / sub)
-    (out_dir / "model_index.json").write_text(json.dumps({
+    write_json(out_dir / "model_index.json", {
         "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
-        "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", type(ema).__name__]},
-        indent=2) + "\n")
-    write_text(out_dir / "zoo.json", json.dumps(info, indent=2) + "\n")
-    write_text(out_dir / "training_log.json", json.dumps(log) + "\n")
+        "scheduler": ["diffusers", "DDPMScheduler"], "unet": ["diffusers", type(ema).__name__]})
+    write_json(out_dir / "zoo.json", info)
+    write_json(out_dir / "training_log.json", log, indent=None)
     from pullback_utils.diffusion.weights import write_weights_digest
 
     write_weights_digest(out_dir)  # load_model checks the weights against it

@@ -56,12 +56,12 @@ ZOO_MODELS: tuple[str, ...] = tuple(n for n in MODELS if n not in LADDER_MODELS)
 #: Models that decide a primary claim get training-seed replicates ``<name>-s<seed>``: the same data
 #: family, recipe and architecture, another seed (training draw, initial weights, batch order). Seed 0
 #: is the model itself: ``"disks-s0"`` names ``"disks"``.
-REPLICATED: tuple[str, ...] = ("disks", "shapes", "shapes-text")
-REPLICA_SEEDS: tuple[int, ...] = (0, 1, 2)
-SEED_ALIASES: dict[str, str] = {f"{n}-s{MODELS[n]['seed']}": n for n in REPLICATED}
+_REPLICATED: tuple[str, ...] = ("disks", "shapes", "shapes-text")
+_REPLICA_SEEDS: tuple[int, ...] = (0, 1, 2)
+_SEED_ALIASES: dict[str, str] = {f"{n}-s{MODELS[n]['seed']}": n for n in _REPLICATED}
 MODELS.update({
     f"{n}-s{s}": {**MODELS[n], "seed": s, "replica_of": n}
-    for n in REPLICATED for s in REPLICA_SEEDS if s != MODELS[n]["seed"]
+    for n in _REPLICATED for s in _REPLICA_SEEDS if s != MODELS[n]["seed"]
 })
 #: The seed replicates' names (seed 0 excluded: it is the model itself), in the zoo's order.
 REPLICA_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "replica_of" in MODELS[n])
@@ -69,7 +69,7 @@ REPLICA_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "replica_of" in MOD
 
 def canonical_name(name: str) -> str:
     """``name`` with a seed alias resolved (``"disks-s0"`` -> ``"disks"``); other names unchanged."""
-    return SEED_ALIASES.get(name, name) if isinstance(name, str) else name
+    return _SEED_ALIASES.get(name, name) if isinstance(name, str) else name
 
 
 def replicas(name: str) -> list[str]:
@@ -90,9 +90,9 @@ def check_model_name(name: str) -> dict:
     otherwise."""
     name = canonical_name(name)
     if name not in MODELS:
-        raise ValueError(f"name: unknown zoo model {name!r}{suggest(name, list(MODELS) + list(SEED_ALIASES))}; "
+        raise ValueError(f"name: unknown zoo model {name!r}{suggest(name, list(MODELS) + list(_SEED_ALIASES))}; "
                          f"valid models: {list(ZOO_MODELS)}, their seed replicates <name>-s<seed> "
-                         f"({list(REPLICATED)}, seeds {list(REPLICA_SEEDS)}) and the ladder's "
+                         f"({list(_REPLICATED)}, seeds {list(_REPLICA_SEEDS)}) and the ladder's "
                          f"{LADDER_MODELS[0]!r} ... {LADDER_MODELS[-1]!r} (ladder-<rung>-s<seed>, rungs "
                          f"{list(RUNGS)}, seeds {list(LADDER_SEEDS)})")
     return MODELS[name]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import torch
 
-HIDDEN_SIZE = 384
+from pullback_utils.features.basis import freeze
+
+_HIDDEN_SIZE = 384
 
 
 def _model_path():
@@ -28,7 +30,7 @@ class MiniLMTextEncoder:
         max_length: number of token positions returned (padding / truncation), >= 2.
     """
 
-    hidden_size: int = HIDDEN_SIZE
+    hidden_size: int = _HIDDEN_SIZE
 
     def __init__(self, device: str | torch.device = "cpu", max_length: int = 16) -> None:
         if max_length < 2:
@@ -40,7 +42,7 @@ class MiniLMTextEncoder:
         self.max_length = int(max_length)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device)
-        self.model.eval().requires_grad_(False)
+        freeze(self.model)
         self.hidden_size = int(self.model.config.hidden_size)
 
     def tokenize(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -78,7 +80,7 @@ class MiniLMTextEncoder:
 _DEFAULT: MiniLMTextEncoder | None = None
 
 
-def default_encoder() -> MiniLMTextEncoder:
+def _default_encoder() -> MiniLMTextEncoder:
     """A shared CPU encoder (max_length 16), created on first use."""
     global _DEFAULT
     if _DEFAULT is None:
@@ -88,5 +90,5 @@ def default_encoder() -> MiniLMTextEncoder:
 
 def prompt_similarity(a: list[str], b: list[str]) -> torch.Tensor:
     """Cosine similarity (len(a), len(b)) of the pooled MiniLM sentence embeddings of two prompt lists."""
-    enc = default_encoder()
+    enc = _default_encoder()
     return enc.sentence_embedding(a) @ enc.sentence_embedding(b).T

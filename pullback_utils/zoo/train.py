@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 import signal
 import sys
 import threading
@@ -37,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from pullback_utils._validate import check_int, check_real
+from pullback_utils._validate import check_int, check_real, is_real
+from pullback_utils.features.basis import freeze
 from pullback_utils.zoo.checkpoint import TrainState, check_resume, resume_checkpoint, save_checkpoint, warm_start
 from pullback_utils.zoo.paths import DEFAULT_CACHE, REPO_ROOT  # noqa: F401  (re-exported)
 from pullback_utils.zoo.recipe import LOSS_WEIGHTINGS, check_loss_weighting, learning_rate, loss_weights  # noqa: F401  (re-exported)
@@ -54,8 +54,8 @@ from pullback_utils.zoo.unet import (  # noqa: F401  (re-exported: the old home 
     make_scheduler,
 )
 
-CAPTION_DROPOUT = 0.1
-LOG_EVERY = 25
+_CAPTION_DROPOUT = 0.1
+_LOG_EVERY = 25
 _GLOBAL_RNG = threading.Lock()  # held while a model is built or restored (side-by-side training)
 
 
@@ -135,7 +135,7 @@ def _train_step(st: TrainState, data: _Data, acp: torch.Tensor, *, batch_size: i
     xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
     if data.cap_emb is not None:
         cond = data.cap_emb[data.cap_index[idx]].float()
-        drop = torch.rand(batch_size, generator=st.gen, device=dev) < CAPTION_DROPOUT
+        drop = torch.rand(batch_size, generator=st.gen, device=dev) < _CAPTION_DROPOUT
         cond = torch.where(drop.view(-1, 1, 1), data.uncond.expand_as(cond), cond)
         pred = st.model(xt, t, encoder_hidden_states=cond).sample
     else:
@@ -217,7 +217,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                          f"name says so), got seed={seed}; train {entry['replica_of']}-s{seed} instead")
     name = canonical_name(name)
     check_int(warmup, "warmup:", 0)
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
+    if not is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
     steps, batch_size, n_train = (check_int(v, f"{key}:", 1) for key, v in
                                   (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)))
@@ -255,7 +255,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     with _GLOBAL_RNG:  # initial weights come from torch's global generator: one model at a time
         torch.manual_seed(seed)
         model = build_unet(kind, tiny, channels).to(device).train()
-        st = TrainState(model, copy.deepcopy(model).eval().requires_grad_(False),
+        st = TrainState(model, freeze(copy.deepcopy(model)),
                         torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
                         torch.Generator(device=device).manual_seed(seed + 1))
         if state_file is not None and state_file.is_file():
@@ -294,7 +294,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                                       lr=learning_rate(st.step, lr, warmup, steps, decay_from, lr_final),
                                       weighting=loss_weighting, snr_gamma=snr_gamma))
             _update_ema(st, ema_decay)
-            if st.step % LOG_EVERY == 0 or st.step == steps:
+            if st.step % _LOG_EVERY == 0 or st.step == steps:
                 log_window()
             bar.update(1)
             bar.set_postfix(loss=f"{st.log['loss'][-1] if st.log['loss'] else window[-1]:.4f}")
@@ -322,7 +322,7 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
             info = model_info(name, st, n_train=n_train, seed=seed, batch_size=batch_size, lr=lr,
                               ema_decay=ema_decay, tiny=tiny, wall=wall, s_per_step=s_per_step,
                               hardware=hardware, data_wall_s=data.wall_s, runs=runs + [run],
-                              caption_dropout=CAPTION_DROPOUT)
+                              caption_dropout=_CAPTION_DROPOUT)
             save_model_folder(out_dir, name, st.ema, info, st.log)
             print(f"{name}: step {st.step} (ran {n_run} steps, {s_per_step:.3f} s/step, resumed "
                   f"from {st.resumed}); saved {out_dir}", file=sys.stderr)

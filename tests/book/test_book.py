@@ -636,9 +636,9 @@ def test_default_jobs_follow_the_cpus(monkeypatch):
     from pullback_utils.book import cli
 
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
-    assert cli.default_jobs() == 2
+    assert cli._default_jobs() == 2
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert cli.default_jobs() == cli.MAX_DEFAULT_JOBS
+    assert cli._default_jobs() == cli._MAX_DEFAULT_JOBS
 
 
 # ------------------------------------------------------------------ progress while a chapter runs (issue 28)

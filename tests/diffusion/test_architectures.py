@@ -22,6 +22,7 @@ import pullback_utils as pu
 from pullback_utils.diffusion.architectures import latent_image_ids, pack_latents, unpack_latents
 from pullback_utils.diffusion.ddim import ddim_invert, ddim_sample
 from pullback_utils.diffusion.flow import FlowGrid, calculate_shift
+from pullback_utils.features.basis import network_basis
 from pullback_utils.features.feature_maps import default_layer, feature_map, layer_names
 from pullback_utils.zoo.loading import load_model
 
@@ -201,7 +202,7 @@ def test_unsupported_family_says_which_are_supported():
         with pytest.raises(TypeError, match=r"supported diffusers classes \['UNet2DModel', 'UNet2DConditionModel', "
                                             r"'DiTTransformer2DModel', 'PixArtTransformer2DModel', "
                                             r"'SD3Transformer2DModel', 'FluxTransformer2DModel'\]"):
-            pu.local_basis(bad, torch.zeros(1, 3, 8, 8), 0.5, 2)
+            network_basis(bad, torch.zeros(1, 3, 8, 8), 0.5, 2)
 
 
 @pytest.mark.parametrize("arch, change, match", [
@@ -220,7 +221,7 @@ def test_unsupported_family_says_which_are_supported():
 def test_conditioning_is_checked_before_compute(nets, arch, change, match):
     cond = {**_cond(arch), **change}
     with pytest.raises(ValueError, match=match):
-        pu.local_basis(nets[arch], _x(arch), 0.5, 2, **cond)
+        network_basis(nets[arch], _x(arch), 0.5, 2, **cond)
 
 
 @pytest.mark.parametrize("arch, shape, match", [
@@ -229,7 +230,7 @@ def test_conditioning_is_checked_before_compute(nets, arch, change, match):
 ])
 def test_input_shape_is_checked(nets, arch, shape, match):
     with pytest.raises(ValueError, match=match):
-        pu.local_basis(nets[arch], torch.zeros(shape), 0.5, 2, **_cond(arch))
+        network_basis(nets[arch], torch.zeros(shape), 0.5, 2, **_cond(arch))
 
 
 # ------------------------------------------------------------------ the flow-matching time grid
@@ -269,7 +270,7 @@ def test_flow_network_time_and_basis_info(nets):
     assert fn.timestep == pytest.approx(float(sched.timesteps[T - 500]), rel=1e-6)  # SD3 sees sigma * T
     fl = feature_map(nets["flux"], 500, **_cond("flux"))
     assert fl.timestep == pytest.approx(0.5)  # FLUX's transformer takes sigma * T / 1000 and scales by 1000
-    b = pu.local_basis(nets["sd3"], _x("sd3"), 500, 2, scheduler=sched, method="krylov", **_cond("sd3"))
+    b = network_basis(nets["sd3"], _x("sd3"), 500, 2, scheduler=sched, method="krylov", **_cond("sd3"))
     assert b.info["level"] == 500 and b.info["sigma"] == pytest.approx(fn.sigma) and b.info["layer"] == "transformer_blocks.1"
     with pytest.raises(TypeError, match="FlowMatchEulerDiscreteScheduler"):
         from diffusers import DDIMScheduler
@@ -291,7 +292,7 @@ def test_flux_packing_matches_the_pipeline():
 def test_pixart_basis_vs_exact_svd(nets):
     net, cond = nets["pixart"], _cond("pixart")
     x = _x("pixart")
-    basis = pu.local_basis(net, x, 300, 3, method="krylov", tol=1e-5, **cond)
+    basis = network_basis(net, x, 300, 3, method="krylov", tol=1e-5, **cond)
     ref = _hooked(net, "transformer_blocks.1")
     kw = _stock_kwargs("pixart", cond, 1, 300, None)
     _assert_matches_dense_svd(basis, lambda z: ref(z, **kw), x)

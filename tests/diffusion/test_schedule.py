@@ -6,9 +6,9 @@ import pytest
 import torch
 from diffusion_helpers import GaussianEps, tiny_scheduler
 
-import pullback_utils as pu
 from pullback_utils.diffusion import schedule as sc
 from pullback_utils.diffusion.ddim import ddim_invert, ddim_invert_to_times, ddim_sample, ddim_sample_to_times
+from pullback_utils.features.basis import network_basis
 from pullback_utils.features.feature_maps import feature_map
 from pullback_utils.models.diffusion_model import DiffusionModel
 
@@ -76,8 +76,8 @@ def test_one_convention_for_the_engine_and_the_model(tiny_unet):
 
     m = DiffusionModel(tiny_unet, DDPMScheduler(num_train_timesteps=1000), name="tiny")
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    a = pu.local_basis(tiny_unet, x, 0.5, 2, method="exact")
-    b = pu.local_basis(tiny_unet, x, 500, 2, method="exact")
+    a = network_basis(tiny_unet, x, 0.5, 2, method="exact")
+    b = network_basis(tiny_unet, x, 500, 2, method="exact")
     c = m.local_basis(x, 0.5, 2, method="exact")
     torch.testing.assert_close(a.s, b.s, rtol=0, atol=0)
     torch.testing.assert_close(a.s, c.s, rtol=0, atol=0)
@@ -88,4 +88,4 @@ def test_one_convention_for_the_engine_and_the_model(tiny_unet):
         ref = feature_map(tiny_unet, 500, layer="up.0")(x)
     torch.testing.assert_close(got, ref, rtol=0, atol=0)
     with pytest.raises(ValueError, match="t=5000 is outside the training grid"):
-        pu.local_basis(tiny_unet, x, 5000, 2)
+        network_basis(tiny_unet, x, 5000, 2)

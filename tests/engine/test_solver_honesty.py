@@ -24,7 +24,7 @@ import pytest
 import torch
 from oracles import max_angle
 
-from pullback_utils import jacobian_svd
+from pullback_utils.engine.solvers import jacobian_svd
 
 TOLS = [1e-3, 1e-2, 0.1, 0.5]
 METHODS = ["power", "randomized", "krylov", "exact"]

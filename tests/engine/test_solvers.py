@@ -9,8 +9,8 @@ import pytest
 import torch
 from oracles import dense_jacobian, max_angle
 
-from pullback_utils import LocalBasis, jacobian_svd
-from pullback_utils.engine.solvers import DegenerateJacobianWarning
+from pullback_utils import LocalBasis
+from pullback_utils.engine.solvers import DegenerateJacobianWarning, jacobian_svd
 
 ITERATIVE = ["power", "randomized", "krylov", "auto"]
 

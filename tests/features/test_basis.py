@@ -1,4 +1,4 @@
-"""local_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD."""
+"""network_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD; local_basis on a map."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import pytest
 import torch
 from oracles import dense_jacobian, max_angle
 
+import pullback_utils as pu
 from pullback_utils import feature_map, local_basis
+from pullback_utils.features.basis import network_basis
 
 K = 4
 
@@ -14,7 +16,7 @@ K = 4
 @pytest.fixture(scope="module")
 def unet_case(tiny_unet):
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    exact = local_basis(tiny_unet, x, 600, K, method="exact")
+    exact = network_basis(tiny_unet, x, 600, K, method="exact")
     return x, exact
 
 
@@ -36,7 +38,7 @@ def test_exact_equals_dense_autograd_jacobian(tiny_unet, unet_case):
 ])
 def test_methods_match_exact_on_unet2d(tiny_unet, unet_case, method, opts):
     x, exact = unet_case
-    basis = local_basis(tiny_unet, x, 600, K, method=method, **opts)
+    basis = network_basis(tiny_unet, x, 600, K, method=method, **opts)
     assert basis.v.shape == (K, 1, 3, 16, 16) and basis.u.shape == (K, 1, 32, 4, 4)
     assert max_angle(basis.v, exact.v) < 1e-2
     assert max_angle(basis.u, exact.u) < 1e-2
@@ -48,18 +50,18 @@ def test_conditional_unet_krylov_vs_exact(tiny_cond_unet):
     gen = torch.Generator().manual_seed(4)
     x = torch.randn(1, 4, 8, 8, generator=gen)
     ehs = torch.randn(1, 5, 24, generator=gen)
-    exact = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="exact")
-    fast = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="krylov", tol=1e-4)
+    exact = network_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="exact")
+    fast = network_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="krylov", tol=1e-4)
     assert max_angle(fast.v, exact.v) < 1e-2
     torch.testing.assert_close(fast.s, exact.s, rtol=1e-3, atol=1e-4)
-    other = local_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=torch.randn(1, 5, 24, generator=gen),
+    other = network_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=torch.randn(1, 5, 24, generator=gen),
                         method="exact")
     assert max_angle(other.v, exact.v) > 1e-2  # the prompt changes the basis
 
 
 def test_other_layer(tiny_unet):
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(5))
-    b = local_basis(tiny_unet, x, 100, 2, layer="down.1", method="krylov")
+    b = network_basis(tiny_unet, x, 100, 2, layer="down.1", method="krylov")
     assert b.u.shape == (2, 1, 32, 4, 4) and b.info["layer"] == "down.1"
 
 
@@ -69,7 +71,7 @@ def test_parameters_and_processors_restored(tiny_unet):
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"))
     procs = [type(m.processor) for m in unet.modules() if hasattr(m, "processor")]
-    local_basis(unet, torch.randn(1, 3, 16, 16), 10, 2, method="krylov")
+    network_basis(unet, torch.randn(1, 3, 16, 16), 10, 2, method="krylov")
     assert all(p.requires_grad for p in unet.parameters()) and unet.training
     assert [type(m.processor) for m in unet.modules() if hasattr(m, "processor")] == procs
 
@@ -91,21 +93,21 @@ def test_bad_input(tiny_unet, x_shape, kwargs, match):
     k = kwargs.pop("k", 2)
     t = kwargs.pop("t", 10)
     with pytest.raises((ValueError, TypeError), match=match):
-        local_basis(tiny_unet, torch.zeros(x_shape), t, k, **kwargs)
+        network_basis(tiny_unet, torch.zeros(x_shape), t, k, **kwargs)
 
 
 def test_non_finite_x_rejected(tiny_unet):
     x = torch.zeros(1, 3, 16, 16)
     x[0, 0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
-        local_basis(tiny_unet, x, 10, 2)
+        network_basis(tiny_unet, x, 10, 2)
 
 
 # ------------------------------------------------------------------ issue 14: one call shape for every family
 def test_named_submodule_layer_vs_exact(tiny_unet):
     x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(6))
     layer = "down_blocks.1.attentions.0"
-    b = local_basis(tiny_unet, x, 300, 3, layer=layer, method="krylov", tol=1e-5)
+    b = network_basis(tiny_unet, x, 300, 3, layer=layer, method="krylov", tol=1e-5)
     J = dense_jacobian(feature_map(tiny_unet, 300, layer=layer), x)
     _, s, Vh = torch.linalg.svd(J)
     torch.testing.assert_close(b.s.double(), s[:3], rtol=1e-3, atol=1e-4)
@@ -117,9 +119,48 @@ def test_conditioning_and_solver_keywords_share_the_call():
 
     dit = make_tiny_dit()
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(7))
-    a = local_basis(dit, x, 0.5, 2, class_labels=1, method="krylov", seed=3)
-    b = local_basis(dit, x, 0.5, 2, class_labels=torch.tensor([2]), method="krylov", seed=3)
+    a = network_basis(dit, x, 0.5, 2, class_labels=1, method="krylov", seed=3)
+    b = network_basis(dit, x, 0.5, 2, class_labels=torch.tensor([2]), method="krylov", seed=3)
     assert a.info["layer"] == "transformer_blocks.2" and a.v.shape == (2, 1, 4, 8, 8) and a.u.shape == (2, 1, 16, 16)
     assert max_angle(a.v, b.v) > 1e-3  # the class changes the basis
     with pytest.raises(ValueError, match=r"takes no conditioning keyword \['tolerance'\].*solver options are"):
-        local_basis(dit, x, 0.5, 2, class_labels=1, tolerance=1e-3)
+        network_basis(dit, x, 0.5, 2, class_labels=1, tolerance=1e-3)
+
+
+# ------------------------------------------------------------------ issue 23: one basis call per level
+def test_local_basis_of_a_map_is_the_exact_svd():
+    """pu.local_basis(fn, x, k) on a nonlinear map: the top-k SVD of its Jacobian (dense oracle)."""
+    gen = torch.Generator().manual_seed(8)
+    A, B = torch.randn(12, 20, generator=gen, dtype=torch.float64), torch.randn(20, 12, generator=gen, dtype=torch.float64)
+    x = torch.randn(20, generator=gen, dtype=torch.float64)
+
+    def fn(z):
+        return A @ torch.tanh(z) + (B.T @ z) ** 2
+
+    b = local_basis(fn, x, 3, method="exact")
+    _, s, Vh = torch.linalg.svd(dense_jacobian(fn, x))
+    torch.testing.assert_close(b.s, s[:3])
+    assert max_angle(b.v, Vh[:3]) < 1e-8
+
+
+def test_local_basis_freezes_a_module_and_restores_it():
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4)).double().train()
+    x = torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    b = local_basis(net, x, 2, method="krylov", tol=1e-6)
+    _, s, _ = torch.linalg.svd(dense_jacobian(net, x))
+    torch.testing.assert_close(b.s, s[:2], rtol=1e-6, atol=1e-8)
+    assert all(p.requires_grad for p in net.parameters()) and net.training
+
+
+def test_local_basis_refuses_a_denoiser_and_unknown_options(tiny_unet):
+    with pytest.raises(TypeError, match=r"DiffusionModel.local_basis\(x_t, t, k, prompt=...\).*network_basis"):
+        local_basis(tiny_unet, torch.zeros(1, 3, 16, 16), 2)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['layer'\]"):
+        local_basis(lambda z: z, torch.zeros(3), 2, layer="mid")
+    with pytest.raises(TypeError, match="fn must be a differentiable"):
+        local_basis(None, torch.zeros(3), 2)
+
+
+def test_top_level_jacobian_svd_is_deprecated():
+    with pytest.warns(FutureWarning, match="pu.local_basis"):
+        pu.jacobian_svd

@@ -189,16 +189,16 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
 def _count_engine(monkeypatch):
-    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.local_basis)."""
+    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.network_basis)."""
     import pullback_utils.features.basis
 
-    engine, calls = pullback_utils.features.basis.local_basis, []
+    engine, calls = pullback_utils.features.basis.network_basis, []
 
     def counting(*a, **k):
         calls.append(1)
         return engine(*a, **k)
 
-    monkeypatch.setattr(pullback_utils.features.basis, "local_basis", counting)
+    monkeypatch.setattr(pullback_utils.features.basis, "network_basis", counting)
     return calls
 
 
@@ -300,13 +300,13 @@ def test_an_unconverged_hit_warns_as_the_miss_did(tmp_path):
 
 
 def test_a_degenerate_hit_warns_as_the_miss_did(tmp_path):
-    from pullback_utils.engine.solvers import DegenerateJacobianWarning
+    from pullback_utils.engine.solvers import DegenerateJacobianWarning, jacobian_svd
 
     cache = BasisCache(tmp_path)
     fields = basis_key_fields("m", torch.zeros(5), 1, 2)
 
     def compute():
-        return __import__("pullback_utils").jacobian_svd(lambda z: 0 * z, torch.ones(5), 2, method="exact")
+        return jacobian_svd(lambda z: 0 * z, torch.ones(5), 2, method="exact")
 
     with pytest.warns(DegenerateJacobianWarning, match="k = 2 exceeds the numerical rank 0") as miss:
         cache.get_or_compute(fields, compute)

@@ -22,7 +22,7 @@ from pullback_utils.sweeps import distributed, ray_pool
 from pullback_utils.sweeps import worker as sweep_worker
 from pullback_utils.zoo.loading import load_model
 
-SOLVER = dict(method="krylov", tol=1e-2, max_iters=4)
+SOLVER = dict(method="krylov", tol=1e-2, max_iters=4, jvp_mode="reverse")  # "auto" times both modes: a worker may pick the other
 TIMES = [0.9, 0.5]
 pytestmark = pytest.mark.filterwarnings("ignore:.*stopped after.*:RuntimeWarning")
 

@@ -24,8 +24,8 @@ def test_dataset_captions_name_their_factors():
     for i, (c, cf) in enumerate(zip(d.captions, full)):
         f = d.factors[i]
         assert f" {COLOUR_NAMES[int(d.discrete['fg'][i])]} {SHAPES[int(d.discrete['shape'][i])]}" in c
-        assert cap.position_phrase(float(f[0]), float(f[1])) in cf
-        assert cf.split()[1] == cap.size_word(float(f[2]))
+        assert cap._position_phrase(float(f[0]), float(f[1])) in cf
+        assert cf.split()[1] == cap._size_word(float(f[2]))
         assert cf.endswith(f"{COLOUR_NAMES[int(d.discrete['bg'][i])]} background")
     assert d.captions == make_dataset("shapes-text", 64, seed=5).captions
 
