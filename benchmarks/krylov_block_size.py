@@ -1,7 +1,8 @@
 """Block size of block Krylov: products, seconds and true angle against the block b it runs with.
 
-The package runs block Krylov with b = k + oversample vectors per block (oversample >= 0, default 2).
-This probe also tries b < k, through the private ``solvers._krylov`` (``oversample = b - k``), on the
+The package runs block Krylov with b = k + 2 vectors per block by default; ``jacobian_svd(block_size=...)``
+(issue 27) sets another, e.g. ``solvers.small_krylov_block(k)`` = ceil(k / 4) + 1.
+This probe tries other blocks, b < k included, through the private ``solvers._krylov`` (``block_size=b``), on the
 random-weight 32x32 U-Net of ``basis_solvers.py`` against its exact basis:
 
     python benchmarks/krylov_block_size.py --k 5 10 20 50 --fractions 0.5 0.8 1.0 --tol 1e-3
@@ -48,13 +49,13 @@ def main(argv=None) -> int:
         exact = jacobian_svd(fn, x, max(args.k), method="exact")
         print(f"{'k':>3}{'tol':>8}{'b':>4}{'iters':>6}{'products':>9}{'seconds':>8}{'angle':>9}{'estimate':>9}")
         for k in args.k:
-            blocks = sorted({max(1, round(f * k)) for f in args.fractions} | {k + 2})
+            blocks = sorted({max(1, round(f * k)) for f in args.fractions} | {k + 2, solvers.small_krylov_block(k)})
             for tol in args.tol:
                 for b in blocks:
                     op = JacobianOperator(fn, x, jvp_mode="auto")
                     start = time.perf_counter()
-                    ritz, iters = solvers._krylov(op, k, tol, None, b - k, 0, False,
-                                                  rank_rtol(x.dtype, op.dim_x, op.dim_h))
+                    ritz, iters = solvers._krylov(op, k, tol, None, None, 0, False,
+                                                  rank_rtol(x.dtype, op.dim_x, op.dim_h), block_size=b)
                     sec = time.perf_counter() - start
                     print(f"{k:>3}{tol:>8.0e}{b:>4}{iters:>6}{op.n_jvp + op.n_vjp:>9}{sec:>8.2f}"
                           f"{max_angle(ritz.v, exact.v[:k]):>9.1e}{ritz.angle_estimate:>9.1e}", flush=True)

@@ -17,7 +17,10 @@ Models (random weights, seed 0; the architectures of the public checkpoints, so 
 Each case runs in its own process (so its peak resident memory, which includes the weights, is its
 own). Per size and mode: the forward pass h = f(x) alone, then a block of b = k + 2 vectors through J·v
 and through Jᵀu, timed on the second block (the first records the passes; later blocks of a solve cost
-what the second does): seconds per vector, and the ratio to one forward pass (the target is at most 2x),
+what the second does): seconds per vector, and the ratio to one forward pass (the target is at most 2x; both in
+the same process, on the same clock: ``--clock cpu`` counts CPU time, which other jobs on a shared machine
+do not inflate), ``--fast-ad on off`` runs each case with the derivative rules of
+``pullback_utils/features/ad_rules.py`` and with PyTorch's own,
 what ``jvp_mode="auto"`` picks, and a basis (block Krylov, tol 1e-3) to convergence, or one Krylov
 block only where a whole basis takes too long on a CPU (``--block-only`` sizes; default 256 and sd).
 
@@ -84,19 +87,22 @@ def build(size: str, device: str = "cpu"):
 
 
 class Clock:
-    """Wall time of a block of work, synchronising CUDA around it."""
+    """Wall time of a block of work, synchronising CUDA around it; or, with ``kind="cpu"`` (CPU only), the
+    process's CPU time, which a machine shared with other jobs does not inflate by preempting it (with
+    one thread it is the work's own time; with several, their sum)."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, kind: str = "wall") -> None:
         self.cuda = str(device).startswith("cuda")
+        self.now = time.process_time if kind == "cpu" and not self.cuda else time.perf_counter
 
     def __call__(self, work):
         if self.cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = self.now()
         out = work()
         if self.cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - start, out
+        return self.now() - start, out
 
 
 def peak_bytes(device: str) -> int:
@@ -149,13 +155,15 @@ def run_case(case: dict) -> dict:
     jvp_mode = None if mode == "default" else mode  # None: the package's default
     torch.set_num_threads(int(case["threads"]))
     unet, x, cond = build(case["size"], device)
-    clock = Clock(device)
+    clock = Clock(device, case.get("clock", "wall"))
+    repeats = int(case.get("repeats", 1))
+    fast = bool(case.get("fast_ad", True))
     fn = feature_map(unet, 0.5, encoder_hidden_states=cond)
     out = {**case, "params_M": sum(p.numel() for p in unet.parameters()) / 1e6}
-    with frozen(unet), torch.no_grad(), forward_ad_safe(unet):
+    with frozen(unet), torch.no_grad(), forward_ad_safe(unet, fast_rules=fast):
         fn(x)  # warm-up
-        out["forward_s"] = min(clock(lambda: fn(x))[0] for _ in range(2))
-    with frozen(unet), forward_ad_safe(unet):
+        out["forward_s"] = min(clock(lambda: fn(x))[0] for _ in range(max(2, repeats)))
+    with frozen(unet), forward_ad_safe(unet, fast_rules=fast):
         b = k + 2
         chunk = case.get("chunk_size")
         op = JacobianOperator(fn, x, jvp_mode=jvp_mode, chunk_size=chunk)
@@ -173,8 +181,8 @@ def run_case(case: dict) -> dict:
         else:
             Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
         op.vjp(Y)
-        t_jv, Y = clock(lambda: op.jvp(V))  # warm: what every later block of a solve costs
-        t_jtu, _ = clock(lambda: op.vjp(Y))
+        t_jv, Y = min((clock(lambda: op.jvp(V)) for _ in range(repeats)), key=lambda r: r[0])  # warm blocks
+        t_jtu = min(clock(lambda: op.vjp(Y))[0] for _ in range(repeats))
         out.update(jv_per_vector_s=t_jv / b, jtu_per_vector_s=t_jtu / b, mode_used=op.jvp_mode_used)
         if op.jvp_mode == "auto":
             out["auto_timing"] = next(iter(auto_choices().values()))[1:]
@@ -191,7 +199,8 @@ def run_case(case: dict) -> dict:
     return out
 
 
-def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None) -> list[dict]:
+def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None, fast_ad=(True,), clock="wall",
+         repeats=1, no_basis=False) -> list[dict]:
     cases = []
     for size in sizes:
         for k in ks:
@@ -199,8 +208,10 @@ def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None) -
                 continue  # one block at one k where even a block is minutes
             basis = "block" if (size in block_only or (size == "128" and k > 10)) else "full"
             for mode in modes:
-                cases.append(dict(size=size, k=k, mode=mode, basis=basis, threads=threads, device=device,
-                                  chunk_size=chunk_size))
+                for fast in fast_ad:
+                    cases.append(dict(size=size, k=k, mode=mode, basis="none" if no_basis else basis,
+                                      threads=threads, device=device, chunk_size=chunk_size, fast_ad=fast,
+                                      clock=clock, repeats=repeats))
     return cases
 
 
@@ -229,6 +240,7 @@ def table(rows: list[dict]) -> str:
             out.append(f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {r['mode']:<9}  {r['error']}")
             continue
         mode = r["mode"] if r["mode"] not in ("auto", "default") else f"{r['mode'][:4]}>{r['mode_used'][:3]}"
+        mode = mode if r.get("fast_ad", True) else f"{mode[:3]}/stock"
         basis = (f"{r['basis']:>6}{r['basis_s']:>9.1f}{r['products']:>9}{r['iterations']:>6}"
                  f"{r['angle_estimate']:>10.1e}") if "basis_s" in r else f"{'-':>6}{'':>34}"
         out.append(f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {mode:<9}{r['forward_s']:>8.2f}"
@@ -251,6 +263,13 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="vectors per batched product (default: the package's: the largest block that fits in the "
                         "free memory, at most 64); smaller bounds the memory of a product at large sizes")
+    p.add_argument("--fast-ad", nargs="+", default=["on"], choices=["on", "off"],
+                   help="the derivative rules of features/ad_rules.py ('on', the package's default) or PyTorch's "
+                        "own ('off'); both: each case twice, in the same run")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="'cpu': the process's CPU time (CPU runs on a shared machine; use --threads 1)")
+    p.add_argument("--repeats", type=int, default=1, help="timed blocks of J.v and JTu (the minimum is kept)")
+    p.add_argument("--no-basis", action="store_true", help="time the products only (no basis)")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per case")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     p.add_argument("--case", default=None, help=argparse.SUPPRESS)  # internal: run one case, print JSON
@@ -258,14 +277,16 @@ def main(argv=None) -> int:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
-    cases = plan(args.sizes, args.k, args.modes, args.block_only, args.threads, chunk_size=args.chunk_size)
+    cases = plan(args.sizes, args.k, args.modes, args.block_only, args.threads, chunk_size=args.chunk_size,
+                 fast_ad=tuple(f == "on" for f in args.fast_ad), clock=args.clock, repeats=args.repeats,
+                 no_basis=args.no_basis)
     print(f"torch {torch.__version__}, {args.threads} threads, {len(cases)} cases, each in its own process, "
-          f"chunk size {args.chunk_size or 'default'}")
+          f"chunk size {args.chunk_size or 'default'}, {args.clock} clock, {args.repeats} repeats")
     rows = []
     for case in cases:
         started = time.perf_counter()
         rows.append(in_subprocess(case, args.timeout))
-        print(f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {case['basis']:<5} "
+        print(f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {'' if case['fast_ad'] else 'stock'} {case['basis']:<5} "
               f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}", flush=True)
         print(f"    {json.dumps(rows[-1])}", flush=True)  # each row as it comes: a long run cut short keeps it
     print()

@@ -84,6 +84,7 @@ class Ritz:
     stopped_changing: bool | None = None  # power: the official stopping rule (change between iterates < tol)
     verify_products: int = 0  # power: products of the check that gives its error estimate
     verify_seconds: float = 0.0  # power: seconds of that check
+    block_size: int | None = None  # krylov: vectors per block
 
     @property
     def verified(self) -> bool:

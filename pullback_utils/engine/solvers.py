@@ -94,6 +94,8 @@ __all__ = ["LocalBasis", "jacobian_svd", "METHODS", "DegenerateJacobianWarning",
 
 METHODS = ("auto", "exact", "power", "randomized", "krylov")
 #: The defaults of the arguments that change a basis (the cache's key fills them in; one place).
+#: ``block_size`` is not among them: its default (None: k + oversample) enters no cache key, so the bases
+#: cached before it existed stay valid; a given block size does (features/cache.py).
 SOLVER_DEFAULTS = MappingProxyType({"method": "auto", "tol": 1e-3, "max_iters": None, "oversample": None, "seed": 0})
 
 
@@ -131,6 +133,15 @@ class LocalBasis:
 
 
 # --------------------------------------------------------------------------- methods
+def _block_products(op: JacobianOperator, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block step of the iterative methods: Q (m, dim x) -> (J Q, JᵀJ Q) as rows, (m, dim h) and
+    (m, dim x), float64 (m J·v and m Jᵀu products)."""
+    m = Q.shape[0]
+    Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
+    Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
+    return Y, Z
+
+
 def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[Ritz, int]:
     dx, dh = op.dim_x, op.dim_h
     if dx <= dh:
@@ -166,8 +177,7 @@ def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed
     monitor_changes: list[float] = []
     bar = tqdm(range(max_iters), disable=not progress, desc="power iteration")
     for it in bar:
-        Y = op.jvp(V.reshape(k, *op.x_shape)).reshape(k, -1).double()
-        W = op.vjp(Y.reshape(k, *op.h_shape)).reshape(k, -1).double()  # rows JᵀJ v_i
+        Y, W = _block_products(op, V)  # rows J v_i, JᵀJ v_i
         _, S, Vh = torch.linalg.svd(W, full_matrices=False)  # S: σ_i² estimates
         V_new = Vh[:k]
         change = max_angle(V_new, V)
@@ -222,9 +232,7 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
     monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="randomized subspace iteration")
     for it in bar:
-        m = Q.shape[0]
-        Y = op.jvp(Q.reshape(m, *op.x_shape)).reshape(m, -1).double()
-        Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
+        Y, Z = _block_products(op, Q)
         ritz = monitor.update(rayleigh_ritz(Q, Y, Z, k))
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}")
         if callback is not None:
@@ -236,10 +244,39 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
     return ritz, it + 1
 
 
-def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int, seed: int,
-            progress: bool, rank_rtol: float, callback: Callable | None = None,
+def krylov_block_size(k: int, oversample: int | None = None, block_size: int | None = None,
+                      max_iters: int | None = None) -> int:
+    """Vectors per block of block Krylov (before the cap at min(dim x, dim h)).
+
+    ``block_size`` when given; else ``k + oversample`` (``oversample`` default 2). With ``max_iters`` the
+    block is raised to ``ceil((k + 2) / max_iters)`` if smaller, so that the Krylov space of
+    ``max_iters`` blocks can hold k + 2 vectors: the top k and the (k+1)-th Ritz value a verified gap
+    needs (the guard for k above the Krylov space).
+    """
+    if block_size is not None:
+        b = block_size
+    else:
+        b = k + (2 if oversample is None else oversample)
+    if max_iters is not None:
+        b = max(b, math.ceil((k + 2) / max_iters))
+    return max(1, b)
+
+
+def small_krylov_block(k: int) -> int:
+    """ceil(k / 4) + 1: a block smaller than k (``jacobian_svd(block_size=small_krylov_block(k))``; opt-in).
+
+    On the random 32×32 U-Net of ``benchmarks/basis_solvers.py`` it reaches tol 1e-3 with 35-50 % fewer
+    products than the default k + 2 (NOTES.md, issue 27). Not the default: a block smaller than the
+    number of (nearly) equal singular values around σ_k can miss some of their directions entirely, and
+    the verified-gap rule then over-claims (``tests/engine/test_solver_honesty.py`` at b = 3, k = 6:
+    true angle π/2 on flat and clustered spectra, estimate below tol)."""
+    return math.ceil(k / 4) + 1
+
+
+def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int | None, seed: int,
+            progress: bool, rank_rtol: float, callback: Callable | None = None, block_size: int | None = None,
             **_: Any) -> tuple[Ritz, int]:
-    b = min(k + oversample, op.dim_x, op.dim_h)
+    b = min(krylov_block_size(k, oversample, block_size, max_iters), op.dim_x, op.dim_h)
     # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
     # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
     # numerically; there J is materialised from dim h VJPs (no dearer than the Krylov space
@@ -251,19 +288,24 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
     monitor = ErrorMonitor()
     bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
     for it in bar:
-        m = Qb.shape[0]
-        Y = op.jvp(Qb.reshape(m, *op.x_shape)).reshape(m, -1).double()
-        Z = op.vjp(Y.reshape(m, *op.h_shape)).reshape(m, -1).double()
+        Y, Z = _block_products(op, Qb)
         Qs.append(Qb), Ys.append(Y), Zs.append(Z)
         Q, JQ, JtJQ = torch.cat(Qs), torch.cat(Ys), torch.cat(Zs)
-        ritz = monitor.update(rayleigh_ritz(Q, JQ, JtJQ, k))
+        ritz = rayleigh_ritz(Q, JQ, JtJQ, k)
+        ritz.block_size = b
+        if Q.shape[0] >= k:  # a space of fewer than k dimensions has no top-k subspace to compare yet
+            ritz = monitor.update(ritz)
+            if callback is not None:
+                callback(it + 1, ritz.v)
         bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
-        if callback is not None:
-            callback(it + 1, ritz.v)
         if (ritz.verified and ritz.angle_estimate <= tol) or Q.shape[0] >= op.dim_x:
             break
-        if it >= 1 and numerical_rank(ritz.spectrum, rank_rtol) < k:
-            break  # k above the rank: more products cannot determine the trailing vectors
+        # k above the rank: more products cannot determine the trailing vectors. Judged from the second
+        # block on and only once the space holds more than k vectors (always so when b >= k): a space of
+        # at most k dimensions has at most k Ritz values whatever the rank (the guard for k above the
+        # Krylov space, for blocks smaller than k)
+        if it >= 1 and Q.shape[0] > k and numerical_rank(ritz.spectrum, rank_rtol) < k:
+            break
         if wide and Q.shape[0] + b > op.dim_h:
             ritz, _ = _exact(op, k, progress)  # exact: its estimate is rounding over the gap at k
             break
@@ -278,6 +320,7 @@ def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, ove
         Qb = orthonormal_rows(nxt, rtol=noise_rtol(op.x.dtype), scale=1.0)
         if Qb.shape[0] == 0:  # invariant subspace found: Ritz values are exact, J ≈ 0 on the rest
             ritz = rayleigh_ritz(Q, JQ, JtJQ, k, beyond=0.0)
+            ritz.block_size = b
             break
     return ritz, it + 1
 
@@ -306,7 +349,8 @@ def validate_k(k: int, dim_x: int, dim_h: int) -> None:
         )
 
 
-def check_solver_args(method: str, tol: float, max_iters: int | None, oversample: int | None, seed: int) -> None:
+def check_solver_args(method: str, tol: float, max_iters: int | None, oversample: int | None, seed: int,
+                      block_size: int | None = None) -> None:
     """Validate solver options (cheap; before any model evaluation)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
@@ -321,6 +365,8 @@ def check_solver_args(method: str, tol: float, max_iters: int | None, oversample
         raise ValueError(f"oversample must be an integer >= 0 or None, got {oversample!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
+        raise ValueError(f"block_size must be a positive integer or None (the default block), got {block_size!r}")
 
 
 def _modules_of(fn: Any) -> list[torch.nn.Module]:
@@ -388,6 +434,7 @@ def jacobian_svd(
     tol: float = SOLVER_DEFAULTS["tol"],
     max_iters: int | None = SOLVER_DEFAULTS["max_iters"],
     oversample: int | None = SOLVER_DEFAULTS["oversample"],
+    block_size: int | None = None,
     seed: int = SOLVER_DEFAULTS["seed"],
     chunk_size: int | None = None,
     progress: bool = False,
@@ -410,6 +457,12 @@ def jacobian_svd(
             fills x or, when dim h < dim x, would outgrow dim h: then J is materialised from
             dim h VJPs and the answer is exact).
         oversample: extra vectors per block (default: krylov 2, randomized 10; power uses none).
+        block_size: vectors per block of block Krylov (``"krylov"``, and ``"auto"`` when it picks it),
+            overriding k + oversample; raised to ceil((k + 2) / max_iters) when ``max_iters`` is given
+            (so the space can hold k + 2 vectors). Blocks smaller than k (e.g.
+            :func:`small_krylov_block`) measured 35-50 % fewer products to tol on a U-Net (issue 27,
+            NOTES.md) but can miss directions of a cluster of equal singular values at k and then claim
+            a convergence they do not have; the default is safe there. Ignored by the other methods.
         seed: seed of the random start; same arguments give the same numbers.
         chunk_size: at most this many vectors per batched product (bounds memory).
         progress: show a tqdm bar over iterations.
@@ -432,7 +485,7 @@ def jacobian_svd(
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not torch.isfinite(x).all():
         raise ValueError("x contains NaN or infinite values")
-    check_solver_args(method, tol, max_iters, oversample, seed)
+    check_solver_args(method, tol, max_iters, oversample, seed, block_size)
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be an integer, got {type(k).__name__}")
     if k < 1:
@@ -450,8 +503,8 @@ def jacobian_svd(
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
     rtol = rank_rtol(op.x.dtype, op.dim_x, op.dim_h)
     ritz, iters = _SOLVERS[chosen](
-        op, k, tol=tol, max_iters=max_iters, oversample=oversample, seed=seed, progress=progress,
-        rank_rtol=rtol, callback=callback,
+        op, k, tol=tol, max_iters=max_iters, oversample=oversample, block_size=block_size, seed=seed,
+        progress=progress, rank_rtol=rtol, callback=callback,
     )
     op.release()
     if ritz.s.shape[0] < k:
@@ -496,6 +549,8 @@ def jacobian_svd(
         "oversample": oversample,
         "seed": seed,
     }
+    if ritz.block_size is not None:
+        info["block_size"] = int(ritz.block_size)  # krylov: vectors per block
     if chosen == "power":
         info["stopped_changing"] = bool(ritz.stopped_changing)  # the official rule: change < tol
         info["verify_products"] = int(ritz.verify_products)  # of the Krylov check (in n_jvp + n_vjp)

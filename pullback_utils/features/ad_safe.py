@@ -19,18 +19,27 @@ Inside :func:`forward_ad_safe`:
   runs on PyTorch's math backend (``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)``), a composite of
   differentiable ops, so forward AD goes through the processor unchanged;
 - forward pre-hooks on the ``GroupNorm`` modules hand them a contiguous input (removed on exit), and
-  the model's parameters are made contiguous.
+  the model's parameters are made contiguous;
+- ``GroupNorm`` and ``Conv2d`` run through the cheaper derivative rules of
+  :mod:`pullback_utils.features.ad_rules` (issue 27; ``fast_rules=False`` or ``PULLBACK_FAST_AD=0``
+  keeps PyTorch's own).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["ForwardADAttnProcessor", "forward_ad_safe", "attention_modules"]
+from pullback_utils.features.ad_rules import fast_ad_rules
+
+__all__ = ["ForwardADAttnProcessor", "forward_ad_safe", "attention_modules", "FAST_AD_ENV"]
+
+#: set to "0" to keep PyTorch's own derivative rules inside :func:`forward_ad_safe` (for comparisons)
+FAST_AD_ENV = "PULLBACK_FAST_AD"
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
@@ -130,8 +139,12 @@ class ForwardADAttnProcessor:
 
 
 @contextlib.contextmanager
-def forward_ad_safe(model: nn.Module) -> Iterator[nn.Module]:
+def forward_ad_safe(model: nn.Module, *, fast_rules: bool | None = None) -> Iterator[nn.Module]:
     """Context manager: ``model`` with forward-AD-safe attention; original processors restored after.
+
+    ``fast_rules`` (default ``None``: ``$PULLBACK_FAST_AD`` != ``"0"``, i.e. on): also run the model's
+    ``GroupNorm`` and ``Conv2d`` layers through the cheaper derivative rules of
+    :mod:`pullback_utils.features.ad_rules` (same outputs; J·v, Jᵀu to rounding).
 
     Example::
 
@@ -142,6 +155,8 @@ def forward_ad_safe(model: nn.Module) -> Iterator[nn.Module]:
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if fast_rules is None:
+        fast_rules = os.environ.get(FAST_AD_ENV, "1").strip() != "0"
     modules = [m for m in attention_modules(model) if _classic(m.processor)]
     saved = [m.processor for m in modules]
     safe = ForwardADAttnProcessor()
@@ -155,7 +170,8 @@ def forward_ad_safe(model: nn.Module) -> Iterator[nn.Module]:
         for m in model.modules():
             if isinstance(m, nn.GroupNorm):
                 hooks.append(m.register_forward_pre_hook(_contiguous_input))
-        with sdpa_kernel([SDPBackend.MATH]):
+        rules = fast_ad_rules(model) if fast_rules else contextlib.nullcontext(model)
+        with sdpa_kernel([SDPBackend.MATH]), rules:
             yield model
     finally:
         for h in hooks:

@@ -3,7 +3,8 @@
 An entry's key is the sha256 of everything that determines the basis: the U-Net's fingerprint
 (class, config and weights), the bytes of x_t, the U-Net timestep, the layer, k, the
 conditioning (hash of the encoder hidden states, so the prompt *and* the text encoder count) and
-the solver arguments that change results (method, tol, max_iters, oversample, seed, ...; not
+the solver arguments that change results (method, tol, max_iters, oversample, seed, block_size when
+given, ...; not
 ``chunk_size``, ``progress``, ``jvp_mode``, ``batching`` or ``callback``, which change only speed,
 rounding or display). Values are stored with safetensors (``v``, ``u``, ``s``, and every tensor
 of ``info`` as ``info.<name>``) and the rest of the ``info`` dict as JSON in the header metadata,
@@ -69,6 +70,9 @@ __all__ = [
 _FORMAT = "pullback-basis-2"
 # Solver arguments that do not change the result (only speed, memory or display).
 _NEUTRAL_SOLVER_ARGS = frozenset({"chunk_size", "progress", "jvp_mode", "batching", "callback"})
+# solver settings that enter the key only when given (not None): block_size (issue 27), whose default is the
+# block every entry written before it existed was computed with
+_KEYED_WHEN_GIVEN = ("block_size",)
 # Documented defaults of jacobian_svd, used when the engine cannot be inspected.
 
 log = logging.getLogger(__name__)
@@ -178,6 +182,9 @@ def basis_key_fields(
     """The JSON-able fields that determine a local basis (defaults of the solver filled in)."""
     args = dict(SOLVER_DEFAULTS)
     args.update({k_: v for k_, v in (solver or {}).items() if k_ not in _NEUTRAL_SOLVER_ARGS})
+    for name in _KEYED_WHEN_GIVEN:  # settings added later: their default leaves the keys of older entries as they were
+        if args.get(name, 0) is None:
+            del args[name]
     return {
         "format": _FORMAT,
         "model": model_fingerprint,

@@ -230,3 +230,28 @@ def test_full_rank_reports_rank_and_no_flag(method):
         b = jacobian_svd(fn, x, 4, method=method, tol=1e-8, max_iters=3000 if method == "power" else None)
     assert b.info["degenerate"] is False and b.info["rank"] >= 4
     torch.testing.assert_close(b.s, S[:4], rtol=1e-7, atol=0)
+
+
+# ------------------------------------------------------------------ issue 27: Krylov blocks smaller than k
+@pytest.mark.parametrize("block_size", [1, 2, 3])
+def test_krylov_blocks_smaller_than_k_recover_the_known_svd(block_size):
+    """The Krylov space outgrows k after a few blocks: the space of fewer than k + 1 vectors is not taken for
+    'k above the rank' (the guard), and the answer is the exact top-k subspace."""
+    fn, A, U, s, V = known_linear_map()
+    x = torch.zeros(6, 10, dtype=torch.float64)
+    basis = jacobian_svd(fn, x, 6, method="krylov", tol=1e-6, block_size=block_size)
+    assert basis.info["block_size"] == block_size and basis.info["converged"] and not basis.info["degenerate"]
+    torch.testing.assert_close(basis.s, s[:6], rtol=1e-8, atol=0)
+    assert max_angle(basis.v, V[:, :6].T) < 1e-6
+    assert basis.info["n_jvp"] % block_size == 0 and basis.info["n_jvp"] == basis.info["n_vjp"]
+
+
+def test_krylov_block_is_raised_so_max_iters_blocks_can_hold_k_plus_two():
+    fn, *_ = known_linear_map()
+    x = torch.zeros(6, 10, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        basis = jacobian_svd(fn, x, 6, method="krylov", max_iters=2, block_size=1)
+    assert basis.info["block_size"] == 4 and basis.info["iterations"] <= 2 and basis.s.shape == (6,)
+    with pytest.raises(ValueError, match="block_size"):
+        jacobian_svd(fn, x, 2, method="krylov", block_size=0)

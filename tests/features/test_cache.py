@@ -74,6 +74,30 @@ def test_key_covers_everything_that_changes_the_basis():
     assert key(same) == key(base)
 
 
+def test_a_changed_krylov_block_size_misses_the_cache(tmp_path):
+    """issue 27: block_size changes the Krylov space, so it is in the key when given; its default (None)
+    leaves the key of an entry written before the setting existed unchanged, and so hits it."""
+    x = torch.ones(1, 3, 4, 4)
+    key = BasisCache("unused").key
+    default = basis_key_fields("m", x, 499, 3, solver={"method": "krylov"})
+    none = basis_key_fields("m", x, 499, 3, solver={"method": "krylov", "block_size": None})
+    two = basis_key_fields("m", x, 499, 3, solver={"method": "krylov", "block_size": 2})
+    three = basis_key_fields("m", x, 499, 3, solver={"method": "krylov", "block_size": 3})
+    assert key(none) == key(default)
+    assert len({key(default), key(two), key(three)}) == 3
+    assert "block_size" not in default["solver"] and two["solver"]["block_size"] == 2
+
+    model = DiffusionModel(make_tiny_unet2d(), tiny_scheduler(), name="tiny")
+    xt = model.noise(1, seed=0)
+    first = model.local_basis(xt, 0.5, 2, cache_dir=tmp_path, method="krylov")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        small = model.local_basis(xt, 0.5, 2, cache_dir=tmp_path, method="krylov", block_size=1)
+    assert not small.info["cache"]["hit"] and small.info["block_size"] == 1 and first.info["block_size"] == 4
+    assert model.local_basis(xt, 0.5, 2, cache_dir=tmp_path, method="krylov", block_size=None).info["cache"]["hit"]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
 def test_model_fingerprint_tracks_config_and_weights():
     a, b = make_tiny_unet2d(seed=0), make_tiny_unet2d(seed=0)
     assert module_fingerprint(a) == module_fingerprint(b)
