@@ -53,7 +53,7 @@ def _apply_model_map(entries: list[str]) -> None:
     """Merge ``--model-map`` entries into ``$PULLBACK_MODEL_MAP`` (checked: ParameterError naming the option)."""
     if not entries:
         return
-    from pullback_utils.zoo.loading import MODEL_MAP_ENV, format_model_map, model_map, parse_model_map
+    from pullback_utils.diffusion.model_map import MODEL_MAP_ENV, format_model_map, model_map, parse_model_map
 
     try:
         merged = {**model_map(), **parse_model_map(entries, "--model-map")}

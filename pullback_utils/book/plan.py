@@ -221,7 +221,13 @@ def plan_chapters(chapters: list[tuple[str, dict[str, Any]]], *, available: int 
         if rule is None:
             out.append(ChapterPlan(name, "-", 0, 0, None, None, None, None, True, "no bases counted for this chapter"))
             continue
-        for param, bases in rule(values):
+        try:
+            counted = rule(values)
+        except KeyError as missing:  # a notebook of that name without the book chapter's parameters
+            out.append(ChapterPlan(name, "-", 0, 0, None, None, None, None, True,
+                                   f"no bases counted (no parameter {missing} in this notebook)"))
+            continue
+        for param, bases in counted:
             ref = values.get(param, param) if param in values else param
             if param == "ladder":
                 ref = "ladder-1-s0"

@@ -71,7 +71,7 @@ def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[s
              log: Log) -> list[tuple[str, dict[str, dict[str, Any]]]]:
     """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``). The model
     map (``$PULLBACK_MODEL_MAP``) is checked here too, before anything runs."""
-    from pullback_utils.zoo.loading import model_map
+    from pullback_utils.diffusion.model_map import model_map
 
     try:
         model_map()
@@ -107,14 +107,17 @@ def _plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[st
     plan: list[tuple[str, dict[str, Any]]] = []
     errors: list[str] = []
     declared: set[str] = set()
-    for name in names:
+    typed: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    for name in names:  # first the literal types, read from the notebooks alone (no torch)
         parameters = notebook_parameters(layout.notebook(name))
         declared |= set(parameters)
         try:
-            overrides = effective_overrides(name, parameters, groups)
+            typed.append((name, parameters, effective_overrides(name, parameters, groups)))
         except ParameterError as exc:
             errors.append(str(exc))
-            continue
+    if errors:
+        raise ParameterError("\n".join(errors))
+    for name, parameters, overrides in typed:  # then the values the chapters would refuse
         problems = _check_chapter_values(name, parameters, overrides)
         if problems:
             errors += problems

@@ -112,7 +112,7 @@ def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_ha
     digest.update(settings.encode())
     digest.update(version.encode() + b"\0" + source_hash.encode() + b"\0" + inputs.encode())
     digest.update(weights_digest(source.decode("utf-8", "replace") + "\n" + settings, weights_dir).encode())
-    from pullback_utils.zoo.loading import model_map
+    from pullback_utils.diffusion.model_map import model_map
 
     mapped = {k: v for k, v in model_map().items() if k in settings or k in source.decode("utf-8", "replace")}
     if mapped:  # a model the chapter names is read from another folder: another output (no change when unset)

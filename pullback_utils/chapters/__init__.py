@@ -26,8 +26,8 @@ _EXPORTS = {
     ],
     # figures: figures with captions
     "figures": [
-        "low_share_over_t", "gaussian_share_over_t", "psd_curves", "distances_over_t", "self_distance_heatmap",
-        "ablation_bars", "mean_ci", "similarity_scatter", "prompt_distances_over_t", "ladder_figure",
+        "over_t", "psd_curves", "distances_over_t", "self_distance_heatmap",
+        "ablation_bars", "mean_ci", "similarity_scatter", "ladder_figure",
         "truth_energy_over_t", "truth_directions", "discrepancy_over_lags",
     ],
     # plotting: the book's plotting style

@@ -55,6 +55,10 @@ _EXPORTS = {
         "CorruptWeightsError", "DIGEST_FILE", "check_weights", "file_sha256", "read_weights_digest",
         "weight_files", "write_weights_digest",
     ],
+    # model_map: hub ids pointed at local folders
+    "model_map": [
+        "MODEL_MAP_ENV", "model_map", "parse_model_map", "format_model_map", "resolve_model_reference",
+    ],
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]
 

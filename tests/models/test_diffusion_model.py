@@ -223,13 +223,13 @@ def test_bad_input(tmp_path, folders, sd):
 
 # ------------------------------------------------------------------ the engine
 def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
-    import pullback_utils
     from pullback_utils.engine.solvers import LocalBasis
+    from pullback_utils.features.basis import network_basis
 
     m = load_model(folders["ddpm"])
     x = m.noise(1, seed=4)
     b = m.local_basis(x, 0.5, 2, method="krylov")  # a real engine call on the loaded U-Net
-    ref = pullback_utils.local_basis(m.unet, x, 500, 2, method="krylov")  # one convention: level 500
+    ref = network_basis(m.unet, x, 500, 2, method="krylov")  # one convention: level 500
     assert b.v.shape == (2, 1, 3, 16, 16)
     torch.testing.assert_close(b.s, ref.s)
 
@@ -239,7 +239,9 @@ def test_local_basis_delegates_to_the_engine(folders, sd, monkeypatch):
         calls.append((unet, x_t, t, k, kw))
         return LocalBasis(v=torch.zeros(k, *x_t.shape), u=torch.zeros(k, 1, 2), s=torch.ones(k))
 
-    monkeypatch.setattr(pullback_utils.features.basis, "local_basis", fake_engine)
+    import pullback_utils.features.basis
+
+    monkeypatch.setattr(pullback_utils.features.basis, "network_basis", fake_engine)
     z = sd.noise(1, seed=4)
     sd.local_basis(z[0], 0.3, 3, prompt="dog", layer="down.0", tol=1e-2, seed=7)
     unet, x_t, t, k, kw = calls[-1]
