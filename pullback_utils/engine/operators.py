@@ -50,8 +50,17 @@ from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 from torch.func import vmap
 
-__all__ = ["JacobianOperator", "DEFAULT_CHUNK_SIZE", "DEFAULT_JVP_MODE", "JVP_MODES", "CHUNK_ENV", "JVP_MODE_ENV",
-           "auto_choices", "default_chunk_size", "default_jvp_mode"]
+__all__ = [
+    "JacobianOperator",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_JVP_MODE",
+    "JVP_MODES",
+    "CHUNK_ENV",
+    "JVP_MODE_ENV",
+    "auto_choices",
+    "default_chunk_size",
+    "default_jvp_mode",
+]
 
 #: vectors per batched product unless ``chunk_size`` or ``$PULLBACK_CHUNK_SIZE`` says otherwise
 DEFAULT_CHUNK_SIZE = 64
@@ -82,6 +91,7 @@ def default_jvp_mode() -> str:
         raise ValueError(f"environment variable {JVP_MODE_ENV} must be one of {', '.join(JVP_MODES)}, got {raw!r}")
     return raw
 
+
 # jvp_mode="auto": {architecture key: (chosen mode, seconds forward, seconds reverse)} for one block
 _AUTO: dict[tuple, tuple[str, float, float]] = {}
 # {architecture key (block size 0): bytes one forward pass saves for backward}, counted once per process
@@ -99,8 +109,11 @@ def _architecture(fn: Callable, x: torch.Tensor, m: int, batching: str) -> tuple
     shape, dtype and device, the block size and the batching."""
     net = getattr(fn, "unet", None)
     if net is not None and hasattr(net, "config"):
-        what = (type(net).__qualname__, json.dumps(dict(net.config), sort_keys=True, default=str),
-                str(getattr(fn, "layer", "")))
+        what = (
+            type(net).__qualname__,
+            json.dumps(dict(net.config), sort_keys=True, default=str),
+            str(getattr(fn, "layer", "")),
+        )
     else:
         what = (getattr(fn, "__qualname__", type(fn).__qualname__), id(fn))
     return (*what, tuple(x.shape), str(x.dtype), str(x.device), m, batching)
@@ -225,9 +238,13 @@ class JacobianOperator:
             _AUTO[key] = (self.jvp_mode_used, float("nan"), float("nan"))
             return None
         if not fits["reverse"]:  # neither fits: the smaller one, and say how to make blocks smaller
-            warnings.warn(f"a block of {V.shape[0]} J·V products is estimated not to fit in free memory in "
-                          f"either mode; using forward mode (the smaller). If the process is killed, pass a "
-                          f"smaller chunk_size (or set {CHUNK_ENV})", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"a block of {V.shape[0]} J·V products is estimated not to fit in free memory in "
+                f"either mode; using forward mode (the smaller). If the process is killed, pass a "
+                f"smaller chunk_size (or set {CHUNK_ENV})",
+                UserWarning,
+                stacklevel=4,
+            )
             self.jvp_mode_used = "forward"
             _AUTO[key] = ("forward", float("nan"), float("nan"))
             return None
@@ -322,7 +339,9 @@ class JacobianOperator:
         m = U.shape[0]
         return self._vjp_fn(m)(U).reshape(m, *self.x_shape)
 
-    def _chunked(self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple, kind: str) -> torch.Tensor:
+    def _chunked(
+        self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple, kind: str
+    ) -> torch.Tensor:
         if tuple(W.shape[1:]) != in_shape:
             raise ValueError(f"expected vectors of shape (m, *{in_shape}), got {tuple(W.shape)}")
         size = self._memory_chunk(kind) if W.shape[0] else self.chunk_size
