@@ -90,11 +90,13 @@ def main() -> None:
         print(f"  energy-weighted share of the whole {o} Jacobian", np.round(ew, 3))
     ex = cs.coarse_to_fine_excess(ps["low_share"], gps["low_share"], a.times, seed=a.seed)
     print(
-        f"  excess over the Gaussian (h-analogue): {ex.estimate:.3f} [{ex.ci[0]:.3f}, {ex.ci[1]:.3f}], p = {ex.p_value:.2g}"
+        f"  excess over the Gaussian (h-analogue): {ex.estimate:.3f} [{ex.ci[0]:.3f}, {ex.ci[1]:.3f}], "
+        f"p = {ex.p_value:.2g}"
     )
     ex0 = cs.coarse_to_fine_excess(ps["low_share"], gps0["low_share"], a.times, seed=a.seed)
     print(
-        f"  excess over the Gaussian (denoiser):   {ex0.estimate:.3f} [{ex0.ci[0]:.3f}, {ex0.ci[1]:.3f}], p = {ex0.p_value:.2g}"
+        f"  excess over the Gaussian (denoiser):   {ex0.estimate:.3f} [{ex0.ci[0]:.3f}, {ex0.ci[1]:.3f}], "
+        f"p = {ex0.p_value:.2g}"
     )
     for name, v in (
         ("trained", study.sweep.v),
@@ -134,7 +136,8 @@ def main() -> None:
     print(
         "  distance of the trained span(v) to the Gaussian's basis (rad):",
         np.round(to_g, 3),
-        f"(random subspaces: {float(pu.analysis.geometry.random_subspace_distance(study.sweep.dim('v'), a.k, 200).mean()):.3f})",
+        "(random subspaces: "
+        f"{float(pu.analysis.geometry.random_subspace_distance(study.sweep.dim('v'), a.k, 200).mean()):.3f})",
     )
 
     # claim 4: dataset complexity
@@ -188,7 +191,8 @@ def main() -> None:
         print(f"\n[4] dataset complexity over {len(runs)} ladder models (n = {a.ladder_n}, t = {r.sweep.times}):")
         for name, xi, s_, g_, d_ in zip(runs, x, sp, gsp, dist):
             print(
-                f"  {name:12s} factors {xi:2d}  spread trained {s_:.3f}  Gaussian {g_:.3g}  span(v) to Gaussian {d_:.3f}"
+                f"  {name:12s} factors {xi:2d}  spread trained {s_:.3f}  Gaussian {g_:.3g}  "
+                f"span(v) to Gaussian {d_:.3f}"
             )
         print(
             f"  trained rho {tr.estimate:.3f} (p = {tr.p_value:.2g}); Gaussian: spreads all {max(gsp):.1g}, no trend; "

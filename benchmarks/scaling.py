@@ -390,7 +390,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         rows.append(in_subprocess(case, args.timeout))
         print(
-            f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {'' if case['fast_ad'] else 'stock'} {case['basis']:<5} "
+            f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} "
+            f"{'' if case['fast_ad'] else 'stock'} {case['basis']:<5} "
             f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}",
             flush=True,
         )

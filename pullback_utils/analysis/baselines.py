@@ -69,7 +69,8 @@ def spectrum_matched(basis: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
 
 
 def random_weight_model(model: Any, *, seed: int = 0) -> Any:
-    """A copy of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel` whose network has fresh random weights.
+    """A copy of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel` whose network has fresh
+    random weights.
 
     The U-Net is rebuilt from its config (``type(unet).from_config``) under ``torch.manual_seed(seed)``,
     so it has the architecture and initialisation of the original's class; scheduler, text encoder

@@ -225,7 +225,8 @@ def _apply(fit: GaussianFit, c: torch.Tensor, alpha_bar: float, output: str) -> 
 
 
 def denoise(fit: GaussianFit, x_t: torch.Tensor, alpha_bar: float, output: str = "sample") -> torch.Tensor:
-    """The Gaussian MMSE prediction of ``output`` (``x0_hat``, ``eps_hat`` or ``v_hat``) at states ``x_t`` ``(B, *shape)``.
+    """The Gaussian MMSE prediction of ``output`` (``x0_hat``, ``eps_hat`` or ``v_hat``) at states ``x_t``
+    ``(B, *shape)``.
 
     ``x0_hat = mu + A (x_t - sqrt(a) mu)``; ``eps_hat = (x_t - sqrt(a) x0_hat) / sqrt(1 - a)``;
     ``v_hat = (sqrt(a) x_t - x0_hat) / sqrt(1 - a)``. Returns float64 ``(B, *shape)``."""

@@ -220,7 +220,8 @@ def write_toc(layout: Layout) -> Path:
     for doc in dropped:
         name = chapter_of(doc)
         print(
-            f"note: {doc} is not in this build ({'chapter ' + repr(name) + ' has no executed notebook: run it first' if name else 'file missing'})"
+            f"note: {doc} is not in this build "
+            f"({'chapter ' + repr(name) + ' has no executed notebook: run it first' if name else 'file missing'})"
         )
     path = layout.generated / "_toc.yml"
     write_text(

@@ -412,7 +412,8 @@ def run_chapter(
     ``book/generated/<name>``; a new, empty or earlier chapter output folder, never the notebooks'
     folder). ``overrides`` must be declared by the chapter. Skipped when ``out_dir``'s stamp says
     nothing changed, unless ``force``; ``out_dir`` holding another chapter's output (or being another
-    chapter's folder of ``book/generated``) is refused unless ``force``. ``progress`` and ``estimate``: as for :func:`run`."""
+    chapter's folder of ``book/generated``) is refused unless ``force``. ``progress`` and ``estimate``: as
+    for :func:`run`."""
     name = normalise_name(name)
     order, _ = chapter_order(layout)
     if name not in order:

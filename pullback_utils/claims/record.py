@@ -180,8 +180,9 @@ def record(
 
 
 def equivalence(record_id: str, values: Any, *, seed: int = 0) -> dict[str, Any]:
-    """The equivalence test of claim ``record_id``'s per-unit ``values`` (:func:`~pullback_utils.analysis.inference.tost_test`)
-    within the registry's ``margin`` (fixed there before the run): the record's ``equivalence`` field."""
+    """The equivalence test of claim ``record_id``'s per-unit ``values``
+    (:func:`~pullback_utils.analysis.inference.tost_test`) within the registry's ``margin`` (fixed there
+    before the run): the record's ``equivalence`` field."""
     spec = get(record_id)
     if spec.margin is None:
         raise ValueError(f"claim {spec.id!r} has no equivalence margin in the registry")

@@ -110,7 +110,8 @@ def _pair_change(cross: np.ndarray, times: Sequence[Any]) -> np.ndarray:
 def early_similarity(cross: Any, times: Sequence[Any]) -> inf.TestResult:
     """Mean over sample pairs of ``d_late(i, j) - d_early(i, j)``; jackknife t over samples (claimed > 0).
 
-    ``cross``: ``(n_t, n, n)`` cross-sample distances (:meth:`pullback_utils.sweeps.bases.BasisSweep.cross_sample_distances`)."""
+    ``cross``: ``(n_t, n, n)`` cross-sample distances
+    (:meth:`pullback_utils.sweeps.bases.BasisSweep.cross_sample_distances`)."""
     return inf.pair_u_test(_pair_change(_array(cross, "cross", 3), times), unit="sample")
 
 

@@ -23,8 +23,8 @@ In the package's ``(alpha, sigma)`` notation a flow state is ``x_t = alpha_t x_0
 variance-preserving state with the same signal-to-noise ratio. Deterministic DDIM on these
 coefficients is exactly the Euler step of the flow ODE: ``(1 - sigma') x0_hat + sigma' eps_hat =
 x + (sigma' - sigma) v`` (:func:`velocity_to_eps`, :func:`velocity_to_x0`), which is how
-:func:`pullback_utils.diffusion.ddim.ddim_sample` and :func:`~pullback_utils.diffusion.ddim.ddim_invert` sample and invert
-flow models on their own grid.
+:func:`pullback_utils.diffusion.ddim.ddim_sample` and :func:`~pullback_utils.diffusion.ddim.ddim_invert`
+sample and invert flow models on their own grid.
 """
 
 from __future__ import annotations

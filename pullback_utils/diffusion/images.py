@@ -81,7 +81,8 @@ def check_image_range(x: torch.Tensor, name: str = "images", *, tol: float = IMA
         guess = "; clamp decoded images with .clamp(-1, 1), map [0, 1] images with 2 * x - 1"
     raise ValueError(
         f"{name} must be in the model range [-1, 1] (tolerance {tol:g}), got values in "
-        f"[{lo:.4g}, {hi:.4g}]{guess}; pullback_utils.diffusion.images.load_image reads files and arrays into this range"
+        f"[{lo:.4g}, {hi:.4g}]{guess}; pullback_utils.diffusion.images.load_image reads files and arrays "
+        "into this range"
     )
 
 
@@ -253,7 +254,8 @@ def make_grid(
     """A PIL grid of ``images`` (N, C, H, W), ``nrow`` images per row, ``padding`` px between.
 
     The canvas is ``cols * W + (cols + 1) * padding`` wide and ``rows * H + (rows + 1) * padding``
-    high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``, column ``i % nrow``.
+    high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``,
+    column ``i % nrow``.
     ``pad_value`` is in [0, 1] (1 = white). ``scale`` (an int >= 1) enlarges the whole canvas by
     that factor with nearest-neighbour upscaling (each pixel becomes a ``scale`` x ``scale`` block).
     """

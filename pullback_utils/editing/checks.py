@@ -97,7 +97,8 @@ def check_eta_below(value: Any, name: str = "eta_below") -> float | None:
 
 
 def direction_batch(model: "DiffusionModel", direction: torch.Tensor, name: str = "direction") -> torch.Tensor:
-    """``direction`` ``(*sample_shape)``, (1, ...) or (B, ...) as a finite ``(B, *sample_shape)`` batch on the model's device."""
+    """``direction`` ``(*sample_shape)``, (1, ...) or (B, ...) as a finite ``(B, *sample_shape)`` batch on
+    the model's device."""
     if not isinstance(direction, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(direction).__name__}")
     shape = tuple(model.sample_shape)

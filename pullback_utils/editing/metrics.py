@@ -101,7 +101,8 @@ def distance_from_data(
 
     For each time ``t`` in ``times`` and ``n_noise`` noise draws (the same draws for every image, so
     comparisons are paired), noise ``x0`` to ``x_t = sqrt(a) x0 + sqrt(1 - a) e``, predict the clean
-    image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models), and return the RMS of
+    image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models),
+    and return the RMS of
     ``x0_hat - x0`` averaged over times and draws. Images on the data manifold are denoised back
     almost exactly; off-manifold edits (noise, artefacts) are not. ``x0``: ``(B, *sample_shape)``
     (latents for latent models).

@@ -428,8 +428,8 @@ def edit_image(
         image_or_noise: an image to DDIM-invert: a ``(1, *image_shape)`` tensor in the model range [-1, 1]
             (tolerance 0.5, so the package's own samples pass), or pixel data read by
             :func:`pullback_utils.diffusion.images.load_image` (a file path, PIL image, uint8 / uint16 array;
-            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with ``is_noise=True`` a ``(1, *sample_shape)`` x_T; ``None`` draws
-            x_T from ``seed``.
+            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with
+            ``is_noise=True`` a ``(1, *sample_shape)`` x_T; ``None`` draws x_T from ``seed``.
         config: the settings (default ``EditConfig.for_model(model)``).
         t_edit: edit time in (0, T] (int level or fraction); default the middle of ``config.t_edits``.
         index, sign: which basis direction (0-based, < k) and which way (+1 / -1).

@@ -18,17 +18,17 @@ the mode in use at the first product, the largest block that fits under the esti
 
 Counters ``n_jvp`` and ``n_vjp`` record how many vectors have been multiplied.
 
-``jvp_mode="auto"`` measures instead of assuming: the first block of J·V is computed both ways, timed,
-and the faster mode is used from then on, for this operator and every later one of the same
-architecture (the U-Net's class and config, the layer, the point's shape, dtype and device, the block
-size and batching; :func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU
-(``benchmarks/scaling.py``, NOTES.md), forward mode measured 1.5–1.9× faster per vector at 128×128 and
-256×256, the two within 10 % at 32×32, and reverse-over-reverse 1.4× faster for the SD-2.1 U-Net in
-chunks of 4 vectors, so no constant is right for all. Before the timing, one vector goes through each mode untimed (the first use of a
-transform in a process costs extra), so the measurement costs about two blocks of J·V, once. The two
-modes agree to rounding; the choice is made once per architecture in a process, so a sweep uses one
-mode throughout. A mode whose block would not fit in the memory the device has free (estimated from the
-activations one forward pass saves: :mod:`pullback_utils.engine.jvp_memory`) is not tried.
+``jvp_mode="auto"`` measures instead of assuming: the first block of J·V is computed both ways, timed, and the
+faster mode is used from then on, for this operator and every later one of the same architecture (the U-Net's
+class and config, the layer, the point's shape, dtype and device, the block size and batching;
+:func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU (``benchmarks/scaling.py``,
+NOTES.md), forward mode measured 1.5–1.9× faster per vector at 128×128 and 256×256, the two within 10 % at
+32×32, and reverse-over-reverse 1.4× faster for the SD-2.1 U-Net in chunks of 4 vectors, so no constant is
+right for all. Before the timing, one vector goes through each mode untimed (the first use of a transform in a
+process costs extra), so the measurement costs about two blocks of J·V, once. The two modes agree to rounding;
+the choice is made once per architecture in a process, so a sweep uses one mode throughout. A mode whose block
+would not fit in the memory the device has free (estimated from the activations one forward pass saves:
+:mod:`pullback_utils.engine.jvp_memory`) is not tried.
 
 **The default is ``"auto"``** (issue 28: at 256×256 the former default, reverse-over-reverse, took 51 s
 per block against 31 s in forward mode). ``jvp_mode=None`` and ``chunk_size=None`` mean the defaults,

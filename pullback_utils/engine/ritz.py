@@ -169,7 +169,8 @@ def _extrapolated_error(changes: list[float]) -> float | None:
 
 
 class ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy').
+    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`,
+    'Accuracy').
 
     The extrapolation (:func:`_extrapolated_error`) replaces the Davis–Kahan bound only when it is
     smaller and the gap is verified (convergence has set in); without a verified gap the estimate

@@ -51,8 +51,8 @@ within 2× (true angle ≤ 2 tol, estimate ≥ true / 2; ``tests/test_solver_hon
 ``benchmarks/solver_honesty.py``). ``"power"`` has no (k+1)-th Ritz value: after its official rule
 stops it (``info["stopped_changing"]``: the iterate changed by less than ``tol``), an independent
 block-Krylov check to tol / 4 (at most 50 iterations, its products in ``info["verify_products"]``
-and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov. ``"exact"`` has rounding-level
-residuals but still needs the gap: a tie at k leaves the subspace undetermined.
+and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov.
+``"exact"`` has rounding-level residuals but still needs the gap: a tie at k leaves the subspace undetermined.
 
 Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
 give ``info["rank"]``, the number above ``info["rank_rtol"]`` × σ₁ with ``rank_rtol`` =

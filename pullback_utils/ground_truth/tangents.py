@@ -151,7 +151,8 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
 
 
 def random_energy(r: int, dim: int) -> float:
-    """Expected :func:`energy_fraction` of a uniformly random direction in an ``r``-dim subspace of R^dim: ``r / dim``."""
+    """Expected :func:`energy_fraction` of a uniformly random direction in an ``r``-dim subspace of R^dim:
+    ``r / dim``."""
     _as_int(dim, "dim", 1)
     if not is_int(r) or not 0 <= r <= dim:
         raise ValueError(f"r must be an int in [0, dim={dim}], got {r!r}")

@@ -290,7 +290,8 @@ class DiffusionModel:
         return conds.encode_prompt(self, prompt)
 
     def unconditional_embedding(self) -> torch.Tensor | Conditioning:
-        """(1, ...) conditioning of the unconditional branch: the empty prompt, SDXL's zeros, DiT's null class (cached)."""
+        """(1, ...) conditioning of the unconditional branch: the empty prompt, SDXL's zeros, DiT's null class
+        (cached)."""
         if not self.has_unconditional_branch:
             raise ValueError(
                 f"model {self.name!r} has no unconditional branch (no text encoder and no "
@@ -419,8 +420,8 @@ class DiffusionModel:
             prompt: prompt or conditioning (conditional models; None = the unconditional branch).
             layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle
                 transformer block for DiTs; :func:`~pullback_utils.features.feature_maps.layer_names`).
-            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no cache; ``~`` and
-                environment variables are expanded (an unset one is refused).
+            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no
+                cache; ``~`` and environment variables are expanded (an unset one is refused).
             **solver: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd`.
 
         Returns:

@@ -253,7 +253,8 @@ def bases_over(
             ``"local:N"``, ``"auto"``, ``"ray://HOST:PORT"``, a ``RayCluster`` or a
             ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU), and a
             degenerate or non-finite basis raises ``ValueError`` on every backend.
-        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (``method``, ``tol``, ``max_iters``...).
+        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (``method``, ``tol``,
+            ``max_iters``...).
     """
     times = list(times)
     check_times(times, model.num_train_timesteps)

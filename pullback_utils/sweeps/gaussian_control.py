@@ -56,8 +56,8 @@ def gaussian_sweep(
 
     Args:
         fit: the data's Gaussian (:func:`fit_dataset`).
-        model: anything with ``alpha_bar(t)`` (a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`) and, for
-            ``output=None``, ``prediction_type``.
+        model: anything with ``alpha_bar(t)`` (a :class:`~pullback_utils.models.diffusion_model.DiffusionModel`)
+            and, for ``output=None``, ``prediction_type``.
         times: the ``n_t`` times of the measured sweep (the package's convention).
         k: basis size; n: number of samples (the Gaussian's basis is the same for every sample: each
             row repeats it, so cross-sample statistics run through the same code as the model's).

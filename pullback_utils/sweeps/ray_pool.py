@@ -62,7 +62,10 @@ def unreachable(text: str, timeout: float = 2.0) -> str | None:
         with socket.create_connection((host, port), timeout=timeout):
             return None
     except OSError as e:
-        return f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); start the Ray cluster first or fix the address"
+        return (
+            f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); "
+            "start the Ray cluster first or fix the address"
+        )
 
 
 @dataclass(frozen=True)

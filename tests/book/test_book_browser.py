@@ -185,7 +185,8 @@ IMAGES_JS = r"""
   }
   const main = document.querySelector('main, article, .bd-article') || document.body;
   return {
-    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, shown: i.clientWidth, complete: i.complete})),
+    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, shown: i.clientWidth,
+                            complete: i.complete})),
     column: (document.querySelector('.bd-article') || main).clientWidth,
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
@@ -514,8 +515,8 @@ def test_the_notebook_version_of_an_interactive_figure_works_on_its_own(browser,
             expression="""(() => {
             const i = document.querySelector('input'), im = document.querySelectorAll('img'), before = im[0].src;
             i.value = '2'; i.dispatchEvent(new Event('input'));
-            return {changed: im[0].src !== before, third: im[0].src === im[3].src, output: document.querySelector('output').value,
-                    alt: im[0].alt, visible: im[0].offsetWidth > 0};
+            return {changed: im[0].src !== before, third: im[0].src === im[3].src,
+                    output: document.querySelector('output').value, alt: im[0].alt, visible: im[0].offsetWidth > 0};
         })()""",
         )["result"]["value"]
     finally:

@@ -64,7 +64,8 @@ def test_stderr_warnings_and_tracebacks_are_reported():
             '<div class="cell_output"><div class="output stderr highlight-myst-ansi"><pre>'
             "/home/build/pullback_utils/analysis.py:300: RuntimeWarning: Mean of empty slice\n</pre></div></div>"
             '<div class="cell_output"><div class="output text_plain"><pre>UserWarning: in stdout\n</pre></div></div>'
-            '<div class="cell_output"><div class="output traceback highlight-ipythontb"><pre>ValueError: boom</pre></div></div>'
+            '<div class="cell_output"><div class="output traceback highlight-ipythontb">'
+            "<pre>ValueError: boom</pre></div></div>"
             '<div class="cell_output"><div class="output text_plain"><pre>sigma_1 = 9.1</pre></div></div>'
         )
     )
@@ -117,8 +118,10 @@ def test_figures_must_be_numbered_captioned_and_fit_the_column(site):
     assert problems[0].startswith("wide.png: 1400 px wide, wider than the 790 px content column (shown at 56%")
     assert "smallest text 9 pt at dpi 110 is 7.8 px on the page" in problems[1]
     assert problems[2:] == [
-        "image good.png is not a numbered figure with a caption (save and show it with pullback_utils.chapters.plotting.save_figure)",
-        "image inline.png is not a numbered figure with a caption (save and show it with pullback_utils.chapters.plotting.save_figure)",
+        "image good.png is not a numbered figure with a caption "
+        "(save and show it with pullback_utils.chapters.plotting.save_figure)",
+        "image inline.png is not a numbered figure with a caption "
+        "(save and show it with pullback_utils.chapters.plotting.save_figure)",
         "inline.png: 900 px wide, wider than the 790 px content column (shown at 88%, its text with it)",
     ]
 
@@ -152,10 +155,13 @@ def test_noise_is_reported_on_any_page():
     )
     assert noise_problems(parse_page(clean), clean, ("/srv/book",)) == []
     cases = {
-        "<div class='cell_output'><pre>PosixPath('metrics.json')</pre></div>": "raw repr: \"PosixPath('metrics.json')\"",
+        "<div class='cell_output'><pre>"
+        "PosixPath('metrics.json')</pre></div>": "raw repr: \"PosixPath('metrics.json')\"",
         "<pre>&lt;Figure size 640x480 with 1 Axes&gt;</pre>": "raw repr: '<Figure size 640x480 with 1 Axes>'",
-        "<pre>&lt;matplotlib.image.AxesImage object at 0x7f00&gt;</pre>": "raw repr: '<matplotlib.image.AxesImage object at",
-        "<dt>write(out_dir=/home/ana/book/model_cards)</dt>": "machine path: 'write(out_dir=/home/ana/book/model_cards)'",
+        "<pre>&lt;matplotlib.image.AxesImage "
+        "object at 0x7f00&gt;</pre>": "raw repr: '<matplotlib.image.AxesImage object at",
+        "<dt>write("
+        "out_dir=/home/ana/book/model_cards)</dt>": "machine path: 'write(out_dir=/home/ana/book/model_cards)'",
         "<p>see /srv/book/notes</p>": "machine path: '/srv/book' (the folder the book was built in)",
         "<div class='admonition note'><p>Warnings during this run (also in metrics.json):</p><ul><li>"
         "DeprecationWarning: old</li></ul></div>": "warnings note: 'DeprecationWarning: old'",

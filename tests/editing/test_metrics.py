@@ -155,7 +155,8 @@ def test_renderer_measures_refuse_bad_input():
     x = torch.zeros(1, 3, 32, 32)
     with pytest.raises(
         ValueError,
-        match=r"dataset: renderer measures need a zoo dataset with a fitted renderer, one of \['disks', 'shapes'.*got 'textures'",
+        match=r"dataset: renderer measures need a zoo dataset with a fitted renderer, "
+        r"one of \['disks', 'shapes'.*got 'textures'",
     ):
         E.renderer_residual(x, "textures")
     with pytest.raises(ValueError, match=r"images must be a \(N, 3, 32, 32\) tensor"):

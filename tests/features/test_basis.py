@@ -1,4 +1,5 @@
-"""network_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD; local_basis on a map."""
+"""network_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD; local_basis on
+a map."""
 
 from __future__ import annotations
 

@@ -221,7 +221,8 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
 def _count_engine(monkeypatch):
-    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.network_basis)."""
+    """Count the engine calls DiffusionModel.local_basis makes (it calls
+    pullback_utils.features.basis.network_basis)."""
     import pullback_utils.features.basis
 
     engine, calls = pullback_utils.features.basis.network_basis, []

@@ -94,7 +94,8 @@ def test_bad_input_conditional(tiny_cond_unet):
         feature_map(tiny_cond_unet, 10, encoder_hidden_states=torch.zeros(1, 5, 7))
     with pytest.raises(
         TypeError,
-        match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., .*FluxTransformer2DModel.\], got Linear",
+        match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., "
+        r".*FluxTransformer2DModel.\], got Linear",
     ):
         feature_map(torch.nn.Linear(2, 2), 10)
 

@@ -1,4 +1,5 @@
-"""Random-weight replicas of the paper's pipelines (small by overrides) and the model map that points hub ids at them."""
+"""Random-weight replicas of the paper's pipelines (small by overrides) and the model map that points hub ids at
+them."""
 
 from __future__ import annotations
 
