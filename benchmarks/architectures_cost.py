@@ -53,13 +53,22 @@ def timed(spec: dict, c: costs.BasisCost, args) -> str:
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     net = getattr(diffusers, spec["cls"])(**truncated(spec, c.layer)).to(dev, dtype).eval().requires_grad_(False)
-    meta_x, cond = costs._dummy_conditioning(costs.meta_denoiser(spec["cls"], spec["config"], dtype),
-                                             tuple(spec["sample_shape"]), spec["text_tokens"])
+    meta_x, cond = costs._dummy_conditioning(
+        costs.meta_denoiser(spec["cls"], spec["config"], dtype), tuple(spec["sample_shape"]), spec["text_tokens"]
+    )
     x = torch.randn(meta_x.shape, device=dev, dtype=dtype)
-    cond = {k: (torch.randn(v.shape, device=dev, dtype=dtype) if isinstance(v, torch.Tensor) and k != "img_ids"
-                else v.to(dev) if isinstance(v, torch.Tensor) else
-                {s: torch.randn(t.shape, device=dev, dtype=dtype) for s, t in v.items()} if isinstance(v, dict) else v)
-            for k, v in cond.items()}
+    cond = {
+        k: (
+            torch.randn(v.shape, device=dev, dtype=dtype)
+            if isinstance(v, torch.Tensor) and k != "img_ids"
+            else v.to(dev)
+            if isinstance(v, torch.Tensor)
+            else {s: torch.randn(t.shape, device=dev, dtype=dtype) for s, t in v.items()}
+            if isinstance(v, dict)
+            else v
+        )
+        for k, v in cond.items()
+    }
     if "img_ids" in cond:
         h, w = spec["sample_shape"][1:]
         cond["img_ids"] = pu.diffusion.architectures.latent_image_ids(h, w).to(dev, dtype)
@@ -70,8 +79,10 @@ def timed(spec: dict, c: costs.BasisCost, args) -> str:
     out = []
     with frozen(net), forward_ad_safe(net):
         op = JacobianOperator(fn, x, chunk_size=args.block)
-        for name, make, apply in (("jvp", lambda: torch.randn(args.block, *x.shape, device=dev, dtype=dtype), op.jvp),
-                                  ("vjp", lambda: torch.randn(args.block, *op.h_shape, device=dev, dtype=dtype), op.vjp)):
+        for name, make, apply in (
+            ("jvp", lambda: torch.randn(args.block, *x.shape, device=dev, dtype=dtype), op.jvp),
+            ("vjp", lambda: torch.randn(args.block, *op.h_shape, device=dev, dtype=dtype), op.vjp),
+        ):
             best = float("inf")
             for r in range(args.repeats + 1):  # the first block is a warm-up
                 vecs = make()
@@ -87,8 +98,9 @@ def timed(spec: dict, c: costs.BasisCost, args) -> str:
         out.append(f"peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     if args.k:
         t0 = time.perf_counter()
-        b = network_basis(net, x, 0.5, args.k, layer=c.layer, method="krylov", max_iters=args.max_iters,
-                           chunk_size=args.block, **cond)
+        b = network_basis(
+            net, x, 0.5, args.k, layer=c.layer, method="krylov", max_iters=args.max_iters, chunk_size=args.block, **cond
+        )
         sync()
         out.append(f"basis k={args.k}: {time.perf_counter() - t0:.1f} s, {b.info['n_jvp']}+{b.info['n_vjp']} products")
     return "; ".join(out)
@@ -109,12 +121,20 @@ def main() -> None:
         spec = dict(costs.REAL_CONFIGS[name])
         if args.size:
             spec["sample_shape"] = (spec["sample_shape"][0], args.size, args.size)
-        c = costs.basis_costs(spec["cls"], spec["config"], spec["sample_shape"], text_tokens=spec["text_tokens"],
-                              block=2, dtype=getattr(torch, args.dtype))
-        line = (f"{name:26s} x {tuple(spec['sample_shape'])} layer {c.layer}: {c.params / 1e9:.3f} B parameters "
-                f"({c.param_bytes / 2**30:.1f} GiB), activations {c.saved_bytes / 2**30:.2f} GiB, forward "
-                f"{c.forward_flops / 1e12:.2f} TFLOP, J·v {c.jvp_flops / 1e12:.2f} + Jᵀ·u {c.vjp_flops / 1e12:.2f} "
-                "TFLOP per vector")
+        c = costs.basis_costs(
+            spec["cls"],
+            spec["config"],
+            spec["sample_shape"],
+            text_tokens=spec["text_tokens"],
+            block=2,
+            dtype=getattr(torch, args.dtype),
+        )
+        line = (
+            f"{name:26s} x {tuple(spec['sample_shape'])} layer {c.layer}: {c.params / 1e9:.3f} B parameters "
+            f"({c.param_bytes / 2**30:.1f} GiB), activations {c.saved_bytes / 2**30:.2f} GiB, forward "
+            f"{c.forward_flops / 1e12:.2f} TFLOP, J·v {c.jvp_flops / 1e12:.2f} + Jᵀ·u {c.vjp_flops / 1e12:.2f} "
+            "TFLOP per vector"
+        )
         print(line, flush=True)
         if args.device:
             print("    measured: " + timed(spec, c, args), flush=True)

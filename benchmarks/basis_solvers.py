@@ -54,9 +54,14 @@ def bundled_like_unet(seed: int = 0):
 
     torch.manual_seed(seed)
     return UNet2DModel(
-        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64, 64), layers_per_block=2,
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=2,
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
     )
 
 
@@ -93,8 +98,9 @@ def time_to_target(fn, x, k, method, ref_v, target, oversample, max_iters, **opt
         state["cb"] += time.perf_counter() - c0
 
     try:
-        jacobian_svd(fn, x, k, method=method, tol=1e-12, max_iters=max_iters, oversample=oversample,
-                     callback=callback, **opts)
+        jacobian_svd(
+            fn, x, k, method=method, tol=1e-12, max_iters=max_iters, oversample=oversample, callback=callback, **opts
+        )
         seconds = float("nan")  # never reached the target
     except _Reached:
         seconds = state["t"]
@@ -105,8 +111,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="random32", help="'random32' or a load_model name/path")
     p.add_argument("--k", type=int, nargs="+", default=[5, 10, 20, 50])
-    p.add_argument("--t", type=lambda v: int(v) if v.isdigit() else float(v), default=500,
-                   help="time: an int level in 1..T or a fraction of T (default level 500)")
+    p.add_argument(
+        "--t",
+        type=lambda v: int(v) if v.isdigit() else float(v),
+        default=500,
+        help="time: an int level in 1..T or a fraction of T (default level 500)",
+    )
     p.add_argument("--target", type=float, default=0.01, help="target max principal angle (rad)")
     p.add_argument("--oversample", type=int, default=10, help="oversampling of 'randomized'")
     p.add_argument("--tol", type=float, default=1e-3, help="tol of the default call and of the sign-safe baseline")
@@ -114,9 +124,13 @@ def main(argv=None) -> int:
     p.add_argument("--skip-time-to-target", action="store_true", help="only the baselines and the default call")
     p.add_argument("--power-max-iters", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--block-size", default="default", choices=["default", "small"],
-                   help="Krylov block of 'ours': the default (k + 2) or solvers.small_krylov_block(k) = "
-                        "ceil(k / 4) + 1 (issue 27; opt-in)")
+    p.add_argument(
+        "--block-size",
+        default="default",
+        choices=["default", "small"],
+        help="Krylov block of 'ours': the default (k + 2) or solvers.small_krylov_block(k) = "
+        "ceil(k / 4) + 1 (issue 27; opt-in)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -130,8 +144,10 @@ def main(argv=None) -> int:
     s = s if isinstance(s, int) else s[0]
     x = torch.randn(1, c, s, s, generator=gen)
     fn = feature_map(unet, args.t)
-    print(f"model={args.model}  x={tuple(x.shape)}  t={args.t}  torch threads={torch.get_num_threads()}  "
-          f"params={sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M")
+    print(
+        f"model={args.model}  x={tuple(x.shape)}  t={args.t}  torch threads={torch.get_num_threads()}  "
+        f"params={sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M"
+    )
 
     with frozen(unet), forward_ad_safe(unet):
         h = fn(x)
@@ -139,42 +155,56 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         exact = jacobian_svd(fn, x, max(args.k), method="exact")
         t_exact = time.perf_counter() - t0
-        print(f"exact reference: {t_exact:.1f} s, {exact.info['n_jvp'] + exact.info['n_vjp']} products; "
-              f"top singular values {[round(float(v), 3) for v in exact.s[:5]]}")
+        print(
+            f"exact reference: {t_exact:.1f} s, {exact.info['n_jvp'] + exact.info['n_vjp']} products; "
+            f"top singular values {[round(float(v), 3) for v in exact.s[:5]]}"
+        )
         rows = []
         for k in args.k:
             ref_v = exact.v[:k]
             gap = float(exact.s[k - 1] / exact.s[k]) if k < exact.s.numel() else float("nan")
             print(f"\n== k = {k}  (sigma_k / sigma_k+1 = {gap:.4f}) ==")
             base = baselines(fn, x, k, ref_v, args)
-            print(f"{'baseline / ours':<34}{'seconds':>9}{'products':>9}{'iters':>6}{'angle':>10}{'estimate':>10}"
-                  f"{'allclose':>10}")
+            print(
+                f"{'baseline / ours':<34}{'seconds':>9}{'products':>9}{'iters':>6}{'angle':>10}{'estimate':>10}"
+                f"{'allclose':>10}"
+            )
             for label, r in base.items():
-                print(f"{label:<34}{r['s']:>9.2f}{r['products']:>9}{r['iters']:>6}{r['angle']:>10.1e}"
-                      f"{r.get('estimate', float('nan')):>10.1e}{r.get('allclose', ''):>10}")
+                print(
+                    f"{label:<34}{r['s']:>9.2f}{r['products']:>9}{r['iters']:>6}{r['angle']:>10.1e}"
+                    f"{r.get('estimate', float('nan')):>10.1e}{r.get('allclose', ''):>10}"
+                )
             safe, ours = base["sign-safe power (tol)"], base["ours: default call"]
             matched = run_call(fn, x, k, ref_v, args, "ours: tol = sign-safe angle", tol=safe["angle"])
-            print(f"{'ours: tol = sign-safe angle':<34}{matched['s']:>9.2f}{matched['products']:>9}"
-                  f"{matched['iters']:>6}{matched['angle']:>10.1e}{matched['estimate']:>10.1e}")
+            print(
+                f"{'ours: tol = sign-safe angle':<34}{matched['s']:>9.2f}{matched['products']:>9}"
+                f"{matched['iters']:>6}{matched['angle']:>10.1e}{matched['estimate']:>10.1e}"
+            )
             reach = time_to_target(fn, x, k, "krylov", ref_v, safe["angle"], 2, 200)
-            print(f"{'krylov to sign-safe angle (oracle)':<34}{reach[0]:>9.2f}{reach[1]:>9}{reach[2]:>6}"
-                  f"{reach[3]:>10.1e}")
+            print(
+                f"{'krylov to sign-safe angle (oracle)':<34}{reach[0]:>9.2f}{reach[1]:>9}{reach[2]:>6}{reach[3]:>10.1e}"
+            )
             fair = safe["s"] / ours["s"] if ours["angle"] <= safe["angle"] else float("nan")
             fair_matched = safe["s"] / matched["s"] if matched["angle"] <= safe["angle"] else float("nan")
-            rows.append((k, base["official (50 its, allclose)"], safe, ours, fair, fair_matched,
-                         safe["s"] / reach[0]))
+            rows.append((k, base["official (50 its, allclose)"], safe, ours, fair, fair_matched, safe["s"] / reach[0]))
             if not args.skip_time_to_target:
                 print_time_to_target(fn, x, k, ref_v, args)
     print("\nsummary (angles: largest principal angle to the exact basis, rad; speed-ups at equal or better accuracy)")
-    print(f"{'k':>3}{'official s':>11}{'angle':>9}{'sign-safe s':>12}{'angle':>9}{'ours s':>8}{'angle':>9}"
-          f"{'vs official':>12}{'vs sign-safe':>13}{'(tol=its)':>10}{'(oracle)':>9}")
+    print(
+        f"{'k':>3}{'official s':>11}{'angle':>9}{'sign-safe s':>12}{'angle':>9}{'ours s':>8}{'angle':>9}"
+        f"{'vs official':>12}{'vs sign-safe':>13}{'(tol=its)':>10}{'(oracle)':>9}"
+    )
     for k, off, safe, ours, fair, fair_matched, oracle in rows:
         vs_off = off["s"] / ours["s"] if ours["angle"] <= off["angle"] else float("nan")
-        print(f"{k:>3}{off['s']:>11.2f}{off['angle']:>9.1e}{safe['s']:>12.2f}{safe['angle']:>9.1e}{ours['s']:>8.2f}"
-              f"{ours['angle']:>9.1e}{vs_off:>11.1f}x{fair:>12.1f}x{fair_matched:>9.1f}x{oracle:>8.1f}x")
-    print("vs sign-safe: its seconds over the default call's when the default is at least as accurate (nan: it "
-          "is not); (tol=its): over the call with tol set to the baseline's angle, when at least as accurate; "
-          "(oracle): over block Krylov's time to first reach the sign-safe baseline's angle.")
+        print(
+            f"{k:>3}{off['s']:>11.2f}{off['angle']:>9.1e}{safe['s']:>12.2f}{safe['angle']:>9.1e}{ours['s']:>8.2f}"
+            f"{ours['angle']:>9.1e}{vs_off:>11.1f}x{fair:>12.1f}x{fair_matched:>9.1f}x{oracle:>8.1f}x"
+        )
+    print(
+        "vs sign-safe: its seconds over the default call's when the default is at least as accurate (nan: it "
+        "is not); (tol=its): over the call with tol set to the baseline's angle, when at least as accurate; "
+        "(oracle): over block Krylov's time to first reach the sign-safe baseline's angle."
+    )
     return 0
 
 
@@ -201,8 +231,16 @@ def run_call(fn, x, k, ref_v, args, label: str, tol: float | None = None) -> dic
 
         t0 = time.perf_counter()
         if label.startswith("official"):
-            b = jacobian_svd(fn, x, k, method="power", max_iters=args.official_max_iter, tol=1e-300,
-                             jvp_mode="forward", callback=official_test)
+            b = jacobian_svd(
+                fn,
+                x,
+                k,
+                method="power",
+                max_iters=args.official_max_iter,
+                tol=1e-300,
+                jvp_mode="forward",
+                callback=official_test,
+            )
         elif label.startswith("sign-safe"):
             b = jacobian_svd(fn, x, k, method="power", tol=tol, jvp_mode="forward")
         else:
@@ -210,10 +248,14 @@ def run_call(fn, x, k, ref_v, args, label: str, tol: float | None = None) -> dic
             b = jacobian_svd(fn, x, k, method="auto", tol=tol, **extra)
         # the power baselines' own cost: without the Krylov check behind their angle estimate (issue 25)
         sec = time.perf_counter() - t0 - prev.get("cb", 0.0) - b.info.get("verify_seconds", 0.0)
-        r = dict(s=sec, products=b.info["n_jvp"] + b.info["n_vjp"] - b.info.get("verify_products", 0),
-                 block=b.info.get("block_size"),
-                 iters=b.info["iterations"],
-                 angle=max_angle(b.v, ref_v), estimate=float(b.info["angle_estimate"]))
+        r = dict(
+            s=sec,
+            products=b.info["n_jvp"] + b.info["n_vjp"] - b.info.get("verify_products", 0),
+            block=b.info.get("block_size"),
+            iters=b.info["iterations"],
+            angle=max_angle(b.v, ref_v),
+            estimate=float(b.info["angle_estimate"]),
+        )
         if label.startswith("official"):
             r["allclose"] = f"it {passes[0]}" if passes else "never"
         if label.startswith("ours"):
@@ -224,8 +266,10 @@ def run_call(fn, x, k, ref_v, args, label: str, tol: float | None = None) -> dic
 
 def print_time_to_target(fn, x, k, ref_v, args) -> None:
     """Seconds and products of every method until its basis is within ``--target`` rad of the exact one."""
-    print(f"{'method (to target ' + format(args.target, 'g') + ' rad)':<34}{'seconds':>9}{'products':>9}"
-          f"{'iters':>6}{'angle':>10}")
+    print(
+        f"{'method (to target ' + format(args.target, 'g') + ' rad)':<34}{'seconds':>9}{'products':>9}"
+        f"{'iters':>6}{'angle':>10}"
+    )
     variants = [
         ("power, forward J.v", "power", dict(jvp_mode="forward")),
         ("power, reverse-over-reverse J.v", "power", {}),
@@ -236,8 +280,9 @@ def print_time_to_target(fn, x, k, ref_v, args) -> None:
         best = None
         over = opts.pop("oversample", 2)
         for _ in range(args.repeats):
-            r = time_to_target(fn, x, k, method, ref_v, args.target, over,
-                               args.power_max_iters if method == "power" else 200, **opts)
+            r = time_to_target(
+                fn, x, k, method, ref_v, args.target, over, args.power_max_iters if method == "power" else 200, **opts
+            )
             best = r if best is None or r[0] < best[0] else best
         sec, prods, its, ang = best
         print(f"{label:<34}{sec:>9.2f}{prods:>9}{its:>6}{ang:>10.1e}")

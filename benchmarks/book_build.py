@@ -32,24 +32,43 @@ def one_run(args: argparse.Namespace, jobs: int) -> dict:
         layout = Layout(root, notebooks_dir=REPO / "notebooks")
         overrides = {"cache_dir": str(root / "bases")}  # empty: nothing is reused from an earlier run
         started = time.perf_counter()
-        results = run(layout, only=args.only, quick=args.quick, progress=False, overrides=overrides, jobs=jobs,
-                      cluster=args.cluster)
+        results = run(
+            layout,
+            only=args.only,
+            quick=args.quick,
+            progress=False,
+            overrides=overrides,
+            jobs=jobs,
+            cluster=args.cluster,
+        )
         first = time.perf_counter() - started
         started = time.perf_counter()
-        again = run(layout, only=args.only, quick=args.quick, progress=False, overrides=overrides, jobs=jobs,
-                    cluster=args.cluster)
+        again = run(
+            layout,
+            only=args.only,
+            quick=args.quick,
+            progress=False,
+            overrides=overrides,
+            jobs=jobs,
+            cluster=args.cluster,
+        )
         second = time.perf_counter() - started
         built, status = float("nan"), None
         if not args.no_build:
             started = time.perf_counter()
             status = build(layout, ["-q"])
             built = time.perf_counter() - started
-    print(f"\njobs {jobs}, cluster {args.cluster!r}, cores: {os.cpu_count()}, load average before: {load}, "
-          f"mode: {'quick' if args.quick else 'defaults'}")
+    print(
+        f"\njobs {jobs}, cluster {args.cluster!r}, cores: {os.cpu_count()}, load average before: {load}, "
+        f"mode: {'quick' if args.quick else 'defaults'}"
+    )
     for r in results:
         print(f"  {r.name:<22} {r.status:<7} {r.seconds:7.1f} s  {r.message[:80]}")
-    print(f"run: {first:.1f} s; rerun (skips: {sum(r.status == 'skipped' for r in again)}/{len(again)}): {second:.1f} s; "
-          f"jupyter-book build: {built:.1f} s (exit {status})", flush=True)
+    print(
+        f"run: {first:.1f} s; rerun (skips: {sum(r.status == 'skipped' for r in again)}/{len(again)}): {second:.1f} s; "
+        f"jupyter-book build: {built:.1f} s (exit {status})",
+        flush=True,
+    )
     return {"jobs": jobs, "run": first, "failed": [r.name for r in results if r.status == "failed"]}
 
 
@@ -63,8 +82,12 @@ def main() -> None:
     args = parser.parse_args()
     runs = [one_run(args, jobs) for jobs in args.jobs]
     if len(runs) > 1:
-        print("\nrun wall time: " + ", ".join(f"jobs {r['jobs']}: {r['run']:.1f} s" for r in runs) + "; speed-up "
-              + ", ".join(f"{runs[0]['run'] / r['run']:.2f}x (jobs {r['jobs']})" for r in runs[1:]))
+        print(
+            "\nrun wall time: "
+            + ", ".join(f"jobs {r['jobs']}: {r['run']:.1f} s" for r in runs)
+            + "; speed-up "
+            + ", ".join(f"{runs[0]['run'] / r['run']:.2f}x (jobs {r['jobs']})" for r in runs[1:])
+        )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ def build_model(seed: int = 0):
 
     torch.manual_seed(seed)
     unet = UNet2DModel(**CELEBAHQ_256_UNET)
-    return DiffusionModel(unet, DDPMScheduler(**CELEBAHQ_256_SCHEDULER), name="celebahq-256 architecture, random weights")
+    return DiffusionModel(
+        unet, DDPMScheduler(**CELEBAHQ_256_SCHEDULER), name="celebahq-256 architecture, random weights"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -110,8 +112,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--method", default="auto")
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--chunk-size", type=int, default=None, help="vectors per batched product")
-    p.add_argument("--max-iters", type=int, default=None,
-                   help="cap on solver iterations (1 = one block of J and of J^T products: the floor)")
+    p.add_argument(
+        "--max-iters",
+        type=int,
+        default=None,
+        help="cap on solver iterations (1 = one block of J and of J^T products: the floor)",
+    )
     p.add_argument("--layer", default="mid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -127,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     from pullback_utils import feature_map
 
     with torch.no_grad():
-        h = feature_map(model.unet, model.level(args.t), layer=args.layer, num_train_timesteps=model.num_train_timesteps)(x_t)
+        h = feature_map(
+            model.unet, model.level(args.t), layer=args.layer, num_train_timesteps=model.num_train_timesteps
+        )(x_t)
     forward_s = time.perf_counter() - fn_t0
     before = rss_mib()
     solver = dict(method=args.method, tol=args.tol, seed=args.seed, progress=args.progress)

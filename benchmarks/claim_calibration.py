@@ -38,28 +38,51 @@ def main() -> None:
     rng = np.random.default_rng(0)
     cov = np.repeat([2, 3, 6, 9, 15], 3)
     rows = [
-        ("coarse to fine, timestep discrepancy, edits (sign-flip over samples)", 20,
-         lambda i: inf.sign_flip_test(rng.standard_normal(20), n_draws=999, seed=i).p_value < 0.05,
-         lambda i: inf.sign_flip_test(rng.standard_normal(20) + 0.8, n_draws=999, seed=i).p_value < 0.05,
-         "shift 0.8 sd"),
-        ("early similarity (jackknife t over samples, 20 samples = 190 pairs)", 20,
-         lambda i: inf.pair_u_test(_pair_null(rng, 20)).p_value < 0.05,
-         lambda i: inf.pair_u_test(_pair_null(rng, 20, effect=1.6)).p_value < 0.05, "shift 1.6 (unit sd 1)"),
-        ("per-model early similarity (jackknife t, 12 samples)", 12,
-         lambda i: inf.pair_u_test(_pair_null(rng, 12)).p_value < 0.05,
-         lambda i: inf.pair_u_test(_pair_null(rng, 12, effect=1.6)).p_value < 0.05, "shift 1.6"),
-        ("text influence fades (sign-flip over 10 prompt-states)", 10,
-         lambda i: inf.sign_flip_test(rng.standard_normal(10), n_draws=999, seed=i).p_value < 0.05,
-         lambda i: inf.sign_flip_test(rng.standard_normal(10) + 1.0, n_draws=999, seed=i).p_value < 0.05,
-         "shift 1.0 sd"),
-        ("similar prompts (Mantel, 8 prompts x 10 states, prompts permuted)", 10,
-         lambda i: inf.mantel_test(*_mantel_data(rng, 10, 8, 0.0), n_draws=999, exact_max=1).p_value < 0.05,
-         lambda i: inf.mantel_test(*_mantel_data(rng, 10, 8, 2.0), n_draws=999, exact_max=1).p_value < 0.05,
-         "distance +2 per unit dissimilarity"),
-        ("dataset complexity (permutation trend, 5 rungs x 3 seeds)", 15,
-         lambda i: inf.permutation_trend_test(cov, rng.standard_normal(15), n_draws=999, seed=i).p_value < 0.05,
-         lambda i: inf.permutation_trend_test(cov, 0.25 * cov + rng.standard_normal(15), n_draws=999,
-                                              seed=i).p_value < 0.05, "0.25 sd per factor"),
+        (
+            "coarse to fine, timestep discrepancy, edits (sign-flip over samples)",
+            20,
+            lambda i: inf.sign_flip_test(rng.standard_normal(20), n_draws=999, seed=i).p_value < 0.05,
+            lambda i: inf.sign_flip_test(rng.standard_normal(20) + 0.8, n_draws=999, seed=i).p_value < 0.05,
+            "shift 0.8 sd",
+        ),
+        (
+            "early similarity (jackknife t over samples, 20 samples = 190 pairs)",
+            20,
+            lambda i: inf.pair_u_test(_pair_null(rng, 20)).p_value < 0.05,
+            lambda i: inf.pair_u_test(_pair_null(rng, 20, effect=1.6)).p_value < 0.05,
+            "shift 1.6 (unit sd 1)",
+        ),
+        (
+            "per-model early similarity (jackknife t, 12 samples)",
+            12,
+            lambda i: inf.pair_u_test(_pair_null(rng, 12)).p_value < 0.05,
+            lambda i: inf.pair_u_test(_pair_null(rng, 12, effect=1.6)).p_value < 0.05,
+            "shift 1.6",
+        ),
+        (
+            "text influence fades (sign-flip over 10 prompt-states)",
+            10,
+            lambda i: inf.sign_flip_test(rng.standard_normal(10), n_draws=999, seed=i).p_value < 0.05,
+            lambda i: inf.sign_flip_test(rng.standard_normal(10) + 1.0, n_draws=999, seed=i).p_value < 0.05,
+            "shift 1.0 sd",
+        ),
+        (
+            "similar prompts (Mantel, 8 prompts x 10 states, prompts permuted)",
+            10,
+            lambda i: inf.mantel_test(*_mantel_data(rng, 10, 8, 0.0), n_draws=999, exact_max=1).p_value < 0.05,
+            lambda i: inf.mantel_test(*_mantel_data(rng, 10, 8, 2.0), n_draws=999, exact_max=1).p_value < 0.05,
+            "distance +2 per unit dissimilarity",
+        ),
+        (
+            "dataset complexity (permutation trend, 5 rungs x 3 seeds)",
+            15,
+            lambda i: inf.permutation_trend_test(cov, rng.standard_normal(15), n_draws=999, seed=i).p_value < 0.05,
+            lambda i: (
+                inf.permutation_trend_test(cov, 0.25 * cov + rng.standard_normal(15), n_draws=999, seed=i).p_value
+                < 0.05
+            ),
+            "0.25 sd per factor",
+        ),
     ]
     print(f"{'claim test':<72}{'n':>4}{'false positives':>20}{'power':>16}  effect")
     for name, n, null, alt, eff in rows:
@@ -68,8 +91,10 @@ def main() -> None:
         print(f"{name:<72}{n:>4}{f:>13.3f} ± {fse:.3f}{pw:>10.3f} ± {pse:.3f}  {eff}")
     print("\nfor comparison, the old rule (95% percentile bootstrap excludes 0) under a true null:")
     for n in (3, 4, 5, 6, 20):
-        f, fse = rate(lambda i: (lambda e: e[1] > 0 or e[2] < 0)(bootstrap_ci(rng.standard_normal(n), n_boot=500,
-                                                                              seed=i)), n_sims // 2)
+        f, fse = rate(
+            lambda i: (lambda e: e[1] > 0 or e[2] < 0)(bootstrap_ci(rng.standard_normal(n), n_boot=500, seed=i)),
+            n_sims // 2,
+        )
         print(f"  n = {n:>2}: false 'reproduced or not reproduced' rate {f:.3f} ± {fse:.3f} (two-sided; 0.05 promised)")
 
 

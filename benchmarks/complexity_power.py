@@ -50,7 +50,7 @@ def effect_from_rho(rho: float, tau_share: float, rungs: int = 5, seeds: int = 3
         mid = (lo + hi) / 2
         m = mid * r + noise
         ranks = np.argsort(np.argsort(m, 1), 1) + 1.0
-        med = np.median(1 - 6 * ((ranks - r) ** 2).sum(1) / (rungs * (rungs ** 2 - 1)))
+        med = np.median(1 - 6 * ((ranks - r) ** 2).sum(1) / (rungs * (rungs**2 - 1)))
         lo, hi = (mid, hi) if med < rho else (lo, mid)
     return cp.Effect((lo + hi) / 2, tau, sigma)
 
@@ -59,7 +59,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--metrics", help="dataset_complexity metrics.json with per-model spreads")
     p.add_argument("--rho", type=float, help="median rung-mean Spearman rho of the 5 x 3 design")
-    p.add_argument("--tau-share", type=float, default=0.5, help="with --rho: share of the rung-mean scatter at the rung level")
+    p.add_argument(
+        "--tau-share", type=float, default=0.5, help="with --rho: share of the rung-mean scatter at the rung level"
+    )
     p.add_argument("--slope", type=float)
     p.add_argument("--tau", type=float)
     p.add_argument("--sigma", type=float)
@@ -72,7 +74,10 @@ def main() -> None:
     elif a.rho is not None:
         if not -1 < a.rho < 1 or not 0 <= a.tau_share <= 1:
             p.error("--rho must lie in (-1, 1) and --tau-share in [0, 1]")
-        eff, source = effect_from_rho(a.rho, a.tau_share), f"median rung-mean rho {a.rho} at 5 x 3, tau share {a.tau_share}"
+        eff, source = (
+            effect_from_rho(a.rho, a.tau_share),
+            f"median rung-mean rho {a.rho} at 5 x 3, tau share {a.tau_share}",
+        )
     elif None not in (a.slope, a.tau, a.sigma):
         eff, source = cp.Effect(a.slope, a.tau, a.sigma), "given"
     else:
@@ -84,9 +89,14 @@ def main() -> None:
         pw = [cp.design_power(eff, g, s, sims=a.sims) for s in a.seeds]
         print(f"| {g} | {cp.critical_rho(g):.3f} | " + " | ".join(f"{x:.2f}" for x in pw) + " |")
     need = cp.needed_design(eff, rungs=a.rungs, seeds=a.seeds, sims=a.sims)
-    print("cheapest design with power >= 0.8: "
-          + (f"{need['rungs']} rungs x {need['seeds']} seeds ({need['models']} models, power {need['power']:.2f})"
-             if need else "none in the grid"))
+    print(
+        "cheapest design with power >= 0.8: "
+        + (
+            f"{need['rungs']} rungs x {need['seeds']} seeds ({need['models']} models, power {need['power']:.2f})"
+            if need
+            else "none in the grid"
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ import time
 import torch
 from scaling import NAMES, SIZES, in_subprocess, table
 
-PROTOCOLS = {"256": ("CelebA-HQ-256, 20 timesteps x 100 samples", 2000), "sd": ("Stable Diffusion, 10 timesteps x 50 "
-                                                                               "captions", 500)}
+PROTOCOLS = {
+    "256": ("CelebA-HQ-256, 20 timesteps x 100 samples", 2000),
+    "sd": ("Stable Diffusion, 10 timesteps x 50 captions", 500),
+}
 
 
 def main(argv=None) -> int:
@@ -36,8 +38,11 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=float, default=3600, help="seconds per case")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"gpu_scaling.py needs a CUDA device: torch.cuda.is_available() is False (torch {torch.__version__}, "
-              f"built with CUDA {torch.version.cuda}). Run benchmarks/scaling.py for the CPU.", file=sys.stderr)
+        print(
+            f"gpu_scaling.py needs a CUDA device: torch.cuda.is_available() is False (torch {torch.__version__}, "
+            f"built with CUDA {torch.version.cuda}). Run benchmarks/scaling.py for the CPU.",
+            file=sys.stderr,
+        )
         return 2
     card = torch.cuda.get_device_name(torch.device(args.device))
     print(f"{card} ({args.device}), torch {torch.__version__}, CUDA {torch.version.cuda}")
@@ -48,15 +53,20 @@ def main(argv=None) -> int:
                 case = dict(size=size, k=k, mode=mode, basis="full", threads=1, device=args.device)
                 started = time.perf_counter()
                 rows.append(in_subprocess(case, args.timeout))
-                print(f"  {size:>4} k={k:<3} {mode:<8} {time.perf_counter() - started:7.1f} s  "
-                      f"{rows[-1].get('error', '')}", flush=True)
+                print(
+                    f"  {size:>4} k={k:<3} {mode:<8} {time.perf_counter() - started:7.1f} s  "
+                    f"{rows[-1].get('error', '')}",
+                    flush=True,
+                )
     print()
     print(table(rows).replace("peak GB", "GPU GB "))
     print(f"\nbases per second on one {card} (block Krylov, tol 1e-3):")
     for r in rows:
         if "basis_s" in r:
-            line = (f"  {NAMES[r['size']]:<31} k={r['k']:<3} {r['mode']:<8} {1 / r['basis_s']:8.3f} bases/s  "
-                    f"({r['basis_s']:.2f} s, {r['products']} products)")
+            line = (
+                f"  {NAMES[r['size']]:<31} k={r['k']:<3} {r['mode']:<8} {1 / r['basis_s']:8.3f} bases/s  "
+                f"({r['basis_s']:.2f} s, {r['products']} products)"
+            )
             if r["size"] in PROTOCOLS:
                 what, n = PROTOCOLS[r["size"]]
                 line += f"; {what}: {n * r['basis_s'] / 3600:.1f} h"

@@ -52,14 +52,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         for name in args.models:
             wall, cpu = time.perf_counter(), time.process_time()
-            st = gt.truth_study(name, n=args.n_samples, data_seed=p["data_seed"], times=p["times"], k=p["k"],
-                                ddim_steps=args.ddim_steps, n_pool=p["n_pool"], n_neighbours=p["n_neighbours"],
-                                rank_rtol=p["rank_rtol"], cache_dir=cache, solver=solver, seed=p["seed"],
-                                progress=False)
+            st = gt.truth_study(
+                name,
+                n=args.n_samples,
+                data_seed=p["data_seed"],
+                times=p["times"],
+                k=p["k"],
+                ddim_steps=args.ddim_steps,
+                n_pool=p["n_pool"],
+                n_neighbours=p["n_neighbours"],
+                rank_rtol=p["rank_rtol"],
+                cache_dir=cache,
+                solver=solver,
+                seed=p["seed"],
+                progress=False,
+            )
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in st.seconds.items() if k != "total")
             print(f"{name}: wall {time.perf_counter() - wall:.1f} s, CPU {time.process_time() - cpu:.1f} s ({stages})")
-    print(f"all models: wall {time.perf_counter() - total_wall:.1f} s, CPU {time.process_time() - total_cpu:.1f} s "
-          f"({args.threads} thread(s), ddim_steps={args.ddim_steps}, n_samples={args.n_samples})")
+    print(
+        f"all models: wall {time.perf_counter() - total_wall:.1f} s, CPU {time.process_time() - total_cpu:.1f} s "
+        f"({args.threads} thread(s), ddim_steps={args.ddim_steps}, n_samples={args.n_samples})"
+    )
 
 
 if __name__ == "__main__":

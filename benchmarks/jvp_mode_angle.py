@@ -34,16 +34,21 @@ def main(argv=None) -> int:
         bases = {}
         for mode in ("reverse", None, "forward"):
             start = time.perf_counter()
-            bases[mode] = (m.local_basis(x_t, t, args.k, method="krylov", tol=args.tol, seed=args.seed, jvp_mode=mode),
-                           time.perf_counter() - start)
+            bases[mode] = (
+                m.local_basis(x_t, t, args.k, method="krylov", tol=args.tol, seed=args.seed, jvp_mode=mode),
+                time.perf_counter() - start,
+            )
         ref = bases["reverse"][0]
         for mode, label in ((None, "default"), ("forward", "forward")):
             b, sec = bases[mode]
             angle = float(pu.principal_angles(ref.v, b.v).max())
             ds = float((ref.s - b.s).abs().max() / ref.s.max())
-            print(f"t={t}: {label} vs reverse: largest principal angle {angle:.2e} rad (tol {args.tol}), singular "
-                  f"values within {ds:.1e} relative, {b.info['n_jvp']} vs {ref.info['n_jvp']} J.v, {sec:.1f} s vs "
-                  f"{bases['reverse'][1]:.1f} s", flush=True)
+            print(
+                f"t={t}: {label} vs reverse: largest principal angle {angle:.2e} rad (tol {args.tol}), singular "
+                f"values within {ds:.1e} relative, {b.info['n_jvp']} vs {ref.info['n_jvp']} J.v, {sec:.1f} s vs "
+                f"{bases['reverse'][1]:.1f} s",
+                flush=True,
+            )
         print(f"  auto: (mode, s forward, s reverse) per block: {list(products.auto_choices().values())}", flush=True)
     return 0
 

@@ -54,11 +54,15 @@ def main(argv=None) -> int:
                 for b in blocks:
                     op = JacobianOperator(fn, x, jvp_mode="auto")
                     start = time.perf_counter()
-                    ritz, iters = solvers._krylov(op, k, tol, None, None, 0, False,
-                                                  rank_rtol(x.dtype, op.dim_x, op.dim_h), block_size=b)
+                    ritz, iters = solvers._krylov(
+                        op, k, tol, None, None, 0, False, rank_rtol(x.dtype, op.dim_x, op.dim_h), block_size=b
+                    )
                     sec = time.perf_counter() - start
-                    print(f"{k:>3}{tol:>8.0e}{b:>4}{iters:>6}{op.n_jvp + op.n_vjp:>9}{sec:>8.2f}"
-                          f"{max_angle(ritz.v, exact.v[:k]):>9.1e}{ritz.angle_estimate:>9.1e}", flush=True)
+                    print(
+                        f"{k:>3}{tol:>8.0e}{b:>4}{iters:>6}{op.n_jvp + op.n_vjp:>9}{sec:>8.2f}"
+                        f"{max_angle(ritz.v, exact.v[:k]):>9.1e}{ritz.angle_estimate:>9.1e}",
+                        flush=True,
+                    )
     return 0
 
 

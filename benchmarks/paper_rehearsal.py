@@ -1,15 +1,16 @@
 """Rehearse ``book/params/paper.yaml`` on full-size random-weight replicas of its hub pipelines, on this machine.
 
-The paper's file, unchanged, names google/ddpm-ema-celebahq-256 and stabilityai/stable-diffusion-2-1-base. This
-script writes random-weight replicas of both (:mod:`pullback_utils.zoo.replicas`; skipped when the folders
-exist), points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every chapter of the
-file with ``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...`` at reduced
-counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4 DDIM steps, tol 0.1, at most 2 iterations) and full
-resolution (3x256x256 pixels; 4x64x64 latents of 512x512 images). One chapter at a time, each in its own
-process tree, with an empty basis cache. It writes a table: chapter, model, wall seconds, Jacobian products
-(J·v + Jᵀu of the sweeps the chapter records in ``metrics.json``), peak resident memory of the chapter's
-processes (GNU time's maximum RSS, i.e. the kernel's), ok/failed. What it rehearses is the path (loading,
-shapes, memory, every cell), not the results: the weights are random.
+The paper's file, unchanged, names google/ddpm-ema-celebahq-256 and stabilityai/stable-diffusion-2-1-base.
+This script writes random-weight replicas of both (:mod:`pullback_utils.zoo.replicas`; skipped when the
+folders exist), points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every
+chapter of the file with ``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...``
+at reduced counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4
+DDIM steps, tol 0.1, at most 2 iterations) and full resolution (3x256x256 pixels; 4x64x64 latents of 512x512
+images). One chapter at a time, each in its own process tree, with an empty basis cache. It writes a table:
+chapter, model, wall seconds, Jacobian products (J·v + Jᵀu of the sweeps the chapter records in
+``metrics.json``), peak resident memory of the chapter's processes (GNU time's maximum RSS, i.e. the
+kernel's), ok/failed. What it rehearses is the path (loading, shapes, memory, every cell), not the results:
+the weights are random.
 
     nice -n 5 python benchmarks/paper_rehearsal.py --replicas /tmp/replicas --out /tmp/rehearsal \\
         --table benchmarks/results-paper_rehearsal.txt [--only coarse_to_fine editing]
@@ -34,21 +35,60 @@ SD = "stabilityai/stable-diffusion-2-1-base"
 _FEW = dict(k=2, tol=0.1, max_iters=2, ddim_steps=4)
 #: the counts each chapter runs at (everything else, models included, is paper.yaml's)
 REDUCED: dict[str, dict] = {
-    "local_basis_tutorial": dict(k=3, ddim_steps=4, tol=0.1, methods=["krylov", "power"], power_max_iters=2,
-                                 reference_tol=0.1),
-    "coarse_to_fine": dict(_FEW, n_samples=2, times=[0.7, 0.3], control_times=[0.7, 0.3], edit_times=[0.7, 0.3],
-                           gaussian_images=300, gaussian_rank=128, share_k=32, sensitivity_tol=0.2,
-                           sensitivity_samples=2),
-    "timestep_discrepancy": dict(_FEW, n_samples=4, times=[0.7, 0.5, 0.3], control_times=[0.7, 0.3],
-                                 ablation_times=[0.7, 0.3], anchor_time=0.5, lags=[0.25], gaussian_images=300,
-                                 gaussian_rank=128, sensitivity_tol=0.2, sensitivity_samples=2),
-    "dataset_complexity": dict(_FEW, rungs=[1, 2], seeds=[0, 1], n_samples=4, times=[0.7, 0.3], control_times=[0.7],
-                               control_samples=2, illustration=["disks"], n_twonn=200, gaussian_images=300,
-                               gaussian_rank=128),
+    "local_basis_tutorial": dict(
+        k=3, ddim_steps=4, tol=0.1, methods=["krylov", "power"], power_max_iters=2, reference_tol=0.1
+    ),
+    "coarse_to_fine": dict(
+        _FEW,
+        n_samples=2,
+        times=[0.7, 0.3],
+        control_times=[0.7, 0.3],
+        edit_times=[0.7, 0.3],
+        gaussian_images=300,
+        gaussian_rank=128,
+        share_k=32,
+        sensitivity_tol=0.2,
+        sensitivity_samples=2,
+    ),
+    "timestep_discrepancy": dict(
+        _FEW,
+        n_samples=4,
+        times=[0.7, 0.5, 0.3],
+        control_times=[0.7, 0.3],
+        ablation_times=[0.7, 0.3],
+        anchor_time=0.5,
+        lags=[0.25],
+        gaussian_images=300,
+        gaussian_rank=128,
+        sensitivity_tol=0.2,
+        sensitivity_samples=2,
+    ),
+    "dataset_complexity": dict(
+        _FEW,
+        rungs=[1, 2],
+        seeds=[0, 1],
+        n_samples=4,
+        times=[0.7, 0.3],
+        control_times=[0.7],
+        control_samples=2,
+        illustration=["disks"],
+        n_twonn=200,
+        gaussian_images=300,
+        gaussian_rank=128,
+    ),
     # 4 of the paper's 12 prompts (the chapter's minimum): bases = (prompts + 1) x (n_states + n_control) x times
-    "prompt_influence": dict(_FEW, n_states=2, n_control=1, times=[1.0, 0.1],
-                             prompts=["a dog sitting on a wooden bench in a park", "a dog running on the beach",
-                                      "a cat sleeping on a sofa", "a red bus driving down a city street"]),
+    "prompt_influence": dict(
+        _FEW,
+        n_states=2,
+        n_control=1,
+        times=[1.0, 0.1],
+        prompts=[
+            "a dog sitting on a wooden bench in a park",
+            "a dog running on the beach",
+            "a cat sleeping on a sofa",
+            "a red bus driving down a city street",
+        ],
+    ),
     "editing": dict(n_samples=2, edit_times=[0.7, 0.4], k=2, tol=0.1, max_iters=2),
     "ground_truth": dict(_FEW, models=["disks", "shapes"], n_samples=2, times=[0.7, 0.3], n_pool=300, n_neighbours=10),
 }
@@ -69,7 +109,8 @@ def write_replicas(folder: Path) -> dict[str, str]:
 
 
 def products(metrics: dict) -> int | None:
-    """J·v + Jᵀu products recorded anywhere in a chapter's metrics (``n_jvp_total``/``n_vjp_total``, ``n_jvp``/``n_vjp``)."""
+    """J·v + Jᵀu products recorded anywhere in a chapter's metrics (``n_jvp_total``/``n_vjp_total``,
+    ``n_jvp``/``n_vjp``)."""
     total, found = 0, False
 
     def walk(o):
@@ -97,15 +138,35 @@ def models_of(group: dict, reduced: dict | None = None) -> str:
 
 def run_chapter(name: str, out: Path, env: dict[str, str], timeout: float) -> dict:
     """Run one chapter of paper.yaml at :data:`REDUCED` counts; its row of the table."""
-    args = [sys.executable, "-m", "pullback_utils.book", "chapter", name, "--params", str(PAPER), "-o", str(out / name),
-            "--force", "-q", "-p", "cache_dir", "''"]
+    args = [
+        sys.executable,
+        "-m",
+        "pullback_utils.book",
+        "chapter",
+        name,
+        "--params",
+        str(PAPER),
+        "-o",
+        str(out / name),
+        "--force",
+        "-q",
+        "-p",
+        "cache_dir",
+        "''",
+    ]
     for key, value in REDUCED.get(name, {}).items():
         args += ["-p", key, json.dumps(value)]
     timing = out / f"{name}.time"
     start = time.perf_counter()
     try:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(timing), *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(timing), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         status, tail = ("ok" if proc.returncode == 0 else "failed"), (proc.stdout + proc.stderr)[-2000:]
     except subprocess.TimeoutExpired as exc:
         status, tail = "timed out", str(exc)[-500:]
@@ -125,8 +186,11 @@ def table(rows: list[dict], groups: dict) -> str:
     for r in rows:
         peak = f"{r['peak_bytes'] / 1e9:.2f}" if r["peak_bytes"] else "?"
         prods = str(r["products"]) if r["products"] is not None else "-"
-        lines.append(f"| {r['chapter']} | {models_of(groups.get(r['chapter'], {}), REDUCED.get(r['chapter']))} | {r['seconds']:.0f} | {prods} "
-                     f"| {peak} | {r['status']} |")
+        lines.append(
+            f"| {r['chapter']} | {models_of(groups.get(r['chapter'], {}), REDUCED.get(r['chapter']))} "
+            f"| {r['seconds']:.0f} | {prods} "
+            f"| {peak} | {r['status']} |"
+        )
     return "\n".join(lines)
 
 
@@ -134,11 +198,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--replicas", type=Path, default=Path("/tmp/pullback-replicas"))
     p.add_argument("--out", type=Path, default=Path("/tmp/pullback-rehearsal"))
-    p.add_argument("--only", nargs="+", metavar="CHAPTER", help="run these chapters, in this order; the rows of "
-                   "chapters run earlier into the same --out are kept in the table")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="CHAPTER",
+        help="run these chapters, in this order; the rows of "
+        "chapters run earlier into the same --out are kept in the table",
+    )
     p.add_argument("--table", type=Path, help="also write the table (and the command) to this file")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds per chapter")
-    p.add_argument("--table-only", action="store_true", help="write the table of the rows already in --out, run nothing")
+    p.add_argument(
+        "--table-only", action="store_true", help="write the table of the rows already in --out, run nothing"
+    )
     args = p.parse_args(argv)
     groups = yaml.safe_load(PAPER.read_text())
     if args.table_only:
@@ -161,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         row = run_chapter(name, args.out, env, args.timeout)
         rows.append(row)
         rows.sort(key=lambda r: order.index(r["chapter"]))
-        print(f"{row['status']:6s} {name} in {row['seconds']:.0f} s, products {row['products']}, peak "
-              f"{(row['peak_bytes'] or 0) / 1e9:.2f} GB", flush=True)
+        print(
+            f"{row['status']:6s} {name} in {row['seconds']:.0f} s, products {row['products']}, peak "
+            f"{(row['peak_bytes'] or 0) / 1e9:.2f} GB",
+            flush=True,
+        )
         if row["status"] != "ok":
             print(row["tail"], flush=True)
         (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
@@ -173,9 +247,11 @@ def _write_table(rows: list[dict], groups: dict, args: argparse.Namespace, argv:
     text = table(rows, groups)
     print(text)
     if args.table:
-        header = (f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: python benchmarks/paper_rehearsal.py "
-                  f"{' '.join(argv if argv is not None else sys.argv[1:])}\n# counts per chapter: REDUCED in the "
-                  f"script; everything else from book/params/paper.yaml\n\n")
+        header = (
+            f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: python benchmarks/paper_rehearsal.py "
+            f"{' '.join(argv if argv is not None else sys.argv[1:])}\n# counts per chapter: REDUCED in the "
+            f"script; everything else from book/params/paper.yaml\n\n"
+        )
         args.table.write_text(header + text + "\n")
     return 0 if rows and all(r["status"] == "ok" for r in rows) else 1
 

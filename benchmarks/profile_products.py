@@ -52,7 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--modes", nargs="+", default=["forward", "reverse", "vjp"], choices=["forward", "reverse", "vjp"])
     p.add_argument("--top", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2, help="forward passes and blocks timed (minimum) outside the profiler")
+    p.add_argument(
+        "--repeats", type=int, default=2, help="forward passes and blocks timed (minimum) outside the profiler"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     unet, x, cond = build(args.size)
@@ -74,8 +76,10 @@ def main(argv=None) -> int:
             t = min(_timed(work) for _ in range(args.repeats))
             s, rows = profile_block(work, args.top)
             label = "J^T u" if mode == "vjp" else f"J.v ({mode})"
-            print(f"\n== {label}, block of {args.m}: {t:.3f} s = {t / args.m / t_fwd:.2f} x forward per vector "
-                  f"(min of {args.repeats}; {s:.3f} s profiled)")
+            print(
+                f"\n== {label}, block of {args.m}: {t:.3f} s = {t / args.m / t_fwd:.2f} x forward per vector "
+                f"(min of {args.repeats}; {s:.3f} s profiled)"
+            )
             _print(rows, s)
             op.release()
     return 0

@@ -51,20 +51,40 @@ import time
 import torch
 
 SIZES = ("32", "64", "128", "256", "sd")
-CIFAR32 = dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2,
-               down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-               up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
-CELEBAHQ256 = dict(block_out_channels=(128, 128, 256, 256, 512, 512), layers_per_block=2,
-                   down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
-                   up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4)
-SD21_BASE = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                 cross_attention_dim=1024, use_linear_projection=True, flip_sin_to_cos=True, freq_shift=0,
-                 norm_eps=1e-5)
-NAMES = {"32": "google/ddpm-cifar10-32", "64": "ddpm-celebahq-256 arch @64", "128": "ddpm-celebahq-256 arch @128",
-         "256": "google/ddpm-celebahq-256", "sd": "SD-2.1-base UNet @64x64 latent"}
+CIFAR32 = dict(
+    block_out_channels=(128, 256, 256, 256),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+)
+CELEBAHQ256 = dict(
+    block_out_channels=(128, 128, 256, 256, 512, 512),
+    layers_per_block=2,
+    down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
+)
+SD21_BASE = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    attention_head_dim=(5, 10, 20, 20),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    norm_eps=1e-5,
+)
+NAMES = {
+    "32": "google/ddpm-cifar10-32",
+    "64": "ddpm-celebahq-256 arch @64",
+    "128": "ddpm-celebahq-256 arch @128",
+    "256": "google/ddpm-celebahq-256",
+    "sd": "SD-2.1-base UNet @64x64 latent",
+}
 
 
 def build(size: str, device: str = "cpu"):
@@ -77,8 +97,16 @@ def build(size: str, device: str = "cpu"):
         cond = torch.randn(1, 77, 1024, generator=torch.Generator().manual_seed(1)).to(device)
     else:
         cfg = CIFAR32 if size == "32" else CELEBAHQ256
-        unet = UNet2DModel(sample_size=int(size), in_channels=3, out_channels=3, downsample_padding=0,
-                           flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, **cfg)
+        unet = UNet2DModel(
+            sample_size=int(size),
+            in_channels=3,
+            out_channels=3,
+            downsample_padding=0,
+            flip_sin_to_cos=False,
+            freq_shift=1,
+            norm_eps=1e-6,
+            **cfg,
+        )
         cond = None
     unet = unet.to(device).eval().requires_grad_(False)
     c, s = unet.config.in_channels, unet.config.sample_size
@@ -176,8 +204,12 @@ def run_case(case: dict) -> dict:
             with PeakRSS() as rss:
                 Y = op.jvp(V)
             used = op.chunks_used["jvp"] or b  # chosen from the free memory unless --chunk-size fixed it
-            out.update(saved_MB=saved / 1e6, block_extra_MB=rss.extra / 1e6, chunk_used=used,
-                       block_factor=rss.extra / (min(b, used) * saved) if saved else float("nan"))
+            out.update(
+                saved_MB=saved / 1e6,
+                block_extra_MB=rss.extra / 1e6,
+                chunk_used=used,
+                block_factor=rss.extra / (min(b, used) * saved) if saved else float("nan"),
+            )
         else:
             Y = op.jvp(V)  # first block: records the passes (and, for "auto", times both modes)
         op.vjp(Y)
@@ -190,17 +222,36 @@ def run_case(case: dict) -> dict:
         op = Y = None
         if case["basis"] != "none":
             iters = 1 if case["basis"] == "block" else None
-            sec, basis = clock(lambda: jacobian_svd(fn, x, k, method="krylov", tol=1e-3, max_iters=iters,
-                                                    jvp_mode=jvp_mode, chunk_size=chunk))
+            sec, basis = clock(
+                lambda: jacobian_svd(
+                    fn, x, k, method="krylov", tol=1e-3, max_iters=iters, jvp_mode=jvp_mode, chunk_size=chunk
+                )
+            )
             info = basis.info
-            out.update(basis_s=sec, products=info["n_jvp"] + info["n_vjp"], iterations=info["iterations"],
-                       angle_estimate=float(info["angle_estimate"]), converged=bool(info["converged"]))
+            out.update(
+                basis_s=sec,
+                products=info["n_jvp"] + info["n_vjp"],
+                iterations=info["iterations"],
+                angle_estimate=float(info["angle_estimate"]),
+                converged=bool(info["converged"]),
+            )
     out["peak_GB"] = peak_bytes(device) / 1e9
     return out
 
 
-def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None, fast_ad=(True,), clock="wall",
-         repeats=1, no_basis=False) -> list[dict]:
+def plan(
+    sizes,
+    ks,
+    modes,
+    block_only,
+    threads,
+    device="cpu",
+    chunk_size=None,
+    fast_ad=(True,),
+    clock="wall",
+    repeats=1,
+    no_basis=False,
+) -> list[dict]:
     cases = []
     for size in sizes:
         for k in ks:
@@ -209,16 +260,28 @@ def plan(sizes, ks, modes, block_only, threads, device="cpu", chunk_size=None, f
             basis = "block" if (size in block_only or (size == "128" and k > 10)) else "full"
             for mode in modes:
                 for fast in fast_ad:
-                    cases.append(dict(size=size, k=k, mode=mode, basis="none" if no_basis else basis,
-                                      threads=threads, device=device, chunk_size=chunk_size, fast_ad=fast,
-                                      clock=clock, repeats=repeats))
+                    cases.append(
+                        dict(
+                            size=size,
+                            k=k,
+                            mode=mode,
+                            basis="none" if no_basis else basis,
+                            threads=threads,
+                            device=device,
+                            chunk_size=chunk_size,
+                            fast_ad=fast,
+                            clock=clock,
+                            repeats=repeats,
+                        )
+                    )
     return cases
 
 
 def in_subprocess(case: dict, timeout: float) -> dict:
     try:
-        proc = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return {**case, "error": f"timed out after {timeout:g} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -231,9 +294,11 @@ def in_subprocess(case: dict, timeout: float) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'size':<5}{'model':<31}{'k':>3} {'J.v mode':<9}{'h fwd s':>8}{'J.v s/vec':>10}{'JTu s/vec':>10}"
-            f"{'J.v/h':>6}{'JTu/h':>6}{'basis':>6}{'seconds':>9}{'products':>9}{'iters':>6}{'angle est':>10}"
-            f"{'peak GB':>8}")
+    head = (
+        f"{'size':<5}{'model':<31}{'k':>3} {'J.v mode':<9}{'h fwd s':>8}{'J.v s/vec':>10}{'JTu s/vec':>10}"
+        f"{'J.v/h':>6}{'JTu/h':>6}{'basis':>6}{'seconds':>9}{'products':>9}{'iters':>6}{'angle est':>10}"
+        f"{'peak GB':>8}"
+    )
     out = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
@@ -241,12 +306,17 @@ def table(rows: list[dict]) -> str:
             continue
         mode = r["mode"] if r["mode"] not in ("auto", "default") else f"{r['mode'][:4]}>{r['mode_used'][:3]}"
         mode = mode if r.get("fast_ad", True) else f"{mode[:3]}/stock"
-        basis = (f"{r['basis']:>6}{r['basis_s']:>9.1f}{r['products']:>9}{r['iterations']:>6}"
-                 f"{r['angle_estimate']:>10.1e}") if "basis_s" in r else f"{'-':>6}{'':>34}"
-        out.append(f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {mode:<9}{r['forward_s']:>8.2f}"
-                   f"{r['jv_per_vector_s']:>10.3f}{r['jtu_per_vector_s']:>10.3f}"
-                   f"{r['jv_per_vector_s'] / r['forward_s']:>6.1f}{r['jtu_per_vector_s'] / r['forward_s']:>6.1f}"
-                   f"{basis}{r['peak_GB']:>8.2f}")
+        basis = (
+            (f"{r['basis']:>6}{r['basis_s']:>9.1f}{r['products']:>9}{r['iterations']:>6}{r['angle_estimate']:>10.1e}")
+            if "basis_s" in r
+            else f"{'-':>6}{'':>34}"
+        )
+        out.append(
+            f"{r['size']:<5}{NAMES[r['size']]:<31}{r['k']:>3} {mode:<9}{r['forward_s']:>8.2f}"
+            f"{r['jv_per_vector_s']:>10.3f}{r['jtu_per_vector_s']:>10.3f}"
+            f"{r['jv_per_vector_s'] / r['forward_s']:>6.1f}{r['jtu_per_vector_s'] / r['forward_s']:>6.1f}"
+            f"{basis}{r['peak_GB']:>8.2f}"
+        )
     return "\n".join(out)
 
 
@@ -254,20 +324,42 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=SIZES)
     p.add_argument("--k", type=int, nargs="+", default=[10, 50])
-    p.add_argument("--modes", nargs="+", default=["forward", "reverse", "auto"],
-                   choices=["default", "forward", "reverse", "auto"],
-                   help="J.v modes; 'default' passes none (the package's default)")
-    p.add_argument("--block-only", nargs="*", default=["256", "sd"], choices=SIZES,
-                   help="sizes at which only one Krylov block is timed (default: 256 and sd)")
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        default=["forward", "reverse", "auto"],
+        choices=["default", "forward", "reverse", "auto"],
+        help="J.v modes; 'default' passes none (the package's default)",
+    )
+    p.add_argument(
+        "--block-only",
+        nargs="*",
+        default=["256", "sd"],
+        choices=SIZES,
+        help="sizes at which only one Krylov block is timed (default: 256 and sd)",
+    )
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="vectors per batched product (default: the package's: the largest block that fits in the "
-                        "free memory, at most 64); smaller bounds the memory of a product at large sizes")
-    p.add_argument("--fast-ad", nargs="+", default=["on"], choices=["on", "off"],
-                   help="the derivative rules of features/ad_rules.py ('on', the package's default) or PyTorch's "
-                        "own ('off'); both: each case twice, in the same run")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="'cpu': the process's CPU time (CPU runs on a shared machine; use --threads 1)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="vectors per batched product (default: the package's: the largest block that fits in the "
+        "free memory, at most 64); smaller bounds the memory of a product at large sizes",
+    )
+    p.add_argument(
+        "--fast-ad",
+        nargs="+",
+        default=["on"],
+        choices=["on", "off"],
+        help="the derivative rules of features/ad_rules.py ('on', the package's default) or PyTorch's "
+        "own ('off'); both: each case twice, in the same run",
+    )
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="'cpu': the process's CPU time (CPU runs on a shared machine; use --threads 1)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed blocks of J.v and JTu (the minimum is kept)")
     p.add_argument("--no-basis", action="store_true", help="time the products only (no basis)")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per case")
@@ -277,28 +369,47 @@ def main(argv=None) -> int:
     if args.case:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
-    cases = plan(args.sizes, args.k, args.modes, args.block_only, args.threads, chunk_size=args.chunk_size,
-                 fast_ad=tuple(f == "on" for f in args.fast_ad), clock=args.clock, repeats=args.repeats,
-                 no_basis=args.no_basis)
-    print(f"torch {torch.__version__}, {args.threads} threads, {len(cases)} cases, each in its own process, "
-          f"chunk size {args.chunk_size or 'default'}, {args.clock} clock, {args.repeats} repeats")
+    cases = plan(
+        args.sizes,
+        args.k,
+        args.modes,
+        args.block_only,
+        args.threads,
+        chunk_size=args.chunk_size,
+        fast_ad=tuple(f == "on" for f in args.fast_ad),
+        clock=args.clock,
+        repeats=args.repeats,
+        no_basis=args.no_basis,
+    )
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {len(cases)} cases, each in its own process, "
+        f"chunk size {args.chunk_size or 'default'}, {args.clock} clock, {args.repeats} repeats"
+    )
     rows = []
     for case in cases:
         started = time.perf_counter()
         rows.append(in_subprocess(case, args.timeout))
-        print(f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} {'' if case['fast_ad'] else 'stock'} {case['basis']:<5} "
-              f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}", flush=True)
+        print(
+            f"  {case['size']:>4} k={case['k']:<3} {case['mode']:<8} "
+            f"{'' if case['fast_ad'] else 'stock'} {case['basis']:<5} "
+            f"{time.perf_counter() - started:7.1f} s  {rows[-1].get('error', '')}",
+            flush=True,
+        )
         print(f"    {json.dumps(rows[-1])}", flush=True)  # each row as it comes: a long run cut short keeps it
     print()
     print(table(rows))
-    print("\nJ.v/h, JTu/h: seconds per vector over one forward pass (target <= 2). 'block': one Krylov block "
-          "(k + 2 J.v and JTu); 'full': block Krylov to tol 1e-3. auto>xxx: the mode jvp_mode='auto' measured faster.")
+    print(
+        "\nJ.v/h, JTu/h: seconds per vector over one forward pass (target <= 2). 'block': one Krylov block "
+        "(k + 2 J.v and JTu); 'full': block Krylov to tol 1e-3. auto>xxx: the mode jvp_mode='auto' measured faster."
+    )
     memory = [r for r in rows if "block_factor" in r]
     if memory:
         print("\nMemory of the first J.v block (what jvp_memory.BLOCK_FACTORS bounds):")
         for r in memory:
-            print(f"  {r['size']:<5}{r['mode']:<9} saved by one forward pass {r['saved_MB']:8.1f} MB, block of "
-                  f"{r['k'] + 2}: +{r['block_extra_MB']:8.1f} MB = {r['block_factor']:.2f} x m x saved")
+            print(
+                f"  {r['size']:<5}{r['mode']:<9} saved by one forward pass {r['saved_MB']:8.1f} MB, block of "
+                f"{r['k'] + 2}: +{r['block_extra_MB']:8.1f} MB = {r['block_factor']:.2f} x m x saved"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

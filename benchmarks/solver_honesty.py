@@ -54,15 +54,36 @@ def unet_like(n: int = 200) -> torch.Tensor:
 
 
 UNET_INDEX = [0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 200, 400, 800, 1600, 3071]
-UNET_VALUES = [1.0, 0.4206, 0.3089, 0.2686, 0.2505, 0.2361, 0.2205, 0.2054, 0.1908, 0.1636, 0.1486, 0.1235,
-               0.0923, 0.0504, 0.0248, 0.0111, 0.0053, 0.0022, 0.0001]
+UNET_VALUES = [
+    1.0,
+    0.4206,
+    0.3089,
+    0.2686,
+    0.2505,
+    0.2361,
+    0.2205,
+    0.2054,
+    0.1908,
+    0.1636,
+    0.1486,
+    0.1235,
+    0.0923,
+    0.0504,
+    0.0248,
+    0.0111,
+    0.0053,
+    0.0022,
+    0.0001,
+]
 
 
 def spectra(n: int = 200) -> dict[str, torch.Tensor]:
     i = torch.arange(n, dtype=torch.float64)
     gen = torch.Generator().manual_seed(1)
-    clusters = [c + 1e-4 * torch.rand(4, generator=gen, dtype=torch.float64)
-                for c in torch.linspace(1, 0.5, 10, dtype=torch.float64)]
+    clusters = [
+        c + 1e-4 * torch.rand(4, generator=gen, dtype=torch.float64)
+        for c in torch.linspace(1, 0.5, 10, dtype=torch.float64)
+    ]
     tail = 0.45 * 0.98 ** torch.arange(n - 40, dtype=torch.float64)
     return {
         "slow": torch.linspace(1, 0.6, n, dtype=torch.float64),
@@ -99,8 +120,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     k = args.k
-    print(f"{'spectrum':<10}{'method':<11}{'tol':>7}  {'conv':<6}{'settled':<8}{'estimate':>9}{'true':>9}"
-          f"{'products':>9}{'iters':>6}  verdict")
+    print(
+        f"{'spectrum':<10}{'method':<11}{'tol':>7}  {'conv':<6}{'settled':<8}{'estimate':>9}{'true':>9}"
+        f"{'products':>9}{'iters':>6}  verdict"
+    )
     lies = 0
     for name, s in spectra().items():
         A, Vt = linear_map(s)
@@ -118,11 +141,15 @@ def main() -> None:
                 lie = conv and (true > 2 * tol or not est >= true / 2)
                 lies += lie
                 verdict = "LIE" if lie else ("ok" if conv else "not converged")
-                print(f"{name:<10}{method:<11}{tol:>7g}  {str(conv):<6}{'-' if settled is None else str(settled):<8}"
-                      f"{est:>9.2e}{true:>9.2e}{info['n_jvp'] + info['n_vjp']:>9}{info['iterations']:>6}  {verdict}",
-                      flush=True)
-    print(f"\n{lies} of {len(spectra()) * len(args.methods) * len(args.tols)} calls claimed a convergence "
-          f"they did not have (converged=True with true angle > 2 tol or estimate < true / 2)")
+                print(
+                    f"{name:<10}{method:<11}{tol:>7g}  {str(conv):<6}{'-' if settled is None else str(settled):<8}"
+                    f"{est:>9.2e}{true:>9.2e}{info['n_jvp'] + info['n_vjp']:>9}{info['iterations']:>6}  {verdict}",
+                    flush=True,
+                )
+    print(
+        f"\n{lies} of {len(spectra()) * len(args.methods) * len(args.tols)} calls claimed a convergence "
+        f"they did not have (converged=True with true angle > 2 tol or estimate < true / 2)"
+    )
     if args.unet_k:
         unet_products(args.unet_k)
 
@@ -150,8 +177,11 @@ def unet_products(ks: list[int], t: int = 500) -> None:
                 warnings.simplefilter("ignore")
                 b = jacobian_svd(fn, x, k)
             info = b.info
-            print(f"{k:>4}{info['method']:>8}{info['n_jvp'] + info['n_vjp']:>10}{info['iterations']:>7}"
-                  f"{float(info['angle_estimate']):>10.2e}  {info['converged']}", flush=True)
+            print(
+                f"{k:>4}{info['method']:>8}{info['n_jvp'] + info['n_vjp']:>10}{info['iterations']:>7}"
+                f"{float(info['angle_estimate']):>10.2e}  {info['converged']}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -35,16 +35,24 @@ def main() -> None:
         path = Path(a.model_path) if a.model_path else Path(tmp) / "weights" / "ladder" / a.name
         if a.model_path is None:
             t = time.time()
-            train(a.name, 1, batch_size=LADDER_RECIPE["batch_size"], n_train=LADDER_RECIPE["n_train"],
-                  channels=LADDER_RECIPE["channels"], out_dir=path, cache_dir=None, progress=False,
-                  threads=a.threads)
-            print(f"model folder (1 training step, incl. {LADDER_RECIPE['n_train']} images): "
-                  f"{time.time() - t:.1f} s")
+            train(
+                a.name,
+                1,
+                batch_size=LADDER_RECIPE["batch_size"],
+                n_train=LADDER_RECIPE["n_train"],
+                channels=LADDER_RECIPE["channels"],
+                out_dir=path,
+                cache_dir=None,
+                progress=False,
+                threads=a.threads,
+            )
+            print(f"model folder (1 training step, incl. {LADDER_RECIPE['n_train']} images): {time.time() - t:.1f} s")
         t = time.time()
-        res = cards.write_card(a.name, model_path=path, out_dir=Path(tmp) / "cards", threads=a.threads,
-                               progress=False)
-        print(f"{a.name}: card with {res['n_samples']} samples, {res['ddim_steps']} DDIM steps, "
-              f"{a.threads} thread(s): {time.time() - t:.1f} s (card_wall_s {res['card_wall_s']})")
+        res = cards.write_card(a.name, model_path=path, out_dir=Path(tmp) / "cards", threads=a.threads, progress=False)
+        print(
+            f"{a.name}: card with {res['n_samples']} samples, {res['ddim_steps']} DDIM steps, "
+            f"{a.threads} thread(s): {time.time() - t:.1f} s (card_wall_s {res['card_wall_s']})"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 def __getattr__(name: str) -> Any:
     if name in _DEPRECATED:
         module, instead = _DEPRECATED[name]
-        warnings.warn(f"pullback_utils.{name} is deprecated and will be removed in the next release; use {instead}",
-                      FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"pullback_utils.{name} is deprecated and will be removed in the next release; use {instead}",
+            FutureWarning,
+            stacklevel=2,
+        )
         return getattr(importlib.import_module(f".{module}", __name__), name)  # not cached: warns on every use
     if name in _WHERE:
         value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

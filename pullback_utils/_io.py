@@ -96,8 +96,9 @@ def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, so
 _RAISE = object()
 
 
-def read_json(path: str | os.PathLike, *, expect: type = dict, error: type[Exception] = JSONReadError,
-              default: Any = _RAISE) -> Any:
+def read_json(
+    path: str | os.PathLike, *, expect: type = dict, error: type[Exception] = JSONReadError, default: Any = _RAISE
+) -> Any:
     """Parse ``path``; when it is missing, broken or not ``expect``: ``default`` if given, else ``error``
     (:class:`JSONReadError` unless the caller names its own class) with a message naming the file."""
     path = Path(path)

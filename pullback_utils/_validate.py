@@ -11,7 +11,16 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["is_int", "is_real", "check_int", "check_real", "check_fraction", "check_choice", "check_bool", "check_batch"]
+__all__ = [
+    "is_int",
+    "is_real",
+    "check_int",
+    "check_real",
+    "check_fraction",
+    "check_choice",
+    "check_bool",
+    "check_batch",
+]
 
 
 def is_int(value: Any) -> bool:
@@ -32,14 +41,24 @@ def check_int(value: Any, name: str, minimum: int | None = None, maximum: int | 
     if ok and maximum is not None and int(value) > maximum:
         ok = False
     if not ok:
-        rng = (f" >= {minimum}" if maximum is None else f" in {minimum}..{maximum}") if minimum is not None else (
-            f" <= {maximum}" if maximum is not None else "")
+        rng = (
+            (f" >= {minimum}" if maximum is None else f" in {minimum}..{maximum}")
+            if minimum is not None
+            else (f" <= {maximum}" if maximum is not None else "")
+        )
         raise ValueError(f"{name} must be an int{rng}, got {value!r}")
     return int(value)
 
 
-def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False,
-               lo: float | None = None, hi: float | None = None) -> float:
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    positive: bool = False,
+    nonneg: bool = False,
+    lo: float | None = None,
+    hi: float | None = None,
+) -> float:
     """``value`` as a finite float, optionally > 0, >= 0, or in ``[lo, hi]``."""
     if not is_real(value) or not math.isfinite(float(value)):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -84,4 +103,6 @@ def check_batch(x: Any, shape: Sequence[int], name: str, what: str) -> None:
         hint = ""
         if x.dim() == len(shape) + 1 and x.shape[1] != shape[0]:
             hint = f" (wrong channel count: {x.shape[1]} instead of {shape[0]})"
-        raise ValueError(f"{name} must be {what} of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}{hint}")
+        raise ValueError(
+            f"{name} must be {what} of shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}{hint}"
+        )

@@ -52,22 +52,39 @@ def save_sd_pipeline(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     te = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(tok.get_vocab()), hidden_size=24, intermediate_size=32,
-            num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=tok.model_max_length,
-            bos_token_id=0, eos_token_id=1, pad_token_id=1,
+            vocab_size=len(tok.get_vocab()),
+            hidden_size=24,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=tok.model_max_length,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
         )
     ).eval()
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, sample_size=16, layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=16,
+        layers_per_block=1,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16), norm_num_groups=4,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
     )
     unet = make_tiny_unet2d_condition(seed=seed, cross_attention_dim=24)
     sched = tiny_scheduler("ddim", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=sched,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=te,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(folder)
     return Path(folder)
@@ -83,10 +100,15 @@ def save_zoo_folder(folder: Path, kind: str = "pixel", name: str = "fake-zoo", s
         unet, cls = make_tiny_unet2d_condition(seed=seed, cross_attention_dim=24), "ZooTextPipeline"
     unet.save_pretrained(folder / "unet")
     tiny_scheduler("ddpm").save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": cls, "unet": ["diffusers", type(unet).__name__],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-    }))
+    (folder / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": cls,
+                "unet": ["diffusers", type(unet).__name__],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+            }
+        )
+    )
     info = {"name": name, "kind": kind, "dataset": "fake"}
     if kind == "text":
         info["text_encoder"] = "minilm"

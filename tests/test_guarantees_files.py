@@ -155,8 +155,13 @@ def test_trained_model_folders_get_the_umask_mode(tmp_path, umask, mask):
     from pullback_utils.zoo.records import save_model_folder
 
     umask(mask)
-    save_model_folder(tmp_path / "m", "disks", make_tiny_unet2d(), {"name": "disks", "kind": "pixel"},
-                      {"step": [], "loss": [], "wall_s": []})
+    save_model_folder(
+        tmp_path / "m",
+        "disks",
+        make_tiny_unet2d(),
+        {"name": "disks", "kind": "pixel"},
+        {"step": [], "loss": [], "wall_s": []},
+    )
     files = [p for p in (tmp_path / "m").rglob("*") if p.is_file()]
     assert {"zoo.json", "WEIGHTS.sha256", "training_log.json"} <= {p.name for p in files}
     modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files}
@@ -273,29 +278,62 @@ def test_book_commands_refuse_a_folder_that_is_not_a_book(tmp_path, monkeypatch,
 def test_the_runner_refuses_an_output_dir_parameter(book_copy, tmp_path, no_kernel, capsys):
     """Fault: ``chapter ... -p output_dir X`` was silently replaced by "."."""
     out = tmp_path / "out"
-    assert book.main(["--root", str(book_copy.root), "chapter", "coarse_to_fine", "-p", "output_dir",
-                      str(tmp_path / "X"), "-o", str(out)]) == 2
+    assert (
+        book.main(
+            [
+                "--root",
+                str(book_copy.root),
+                "chapter",
+                "coarse_to_fine",
+                "-p",
+                "output_dir",
+                str(tmp_path / "X"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "'output_dir' is set by the runner" in err and "-o/--output" in err
     assert not (tmp_path / "X").exists() and not out.exists()
 
 
 # ============================================================================================ command lines
-@pytest.mark.parametrize("name, value, words", [
-    ("k", "0", "k must be an int >= 1"),
-    ("tol", ".nan", "tol must be a finite number"),
-    ("model", "disk", "'disks'"),  # the typo and the closest bundled name
-    ("n_samples", "3", "n_samples must be >= 4"),  # the jackknife over sample pairs
-    ("cache_dir", "$PB_GUARANTEE_UNSET/c", "PB_GUARANTEE_UNSET"),
-])
-def test_the_runner_checks_values_before_a_kernel(book_copy, tmp_path, no_kernel, capsys, monkeypatch,
-                                                  name, value, words):
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("k", "0", "k must be an int >= 1"),
+        ("tol", ".nan", "tol must be a finite number"),
+        ("model", "disk", "'disks'"),  # the typo and the closest bundled name
+        ("n_samples", "3", "n_samples must be >= 4"),  # the jackknife over sample pairs
+        ("cache_dir", "$PB_GUARANTEE_UNSET/c", "PB_GUARANTEE_UNSET"),
+    ],
+)
+def test_the_runner_checks_values_before_a_kernel(
+    book_copy, tmp_path, no_kernel, capsys, monkeypatch, name, value, words
+):
     """Fault: type-correct but invalid values failed inside the kernel 25 s later, leaving a .failed/ folder;
     ``-p n_samples 3`` ran the whole sweep before "pair_values needs at least 4 units"."""
     monkeypatch.delenv("PB_GUARANTEE_UNSET", raising=False)
     out = tmp_path / "out"
-    assert book.main(["--root", str(book_copy.root), "chapter", "timestep_discrepancy", "-p", name, value,
-                      "-o", str(out), "--no-progress"]) == 2
+    assert (
+        book.main(
+            [
+                "--root",
+                str(book_copy.root),
+                "chapter",
+                "timestep_discrepancy",
+                "-p",
+                name,
+                value,
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert words in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "out.failed").exists()
 
@@ -310,8 +348,21 @@ def test_the_fewest_units_come_from_the_chapters_tests():
 
 def test_the_runner_refuses_a_cluster_where_nothing_answers(book_copy, no_kernel, capsys):
     """Fault: ``--cluster ray://127.0.0.1:1`` was accepted and failed inside the kernel."""
-    assert book.main(["--root", str(book_copy.root), "run", "--only", "coarse_to_fine", "--cluster",
-                      "ray://127.0.0.1:1", "--no-progress"]) == 2
+    assert (
+        book.main(
+            [
+                "--root",
+                str(book_copy.root),
+                "run",
+                "--only",
+                "coarse_to_fine",
+                "--cluster",
+                "ray://127.0.0.1:1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "nothing answers at 127.0.0.1:1" in capsys.readouterr().err
     assert not book_copy.generated.exists()
 
@@ -337,8 +388,9 @@ def test_resuming_with_another_n_train_is_refused(tmp_path):
     state.parent.mkdir(parents=True)
     torch.save({"model": {}, "ema": {}, "opt": {}, "step": 5, "n_train": 100, "seed": 0}, state)
     with pytest.raises(ValueError, match="n_train: checkpoint .* n_train=100 images, not 200"):
-        train("disks", 10, tiny=True, n_train=200, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out",
-              progress=False)
+        train(
+            "disks", 10, tiny=True, n_train=200, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False
+        )
     folder = tmp_path / "folder"  # a model folder whose record says another size (no checkpoint)
     folder.mkdir()
     (folder / "zoo.json").write_text(json.dumps({"name": "disks", "kind": "pixel", "n_train": 100, "steps": 5}))
@@ -346,10 +398,16 @@ def test_resuming_with_another_n_train_is_refused(tmp_path):
         train("disks", 10, tiny=True, n_train=200, cache_dir=None, out_dir=folder, progress=False)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"seed": 1.7}, "seed"), ({"max_minutes": math.nan}, "max_minutes"), ({"max_minutes": -1.0}, "max_minutes"),
-    ({"n_train": 10.5}, "n_train"), ({"steps": True}, "steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"seed": 1.7}, "seed"),
+        ({"max_minutes": math.nan}, "max_minutes"),
+        ({"max_minutes": -1.0}, "max_minutes"),
+        ({"n_train": 10.5}, "n_train"),
+        ({"steps": True}, "steps"),
+    ],
+)
 def test_training_refuses_non_integer_or_non_finite_values(tmp_path, kwargs, words):
     """Fault: seed=1.7 and --max-minutes nan were coerced or accepted."""
     from pullback_utils.zoo.train import train
@@ -357,8 +415,7 @@ def test_training_refuses_non_integer_or_non_finite_values(tmp_path, kwargs, wor
     args = {"steps": 2, **kwargs}
     steps = args.pop("steps")
     with pytest.raises(ValueError, match=words):
-        train("disks", steps, tiny=True, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False,
-              **args)
+        train("disks", steps, tiny=True, cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", progress=False, **args)
     assert not (tmp_path / "out").exists()
 
 
@@ -366,8 +423,19 @@ def test_zoo_command_line_refuses_max_minutes_nan(tmp_path, capsys):
     from pullback_utils.zoo.__main__ import main
 
     with pytest.raises(SystemExit) as info:
-        main(["train", "disks", "--tiny", "--max-minutes", "nan", "--cache-dir", str(tmp_path / "c"),
-              "--out-dir", str(tmp_path / "o")])
+        main(
+            [
+                "train",
+                "disks",
+                "--tiny",
+                "--max-minutes",
+                "nan",
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--out-dir",
+                str(tmp_path / "o"),
+            ]
+        )
     assert info.value.code == 2 and "max_minutes" in capsys.readouterr().err
 
 
@@ -394,8 +462,16 @@ def test_numpy_scalars_are_accepted_where_python_numbers_are():
     assert V.check_fraction(np.float64(0.25), "f") == 0.25
     assert check_rung(np.int64(1)) == 1
     _check_positive_int(np.int64(4), "n_samples")
-    check_design({"models": ["disks"], "data_seed": np.int64(1), "k": np.int64(2), "n_neighbours": np.int32(4),
-                  "n_pool": np.int64(8), "rank_rtol": np.float32(1e-6)})
+    check_design(
+        {
+            "models": ["disks"],
+            "data_seed": np.int64(1),
+            "k": np.int64(2),
+            "n_neighbours": np.int32(4),
+            "n_pool": np.int64(8),
+            "rank_rtol": np.float32(1e-6),
+        }
+    )
     model = _tiny_model()
     assert model.noise(np.int64(2), seed=np.int64(3)).shape[0] == 2
 
@@ -406,4 +482,3 @@ def test_numpy_bools_and_non_integers_are_still_refused(bad):
 
     with pytest.raises(ValueError, match="n must be an int"):
         V.check_int(bad, "n")
-

@@ -61,12 +61,14 @@ def pixel_other():
 @pytest.fixture
 def text():
     unet = make_tiny_unet2d_condition(cross_attention_dim=24)
-    return DiffusionModel(unet, tiny_scheduler("ddpm"), name="tiny-text", text_encoder=FakeTextEncoder(24),
-                          conditional=True)
+    return DiffusionModel(
+        unet, tiny_scheduler("ddpm"), name="tiny-text", text_encoder=FakeTextEncoder(24), conditional=True
+    )
 
 
 def _forbid_compute(monkeypatch, *models):
     """Every network evaluation of ``models`` fails: a check that passes must have run before it."""
+
     def boom(*a, **k):
         raise AssertionError("heavy compute started before the input was checked")
 
@@ -89,8 +91,9 @@ class NaNBelow(torch.nn.Module):
 
 
 def _nan_model(at: int = 500) -> DiffusionModel:
-    return DiffusionModel(NaNBelow(at), tiny_scheduler("ddim"), sample_shape=(3, 4, 4), conditional=False,
-                          name="nan-below")
+    return DiffusionModel(
+        NaNBelow(at), tiny_scheduler("ddim"), sample_shape=(3, 4, 4), conditional=False, name="nan-below"
+    )
 
 
 # ================================================================================ 1. non-finite values
@@ -122,14 +125,23 @@ def test_a_huge_x_T_is_refused_before_compute(pixel, monkeypatch):
     with pytest.raises(ValueError, match=r"x has values up to \|[0-9.]+e\+20\|, beyond 10000"):
         ddim_sample(pixel, pixel.noise(1) * 1e20, 1000, 0, steps=2)
     with pytest.raises(ValueError, match=r"x0 has values up to"):
-        ddim_invert(pixel.__class__(NaNBelow(0), tiny_scheduler("ddim"), sample_shape=(3, 4, 4), conditional=False,
-                                    checks_image_range=False), torch.full((1, 3, 4, 4), 1e20), 10, steps=1)
+        ddim_invert(
+            pixel.__class__(
+                NaNBelow(0), tiny_scheduler("ddim"), sample_shape=(3, 4, 4), conditional=False, checks_image_range=False
+            ),
+            torch.full((1, 3, 4, 4), 1e20),
+            10,
+            steps=1,
+        )
 
 
 def test_non_finite_sampling_is_refused_at_the_step_where_it_arises():
     m = _nan_model(at=500)
-    with pytest.raises(NonFiniteError, match=r"ddim_sample \(step level 400 -> 200\) produced 48 NaN.*no input is "
-                                             r"out of scale"):
+    with pytest.raises(
+        NonFiniteError,
+        match=r"ddim_sample \(step level 400 -> 200\) produced 48 NaN.*no input is "
+        r"out of scale",
+    ):
         ddim_sample(m, m.noise(1), 1000, 0, steps=5)
     with pytest.raises(NonFiniteError, match=r"ddim_sample .* caused by x \(largest \|value\| 5"):
         ddim_sample(m, torch.full((1, 3, 4, 4), 500.0), 1000, 0, steps=5)
@@ -166,11 +178,14 @@ def _info_basis(**info) -> LocalBasis:
     return LocalBasis(v=v, u=u, s=torch.ones(3), info=dict(info))
 
 
-@pytest.mark.parametrize("field, a, b, what", [
-    ("level", 500, 600, "time"),
-    ("layer", "mid", "up.0", "layer"),
-    ("denoiser", "0123abcd", "ffff0000", "model"),
-])
+@pytest.mark.parametrize(
+    "field, a, b, what",
+    [
+        ("level", 500, 600, "time"),
+        ("layer", "mid", "up.0", "layer"),
+        ("denoiser", "0123abcd", "ffff0000", "model"),
+    ],
+)
 def test_parallel_transport_refuses_bases_of_different_feature_maps(field, a, b, what):
     same = {"level": 500, "layer": "mid", "denoiser": "0123abcd"}
     b0, b1 = _info_basis(**{**same, field: a}), _info_basis(**{**same, field: b})
@@ -237,11 +252,26 @@ def test_prompts_longer_than_clip_s_token_limit_are_warned(tmp_path):
 
     tok = tiny_clip_tokenizer(tmp_path)  # 12 tokens, one per letter
     torch.manual_seed(0)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok.get_vocab()), hidden_size=24, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=12,
-                                      bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
-    m = DiffusionModel(make_tiny_unet2d_condition(cross_attention_dim=24), tiny_scheduler("ddpm"), name="tiny-clip",
-                       text_encoder=te, tokenizer=tok)
+    te = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok.get_vocab()),
+            hidden_size=24,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=12,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    ).eval()
+    m = DiffusionModel(
+        make_tiny_unet2d_condition(cross_attention_dim=24),
+        tiny_scheduler("ddpm"),
+        name="tiny-clip",
+        text_encoder=te,
+        tokenizer=tok,
+    )
     with pytest.warns(UserWarning, match=r"has 15 tokens, but the text encoder of model 'tiny-clip' reads 12"):
         a = m.encode_prompt("abcdefghijklm")
     with pytest.warns(UserWarning, match="reads 12"):
@@ -269,14 +299,17 @@ def test_sign_flip_exact_max_is_capped_before_enumerating():
     assert inference.sign_flip_test(np.arange(1.0, 29.0), exact_max=20).test.endswith("draws)")
 
 
-@pytest.mark.parametrize("basis_kwargs, error, message", [
-    ({"tol": 1e-2, "metod": "krylov"}, TypeError, r"basis_kwargs has unknown option\(s\) \['metod'\]"),
-    ({"tol": -1.0}, ValueError, r"basis_kwargs: tol must be a number in \(0, pi/2\)"),
-    ({"method": "lanczos"}, ValueError, r"basis_kwargs: unknown method 'lanczos'"),
-    ({"layer": "middle"}, ValueError, r"basis_kwargs: layer='middle' is not a layer of the denoiser"),
-    ({"k": 3}, ValueError, r"basis_kwargs sets \['k'\], which edit_image sets itself"),
-    ({"jvp_mode": "fwd"}, ValueError, r"basis_kwargs: jvp_mode must be one of"),
-])
+@pytest.mark.parametrize(
+    "basis_kwargs, error, message",
+    [
+        ({"tol": 1e-2, "metod": "krylov"}, TypeError, r"basis_kwargs has unknown option\(s\) \['metod'\]"),
+        ({"tol": -1.0}, ValueError, r"basis_kwargs: tol must be a number in \(0, pi/2\)"),
+        ({"method": "lanczos"}, ValueError, r"basis_kwargs: unknown method 'lanczos'"),
+        ({"layer": "middle"}, ValueError, r"basis_kwargs: layer='middle' is not a layer of the denoiser"),
+        ({"k": 3}, ValueError, r"basis_kwargs sets \['k'\], which edit_image sets itself"),
+        ({"jvp_mode": "fwd"}, ValueError, r"basis_kwargs: jvp_mode must be one of"),
+    ],
+)
 def test_basis_kwargs_are_checked_before_the_inversion(pixel, monkeypatch, basis_kwargs, error, message):
     _forbid_compute(monkeypatch, pixel)
     img = torch.full((1, *pixel.image_shape), -0.5)
@@ -286,8 +319,11 @@ def test_basis_kwargs_are_checked_before_the_inversion(pixel, monkeypatch, basis
 
 def test_float64_input_to_the_sampler_is_a_clear_error(pixel, monkeypatch):
     _forbid_compute(monkeypatch, pixel)
-    with pytest.raises(TypeError, match=r"x has dtype torch.float64 but the model computes in torch.float32; "
-                                        r"pass x.to\(model.dtype\)"):
+    with pytest.raises(
+        TypeError,
+        match=r"x has dtype torch.float64 but the model computes in torch.float32; "
+        r"pass x.to\(model.dtype\)",
+    ):
         ddim_sample(pixel, pixel.noise(1).double(), 1000, 0, steps=2)
     with pytest.raises(TypeError, match=r"x0 has dtype torch.float64"):
         ddim_invert(pixel, torch.zeros(1, *pixel.sample_shape, dtype=torch.float64), 500, steps=2)
@@ -301,7 +337,9 @@ def test_the_package_s_own_sample_can_be_inverted():
     x_T = ddim_invert(m, x0, 999, steps=50)
     back = ddim_sample(m, x_T, 999, 0, steps=50)
     assert float((back - x0).abs().mean()) < 0.1  # a round trip (explicit inversion: close, not exact), not a refusal
-    with pytest.raises(ValueError, match=r"x0 must be in the model range \[-1, 1\] \(tolerance 0.5\)"):  # [0, 255] data: still refused
+    with pytest.raises(
+        ValueError, match=r"x0 must be in the model range \[-1, 1\] \(tolerance 0.5\)"
+    ):  # [0, 255] data: still refused
         ddim_invert(m, (x0 + 1) * 127.5, 999, steps=50)
 
 
@@ -326,8 +364,14 @@ def test_messages_and_docs_name_functions_that_exist():
     error sent users to ``pullback_utils.load_image``, which is not exported)."""
     root = Path(pu.__file__).parent
     files = [root / "diffusion" / "images.py", root / "diffusion" / "ddim.py", *sorted((root / "editing").glob("*.py"))]
-    bad = sorted({(f.name, name) for f in files for name in re.findall(r"pullback_utils(?:\.\w+)+", f.read_text())
-                  if not _resolves(name.rstrip("."))})
+    bad = sorted(
+        {
+            (f.name, name)
+            for f in files
+            for name in re.findall(r"pullback_utils(?:\.\w+)+", f.read_text())
+            if not _resolves(name.rstrip("."))
+        }
+    )
     assert bad == []
     with pytest.raises(ValueError, match=r"pullback_utils\.diffusion\.images\.load_image reads files"):
         pu.diffusion.images.check_image_range(torch.tensor([0.0, 255.0]))
@@ -357,13 +401,25 @@ def test_a_degenerate_basis_raises_on_an_executor_as_in_the_serial_sweep(monkeyp
         num_train_timesteps, sample_shape, name = 1000, (1, 2, 2), "stub"
 
     def fake_compute(model, items, k, *, transform, **kw):
-        return [transform(LocalBasis(v=torch.zeros(k, 1, 1, 2, 2), u=torch.zeros(k, 1, 3), s=torch.zeros(k),
-                                     info={"degenerate": i == 1, "rank": 1})) for i, _ in enumerate(items)]
+        return [
+            transform(
+                LocalBasis(
+                    v=torch.zeros(k, 1, 1, 2, 2),
+                    u=torch.zeros(k, 1, 3),
+                    s=torch.zeros(k),
+                    info={"degenerate": i == 1, "rank": 1},
+                )
+            )
+            for i, _ in enumerate(items)
+        ]
 
     monkeypatch.setattr(sweeps, "compute_bases", fake_compute)
     with concurrent.futures.ThreadPoolExecutor(1) as ex:
-        with pytest.raises(ValueError, match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's "
-                                             r"numerical rank 1"):
+        with pytest.raises(
+            ValueError,
+            match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's "
+            r"numerical rank 1",
+        ):
             sweeps.bases_over(Stub(), torch.zeros(2, 1, 1, 2, 2), [0.5, 0.2], 2, progress=False, cluster=ex)
 
 

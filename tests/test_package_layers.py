@@ -56,7 +56,7 @@ def import_graph() -> dict[str, set[str]]:
         deps = set()
         for t in _imports(path, name):
             if t.startswith("pullback_utils."):
-                t = t[len("pullback_utils."):]
+                t = t[len("pullback_utils.") :]
                 while t and t not in modules:
                     t = t.rpartition(".")[0]
                 if t and t != name:
@@ -102,8 +102,9 @@ def test_every_top_level_folder_and_module_has_a_layer():
 
 def test_no_module_imports_a_higher_layer():
     rank, graph = layers(), import_graph()
-    upward = sorted(f"{m} -> {d}" for m, deps in graph.items() if m for d in deps
-                    if d and rank[_top(d)] > rank[_top(m)])
+    upward = sorted(
+        f"{m} -> {d}" for m, deps in graph.items() if m for d in deps if d and rank[_top(d)] > rank[_top(m)]
+    )
     assert upward == [], f"imports of a higher layer (move the function down or invert the dependency): {upward}"
 
 
@@ -142,8 +143,11 @@ def test_engine_needs_torch_only():
 
 
 def test_one_import_style_absolute():
-    relative = sorted(str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
-                      if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(p.read_text()))))
+    relative = sorted(
+        str(p.relative_to(PKG))
+        for p in PKG.rglob("*.py")
+        if any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(ast.parse(p.read_text())))
+    )
     assert relative == [], f"relative imports (use absolute: from pullback_utils.x import y): {relative}"
 
 
@@ -166,8 +170,20 @@ def test_tests_mirror_the_package_folders():
 
 
 # ------------------------------------------------------------------ issue 23: a small public surface
-SUBPACKAGES = ("engine", "diffusion", "features", "models", "zoo", "analysis", "sweeps", "editing", "ground_truth",
-               "claims", "chapters", "book")
+SUBPACKAGES = (
+    "engine",
+    "diffusion",
+    "features",
+    "models",
+    "zoo",
+    "analysis",
+    "sweeps",
+    "editing",
+    "ground_truth",
+    "claims",
+    "chapters",
+    "book",
+)
 
 
 @pytest.mark.parametrize("pkg", SUBPACKAGES)

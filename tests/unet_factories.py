@@ -63,10 +63,18 @@ def make_tiny_sdxl_unet(seed: int = 0, cross_attention_dim: int = 32, pooled_dim
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8,
-        addition_embed_type="text_time", addition_time_embed_dim=8,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=pooled_dim + 6 * 8,
     )
     return unet.eval().requires_grad_(False)
@@ -80,8 +88,16 @@ def make_tiny_dit(seed: int = 0, num_classes: int = 10, num_layers: int = 4):
     from diffusers import DiTTransformer2DModel
 
     torch.manual_seed(seed)
-    dit = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                num_layers=num_layers, sample_size=8, patch_size=2, num_embeds_ada_norm=num_classes)
+    dit = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=num_layers,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=num_classes,
+    )
     return dit.eval().requires_grad_(False)
 
 
@@ -90,9 +106,17 @@ def make_tiny_pixart(seed: int = 0):
     from diffusers import PixArtTransformer2DModel
 
     torch.manual_seed(seed)
-    pix = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,
-                                   num_layers=2, sample_size=8, patch_size=2, cross_attention_dim=16,
-                                   caption_channels=24)
+    pix = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        cross_attention_dim=16,
+        caption_channels=24,
+    )
     return pix.eval().requires_grad_(False)
 
 
@@ -104,15 +128,27 @@ def make_tiny_sd3(seed: int = 0, joint_attention_dim: int = 32, pooled_projectio
     from diffusers import SD3Transformer2DModel
 
     torch.manual_seed(seed)
-    sd3 = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=3, attention_head_dim=8,
-                                num_attention_heads=2, joint_attention_dim=joint_attention_dim,
-                                caption_projection_dim=16, pooled_projection_dim=pooled_projection_dim,
-                                out_channels=4, pos_embed_max_size=8, qk_norm="rms_norm", dual_attention_layers=(0,))
+    sd3 = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=joint_attention_dim,
+        caption_projection_dim=16,
+        pooled_projection_dim=pooled_projection_dim,
+        out_channels=4,
+        pos_embed_max_size=8,
+        qk_norm="rms_norm",
+        dual_attention_layers=(0,),
+    )
     return sd3.eval().requires_grad_(False)
 
 
-def make_tiny_flux(seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16,
-                   guidance_embeds: bool = True):
+def make_tiny_flux(
+    seed: int = 0, joint_attention_dim: int = 32, pooled_projection_dim: int = 16, guidance_embeds: bool = True
+):
     """A random ``FluxTransformer2DModel`` (1 double + 2 single blocks, RoPE, guidance embedding).
 
     x: packed latents (1, N, 16) of (1, 4, H, W) latents (N = H/2 * W/2), img_ids (N, 3);
@@ -121,8 +157,16 @@ def make_tiny_flux(seed: int = 0, joint_attention_dim: int = 32, pooled_projecti
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(seed)
-    flux = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=2,
-                                  attention_head_dim=8, num_attention_heads=2, joint_attention_dim=joint_attention_dim,
-                                  pooled_projection_dim=pooled_projection_dim, guidance_embeds=guidance_embeds,
-                                  axes_dims_rope=(2, 2, 4))
+    flux = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        joint_attention_dim=joint_attention_dim,
+        pooled_projection_dim=pooled_projection_dim,
+        guidance_embeds=guidance_embeds,
+        axes_dims_rope=(2, 2, 4),
+    )
     return flux.eval().requires_grad_(False)

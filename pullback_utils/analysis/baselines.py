@@ -48,8 +48,10 @@ def spectrum_matched(basis: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
         keeps the radial spectrum up to the mixing.
     """
     if not isinstance(basis, torch.Tensor) or basis.dim() < 4:
-        raise ValueError(f"basis must be a tensor (..., k, C, H, W), got "
-                         f"{tuple(basis.shape) if isinstance(basis, torch.Tensor) else type(basis).__name__}")
+        raise ValueError(
+            f"basis must be a tensor (..., k, C, H, W), got "
+            f"{tuple(basis.shape) if isinstance(basis, torch.Tensor) else type(basis).__name__}"
+        )
     b = basis.detach().to(torch.float64)
     if not torch.isfinite(b).all():
         raise ValueError("basis contains NaN or infinite values")
@@ -67,7 +69,8 @@ def spectrum_matched(basis: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
 
 
 def random_weight_model(model: Any, *, seed: int = 0) -> Any:
-    """A copy of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel` whose network has fresh random weights.
+    """A copy of a :class:`~pullback_utils.models.diffusion_model.DiffusionModel` whose network has fresh
+    random weights.
 
     The U-Net is rebuilt from its config (``type(unet).from_config``) under ``torch.manual_seed(seed)``,
     so it has the architecture and initialisation of the original's class; scheduler, text encoder
@@ -95,8 +98,9 @@ def random_weight_model(model: Any, *, seed: int = 0) -> Any:
     return out
 
 
-def noise_floor(model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[int, int] = (0, 1),
-                side: str = "v", **solver: Any) -> float:
+def noise_floor(
+    model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[int, int] = (0, 1), side: str = "v", **solver: Any
+) -> float:
     """Geodesic distance (rad) between two bases at the same ``(x_t, t)`` computed with solver seeds
     ``seeds``: how far apart two computations of "the same" tangent space can be."""
     from pullback_utils.analysis.geometry import geodesic_distance
@@ -110,5 +114,3 @@ def noise_floor(model: Any, x_t: torch.Tensor, t: Any, k: int, *, seeds: tuple[i
 def normalised_distance(d: Any, k: int) -> Any:
     """``d / ((pi / 2) sqrt(k))``: 0 for equal subspaces, 1 for orthogonal ones."""
     return d / (math.pi / 2 * math.sqrt(check_int(k, "k", 1)))
-
-

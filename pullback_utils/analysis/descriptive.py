@@ -186,8 +186,9 @@ def bootstrap_diff_ci(
         ``(estimate, low, high)`` of the difference ``a - b``.
     """
     if paired:
-        return bootstrap_ci((a, b), lambda x, y: np.asarray(statistic(x)) - np.asarray(statistic(y)),
-                            n_boot, ci, seed, axis=axis)
+        return bootstrap_ci(
+            (a, b), lambda x, y: np.asarray(statistic(x)) - np.asarray(statistic(y)), n_boot, ci, seed, axis=axis
+        )
     (xa,), na = _as_sample_tuple(a, axis, "a")
     (xb,), nb = _as_sample_tuple(b, axis, "b")
     _check_boot_args(n_boot, ci)
@@ -231,8 +232,7 @@ def bootstrap_pairwise_mean_ci(
         raise ValueError(f"dist must have n >= 2 samples, got n={d.shape[0]}")
     if not np.isfinite(d).all():
         raise ValueError("dist contains non-finite values (nan or inf)")
-    return bootstrap_ci_from_index(d.shape[0], lambda i: _pairwise_mean(d, i),
-                                   n_boot=n_boot, ci=ci, seed=seed)
+    return bootstrap_ci_from_index(d.shape[0], lambda i: _pairwise_mean(d, i), n_boot=n_boot, ci=ci, seed=seed)
 
 
 def spearman(x: Any, y: Any) -> float:

@@ -64,9 +64,20 @@ from pullback_utils._io import atomic_write
 from pullback_utils._validate import check_int
 from pullback_utils.engine.solvers import LocalBasis
 
-__all__ = ["OUTPUTS", "GaussianFit", "fit_gaussian", "fit_dataset", "jacobian_eigenvalues", "denoise",
-           "GaussianDenoiser", "gaussian_basis", "gaussian_share", "energy_low_share",
-           "DEFAULT_SHARE_K", "MAX_DENSE_DIM"]
+__all__ = [
+    "OUTPUTS",
+    "GaussianFit",
+    "fit_gaussian",
+    "fit_dataset",
+    "jacobian_eigenvalues",
+    "denoise",
+    "GaussianDenoiser",
+    "gaussian_basis",
+    "gaussian_share",
+    "energy_low_share",
+    "DEFAULT_SHARE_K",
+    "MAX_DENSE_DIM",
+]
 
 #: The outputs a denoiser can predict, in diffusers' ``prediction_type`` names.
 OUTPUTS = ("sample", "epsilon", "v_prediction")
@@ -109,7 +120,8 @@ class GaussianFit:
         """The dense ``(D, D)`` covariance (for small ``D`` and tests)."""
         U = self.components
         return U.T @ torch.diag(self.variances - self.noise_variance) @ U + self.noise_variance * torch.eye(
-            self.dim, dtype=torch.float64)
+            self.dim, dtype=torch.float64
+        )
 
 
 def fit_gaussian(images: torch.Tensor, *, rank: int | None = None, seed: int = 0) -> GaussianFit:
@@ -125,8 +137,10 @@ def fit_gaussian(images: torch.Tensor, *, rank: int | None = None, seed: int = 0
     The covariance is the unbiased sample covariance (divisor ``N - 1``).
     """
     if not isinstance(images, torch.Tensor) or images.dim() < 2 or images.shape[0] < 2:
-        raise ValueError(f"images must be a tensor (N, *shape) with N >= 2, got "
-                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        raise ValueError(
+            f"images must be a tensor (N, *shape) with N >= 2, got "
+            f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}"
+        )
     X = images.detach().reshape(images.shape[0], -1).to(torch.float64)
     if not torch.isfinite(X).all():
         raise ValueError("images contains NaN or infinite values")
@@ -136,7 +150,7 @@ def fit_gaussian(images: torch.Tensor, *, rank: int | None = None, seed: int = 0
         raise ValueError(f"rank must be <= D = {d} (the number of pixels), got {r}")
     mean = X.mean(0)
     Xc = X - mean
-    total = float((Xc ** 2).sum()) / (n - 1)
+    total = float((Xc**2).sum()) / (n - 1)
     if d <= MAX_DENSE_DIM and n < d and r <= n - 1:  # few images: the thin SVD of the data is cheaper
         _, S, Vh = torch.linalg.svd(Xc, full_matrices=False)
         comps, var = Vh[:r].contiguous(), (S[:r] ** 2 / (n - 1)).contiguous()
@@ -148,8 +162,10 @@ def fit_gaussian(images: torch.Tensor, *, rank: int | None = None, seed: int = 0
         noise = float(evals[r:].mean()) if r < d else 0.0
     else:
         if rank is None:
-            raise ValueError(f"rank must be given when D = {d} > {MAX_DENSE_DIM} (a dense covariance would be "
-                             f"{d} x {d}); e.g. rank=512")
+            raise ValueError(
+                f"rank must be given when D = {d} > {MAX_DENSE_DIM} (a dense covariance would be "
+                f"{d} x {d}); e.g. rank=512"
+            )
         gen_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(seed)
@@ -158,8 +174,14 @@ def fit_gaussian(images: torch.Tensor, *, rank: int | None = None, seed: int = 0
             torch.random.set_rng_state(gen_state)
         comps, var = V[:, :r].T.contiguous(), (S[:r] ** 2 / (n - 1)).contiguous()
         noise = max(0.0, (total - float(var.sum())) / (d - r)) if r < d else 0.0
-    return GaussianFit(mean=mean, components=comps, variances=var, noise_variance=noise,
-                       shape=tuple(int(s) for s in images.shape[1:]), n_images=int(n))
+    return GaussianFit(
+        mean=mean,
+        components=comps,
+        variances=var,
+        noise_variance=noise,
+        shape=tuple(int(s) for s in images.shape[1:]),
+        n_images=int(n),
+    )
 
 
 def _check_output(output: str) -> str:
@@ -171,8 +193,10 @@ def _check_output(output: str) -> str:
 def _check_alpha_bar(alpha_bar: Any, output: str) -> float:
     a = float(alpha_bar)
     if not math.isfinite(a) or not 0.0 < a < 1.0:
-        raise ValueError(f"alpha_bar must lie in (0, 1) (t > 0: the {output} prediction is not defined on clean "
-                         f"data), got {alpha_bar!r}")
+        raise ValueError(
+            f"alpha_bar must lie in (0, 1) (t > 0: the {output} prediction is not defined on clean "
+            f"data), got {alpha_bar!r}"
+        )
     return a
 
 
@@ -201,15 +225,18 @@ def _apply(fit: GaussianFit, c: torch.Tensor, alpha_bar: float, output: str) -> 
 
 
 def denoise(fit: GaussianFit, x_t: torch.Tensor, alpha_bar: float, output: str = "sample") -> torch.Tensor:
-    """The Gaussian MMSE prediction of ``output`` (``x0_hat``, ``eps_hat`` or ``v_hat``) at states ``x_t`` ``(B, *shape)``.
+    """The Gaussian MMSE prediction of ``output`` (``x0_hat``, ``eps_hat`` or ``v_hat``) at states ``x_t``
+    ``(B, *shape)``.
 
     ``x0_hat = mu + A (x_t - sqrt(a) mu)``; ``eps_hat = (x_t - sqrt(a) x0_hat) / sqrt(1 - a)``;
     ``v_hat = (sqrt(a) x_t - x0_hat) / sqrt(1 - a)``. Returns float64 ``(B, *shape)``."""
     output = _check_output(output)
     a = _check_alpha_bar(alpha_bar, output)
     if not isinstance(x_t, torch.Tensor) or tuple(x_t.shape[1:]) != tuple(fit.shape):
-        raise ValueError(f"x_t must be a tensor (B, {', '.join(map(str, fit.shape))}), got "
-                         f"{tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__}")
+        raise ValueError(
+            f"x_t must be a tensor (B, {', '.join(map(str, fit.shape))}), got "
+            f"{tuple(x_t.shape) if isinstance(x_t, torch.Tensor) else type(x_t).__name__}"
+        )
     x = x_t.reshape(x_t.shape[0], -1).to(torch.float64)
     x0 = fit.mean + _apply(fit, x - math.sqrt(a) * fit.mean, a, "sample")
     if output == "sample":
@@ -243,8 +270,9 @@ def _complement(fit: GaussianFit, m: int, seed: int) -> torch.Tensor:
     return q.T
 
 
-def gaussian_basis(fit: GaussianFit, alpha_bar: float, k: int, output: str = "sample", *, seed: int = 0,
-                   rtol: float = 1e-9) -> LocalBasis:
+def gaussian_basis(
+    fit: GaussianFit, alpha_bar: float, k: int, output: str = "sample", *, seed: int = 0, rtol: float = 1e-9
+) -> LocalBasis:
     """The top-k singular triplets of the Gaussian denoiser's Jacobian ``d output / d x_t``.
 
     The Jacobian is symmetric: ``v`` are its eigenvectors with the ``k`` largest ``|eigenvalue|``
@@ -282,10 +310,17 @@ def gaussian_basis(fit: GaussianFit, alpha_bar: float, k: int, output: str = "sa
     s = signed.abs()
     U = torch.where(signed < 0, -1.0, 1.0)[:, None] * V
     gap = float(s[-1]) - next_s
-    info = {"method": "gaussian closed form", "output": output, "alpha_bar": float(alpha_bar), "rank": fit.rank,
-            "from_isotropic_rest": n_from_rest, "gap": gap,
-            "degenerate": bool(gap <= rtol * float(s[0])) if float(s[0]) > 0 else True,
-            "converged": True, "angle_estimate": 0.0}
+    info = {
+        "method": "gaussian closed form",
+        "output": output,
+        "alpha_bar": float(alpha_bar),
+        "rank": fit.rank,
+        "from_isotropic_rest": n_from_rest,
+        "gap": gap,
+        "degenerate": bool(gap <= rtol * float(s[0])) if float(s[0]) > 0 else True,
+        "converged": True,
+        "angle_estimate": 0.0,
+    }
     return LocalBasis(v=V.reshape(k, *fit.shape), u=U.reshape(k, *fit.shape), s=s, info=info)
 
 
@@ -298,11 +333,13 @@ def gaussian_share(vectors: torch.Tensor, fit: GaussianFit, K: int = DEFAULT_SHA
     if K > fit.rank:
         raise ValueError(f"K must be <= the fit's rank {fit.rank}, got {K}")
     nd = len(fit.shape)
-    if not isinstance(vectors, torch.Tensor) or tuple(vectors.shape[vectors.dim() - nd:]) != tuple(fit.shape):
-        raise ValueError(f"vectors must end in the data shape {fit.shape}, got "
-                         f"{tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__}")
-    x = vectors.reshape(*vectors.shape[:vectors.dim() - nd], fit.dim).to(torch.float64)
-    norm = (x ** 2).sum(-1)
+    if not isinstance(vectors, torch.Tensor) or tuple(vectors.shape[vectors.dim() - nd :]) != tuple(fit.shape):
+        raise ValueError(
+            f"vectors must end in the data shape {fit.shape}, got "
+            f"{tuple(vectors.shape) if isinstance(vectors, torch.Tensor) else type(vectors).__name__}"
+        )
+    x = vectors.reshape(*vectors.shape[: vectors.dim() - nd], fit.dim).to(torch.float64)
+    norm = (x**2).sum(-1)
     if bool((norm <= 0).any()):
         raise ValueError("vectors contains a zero vector; its share is undefined")
     return ((x @ fit.components[:K].T) ** 2).sum(-1) / norm
@@ -334,8 +371,14 @@ def _cache_path(cache_dir: Path, fields: dict) -> Path:
     return cache_dir / "gaussian" / f"{fields['dataset']}-{key}.safetensors"
 
 
-def fit_dataset(dataset: str, *, n_images: int = 3000, seed: int = 0, rank: int | None = 512,
-                cache_dir: str | os.PathLike | None = None) -> GaussianFit:
+def fit_dataset(
+    dataset: str,
+    *,
+    n_images: int = 3000,
+    seed: int = 0,
+    rank: int | None = 512,
+    cache_dir: str | os.PathLike | None = None,
+) -> GaussianFit:
     """The Gaussian of a zoo dataset from ``n_images`` fresh renderer draws (``make_dataset(dataset, n_images, seed)``).
 
     The fit (mean, top-``rank`` components and variances, the remainder's variance) is cached in
@@ -361,18 +404,32 @@ def fit_dataset(dataset: str, *, n_images: int = 3000, seed: int = 0, rank: int 
                 t = load(path.read_bytes())
                 meta = json.loads(bytes(t["meta"].tolist()).decode())
                 if meta["fields"] == fields:
-                    return GaussianFit(mean=t["mean"], components=t["components"], variances=t["variances"],
-                                       noise_variance=float(meta["noise_variance"]), shape=tuple(meta["shape"]),
-                                       n_images=int(meta["n_images"]))
+                    return GaussianFit(
+                        mean=t["mean"],
+                        components=t["components"],
+                        variances=t["variances"],
+                        noise_variance=float(meta["noise_variance"]),
+                        shape=tuple(meta["shape"]),
+                        n_images=int(meta["n_images"]),
+                    )
             except Exception:  # noqa: BLE001 - an unreadable entry is refitted and overwritten
                 pass
     fit = fit_gaussian(make_dataset(dataset, n_images, seed).images, rank=rank, seed=seed)
     if path is not None:
-        meta = {"fields": fields, "noise_variance": fit.noise_variance, "shape": list(fit.shape),
-                "n_images": fit.n_images}
-        data = save({"mean": fit.mean.contiguous(), "components": fit.components.contiguous(),
-                     "variances": fit.variances.contiguous(),
-                     "meta": torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8)})
+        meta = {
+            "fields": fields,
+            "noise_variance": fit.noise_variance,
+            "shape": list(fit.shape),
+            "n_images": fit.n_images,
+        }
+        data = save(
+            {
+                "mean": fit.mean.contiguous(),
+                "components": fit.components.contiguous(),
+                "variances": fit.variances.contiguous(),
+                "meta": torch.tensor(list(json.dumps(meta).encode()), dtype=torch.uint8),
+            }
+        )
         with atomic_write(path, "wb") as f:
             f.write(data)
     return fit

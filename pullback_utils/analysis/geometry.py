@@ -107,9 +107,7 @@ def _as_columns(x: Any, name: str, device: torch.device | None = None) -> torch.
     if d == 0:
         raise ValueError(f"{name} has vectors of size 0 (shape {tuple(t.shape)})")
     if k > d:
-        raise ValueError(
-            f"{name} has k={k} vectors of dimension {d}; more than {d} vectors cannot be independent"
-        )
+        raise ValueError(f"{name} has k={k} vectors of dimension {d}; more than {d} vectors cannot be independent")
     return t.reshape(k, d).T
 
 
@@ -123,9 +121,7 @@ def _orthonormalize(m: torch.Tensor, name: str) -> torch.Tensor:
     diag = torch.abs(torch.diagonal(r))
     bad = torch.nonzero(diag < _RANK_TOL).flatten()
     if bad.numel():
-        raise ValueError(
-            f"{name} is linearly dependent: vector {int(bad[0])} lies in the span of the previous ones"
-        )
+        raise ValueError(f"{name} is linearly dependent: vector {int(bad[0])} lies in the span of the previous ones")
     return q
 
 
@@ -212,9 +208,7 @@ def _stack_orthonormal(bases: Any, name: str, device: torch.device | None) -> tu
     columns ``i*k:(i+1)*k`` are the orthonormalised basis i."""
     if isinstance(bases, (torch.Tensor, np.ndarray)):
         if bases.ndim < 3:
-            raise ValueError(
-                f"{name} must have shape (n, k, ...) with at least 3 dimensions, got {tuple(bases.shape)}"
-            )
+            raise ValueError(f"{name} must have shape (n, k, ...) with at least 3 dimensions, got {tuple(bases.shape)}")
         items = [bases[i] for i in range(bases.shape[0])]
     else:
         items = list(bases)
@@ -265,9 +259,7 @@ def pairwise_geodesic_distances(
     symmetric = others is None
     qb, m = (qa, n) if symmetric else _stack_orthonormal(others, "others", device)
     if qa.shape[0] != qb.shape[0]:
-        raise ValueError(
-            f"bases and others have vectors of different sizes ({qa.shape[0]} vs {qb.shape[0]})"
-        )
+        raise ValueError(f"bases and others have vectors of different sizes ({qa.shape[0]} vs {qb.shape[0]})")
     ka, kb = qa.shape[1] // n, qb.shape[1] // m
     dist = torch.zeros(n, m, dtype=torch.float64, device=qa.device)
     for i in range(n):
@@ -290,9 +282,7 @@ def pairwise_geodesic_distances(
     return _out(dist, as_torch)
 
 
-def random_subspace_angles(
-    dim: int, k: int, n: int, seed: int = 0, k_other: int | None = None
-) -> np.ndarray:
+def random_subspace_angles(dim: int, k: int, n: int, seed: int = 0, k_other: int | None = None) -> np.ndarray:
     """Principal angles between pairs of independent uniformly random subspaces of ``R^dim``.
 
     Args:
@@ -333,9 +323,7 @@ def random_subspace_angles(
     return _angles_orthonormal(qa, qb).numpy()
 
 
-def random_subspace_distance(
-    dim: int, k: int, n: int, seed: int = 0, k_other: int | None = None
-) -> np.ndarray:
+def random_subspace_distance(dim: int, k: int, n: int, seed: int = 0, k_other: int | None = None) -> np.ndarray:
     """Baseline: geodesic distances between ``n`` pairs of independent random subspaces.
 
     Args:

@@ -55,10 +55,27 @@ from scipy import stats as _sps
 from pullback_utils._validate import check_int, is_int
 
 __all__ = [
-    "REPRODUCED", "NOT_REPRODUCED", "INCONCLUSIVE", "UNDERPOWERED", "ALPHA", "POWER_TARGET",
-    "PAIR_MIN_UNITS", "TestResult", "sign_flip_test", "pair_u_test", "permutation_trend_test", "mantel_test", "holm",
-    "decide", "direction_sign", "required_units", "SIGN_FLIP_EXACT_CAP",
-    "PERMUTATION_EXACT_CAP", "nested_trend_test", "automorphisms", "tost_test",
+    "REPRODUCED",
+    "NOT_REPRODUCED",
+    "INCONCLUSIVE",
+    "UNDERPOWERED",
+    "ALPHA",
+    "POWER_TARGET",
+    "PAIR_MIN_UNITS",
+    "TestResult",
+    "sign_flip_test",
+    "pair_u_test",
+    "permutation_trend_test",
+    "mantel_test",
+    "holm",
+    "decide",
+    "direction_sign",
+    "required_units",
+    "SIGN_FLIP_EXACT_CAP",
+    "PERMUTATION_EXACT_CAP",
+    "nested_trend_test",
+    "automorphisms",
+    "tost_test",
 ]
 
 REPRODUCED = "reproduced"
@@ -113,9 +130,19 @@ class TestResult:
         return float(min(1.0, 2.0 * min(self.p_greater, self.p_less)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"estimate": self.estimate, "ci": list(self.ci), "p_value": self.p_value,
-                "p_greater": self.p_greater, "p_less": self.p_less, "n_units": self.n_units,
-                "unit": self.unit, "test": self.test, "min_p": self.min_p, "null": self.null, **self.extra}
+        return {
+            "estimate": self.estimate,
+            "ci": list(self.ci),
+            "p_value": self.p_value,
+            "p_greater": self.p_greater,
+            "p_less": self.p_less,
+            "n_units": self.n_units,
+            "unit": self.unit,
+            "test": self.test,
+            "min_p": self.min_p,
+            "null": self.null,
+            **self.extra,
+        }
 
 
 def _finite_vector(values: Any, name: str, min_n: int) -> np.ndarray:
@@ -124,8 +151,9 @@ def _finite_vector(values: Any, name: str, min_n: int) -> np.ndarray:
         raise ValueError(f"{name} must be one value per unit (1-D), got shape {a.shape}")
     if not np.isfinite(a).all():
         bad = np.flatnonzero(~np.isfinite(a))
-        raise ValueError(f"{name} has non-finite entries at units {bad.tolist()[:10]} (NaN or inf); "
-                         "a claim cannot be tested on them")
+        raise ValueError(
+            f"{name} has non-finite entries at units {bad.tolist()[:10]} (NaN or inf); a claim cannot be tested on them"
+        )
     if a.size < min_n:
         raise ValueError(f"{name} needs at least {min_n} units, got {a.size}")
     return a
@@ -143,8 +171,10 @@ def _check_exact_max(exact_max: Any, cap: int, what: str) -> int:
     """``exact_max`` as an int in ``0..cap`` (before any enumeration)."""
     v = check_int(exact_max, "exact_max", 0)
     if v > cap:
-        raise ValueError(f"exact_max={v} would enumerate up to {what}; at most {cap} is allowed (Monte Carlo "
-                         f"with n_draws is used beyond it)")
+        raise ValueError(
+            f"exact_max={v} would enumerate up to {what}; at most {cap} is allowed (Monte Carlo "
+            f"with n_draws is used beyond it)"
+        )
     return v
 
 
@@ -167,8 +197,9 @@ def _p_from(stat: float, null_stats: np.ndarray, exact: bool) -> tuple[float, fl
     return (1 + ge) / (1 + m), (1 + le) / (1 + m)
 
 
-def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exact_max: int = 16,
-                   n_draws: int = 20000, seed: int = 0) -> TestResult:
+def sign_flip_test(
+    values: Any, *, null: float = 0.0, unit: str = "sample", exact_max: int = 16, n_draws: int = 20000, seed: int = 0
+) -> TestResult:
     """Sign-flip test of ``mean(values) = null`` with one value per independent unit.
 
     Args:
@@ -182,8 +213,13 @@ def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exac
     Returns:
         :class:`TestResult`: the mean, a 95% Student-t interval, one-sided p-values of the mean.
     """
-    exact_max = _check_exact_max(exact_max, SIGN_FLIP_EXACT_CAP, f"2^{exact_max} sign patterns" if
-                                 isinstance(exact_max, int) and exact_max < 10**4 else "that many sign patterns")
+    exact_max = _check_exact_max(
+        exact_max,
+        SIGN_FLIP_EXACT_CAP,
+        f"2^{exact_max} sign patterns"
+        if isinstance(exact_max, int) and exact_max < 10**4
+        else "that many sign patterns",
+    )
     d = _finite_vector(values, "values", 2) - float(null)
     n = d.size
     signs, exact = _flip_signs(n, exact_max, check_int(n_draws, "n_draws", 99), seed)
@@ -193,10 +229,19 @@ def sign_flip_test(values: Any, *, null: float = 0.0, unit: str = "sample", exac
     se = float(d.std(ddof=1) / math.sqrt(n))
     q = float(_sps.t.ppf(0.975, n - 1))
     est = stat + float(null)
-    min_p = min(1.0, 2.0 / 2 ** n)
-    return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit,
-                      "sign-flip" + (" (exact)" if exact else f" ({signs.shape[0]} draws)"),
-                      min_p=min_p, null=float(null), extra=_needed(min_p, lambda m: 2.0 / 2 ** m))
+    min_p = min(1.0, 2.0 / 2**n)
+    return TestResult(
+        est,
+        (est - q * se, est + q * se),
+        pg,
+        pl,
+        n,
+        unit,
+        "sign-flip" + (" (exact)" if exact else f" ({signs.shape[0]} draws)"),
+        min_p=min_p,
+        null=float(null),
+        extra=_needed(min_p, lambda m: 2.0 / 2**m),
+    )
 
 
 def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") -> TestResult:
@@ -235,10 +280,21 @@ def pair_u_test(pair_values: Any, *, null: float = 0.0, unit: str = "sample") ->
     q = float(_sps.t.ppf(0.975, df))
     extra = {"se": se, "n_pairs": int(vals.size)}
     if n < PAIR_MIN_UNITS:
-        extra.update({"n_needed": PAIR_MIN_UNITS, "n_needed_of": "units (the smallest size whose calibration "
-                                                                  "is simulated)"})
-    return TestResult(est, (est - q * se, est + q * se), pg, pl, n, unit, "jackknife t over units",
-                      min_p=0.0 if n >= PAIR_MIN_UNITS else 1.0, null=float(null), extra=extra)
+        extra.update(
+            {"n_needed": PAIR_MIN_UNITS, "n_needed_of": "units (the smallest size whose calibration is simulated)"}
+        )
+    return TestResult(
+        est,
+        (est - q * se, est + q * se),
+        pg,
+        pl,
+        n,
+        unit,
+        "jackknife t over units",
+        min_p=0.0 if n >= PAIR_MIN_UNITS else 1.0,
+        null=float(null),
+        extra=extra,
+    )
 
 
 def _rank(a: np.ndarray) -> np.ndarray:
@@ -250,7 +306,7 @@ def _spearman_rows(x_ranks: np.ndarray, y: np.ndarray) -> np.ndarray:
     ry = _rank(y)
     ry = ry - ry.mean()
     xr = x_ranks - x_ranks.mean(axis=-1, keepdims=True)
-    den = np.sqrt((xr ** 2).sum(-1) * (ry ** 2).sum())
+    den = np.sqrt((xr**2).sum(-1) * (ry**2).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         return (xr @ ry) / den
 
@@ -260,8 +316,9 @@ def _distinct_labellings(labels: np.ndarray) -> int:
     return math.factorial(len(labels)) // math.prod(math.factorial(int(c)) for c in counts)
 
 
-def permutation_trend_test(covariate: Any, values: Any, *, unit: str = "model", n_draws: int = 20000,
-                           exact_max: int = 40320, seed: int = 0) -> TestResult:
+def permutation_trend_test(
+    covariate: Any, values: Any, *, unit: str = "model", n_draws: int = 20000, exact_max: int = 40320, seed: int = 0
+) -> TestResult:
     """Monotone trend of one value per unit in a covariate: Spearman rho against relabellings.
 
     Args:
@@ -301,19 +358,39 @@ def permutation_trend_test(covariate: Any, values: Any, *, unit: str = "model", 
     if ok.any():
         rbx, rby = _rank(bx[ok]), _rank(by[ok])
         rbx, rby = rbx - rbx.mean(1, keepdims=True), rby - rby.mean(1, keepdims=True)
-        boots = (rbx * rby).sum(1) / np.sqrt((rbx ** 2).sum(1) * (rby ** 2).sum(1))
-    lo, hi = (np.quantile(boots, [0.025, 0.975]) if boots.size else (math.nan, math.nan))
+        boots = (rbx * rby).sum(1) / np.sqrt((rbx**2).sum(1) * (rby**2).sum(1))
+    lo, hi = np.quantile(boots, [0.025, 0.975]) if boots.size else (math.nan, math.nan)
     reps = int(np.unique(x, return_counts=True)[1].max())
     extra = {"distinct_labellings": int(n_lab), "levels": int(np.unique(x).size), "replicates": reps}
-    extra.update(_needed(min(1.0, 2.0 / n_lab), lambda lv: 2.0 * math.factorial(reps) ** lv
-                         / math.factorial(lv * reps), unit_word=f"levels of {reps} unit(s) each"))
-    return TestResult(stat, (float(lo), float(hi)), pg, pl, n, unit,
-                      "permutation of the covariate" + (" (exact)" if exact else f" ({len(null_stats)} draws)"),
-                      min_p=min(1.0, 2.0 / n_lab), extra=extra)
+    extra.update(
+        _needed(
+            min(1.0, 2.0 / n_lab),
+            lambda lv: 2.0 * math.factorial(reps) ** lv / math.factorial(lv * reps),
+            unit_word=f"levels of {reps} unit(s) each",
+        )
+    )
+    return TestResult(
+        stat,
+        (float(lo), float(hi)),
+        pg,
+        pl,
+        n,
+        unit,
+        "permutation of the covariate" + (" (exact)" if exact else f" ({len(null_stats)} draws)"),
+        min_p=min(1.0, 2.0 / n_lab),
+        extra=extra,
+    )
 
 
-def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", n_draws: int = 20000,
-                exact_max: int = 40320, seed: int = 0) -> TestResult:
+def mantel_test(
+    distances: Any,
+    similarity: Any,
+    *,
+    unit: str = "prompt-state",
+    n_draws: int = 20000,
+    exact_max: int = 40320,
+    seed: int = 0,
+) -> TestResult:
     """Stratified Mantel test: mean over strata of Spearman rho(similarity, distance) over item pairs.
 
     Args:
@@ -333,8 +410,9 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
         d = d[None]
     s = np.asarray(similarity, dtype=np.float64)
     if d.ndim != 3 or d.shape[1] != d.shape[2] or s.shape != d.shape[1:]:
-        raise ValueError(f"distances must be (S, P, P) and similarity (P, P) over the same P items, got "
-                         f"{d.shape} and {s.shape}")
+        raise ValueError(
+            f"distances must be (S, P, P) and similarity (P, P) over the same P items, got {d.shape} and {s.shape}"
+        )
     n_s, p = d.shape[0], d.shape[1]
     if p < 4:
         raise ValueError(f"a Mantel test needs at least 4 items, got {p}")
@@ -347,19 +425,19 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     ranks[:, iu[0], iu[1]] = _rank(d[:, iu[0], iu[1]])  # within-stratum ranks of the pair distances
     ranks = ranks + ranks.transpose(0, 2, 1)
     centre = ranks[:, iu[0], iu[1]].mean(1)  # invariant under item permutations, as is the spread
-    den = np.sqrt(((ranks[:, iu[0], iu[1]] - centre[:, None]) ** 2).sum(1) * (rs ** 2).sum())
+    den = np.sqrt(((ranks[:, iu[0], iu[1]] - centre[:, None]) ** 2).sum(1) * (rs**2).sum())
     if np.any(den == 0):
         raise ValueError("a stratum's distances are constant: the Mantel correlation is undefined")
 
     def stats_of(perms: np.ndarray) -> np.ndarray:  # (M, P) -> (M,) mean rho over strata
         out = []
         for c in range(0, perms.shape[0], 4096):
-            q = perms[c:c + 4096]
+            q = perms[c : c + 4096]
             g = ranks[:, q[:, iu[0]], q[:, iu[1]]]  # (S, M, pairs)
             out.append((((g - centre[:, None, None]) @ rs) / den[:, None]).mean(0))
         return np.concatenate(out)
 
-    per = (((ranks[:, iu[0], iu[1]] - centre[:, None]) @ rs) / den)
+    per = ((ranks[:, iu[0], iu[1]] - centre[:, None]) @ rs) / den
     stat = float(per.mean())
     if math.factorial(p) <= exact_max:
         perms, exact = np.array(list(itertools.permutations(range(p)))), True
@@ -375,13 +453,25 @@ def mantel_test(distances: Any, similarity: Any, *, unit: str = "prompt-state", 
     n_aut = automorphisms(s)
     n_lab = math.factorial(p) // n_aut  # permutations in one coset of the symmetry group give one statistic
     min_p = min(1.0, 2.0 / n_lab if exact else max(2.0 / n_lab, 2.0 / (1 + len(perms))))
-    return TestResult(stat, (float(lo), float(hi)), pg, pl, n_s, unit,
-                      "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
-                      min_p=min_p,
-                      extra={"n_items": int(p), "per_stratum": per.tolist(), "null_mean": float(null_stats.mean()),
-                             "null_95": [float(q) for q in np.quantile(null_stats, [0.025, 0.975])],
-                             "symmetries": int(n_aut), "distinct_labellings": int(n_lab),
-                             **_needed(min_p, lambda q: 2.0 / math.factorial(q), unit_word="items")})
+    return TestResult(
+        stat,
+        (float(lo), float(hi)),
+        pg,
+        pl,
+        n_s,
+        unit,
+        "Mantel, items permuted jointly" + (" (exact)" if exact else f" ({len(perms)} draws)"),
+        min_p=min_p,
+        extra={
+            "n_items": int(p),
+            "per_stratum": per.tolist(),
+            "null_mean": float(null_stats.mean()),
+            "null_95": [float(q) for q in np.quantile(null_stats, [0.025, 0.975])],
+            "symmetries": int(n_aut),
+            "distinct_labellings": int(n_lab),
+            **_needed(min_p, lambda q: 2.0 / math.factorial(q), unit_word="items"),
+        },
+    )
 
 
 def automorphisms(similarity: Any, *, limit: int = 10_000_000) -> int:
@@ -417,8 +507,9 @@ def automorphisms(similarity: Any, *, limit: int = 10_000_000) -> int:
     return max(count, 1)
 
 
-def nested_trend_test(covariate: Any, groups: Any, values: Any, *, unit: str = "rung", n_boot: int = 2000,
-                      seed: int = 0) -> TestResult:
+def nested_trend_test(
+    covariate: Any, groups: Any, values: Any, *, unit: str = "rung", n_boot: int = 2000, seed: int = 0
+) -> TestResult:
     """Monotone trend over groups with replicates nested in them: Spearman rho of the group means.
 
     The replicates of one group (e.g. the training seeds of one ladder rung) share the group's data
@@ -441,8 +532,9 @@ def nested_trend_test(covariate: Any, groups: Any, values: Any, *, unit: str = "
     y = _finite_vector(values, "values", 2)
     lab = np.asarray(groups)
     if lab.shape != x.shape or y.shape != x.shape:
-        raise ValueError(f"covariate, groups and values must have one entry per replicate, got {x.shape}, "
-                         f"{lab.shape} and {y.shape}")
+        raise ValueError(
+            f"covariate, groups and values must have one entry per replicate, got {x.shape}, {lab.shape} and {y.shape}"
+        )
     names = list(dict.fromkeys(lab.tolist()))
     if len(names) < 2:
         raise ValueError(f"groups must hold at least 2 groups for a trend, got {names}")
@@ -450,8 +542,10 @@ def nested_trend_test(covariate: Any, groups: Any, values: Any, *, unit: str = "
     for g in names:
         sel = lab == g
         if np.unique(x[sel]).size != 1:
-            raise ValueError(f"group {g!r} has replicates at different covariate levels {sorted(set(x[sel]))}: "
-                             "each group must sit at one level")
+            raise ValueError(
+                f"group {g!r} has replicates at different covariate levels {sorted(set(x[sel]))}: "
+                "each group must sit at one level"
+            )
         gx.append(float(x[sel][0]))
         gy.append(float(y[sel].mean()))
         reps.append(int(sel.sum()))
@@ -473,15 +567,30 @@ def nested_trend_test(covariate: Any, groups: Any, values: Any, *, unit: str = "
             boots.append(float(_spearman_rows(rx[None], means)[0]))
     lo, hi = np.quantile(boots, [0.025, 0.975]) if boots else (stat, stat)
     min_p = min(1.0, 2.0 / n_lab)
-    extra = {"group_means": dict(zip(map(str, names), gy)), "replicates": reps, "distinct_labellings": n_lab,
-             "levels": g, "n_replicates": int(x.size),
-             **_needed(min_p, lambda m: 2.0 / math.factorial(m), unit_word="groups (each its own level)")}
-    return TestResult(stat, (float(lo), float(hi)), pg, pl, g, unit,
-                      f"permutation of the {unit} labels, replicates nested (exact)", min_p=min_p, extra=extra)
+    extra = {
+        "group_means": dict(zip(map(str, names), gy)),
+        "replicates": reps,
+        "distinct_labellings": n_lab,
+        "levels": g,
+        "n_replicates": int(x.size),
+        **_needed(min_p, lambda m: 2.0 / math.factorial(m), unit_word="groups (each its own level)"),
+    }
+    return TestResult(
+        stat,
+        (float(lo), float(hi)),
+        pg,
+        pl,
+        g,
+        unit,
+        f"permutation of the {unit} labels, replicates nested (exact)",
+        min_p=min_p,
+        extra=extra,
+    )
 
 
-def tost_test(values: Any, margin: float, *, unit: str = "sample", exact_max: int = 16, n_draws: int = 20000,
-              seed: int = 0) -> TestResult:
+def tost_test(
+    values: Any, margin: float, *, unit: str = "sample", exact_max: int = 16, n_draws: int = 20000, seed: int = 0
+) -> TestResult:
     """Equivalence of a per-unit mean to 0 within ``(-margin, margin)``: two one-sided sign-flip tests.
 
     ``p_value`` here is the TOST p: the larger of the one-sided p-values of ``mean > -margin`` and
@@ -503,11 +612,23 @@ def tost_test(values: Any, margin: float, *, unit: str = "sample", exact_max: in
     est = float(d.mean())
     q = float(_sps.t.ppf(0.95, d.size - 1))  # the 90% interval is the one that matches a TOST at 0.05
     se = float(d.std(ddof=1) / math.sqrt(d.size))
-    min_p = 1.0 / 2 ** d.size if d.size <= exact_max else 1.0 / (1 + n_draws)
-    return TestResult(est, (est - q * se, est + q * se), lower.p_greater, upper.p_less, d.size, unit,
-                      "TOST, two one-sided sign-flip tests", min_p=min_p,
-                      extra={"p_tost": float(p_tost), "margin": m, "ci_level": 0.90,
-                             "equivalent": bool(p_tost < ALPHA and min_p < ALPHA)})
+    min_p = 1.0 / 2**d.size if d.size <= exact_max else 1.0 / (1 + n_draws)
+    return TestResult(
+        est,
+        (est - q * se, est + q * se),
+        lower.p_greater,
+        upper.p_less,
+        d.size,
+        unit,
+        "TOST, two one-sided sign-flip tests",
+        min_p=min_p,
+        extra={
+            "p_tost": float(p_tost),
+            "margin": m,
+            "ci_level": 0.90,
+            "equivalent": bool(p_tost < ALPHA and min_p < ALPHA),
+        },
+    )
 
 
 def _needed(min_p: float, min_p_of_n: Callable[[int], float], unit_word: str = "units") -> dict[str, Any]:
@@ -532,8 +653,16 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adj.tolist()
 
 
-def decide(p_value: float, estimate: float, direction: Any, *, null: float = 0.0, min_p: float = 0.0,
-           alpha: float = ALPHA, power: float | None = None) -> str:
+def decide(
+    p_value: float,
+    estimate: float,
+    direction: Any,
+    *,
+    null: float = 0.0,
+    min_p: float = 0.0,
+    alpha: float = ALPHA,
+    power: float | None = None,
+) -> str:
     """The verdict (module doc) from a two-sided p-value, the estimate's side and the design's ``min_p``.
 
     ``power``: where a record carries the design's simulated power at the effect seen (dataset
@@ -554,8 +683,9 @@ def decide(p_value: float, estimate: float, direction: Any, *, null: float = 0.0
     return INCONCLUSIVE
 
 
-def required_units(min_p_of_n: Callable[[int], float], *, alpha: float = ALPHA, start: int = 2,
-                   stop: int = 10_000) -> int | None:
+def required_units(
+    min_p_of_n: Callable[[int], float], *, alpha: float = ALPHA, start: int = 2, stop: int = 10_000
+) -> int | None:
     """Smallest ``n >= start`` whose design can attain a two-sided p below ``alpha`` (None if none)."""
     for n in range(start, stop):
         if min_p_of_n(n) < alpha:

@@ -12,8 +12,9 @@ from pullback_utils.analysis.descriptive import bootstrap_ci
 __all__ = ["twonn_dimension"]
 
 
-def twonn_dimension(x: torch.Tensor | np.ndarray, *, n_boot: int = 500, seed: int = 0,
-                    discard: float = 0.1) -> tuple[float, float, float]:
+def twonn_dimension(
+    x: torch.Tensor | np.ndarray, *, n_boot: int = 500, seed: int = 0, discard: float = 0.1
+) -> tuple[float, float, float]:
     """TwoNN intrinsic-dimension estimate (Facco et al. 2017) with a bootstrap CI over points.
 
     For every point, ``mu = r2 / r1`` (distances to its second and first nearest neighbour) is

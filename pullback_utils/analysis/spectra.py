@@ -15,8 +15,14 @@ import torch
 
 from pullback_utils.analysis.geometry import ArrayLike, _out, _to_float64_tensor
 
-__all__ = ["radial_frequency_grid", "radial_psd", "low_frequency_share", "mean_frequency", "white_noise_low_share",
-           "psd_summary"]
+__all__ = [
+    "radial_frequency_grid",
+    "radial_psd",
+    "low_frequency_share",
+    "mean_frequency",
+    "white_noise_low_share",
+    "psd_summary",
+]
 
 
 def white_noise_low_share(h: int, w: int, cutoff: float) -> float:

@@ -49,13 +49,28 @@ from pullback_utils.chapters.parameters import ParameterError
 
 __all__ = [
     # the command line and the runs
-    "main", "run", "run_chapter", "NotebookResult", "Estimate",
+    "main",
+    "run",
+    "run_chapter",
+    "NotebookResult",
+    "Estimate",
     # where a book's pieces live, which chapters it has
-    "Layout", "chapter_order", "Repository", "repository",
+    "Layout",
+    "chapter_order",
+    "Repository",
+    "repository",
     # parameters: cells, files, overrides
-    "ParameterError", "load_param_groups", "notebook_defaults", "notebook_parameters", "effective_overrides",
+    "ParameterError",
+    "load_param_groups",
+    "notebook_defaults",
+    "notebook_parameters",
+    "effective_overrides",
     # when a chapter must run again
     "stamp_key",
     # the generated pages and the build
-    "build", "write_statistics", "write_toc", "write_api_page", "write_snippets",
+    "build",
+    "write_statistics",
+    "write_toc",
+    "write_api_page",
+    "write_snippets",
 ]

@@ -27,21 +27,36 @@ from pullback_utils.book.layout import chapter_of
 from pullback_utils.chapters.chapter import WARNINGS_NOTE
 from pullback_utils.chapters.plotting import CONTENT_WIDTH_PX, MANIFEST, check_figure
 
-__all__ = ["PAPER_ARXIV", "Figure", "Page", "parse_page", "citation_problems", "output_problems",
-           "figure_problems", "noise_problems", "check_site"]
+__all__ = [
+    "PAPER_ARXIV",
+    "Figure",
+    "Page",
+    "parse_page",
+    "citation_problems",
+    "output_problems",
+    "figure_problems",
+    "noise_problems",
+    "check_site",
+]
 
 PAPER_ARXIV = "2307.12868"
 _WARNING = re.compile(r"\b\w*Warning: ")
 #: Python reprs that say nothing to a reader (an expression's value left as a cell's last line)
-RAW_REPR = re.compile(r"\b(?:Posix|Windows|Pure\w*)Path\(|<Figure size \d|<matplotlib\.[\w.]+ object|"
-                      r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+RAW_REPR = re.compile(
+    r"\b(?:Posix|Windows|Pure\w*)Path\(|<Figure size \d|<matplotlib\.[\w.]+ object|"
+    r"<[\w.]+ object at 0x[0-9a-fA-F]+>"
+)
 #: Folders of a build machine (home folders, temporary folders, an installed package)
-MACHINE_PATH = re.compile(r"(?<![\w.:/])(?:/home/|/Users/|/root/|/tmp/|/private/var/|[A-Z]:\\Users\\)[\w.-]+"
-                          r"|site-packages/")
+MACHINE_PATH = re.compile(
+    r"(?<![\w.:/])(?:/home/|/Users/|/root/|/tmp/|/private/var/|[A-Z]:\\Users\\)[\w.-]+"
+    r"|site-packages/"
+)
 #: What widgets (tqdm bars rendered as ipywidgets) and papermill leave in a page's HTML
-RAW_HTML_NOISE = {"application/vnd.jupyter.widget-state+json": "widget state (a notebook's saved widgets)",
-                  "application/vnd.jupyter.widget-view+json": "a widget view (a tqdm bar as a widget?)",
-                  "tag_injected-parameters": "papermill's injected-parameters cell"}
+RAW_HTML_NOISE = {
+    "application/vnd.jupyter.widget-state+json": "widget state (a notebook's saved widgets)",
+    "application/vnd.jupyter.widget-view+json": "a widget view (a tqdm bar as a widget?)",
+    "tag_injected-parameters": "papermill's injected-parameters cell",
+}
 #: Pages of the theme and Sphinx that carry no content of the book
 _CHROME_PAGES = {"genindex.html", "search.html", "py-modindex.html", "index.html"}
 _VOID = {"img", "br", "hr", "meta", "link", "input", "source", "col", "area", "base", "wbr", "embed", "param", "track"}
@@ -129,12 +144,14 @@ class _Parser(HTMLParser):
             if kind.startswith("citation:"):
                 self.page.citations[kind.split(":", 1)[1]] = text
             else:
-                {"stderr": self.page.stderr, "traceback": self.page.tracebacks}.get(kind, self.page.outputs).append(text)
+                {"stderr": self.page.stderr, "traceback": self.page.tracebacks}.get(kind, self.page.outputs).append(
+                    text
+                )
                 if kind != "output":
                     self.page.outputs.append(text)
         if tag == "figcaption" and self.caption is not None and self.caption[0] == depth:
             _, parts, numbered = self.caption
-            for fig in (self.figures[-1][1] if self.figures else []):
+            for fig in self.figures[-1][1] if self.figures else []:
                 fig.caption, fig.numbered = " ".join("".join(parts).split()), numbered
             self.caption = None
         if tag == "figure" and self.figures and self.figures[-1][0] == depth:
@@ -166,8 +183,9 @@ def _paper_entry(bibliography: Page, arxiv: str) -> str | None:
     return next((eid for eid, text in bibliography.citations.items() if pattern.search(text)), None)
 
 
-def citation_problems(page: Page, bibliography: Page, page_url: str, bibliography_url: str,
-                      arxiv: str = PAPER_ARXIV) -> list[str]:
+def citation_problems(
+    page: Page, bibliography: Page, page_url: str, bibliography_url: str, arxiv: str = PAPER_ARXIV
+) -> list[str]:
     """Problems with the page's citation of the paper: no bibliography entry links
     ``arxiv.org/abs/<arxiv>``, or the page has no link to that entry. URLs are site-relative paths
     (``generated/editing/editing.html``, ``bibliography.html``)."""
@@ -205,13 +223,17 @@ def output_problems(page: Page) -> list[str]:
     """Outputs a reader should not see: stderr streams, warnings and tracebacks."""
     problems = [f"stderr output: {_excerpt(t)!r}" for t in page.stderr]
     problems += [f"traceback output: {_excerpt(t)!r}" for t in page.tracebacks]
-    problems += [f"warning in an output: {_excerpt(next(ln for ln in t.splitlines() if _WARNING.search(ln)))!r}"
-                 for t in page.outputs if t not in page.stderr and t not in page.tracebacks and _WARNING.search(t)]
+    problems += [
+        f"warning in an output: {_excerpt(next(ln for ln in t.splitlines() if _WARNING.search(ln)))!r}"
+        for t in page.outputs
+        if t not in page.stderr and t not in page.tracebacks and _WARNING.search(t)
+    ]
     return problems
 
 
-def figure_problems(page: Page, html_file: Path, source_dir: Path | None = None,
-                    column_px: int = CONTENT_WIDTH_PX) -> list[str]:
+def figure_problems(
+    page: Page, html_file: Path, source_dir: Path | None = None, column_px: int = CONTENT_WIDTH_PX
+) -> list[str]:
     """Problems with the page's images: not a numbered, captioned figure; wider than the column; text
     too small (from ``source_dir``'s ``figures.json``, the chapter's output folder, when given)."""
     from PIL import Image
@@ -221,20 +243,23 @@ def figure_problems(page: Page, html_file: Path, source_dir: Path | None = None,
         parsed = urlparse(fig.src)
         name = PurePosixPath(unquote(parsed.path)).name or fig.src[:40]
         if not fig.in_figure or not fig.numbered or not fig.caption:
-            problems.append(f"image {name} is not a numbered figure with a caption "
-                            "(save and show it with pullback_utils.chapters.plotting.save_figure)")
+            problems.append(
+                f"image {name} is not a numbered figure with a caption "
+                "(save and show it with pullback_utils.chapters.plotting.save_figure)"
+            )
         if parsed.scheme in ("http", "https", "data"):
             continue
         path = (html_file.parent / unquote(parsed.path)).resolve()
         if source_dir is not None and (source_dir / name).is_file() and (source_dir / MANIFEST).is_file():
-            problems += [p for p in check_figure(source_dir / name, max_width_px=column_px)
-                         if "no caption" not in p]
+            problems += [p for p in check_figure(source_dir / name, max_width_px=column_px) if "no caption" not in p]
         elif path.is_file():
             with Image.open(path) as image:
                 width = image.size[0]
             if width > column_px:
-                problems.append(f"{name}: {width} px wide, wider than the {column_px} px content column "
-                                f"(shown at {column_px / width:.0%}, its text with it)")
+                problems.append(
+                    f"{name}: {width} px wide, wider than the {column_px} px content column "
+                    f"(shown at {column_px / width:.0%}, its text with it)"
+                )
         else:
             problems.append(f"image {name} does not exist ({path})")
     return problems
@@ -255,20 +280,26 @@ def noise_problems(page: Page, html: str, machine_paths: tuple[str, ...] = ()) -
         if folder and folder in text and folder not in seen:
             problems.append(f"machine path: {folder!r} (the folder the book was built in)")
     if WARNINGS_NOTE in text:  # one problem per warning the note lists (or the note itself)
-        note = text[text.index(WARNINGS_NOTE):]
+        note = text[text.index(WARNINGS_NOTE) :]
         listed = list(dict.fromkeys(" ".join(m.group(0).split()) for m in re.finditer(r"\b\w*Warning: .{0,60}", note)))
-        problems += [f"warnings note: {w!r} (Chapter.finish lists the warnings raised during the run)"
-                     for w in listed or [note[:80]]]
+        problems += [
+            f"warnings note: {w!r} (Chapter.finish lists the warnings raised during the run)"
+            for w in listed or [note[:80]]
+        ]
     problems += [f"{what} in the page" for marker, what in RAW_HTML_NOISE.items() if marker in html]
     return problems
 
 
 def _context(text: str, match: re.Match) -> str:
-    return " ".join(text[max(0, match.start() - 30): match.end() + 40].split())
+    return " ".join(text[max(0, match.start() - 30) : match.end() + 40].split())
 
 
-def check_site(html_root: Path, generated_dir: Path | None = None, bibliography: str = "bibliography.html",
-               intro: str = "intro.html") -> dict[str, list[str]]:
+def check_site(
+    html_root: Path,
+    generated_dir: Path | None = None,
+    bibliography: str = "bibliography.html",
+    intro: str = "intro.html",
+) -> dict[str, list[str]]:
     """Run the checks on a built book: the introduction and every chapter cite the paper; chapters show
     no stderr, warnings or tracebacks, and only numbered, captioned figures that fit the column; no
     page of the book shows noise (:func:`noise_problems`).
@@ -286,11 +317,17 @@ def check_site(html_root: Path, generated_dir: Path | None = None, bibliography:
         return {bibliography: ["no bibliography page (book/bibliography.md in book/_toc.yml)"]}
     bib = parse_page(bib_file.read_text())
     problems: dict[str, list[str]] = {}
-    pages = [intro] + sorted(p.relative_to(html_root).as_posix() for p in html_root.glob("generated/*/*.html")
-                             if chapter_of(p.relative_to(html_root).with_suffix("").as_posix()))
+    pages = [intro] + sorted(
+        p.relative_to(html_root).as_posix()
+        for p in html_root.glob("generated/*/*.html")
+        if chapter_of(p.relative_to(html_root).with_suffix("").as_posix())
+    )
     machine = (str(html_root.resolve().parent.parent),) if html_root.resolve().parent.name == "_build" else ()
-    others = sorted(p.relative_to(html_root).as_posix() for p in html_root.rglob("*.html")
-                    if not p.relative_to(html_root).parts[0].startswith("_") and p.name not in _CHROME_PAGES)
+    others = sorted(
+        p.relative_to(html_root).as_posix()
+        for p in html_root.rglob("*.html")
+        if not p.relative_to(html_root).parts[0].startswith("_") and p.name not in _CHROME_PAGES
+    )
     for rel in pages + [p for p in others if p not in pages]:
         file = html_root / rel
         if not file.is_file():

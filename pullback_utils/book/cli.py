@@ -39,14 +39,25 @@ def _default_jobs() -> int:
 
 
 def _add_parameter_options(p: argparse.ArgumentParser, quick_help: str, model_map: bool = True) -> None:
-    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                   help="set a parameter (repeatable); VALUE is a YAML literal: 4, 1e-3, null, [0.7, 0.3], disks")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="set a parameter (repeatable); VALUE is a YAML literal: 4, 1e-3, null, [0.7, 0.3], disks",
+    )
     p.add_argument("--params", type=Path, metavar="FILE", help="YAML parameter groups {notebook|all: {param: value}}")
     p.add_argument("--quick", action="store_true", help=quick_help)
     if model_map:
-        p.add_argument("--model-map", action="append", metavar="ID=FOLDER", default=[],
-                       help="load model ID (e.g. a hub id of the parameter file) from FOLDER (repeatable; added to "
-                            "$PULLBACK_MODEL_MAP, which the chapter kernels inherit)")
+        p.add_argument(
+            "--model-map",
+            action="append",
+            metavar="ID=FOLDER",
+            default=[],
+            help="load model ID (e.g. a hub id of the parameter file) from FOLDER (repeatable; added to "
+            "$PULLBACK_MODEL_MAP, which the chapter kernels inherit)",
+        )
 
 
 def _apply_model_map(entries: list[str]) -> None:
@@ -64,62 +75,124 @@ def _apply_model_map(entries: list[str]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pullback_utils.book", description=_DESCRIPTION)
-    parser.add_argument("--root", type=Path, default=None,
-                        help="folder with _config.yml, book/ and notebooks/ (default: found from cwd)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="folder with _config.yml, book/ and notebooks/ (default: found from cwd)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="execute the chapter notebooks with papermill into book/generated/")
-    p_run.add_argument("--only", nargs="+", metavar="NAME",
-                       help="run only these chapters, and the chapters that read their results (the scorecard)")
+    p_run.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these chapters, and the chapters that read their results (the scorecard)",
+    )
     _add_parameter_options(p_run, "use the tiny parameters of book/params/quick.yaml")
     p_run.add_argument("--force", action="store_true", help="run even if the stamp says nothing changed")
-    p_run.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
-                       help="no progress lines while chapters run (which cell, the bars, the time so far)")
-    p_run.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
-                       help=f"chapters run at once, each in its own kernel (default: the CPU count, at most "
-                            f"{_MAX_DEFAULT_JOBS}: {_default_jobs()} here); a chapter that reads others' results waits "
-                            "for them")
-    p_run.add_argument("--cluster", default=None, metavar="WHERE",
-                       help="where the chapters' basis sweeps run: '' (in-process, the default), 'local:N' (a Ray "
-                            "cluster of N CPUs per chapter), 'auto', 'ray://HOST:PORT' or 'HOST:PORT' (pip install "
-                            "'pullback_utils[distributed]'); use either --jobs or a local cluster, not both")
+    p_run.add_argument(
+        "-q",
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress lines while chapters run (which cell, the bars, the time so far)",
+    )
+    p_run.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"chapters run at once, each in its own kernel (default: the CPU count, at most "
+        f"{_MAX_DEFAULT_JOBS}: {_default_jobs()} here); a chapter that reads others' results waits "
+        "for them",
+    )
+    p_run.add_argument(
+        "--cluster",
+        default=None,
+        metavar="WHERE",
+        help="where the chapters' basis sweeps run: '' (in-process, the default), 'local:N' (a Ray "
+        "cluster of N CPUs per chapter), 'auto', 'ray://HOST:PORT' or 'HOST:PORT' (pip install "
+        "'pullback_utils[distributed]'); use either --jobs or a local cluster, not both",
+    )
 
     p_ch = sub.add_parser("chapter", help="run one chapter (like papermill, with the runner's checks) into a folder")
     p_ch.add_argument("name", help="chapter (notebook) name")
-    p_ch.add_argument("-o", "--output", type=Path, metavar="DIR",
-                      help="output folder (default book/generated/NAME); new, empty or an earlier output")
+    p_ch.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="DIR",
+        help="output folder (default book/generated/NAME); new, empty or an earlier output",
+    )
     _add_parameter_options(p_ch, "start from book/params/quick.yaml")
-    p_ch.add_argument("--force", action="store_true", help="run even if the folder's stamp says nothing changed, "
-                      "and replace the output of another chapter in that folder")
-    p_ch.add_argument("-q", "--quiet", "--no-progress", dest="quiet", action="store_true",
-                      help="no progress lines while the chapter runs (which cell, the bars, the time so far)")
+    p_ch.add_argument(
+        "--force",
+        action="store_true",
+        help="run even if the folder's stamp says nothing changed, "
+        "and replace the output of another chapter in that folder",
+    )
+    p_ch.add_argument(
+        "-q",
+        "--quiet",
+        "--no-progress",
+        dest="quiet",
+        action="store_true",
+        help="no progress lines while the chapter runs (which cell, the bars, the time so far)",
+    )
 
-    p_plan = sub.add_parser("plan", help="print per chapter the bases, Jacobian products, peak memory and estimated "
-                            "time (this CPU and a GPU) of a run, without running anything")
+    p_plan = sub.add_parser(
+        "plan",
+        help="print per chapter the bases, Jacobian products, peak memory and estimated "
+        "time (this CPU and a GPU) of a run, without running anything",
+    )
     p_plan.add_argument("--only", nargs="+", metavar="NAME", help="plan only these chapters")
     _add_parameter_options(p_plan, "use the tiny parameters of book/params/quick.yaml")
-    p_plan.add_argument("--gpu-tflops", type=float, default=None, metavar="R",
-                        help="sustained GPU rate in TFLOP/s for the GPU column (default: 400, an assumption)")
-    p_plan.add_argument("--memory", type=float, default=None, metavar="GB",
-                        help="plan for this much free memory (e.g. a GPU's) instead of this machine's")
+    p_plan.add_argument(
+        "--gpu-tflops",
+        type=float,
+        default=None,
+        metavar="R",
+        help="sustained GPU rate in TFLOP/s for the GPU column (default: 400, an assumption)",
+    )
+    p_plan.add_argument(
+        "--memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="plan for this much free memory (e.g. a GPU's) instead of this machine's",
+    )
 
     p_build = sub.add_parser("build", help="build the HTML book (execution off) into _build/html")
     p_build.add_argument("jb_args", nargs="*", help="extra arguments for jupyter-book build (after --)")
-    p_build.add_argument("--allow-warnings", action="store_true",
-                         help="do not treat Sphinx warnings as errors (the default fails the build on any warning)")
+    p_build.add_argument(
+        "--allow-warnings",
+        action="store_true",
+        help="do not treat Sphinx warnings as errors (the default fails the build on any warning)",
+    )
 
     sub.add_parser("check", help="check the built book (_build/html): citations, warnings, figures, captions")
 
-    p_params = sub.add_parser("params", help="print one notebook's effective parameters as a flat YAML file "
-                              "(for papermill -f)")
+    p_params = sub.add_parser(
+        "params", help="print one notebook's effective parameters as a flat YAML file (for papermill -f)"
+    )
     p_params.add_argument("name", help="notebook name")
     _add_parameter_options(p_params, "start from book/params/quick.yaml")
 
-    p_cell = sub.add_parser("install-cell", help="print the first code cell every chapter notebook starts with "
-                            "(from repository.url and repository.branch of _config.yml)")
-    p_cell.add_argument("--write", action="store_true",
-                        help="rewrite that cell in every notebook of notebooks/ (.md and .ipynb), e.g. after the "
-                             "repository setting changed")
+    p_cell = sub.add_parser(
+        "install-cell",
+        help="print the first code cell every chapter notebook starts with "
+        "(from repository.url and repository.branch of _config.yml)",
+    )
+    p_cell.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite that cell in every notebook of notebooks/ (.md and .ipynb), e.g. after the "
+        "repository setting changed",
+    )
     return parser
 
 
@@ -160,8 +233,9 @@ def _params(layout: Layout, args: argparse.Namespace) -> int:
     name = normalise_name(args.name)
     if not layout.notebook(name).is_file():
         raise ParameterError(f"no notebook {layout.notebook(name)}")
-    files = ([layout.quick_params] if args.quick and layout.quick_params.is_file() else []) + \
-        ([args.params] if args.params else [])
+    files = ([layout.quick_params] if args.quick and layout.quick_params.is_file() else []) + (
+        [args.params] if args.params else []
+    )
     groups = [load_param_groups(f) for f in files]
     cli = parse_cli_pairs(args.parameter)
     if cli:
@@ -188,8 +262,10 @@ def _plan(layout: Layout, args: argparse.Namespace) -> int:
     print(format_plan(plans, available=available, gpu_tflops=gpu))
     bad = [p for p in plans if not p.fits]
     for p in bad:
-        print(f"error: {p.chapter}: {p.model} does not fit in the free memory even with blocks of one vector",
-              file=sys.stderr)
+        print(
+            f"error: {p.chapter}: {p.model} does not fit in the free memory even with blocks of one vector",
+            file=sys.stderr,
+        )
     return 2 if bad else 0
 
 
@@ -201,8 +277,10 @@ def _book_root(root: Path | None) -> Path:
     if not found.is_dir():
         raise ParameterError(f"--root {root}: no such folder")
     if not ((found / "_config.yml").is_file() and (found / "book").is_dir()):
-        raise ParameterError(f"{where}: not a book (a book folder holds _config.yml and book/); run from inside the "
-                             "book's repository or pass --root FOLDER")
+        raise ParameterError(
+            f"{where}: not a book (a book folder holds _config.yml and book/); run from inside the "
+            "book's repository or pass --root FOLDER"
+        )
     return found
 
 
@@ -238,14 +316,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(layout, args)
         if args.command == "chapter":
-            result = run_chapter(layout, args.name, out_dir=args.output, params=args.params, quick=args.quick,
-                                 overrides=parse_cli_pairs(args.parameter), force=args.force, progress=progress,
-                                 log=say)
+            result = run_chapter(
+                layout,
+                args.name,
+                out_dir=args.output,
+                params=args.params,
+                quick=args.quick,
+                overrides=parse_cli_pairs(args.parameter),
+                force=args.force,
+                progress=progress,
+                log=say,
+            )
             return _summary([result])
         jobs = _default_jobs() if args.jobs is None else args.jobs
-        results = run(layout, only=args.only, params=args.params, quick=args.quick, force=args.force,
-                      progress=progress, overrides=parse_cli_pairs(args.parameter), jobs=jobs,
-                      cluster=args.cluster, log=say)
+        results = run(
+            layout,
+            only=args.only,
+            params=args.params,
+            quick=args.quick,
+            force=args.force,
+            progress=progress,
+            overrides=parse_cli_pairs(args.parameter),
+            jobs=jobs,
+            cluster=args.cluster,
+            log=say,
+        )
         return _summary(results)
     except (ParameterError, RuntimeError) as exc:
         for line in str(exc).splitlines():

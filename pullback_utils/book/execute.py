@@ -60,22 +60,35 @@ def _venv_kernel() -> Iterator[None]:
     """
     old = os.environ.get("JUPYTER_PATH")
     bars = str(Path(__file__).with_name("kernel_bars.py"))
-    launcher = ("import os, sys; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); "
-                "os.dup2(fd, 2); sys.argv[0] = 'ipykernel_launcher'\n"
-                "try:\n import importlib.util as u; s = u.spec_from_file_location('_pullback_kernel_bars', %r); "
-                "m = u.module_from_spec(s); s.loader.exec_module(m); m.install('.')\n"
-                "except Exception as e:\n print('progress bars stay widgets:', e, file=sys.stderr)\n"
-                "from ipykernel import kernelapp; kernelapp.launch_new_instance()") % (KERNEL_LOG, bars)
+    launcher = (
+        "import os, sys; fd = os.open(%r, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); "
+        "os.dup2(fd, 2); sys.argv[0] = 'ipykernel_launcher'\n"
+        "try:\n import importlib.util as u; s = u.spec_from_file_location('_pullback_kernel_bars', %r); "
+        "m = u.module_from_spec(s); s.loader.exec_module(m); m.install('.')\n"
+        "except Exception as e:\n print('progress bars stay widgets:', e, file=sys.stderr)\n"
+        "from ipykernel import kernelapp; kernelapp.launch_new_instance()"
+    ) % (KERNEL_LOG, bars)
     with tempfile.TemporaryDirectory(prefix="pullback-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / KERNEL_NAME
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-c", launcher, "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"],
-            "display_name": "Python 3 (ipykernel)",
-            "language": "python",
-            "env": {BOOK_ENV: "1"},
-            "metadata": {"debugger": True},
-        }))
+        (spec / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        sys.executable,
+                        "-c",
+                        launcher,
+                        "-f",
+                        "{connection_file}",
+                        "--IPKernelApp.log_level=ERROR",
+                    ],
+                    "display_name": "Python 3 (ipykernel)",
+                    "language": "python",
+                    "env": {BOOK_ENV: "1"},
+                    "metadata": {"debugger": True},
+                }
+            )
+        )
         os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, old] if old else [tmp])
         try:
             yield
@@ -146,9 +159,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fingerprint: tuple[str, str],
-             progress: bool, dest: Path, log: Callable[[str], Any] = print,
-             estimate: Estimate | None = None) -> NotebookResult:
+def _execute(
+    layout: Layout,
+    name: str,
+    overrides: dict[str, Any],
+    key: str,
+    fingerprint: tuple[str, str],
+    progress: bool,
+    dest: Path,
+    log: Callable[[str], Any] = print,
+    estimate: Estimate | None = None,
+) -> NotebookResult:
     """Run one notebook in a hidden sibling of ``dest`` that replaces ``dest`` when it succeeded;
     ``progress``: report cells, bars and time through ``log`` while it runs (with ``estimate``)."""
     import papermill
@@ -164,20 +185,35 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
         # os.chdir the whole runner, which chapters running in parallel threads share.
         with watch:
             papermill.execute_notebook(
-                str(layout.notebook(name)), str(executed), parameters=overrides,
+                str(layout.notebook(name)),
+                str(executed),
+                parameters=overrides,
                 resources={"metadata": {"path": str(work)}},
-                kernel_name=KERNEL_NAME, progress_bar=False, log_output=False,
-                store_widget_state=False, kernel_manager_class=_watched_kernel_manager(watch),
-                on_notebook_start=watch.notebook_started, on_cell_execute=watch.cell_started,
+                kernel_name=KERNEL_NAME,
+                progress_bar=False,
+                log_output=False,
+                store_widget_state=False,
+                kernel_manager_class=_watched_kernel_manager(watch),
+                on_notebook_start=watch.notebook_started,
+                on_cell_execute=watch.cell_started,
             )
     except BaseException as exc:  # noqa: BLE001 - keep going past any notebook failure
         seconds = time.perf_counter() - started
         message = watch.death_report() if type(exc).__name__ == "DeadKernelError" else _describe_failure(exc, executed)
         failed = dest.parent / f"{dest.name}.failed"
-        write_json(work / FAILURE, sort_keys=True, data={
-            "notebook": name, "status": "failed", "message": message, "seconds": round(seconds, 2),
-            "overrides": overrides, "key": key, "finished": _now(),
-        })
+        write_json(
+            work / FAILURE,
+            sort_keys=True,
+            data={
+                "notebook": name,
+                "status": "failed",
+                "message": message,
+                "seconds": round(seconds, 2),
+                "overrides": overrides,
+                "key": key,
+                "finished": _now(),
+            },
+        )
         shutil.rmtree(failed, ignore_errors=True)
         os.replace(work, failed)
         if isinstance(exc, KeyboardInterrupt):
@@ -190,11 +226,21 @@ def _execute(layout: Layout, name: str, overrides: dict[str, Any], key: str, fin
     if kernel_log.is_file() and not kernel_log.read_text().strip():
         kernel_log.unlink()
     version, source_hash = fingerprint
-    write_json(work / STAMP, sort_keys=True, data={
-        "notebook": name, "status": "ok", "key": key, "overrides": overrides, "seconds": round(seconds, 2),
-        "finished": _now(), "package_version": version, "package_source_sha256": source_hash,
-        "outputs": output_digests(work),
-    })
+    write_json(
+        work / STAMP,
+        sort_keys=True,
+        data={
+            "notebook": name,
+            "status": "ok",
+            "key": key,
+            "overrides": overrides,
+            "seconds": round(seconds, 2),
+            "finished": _now(),
+            "package_version": version,
+            "package_source_sha256": source_hash,
+            "outputs": output_digests(work),
+        },
+    )
     old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
     if dest.exists():
         os.replace(dest, old)

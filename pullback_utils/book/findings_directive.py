@@ -48,8 +48,10 @@ def metrics_files(generated: Path) -> list[Path]:
 
 
 def _not_run(name: str, why: str) -> str:
-    return (f"````{{admonition}} What this run found\n:class: note findings\n\nNothing yet: {why}. Run it with "
-            f"`python -m pullback_utils.book run --only {name}`.\n````\n")
+    return (
+        f"````{{admonition}} What this run found\n:class: note findings\n\nNothing yet: {why}. Run it with "
+        f"`python -m pullback_utils.book run --only {name}`.\n````\n"
+    )
 
 
 def chapter_markdown(generated: str | Path, name: str, *, summary: bool = False) -> str:
@@ -84,17 +86,20 @@ def headline_markdown(generated: str | Path, *, figure: bool = True) -> str:
 
     generated = Path(generated)
     if not (generated / SCORECARD / "metrics.json").is_file():
-        return ("```{note}\nThe scorecard has not been run in this build: run the chapters with "
-                "`python -m pullback_utils.book run`.\n```\n")
+        return (
+            "```{note}\nThe scorecard has not been run in this build: run the chapters with "
+            "`python -m pullback_utils.book run`.\n```\n"
+        )
     rows = sc.collect(generated)
     link = f" Claim by claim: the {{doc}}`scorecard </generated/{SCORECARD}/{SCORECARD}>`." if figure else ""
-    text = (f"````{{admonition}} The result in two sentences\n:class: tip findings\n\n{fd.headline(rows)}{link}"
-            "\n````\n")
+    text = f"````{{admonition}} The result in two sentences\n:class: tip findings\n\n{fd.headline(rows)}{link}\n````\n"
     png = generated / SCORECARD / "scorecard.png"
     if figure and png.is_file():
-        text += (f"\n```{{figure}} /generated/{SCORECARD}/scorecard.png\n:name: intro-scorecard\n:alt: The "
-                 f"scorecard: each claim of the paper and its verdict\n\nThe paper's claims and their verdicts "
-                 f"(the scorecard's first figure: bar length -log10 of the Holm-adjusted p, colour the verdict).\n```\n")
+        text += (
+            f"\n```{{figure}} /generated/{SCORECARD}/scorecard.png\n:name: intro-scorecard\n:alt: The "
+            f"scorecard: each claim of the paper and its verdict\n\nThe paper's claims and their verdicts "
+            f"(the scorecard's first figure: bar length -log10 of the Holm-adjusted p, colour the verdict).\n```\n"
+        )
     return text
 
 
@@ -125,8 +130,9 @@ def _directives() -> tuple[type, type]:
         def run(self) -> list[Any]:
             name = chapter_of(self.env.docname)
             if name is None:
-                raise self.error(f"chapter-findings: {self.env.docname!r} is not a chapter page "
-                                 "(generated/<name>/<name>)")
+                raise self.error(
+                    f"chapter-findings: {self.env.docname!r} is not a chapter page (generated/<name>/<name>)"
+                )
             return self._parse(chapter_markdown(self._generated(), name, summary="summary" in self.options))
 
     class ScorecardHeadline(_Rendered):

@@ -109,5 +109,3 @@ def chapter_order(layout: Layout) -> tuple[list[str], list[str]]:
 def normalise_name(name: str) -> str:
     """``notebooks/editing.ipynb``, ``editing.ipynb`` or ``editing`` -> ``editing``."""
     return Path(name).name.removesuffix(".ipynb")
-
-

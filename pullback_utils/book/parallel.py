@@ -18,8 +18,14 @@ from pullback_utils.book.stamps import depends_on, read_stamp
 __all__ = ["run_parallel"]
 
 
-def run_parallel(layout: Layout, plan: list[tuple[str, dict[str, Any]]], chapters: list[str], jobs: int,
-                  one: Callable[..., Any], log: Callable[[str], Any]) -> list[Any]:
+def run_parallel(
+    layout: Layout,
+    plan: list[tuple[str, dict[str, Any]]],
+    chapters: list[str],
+    jobs: int,
+    one: Callable[..., Any],
+    log: Callable[[str], Any],
+) -> list[Any]:
     """``one(name, overrides, log, progress)`` for every chapter of ``plan``, ``jobs`` at a time; the results
     in plan order. ``log`` is called under a lock (one line at a time); progress bars are off."""
     planned = [name for name, _ in plan]
@@ -43,8 +49,19 @@ def run_parallel(layout: Layout, plan: list[tuple[str, dict[str, Any]]], chapter
     return [results[name] for name in planned]
 
 
-def _loop(pool: ThreadPoolExecutor, pending: list, running: dict, finished: set, results: dict, deps: dict,
-          last: dict, jobs: int, one: Callable[..., Any], overrides: dict, say: Callable[[str], Any]) -> None:
+def _loop(
+    pool: ThreadPoolExecutor,
+    pending: list,
+    running: dict,
+    finished: set,
+    results: dict,
+    deps: dict,
+    last: dict,
+    jobs: int,
+    one: Callable[..., Any],
+    overrides: dict,
+    say: Callable[[str], Any],
+) -> None:
     """Start ready chapters (their dependencies finished) longest first while fewer than ``jobs`` run."""
     while pending or running:
         ready = sorted((n for n in pending if all(d in finished for d in deps[n])), key=lambda n: -last[n])

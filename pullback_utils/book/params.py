@@ -22,8 +22,15 @@ import yaml
 
 from pullback_utils.chapters.parameters import Parameter, ParameterError, parse_parameters, validate_overrides
 
-__all__ = ["parse_cli_pairs", "load_param_groups", "notebook_parameters",
-           "notebook_defaults", "notebook_metadata", "effective_overrides", "papermill_cell_problems"]
+__all__ = [
+    "parse_cli_pairs",
+    "load_param_groups",
+    "notebook_parameters",
+    "notebook_defaults",
+    "notebook_metadata",
+    "effective_overrides",
+    "papermill_cell_problems",
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -101,8 +108,9 @@ def notebook_parameters(path: Path | str) -> dict[str, Parameter]:
             try:
                 return parse_parameters(_source(cell))
             except SyntaxError as exc:
-                raise ParameterError(f"{path}: the parameters cell is not valid Python: {exc.msg} "
-                                     f"(line {exc.lineno})") from None
+                raise ParameterError(
+                    f"{path}: the parameters cell is not valid Python: {exc.msg} (line {exc.lineno})"
+                ) from None
     return {}
 
 
@@ -157,11 +165,15 @@ def papermill_cell_problems(path: Path | str) -> list[str]:
     problems = []
     for name, param in ours.items():
         if name not in theirs:
-            problems.append(f"{name}: papermill cannot read this line (one '=' per line; annotations like Optional[int])")
+            problems.append(
+                f"{name}: papermill cannot read this line (one '=' per line; annotations like Optional[int])"
+            )
         elif theirs[name]["inferred_type_name"] in ("None", ""):
-            problems.append(f"{name}: no type for papermill (annotate it, e.g. '{name}: "
-                            f"{type(param.default).__name__ if param.literal and param.default is not None else 'Optional[int]'}"
-                            f" = {param.source}')")
+            problems.append(
+                f"{name}: no type for papermill (annotate it, e.g. '{name}: "
+                f"{type(param.default).__name__ if param.literal and param.default is not None else 'Optional[int]'}"
+                f" = {param.source}')"
+            )
         elif not theirs[name]["help"]:
             problems.append(f"{name}: no help comment")
     return problems

@@ -39,8 +39,16 @@ from typing import Any
 
 from pullback_utils.chapters.parameters import ParameterError
 
-__all__ = ["ChapterPlan", "BASES", "MEASURED_CPU", "DEFAULT_GPU_TFLOPS", "plan_chapters", "format_plan",
-           "check_memory", "model_architecture"]
+__all__ = [
+    "ChapterPlan",
+    "BASES",
+    "MEASURED_CPU",
+    "DEFAULT_GPU_TFLOPS",
+    "plan_chapters",
+    "format_plan",
+    "check_memory",
+    "model_architecture",
+]
 
 #: the GPU rate of the plan unless told otherwise (TFLOP/s): an ASSUMPTION, as in ``other_architectures``
 DEFAULT_GPU_TFLOPS = 400.0
@@ -61,17 +69,28 @@ def _n(v: dict, key: str) -> int:
 #: chapter -> (values -> [(model parameter, bases)]): what each chapter computes bases of
 BASES: dict[str, Callable[[dict], list[tuple[str, int]]]] = {
     "local_basis_tutorial": lambda v: [("model", _n(v, "methods") + 1)],  # each method + the reference
-    "coarse_to_fine": lambda v: [("model", v["n_samples"] * (_n(v, "times") + _n(v, "control_times"))
-                                  + 4 * v.get("sensitivity_samples", 0))],
-    "timestep_discrepancy": lambda v: [("model", v["n_samples"] * (_n(v, "times") + _n(v, "ablation_times")
-                                                                  + _n(v, "control_times"))
-                                        + 4 * v.get("sensitivity_samples", 0))],
-    "dataset_complexity": lambda v: [("ladder", _n(v, "rungs") * _n(v, "seeds") * v["n_samples"] * _n(v, "times")
-                                      + _n(v, "rungs") * v.get("control_samples", 0) * _n(v, "control_times"))],
+    "coarse_to_fine": lambda v: [
+        ("model", v["n_samples"] * (_n(v, "times") + _n(v, "control_times")) + 4 * v.get("sensitivity_samples", 0))
+    ],
+    "timestep_discrepancy": lambda v: [
+        (
+            "model",
+            v["n_samples"] * (_n(v, "times") + _n(v, "ablation_times") + _n(v, "control_times"))
+            + 4 * v.get("sensitivity_samples", 0),
+        )
+    ],
+    "dataset_complexity": lambda v: [
+        (
+            "ladder",
+            _n(v, "rungs") * _n(v, "seeds") * v["n_samples"] * _n(v, "times")
+            + _n(v, "rungs") * v.get("control_samples", 0) * _n(v, "control_times"),
+        )
+    ],
     # every prompt and the empty prompt, on n_states states (trained) and n_control (random weights);
     # prompts None: the chapter's twelve
-    "prompt_influence": lambda v: [("model", ((_n(v, "prompts") or 12) + 1) * (v["n_states"] + v.get("n_control", 0))
-                                    * _n(v, "times"))],
+    "prompt_influence": lambda v: [
+        ("model", ((_n(v, "prompts") or 12) + 1) * (v["n_states"] + v.get("n_control", 0)) * _n(v, "times"))
+    ],
     "editing": lambda v: [("model", v["n_samples"] * _n(v, "edit_times")), ("text_model", 2)],
     "ground_truth": lambda v: [(m, v["n_samples"] * _n(v, "times")) for m in v.get("models", [])],
     "other_architectures": lambda v: [],
@@ -134,8 +153,13 @@ def model_architecture(ref: str) -> dict[str, Any] | None:
         tokens = int(comps.get("text_encoder", {}).get("max_position_embeddings", 0)) or 16
         if folder is not None and (folder / "zoo.json").is_file():
             tokens = int(json.loads((folder / "zoo.json").read_text()).get("max_length", 16))
-    return dict(cls=cls, config=cfg, sample_shape=(int(cfg.get("in_channels", 3)), int(h), int(w)),
-                text_tokens=tokens, extra_params=_extra_params(comps))
+    return dict(
+        cls=cls,
+        config=cfg,
+        sample_shape=(int(cfg.get("in_channels", 3)), int(h), int(w)),
+        text_tokens=tokens,
+        extra_params=_extra_params(comps),
+    )
 
 
 def _extra_params(comps: dict[str, dict]) -> int:
@@ -152,8 +176,11 @@ def _extra_params(comps: dict[str, dict]) -> int:
         if "text_encoder" in comps:
             from transformers import CLIPTextConfig, CLIPTextModel
 
-            keep = {k: v for k, v in comps["text_encoder"].items() if not k.startswith("_") and k not in
-                    ("architectures", "transformers_version", "torch_dtype", "dtype")}
+            keep = {
+                k: v
+                for k, v in comps["text_encoder"].items()
+                if not k.startswith("_") and k not in ("architectures", "transformers_version", "torch_dtype", "dtype")
+            }
             n += sum(p.numel() for p in CLIPTextModel(CLIPTextConfig(**keep)).parameters())
     return int(n)
 
@@ -166,11 +193,19 @@ def _costs(arch: dict[str, Any]):
 
     from pullback_utils.features.flops import basis_costs
 
-    key = json.dumps([arch["cls"], arch["config"], arch["sample_shape"], arch["text_tokens"]], sort_keys=True,
-                     default=str)
+    key = json.dumps(
+        [arch["cls"], arch["config"], arch["sample_shape"], arch["text_tokens"]], sort_keys=True, default=str
+    )
     if key not in _COSTS:
-        _COSTS[key] = basis_costs(arch["cls"], arch["config"], arch["sample_shape"], text_tokens=arch["text_tokens"],
-                                  dtype=torch.float32, block=8, jvp_mode="forward")
+        _COSTS[key] = basis_costs(
+            arch["cls"],
+            arch["config"],
+            arch["sample_shape"],
+            text_tokens=arch["text_tokens"],
+            dtype=torch.float32,
+            block=8,
+            jvp_mode="forward",
+        )
     return _COSTS[key]
 
 
@@ -178,13 +213,29 @@ def _cpu_rate(cost) -> tuple[float, str]:
     """(FLOP/s, which measurement) for a cost: the measured architecture nearest in forward FLOPs."""
     best: tuple[float, float, str] | None = None
     for name, m in MEASURED_CPU.items():
-        arch = model_architecture(name) if name != "google/ddpm-cifar10-32" else dict(
-            cls="UNet2DModel", sample_shape=(3, 32, 32), text_tokens=0, extra_params=0,
-            config=dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
-                        layers_per_block=2, down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D",
-                                                              "DownBlock2D"),
-                        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-                        downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6))
+        arch = (
+            model_architecture(name)
+            if name != "google/ddpm-cifar10-32"
+            else dict(
+                cls="UNet2DModel",
+                sample_shape=(3, 32, 32),
+                text_tokens=0,
+                extra_params=0,
+                config=dict(
+                    sample_size=32,
+                    in_channels=3,
+                    out_channels=3,
+                    block_out_channels=(128, 256, 256, 256),
+                    layers_per_block=2,
+                    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                    downsample_padding=0,
+                    flip_sin_to_cos=False,
+                    freq_shift=1,
+                    norm_eps=1e-6,
+                ),
+            )
+        )
         assert arch is not None
         ref = _costs(arch)
         rate = (ref.jvp_flops + ref.vjp_flops) / (m["jvp"] + m["vjp"])
@@ -206,8 +257,13 @@ def _products_per_basis(v: dict, method: str | None = None) -> int:
     return 2 * per * iters
 
 
-def plan_chapters(chapters: list[tuple[str, dict[str, Any]]], *, available: int | None = None,
-                  gpu_tflops: float = DEFAULT_GPU_TFLOPS, timing: bool = True) -> list[ChapterPlan]:
+def plan_chapters(
+    chapters: list[tuple[str, dict[str, Any]]],
+    *,
+    available: int | None = None,
+    gpu_tflops: float = DEFAULT_GPU_TFLOPS,
+    timing: bool = True,
+) -> list[ChapterPlan]:
     """The plan of ``chapters`` ([(name, effective values)]: the notebook's defaults updated with the
     overrides). ``available``: the free memory to plan for (default: this machine's, as the engine reads it).
     ``timing=False`` skips the times (the memory check at the start of a run)."""
@@ -224,8 +280,20 @@ def plan_chapters(chapters: list[tuple[str, dict[str, Any]]], *, available: int 
         try:
             counted = rule(values)
         except KeyError as missing:  # a notebook of that name without the book chapter's parameters
-            out.append(ChapterPlan(name, "-", 0, 0, None, None, None, None, True,
-                                   f"no bases counted (no parameter {missing} in this notebook)"))
+            out.append(
+                ChapterPlan(
+                    name,
+                    "-",
+                    0,
+                    0,
+                    None,
+                    None,
+                    None,
+                    None,
+                    True,
+                    f"no bases counted (no parameter {missing} in this notebook)",
+                )
+            )
             continue
         for param, bases in counted:
             ref = values.get(param, param) if param in values else param
@@ -242,14 +310,38 @@ def plan_chapters(chapters: list[tuple[str, dict[str, Any]]], *, available: int 
             products = int(per)
             arch = model_architecture(ref)
             if arch is None:
-                out.append(ChapterPlan(name, ref, bases, products, None, None, None, None, True,
-                                       "no local config (not planned): map it with --model-map"))
+                out.append(
+                    ChapterPlan(
+                        name,
+                        ref,
+                        bases,
+                        products,
+                        None,
+                        None,
+                        None,
+                        None,
+                        True,
+                        "no local config (not planned): map it with --model-map",
+                    )
+                )
                 continue
             try:
                 cost = _costs(arch)
             except Exception as exc:  # noqa: BLE001 - the planner never stops a run by failing itself
-                out.append(ChapterPlan(name, ref, bases, products, None, None, None, None, True,
-                                       f"not planned ({type(exc).__name__}: {exc})"[:200]))
+                out.append(
+                    ChapterPlan(
+                        name,
+                        ref,
+                        bases,
+                        products,
+                        None,
+                        None,
+                        None,
+                        None,
+                        True,
+                        f"not planned ({type(exc).__name__}: {exc})"[:200],
+                    )
+                )
                 continue
             weights = cost.param_bytes + 4 * arch["extra_params"]
             block = int(values.get("k", 8)) + 2
@@ -262,11 +354,24 @@ def plan_chapters(chapters: list[tuple[str, dict[str, Any]]], *, available: int 
                 out.append(ChapterPlan(name, ref, bases, products, chunk if fits else 0, peak, None, None, fits))
                 continue
             rate, source = _cpu_rate(cost)
-            trajectories = int(values.get("n_samples", values.get("n_states", 1)) or 1) * int(values.get("ddim_steps", 0)
-                                                                                            or 0)
+            trajectories = int(values.get("n_samples", values.get("n_states", 1)) or 1) * int(
+                values.get("ddim_steps", 0) or 0
+            )
             flops = (products / 2) * (cost.jvp_flops + cost.vjp_flops) + (bases + trajectories) * cost.forward_flops
-            out.append(ChapterPlan(name, ref, bases, products, chunk if fits else 0, peak, flops / rate,
-                                   flops / (gpu_tflops * 1e12), fits, f"CPU rate of {source}"))
+            out.append(
+                ChapterPlan(
+                    name,
+                    ref,
+                    bases,
+                    products,
+                    chunk if fits else 0,
+                    peak,
+                    flops / rate,
+                    flops / (gpu_tflops * 1e12),
+                    fits,
+                    f"CPU rate of {source}",
+                )
+            )
     return out
 
 
@@ -288,26 +393,51 @@ def format_plan(plans: list[ChapterPlan], *, available: int | None, gpu_tflops: 
     """The plan as a text table, with where its numbers come from."""
     from pullback_utils.engine.jvp_memory import format_bytes
 
-    rows = [("chapter", "model", "bases", "products", "chunk", "peak (models)", "this CPU", f"GPU @{gpu_tflops:.0f} TF/s",
-             "fits")]
+    rows = [
+        (
+            "chapter",
+            "model",
+            "bases",
+            "products",
+            "chunk",
+            "peak (models)",
+            "this CPU",
+            f"GPU @{gpu_tflops:.0f} TF/s",
+            "fits",
+        )
+    ]
     for p in plans:
-        rows.append((p.chapter, p.model, str(p.bases), f"{p.products:,}", "-" if p.chunk is None else str(p.chunk),
-                     "?" if p.peak_bytes is None else format_bytes(p.peak_bytes), _seconds(p.cpu_seconds),
-                     _seconds(p.gpu_seconds), "yes" if p.fits else "NO"))
+        rows.append(
+            (
+                p.chapter,
+                p.model,
+                str(p.bases),
+                f"{p.products:,}",
+                "-" if p.chunk is None else str(p.chunk),
+                "?" if p.peak_bytes is None else format_bytes(p.peak_bytes),
+                _seconds(p.cpu_seconds),
+                _seconds(p.gpu_seconds),
+                "yes" if p.fits else "NO",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     total_cpu = sum(p.cpu_seconds or 0 for p in plans)
     total_gpu = sum(p.gpu_seconds or 0 for p in plans)
-    lines.append(f"total: {_seconds(total_cpu)} on this CPU, {_seconds(total_gpu)} on the GPU; free memory now "
-                 f"{'unknown' if available is None else format_bytes(available)}")
+    lines.append(
+        f"total: {_seconds(total_cpu)} on this CPU, {_seconds(total_gpu)} on the GPU; free memory now "
+        f"{'unknown' if available is None else format_bytes(available)}"
+    )
     notes = sorted({p.note for p in plans if p.note and not p.note.startswith("CPU rate")})
     lines += [f"note: {n}" for n in notes]
-    lines.append("sources: bases and products from the chapters' parameters (book/plan.py); FLOPs from "
-                 "features/flops.py on the meta device; CPU seconds per product measured on this machine "
-                 "(NOTES.md 'Cost at real sizes', nearest architecture); GPU rate ASSUMED (--gpu-tflops); "
-                 "chunk = vectors per block of products chosen from the free memory (engine/jvp_memory.py); peak = weights "
-                 "+ one recorded forward pass + one block, beyond the interpreter and the chapter's own data; "
-                 "times count the products and the DDIM trajectories, not the chapter's other cells")
+    lines.append(
+        "sources: bases and products from the chapters' parameters (book/plan.py); FLOPs from "
+        "features/flops.py on the meta device; CPU seconds per product measured on this machine "
+        "(NOTES.md 'Cost at real sizes', nearest architecture); GPU rate ASSUMED (--gpu-tflops); "
+        "chunk = vectors per block of products chosen from the free memory (engine/jvp_memory.py); peak = weights "
+        "+ one recorded forward pass + one block, beyond the interpreter and the chapter's own data; "
+        "times count the products and the DDIM trajectories, not the chapter's other cells"
+    )
     return "\n".join(lines)
 
 
@@ -318,8 +448,12 @@ def check_memory(plans: list[ChapterPlan], available: int | None) -> None:
 
     bad = [p for p in plans if not p.fits]
     if bad:
-        raise ParameterError("\n".join(
-            f"{p.chapter}: {p.model} needs about {format_bytes(p.peak_bytes or 0)} with blocks of one vector "
-            f"(weights, one recorded forward pass and one product), more than {HEADROOM:.0%} of the "
-            f"{format_bytes(available or 0)} free here; no chunk size fixes it: run it on a machine or GPU with "
-            f"more memory, free memory, or raise {MEMORY_LIMIT_ENV} if it is set too low" for p in bad))
+        raise ParameterError(
+            "\n".join(
+                f"{p.chapter}: {p.model} needs about {format_bytes(p.peak_bytes or 0)} with blocks of one vector "
+                f"(weights, one recorded forward pass and one product), more than {HEADROOM:.0%} of the "
+                f"{format_bytes(available or 0)} free here; no chunk size fixes it: run it on a machine or GPU with "
+                f"more memory, free memory, or raise {MEMORY_LIMIT_ENV} if it is set too low"
+                for p in bad
+            )
+        )

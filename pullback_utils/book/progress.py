@@ -33,6 +33,7 @@ __all__ = ["ChapterWatch", "Estimate", "format_seconds", "memory_limit_bytes"]
 
 Log = Callable[[str], Any]
 
+
 #: a chapter's expected seconds and where the figure comes from (e.g. "last run", "plan"); a planner that
 #: estimates chapters from their parameters passes these to ``run(..., estimates=...)``
 @dataclass(frozen=True)
@@ -74,9 +75,18 @@ def _gb(n: float) -> str:
 class ChapterWatch:
     """Follows one chapter's kernel (module doc). Use as a context manager around the execution."""
 
-    def __init__(self, name: str, progress_file: Path, log: Log, *, echo: bool = True,
-                 estimate: Estimate | None = None, interval: float = 0.5, bar_every: float = 10.0,
-                 heartbeat: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        progress_file: Path,
+        log: Log,
+        *,
+        echo: bool = True,
+        estimate: Estimate | None = None,
+        interval: float = 0.5,
+        bar_every: float = 10.0,
+        heartbeat: float = 60.0,
+    ) -> None:
         self.name = name
         self.progress_file = Path(progress_file)
         self.log = log
@@ -136,8 +146,10 @@ class ChapterWatch:
         self.cell_number += 1
         source = str(cell.get("source", "")) if cell is not None else ""
         tags = cell.get("metadata", {}).get("tags", []) if cell is not None else []
-        first = next((ln.strip() for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#")),
-                     next((ln.strip() for ln in source.splitlines() if ln.strip()), ""))
+        first = next(
+            (ln.strip() for ln in source.splitlines() if ln.strip() and not ln.strip().startswith("#")),
+            next((ln.strip() for ln in source.splitlines() if ln.strip()), ""),
+        )
         if "injected-parameters" in tags:
             first = "(parameters)"
         self.cell_line = first if len(first) <= 70 else first[:67] + "..."
@@ -153,8 +165,11 @@ class ChapterWatch:
             self._sample()
             self._tail()
             if self.heartbeat and time.monotonic() - self._said >= self.heartbeat:
-                where = f"still in cell {self.cell_number}/{self.code_cells} `{self.cell_line}`" if self.cell_number \
+                where = (
+                    f"still in cell {self.cell_number}/{self.code_cells} `{self.cell_line}`"
+                    if self.cell_number
                     else "starting the kernel"
+                )
                 mem = f", kernel {_gb(self._rss())}" if self.process is not None else ""
                 self._say(f"{where}{mem}{self._of_estimate()}")
 
@@ -195,8 +210,11 @@ class ChapterWatch:
             printed, before = self._bars.get(label, (0.0, ""))
             done, starting = "100%|" in text, " 0%|" in text
             shown = self._shown.get(label, "")
-            if (starting and shown != text) or (done and "100%|" not in shown) or \
-                    (not done and now - printed >= self.bar_every):
+            if (
+                (starting and shown != text)
+                or (done and "100%|" not in shown)
+                or (not done and now - printed >= self.bar_every)
+            ):
                 self._bars[label] = (now, text)
                 self._shown[label] = text
                 self._say(text)
@@ -223,8 +241,11 @@ class ChapterWatch:
                 how = f"Kernel died: killed by signal {-code}"
         else:
             how = f"Kernel died: exit status {code}"
-        where = (f" in cell {self.cell_number}/{self.code_cells} `{self.cell_line}`" if self.cell_number else
-                 " before its first cell")
+        where = (
+            f" in cell {self.cell_number}/{self.code_cells} `{self.cell_line}`"
+            if self.cell_number
+            else " before its first cell"
+        )
         where += f" after {format_seconds(self.elapsed())}"
         if self.last_bar:
             where += f" (last progress: {self.last_bar})"
@@ -233,15 +254,20 @@ class ChapterWatch:
         if self.last_available is not None:
             memory += f" ({_gb(self.last_available)} free at the last sample)"
         near = self.peak_rss >= _NEAR_LIMIT * limit or (
-            self.last_available is not None and self.last_available < (1 - _NEAR_LIMIT) * limit)
+            self.last_available is not None and self.last_available < (1 - _NEAR_LIMIT) * limit
+        )
         if near and code in (None, -signal.SIGKILL):
-            cause = ("; most likely killed for memory (the out-of-memory killer). Lower the basis engine's "
-                     "memory: rerun with PULLBACK_CHUNK_SIZE=4 (vectors per batched J·v/Jᵀu pass; default 64) "
-                     "and/or PULLBACK_JVP_MODE=forward (forward mode needs about half the memory of "
-                     "reverse-over-reverse) in the environment, or with a smaller model or basis size (-p k)")
+            cause = (
+                "; most likely killed for memory (the out-of-memory killer). Lower the basis engine's "
+                "memory: rerun with PULLBACK_CHUNK_SIZE=4 (vectors per batched J·v/Jᵀu pass; default 64) "
+                "and/or PULLBACK_JVP_MODE=forward (forward mode needs about half the memory of "
+                "reverse-over-reverse) in the environment, or with a smaller model or basis size (-p k)"
+            )
         elif code == -signal.SIGKILL:
-            cause = ("; not near the memory limit, so probably not the out-of-memory killer: the process was "
-                     "killed from outside (or by itself)")
+            cause = (
+                "; not near the memory limit, so probably not the out-of-memory killer: the process was "
+                "killed from outside (or by itself)"
+            )
         else:
             cause = "; not near the memory limit: a crash in native code? See kernel.log in the failed folder"
         return how + where + memory + cause

@@ -54,10 +54,12 @@ class Repository:
 
 def install_cell(pip_spec: str) -> str:
     """The install cell for ``pip_spec`` (see :attr:`Repository.install_cell`)."""
-    return ("try:\n"
-            "    import pullback_utils\n"
-            "except ImportError:  # on Colab or a fresh kernel: install the book's package first\n"
-            f"    %pip install --quiet \"{pip_spec}\"")
+    return (
+        "try:\n"
+        "    import pullback_utils\n"
+        "except ImportError:  # on Colab or a fresh kernel: install the book's package first\n"
+        f'    %pip install --quiet "{pip_spec}"'
+    )
 
 
 def repository(config_file: Path | str) -> Repository:
@@ -72,9 +74,13 @@ def repository(config_file: Path | str) -> Repository:
     url = section.get("url") if isinstance(section, dict) else None
     branch = section.get("branch") if isinstance(section, dict) else None
     if not isinstance(url, str) or not _GITHUB.fullmatch(url) or url.endswith(".git"):
-        raise ParameterError(f"{path}: repository.url must be the book's GitHub address, "
-                             f"https://github.com/OWNER/NAME (no trailing slash, no .git); got {url!r}")
+        raise ParameterError(
+            f"{path}: repository.url must be the book's GitHub address, "
+            f"https://github.com/OWNER/NAME (no trailing slash, no .git); got {url!r}"
+        )
     if not isinstance(branch, str) or not branch.strip() or any(c.isspace() for c in branch):
-        raise ParameterError(f"{path}: repository.branch must name the branch launch buttons and installs use "
-                             f"(e.g. main); got {branch!r}")
+        raise ParameterError(
+            f"{path}: repository.branch must name the branch launch buttons and installs use "
+            f"(e.g. main); got {branch!r}"
+        )
     return Repository(url=url, branch=branch)

@@ -67,8 +67,9 @@ def _lock(path: Path, remove: bool = False) -> Iterator[None]:
                 path.unlink(missing_ok=True)
 
 
-def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[str, Any] | None,
-             log: Log) -> list[tuple[str, dict[str, dict[str, Any]]]]:
+def _sources(
+    layout: Layout, params: Path | str | None, quick: bool, cli: dict[str, Any] | None, log: Log
+) -> list[tuple[str, dict[str, dict[str, Any]]]]:
     """The parameter groups in order: quick file, ``--params`` file, the command line (as ``all``). The model
     map (``$PULLBACK_MODEL_MAP``) is checked here too, before anything runs."""
     from pullback_utils.diffusion.model_map import model_map
@@ -92,12 +93,15 @@ def _sources(layout: Layout, params: Path | str | None, quick: bool, cli: dict[s
     for source, group in sources:
         for gname in group:
             if gname != "all" and gname not in known:
-                raise ParameterError(f"{source}: unknown notebook group {gname!r}; groups: all, {', '.join(sorted(known))}")
+                raise ParameterError(
+                    f"{source}: unknown notebook group {gname!r}; groups: all, {', '.join(sorted(known))}"
+                )
     return sources
 
 
-def _plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[str, dict[str, Any]]]],
-             results_dir: str = "..") -> list[tuple[str, dict[str, Any]]]:
+def _plan_run(
+    layout: Layout, names: list[str], sources: list[tuple[str, dict[str, dict[str, Any]]]], results_dir: str = ".."
+) -> list[tuple[str, dict[str, Any]]]:
     """(name, effective overrides) of each chapter, in dependency order, all checked before anything runs.
 
     Raises :class:`ParameterError` with one line per problem. ``results_dir`` is what a chapter that
@@ -144,9 +148,11 @@ def _plan_run(layout: Layout, names: list[str], sources: list[tuple[str, dict[st
     return sorted(plan, key=lambda item: rank[item[0]])
 
 
-_RUNNER_SET = {"output_dir": "the chapter's output folder: give it with -o/--output (book chapter) or run into "
-                             "book/generated (book run)",
-               "results_dir": "the folder of every chapter's results, book/generated"}
+_RUNNER_SET = {
+    "output_dir": "the chapter's output folder: give it with -o/--output (book chapter) or run into "
+    "book/generated (book run)",
+    "results_dir": "the folder of every chapter's results, book/generated",
+}
 
 
 def _check_chapter_values(name: str, parameters: dict[str, Any], overrides: dict[str, Any]) -> list[str]:
@@ -155,8 +161,11 @@ def _check_chapter_values(name: str, parameters: dict[str, Any], overrides: dict
     the right type that the chapter would refuse (:func:`pullback_utils.chapters.chapter.check_values`: ``k = 0``,
     ``tol = nan``, an unknown model, too few units for its tests, ...), or a cluster address where nothing
     answers."""
-    problems = [f"{name}: parameter {key!r} is set by the runner ({why}); remove it"
-                for key, why in _RUNNER_SET.items() if key in overrides and key in parameters]
+    problems = [
+        f"{name}: parameter {key!r} is set by the runner ({why}); remove it"
+        for key, why in _RUNNER_SET.items()
+        if key in overrides and key in parameters
+    ]
     if problems:
         return problems
     from pullback_utils.chapters.chapter import check_values  # torch is imported here, once, by the runner's process
@@ -246,8 +255,18 @@ def run(
 
         def one(name: str, chapter_overrides: dict[str, Any], say: Log, _bars: bool = True) -> NotebookResult:
             inputs = inputs_digest(layout, depends_on(layout, name, chapters))  # its inputs are final by now
-            return _run_one(layout, name, chapter_overrides, fingerprint, inputs, layout.out_dir(name),
-                            force and name in forced, progress, say, (estimates or {}).get(name))
+            return _run_one(
+                layout,
+                name,
+                chapter_overrides,
+                fingerprint,
+                inputs,
+                layout.out_dir(name),
+                force and name in forced,
+                progress,
+                say,
+                (estimates or {}).get(name),
+            )
 
         if jobs == 1 or len(plan) < 2:
             results = [one(name, chapter_overrides, log, progress) for name, chapter_overrides in plan]
@@ -269,8 +288,10 @@ def _with_cluster(layout: Layout, plan: list[tuple[str, dict[str, Any]]], cluste
     problem = _unreachable(cluster) if isinstance(cluster, str) else None
     if problem:
         raise ParameterError(f"--cluster {cluster}: {problem}")
-    return [(name, {**o, "cluster": cluster} if "cluster" in notebook_parameters(layout.notebook(name)) else o)
-            for name, o in plan]
+    return [
+        (name, {**o, "cluster": cluster} if "cluster" in notebook_parameters(layout.notebook(name)) else o)
+        for name, o in plan
+    ]
 
 
 def _values(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
@@ -284,8 +305,14 @@ def _values(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> list[tupl
     return out
 
 
-def chapter_values(layout: Layout, only: Iterable[str] | None, params: Path | str | None, quick: bool,
-                   overrides: dict[str, Any] | None, log: Log = print) -> list[tuple[str, dict[str, Any]]]:
+def chapter_values(
+    layout: Layout,
+    only: Iterable[str] | None,
+    params: Path | str | None,
+    quick: bool,
+    overrides: dict[str, Any] | None,
+    log: Log = print,
+) -> list[tuple[str, dict[str, Any]]]:
     """[(chapter, effective values)] of the chapters a ``run`` would execute, checked as ``run`` checks them."""
     names = _select(layout, only, log)
     return _values(layout, _plan_run(layout, names, _sources(layout, params, quick, overrides, log)))
@@ -301,8 +328,18 @@ def check_plan_memory(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) ->
     check_memory(plan_chapters(_values(layout, plan), available=available, timing=False), available)
 
 
-def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: tuple[str, str], inputs: str,
-             dest: Path, force: bool, progress: bool, log: Log, estimate: Estimate | None = None) -> NotebookResult:
+def _run_one(
+    layout: Layout,
+    name: str,
+    overrides: dict[str, Any],
+    fingerprint: tuple[str, str],
+    inputs: str,
+    dest: Path,
+    force: bool,
+    progress: bool,
+    log: Log,
+    estimate: Estimate | None = None,
+) -> NotebookResult:
     key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
     stamp = read_stamp(layout, name, dest)
     if not force and stamp and stamp.get("key") == key:
@@ -312,7 +349,9 @@ def _run_one(layout: Layout, name: str, overrides: dict[str, Any], fingerprint: 
             return NotebookResult(name, "skipped", stamp.get("seconds", 0.0), overrides, "unchanged")
         log(f"rerun {name}: {'; '.join(stale)}")
     shown = {k: v for k, v in overrides.items() if k not in ("output_dir", "results_dir")}
-    log(f"run  {name}" + (f" with {shown}" if shown else "") + (f" into {dest}" if dest != layout.out_dir(name) else ""))
+    log(
+        f"run  {name}" + (f" with {shown}" if shown else "") + (f" into {dest}" if dest != layout.out_dir(name) else "")
+    )
     if estimate is None and stamp and stamp.get("overrides") == overrides and stamp.get("seconds"):
         estimate = Estimate(float(stamp["seconds"]), "its last run with these parameters")
     result = _execute(layout, name, overrides, key, fingerprint, progress, dest, log, estimate)
@@ -333,19 +372,27 @@ def _check_destination(layout: Layout, dest: Path, name: str | None = None, forc
     if dest.exists() and not dest.is_dir():
         raise ParameterError(f"--output {dest}: exists and is not a folder")
     if dest.is_dir() and any(dest.iterdir()) and not (dest / STAMP).is_file():
-        raise ParameterError(f"--output {dest}: refusing to replace a folder that holds files other than a "
-                             f"chapter's output (no {STAMP}); give a new or empty folder")
+        raise ParameterError(
+            f"--output {dest}: refusing to replace a folder that holds files other than a "
+            f"chapter's output (no {STAMP}); give a new or empty folder"
+        )
     if dest in (layout.root, layout.book_dir, layout.notebooks_dir, layout.generated):
         raise ParameterError(f"--output {dest}: give a folder of its own (e.g. {layout.out_dir('<name>')})")
     if name is not None and not force:
         owner = (read_stamp(layout, name, dest) or {}).get("notebook") if dest.is_dir() else None
-        if owner is None and dest.parent == layout.generated.resolve() and dest.name != name \
-                and dest.name in chapter_order(layout)[0]:
+        if (
+            owner is None
+            and dest.parent == layout.generated.resolve()
+            and dest.name != name
+            and dest.name in chapter_order(layout)[0]
+        ):
             owner = dest.name
         if owner is not None and owner != name:
-            raise ParameterError(f"--output {dest}: holds (or is the book's folder for) the output of chapter "
-                                 f"{owner!r}; refusing to replace it with {name!r}. Give another folder, or pass "
-                                 f"--force to replace it")
+            raise ParameterError(
+                f"--output {dest}: holds (or is the book's folder for) the output of chapter "
+                f"{owner!r}; refusing to replace it with {name!r}. Give another folder, or pass "
+                f"--force to replace it"
+            )
     return dest
 
 
@@ -365,7 +412,8 @@ def run_chapter(
     ``book/generated/<name>``; a new, empty or earlier chapter output folder, never the notebooks'
     folder). ``overrides`` must be declared by the chapter. Skipped when ``out_dir``'s stamp says
     nothing changed, unless ``force``; ``out_dir`` holding another chapter's output (or being another
-    chapter's folder of ``book/generated``) is refused unless ``force``. ``progress`` and ``estimate``: as for :func:`run`."""
+    chapter's folder of ``book/generated``) is refused unless ``force``. ``progress`` and ``estimate``: as
+    for :func:`run`."""
     name = normalise_name(name)
     order, _ = chapter_order(layout)
     if name not in order:
@@ -375,15 +423,16 @@ def run_chapter(
     if overrides:
         sources.append(("-p", {name: dict(overrides)}))
     results_dir = ".." if dest.parent == layout.generated else str(layout.generated)  # the book's results
-    (name, chapter_overrides), = _plan_run(layout, [name], sources, results_dir=results_dir)
+    ((name, chapter_overrides),) = _plan_run(layout, [name], sources, results_dir=results_dir)
     check_plan_memory(layout, [(name, chapter_overrides)])
     inputs = inputs_digest(layout, depends_on(layout, name, order))
     in_book = dest.parent == layout.generated
     lock = layout.generated / ".lock" if in_book else dest.parent / f".{dest.name}.lock"
     with _lock(lock, remove=not in_book), _venv_kernel():
         _recover(dest.parent, dest.name)
-        result = _run_one(layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log,
-                          estimate)
+        result = _run_one(
+            layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log, estimate
+        )
     if in_book:
         write_statistics(layout)
     return result

@@ -123,7 +123,8 @@ def _report_exempt(app, exception) -> None:
     if counts and exception is None:
         logging.getLogger(__name__).info(
             f"nitpicky: {sum(counts.values())} unresolved references ({len(counts)} targets) on "
-            f"{', '.join(NITPICK_EXEMPT_DOCS)} not reported (the page is exempt; see pullback_utils.book.sphinx_ext)")
+            f"{', '.join(NITPICK_EXEMPT_DOCS)} not reported (the page is exempt; see pullback_utils.book.sphinx_ext)"
+        )
 
 
 def setup(app):  # pragma: no cover - exercised by the book build

@@ -24,9 +24,21 @@ from pullback_utils._io import read_json
 from pullback_utils.book.layout import Layout
 from pullback_utils.book.params import notebook_metadata
 
-__all__ = ["STAMP", "FAILURE", "package_fingerprint", "weights_digest", "stamp_key", "output_digests", "stale_outputs",
-           "read_stamp", "read_failure", "depends_on", "dependents", "inputs_digest",
-           "dependency_order"]
+__all__ = [
+    "STAMP",
+    "FAILURE",
+    "package_fingerprint",
+    "weights_digest",
+    "stamp_key",
+    "output_digests",
+    "stale_outputs",
+    "read_stamp",
+    "read_failure",
+    "depends_on",
+    "dependents",
+    "inputs_digest",
+    "dependency_order",
+]
 
 STAMP = "stamp.json"
 FAILURE = "failure.json"
@@ -44,11 +56,18 @@ def package_fingerprint(pkg: Path | None = None) -> tuple[str, str]:
     weights = pkg / "zoo" / "weights"
     digest = hashlib.sha256()
     for path in sorted(pkg.rglob("*")):
-        if (not path.is_file() or "__pycache__" in path.parts or path.suffix == ".pyc"
-                or tooling in path.parents or weights in path.parents):
+        if (
+            not path.is_file()
+            or "__pycache__" in path.parts
+            or path.suffix == ".pyc"
+            or tooling in path.parents
+            or weights in path.parents
+        ):
             continue
         digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
-        digest.update(_code_digest(path.read_text()) if path.suffix == ".py" else hashlib.sha256(path.read_bytes()).digest())
+        digest.update(
+            _code_digest(path.read_text()) if path.suffix == ".py" else hashlib.sha256(path.read_bytes()).digest()
+        )
     return __version__, digest.hexdigest()
 
 
@@ -70,8 +89,12 @@ def _code_bytes(source: str) -> bytes:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, include_attributes=False).encode()
 
@@ -99,8 +122,15 @@ def weights_digest(text: str, weights_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def stamp_key(notebook: Path, overrides: dict[str, Any], version: str, source_hash: str, inputs: str = "",
-              *, weights_dir: Path | None = None) -> str:
+def stamp_key(
+    notebook: Path,
+    overrides: dict[str, Any],
+    version: str,
+    source_hash: str,
+    inputs: str = "",
+    *,
+    weights_dir: Path | None = None,
+) -> str:
     """The skip key: notebook bytes, effective overrides, package version and code hash, the weights of
     the bundled models the notebook or overrides name (:func:`weights_digest`), the model map's entries for
     the models they name (``$PULLBACK_MODEL_MAP``), and (for a chapter that reads others' results) the

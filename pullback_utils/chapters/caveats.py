@@ -22,15 +22,26 @@ from pullback_utils.claims import NOT_LEARNED
 from pullback_utils.claims.report import controls_showing_effect, fmt
 from pullback_utils.claims.sensitivity import FRAGILE, stability
 
-__all__ = ["caveats", "short_caveats", "caveat_pairs", "quality_words", "FRAGILE_WORD", "EXPLORATION_WORD", "BELOW_BASELINE_WORD"]
+__all__ = [
+    "caveats",
+    "short_caveats",
+    "caveat_pairs",
+    "quality_words",
+    "FRAGILE_WORD",
+    "EXPLORATION_WORD",
+    "BELOW_BASELINE_WORD",
+]
 
 FRAGILE_WORD = "fragile"
 EXPLORATION_WORD = "exploration"
 BELOW_BASELINE_WORD = "below the matched baseline"
 # how a baseline or control is named in a sentence (other names: underscores become spaces)
-_NAMES = {"spectrum_matched": "spectrum-matched random bases", "gaussian": "the Gaussian control (the optimal "
-          "linear denoiser of the data)", "random_weights": "random-weight", "gaussian_denoiser":
-          "the Gaussian denoiser"}
+_NAMES = {
+    "spectrum_matched": "spectrum-matched random bases",
+    "gaussian": "the Gaussian control (the optimal linear denoiser of the data)",
+    "random_weights": "random-weight",
+    "gaussian_denoiser": "the Gaussian denoiser",
+}
 
 
 def _name(key: str) -> str:
@@ -54,27 +65,50 @@ def caveat_pairs(row: Any) -> list[tuple[str, str]]:
     claimed = row.verdict in (inf.REPRODUCED, NOT_LEARNED)
     for name in controls_showing_effect(rec) if row.verdict == NOT_LEARNED else []:
         c = rec["controls"][name]
-        out.append((f"{NOT_LEARNED}: the {_name(name)} control shows it too ({fmt(c['estimate'])}, "
-                    f"p = {fmt(c['p_value'], 3)})", ""))  # the verdict's own words already say it
+        out.append(
+            (
+                f"{NOT_LEARNED}: the {_name(name)} control shows it too ({fmt(c['estimate'])}, "
+                f"p = {fmt(c['p_value'], 3)})",
+                "",
+            )
+        )  # the verdict's own words already say it
     if claimed:
         effect = _side(row, float(rec["estimate"]))
         for name, b in (rec.get("baselines") or {}).items():
-            if isinstance(b, Mapping) and b.get("estimate") is not None and b.get("p_value") is not None \
-                    and _side(row, float(b["estimate"])) >= effect:
-                out.append((f"{BELOW_BASELINE_WORD}: {_name(name)} give{'s' if name == 'gaussian' else ''} "
-                            f"{fmt(b['estimate'])}, at least the model's {fmt(rec['estimate'])}",
-                            f"{BELOW_BASELINE_WORD} ({_short_name(name)} {fmt(b['estimate'])})"))
+            if (
+                isinstance(b, Mapping)
+                and b.get("estimate") is not None
+                and b.get("p_value") is not None
+                and _side(row, float(b["estimate"])) >= effect
+            ):
+                out.append(
+                    (
+                        f"{BELOW_BASELINE_WORD}: {_name(name)} give{'s' if name == 'gaussian' else ''} "
+                        f"{fmt(b['estimate'])}, at least the model's {fmt(rec['estimate'])}",
+                        f"{BELOW_BASELINE_WORD} ({_short_name(name)} {fmt(b['estimate'])})",
+                    )
+                )
     mark, off = stability(rec)
     if mark == FRAGILE:
         shown = ", ".join(off[:2]) + (f" and {len(off) - 2} more" if len(off) > 2 else "")
-        out.append((f"{FRAGILE_WORD}: another verdict with {shown} (sensitivity table of the scorecard)",
-                    f"{FRAGILE_WORD} ({', '.join(off[:2])}{f', +{len(off) - 2}' if len(off) > 2 else ''})"))
+        out.append(
+            (
+                f"{FRAGILE_WORD}: another verdict with {shown} (sensitivity table of the scorecard)",
+                f"{FRAGILE_WORD} ({', '.join(off[:2])}{f', +{len(off) - 2}' if len(off) > 2 else ''})",
+            )
+        )
     if rec.get("exploration"):
         why = str(rec.get("model_quality") or "")
-        out.append((f"{EXPLORATION_WORD}: `{row.model}` {quality_words(why)}" if why.startswith("misses") else
-                    f"{EXPLORATION_WORD}: run on `{row.model}`, with models that miss the quality bar",
-                    f"{EXPLORATION_WORD} ({row.model} below the quality bar)" if why.startswith("misses") else
-                    f"{EXPLORATION_WORD} (models below the quality bar)"))
+        out.append(
+            (
+                f"{EXPLORATION_WORD}: `{row.model}` {quality_words(why)}"
+                if why.startswith("misses")
+                else f"{EXPLORATION_WORD}: run on `{row.model}`, with models that miss the quality bar",
+                f"{EXPLORATION_WORD} ({row.model} below the quality bar)"
+                if why.startswith("misses")
+                else f"{EXPLORATION_WORD} (models below the quality bar)",
+            )
+        )
     return out
 
 
@@ -92,4 +126,6 @@ def short_caveats(row: Any) -> list[str]:
 
 def quality_words(sentence: str) -> str:
     """A quality sentence (:meth:`pullback_utils.zoo.quality.Quality.sentence`) naming the quality bar."""
-    return sentence.replace("meets the bar", "meets the quality bar").replace("misses the bar", "misses the quality bar")
+    return sentence.replace("meets the bar", "meets the quality bar").replace(
+        "misses the bar", "misses the quality bar"
+    )

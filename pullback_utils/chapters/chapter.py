@@ -51,8 +51,9 @@ class ParameterValueError(ValueError):
 
 def _times(value: Any, name: str, min_len: int = 2) -> list[float]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) < min_len:
-        raise ParameterValueError(f"{name} must be a list of at least {min_len} fractions of T in (0, 1], "
-                                  f"got {value!r}")
+        raise ParameterValueError(
+            f"{name} must be a list of at least {min_len} fractions of T in (0, 1], got {value!r}"
+        )
     out = [V.check_fraction(v, f"{name}[{i}]", open_low=True) for i, v in enumerate(value)]
     if len(set(out)) != len(out):
         raise ParameterValueError(f"{name} must not repeat a time, got {value!r}")
@@ -81,8 +82,11 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "low_fraction": lambda v, n: V.check_fraction(v, n, open_low=True),
     "n_draws": lambda v, n: V.check_int(v, n, 99),
     "t": lambda v, n: V.check_fraction(v, n, open_low=True),
-    "methods": lambda v, n: [RULES["method"](m, f"{n}[{i}]") for i, m in enumerate(v)] if isinstance(v, list) and v
-    else _bad(n, v, "a non-empty list of solver names"),
+    "methods": lambda v, n: (
+        [RULES["method"](m, f"{n}[{i}]") for i, m in enumerate(v)]
+        if isinstance(v, list) and v
+        else _bad(n, v, "a non-empty list of solver names")
+    ),
     "power_max_iters": lambda v, n: V.check_int(v, n, 1),
     "reference_tol": lambda v, n: V.check_real(v, n, positive=True),
     "exact_reference": V.check_bool,
@@ -118,8 +122,9 @@ def _cluster(value: Any, name: str) -> str:
     from pullback_utils.sweeps.distributed import check_cluster
 
     if not isinstance(value, str):
-        raise ParameterValueError(f"{name} must be a string: '' (in-process), 'local:N', 'auto' or "
-                                  f"'ray://HOST:PORT', got {value!r}")
+        raise ParameterValueError(
+            f"{name} must be a string: '' (in-process), 'local:N', 'auto' or 'ray://HOST:PORT', got {value!r}"
+        )
     return check_cluster(value, name)
 
 
@@ -139,6 +144,7 @@ def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], Non
         if missing:
             raise ParameterValueError(f"{name} must be among times={p[of]}; {missing} is not")
         p[name] = vals
+
     return rule
 
 
@@ -154,8 +160,10 @@ def _lag_design(p: dict) -> None:
     out = sorted(V.check_real(g, f"lags[{i}]", positive=True) for i, g in enumerate(lags))
     step = 1.0 / int(p["ddim_steps"])
     if abs(out[0] - step) > 1e-9:
-        raise ParameterValueError(f"lags must start at the sampler's own step 1/ddim_steps = {step:g} (the claim is "
-                                  f"about adjacent steps), got smallest lag {out[0]!r}")
+        raise ParameterValueError(
+            f"lags must start at the sampler's own step 1/ddim_steps = {step:g} (the claim is "
+            f"about adjacent steps), got smallest lag {out[0]!r}"
+        )
     bad = [g for g in out if not 0 < anchor + g <= 1 + 1e-9]
     if bad:
         raise ParameterValueError(f"anchor_time + lag must lie in (0, 1]; lags {bad} do not with anchor_time={anchor}")
@@ -214,8 +222,11 @@ class Chapter:
         for model, sentence in self.quality.items():
             q = model_quality(model)
             clean = q.numbers.get("clean") if q is not None else None
-            card = (f"[card](../../model_cards/{'ladder/' if model in LADDER_MODELS else ''}{model}.md)"
-                    if is_bundled(model) else "no card")
+            card = (
+                f"[card](../../model_cards/{'ladder/' if model in LADDER_MODELS else ''}{model}.md)"
+                if is_bundled(model)
+                else "no card"
+            )
             share = f", {100 * clean:.1f} % clean samples" if clean is not None else ""
             lines.append(f"`{model}` ({card}{share}): {sentence}")
         for model in _decided_models(self.name, self.params):
@@ -225,10 +236,17 @@ class Chapter:
             return _markdown("**Model of this chapter**: " + _model_line(self.params["model"]) + ".")
         if not lines:
             return ""
-        head = ("**Run as an exploration**: a model below misses the quality bar, so its records are marked "
-                "as an exploration in the scorecard. " if self.params.get("exploration") else "")
-        text = head + "**Models this chapter decides on**: " + ("; ".join(lines) if len(lines) < 4 else
-                                                                   "\n\n" + "\n".join(f"- {x}" for x in lines))
+        head = (
+            "**Run as an exploration**: a model below misses the quality bar, so its records are marked "
+            "as an exploration in the scorecard. "
+            if self.params.get("exploration")
+            else ""
+        )
+        text = (
+            head
+            + "**Models this chapter decides on**: "
+            + ("; ".join(lines) if len(lines) < 4 else "\n\n" + "\n".join(f"- {x}" for x in lines))
+        )
         try:
             from IPython.display import Markdown
         except ImportError:  # pragma: no cover
@@ -273,8 +291,9 @@ class Chapter:
         self.claims[record_id] = rec
         return rec
 
-    def _collect(self, message: Any, category: type, filename: str, lineno: int, file: Any = None,
-                 line: Any = None) -> None:
+    def _collect(
+        self, message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+    ) -> None:
         text = f"{category.__name__}: {message}"
         if text not in self.warnings:
             self.warnings.append(text)
@@ -290,16 +309,29 @@ class Chapter:
             from pullback_utils.chapters.findings import model_facts
 
             sections["models"] = {m: model_facts(m).to_dict() for m in self.quality}
-        write_metrics(self.output_dir, self.name, self.claims, self.params, figures=self.figures,
-                      warnings=self.warnings, runtime_seconds=time.perf_counter() - self.started,
-                      cpu_seconds=time.process_time() - self.cpu_started, **sections)
+        write_metrics(
+            self.output_dir,
+            self.name,
+            self.claims,
+            self.params,
+            figures=self.figures,
+            warnings=self.warnings,
+            runtime_seconds=time.perf_counter() - self.started,
+            cpu_seconds=time.process_time() - self.cpu_started,
+            **sections,
+        )
         if self.warnings:
             try:
                 from IPython.display import Markdown, display
             except ImportError:  # pragma: no cover - outside IPython the list is in metrics.json
                 return
-            display(Markdown(f"```{{note}}\n{WARNINGS_NOTE} (also in `metrics.json`):\n\n"
-                             + "\n".join(f"- {w}" for w in self.warnings) + "\n```"))
+            display(
+                Markdown(
+                    f"```{{note}}\n{WARNINGS_NOTE} (also in `metrics.json`):\n\n"
+                    + "\n".join(f"- {w}" for w in self.warnings)
+                    + "\n```"
+                )
+            )
 
 
 def _markdown(text: str) -> Any:
@@ -356,14 +388,17 @@ def _quality_gate(name: str, params: dict[str, Any]) -> dict[str, str]:
 
 def _unit_minimum(name: str) -> Callable[[dict], None]:
     """The fewest units the chapter's tests run on (:func:`pullback_utils.claims.registry.minimum_units`)."""
+
     def rule(p: dict) -> None:
         from pullback_utils.claims.registry import minimum_units
 
         for param, least in minimum_units(name).items():
             value = p.get(param)
             if is_int(value) and value < least:
-                raise ParameterValueError(f"{param} must be >= {least} for {name} (its tests need at least {least} "
-                                          f"units), got {value}")
+                raise ParameterValueError(
+                    f"{param} must be >= {least} for {name} (its tests need at least {least} units), got {value}"
+                )
+
     return rule
 
 
@@ -411,8 +446,13 @@ def setup(name: str, params: dict[str, Any]) -> Chapter:
         set_default_cluster(checked["cluster"])
     out = Path(str(checked.get("output_dir", "."))).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    ch = Chapter(name=name, params=checked, output_dir=out, cache_dir=resolve_cache_dir(checked.get("cache_dir")),
-                 quality=quality)
+    ch = Chapter(
+        name=name,
+        params=checked,
+        output_dir=out,
+        cache_dir=resolve_cache_dir(checked.get("cache_dir")),
+        quality=quality,
+    )
     # warnings (a solver that stopped before its tolerance, ...) are collected and reported once, at the
     # end of the page and in metrics.json, instead of as stderr scattered over the cells
     warnings.simplefilter("default")

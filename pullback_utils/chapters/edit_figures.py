@@ -28,13 +28,22 @@ def dose_response_figure(dr: Any):
         fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(WIDTH, 4.2))
         for i, gamma in enumerate(dr.gammas):
             dx = dr.state_change[i].mean(-1)
-            for key, res_key, colour, ls, name in (("guided", "guided_residual", COLOURS["trained"], "-", "guided"),
-                                                   ("naive", "naive_residual", COLOURS["matched"], "--", "naive")):
+            for key, res_key, colour, ls, name in (
+                ("guided", "guided_residual", COLOURS["trained"], "-", "guided"),
+                ("naive", "naive_residual", COLOURS["matched"], "--", "naive"),
+            ):
                 for a, values in ((ax, getattr(dr, key)[i]), (ax_r, getattr(dr, res_key)[i])):
                     m, lo, hi = mean_ci(values)
-                    a.errorbar(dx, m, yerr=[m - lo, hi - m], fmt=markers[i % len(markers)] + ls, capsize=3,
-                               color=colour, alpha=0.5 + 0.5 * (i + 1) / len(dr.gammas),
-                               label=f"{name}, gamma = {gamma:g}")
+                    a.errorbar(
+                        dx,
+                        m,
+                        yerr=[m - lo, hi - m],
+                        fmt=markers[i % len(markers)] + ls,
+                        capsize=3,
+                        color=colour,
+                        alpha=0.5 + 0.5 * (i + 1) / len(dr.gammas),
+                        label=f"{name}, gamma = {gamma:g}",
+                    )
         ax_r.axhline(float(np.mean(dr.original_residual)), color=COLOURS["reference"], ls=":", label="unedited")
         ax.set_ylabel("renderer-factor change (factor sd)")
         ax_r.set_ylabel("renderer residual (RMS, [0, 1])")

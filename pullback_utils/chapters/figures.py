@@ -18,9 +18,23 @@ import numpy as np
 from pullback_utils.analysis.inference import pair_u_test
 from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, ROLES, book_style
 
-__all__ = ["WIDTH", "MIN_FONT", "COLOURS", "style", "mean_ci", "over_t",
-           "psd_curves", "distances_over_t", "discrepancy_over_lags", "self_distance_heatmap", "ablation_bars",
-           "similarity_scatter", "ladder_figure", "truth_energy_over_t", "truth_directions"]
+__all__ = [
+    "WIDTH",
+    "MIN_FONT",
+    "COLOURS",
+    "style",
+    "mean_ci",
+    "over_t",
+    "psd_curves",
+    "distances_over_t",
+    "discrepancy_over_lags",
+    "self_distance_heatmap",
+    "ablation_bars",
+    "similarity_scatter",
+    "ladder_figure",
+    "truth_energy_over_t",
+    "truth_directions",
+]
 
 WIDTH = FIGURE_WIDTH_IN
 MIN_FONT = MIN_FONT_PT
@@ -52,27 +66,59 @@ def _time_axis(ax: Any, times: Sequence[float]) -> None:
     ax.set_xlim(max(times) + 0.05, min(times) - 0.05)
 
 
-def _line(ax: Any, values: Any, x: Sequence[float], role: str, label: str, *, ls: str = "-", marker: str = "o",
-          alpha: float = 1.0) -> None:
+def _line(
+    ax: Any,
+    values: Any,
+    x: Sequence[float],
+    role: str,
+    label: str,
+    *,
+    ls: str = "-",
+    marker: str = "o",
+    alpha: float = 1.0,
+) -> None:
     """Mean of ``values`` ``(len(x), n)`` (the units along axis 1) with its Student-t band, through seaborn."""
     import seaborn as sns
 
     v = np.asarray(values, dtype=np.float64)
-    sns.lineplot(x=np.repeat(np.asarray(x, dtype=np.float64), v.shape[1]), y=v.ravel(), errorbar=_t_interval,
-                 marker=marker, linestyle=ls, color=COLOURS[role], label=label, alpha=alpha, ax=ax)
+    sns.lineplot(
+        x=np.repeat(np.asarray(x, dtype=np.float64), v.shape[1]),
+        y=v.ravel(),
+        errorbar=_t_interval,
+        marker=marker,
+        linestyle=ls,
+        color=COLOURS[role],
+        label=label,
+        alpha=alpha,
+        ax=ax,
+    )
 
 
 def _band(ax: Any, x: Sequence[float], est: Any, lo: Any, hi: Any, role: str, label: str, **kw: Any) -> None:
     """An estimate with an interval computed elsewhere (a test's), drawn as a line with its band."""
     import seaborn as sns
 
-    sns.lineplot(x=np.asarray(x, dtype=np.float64), y=np.asarray(est), errorbar=None, color=COLOURS[role], label=label,
-                 ax=ax, **kw)
+    sns.lineplot(
+        x=np.asarray(x, dtype=np.float64),
+        y=np.asarray(est),
+        errorbar=None,
+        color=COLOURS[role],
+        label=label,
+        ax=ax,
+        **kw,
+    )
     ax.fill_between(np.asarray(x, dtype=np.float64), lo, hi, color=COLOURS[role], alpha=0.2, lw=0)
 
 
-def over_t(curves: Sequence[Mapping[str, Any]], times: Sequence[float], *, ylabel: str,
-           lines: Sequence[tuple[float, str, str]] = (), ylim: tuple[float, float] | None = None, width: float = 0.62):
+def over_t(
+    curves: Sequence[Mapping[str, Any]],
+    times: Sequence[float],
+    *,
+    ylabel: str,
+    lines: Sequence[tuple[float, str, str]] = (),
+    ylim: tuple[float, float] | None = None,
+    width: float = 0.62,
+):
     """Curves over t (T on the left): each a mean with its 95% Student-t band over the units.
 
     ``curves``: dicts ``{"label", "values" (n_t', n) (units along axis 1), "role"}`` (a key of :data:`COLOURS`)
@@ -83,8 +129,15 @@ def over_t(curves: Sequence[Mapping[str, Any]], times: Sequence[float], *, ylabe
     with style():
         fig, ax = plt.subplots(figsize=(WIDTH * width, 3.2))
         for c in curves:
-            _line(ax, c["values"], c.get("times", times), c["role"], c["label"], ls=c.get("ls", "-"),
-                  marker=c.get("marker", "o"))
+            _line(
+                ax,
+                c["values"],
+                c.get("times", times),
+                c["role"],
+                c["label"],
+                ls=c.get("ls", "-"),
+                marker=c.get("marker", "o"),
+            )
         for value, label, ls in lines:
             ax.axhline(value, color=COLOURS["reference"], ls=ls, label=label)
         ax.set_ylabel(ylabel)
@@ -127,10 +180,11 @@ def distances_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]):
     with style():
         fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.2), squeeze=False)
         for ax, p in zip(axes[0], panels):
-            for key, x, role, label, ls, mk in (("cross", times, "trained", "trained", "-", "o"),
-                                                ("matched", times, "matched", "same spectrum, random", ":", "^"),
-                                                ("control", p.get("control_times"), "random_weights",
-                                                 "random weights", "--", "s")):
+            for key, x, role, label, ls, mk in (
+                ("cross", times, "trained", "trained", "-", "o"),
+                ("matched", times, "matched", "same spectrum, random", ":", "^"),
+                ("control", p.get("control_times"), "random_weights", "random weights", "--", "s"),
+            ):
                 if p.get(key) is not None:
                     _band(ax, x, *_pair_mean_ci(p[key]), role, label, linestyle=ls, marker=mk)
             ax.axhline(p["random"], color=COLOURS["reference"], ls="--", label="isotropic random")
@@ -143,8 +197,14 @@ def distances_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]):
     return fig
 
 
-def discrepancy_over_lags(lags: dict[float, dict[str, np.ndarray]], *, chance: float, sesoi: float,
-                          control: dict[float, dict[str, np.ndarray]] | None = None, anchor: float | None = None):
+def discrepancy_over_lags(
+    lags: dict[float, dict[str, np.ndarray]],
+    *,
+    chance: float,
+    sesoi: float,
+    control: dict[float, dict[str, np.ndarray]] | None = None,
+    anchor: float | None = None,
+):
     """Timestep discrepancy against the gap: left, one sample's distance between its bases at ``anchor`` and
     ``anchor + dt`` (rad) beside the same-time distance to another sample (the reference scale) and the
     chance level (independent random subspaces); right, their ratio per sample with the smallest effect of
@@ -156,12 +216,17 @@ def discrepancy_over_lags(lags: dict[float, dict[str, np.ndarray]], *, chance: f
 
     with style(4.4):
         fig, (ax, ax_r) = plt.subplots(1, 2, figsize=(WIDTH, 4.4))
-        for data, role, name, mk in ((lags, "trained", "trained", "o"), (control, "random_weights", "random weights", "s")):
+        for data, role, name, mk in (
+            (lags, "trained", "trained", "o"),
+            (control, "random_weights", "random weights", "s"),
+        ):
             if not data:
                 continue
             dts = sorted(data)
-            for key, ls, label, a in (("distance", "-", f"{name}: one sample, t vs t + dt", 1.0),
-                                      ("reference", ":", f"{name}: another sample, same t", 0.6)):
+            for key, ls, label, a in (
+                ("distance", "-", f"{name}: one sample, t vs t + dt", 1.0),
+                ("reference", ":", f"{name}: another sample, same t", 0.6),
+            ):
                 _line(ax, [data[d][key] for d in dts], dts, role, label, ls=ls, marker=mk, alpha=a)
             _line(ax_r, [data[d]["ratio"] for d in dts], dts, role, "_" + name, marker=mk)
         ax.axhline(chance, color=COLOURS["reference"], ls="--", label="chance level (independent random subspaces)")
@@ -190,9 +255,20 @@ def self_distance_heatmap(panels: Sequence[dict[str, Any]], times: Sequence[floa
         fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.4), squeeze=False)
         for ax, p in zip(axes[0], panels):
             labels = [str(t) for t in times]
-            sns.heatmap(np.asarray(p["self"]).mean(0), vmin=0, vmax=p["vmax"], cmap="magma", annot=True, fmt=".1f",
-                        annot_kws={"fontsize": MIN_FONT}, square=True, xticklabels=labels, yticklabels=labels,
-                        cbar_kws={"label": "rad", "fraction": 0.046}, ax=ax)
+            sns.heatmap(
+                np.asarray(p["self"]).mean(0),
+                vmin=0,
+                vmax=p["vmax"],
+                cmap="magma",
+                annot=True,
+                fmt=".1f",
+                annot_kws={"fontsize": MIN_FONT},
+                square=True,
+                xticklabels=labels,
+                yticklabels=labels,
+                cbar_kws={"label": "rad", "fraction": 0.046},
+                ax=ax,
+            )
             ax.set_xlabel("t' / T")
             ax.set_ylabel("t / T")
             ax.set_title(p["title"])
@@ -212,8 +288,17 @@ def ablation_bars(panels: Sequence[dict[str, Any]]):
         fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.0), squeeze=False)
         for ax, p in zip(axes[0], panels):
             df = pd.concat([pd.DataFrame({"change": names[k], "d": np.asarray(p[k], dtype=float)}) for k in names])
-            sns.barplot(df, x="change", y="d", hue="change", errorbar=_t_interval, capsize=0.2, legend=False,
-                        palette=sns.light_palette(COLOURS["trained"], 4)[1:], ax=ax)
+            sns.barplot(
+                df,
+                x="change",
+                y="d",
+                hue="change",
+                errorbar=_t_interval,
+                capsize=0.2,
+                legend=False,
+                palette=sns.light_palette(COLOURS["trained"], 4)[1:],
+                ax=ax,
+            )
             sns.stripplot(df, x="change", y="d", color="0.2", size=3, alpha=0.6, jitter=0.15, ax=ax)
             ax.axhline(p["floor"], color=COLOURS["reference"], ls=":", label="noise floor")
             ax.set_xlabel("")
@@ -236,15 +321,29 @@ def similarity_scatter(similarity: np.ndarray, distances: np.ndarray, *, xlabel:
     with style():
         fig, ax = plt.subplots(figsize=(WIDTH * 0.55, 3.2))
         ax.errorbar(x, m, yerr=[m - lo, hi - m], fmt="none", capsize=2, color=COLOURS["trained"], alpha=0.5)
-        sns.regplot(x=x, y=m, ci=95, n_boot=1000, seed=0, color=COLOURS["trained"], scatter_kws={"s": 18},
-                    line_kws={"color": "black", "lw": 1.2}, ax=ax)
+        sns.regplot(
+            x=x,
+            y=m,
+            ci=95,
+            n_boot=1000,
+            seed=0,
+            color=COLOURS["trained"],
+            scatter_kws={"s": 18},
+            line_kws={"color": "black", "lw": 1.2},
+            ax=ax,
+        )
         ax.set_xlabel(xlabel)
         ax.set_ylabel("distance between the bases (rad)")
     return fig
 
 
-def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: dict[int, int], times: Sequence[float],
-                  dimension: dict[int, float] | None = None):
+def ladder_figure(
+    curves: dict[str, np.ndarray],
+    rung: dict[str, int],
+    counts: dict[int, int],
+    times: Sequence[float],
+    dimension: dict[int, float] | None = None,
+):
     """Left: each ladder model's mean cross-sample distance over t, coloured by rung. Right: the model's
     mean over t against its rung's factor count (one point per training seed), with the rung's estimated
     intrinsic dimension on a secondary top axis when given."""
@@ -254,13 +353,30 @@ def ladder_figure(curves: dict[str, np.ndarray], rung: dict[str, int], counts: d
 
     rungs = sorted(set(rung.values()))
     label = {r: f"rung {r} ({counts[r]} factors)" for r in rungs}
-    df = pd.DataFrame([{"model": n, "t": t, "d": d, "rung": label[rung[n]], "factors": counts[rung[n]]}
-                       for n, c in curves.items() for t, d in zip(times, c)])
+    df = pd.DataFrame(
+        [
+            {"model": n, "t": t, "d": d, "rung": label[rung[n]], "factors": counts[rung[n]]}
+            for n, c in curves.items()
+            for t, d in zip(times, c)
+        ]
+    )
     palette = dict(zip(label.values(), sns.color_palette("viridis", len(rungs))))
     with style(3.3):
         fig, (a, b) = plt.subplots(1, 2, figsize=(WIDTH, 3.3))
-        sns.lineplot(df, x="t", y="d", hue="rung", units="model", estimator=None, marker="o", markersize=4, alpha=0.8,
-                     palette=palette, hue_order=list(label.values()), ax=a)
+        sns.lineplot(
+            df,
+            x="t",
+            y="d",
+            hue="rung",
+            units="model",
+            estimator=None,
+            marker="o",
+            markersize=4,
+            alpha=0.8,
+            palette=palette,
+            hue_order=list(label.values()),
+            ax=a,
+        )
         a.legend(title=None, loc="best")
         a.set_ylabel("cross-sample distance (rad)")
         _time_axis(a, times)
@@ -298,10 +414,22 @@ def truth_energy_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]
             ax.axhspan(max(float(lo[0]), 1e-6), min(float(hi[0]), 1.0), color="#56b4e9", alpha=0.25)
             ax.axhline(float(m[0]), color="#56b4e9", ls="-.", label="local PCA (clean span)")
             step = 0.04 * (max(times) - min(times) or 1.0)
-            bars(ax, [p["best_t"] + step], np.asarray(p["denoiser"])[None], fmt="D", color="#cc78bc",
-                 label="denoiser Jacobian")
-            bars(ax, [p["best_t"] - step], np.asarray(p["control"])[None], fmt="s", color=COLOURS["random_weights"],
-                 label="random weights")
+            bars(
+                ax,
+                [p["best_t"] + step],
+                np.asarray(p["denoiser"])[None],
+                fmt="D",
+                color="#cc78bc",
+                label="denoiser Jacobian",
+            )
+            bars(
+                ax,
+                [p["best_t"] - step],
+                np.asarray(p["control"])[None],
+                fmt="s",
+                color=COLOURS["random_weights"],
+                label="random weights",
+            )
             ax.set_yscale("log")
             ax.set_ylim(top=1.0)
             ax.set_title(p["title"])
@@ -312,8 +440,9 @@ def truth_energy_over_t(panels: Sequence[dict[str, Any]], times: Sequence[float]
     return fig
 
 
-def truth_directions(image: Any, clean: Any, pushed: Any, basis: Any, *, factor_names: Sequence[str],
-                     energies: Sequence[float], t: float):
+def truth_directions(
+    image: Any, clean: Any, pushed: Any, basis: Any, *, factor_names: Sequence[str], energies: Sequence[float], t: float
+):
     """One image's tangent vectors and basis vectors, each scaled to its largest absolute entry.
 
     Rows: the image and ``d image / d factor`` (``clean`` ``(K, C, H, W)``); the same tangents pushed to
@@ -329,15 +458,19 @@ def truth_directions(image: Any, clean: Any, pushed: Any, basis: Any, *, factor_
     def rgb(x):
         return ((x.permute(1, 2, 0).numpy() + 1) / 2).clip(0, 1)
 
-    rows = [("tangents", [torch.as_tensor(image).float()] + list(scaled(clean)), ["image"] + list(factor_names)),
-            (f"pushed\nt = {t}", [None] + list(scaled(pushed)), [""] + list(factor_names)),
-            (f"basis\nt = {t}", [None] + list(scaled(basis)), [""] + [f"v{i + 1}: {e:.2f}" for i, e in
-                                                                     enumerate(energies)])]
+    rows = [
+        ("tangents", [torch.as_tensor(image).float()] + list(scaled(clean)), ["image"] + list(factor_names)),
+        (f"pushed\nt = {t}", [None] + list(scaled(pushed)), [""] + list(factor_names)),
+        (
+            f"basis\nt = {t}",
+            [None] + list(scaled(basis)),
+            [""] + [f"v{i + 1}: {e:.2f}" for i, e in enumerate(energies)],
+        ),
+    ]
     cols = max(len(r[1]) for r in rows)
     cell = min(0.8, (WIDTH - 0.9) / cols)
     with style():
-        fig, axes = plt.subplots(3, cols, figsize=(cell * cols + 0.9, cell * 3 + 0.9), squeeze=False,
-                                 layout="tight")
+        fig, axes = plt.subplots(3, cols, figsize=(cell * cols + 0.9, cell * 3 + 0.9), squeeze=False, layout="tight")
         for r, (label, ims, names) in enumerate(rows):
             for c in range(cols):
                 ax = axes[r, c]

@@ -33,9 +33,25 @@ from pullback_utils.claims import NOT_LEARNED
 from pullback_utils.claims.report import fmt
 from pullback_utils.claims.sensitivity import FRAGILE, stability
 
-__all__ = ["ModelFacts", "model_facts", "facts_from_metrics", "caveats", "short_caveats", "estimate_text", "chapter_rows",
-           "findings_box", "findings_summary", "headline", "model_line", "FRAGILE_WORD", "EXPLORATION_WORD",
-           "BELOW_BASELINE_WORD", "read_chapter_models", "card_exists"]
+__all__ = [
+    "ModelFacts",
+    "model_facts",
+    "facts_from_metrics",
+    "caveats",
+    "short_caveats",
+    "estimate_text",
+    "chapter_rows",
+    "findings_box",
+    "findings_summary",
+    "headline",
+    "model_line",
+    "FRAGILE_WORD",
+    "EXPLORATION_WORD",
+    "BELOW_BASELINE_WORD",
+    "read_chapter_models",
+    "card_exists",
+]
+
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -64,8 +80,13 @@ def model_facts(model: str) -> ModelFacts:
         return ModelFacts(model, quality="not a zoo model: no card and no quality bar")
     card = f"model_cards/{'ladder/' if model in LADDER_MODELS else ''}{model}" if is_bundled(model) else None
     clean = q.numbers.get("clean")
-    return ModelFacts(model, None if clean is None else float(clean), q.sentence(), card,
-                      {k: float(v) for k, v in (q.numbers.get("obeyed") or {}).items()})
+    return ModelFacts(
+        model,
+        None if clean is None else float(clean),
+        q.sentence(),
+        card,
+        {k: float(v) for k, v in (q.numbers.get("obeyed") or {}).items()},
+    )
 
 
 def facts_from_metrics(section: Any) -> dict[str, ModelFacts]:
@@ -77,8 +98,13 @@ def facts_from_metrics(section: Any) -> dict[str, ModelFacts]:
     for name, d in section.items():
         if isinstance(d, Mapping):
             clean = d.get("clean")
-            out[str(name)] = ModelFacts(str(name), None if clean is None else float(clean), str(d.get("quality", "")),
-                                        d.get("card"), {k: float(v) for k, v in (d.get("obeyed") or {}).items()})
+            out[str(name)] = ModelFacts(
+                str(name),
+                None if clean is None else float(clean),
+                str(d.get("quality", "")),
+                d.get("card"),
+                {k: float(v) for k, v in (d.get("obeyed") or {}).items()},
+            )
     return out
 
 
@@ -126,8 +152,10 @@ def _main_line(r: ScoreRow) -> str:
     if not r.measured:
         return f"- **{r.spec.title}: {NOT_MEASURED}** ({r.reason})"
     rec = r.rec
-    line = (f"- **{r.spec.title}: {r.words}** on `{r.model}`: {estimate_text(rec)}, {_p_text(rec)} over "
-            f"{rec['n_units']} {rec['unit']}s.")
+    line = (
+        f"- **{r.spec.title}: {r.words}** on `{r.model}`: {estimate_text(rec)}, {_p_text(rec)} over "
+        f"{rec['n_units']} {rec['unit']}s."
+    )
     cav = caveat_pairs(r)
     if cav:
         also = [short or long for long, short in cav[1:]]
@@ -158,13 +186,13 @@ def _models_text(models: Sequence[ModelFacts]) -> str:
         cards = "{doc}`the ladder's cards </model_cards/ladder>`"
     else:
         cards = ", ".join(f"{{doc}}`{f.name} </{f.card}>`" if f.card else f"`{f.name}`" for f in models)
-    miss = (f"; {len(missing)} miss the quality bar ({', '.join(missing)})" if missing
-            else "; all meet the quality bar")
+    miss = f"; {len(missing)} miss the quality bar ({', '.join(missing)})" if missing else "; all meet the quality bar"
     return f"**Models**: {len(models)} models{span}{miss}. Cards: {cards}."
 
 
-def findings_box(rows: Sequence[ScoreRow], models: Sequence[ModelFacts] = (), *,
-                 title: str = "What this run found") -> str:
+def findings_box(
+    rows: Sequence[ScoreRow], models: Sequence[ModelFacts] = (), *, title: str = "What this run found"
+) -> str:
     """The findings box (a MyST ``admonition``) of a chapter's rows: per paper claim or extension its
     verdict words, estimate with its 95 % interval, p and strongest caveats; the support records and the
     per-model copies in one line each; then the models with their clean share and card.
@@ -179,18 +207,24 @@ def findings_box(rows: Sequence[ScoreRow], models: Sequence[ModelFacts] = (), *,
     support = [r for r in alone if r.spec.kind == "support"]
     lines = [_main_line(r) for r in main]
     if support:
-        lines.append("- Support: " + "; ".join(f"{r.spec.title}: {r.words}, {estimate_text(r.rec)}"
-                                                for r in support) + ".")
+        lines.append(
+            "- Support: " + "; ".join(f"{r.spec.title}: {r.words}, {estimate_text(r.rec)}" for r in support) + "."
+        )
     for rs in copies.values():
         lines.append(f"- {rs[0].spec.title} model by model: {_count_words(rs)} of {len(rs)} models.")
     if not lines:
         lines.append("- This run wrote no claim records.")
     body = "\n".join(lines)
     mod = _models_text(models)
-    body += ("\n\n" + mod if mod else "")
-    body += ("\n\nVerdicts as in the {doc}`scorecard </generated/scorecard/scorecard>`, after Holm's correction "
-             "for multiple claims.") if any(
-        r.measured and r.rec.get("p_adjusted") is not None for r in rows) else ""
+    body += "\n\n" + mod if mod else ""
+    body += (
+        (
+            "\n\nVerdicts as in the {doc}`scorecard </generated/scorecard/scorecard>`, after Holm's correction "
+            "for multiple claims."
+        )
+        if any(r.measured and r.rec.get("p_adjusted") is not None for r in rows)
+        else ""
+    )
     return f"````{{admonition}} {title}\n:class: tip findings\n\n{body}\n````\n"
 
 
@@ -205,8 +239,10 @@ def findings_summary(rows: Sequence[ScoreRow]) -> str:
             continue
         rec = r.rec
         stat = str(rec["statistic"])
-        text = (f"- *{r.spec.title}*: **{r.words}** on `{r.model}`, {estimate_text(rec)} "
-                f"({rec['test']} over {rec['n_units']} {rec['unit']}s, {_p_text(rec)})")
+        text = (
+            f"- *{r.spec.title}*: **{r.words}** on `{r.model}`, {estimate_text(rec)} "
+            f"({rec['test']} over {rec['n_units']} {rec['unit']}s, {_p_text(rec)})"
+        )
         cav = caveats(r)
         text += (" -- " + "; ".join(cav) + "." if cav else ".") + f" The number: {stat}."
         out.append(text)
@@ -253,12 +289,16 @@ def headline(rows: Sequence[ScoreRow]) -> str:
     below = [r for r in prim if any(c.startswith(BELOW_BASELINE_WORD) for c in caveats(r))]
     quals = []
     if fragile:
-        quals.append(f"{count(len(fragile), 'verdict is', 'verdicts are')} {FRAGILE_WORD} (another analysis choice "
-                     "gives another verdict)")
+        quals.append(
+            f"{count(len(fragile), 'verdict is', 'verdicts are')} {FRAGILE_WORD} (another analysis choice "
+            "gives another verdict)"
+        )
     if explore:
         models = " and ".join(sorted({f"`{r.model}`" for r in explore}))
-        quals.append(f"{count(len(explore), 'comes', 'come')} from an {EXPLORATION_WORD} on models below the "
-                     f"quality bar ({models})")
+        quals.append(
+            f"{count(len(explore), 'comes', 'come')} from an {EXPLORATION_WORD} on models below the "
+            f"quality bar ({models})"
+        )
     if below:
         quals.append(f"{names(below)} {'is' if len(below) == 1 else 'are'} {BELOW_BASELINE_WORD}")
     if not quals:
@@ -274,7 +314,7 @@ def read_chapter_models(metrics: Mapping[str, Any], rows: Sequence[ScoreRow]) ->
     names: list[str] = []
     for r in rows:
         if r.measured and (r.spec.kind == "extension" or (r.spec.kind == "paper" and "@" not in r.record)):
-            for m in (r.model.split(",") if r.model else []):
+            for m in r.model.split(",") if r.model else []:
                 m = m.strip()
                 if m and m not in names:
                     names.append(m)

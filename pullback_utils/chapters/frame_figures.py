@@ -25,8 +25,9 @@ def _signed_rgb(v: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
     return np.clip((np.transpose(v[:3], (1, 2, 0)) + 1) / 2, 0, 1), {}
 
 
-def basis_spectrum_frames(vectors: Any, freqs: Any, psd: Any, times: Sequence[float], *, nyquist: int,
-                          flat: float, height: float = 3.0) -> Iterator[Any]:
+def basis_spectrum_frames(
+    vectors: Any, freqs: Any, psd: Any, times: Sequence[float], *, nyquist: int, flat: float, height: float = 3.0
+) -> Iterator[Any]:
     """One figure per time: the basis vectors of one sample at that time (left, each scaled to its largest
     absolute entry) beside the mean power spectrum of the basis at every time (right: grey, the current
     time in colour, white noise dotted), on axes that are the same in every frame.

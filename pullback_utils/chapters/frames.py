@@ -88,27 +88,42 @@ class Frames:
         data = html.escape(json.dumps(list(self.labels)), quote=True)
         on = f' oninput="{html.escape(handler, quote=True)}"' if handler else ""
         if self.control == "range":
-            widget = (f'<input type="range" id="{cid}" min="0" max="{n - 1}" step="1" value="0" '
-                      f'aria-valuetext="{html.escape(self.labels[0], quote=True)}" data-labels="{data}"{on}>')
+            widget = (
+                f'<input type="range" id="{cid}" min="0" max="{n - 1}" step="1" value="0" '
+                f'aria-valuetext="{html.escape(self.labels[0], quote=True)}" data-labels="{data}"{on}>'
+            )
         else:
-            options = "".join(f'<option value="{i}"{" selected" if i == 0 else ""}>{html.escape(lab)}</option>'
-                              for i, lab in enumerate(self.labels))
+            options = "".join(
+                f'<option value="{i}"{" selected" if i == 0 else ""}>{html.escape(lab)}</option>'
+                for i, lab in enumerate(self.labels)
+            )
             widget = f'<select id="{cid}" data-labels="{data}"{on}>{options}</select>'
-        return "\n".join([
-            f'<div class="{CONTROLS_CLASS}" hidden>',
-            f'<label for="{cid}">{html.escape(self.control_label)}</label>',
-            widget,
-            f'<output for="{cid}" aria-live="polite">{html.escape(self.labels[0])}</output>',
-            "</div>",
-        ])
+        return "\n".join(
+            [
+                f'<div class="{CONTROLS_CLASS}" hidden>',
+                f'<label for="{cid}">{html.escape(self.control_label)}</label>',
+                widget,
+                f'<output for="{cid}" aria-live="polite">{html.escape(self.labels[0])}</output>',
+                "</div>",
+            ]
+        )
 
     def myst(self) -> str:
         """The MyST of the figure in the book: a numbered ``figure`` of the first frame with the caption,
         then the control and the other frames (paths relative to the current folder, as
         :meth:`pullback_utils.chapters.plotting.SavedFigure.myst`)."""
         rel = [os.path.relpath(p, Path.cwd()).replace(os.sep, "/") for p in self.paths]
-        lines = [f"````{{figure}} {rel[0]}", f":name: {self.label}", f":figclass: {FIGURE_CLASS}",
-                 f":alt: {_one_line(self.alts[0])}", "", self.caption, "", self.controls_html(), ""]
+        lines = [
+            f"````{{figure}} {rel[0]}",
+            f":name: {self.label}",
+            f":figclass: {FIGURE_CLASS}",
+            f":alt: {_one_line(self.alts[0])}",
+            "",
+            self.caption,
+            "",
+            self.controls_html(),
+            "",
+        ]
         for path, alt in zip(rel[1:], self.alts[1:]):
             lines += [f"```{{image}} {path}", f":class: {FRAME_CLASS}", f":alt: {_one_line(alt)}", "```", ""]
         return "\n".join(lines + ["````", ""])
@@ -117,16 +132,20 @@ class Frames:
         """A self-contained ``<figure>`` (frames as data URLs, an inline handler on the control) for a
         notebook outside the book."""
         srcs = ["data:image/png;base64," + base64.b64encode(p.read_bytes()).decode() for p in self.paths]
-        handler = ("var f=this.closest('figure'),i=+this.value,im=f.querySelectorAll('img');"
-                   "im[0].src=im[i+1].src;im[0].alt=im[i+1].alt;"
-                   "var l=JSON.parse(this.dataset.labels)[i];f.querySelector('output').value=l;"
-                   "this.setAttribute('aria-valuetext',l)")
+        handler = (
+            "var f=this.closest('figure'),i=+this.value,im=f.querySelectorAll('img');"
+            "im[0].src=im[i+1].src;im[0].alt=im[i+1].alt;"
+            "var l=JSON.parse(this.dataset.labels)[i];f.querySelector('output').value=l;"
+            "this.setAttribute('aria-valuetext',l)"
+        )
         controls = self.controls_html(handler).replace(" hidden>", ">", 1)
         hidden = "".join(f'<img src="{s}" alt="{html.escape(a, quote=True)}" hidden>' for s, a in zip(srcs, self.alts))
-        return (f'<figure class="{FIGURE_CLASS}" style="max-width:{self.width_px}px">'
-                f'<img src="{srcs[0]}" alt="{html.escape(self.alts[0], quote=True)}" width="{self.width_px}" '
-                f'height="{self.height_px}" style="max-width:100%;height:auto">{controls}{hidden}'
-                f"<figcaption>{html.escape(self.caption)}</figcaption></figure>")
+        return (
+            f'<figure class="{FIGURE_CLASS}" style="max-width:{self.width_px}px">'
+            f'<img src="{srcs[0]}" alt="{html.escape(self.alts[0], quote=True)}" width="{self.width_px}" '
+            f'height="{self.height_px}" style="max-width:100%;height:auto">{controls}{hidden}'
+            f"<figcaption>{html.escape(self.caption)}</figcaption></figure>"
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         png = base64.b64encode(self.paths[0].read_bytes()).decode()
@@ -152,10 +171,21 @@ def _check_text_list(values: Any, name: str, n: int | None = None) -> tuple[str,
     return tuple(v.strip() for v in out)
 
 
-def save_frames(figures: Iterable[Any], output_dir: str | os.PathLike, name: str, *, labels: Sequence[str],
-                caption: str, control: str = "range", control_label: str = "frame",
-                alts: Sequence[str] | None = None, label: str | None = None, dpi: int = FIGURE_DPI,
-                max_width_px: int = CONTENT_WIDTH_PX, close: bool = True) -> Frames:
+def save_frames(
+    figures: Iterable[Any],
+    output_dir: str | os.PathLike,
+    name: str,
+    *,
+    labels: Sequence[str],
+    caption: str,
+    control: str = "range",
+    control_label: str = "frame",
+    alts: Sequence[str] | None = None,
+    label: str | None = None,
+    dpi: int = FIGURE_DPI,
+    max_width_px: int = CONTENT_WIDTH_PX,
+    close: bool = True,
+) -> Frames:
     """Save one matplotlib figure per frame as ``<output_dir>/<name>-<i>.png`` and return the
     interactive figure (:class:`Frames`); make it the last expression of a cell to show it.
 
@@ -189,14 +219,19 @@ def save_frames(figures: Iterable[Any], output_dir: str | os.PathLike, name: str
         raise ValueError(f"control_label must say what the control chooses (e.g. 't / T'), got {control_label!r}")
     labels_t = _check_text_list(labels, "labels")
     if not 2 <= len(labels_t) <= MAX_FRAMES:
-        raise ValueError(f"labels must hold 2 to {MAX_FRAMES} frames (one frame is a static figure: use "
-                         f"Chapter.figure), got {len(labels_t)}")
+        raise ValueError(
+            f"labels must hold 2 to {MAX_FRAMES} frames (one frame is a static figure: use "
+            f"Chapter.figure), got {len(labels_t)}"
+        )
     if len(set(labels_t)) != len(labels_t):
         dup = next(lab for lab in labels_t if labels_t.count(lab) > 1)
         raise ValueError(f"labels must be unique (the control names the frame shown), {dup!r} repeats")
     n = len(labels_t)
-    alts_t = (_check_text_list(alts, "alts", n) if alts is not None
-              else tuple(f"{lab}: {_one_line(caption)}" for lab in labels_t))
+    alts_t = (
+        _check_text_list(alts, "alts", n)
+        if alts is not None
+        else tuple(f"{lab}: {_one_line(caption)}" for lab in labels_t)
+    )
     if label is not None and (not isinstance(label, str) or not _NAME.fullmatch(label)):
         raise ValueError(f"label must be a name of letters, digits, _ . - (a cross-reference target), got {label!r}")
     if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi < 1:
@@ -226,22 +261,37 @@ def save_frames(figures: Iterable[Any], output_dir: str | os.PathLike, name: str
             plt.close(fig)
         paths.append(path)
         if sizes[-1] != sizes[0]:
-            raise ValueError(f"figures must all have the same size: frame 0 is {sizes[0][0]} x {sizes[0][1]} px, "
-                             f"frame {i} ({labels_t[i]!r}) is {sizes[-1][0]} x {sizes[-1][1]} px")
+            raise ValueError(
+                f"figures must all have the same size: frame 0 is {sizes[0][0]} x {sizes[0][1]} px, "
+                f"frame {i} ({labels_t[i]!r}) is {sizes[-1][0]} x {sizes[-1][1]} px"
+            )
     if len(paths) != n:
         raise ValueError(f"figures must hold one figure per label ({n}), got {len(paths)}")
     w, h = sizes[0]
     if w > max_width_px:
-        raise ValueError(f"figures are {w} px wide at dpi {dpi}, wider than the {max_width_px} px content column: "
-                         f"draw them at most {max_width_px / dpi:.2f} inches wide")
+        raise ValueError(
+            f"figures are {w} px wide at dpi {dpi}, wider than the {max_width_px} px content column: "
+            f"draw them at most {max_width_px / dpi:.2f} inches wide"
+        )
     min_font = min(fonts) if fonts else None
     _record(folder, name, paths, caption.strip(), w, h, dpi, min_font)
-    return Frames(tuple(paths), labels_t, caption.strip(), control, control_label.strip(), alts_t,
-                  label or f"fig-{name}", w, h, min_font)
+    return Frames(
+        tuple(paths),
+        labels_t,
+        caption.strip(),
+        control,
+        control_label.strip(),
+        alts_t,
+        label or f"fig-{name}",
+        w,
+        h,
+        min_font,
+    )
 
 
-def _record(folder: Path, name: str, paths: list[Path], caption: str, width: int, height: int, dpi: int,
-            min_font: float | None) -> None:
+def _record(
+    folder: Path, name: str, paths: list[Path], caption: str, width: int, height: int, dpi: int, min_font: float | None
+) -> None:
     """One ``figures.json`` entry per frame (the book's checks read the width and smallest font)."""
     from pullback_utils._io import read_json, write_json
 
@@ -251,6 +301,14 @@ def _record(folder: Path, name: str, paths: list[Path], caption: str, width: int
     except ValueError:
         data = {}
     for i, path in enumerate(paths):
-        data[path.stem] = {"file": path.name, "caption": caption, "width_px": width, "height_px": height,
-                           "dpi": dpi, "min_font_pt": min_font, "frame_of": name, "frame": i}
+        data[path.stem] = {
+            "file": path.name,
+            "caption": caption,
+            "width_px": width,
+            "height_px": height,
+            "dpi": dpi,
+            "min_font_pt": min_font,
+            "frame_of": name,
+            "frame": i,
+        }
     write_json(manifest, data)

@@ -24,10 +24,24 @@ from pullback_utils.analysis.geometry import geodesic_distance
 from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
 from pullback_utils.zoo.registry import model_dataset
 
-__all__ = ["TangentStudy", "tangent_study", "noise_floor_sweep", "crossed_bases",
-           "edits_at_matched_size", "PromptStudy", "prompt_study", "prompt_distances", "ModelSweep", "model_sweeps",
-           "ladder_plan", "inversion_round_trip", "model_dataset", "guided_vs_naive", "variant_sweep",
-           "edit_strength_series"]
+__all__ = [
+    "TangentStudy",
+    "tangent_study",
+    "noise_floor_sweep",
+    "crossed_bases",
+    "edits_at_matched_size",
+    "PromptStudy",
+    "prompt_study",
+    "prompt_distances",
+    "ModelSweep",
+    "model_sweeps",
+    "ladder_plan",
+    "inversion_round_trip",
+    "model_dataset",
+    "guided_vs_naive",
+    "variant_sweep",
+    "edit_strength_series",
+]
 
 
 @dataclass
@@ -55,9 +69,20 @@ class TangentStudy:
         return list(self.traj.times)
 
 
-def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
-                  control_times: Sequence[float], cache_dir: Any = None, solver: dict | None = None,
-                  progress: bool = True, cluster: Any = None) -> TangentStudy:
+def tangent_study(
+    model: Any,
+    *,
+    n: int,
+    seed: int,
+    times: Sequence[float],
+    k: int,
+    ddim_steps: int,
+    control_times: Sequence[float],
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    progress: bool = True,
+    cluster: Any = None,
+) -> TangentStudy:
     """Run the shared measurements of the tangent-space chapters (module doc).
 
     Args:
@@ -74,19 +99,56 @@ def tangent_study(model: Any, *, n: int, seed: int, times: Sequence[float], k: i
         raise ValueError(f"control_times must be among times={list(times)}; {missing} are not")
     traj = sample_trajectories(model, n, seed, list(times), steps=ddim_steps)
     dtype = storage_dtype(len(times), n, k, model.sample_shape)
-    sweep = bases_over(model, traj.x, traj.times, k, cache_dir=cache_dir, desc="bases", dtype=dtype,
-                       progress=progress, cluster=cluster, **solver)
+    sweep = bases_over(
+        model,
+        traj.x,
+        traj.times,
+        k,
+        cache_dir=cache_dir,
+        desc="bases",
+        dtype=dtype,
+        progress=progress,
+        cluster=cluster,
+        **solver,
+    )
     ctrl = random_weight_model(model, seed=seed)
     idx = [list(times).index(t) for t in control_times]
-    control = bases_over(ctrl, traj.x[idx], list(control_times), k, cache_dir=cache_dir,
-                         desc="bases (random weights)", dtype=dtype, progress=progress, cluster=cluster, **solver)
-    return TangentStudy(traj=traj, sweep=sweep, matched=sweep.spectrum_matched(seed=seed), control=control,
-                        control_times=list(control_times), control_name=ctrl.name)
+    control = bases_over(
+        ctrl,
+        traj.x[idx],
+        list(control_times),
+        k,
+        cache_dir=cache_dir,
+        desc="bases (random weights)",
+        dtype=dtype,
+        progress=progress,
+        cluster=cluster,
+        **solver,
+    )
+    return TangentStudy(
+        traj=traj,
+        sweep=sweep,
+        matched=sweep.spectrum_matched(seed=seed),
+        control=control,
+        control_times=list(control_times),
+        control_name=ctrl.name,
+    )
 
 
-def variant_sweep(model: Any, study: TangentStudy, fractions: Sequence[float], times: Sequence[float], *, n: int,
-                  k: int, layer: str = "mid", solver: dict | None = None, cache_dir: Any = None,
-                  progress: bool = False, cluster: Any = None) -> BasisSweep:
+def variant_sweep(
+    model: Any,
+    study: TangentStudy,
+    fractions: Sequence[float],
+    times: Sequence[float],
+    *,
+    n: int,
+    k: int,
+    layer: str = "mid",
+    solver: dict | None = None,
+    cache_dir: Any = None,
+    progress: bool = False,
+    cluster: Any = None,
+) -> BasisSweep:
     """Bases of the study's first ``n`` states at the kept times ``times`` (fractions of ``T``, a subset of
     ``fractions``, the study's times) under another analysis choice: another feature ``layer`` or other
     ``solver`` options (e.g. another ``tol``). The sensitivity rows of the chapters; with the basis cache
@@ -98,32 +160,68 @@ def variant_sweep(model: Any, study: TangentStudy, fractions: Sequence[float], t
     if not 1 <= int(n) <= study.traj.x.shape[1]:
         raise ValueError(f"n must be in [1, {study.traj.x.shape[1]}] (the study's samples), got {n!r}")
     idx = [fr.index(float(t)) for t in times]
-    return bases_over(model, study.traj.x[idx, :int(n)], [study.traj.times[i] for i in idx], k, layer=layer,
-                      cache_dir=cache_dir, progress=progress, cluster=cluster, desc=f"bases ({layer})",
-                      **dict(solver or {}))
+    return bases_over(
+        model,
+        study.traj.x[idx, : int(n)],
+        [study.traj.times[i] for i in idx],
+        k,
+        layer=layer,
+        cache_dir=cache_dir,
+        progress=progress,
+        cluster=cluster,
+        desc=f"bases ({layer})",
+        **dict(solver or {}),
+    )
 
 
 def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(geodesic_distance(a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()))
 
 
-def noise_floor_sweep(model: Any, study: TangentStudy, times: Sequence[float], *, cache_dir: Any = None,
-                      solver: dict | None = None, side: str = "u", progress: bool = True,
-                      cluster: Any = None) -> np.ndarray:
+def noise_floor_sweep(
+    model: Any,
+    study: TangentStudy,
+    times: Sequence[float],
+    *,
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    side: str = "u",
+    progress: bool = True,
+    cluster: Any = None,
+) -> np.ndarray:
     """``(n,)`` per sample: the distance between its basis and a recomputation with another solver seed,
     averaged over ``times`` -- the resolution of the distances the chapter reports."""
     solver = dict(solver or {})
     seed = int(solver.pop("seed", 0))
     idx = [study.times.index(t) for t in times]
-    again = bases_over(model, study.traj.x[idx], list(times), study.sweep.k, cache_dir=cache_dir,
-                       desc="bases (other solver seed)", progress=progress, seed=seed + 1, cluster=cluster, **solver)
+    again = bases_over(
+        model,
+        study.traj.x[idx],
+        list(times),
+        study.sweep.k,
+        cache_dir=cache_dir,
+        desc="bases (other solver seed)",
+        progress=progress,
+        seed=seed + 1,
+        cluster=cluster,
+        **solver,
+    )
     a, b = study.sweep.side(side)[idx], again.side(side)
     return np.array([[_dist(a[i, j], b[i, j]) for j in range(a.shape[1])] for i in range(a.shape[0])]).mean(0)
 
 
-def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, cache_dir: Any = None,
-                  solver: dict | None = None, progress: bool = True, cluster: Any = None,
-                  control: bool = False) -> dict[str, dict[str, np.ndarray]]:
+def crossed_bases(
+    model: Any,
+    study: TangentStudy,
+    t_a: float,
+    t_b: float,
+    *,
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    progress: bool = True,
+    cluster: Any = None,
+    control: bool = False,
+) -> dict[str, dict[str, np.ndarray]]:
     """The 2 x 2 ablation: per sample, bases at (state x_ta or x_tb) x (time input t_a or t_b).
 
     Returns ``{side: {"total", "time_only", "state_only"}}`` arrays ``(n,)`` for sides ``"v"``, ``"u"``:
@@ -138,13 +236,22 @@ def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, ca
     sweep, times = (study.control, study.control_times) if control else (study.sweep, study.times)
     missing = [t for t in (t_a, t_b) if t not in times]
     if missing:
-        raise ValueError(f"t_a, t_b must be among the {'control ' if control else ''}times {list(times)}; {missing} "
-                         "are not")
+        raise ValueError(
+            f"t_a, t_b must be among the {'control ' if control else ''}times {list(times)}; {missing} are not"
+        )
     ia, ib = times.index(t_a), times.index(t_b)
     xa, xb = study.traj.x[study.times.index(t_a)], study.traj.x[study.times.index(t_b)]
-    crossed = bases_over(model, torch.stack([xa, xb]), [t_b, t_a], sweep.k, cache_dir=cache_dir,
-                         desc="bases (crossed" + (", random weights)" if control else ")"), progress=progress,
-                         cluster=cluster, **dict(solver or {}))
+    crossed = bases_over(
+        model,
+        torch.stack([xa, xb]),
+        [t_b, t_a],
+        sweep.k,
+        cache_dir=cache_dir,
+        desc="bases (crossed" + (", random weights)" if control else ")"),
+        progress=progress,
+        cluster=cluster,
+        **dict(solver or {}),
+    )
     out = {}
     for side in ("v", "u"):
         aa, bb = sweep.side(side)[ia], sweep.side(side)[ib]
@@ -158,9 +265,17 @@ def crossed_bases(model: Any, study: TangentStudy, t_a: float, t_b: float, *, ca
     return out
 
 
-def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float], *, gamma: float,
-                          n_steps: int, sampling_steps: int, scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
-                          progress: bool = True) -> dict[str, Any]:
+def edits_at_matched_size(
+    model: Any,
+    study: TangentStudy,
+    times: Sequence[float],
+    *,
+    gamma: float,
+    n_steps: int,
+    sampling_steps: int,
+    scales: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+    progress: bool = True,
+) -> dict[str, Any]:
     """Edits along ``+-v_1`` of every sample at each time in ``times``, at one matched size of change.
 
     For each sample and time, guidance runs with ``gamma * s`` for every ``s`` of ``scales``; the RMS
@@ -178,10 +293,9 @@ def edits_at_matched_size(model: Any, study: TangentStudy, times: Sequence[float
     grid = np.log(np.asarray(scales, dtype=np.float64) * gamma)
 
     def run(i_t: int, j: int, g: float) -> tuple[torch.Tensor, torch.Tensor]:
-        x = study.traj.x[i_t, j:j + 1]
+        x = study.traj.x[i_t, j : j + 1]
         v1 = study.sweep.v[i_t, j, 0].to(model.dtype)
-        guided = ed.xspace_guidance(model, x, study.times[i_t], torch.stack([v1, -v1]), gamma=g,
-                                    n_steps=n_steps)[-1]
+        guided = ed.xspace_guidance(model, x, study.times[i_t], torch.stack([v1, -v1]), gamma=g, n_steps=n_steps)[-1]
         out = model.to_image(ed.finish(model, torch.cat([x, guided]), study.times[i_t], sampling_steps=sampling_steps))
         return out[:1], out[1:]
 
@@ -231,13 +345,26 @@ class PromptStudy:
     control_name: str
 
 
-def prompt_study(model: Any, prompts: Sequence[str], *, n_states: int, n_control: int, seed: int,
-                 times: Sequence[float], k: int, ddim_steps: int, cache_dir: Any = None,
-                 solver: dict | None = None, progress: bool = True, cluster: Any = None) -> PromptStudy:
+def prompt_study(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    n_states: int,
+    n_control: int,
+    seed: int,
+    times: Sequence[float],
+    k: int,
+    ddim_steps: int,
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    progress: bool = True,
+    cluster: Any = None,
+) -> PromptStudy:
     """Run the prompt chapter's measurements (see :class:`PromptStudy`)."""
     if not getattr(model, "is_conditional", False):
-        raise ValueError(f"model {getattr(model, 'name', model)!r} is unconditional; the prompt study needs a "
-                         "text-conditional model")
+        raise ValueError(
+            f"model {getattr(model, 'name', model)!r} is unconditional; the prompt study needs a text-conditional model"
+        )
     if len(set(prompts)) != len(prompts) or len(prompts) < 4:
         raise ValueError(f"prompts must be at least 4 distinct strings, got {list(prompts)!r}")
     for p in prompts:
@@ -246,20 +373,32 @@ def prompt_study(model: Any, prompts: Sequence[str], *, n_states: int, n_control
     traj = sample_trajectories(model, n_states, seed, list(times), steps=ddim_steps)
 
     def sweep(m: Any, x: torch.Tensor, prompt: str | None, desc: str) -> BasisSweep:
-        return bases_over(m, x, list(times), k, prompt=prompt, cache_dir=cache_dir, desc=desc, progress=progress,
-                          cluster=cluster, **solver)
+        return bases_over(
+            m,
+            x,
+            list(times),
+            k,
+            prompt=prompt,
+            cache_dir=cache_dir,
+            desc=desc,
+            progress=progress,
+            cluster=cluster,
+            **solver,
+        )
 
     bases = {p: sweep(model, traj.x, p, p[:28]) for p in prompts}
     empty = sweep(model, traj.x, None, "(empty prompt)")
     ctrl = random_weight_model(model, seed=seed)
     xc = traj.x[:, :n_control]
     control = {p: sweep(ctrl, xc, p, f"{p[:20]} (random weights)") for p in prompts}
-    return PromptStudy(list(prompts), traj, bases, empty, control, sweep(ctrl, xc, None, "(empty, random weights)"),
-                       ctrl.name)
+    return PromptStudy(
+        list(prompts), traj, bases, empty, control, sweep(ctrl, xc, None, "(empty, random weights)"), ctrl.name
+    )
 
 
-def prompt_distances(bases: dict[str, BasisSweep], empty: BasisSweep, prompts: Sequence[str],
-                     side: str = "u") -> tuple[np.ndarray, np.ndarray]:
+def prompt_distances(
+    bases: dict[str, BasisSweep], empty: BasisSweep, prompts: Sequence[str], side: str = "u"
+) -> tuple[np.ndarray, np.ndarray]:
     """``(D, E)``: ``D`` ``(n_t, S, P, P)`` distances between the prompts' bases of each state and time;
     ``E`` ``(n_t, S, P)`` distance of each prompt's basis to the empty prompt's."""
     from pullback_utils.analysis.geometry import pairwise_geodesic_distances
@@ -286,10 +425,22 @@ class ModelSweep:
     control: BasisSweep | None = None
 
 
-def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[float], k: int, ddim_steps: int,
-                 control_n: int = 0, control_times: Sequence[float] = (), cache_dir: Any = None,
-                 solver: dict | None = None, progress: bool = True, loader: Any = None,
-                 cluster: Any = None) -> dict[str, ModelSweep]:
+def model_sweeps(
+    names: Sequence[str],
+    *,
+    n: int,
+    seed: int,
+    times: Sequence[float],
+    k: int,
+    ddim_steps: int,
+    control_n: int = 0,
+    control_times: Sequence[float] = (),
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    progress: bool = True,
+    loader: Any = None,
+    cluster: Any = None,
+) -> dict[str, ModelSweep]:
     """The same sweep on several models (the unit of the dataset-complexity claim is the model).
 
     Each model gets ``n`` seeded samples at ``times``; with ``control_n > 0`` the first ``control_n``
@@ -304,13 +455,30 @@ def model_sweeps(names: Sequence[str], *, n: int, seed: int, times: Sequence[flo
     for name in tqdm(list(names), desc="models", disable=not progress):
         m = loader(name)
         traj = sample_trajectories(m, n, seed, list(times), steps=ddim_steps)
-        sw = bases_over(m, traj.x, list(times), k, cache_dir=cache_dir, desc=str(name), progress=False,
-                        cluster=cluster, **dict(solver or {}))
+        sw = bases_over(
+            m,
+            traj.x,
+            list(times),
+            k,
+            cache_dir=cache_dir,
+            desc=str(name),
+            progress=False,
+            cluster=cluster,
+            **dict(solver or {}),
+        )
         ctrl = None
         if control_n > 0:
             idx = [list(times).index(t) for t in control_times]
-            ctrl = bases_over(random_weight_model(m, seed=seed), traj.x[idx, :control_n], list(control_times), k,
-                              cache_dir=cache_dir, progress=False, cluster=cluster, **dict(solver or {}))
+            ctrl = bases_over(
+                random_weight_model(m, seed=seed),
+                traj.x[idx, :control_n],
+                list(control_times),
+                k,
+                cache_dir=cache_dir,
+                progress=False,
+                cluster=cluster,
+                **dict(solver or {}),
+            )
         out[name] = ModelSweep(name, sw, sw.spectrum_matched(seed=seed), ctrl)
     return out
 
@@ -335,13 +503,16 @@ def ladder_plan(rungs: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
     rows = ["| rung | free factors | seed | model | weights |", "|---|---|---|---|---|"]
     for n in names:
         e = registry.MODELS[n]
-        rows.append(f"| {e['rung']} ({ladder.RUNG_NAMES[e['rung']]}) | {ladder.n_factors(e['rung'])} | {e['seed']} | "
-                    f"`{n}` | {'present' if n in present else '**missing** (not trained)'} |")
+        rows.append(
+            f"| {e['rung']} ({ladder.RUNG_NAMES[e['rung']]}) | {ladder.n_factors(e['rung'])} | {e['seed']} | "
+            f"`{n}` | {'present' if n in present else '**missing** (not trained)'} |"
+        )
     return {"present": present, "missing": missing, "table": "\n".join(rows)}
 
 
-def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[int], fixed_point_iters: Sequence[int],
-                         t: float = 1.0) -> list[dict[str, float]]:
+def inversion_round_trip(
+    model: Any, images: torch.Tensor, *, steps: Sequence[int], fixed_point_iters: Sequence[int], t: float = 1.0
+) -> list[dict[str, float]]:
     """How faithful DDIM inversion is: invert ``images`` to ``t``, sample back with the same grid, compare.
 
     For every combination of ``steps`` (DDIM steps over ``[0, T]``) and ``fixed_point_iters`` (extra
@@ -362,13 +533,30 @@ def inversion_round_trip(model: Any, images: torch.Tensor, *, steps: Sequence[in
             back = ddim_sample(model, xt, t, 0, steps=n)
             err = float((back - x0).flatten(1).norm(dim=1).div(x0.flatten(1).norm(dim=1)).mean())
             mse = float((back - x0).pow(2).mean())
-            rows.append({"steps": int(s), "fixed_point_iters": int(f), "relative_error": err,
-                         "psnr_db": float(10 * np.log10(4.0 / max(mse, 1e-20))), "evaluations": n * (2 + int(f))})
+            rows.append(
+                {
+                    "steps": int(s),
+                    "fixed_point_iters": int(f),
+                    "relative_error": err,
+                    "psnr_db": float(10 * np.log10(4.0 / max(mse, 1e-20))),
+                    "evaluations": n * (2 + int(f)),
+                }
+            )
     return rows
 
 
-def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k: int, config: Any,
-                    cache_dir: Any = None, solver: dict | None = None, progress: bool = True) -> dict[str, Any]:
+def guided_vs_naive(
+    model: Any,
+    *,
+    n: int,
+    seed: int,
+    times: Sequence[float],
+    k: int,
+    config: Any,
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The editing claim's measurements: every sample edited along ``+-v_1`` of its own basis at every
     time by x-space guidance, and by the naive step of the same size of change
     (:func:`pullback_utils.editing.matched_edits`), each result scored *without the model*: the RMS
@@ -383,10 +571,25 @@ def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k:
     from pullback_utils.zoo.fitting import fit_family
 
     states = ed.states_at_times(model, model.noise(n, seed), list(times), sampling_steps=config.sampling_steps)
-    sweep = bases_over(model, torch.stack(states), list(times), k, cache_dir=cache_dir, progress=progress,
-                       desc="bases", **dict(solver or {}))
-    edits = ed.matched_edits(model, states, list(times), [sweep.v[i, :, :1] for i in range(len(times))],
-                             config=config, seed=seed, progress=progress)
+    sweep = bases_over(
+        model,
+        torch.stack(states),
+        list(times),
+        k,
+        cache_dir=cache_dir,
+        progress=progress,
+        desc="bases",
+        **dict(solver or {}),
+    )
+    edits = ed.matched_edits(
+        model,
+        states,
+        list(times),
+        [sweep.v[i, :, :1] for i in range(len(times))],
+        config=config,
+        seed=seed,
+        progress=progress,
+    )
     dataset = model_dataset(model)
     if dataset is not None and fit_family(dataset) is not None:
         measure = "renderer residual (RMS per pixel in [0, 1] of the best-fitting rendering)"
@@ -402,14 +605,29 @@ def guided_vs_naive(model: Any, *, n: int, seed: int, times: Sequence[float], k:
             return ed.distance_from_data(model, flat).reshape(x0.shape[:-3])
 
     x0_orig = model.to_latent(edits.originals) if model.is_latent else edits.originals
-    return {"states": states, "sweep": sweep, "edits": edits, "measure": measure,
-            "guided": score(edits.guided, edits.x0_guided).numpy(), "naive": score(edits.naive, edits.x0_naive).numpy(),
-            "original": score(edits.originals, x0_orig).numpy()}
+    return {
+        "states": states,
+        "sweep": sweep,
+        "edits": edits,
+        "measure": measure,
+        "guided": score(edits.guided, edits.x0_guided).numpy(),
+        "naive": score(edits.naive, edits.x0_naive).numpy(),
+        "original": score(edits.originals, x0_orig).numpy(),
+    }
 
 
 @torch.no_grad()
-def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: torch.Tensor, *, config: Any,
-                         frames: int = 4, seed: int = 0, rtol: float = 0.05) -> dict[str, Any]:
+def edit_strength_series(
+    model: Any,
+    x_t: torch.Tensor,
+    t: float,
+    direction: torch.Tensor,
+    *,
+    config: Any,
+    frames: int = 4,
+    seed: int = 0,
+    rtol: float = 0.05,
+) -> dict[str, Any]:
     """One state edited from ``-v`` to ``+v`` at growing strength, each edit beside the naive step of the
     same size of change (the editing chapter's interactive figure).
 
@@ -445,7 +663,9 @@ def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: tor
         raise ValueError(f"x_t must hold one state (1, *sample_shape), got batch {x.shape[0]}")
     d = direction_batch(model, direction, "direction")
     if d.shape[0] != 1 or not float(d.norm()) > 0:
-        raise ValueError(f"direction must be one non-zero direction (*sample_shape), got shape {tuple(direction.shape)}")
+        raise ValueError(
+            f"direction must be one non-zero direction (*sample_shape), got shape {tuple(direction.shape)}"
+        )
     d = d / d.norm()
     n_steps = int(config.n_steps)
     steps = sorted({int(round(i * n_steps / (frames - 1))) for i in range(frames)} - {0})
@@ -454,8 +674,9 @@ def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: tor
     original = model.to_image(x0_ref)
     guided = {0: original}
     for sign in (-1, 1):
-        it = ed.xspace_guidance(model, x, level, sign * d, gamma=config.gamma, n_steps=n_steps,
-                                step_size=config.step_size)
+        it = ed.xspace_guidance(
+            model, x, level, sign * d, gamma=config.gamma, n_steps=n_steps, step_size=config.step_size
+        )
         if steps:
             imgs = model.to_image(ed.finish(model, it[steps, 0], level, **fkw))
             guided.update({sign * j: imgs[i : i + 1] for i, j in enumerate(steps)})
@@ -466,6 +687,15 @@ def edit_strength_series(model: Any, x_t: torch.Tensor, t: float, direction: tor
     dirs = torch.cat([(s or 1) * d for s in signs])
     nv = match_naive_batch(model, x, level, dirs, size, original, rtol=rtol, **fkw)
     labels = [f"{'+' if j > 0 else '-'}v1, j = {abs(j)} of {n_steps}" if j else "unedited (j = 0)" for j in order]
-    return {"labels": labels, "signs": signs, "steps": [abs(j) for j in order], "guided": g, "naive": nv["image"],
-            "size": size, "naive_size": nv["size"], "alpha": nv["alpha"], "matched": nv["matched"],
-            "original": original}
+    return {
+        "labels": labels,
+        "signs": signs,
+        "steps": [abs(j) for j in order],
+        "guided": g,
+        "naive": nv["image"],
+        "size": size,
+        "naive_size": nv["size"],
+        "alpha": nv["alpha"],
+        "matched": nv["matched"],
+        "original": original,
+    }

@@ -122,9 +122,21 @@ class Parameter:
 
 
 _KIND_ORDER = ["bool", "int", "float", "str", "list", "dict", "None"]
-_NAMES = {"int": "int", "float": "float", "str": "str", "bool": "bool", "list": "list", "List": "list",
-          "tuple": "list", "Tuple": "list", "Sequence": "list", "dict": "dict", "Dict": "dict", "None": "None",
-          "NoneType": "None"}
+_NAMES = {
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "list": "list",
+    "List": "list",
+    "tuple": "list",
+    "Tuple": "list",
+    "Sequence": "list",
+    "dict": "dict",
+    "Dict": "dict",
+    "None": "None",
+    "NoneType": "None",
+}
 
 
 def _kind_of(value: Any) -> str | None:
@@ -187,8 +199,11 @@ def _annotation_kinds(text: str) -> tuple[frozenset[str], frozenset[str] | None]
             if _NAMES.get(outer) == "list":
                 kinds.add("list")
                 inner = _annotation_kinds(ast.unparse(args[0]))
-                if inner is not None and inner[1] is None and not (outer in ("tuple", "Tuple") and len(args) > 1
-                                                                   and ast.unparse(args[1]) != "..."):
+                if (
+                    inner is not None
+                    and inner[1] is None
+                    and not (outer in ("tuple", "Tuple") and len(args) > 1 and ast.unparse(args[1]) != "...")
+                ):
                     items = set(inner[0])
                 return True
             if _NAMES.get(outer) == "dict":
@@ -282,8 +297,9 @@ def validate_overrides(defaults: Mapping[str, Any], overrides: Mapping[str, Any]
             close = difflib.get_close_matches(name, list(params), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             valid = ", ".join(f"{p.name} ({p.expected()})" for p in params.values())
-            raise ParameterError(f"{notebook}: unknown parameter {name!r} (value {_short(value)}){hint}; "
-                                 f"valid parameters: {valid}")
+            raise ParameterError(
+                f"{notebook}: unknown parameter {name!r} (value {_short(value)}){hint}; valid parameters: {valid}"
+            )
         if isinstance(value, _Unparsed):
             raise ParameterError(f"{notebook}: parameter {name!r} must be a literal, got {value.text}")
         param = params[name]
@@ -311,8 +327,9 @@ def _is_parameters_cell(source: str) -> bool:
     except SyntaxError:
         return False
     allowed = (ast.Assign, ast.AnnAssign, ast.Import, ast.ImportFrom)
-    if not body or not all(isinstance(n, allowed) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
-                           for n in body):
+    if not body or not all(
+        isinstance(n, allowed) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body
+    ):
         return False
     return any(p.literal for p in parse_parameters(source).values())
 
@@ -366,8 +383,10 @@ def check_parameters(history: list[str] | None = None, namespace: Mapping[str, A
         injected, previous = previous[-1], previous[:-1]
     params_src = next((src for src in reversed(previous) if _is_parameters_cell(src)), None)
     if params_src is None:
-        raise ParameterError("check_parameters(): no parameters cell was run before this cell; run the cell "
-                             "tagged 'parameters' (and the injected-parameters cell after it, if any) first")
+        raise ParameterError(
+            "check_parameters(): no parameters cell was run before this cell; run the cell "
+            "tagged 'parameters' (and the injected-parameters cell after it, if any) first"
+        )
     params = parse_parameters(params_src)
     overrides = parse_assignments(injected) if injected else {}
     validate_overrides(params, overrides)

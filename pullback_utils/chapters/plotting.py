@@ -30,9 +30,23 @@ from pullback_utils._io import atomic_write, write_text
 from pullback_utils._validate import check_int, check_real
 from pullback_utils.chapters.parameters import in_book_run
 
-__all__ = ["show_strip", "show_grid", "show_signed", "book_style", "save_figure", "check_figure", "time_axis",
-           "SavedFigure", "CONTENT_WIDTH_PX", "FIGURE_DPI", "FIGURE_WIDTH_IN", "MIN_FONT_PT", "MANIFEST", "ROLES",
-           "PALETTE"]
+__all__ = [
+    "show_strip",
+    "show_grid",
+    "show_signed",
+    "book_style",
+    "save_figure",
+    "check_figure",
+    "time_axis",
+    "SavedFigure",
+    "CONTENT_WIDTH_PX",
+    "FIGURE_DPI",
+    "FIGURE_WIDTH_IN",
+    "MIN_FONT_PT",
+    "MANIFEST",
+    "ROLES",
+    "PALETTE",
+]
 
 CONTENT_WIDTH_PX = 790  # the content column of the book's pages (sphinx-book-theme, 1280 px window)
 FIGURE_DPI = 110
@@ -44,11 +58,15 @@ MANIFEST = "figures.json"
 #: the same in every chapter: the trained network, its random-weight control, the matched baseline (random
 #: bases with the same spectrum, shuffled prompts), the Gaussian control, and a reference level (chance,
 #: white noise, a noise floor). Defined here only.
-ROLES: dict[str, str] = {"trained": "#0173b2", "random_weights": "#d55e00", "matched": "#de8f05",
-                         "gaussian": "#029e73", "reference": "#949494"}
+ROLES: dict[str, str] = {
+    "trained": "#0173b2",
+    "random_weights": "#d55e00",
+    "matched": "#de8f05",
+    "gaussian": "#029e73",
+    "reference": "#949494",
+}
 #: The palette of :func:`book_style` (seaborn's "colorblind": the roles first, then other colours).
-PALETTE = ["#0173b2", "#d55e00", "#de8f05", "#029e73", "#cc78bc", "#56b4e9", "#ca9161", "#fbafe4", "#949494",
-           "#ece133"]
+PALETTE = ["#0173b2", "#d55e00", "#de8f05", "#029e73", "#cc78bc", "#56b4e9", "#ca9161", "#fbafe4", "#949494", "#ece133"]
 
 
 def _hwc(image: torch.Tensor, value_range: tuple[float, float]) -> Any:
@@ -119,8 +137,15 @@ def _wrap(label: str, width_chars: float) -> str:
     return "\n".join(textwrap.wrap(label, max(int(width_chars), 4)) or [label])
 
 
-def show_signed(vectors: torch.Tensor, *, labels: Sequence[str] | None = None, ncols: int | None = None,
-                cell: float = 1.6, cmap: str = "RdBu_r", colorbar_label: str = "channel mean / max |.|"):
+def show_signed(
+    vectors: torch.Tensor,
+    *,
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    cell: float = 1.6,
+    cmap: str = "RdBu_r",
+    colorbar_label: str = "channel mean / max |.|",
+):
     """Show (N, C, H, W) signed vectors (basis vectors, edits) as large images on a diverging colour map
     with a colour bar: each vector's channel mean divided by its largest absolute value, on the symmetric
     scale [-1, 1] (0 is the map's neutral middle). Returns the figure.
@@ -140,8 +165,9 @@ def show_signed(vectors: torch.Tensor, *, labels: Sequence[str] | None = None, n
     mean = vectors.detach().float().cpu().mean(1)
     mean = (mean / mean.flatten(1).abs().amax(1).clamp_min(1e-12)[:, None, None]).numpy()
     cell = min(cell, (FIGURE_WIDTH_IN - 1.1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 1.1, (cell + 0.3) * rows + 0.1), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cell * cols + 1.1, (cell + 0.3) * rows + 0.1), squeeze=False, layout="constrained"
+    )
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -198,25 +224,31 @@ def _book_theme(height: float) -> None:
     import seaborn as sns
 
     small, normal = MIN_FONT_PT, MIN_FONT_PT + 1
-    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font="DejaVu Sans", rc={
-        "figure.figsize": (FIGURE_WIDTH_IN, float(height)),
-        "figure.dpi": FIGURE_DPI,
-        "savefig.dpi": FIGURE_DPI,
-        "figure.constrained_layout.use": True,
-        "font.size": normal,
-        "axes.titlesize": normal,
-        "axes.labelsize": normal,
-        "figure.titlesize": normal + 1,
-        "xtick.labelsize": small,
-        "ytick.labelsize": small,
-        "legend.fontsize": small,
-        "legend.title_fontsize": small,
-        "legend.framealpha": 0.85,
-        "grid.alpha": 0.5,
-        "lines.markersize": 5,
-        "axes.edgecolor": "0.3",
-        "image.cmap": "viridis",
-    })
+    sns.set_theme(
+        context="notebook",
+        style="whitegrid",
+        palette=PALETTE,
+        font="DejaVu Sans",
+        rc={
+            "figure.figsize": (FIGURE_WIDTH_IN, float(height)),
+            "figure.dpi": FIGURE_DPI,
+            "savefig.dpi": FIGURE_DPI,
+            "figure.constrained_layout.use": True,
+            "font.size": normal,
+            "axes.titlesize": normal,
+            "axes.labelsize": normal,
+            "figure.titlesize": normal + 1,
+            "xtick.labelsize": small,
+            "ytick.labelsize": small,
+            "legend.fontsize": small,
+            "legend.title_fontsize": small,
+            "legend.framealpha": 0.85,
+            "grid.alpha": 0.5,
+            "lines.markersize": 5,
+            "axes.edgecolor": "0.3",
+            "image.cmap": "viridis",
+        },
+    )
 
 
 def time_axis(ax, label: str = "t / T") -> None:
@@ -230,8 +262,11 @@ def _min_font_pt(fig) -> float | None:
     """The smallest font size (points) of the figure's visible, non-empty texts (after drawing)."""
     from matplotlib.text import Text
 
-    sizes = [t.get_fontsize() for t in fig.findobj(Text)
-             if t.get_visible() and t.get_text().strip() and t.get_figure() is not None]
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and t.get_figure() is not None
+    ]
     return float(min(sizes)) if sizes else None
 
 
@@ -290,8 +325,16 @@ def _write_manifest(folder: Path, name: str, entry: dict[str, Any]) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, dpi: int = FIGURE_DPI,
-                label: str | None = None, close: bool = True) -> SavedFigure:
+def save_figure(
+    fig,
+    output_dir: str | os.PathLike,
+    name: str,
+    caption: str,
+    *,
+    dpi: int = FIGURE_DPI,
+    label: str | None = None,
+    close: bool = True,
+) -> SavedFigure:
     """Save ``fig`` as ``<output_dir>/<name>.png`` at ``dpi`` and record its caption in
     ``<output_dir>/figures.json`` (with its pixel size and smallest font size).
 
@@ -313,8 +356,18 @@ def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, 
         fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.05)
     width, height = _png_size(path)
     min_font = _min_font_pt(fig)
-    _write_manifest(folder, name, {"file": path.name, "caption": caption.strip(), "width_px": width,
-                                   "height_px": height, "dpi": dpi, "min_font_pt": min_font})
+    _write_manifest(
+        folder,
+        name,
+        {
+            "file": path.name,
+            "caption": caption.strip(),
+            "width_px": width,
+            "height_px": height,
+            "dpi": dpi,
+            "min_font_pt": min_font,
+        },
+    )
     if close:
         import matplotlib.pyplot as plt
 
@@ -322,8 +375,9 @@ def save_figure(fig, output_dir: str | os.PathLike, name: str, caption: str, *, 
     return SavedFigure(path, caption.strip(), width, height, min_font, label or f"fig-{name}")
 
 
-def check_figure(path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX,
-                 min_font_pt: float = MIN_FONT_PT) -> list[str]:
+def check_figure(
+    path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX, min_font_pt: float = MIN_FONT_PT
+) -> list[str]:
     """What is wrong with a saved figure (``[]``: nothing): wider than the content column (the page
     scales it down, and its text with it), no caption, or text below ``min_font_pt`` at its dpi.
 
@@ -337,8 +391,10 @@ def check_figure(path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX,
     problems = []
     scale = min(1.0, max_width_px / width)
     if width > max_width_px:
-        problems.append(f"{path.name}: {width} px wide, wider than the {max_width_px} px content column "
-                        f"(shown at {scale:.0%}, its text with it)")
+        problems.append(
+            f"{path.name}: {width} px wide, wider than the {max_width_px} px content column "
+            f"(shown at {scale:.0%}, its text with it)"
+        )
     manifest = path.parent / MANIFEST
     try:
         entries = json.loads(manifest.read_text()) if manifest.is_file() else {}
@@ -352,6 +408,8 @@ def check_figure(path: str | os.PathLike, max_width_px: int = CONTENT_WIDTH_PX,
         shown_px = float(entry["min_font_pt"]) * dpi / 72 * scale
         needed_px = min_font_pt * FIGURE_DPI / 72
         if shown_px < needed_px - 1e-9:
-            problems.append(f"{path.name}: smallest text {entry['min_font_pt']:g} pt at dpi {dpi:g} is "
-                            f"{shown_px:.1f} px on the page, below {needed_px:.1f} px ({min_font_pt:g} pt at dpi {FIGURE_DPI})")
+            problems.append(
+                f"{path.name}: smallest text {entry['min_font_pt']:g} pt at dpi {dpi:g} is "
+                f"{shown_px:.1f} px on the page, below {needed_px:.1f} px ({min_font_pt:g} pt at dpi {FIGURE_DPI})"
+            )
     return problems

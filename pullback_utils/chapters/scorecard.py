@@ -46,22 +46,55 @@ from pullback_utils.claims import (
 from pullback_utils.claims.report import controls_showing_effect, fmt
 from pullback_utils.claims.sensitivity import NOT_ASSESSED, factors, stability
 
-__all__ = ["NOT_MEASURED", "ScoreRow", "collect", "primary_rows", "verdict_counts", "to_markdown", "describe",
-           "details_markdown", "tables", "VERDICT_COLOURS", "ABOVE", "BELOW", "PHONE_CONTENT_PX",
-           "summary_figure", "model_matrix", "model_matrix_figure", "model_matrix_key", "figure_words", "scorecard_records", "stability_marks",
-           "sensitivity_table"]
+__all__ = [
+    "NOT_MEASURED",
+    "ScoreRow",
+    "collect",
+    "primary_rows",
+    "verdict_counts",
+    "to_markdown",
+    "describe",
+    "details_markdown",
+    "tables",
+    "VERDICT_COLOURS",
+    "ABOVE",
+    "BELOW",
+    "PHONE_CONTENT_PX",
+    "summary_figure",
+    "model_matrix",
+    "model_matrix_figure",
+    "model_matrix_key",
+    "figure_words",
+    "scorecard_records",
+    "stability_marks",
+    "sensitivity_table",
+]
 
 NOT_MEASURED = "not measured"
 #: An extension's outcome on the claimed side / the other side ("above local PCA" / "below local PCA"):
 #: its own colours, so that one colour means one word (red is only ever "not reproduced").
 ABOVE, BELOW = "extension: above its reference", "extension: below its reference"
 #: One colour per verdict word, the same in the tables' words, Fig. "scorecard" and the model matrix.
-VERDICT_COLOURS = {inf.REPRODUCED: "#2e7d32", NOT_LEARNED: "#4fc3f7", inf.NOT_REPRODUCED: "#c62828",
-                   inf.INCONCLUSIVE: "#f9a825", inf.UNDERPOWERED: "#6a1b9a", NOT_MEASURED: "#9e9e9e",
-                   ABOVE: "#00838f", BELOW: "#8d6e63"}
+VERDICT_COLOURS = {
+    inf.REPRODUCED: "#2e7d32",
+    NOT_LEARNED: "#4fc3f7",
+    inf.NOT_REPRODUCED: "#c62828",
+    inf.INCONCLUSIVE: "#f9a825",
+    inf.UNDERPOWERED: "#6a1b9a",
+    NOT_MEASURED: "#9e9e9e",
+    ABOVE: "#00838f",
+    BELOW: "#8d6e63",
+}
 #: the figures' legend: the words of the tables
-MATRIX_LEGEND = {inf.REPRODUCED: inf.REPRODUCED, NOT_LEARNED: NOT_LEARNED, inf.NOT_REPRODUCED: inf.NOT_REPRODUCED,
-                 inf.INCONCLUSIVE: inf.INCONCLUSIVE, inf.UNDERPOWERED: inf.UNDERPOWERED, ABOVE: ABOVE, BELOW: BELOW}
+MATRIX_LEGEND = {
+    inf.REPRODUCED: inf.REPRODUCED,
+    NOT_LEARNED: NOT_LEARNED,
+    inf.NOT_REPRODUCED: inf.NOT_REPRODUCED,
+    inf.INCONCLUSIVE: inf.INCONCLUSIVE,
+    inf.UNDERPOWERED: inf.UNDERPOWERED,
+    ABOVE: ABOVE,
+    BELOW: BELOW,
+}
 #: the content column of a page on a 390 px phone (the figures' text must stay >= 9 pt there too)
 PHONE_CONTENT_PX = 358
 #: hatching of a record measured on a model that misses the quality bar (an exploration)
@@ -150,10 +183,15 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
     """
     root = Path(results_dir)
     if not root.is_dir():
-        raise ValueError(f"results_dir: {str(root)!r} is not a folder; pass the folder that holds "
-                         "<chapter>/metrics.json (run `python -m pullback_utils.book run` to create it)")
-    specs = [c for c in CLAIMS if c.kind == "paper" or (support and c.kind == "support")
-             or (extensions and c.kind == "extension")]
+        raise ValueError(
+            f"results_dir: {str(root)!r} is not a folder; pass the folder that holds "
+            "<chapter>/metrics.json (run `python -m pullback_utils.book run` to create it)"
+        )
+    specs = [
+        c
+        for c in CLAIMS
+        if c.kind == "paper" or (support and c.kind == "support") or (extensions and c.kind == "extension")
+    ]
     others = {p.parent.name for p in root.glob("*/metrics.json") if p.parent.name != "scorecard"}
     files = _read_all(root, {c.chapter for c in specs} | others)
     rows: list[ScoreRow] = []
@@ -169,15 +207,25 @@ def collect(results_dir: str | os.PathLike, *, extensions: bool = True, support:
         for n, rec in found:
             # a stored verdict that the record's own numbers do not give (checked before any Holm adjustment)
             stored = rec.get("stored_verdict")
-            rows.append(ScoreRow(spec, n, rec["verdict"], rec=dict(rec),
-                                 stored_verdict=stored if stored is not None and stored != rec["verdict"] else None))
+            rows.append(
+                ScoreRow(
+                    spec,
+                    n,
+                    rec["verdict"],
+                    rec=dict(rec),
+                    stored_verdict=stored if stored is not None and stored != rec["verdict"] else None,
+                )
+            )
     _adjust(rows)
     return rows
 
 
 def _support_family(rows: list[ScoreRow], claim: str) -> list[ScoreRow]:
-    return [r for r in rows if r.measured and not r.primary
-            and (r.spec.parent == claim or (r.spec.kind == "paper" and r.spec.id == claim))]
+    return [
+        r
+        for r in rows
+        if r.measured and not r.primary and (r.spec.parent == claim or (r.spec.kind == "paper" and r.spec.id == claim))
+    ]
 
 
 def _adjust(rows: list[ScoreRow]) -> None:
@@ -191,9 +239,15 @@ def _adjust(rows: list[ScoreRow]) -> None:
         adj = inf.holm([float(r.rec["p_value"]) for r in fam])
         for r, p in zip(fam, adj):
             r.rec["p_adjusted"] = p
-            r.verdict = verdict_of(p, float(r.rec["estimate"]), r.spec.direction, null=r.spec.null,
-                                   min_p=float(r.rec["min_p"]), controls=r.rec.get("controls"),
-                                   power=r.rec.get("power"))
+            r.verdict = verdict_of(
+                p,
+                float(r.rec["estimate"]),
+                r.spec.direction,
+                null=r.spec.null,
+                min_p=float(r.rec["min_p"]),
+                controls=r.rec.get("controls"),
+                power=r.rec.get("power"),
+            )
             r.rec["verdict"] = r.verdict
 
 
@@ -204,8 +258,10 @@ def primary_rows(rows: Sequence[ScoreRow]) -> list[ScoreRow]:
 
 def verdict_counts(rows: Sequence[ScoreRow]) -> dict[str, int]:
     """How many of the paper's claims have each verdict."""
-    out = {v: 0 for v in (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED,
-                          NOT_MEASURED)}
+    out = {
+        v: 0
+        for v in (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED, NOT_MEASURED)
+    }
     for r in primary_rows(rows):
         out[r.verdict] += 1
     return out
@@ -240,8 +296,10 @@ def to_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), 
         need += f" (shown by the {', '.join(c.replace('_', '-') for c in shown)} control)" if shown else ""
         cav = short_caveats(r)
         more = ("; " + "; ".join(cav)) if cav else ""
-        lines.append(f"| {title} | **{r.words}**{need}{more}{flag} | {fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, "
-                     f"{fmt(rec['ci'][1])}] |")
+        lines.append(
+            f"| {title} | **{r.words}**{need}{more}{flag} | {fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, "
+            f"{fmt(rec['ci'][1])}] |"
+        )
     return "\n".join(lines)
 
 
@@ -249,7 +307,9 @@ def _selected(rows: Sequence[ScoreRow], kinds: Sequence[str], primary: bool | No
     return [r for r in rows if r.spec.kind in kinds and (primary is None or r.primary == primary)]
 
 
-def details_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None) -> str:
+def details_markdown(
+    rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None
+) -> str:
     """The details of the same records: claim, model, n and unit, test, p, Holm p (across the primary
     claims; for a support record, within its claim), baselines, controls."""
     lines = ["| claim | model | n | test | p | Holm p | baselines | controls |", "|---|---|---|---|---|---|---|---|"]
@@ -262,16 +322,27 @@ def details_markdown(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper
         base = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["baselines"].items()) or "–"
         ctrl = "; ".join(f"{k.replace('_', ' ')} {_value(v)}" for k, v in rec["controls"].items()) or "–"
         holm = fmt(rec["p_adjusted"], 3) if rec.get("p_adjusted") is not None else "–"
-        lines.append(f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
-                     f"{fmt(rec['p_value'], 3)} | {holm} | {_cell(base)} | {_cell(ctrl)} |")
+        lines.append(
+            f"| {title} | {_cell(r.model)} | {rec['n_units']} {rec['unit']}s | {_cell(rec['test'])} | "
+            f"{fmt(rec['p_value'], 3)} | {holm} | {_cell(base)} | {_cell(ctrl)} |"
+        )
     return "\n".join(lines)
 
 
-def tables(rows: Sequence[ScoreRow], *, kinds: Sequence[str] = ("paper",), primary: bool | None = None,
-           details: str = "Details: model, n, test, p, baselines, controls") -> str:
+def tables(
+    rows: Sequence[ScoreRow],
+    *,
+    kinds: Sequence[str] = ("paper",),
+    primary: bool | None = None,
+    details: str = "Details: model, n, test, p, baselines, controls",
+) -> str:
     """:func:`to_markdown` followed by :func:`details_markdown` in a collapsed dropdown titled ``details``."""
-    return (to_markdown(rows, kinds=kinds, primary=primary) + f"\n\n````{{admonition}} {details}\n:class: dropdown\n\n"
-            + details_markdown(rows, kinds=kinds, primary=primary) + "\n````\n")
+    return (
+        to_markdown(rows, kinds=kinds, primary=primary)
+        + f"\n\n````{{admonition}} {details}\n:class: dropdown\n\n"
+        + details_markdown(rows, kinds=kinds, primary=primary)
+        + "\n````\n"
+    )
 
 
 def exploration_note(rec: dict) -> str:
@@ -298,8 +369,14 @@ PHONE_FONT_PT = 13.0
 
 
 def _phone_rc() -> dict[str, Any]:
-    return {"font.size": PHONE_FONT_PT, "axes.labelsize": PHONE_FONT_PT, "xtick.labelsize": PHONE_FONT_PT,
-            "ytick.labelsize": PHONE_FONT_PT, "legend.fontsize": PHONE_FONT_PT, "axes.titlesize": PHONE_FONT_PT}
+    return {
+        "font.size": PHONE_FONT_PT,
+        "axes.labelsize": PHONE_FONT_PT,
+        "xtick.labelsize": PHONE_FONT_PT,
+        "ytick.labelsize": PHONE_FONT_PT,
+        "legend.fontsize": PHONE_FONT_PT,
+        "axes.titlesize": PHONE_FONT_PT,
+    }
 
 
 def figure_words(row: ScoreRow) -> str:
@@ -309,8 +386,9 @@ def figure_words(row: ScoreRow) -> str:
 
     if not row.measured:
         return NOT_MEASURED
-    marks = [w for w in (BELOW_BASELINE_WORD, FRAGILE_WORD, EXPLORATION_WORD)
-             if any(c.startswith(w) for c in caveats(row))]
+    marks = [
+        w for w in (BELOW_BASELINE_WORD, FRAGILE_WORD, EXPLORATION_WORD) if any(c.startswith(w) for c in caveats(row))
+    ]
     return ", ".join([row.words, *marks])
 
 
@@ -339,8 +417,15 @@ def summary_figure(rows: Sequence[ScoreRow]):
                 ax.text(0, i + 0.05, NOT_MEASURED, va="center", color="#616161")
                 continue
             p = max(float(r.rec["p_adjusted"]), 1e-12)
-            ax.barh(i, -math.log10(p), height=0.3, color=VERDICT_COLOURS[r.colour_key],
-                    hatch=EXPLORATION_HATCH if r.below_bar else None, edgecolor="white", linewidth=0)
+            ax.barh(
+                i,
+                -math.log10(p),
+                height=0.3,
+                color=VERDICT_COLOURS[r.colour_key],
+                hatch=EXPLORATION_HATCH if r.below_bar else None,
+                edgecolor="white",
+                linewidth=0,
+            )
             best = max(float(r.rec["min_p"]), 1e-12)
             ax.plot([-math.log10(best)] * 2, [i + 0.2, i + 0.42], color="k", lw=2)  # under the label's row
             side = "+" if (float(r.rec["estimate"]) - r.spec.null) * inf.direction_sign(r.spec.direction) > 0 else "−"
@@ -357,8 +442,9 @@ def summary_figure(rows: Sequence[ScoreRow]):
     return fig
 
 
-def model_matrix(rows: Sequence[ScoreRow], *, min_models: int = 2
-                 ) -> tuple[list[str], list[str], dict[tuple[str, str], ScoreRow]]:
+def model_matrix(
+    rows: Sequence[ScoreRow], *, min_models: int = 2
+) -> tuple[list[str], list[str], dict[tuple[str, str], ScoreRow]]:
     """``(claims, models, cells)``: the measured records that name one model, by claim id and model, for
     the claims measured on at least ``min_models`` models (a claim on one model is in the tables)."""
     cells: dict[tuple[str, str], ScoreRow] = {}
@@ -408,8 +494,16 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
                 r = cells.get((c, m))
                 if r is None:
                     continue
-                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor=VERDICT_COLOURS[r.colour_key],
-                                           edgecolor="white", hatch=EXPLORATION_HATCH if r.below_bar else None))
+                ax.add_patch(
+                    plt.Rectangle(
+                        (j - 0.5, i - 0.5),
+                        1,
+                        1,
+                        facecolor=VERDICT_COLOURS[r.colour_key],
+                        edgecolor="white",
+                        hatch=EXPLORATION_HATCH if r.below_bar else None,
+                    )
+                )
                 if any(x.startswith(FRAGILE_WORD) for x in caveats(r)):
                     ax.plot(j, i, "o", color="k", ms=5)
         ax.set_xlim(-0.5, len(claims) - 0.5)
@@ -421,8 +515,14 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
         ax.set_yticks(range(len(models)), models)
         handles = [Patch(facecolor=VERDICT_COLOURS[v], label=textwrap.fill(MATRIX_LEGEND.get(v, v), 30)) for v in used]
         if hatched:
-            handles.append(Patch(facecolor="white", edgecolor="#616161", hatch=EXPLORATION_HATCH,
-                                 label="exploration: model below\nthe quality bar"))
+            handles.append(
+                Patch(
+                    facecolor="white",
+                    edgecolor="#616161",
+                    hatch=EXPLORATION_HATCH,
+                    label="exploration: model below\nthe quality bar",
+                )
+            )
         if fragile:
             from matplotlib.lines import Line2D
 
@@ -434,8 +534,11 @@ def model_matrix_figure(rows: Sequence[ScoreRow]):
 def scorecard_records(rows: Sequence[ScoreRow]) -> dict[str, dict]:
     """The measured primary records with their Holm-adjusted p-values and verdicts (for the scorecard's
     own ``metrics.json``: the one place where ``p_adjusted`` is filled)."""
-    return {r.record: {**{k: v for k, v in r.rec.items() if k != "stored_verdict"}, "stability": stability(r.rec)[0]}
-            for r in primary_rows(rows) if r.measured}
+    return {
+        r.record: {**{k: v for k, v in r.rec.items() if k != "stored_verdict"}, "stability": stability(r.rec)[0]}
+        for r in primary_rows(rows)
+        if r.measured
+    }
 
 
 def stability_marks(rows: Sequence[ScoreRow]) -> dict[str, tuple[str, list[str]]]:
@@ -455,14 +558,24 @@ def sensitivity_table(rows: Sequence[ScoreRow]) -> str:
         mark, off = stability(rec)
         sens = rec.get("sensitivity") or []
         varied = ", ".join(factors(sens)) if sens else "nothing varied"
-        own = inf.decide(float(rec["p_value"]), float(rec["estimate"]), r.spec.direction, null=r.spec.null,
-                         min_p=float(rec["min_p"]), power=rec.get("power"))
-        lines.append(f"| **{r.spec.title}** | **{mark}** ({_cell(varied)}) | as reported | {fmt(rec['estimate'])} | "
-                     f"{fmt(rec['p_value'], 3)} | {outcome_words(r.spec, own)} |")
+        own = inf.decide(
+            float(rec["p_value"]),
+            float(rec["estimate"]),
+            r.spec.direction,
+            null=r.spec.null,
+            min_p=float(rec["min_p"]),
+            power=rec.get("power"),
+        )
+        lines.append(
+            f"| **{r.spec.title}** | **{mark}** ({_cell(varied)}) | as reported | {fmt(rec['estimate'])} | "
+            f"{fmt(rec['p_value'], 3)} | {outcome_words(r.spec, own)} |"
+        )
         for s in sens:
             flag = " ≠" if s["setting"] in off else ""
-            lines.append(f"| | | {_cell(s['setting'])} | {fmt(s['estimate'])} | {fmt(s['p_value'], 3)} | "
-                         f"{outcome_words(r.spec, s['verdict'])}{flag} |")
+            lines.append(
+                f"| | | {_cell(s['setting'])} | {fmt(s['estimate'])} | {fmt(s['p_value'], 3)} | "
+                f"{outcome_words(r.spec, s['verdict'])}{flag} |"
+            )
     if mark_count := sum(1 for m, _ in stability_marks(rows).values() if m == NOT_ASSESSED):
         lines.append("")
         lines.append(f"{mark_count} measured claim(s) carry no sensitivity rows (not assessed).")

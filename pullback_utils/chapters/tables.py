@@ -4,6 +4,7 @@
 holds the row names; floats are printed with ``precision`` decimals (``"g"`` format under 1e-3 or
 over 1e6), ``|`` and newlines in cells are escaped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -22,8 +23,9 @@ def _cell(value: Any, precision: int) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str] | None = None,
-                   index: str = "", precision: int = 2) -> str:
+def markdown_table(
+    rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str] | None = None, index: str = "", precision: int = 2
+) -> str:
     """rows: {row name: {column: value}} -> a pipe table; columns default to the first row's keys.
 
     A column a row lacks is left empty. ``index`` is the header of the row-name column.
@@ -33,8 +35,10 @@ def markdown_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[str]
     if not rows:
         raise ValueError("rows is empty: a table needs at least one row")
     cols = list(columns) if columns is not None else list(next(iter(rows.values())).keys())
-    lines = ["| " + " | ".join([_cell(index, precision)] + [_cell(c, precision) for c in cols]) + " |",
-             "|" + "---|" * (len(cols) + 1)]
+    lines = [
+        "| " + " | ".join([_cell(index, precision)] + [_cell(c, precision) for c in cols]) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     for name, row in rows.items():
         cells = [_cell(row[c], precision) if c in row else "" for c in cols]
         lines.append("| " + " | ".join([_cell(name, precision)] + cells) + " |")

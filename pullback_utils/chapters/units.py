@@ -17,8 +17,12 @@ from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, ROLES, book_style
 __all__ = ["LABELS", "unit_values", "claim_units"]
 
 #: How each role is named on the panel (the colours: :data:`pullback_utils.chapters.plotting.ROLES`).
-LABELS = {"trained": "trained", "random_weights": "random weights", "matched": "matched baseline",
-          "gaussian": "Gaussian control"}
+LABELS = {
+    "trained": "trained",
+    "random_weights": "random weights",
+    "matched": "matched baseline",
+    "gaussian": "Gaussian control",
+}
 
 
 def unit_values(values: Any) -> np.ndarray:
@@ -53,8 +57,10 @@ def _units_of(result: Any, values: Any) -> np.ndarray:
         values = list(stored.values()) if isinstance(stored, Mapping) else stored
     units = unit_values(values)
     if test.startswith(("sign-flip", "jackknife", "Mantel")) and not np.isclose(units.mean(), est, 1e-6, 1e-9):
-        raise ValueError(f"the unit values' mean {units.mean():.6g} is not the test's estimate {est:.6g}: pass the "
-                         "values the test was given")
+        raise ValueError(
+            f"the unit values' mean {units.mean():.6g} is not the test's estimate {est:.6g}: pass the "
+            "values the test was given"
+        )
     return units
 
 
@@ -82,8 +88,9 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
     if not panels:
         raise ValueError("panels must hold at least one claim")
     with book_style(height):
-        fig, axes = plt.subplots(1, len(panels), figsize=(FIGURE_WIDTH_IN * (1 if len(panels) > 1 else 0.6), height),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(FIGURE_WIDTH_IN * (1 if len(panels) > 1 else 0.6), height), squeeze=False
+        )
         for ax, p in zip(axes[0], panels):
             groups = dict(p["groups"])
             if set(groups) - set(LABELS):
@@ -93,23 +100,53 @@ def claim_units(panels: Sequence[Mapping[str, Any]], *, height: float = 3.4):
             if p.get("x"):
                 for r, (res, _) in groups.items():
                     est, (lo, hi), _, _ = _estimate(res)
-                    sns.lineplot(x=p["x"][r], y=units[r], marker="o", color=ROLES[r], ax=ax,
-                                 label=f"{labels[r]}: {est:.2f} [{lo:.2f}, {hi:.2f}]")
+                    sns.lineplot(
+                        x=p["x"][r],
+                        y=units[r],
+                        marker="o",
+                        color=ROLES[r],
+                        ax=ax,
+                        label=f"{labels[r]}: {est:.2f} [{lo:.2f}, {hi:.2f}]",
+                    )
                 for r, (xr, yr) in dict(p.get("replicates", {})).items():
                     ax.scatter(xr, yr, s=12, color=ROLES[r], alpha=0.45, zorder=1)
                 ax.set_xlabel(p.get("xlabel", ""))
                 ax.legend(title=p.get("legend_title"), loc="best")
             else:
                 names = [f"{_wrap(labels[r])}\n(n = {units[r].size})" for r in groups]
-                df = pd.DataFrame({"group": np.repeat(names, [units[r].size for r in groups]),
-                                   "value": np.concatenate([units[r] for r in groups])})
-                sns.stripplot(df, x="group", y="value", hue="group", order=names, hue_order=names,
-                              palette=[ROLES[r] for r in groups], jitter=0.18, size=4, alpha=0.75, legend=False,
-                              ax=ax)
+                df = pd.DataFrame(
+                    {
+                        "group": np.repeat(names, [units[r].size for r in groups]),
+                        "value": np.concatenate([units[r] for r in groups]),
+                    }
+                )
+                sns.stripplot(
+                    df,
+                    x="group",
+                    y="value",
+                    hue="group",
+                    order=names,
+                    hue_order=names,
+                    palette=[ROLES[r] for r in groups],
+                    jitter=0.18,
+                    size=4,
+                    alpha=0.75,
+                    legend=False,
+                    ax=ax,
+                )
                 for i, (res, _) in enumerate(groups.values()):
                     est, (lo, hi), _, _ = _estimate(res)
-                    ax.errorbar([i + 0.32], [est], yerr=[[est - lo], [hi - est]], fmt="D", color="black",
-                                capsize=4, ms=5, zorder=5, label="estimate, 95% interval" if i == 0 else None)
+                    ax.errorbar(
+                        [i + 0.32],
+                        [est],
+                        yerr=[[est - lo], [hi - est]],
+                        fmt="D",
+                        color="black",
+                        capsize=4,
+                        ms=5,
+                        zorder=5,
+                        label="estimate, 95% interval" if i == 0 else None,
+                    )
                 ax.set_xlabel("")
                 ax.set_xlim(-0.5, len(groups) - 0.3)
                 ax.axhline(p["null"], color=ROLES["reference"], ls="--", lw=1, zorder=0)

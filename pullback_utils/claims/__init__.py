@@ -29,20 +29,36 @@ from pullback_utils.claims.report import sentence, table
 
 __all__ = [
     # the registry: every claim's wording, unit, test, baselines and primary model (the only copy)
-    "CLAIMS", "PRIMARY", "ClaimSpec", "get", "outcome_words",
+    "CLAIMS",
+    "PRIMARY",
+    "ClaimSpec",
+    "get",
+    "outcome_words",
     # the claims' statistics, and the same claim under other analysis choices
-    "statistics", "sensitivity",
+    "statistics",
+    "sensitivity",
     # the record contract of metrics.json
-    "record", "equivalence", "check_record", "read_metrics", "write_metrics", "MetricsError", "NOT_LEARNED", "verdict_of",
+    "record",
+    "equivalence",
+    "check_record",
+    "read_metrics",
+    "write_metrics",
+    "MetricsError",
+    "NOT_LEARNED",
+    "verdict_of",
     # a claim in words
-    "sentence", "table",
+    "sentence",
+    "table",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name == "stats":  # deprecated alias (issue 23), removed in the next release
-        warnings.warn("pullback_utils.claims.stats is deprecated and will be removed in the next release; use "
-                      "pullback_utils.claims.statistics (pullback_utils.analysis.descriptive is another thing)",
-                      FutureWarning, stacklevel=2)
+        warnings.warn(
+            "pullback_utils.claims.stats is deprecated and will be removed in the next release; use "
+            "pullback_utils.claims.statistics (pullback_utils.analysis.descriptive is another thing)",
+            FutureWarning,
+            stacklevel=2,
+        )
         return statistics
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

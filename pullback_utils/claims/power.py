@@ -68,7 +68,7 @@ def fit_effect(levels: Any, groups: Sequence[Any], values: Any) -> Effect:
     a = np.stack([np.ones_like(rank), rank], 1)
     coef, *_ = np.linalg.lstsq(a, means, rcond=None)
     resid = means - a @ coef
-    tau2 = resid @ resid / (len(names) - 2) - sigma ** 2 * float(np.mean(1.0 / reps))
+    tau2 = resid @ resid / (len(names) - 2) - sigma**2 * float(np.mean(1.0 / reps))
     return Effect(float(coef[1]), math.sqrt(max(tau2, 0.0)), sigma)
 
 
@@ -95,8 +95,9 @@ def critical_rho(g: int, alpha: float = ALPHA) -> float:
     return float(ok.min()) if ok.size else math.inf
 
 
-def design_power(effect: Effect, rungs: int, seeds: int, *, sims: int = 4000, seed: int = 0,
-                 alpha: float = ALPHA) -> float:
+def design_power(
+    effect: Effect, rungs: int, seeds: int, *, sims: int = 4000, seed: int = 0, alpha: float = ALPHA
+) -> float:
     """Share of simulated designs (``rungs`` x ``seeds``) whose nested test is significant on the
     claimed (positive) side at ``alpha`` two-sided."""
     if rungs < 2 or seeds < 1:
@@ -107,16 +108,26 @@ def design_power(effect: Effect, rungs: int, seeds: int, *, sims: int = 4000, se
     rng = np.random.default_rng(seed)
     slope, tau, sigma = effect
     r = np.arange(1, rungs + 1, dtype=np.float64)
-    means = slope * r + tau * rng.standard_normal((sims, rungs)) \
+    means = (
+        slope * r
+        + tau * rng.standard_normal((sims, rungs))
         + sigma / math.sqrt(seeds) * rng.standard_normal((sims, rungs))
+    )
     ranks = np.argsort(np.argsort(means, 1), 1).astype(np.float64) - (rungs - 1) / 2
     base = r - r.mean()
     rho = ranks @ base / float(base @ base)
     return float(np.mean(rho >= crit - 1e-9))
 
 
-def needed_design(effect: Effect, *, target: float = 0.8, rungs: Sequence[int] = range(5, 16),
-                  seeds: Sequence[int] = (1, 2, 3, 5), sims: int = 4000, seed: int = 0) -> dict[str, Any] | None:
+def needed_design(
+    effect: Effect,
+    *,
+    target: float = 0.8,
+    rungs: Sequence[int] = range(5, 16),
+    seeds: Sequence[int] = (1, 2, 3, 5),
+    sims: int = 4000,
+    seed: int = 0,
+) -> dict[str, Any] | None:
     """The cheapest design (fewest models, then fewest rungs) with power >= ``target``:
     ``{"rungs", "seeds", "models", "power"}``, or ``None`` when none in the grid reaches it."""
     best = None

@@ -45,24 +45,58 @@ from pullback_utils.claims.report import controls_showing_effect
 from pullback_utils.claims.sensitivity import check_rows
 
 
-def verdict_of(p_value: float, estimate: float, direction: str, *, null: float, min_p: float,
-               controls: dict | None = None, power: float | None = None) -> str:
+def verdict_of(
+    p_value: float,
+    estimate: float,
+    direction: str,
+    *,
+    null: float,
+    min_p: float,
+    controls: dict | None = None,
+    power: float | None = None,
+) -> str:
     """The verdict rule (:func:`pullback_utils.analysis.inference.decide`) plus the control rule: "reproduced" with a
     control that shows the effect becomes :data:`NOT_LEARNED`."""
     v = inf.decide(p_value, estimate, direction, null=null, min_p=min_p, power=power)
-    if v == inf.REPRODUCED and controls_showing_effect({"null": null, "direction": direction, "estimate": estimate,
-                                                       "controls": controls or {}}):
+    if v == inf.REPRODUCED and controls_showing_effect(
+        {"null": null, "direction": direction, "estimate": estimate, "controls": controls or {}}
+    ):
         return NOT_LEARNED
     return v
 
-__all__ = ["MetricsError", "record", "equivalence", "check_record", "write_metrics", "read_metrics", "VERDICTS", "NOT_LEARNED",
-           "verdict_of"]
+
+__all__ = [
+    "MetricsError",
+    "record",
+    "equivalence",
+    "check_record",
+    "write_metrics",
+    "read_metrics",
+    "VERDICTS",
+    "NOT_LEARNED",
+    "verdict_of",
+]
 
 #: The verdict of a claim significant on the claimed side whose random-weight (or other) control shows the
 #: effect too: the effect is there without training, so it is neither coloured nor counted as reproduced.
 VERDICTS = (inf.REPRODUCED, NOT_LEARNED, inf.NOT_REPRODUCED, inf.INCONCLUSIVE, inf.UNDERPOWERED)
-_REQUIRED = ("claim", "statistic", "n_units", "unit", "test", "p_value", "min_p", "p_adjusted", "estimate", "ci",
-            "null", "direction", "baselines", "controls", "verdict")
+_REQUIRED = (
+    "claim",
+    "statistic",
+    "n_units",
+    "unit",
+    "test",
+    "p_value",
+    "min_p",
+    "p_adjusted",
+    "estimate",
+    "ci",
+    "null",
+    "direction",
+    "baselines",
+    "controls",
+    "verdict",
+)
 
 
 class MetricsError(ValueError):
@@ -77,8 +111,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dict[str, Any] | None = None,
-           controls: dict[str, Any] | None = None, statistic: str | None = None, **extra: Any) -> dict[str, Any]:
+def record(
+    record_id: str,
+    result: inf.TestResult,
+    *,
+    model: str,
+    baselines: dict[str, Any] | None = None,
+    controls: dict[str, Any] | None = None,
+    statistic: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """The record of claim ``record_id`` (``"<id>"`` or ``"<id>@<model>"``) from its test result.
 
     Args:
@@ -95,16 +137,36 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
     missing = [f"baseline {b!r}" for b in spec.baselines if b not in baselines]
     missing += [f"control {c!r}" for c in spec.controls if c not in controls]
     if missing:
-        raise ValueError(f"record {record_id!r} needs {', '.join(missing)} (the registry requires "
-                         f"baselines {list(spec.baselines)} and controls {list(spec.controls)})")
+        raise ValueError(
+            f"record {record_id!r} needs {', '.join(missing)} (the registry requires "
+            f"baselines {list(spec.baselines)} and controls {list(spec.controls)})"
+        )
     controls = {k: _value(v) for k, v in controls.items()}
-    verdict = verdict_of(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p,
-                         controls=controls, power=extra.get("power"))
+    verdict = verdict_of(
+        result.p_value,
+        result.estimate,
+        spec.direction,
+        null=spec.null,
+        min_p=result.min_p,
+        controls=controls,
+        power=extra.get("power"),
+    )
     rec = {
-        "claim": spec.id, "kind": spec.kind, "wording": spec.wording, "statistic": statistic or spec.statistic,
-        "model": model, "n_units": result.n_units, "unit": result.unit, "test": result.test,
-        "p_value": result.p_value, "min_p": result.min_p, "p_adjusted": None,
-        "estimate": result.estimate, "ci": list(result.ci), "ci_level": 0.95, "null": spec.null,
+        "claim": spec.id,
+        "kind": spec.kind,
+        "wording": spec.wording,
+        "statistic": statistic or spec.statistic,
+        "model": model,
+        "n_units": result.n_units,
+        "unit": result.unit,
+        "test": result.test,
+        "p_value": result.p_value,
+        "min_p": result.min_p,
+        "p_adjusted": None,
+        "estimate": result.estimate,
+        "ci": list(result.ci),
+        "ci_level": 0.95,
+        "null": spec.null,
         "direction": spec.direction,
         "baselines": {k: _value(v) for k, v in baselines.items()},
         "controls": controls,
@@ -118,27 +180,38 @@ def record(record_id: str, result: inf.TestResult, *, model: str, baselines: dic
 
 
 def equivalence(record_id: str, values: Any, *, seed: int = 0) -> dict[str, Any]:
-    """The equivalence test of claim ``record_id``'s per-unit ``values`` (:func:`~pullback_utils.analysis.inference.tost_test`)
-    within the registry's ``margin`` (fixed there before the run): the record's ``equivalence`` field."""
+    """The equivalence test of claim ``record_id``'s per-unit ``values``
+    (:func:`~pullback_utils.analysis.inference.tost_test`) within the registry's ``margin`` (fixed there
+    before the run): the record's ``equivalence`` field."""
     spec = get(record_id)
     if spec.margin is None:
         raise ValueError(f"claim {spec.id!r} has no equivalence margin in the registry")
     eq = inf.tost_test(values, spec.margin, seed=seed)
-    return {"margin": spec.margin, "p_tost": eq.extra["p_tost"], "ci90": [float(c) for c in eq.ci],
-            "min_p": eq.min_p, "equivalent": bool(eq.extra["equivalent"])}
+    return {
+        "margin": spec.margin,
+        "p_tost": eq.extra["p_tost"],
+        "ci90": [float(c) for c in eq.ci],
+        "min_p": eq.min_p,
+        "equivalent": bool(eq.extra["equivalent"]),
+    }
 
 
 def _check_equivalence(name: str, eq: Any) -> None:
     if not isinstance(eq, dict) or any(k not in eq for k in ("margin", "p_tost", "min_p", "equivalent")):
-        raise MetricsError(f"claims[{name!r}]['equivalence'] must be an object with margin, p_tost, min_p and "
-                           f"equivalent (claims.record.equivalence), got {eq!r}")
+        raise MetricsError(
+            f"claims[{name!r}]['equivalence'] must be an object with margin, p_tost, min_p and "
+            f"equivalent (claims.record.equivalence), got {eq!r}"
+        )
     p, min_p = _finite(eq["p_tost"], "p_tost"), _finite(eq["min_p"], "min_p")
     if not (0 <= p <= 1 and 0 <= min_p <= 1) or _finite(eq["margin"], "margin") <= 0:
-        raise MetricsError(f"claims[{name!r}]['equivalence']: p_tost and min_p must lie in [0, 1] and the margin "
-                           f"be > 0, got {eq!r}")
+        raise MetricsError(
+            f"claims[{name!r}]['equivalence']: p_tost and min_p must lie in [0, 1] and the margin be > 0, got {eq!r}"
+        )
     if bool(eq["equivalent"]) != (p < inf.ALPHA and min_p < inf.ALPHA):
-        raise MetricsError(f"claims[{name!r}]['equivalence']: 'equivalent' = {eq['equivalent']} is not what "
-                           f"p_tost = {p} and min_p = {min_p} give")
+        raise MetricsError(
+            f"claims[{name!r}]['equivalence']: 'equivalent' = {eq['equivalent']} is not what "
+            f"p_tost = {p} and min_p = {min_p} give"
+        )
 
 
 def _value(v: Any) -> Any:
@@ -186,20 +259,32 @@ def check_record(name: str, rec: Any) -> dict[str, Any]:
         if not 0 <= p <= 1:
             raise MetricsError(f"claims[{name!r}]: p_adjusted must lie in [0, 1], got {p}")
     try:
-        v = verdict_of(p, est, rec["direction"], null=_finite(rec["null"], "null"), min_p=min_p,
-                       controls=rec["controls"], power=rec.get("power"))
+        v = verdict_of(
+            p,
+            est,
+            rec["direction"],
+            null=_finite(rec["null"], "null"),
+            min_p=min_p,
+            controls=rec["controls"],
+            power=rec.get("power"),
+        )
         if rec.get("equivalence") is not None:
             _check_equivalence(name, rec["equivalence"])
         if rec.get("sensitivity") is not None:
-            check_rows(rec["sensitivity"], direction=rec["direction"], null=float(rec["null"]),
-                       where=f"claims[{name!r}]['sensitivity']")
+            check_rows(
+                rec["sensitivity"],
+                direction=rec["direction"],
+                null=float(rec["null"]),
+                where=f"claims[{name!r}]['sensitivity']",
+            )
     except ValueError as exc:
         raise MetricsError(f"claims[{name!r}]: {exc}") from None
     return {**rec, "stored_verdict": rec["verdict"], "verdict": v, "ci": [low, high]}
 
 
-def write_metrics(output_dir: str | os.PathLike, notebook: str, claims: dict[str, dict], params: dict,
-                  **sections: Any) -> Path:
+def write_metrics(
+    output_dir: str | os.PathLike, notebook: str, claims: dict[str, dict], params: dict, **sections: Any
+) -> Path:
     """Validate every record and write ``<output_dir>/metrics.json`` atomically; returns its path."""
     for name, rec in claims.items():
         check_record(name, rec)

@@ -108,190 +108,420 @@ class ClaimSpec:
 _C = ClaimSpec
 CLAIMS: tuple[ClaimSpec, ...] = (
     # ------------------------------------------------------------------ the paper's claims
-    _C("coarse_to_fine", "Coarse to fine",
-       "From early (t near T) to late generation the local basis shifts towards higher frequencies: its "
-       "low-frequency share falls as t -> 0.",
-       "coarse_to_fine", "paper", "sample", "sign-flip", "greater",
-       "low-frequency energy share of the top-k local basis at the largest t minus at the smallest t, per sample",
-       baselines=("white_noise_low_share",), controls=("random_weights",)),
-    _C("early_similarity", "Early cross-sample similarity",
-       "At early timesteps different samples share similar tangent spaces; they drift apart as t -> 0.",
-       "timestep_discrepancy", "paper", "sample", "jackknife t over units", "greater",
-       "per sample pair, Spearman rho between -t and the dissimilarity 1 - O of the two samples' h-side bases over "
-       "all times (O: sigma-weighted projection overlap, robust to a flat spectrum); mean over pairs",
-       baselines=("spectrum_matched",), controls=("random_weights",)),
-    _C("timestep_discrepancy", "Timestep discrepancy",
-       "The tangent spaces of one sample at different timesteps differ, already between adjacent timesteps.",
-       "timestep_discrepancy", "paper", "sample", "sign-flip", "greater",
-       "per sample, the geodesic distance between its tangent spaces span(u) at t and t + one sampler step, "
-       "relative to its mean distance to the other samples at the same times (0: no change with t; 1: as far "
-       "as another sample); the claim must exceed the smallest effect of interest 0.25",
-       baselines=("chance_level", "spectrum_matched"), controls=("random_weights",), null=0.25, sesoi=0.25),
-    _C("dataset_complexity", "Dataset complexity",
-       "The simpler the training data, the more consistent the tangent spaces across samples.",
-       "dataset_complexity", "paper", "rung", "nested permutation trend", "greater",
-       "Spearman rho between a ladder rung's number of free factors and the mean over its training seeds of the "
-       "models' mean cross-sample distance of span(u) over t (the rung, i.e. the dataset, is the unit; its seeds "
-       "share its data distribution and are averaged; all rung labellings enumerated)",
-       baselines=("spectrum_matched",), controls=("random_weights",), primary_model="ladder", min_units=5),
-    _C("similar_prompts", "Similar prompts, similar tangents",
-       "Similar prompts yield similar tangent spaces.",
-       "prompt_influence", "paper", "prompt-state", "partial Mantel given the encoder", "less",
-       "partial Mantel correlation (Spearman of residuals) between the caption-attribute similarity of two "
-       "prompts and the geodesic distance of their tangent spaces span(u), both with the text encoder's "
-       "similarity of the prompts partialled out, averaged over prompt-states; prompts vary only in attributes "
-       "the model obeys (colour, position, background)",
-       baselines=("shuffled_prompts",), controls=("random_weights",), primary_model="shapes-text", min_units=10),
-    _C("text_influence_fades", "Text influence fades",
-       "The model depends less on the text at later timesteps: bases under different prompts get closer as "
-       "t -> 0.",
-       "prompt_influence", "paper", "prompt-state", "sign-flip", "less",
-       "mean geodesic distance between the tangent spaces span(u) under different prompts at the smallest t "
-       "minus at the largest t (rad), per prompt-state",
-       baselines=("spectrum_matched",), controls=("random_weights",), primary_model="shapes-text", min_units=10),
-    _C("editing", "Guidance beats naive traversal",
-       "x-space guidance along the local basis edits an image while keeping it on the data: better than moving "
-       "x_t naively by a step of the same size.",
-       "editing", "paper", "sample", "sign-flip", "greater",
-       "renderer-fit RMS residual of the naively edited image minus that of the guided edit at the same size of "
-       "change, per sample (both signs, averaged over the edit times; models without a renderer: their own "
-       "denoising error)",
-       baselines=("unedited_residual",), controls=(),
-       # equivalence margin: a third of the clean-disk renderer residual (0.014); set on 2026-12-07, after the
-       # 2026-12-02 result (-0.0014) was known, so it is not pre-registered (issue 24)
-       margin=0.005),
+    _C(
+        "coarse_to_fine",
+        "Coarse to fine",
+        "From early (t near T) to late generation the local basis shifts towards higher frequencies: its "
+        "low-frequency share falls as t -> 0.",
+        "coarse_to_fine",
+        "paper",
+        "sample",
+        "sign-flip",
+        "greater",
+        "low-frequency energy share of the top-k local basis at the largest t minus at the smallest t, per sample",
+        baselines=("white_noise_low_share",),
+        controls=("random_weights",),
+    ),
+    _C(
+        "early_similarity",
+        "Early cross-sample similarity",
+        "At early timesteps different samples share similar tangent spaces; they drift apart as t -> 0.",
+        "timestep_discrepancy",
+        "paper",
+        "sample",
+        "jackknife t over units",
+        "greater",
+        "per sample pair, Spearman rho between -t and the dissimilarity 1 - O of the two samples' h-side bases over "
+        "all times (O: sigma-weighted projection overlap, robust to a flat spectrum); mean over pairs",
+        baselines=("spectrum_matched",),
+        controls=("random_weights",),
+    ),
+    _C(
+        "timestep_discrepancy",
+        "Timestep discrepancy",
+        "The tangent spaces of one sample at different timesteps differ, already between adjacent timesteps.",
+        "timestep_discrepancy",
+        "paper",
+        "sample",
+        "sign-flip",
+        "greater",
+        "per sample, the geodesic distance between its tangent spaces span(u) at t and t + one sampler step, "
+        "relative to its mean distance to the other samples at the same times (0: no change with t; 1: as far "
+        "as another sample); the claim must exceed the smallest effect of interest 0.25",
+        baselines=("chance_level", "spectrum_matched"),
+        controls=("random_weights",),
+        null=0.25,
+        sesoi=0.25,
+    ),
+    _C(
+        "dataset_complexity",
+        "Dataset complexity",
+        "The simpler the training data, the more consistent the tangent spaces across samples.",
+        "dataset_complexity",
+        "paper",
+        "rung",
+        "nested permutation trend",
+        "greater",
+        "Spearman rho between a ladder rung's number of free factors and the mean over its training seeds of the "
+        "models' mean cross-sample distance of span(u) over t (the rung, i.e. the dataset, is the unit; its seeds "
+        "share its data distribution and are averaged; all rung labellings enumerated)",
+        baselines=("spectrum_matched",),
+        controls=("random_weights",),
+        primary_model="ladder",
+        min_units=5,
+    ),
+    _C(
+        "similar_prompts",
+        "Similar prompts, similar tangents",
+        "Similar prompts yield similar tangent spaces.",
+        "prompt_influence",
+        "paper",
+        "prompt-state",
+        "partial Mantel given the encoder",
+        "less",
+        "partial Mantel correlation (Spearman of residuals) between the caption-attribute similarity of two "
+        "prompts and the geodesic distance of their tangent spaces span(u), both with the text encoder's "
+        "similarity of the prompts partialled out, averaged over prompt-states; prompts vary only in attributes "
+        "the model obeys (colour, position, background)",
+        baselines=("shuffled_prompts",),
+        controls=("random_weights",),
+        primary_model="shapes-text",
+        min_units=10,
+    ),
+    _C(
+        "text_influence_fades",
+        "Text influence fades",
+        "The model depends less on the text at later timesteps: bases under different prompts get closer as t -> 0.",
+        "prompt_influence",
+        "paper",
+        "prompt-state",
+        "sign-flip",
+        "less",
+        "mean geodesic distance between the tangent spaces span(u) under different prompts at the smallest t "
+        "minus at the largest t (rad), per prompt-state",
+        baselines=("spectrum_matched",),
+        controls=("random_weights",),
+        primary_model="shapes-text",
+        min_units=10,
+    ),
+    _C(
+        "editing",
+        "Guidance beats naive traversal",
+        "x-space guidance along the local basis edits an image while keeping it on the data: better than moving "
+        "x_t naively by a step of the same size.",
+        "editing",
+        "paper",
+        "sample",
+        "sign-flip",
+        "greater",
+        "renderer-fit RMS residual of the naively edited image minus that of the guided edit at the same size of "
+        "change, per sample (both signs, averaged over the edit times; models without a renderer: their own "
+        "denoising error)",
+        baselines=("unedited_residual",),
+        controls=(),
+        # equivalence margin: a third of the clean-disk renderer residual (0.014); set on 2026-12-07, after the
+        # 2026-12-02 result (-0.0014) was known, so it is not pre-registered (issue 24)
+        margin=0.005,
+    ),
     # ------------------------------------------------------------------ support records
-    _C("coarse_to_fine_edits", "Coarse-to-fine edits",
-       "Editing at large t changes coarse attributes, at small t details (at a matched size of change).",
-       "coarse_to_fine", "support", "sample", "sign-flip", "greater",
-       "mean radial frequency (cycles/image) of the image change of an edit along +-v_1 at the smallest t minus "
-       "at the largest t, at a matched RMS change, per sample", parent="coarse_to_fine"),
-    _C("early_similarity_x", "Early similarity, x-side",
-       "The same, for the latent bases span(v) in x-space.",
-       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "as early_similarity, for the x-side bases v", baselines=("spectrum_matched",), parent="early_similarity"),
-    _C("early_similarity_excess", "Early similarity beyond the spectrum",
-       "Early samples share tangent spaces more than their power spectra alone explain.",
-       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "early_similarity's per-pair trend minus the same trend on spectrum-matched random bases (difference of "
-       "Spearman rho)", parent="early_similarity"),
-    _C("early_similarity_geodesic", "Early similarity, geodesic distance",
-       "The same trend, measured by the geodesic distance of the top-k spans (sensitive to a flat spectrum).",
-       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "per sample pair, Spearman rho between -t and the geodesic distance of span(u) over all times; mean over "
-       "pairs", baselines=("spectrum_matched",), parent="early_similarity"),
-    _C("timestep_discrepancy_x", "Timestep discrepancy, x-side",
-       "The same, for span(v).", "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "as timestep_discrepancy, for span(v)", baselines=("chance_level",), parent="timestep_discrepancy",
-       null=0.25, sesoi=0.25),
-    _C("discrepancy_time_input", "Discrepancy from the time input alone",
-       "With x_t held fixed, changing only the U-Net's time input moves the tangent space.",
-       "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_ta, t_b) (time input changed, "
-       "state held) relative to its mean distance to the other samples at t_a and t_b (the same-time reference "
-       "scale of timestep_discrepancy); the claim must exceed the smallest effect of interest 0.25",
-       baselines=("chance_level", "noise_floor"), controls=("random_weights",), parent="timestep_discrepancy",
-       null=0.25, sesoi=0.25),
-    _C("discrepancy_state", "Discrepancy from the state alone",
-       "With the time input held fixed, changing only the state x_t moves the tangent space.",
-       "timestep_discrepancy", "support", "sample", "sign-flip", "greater",
-       "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_tb, t_a) (state changed, time "
-       "input held) relative to its mean distance to the other samples at t_a and t_b; the claim must exceed "
-       "the smallest effect of interest 0.25",
-       baselines=("chance_level", "noise_floor"), controls=("random_weights",), parent="timestep_discrepancy",
-       null=0.25, sesoi=0.25),
-    _C("similar_prompts_total", "Similar prompts (encoder included)",
-       "The paper's statistic: prompt similarity against tangent distance, whatever its source (the text "
-       "encoder's geometry, which a random-weight U-Net also passes on, included).",
-       "prompt_influence", "support", "prompt-state", "Mantel", "less",
-       "Mantel correlation (Spearman) between the caption-attribute similarity of two prompts and the geodesic "
-       "distance of their tangent spaces span(u), averaged over prompt-states", baselines=("shuffled_prompts",),
-       controls=("random_weights",), parent="similar_prompts", primary_model="shapes-text", min_units=10),
-    _C("similar_prompts_encoder", "Similar prompts (encoder similarity)",
-       "The same, with prompt similarity from the model's own text encoder.",
-       "prompt_influence", "support", "prompt-state", "Mantel", "less",
-       "as similar_prompts, with cosine similarity of mean-pooled encoder embeddings", parent="similar_prompts",
-       primary_model="shapes-text", min_units=10),
-    _C("empty_prompt_fades", "Distance to the empty prompt fades",
-       "Bases under a prompt get closer to those under the empty prompt as t -> 0.",
-       "prompt_influence", "support", "prompt-state", "sign-flip", "less",
-       "mean distance between span(u) under a prompt and under the empty prompt at the smallest t minus at the "
-       "largest t (rad), per prompt-state", parent="text_influence_fades", primary_model="shapes-text",
-       min_units=10),
-    _C("editing_alignment", "Guided change follows the tangent",
-       "The h-space change that x-space guidance along v_1 makes points along the tangent direction u_1 as much "
-       "as a naive step along v_1 does.",
-       "editing", "support", "sample", "sign-flip", "greater",
-       "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 minus the same "
-       "cosine for a naive step along v_1 (1 up to the finite-difference error), at the middle edit time, per "
-       "sample", parent="editing"),
-    _C("editing_efficacy", "Guidance moves the renderer's factors more per unit of change",
-       "Per unit of change of the state x_t, x-space guidance along v_1 changes the edited image's renderer "
-       "factors more than a naive step along v_1 that moves x_t as far.",
-       "editing", "support", "sample", "sign-flip", "greater",
-       "per sample, log of the guided edit's efficacy over the naive step's; efficacy = least-squares slope "
-       "through the origin of the renderer-factor change (norm of the change of the factors fitted to the "
-       "finished unedited and edited images, each factor in standard deviations of the training data) against "
-       "the state change ||x^(N) - x_t|| over the gamma x N dose grid at the middle edit time; the naive step "
-       "x_t + ||x^(N) - x_t|| v_1 moves the state as far (0: as efficient; log 1.25 = 0.223: 25 % more)",
-       baselines=("naive_efficacy",), parent="editing",
-       # equivalence margin fixed here on 2026-12-07 before the statistic was first run (issue 24, item 1)
-       margin=0.223),
-    _C("editing_dose_response", "Guided edits grow with the guidance dose",
-       "The renderer-factor change of a guided edit grows with the guidance strength gamma and the number of "
-       "guidance steps N.",
-       "editing", "support", "sample", "sign-flip", "greater",
-       "per sample, Spearman rho between the dose gamma * N and the guided edit's renderer-factor change (factor "
-       "standard deviations) over the gamma x N grid at the middle edit time (+1: the change grows with every "
-       "increase of the dose)",
-       baselines=("naive",), parent="editing"),
-    _C("coarse_to_fine_vs_gaussian", "Coarse to fine beyond the Gaussian",
-       "The shift of the basis towards higher frequencies is larger than that of the optimal denoiser of a Gaussian "
-       "fitted to the training data (the same top-k statistic on the Gaussian control's basis).",
-       "coarse_to_fine", "support", "sample", "sign-flip", "greater",
-       "coarse_to_fine's per-sample value minus the same value of the Gaussian control (top-k eigenvectors of the "
-       "Jacobian of the output the model predicts, the h-analogue), per sample",
-       baselines=("gaussian",), parent="coarse_to_fine"),
-    _C("early_similarity_vs_gaussian", "Early similarity beyond the Gaussian",
-       "The samples' tangent spaces drift apart towards t -> 0 more than under the Gaussian control, whose basis "
-       "is the same for every sample at every t (it explains similarity, not its change).",
-       "timestep_discrepancy", "support", "sample", "jackknife t over units", "greater",
-       "early_similarity's per-pair trend (Spearman rho between -t and 1 - O, O the sigma-weighted overlap) minus "
-       "the same trend on the Gaussian control's bases (difference of Spearman rho), mean over pairs",
-       baselines=("gaussian",), parent="early_similarity"),
-    _C("dataset_complexity_vs_gaussian", "Dataset complexity beyond the Gaussian",
-       "The trend of the models' spread over data complexity remains after subtracting the spread of each "
-       "model's Gaussian control (the optimal linear denoiser of its rung's data).",
-       "dataset_complexity", "support", "rung", "nested permutation trend", "greater",
-       "as dataset_complexity (the rung is the unit, seeds averaged within it, all rung labellings enumerated), "
-       "for each model's spread minus the spread of its Gaussian control",
-       baselines=("gaussian",), parent="dataset_complexity", primary_model="ladder", min_units=5),
+    _C(
+        "coarse_to_fine_edits",
+        "Coarse-to-fine edits",
+        "Editing at large t changes coarse attributes, at small t details (at a matched size of change).",
+        "coarse_to_fine",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "mean radial frequency (cycles/image) of the image change of an edit along +-v_1 at the smallest t minus "
+        "at the largest t, at a matched RMS change, per sample",
+        parent="coarse_to_fine",
+    ),
+    _C(
+        "early_similarity_x",
+        "Early similarity, x-side",
+        "The same, for the latent bases span(v) in x-space.",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "jackknife t over units",
+        "greater",
+        "as early_similarity, for the x-side bases v",
+        baselines=("spectrum_matched",),
+        parent="early_similarity",
+    ),
+    _C(
+        "early_similarity_excess",
+        "Early similarity beyond the spectrum",
+        "Early samples share tangent spaces more than their power spectra alone explain.",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "jackknife t over units",
+        "greater",
+        "early_similarity's per-pair trend minus the same trend on spectrum-matched random bases (difference of "
+        "Spearman rho)",
+        parent="early_similarity",
+    ),
+    _C(
+        "early_similarity_geodesic",
+        "Early similarity, geodesic distance",
+        "The same trend, measured by the geodesic distance of the top-k spans (sensitive to a flat spectrum).",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "jackknife t over units",
+        "greater",
+        "per sample pair, Spearman rho between -t and the geodesic distance of span(u) over all times; mean over pairs",
+        baselines=("spectrum_matched",),
+        parent="early_similarity",
+    ),
+    _C(
+        "timestep_discrepancy_x",
+        "Timestep discrepancy, x-side",
+        "The same, for span(v).",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "as timestep_discrepancy, for span(v)",
+        baselines=("chance_level",),
+        parent="timestep_discrepancy",
+        null=0.25,
+        sesoi=0.25,
+    ),
+    _C(
+        "discrepancy_time_input",
+        "Discrepancy from the time input alone",
+        "With x_t held fixed, changing only the U-Net's time input moves the tangent space.",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_ta, t_b) (time input changed, "
+        "state held) relative to its mean distance to the other samples at t_a and t_b (the same-time reference "
+        "scale of timestep_discrepancy); the claim must exceed the smallest effect of interest 0.25",
+        baselines=("chance_level", "noise_floor"),
+        controls=("random_weights",),
+        parent="timestep_discrepancy",
+        null=0.25,
+        sesoi=0.25,
+    ),
+    _C(
+        "discrepancy_state",
+        "Discrepancy from the state alone",
+        "With the time input held fixed, changing only the state x_t moves the tangent space.",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "per sample, the geodesic distance between span(u) at (x_ta, t_a) and (x_tb, t_a) (state changed, time "
+        "input held) relative to its mean distance to the other samples at t_a and t_b; the claim must exceed "
+        "the smallest effect of interest 0.25",
+        baselines=("chance_level", "noise_floor"),
+        controls=("random_weights",),
+        parent="timestep_discrepancy",
+        null=0.25,
+        sesoi=0.25,
+    ),
+    _C(
+        "similar_prompts_total",
+        "Similar prompts (encoder included)",
+        "The paper's statistic: prompt similarity against tangent distance, whatever its source (the text "
+        "encoder's geometry, which a random-weight U-Net also passes on, included).",
+        "prompt_influence",
+        "support",
+        "prompt-state",
+        "Mantel",
+        "less",
+        "Mantel correlation (Spearman) between the caption-attribute similarity of two prompts and the geodesic "
+        "distance of their tangent spaces span(u), averaged over prompt-states",
+        baselines=("shuffled_prompts",),
+        controls=("random_weights",),
+        parent="similar_prompts",
+        primary_model="shapes-text",
+        min_units=10,
+    ),
+    _C(
+        "similar_prompts_encoder",
+        "Similar prompts (encoder similarity)",
+        "The same, with prompt similarity from the model's own text encoder.",
+        "prompt_influence",
+        "support",
+        "prompt-state",
+        "Mantel",
+        "less",
+        "as similar_prompts, with cosine similarity of mean-pooled encoder embeddings",
+        parent="similar_prompts",
+        primary_model="shapes-text",
+        min_units=10,
+    ),
+    _C(
+        "empty_prompt_fades",
+        "Distance to the empty prompt fades",
+        "Bases under a prompt get closer to those under the empty prompt as t -> 0.",
+        "prompt_influence",
+        "support",
+        "prompt-state",
+        "sign-flip",
+        "less",
+        "mean distance between span(u) under a prompt and under the empty prompt at the smallest t minus at the "
+        "largest t (rad), per prompt-state",
+        parent="text_influence_fades",
+        primary_model="shapes-text",
+        min_units=10,
+    ),
+    _C(
+        "editing_alignment",
+        "Guided change follows the tangent",
+        "The h-space change that x-space guidance along v_1 makes points along the tangent direction u_1 as much "
+        "as a naive step along v_1 does.",
+        "editing",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "cosine between the h-space change J (x^(N) - x_t) of the guided edit along +v_1 and u_1 minus the same "
+        "cosine for a naive step along v_1 (1 up to the finite-difference error), at the middle edit time, per "
+        "sample",
+        parent="editing",
+    ),
+    _C(
+        "editing_efficacy",
+        "Guidance moves the renderer's factors more per unit of change",
+        "Per unit of change of the state x_t, x-space guidance along v_1 changes the edited image's renderer "
+        "factors more than a naive step along v_1 that moves x_t as far.",
+        "editing",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "per sample, log of the guided edit's efficacy over the naive step's; efficacy = least-squares slope "
+        "through the origin of the renderer-factor change (norm of the change of the factors fitted to the "
+        "finished unedited and edited images, each factor in standard deviations of the training data) against "
+        "the state change ||x^(N) - x_t|| over the gamma x N dose grid at the middle edit time; the naive step "
+        "x_t + ||x^(N) - x_t|| v_1 moves the state as far (0: as efficient; log 1.25 = 0.223: 25 % more)",
+        baselines=("naive_efficacy",),
+        parent="editing",
+        # equivalence margin fixed here on 2026-12-07 before the statistic was first run (issue 24, item 1)
+        margin=0.223,
+    ),
+    _C(
+        "editing_dose_response",
+        "Guided edits grow with the guidance dose",
+        "The renderer-factor change of a guided edit grows with the guidance strength gamma and the number of "
+        "guidance steps N.",
+        "editing",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "per sample, Spearman rho between the dose gamma * N and the guided edit's renderer-factor change (factor "
+        "standard deviations) over the gamma x N grid at the middle edit time (+1: the change grows with every "
+        "increase of the dose)",
+        baselines=("naive",),
+        parent="editing",
+    ),
+    _C(
+        "coarse_to_fine_vs_gaussian",
+        "Coarse to fine beyond the Gaussian",
+        "The shift of the basis towards higher frequencies is larger than that of the optimal denoiser of a Gaussian "
+        "fitted to the training data (the same top-k statistic on the Gaussian control's basis).",
+        "coarse_to_fine",
+        "support",
+        "sample",
+        "sign-flip",
+        "greater",
+        "coarse_to_fine's per-sample value minus the same value of the Gaussian control (top-k eigenvectors of the "
+        "Jacobian of the output the model predicts, the h-analogue), per sample",
+        baselines=("gaussian",),
+        parent="coarse_to_fine",
+    ),
+    _C(
+        "early_similarity_vs_gaussian",
+        "Early similarity beyond the Gaussian",
+        "The samples' tangent spaces drift apart towards t -> 0 more than under the Gaussian control, whose basis "
+        "is the same for every sample at every t (it explains similarity, not its change).",
+        "timestep_discrepancy",
+        "support",
+        "sample",
+        "jackknife t over units",
+        "greater",
+        "early_similarity's per-pair trend (Spearman rho between -t and 1 - O, O the sigma-weighted overlap) minus "
+        "the same trend on the Gaussian control's bases (difference of Spearman rho), mean over pairs",
+        baselines=("gaussian",),
+        parent="early_similarity",
+    ),
+    _C(
+        "dataset_complexity_vs_gaussian",
+        "Dataset complexity beyond the Gaussian",
+        "The trend of the models' spread over data complexity remains after subtracting the spread of each "
+        "model's Gaussian control (the optimal linear denoiser of its rung's data).",
+        "dataset_complexity",
+        "support",
+        "rung",
+        "nested permutation trend",
+        "greater",
+        "as dataset_complexity (the rung is the unit, seeds averaged within it, all rung labellings enumerated), "
+        "for each model's spread minus the spread of its Gaussian control",
+        baselines=("gaussian",),
+        parent="dataset_complexity",
+        primary_model="ladder",
+        min_units=5,
+    ),
     # ------------------------------------------------------------------ the book's extensions
-    _C("ground_truth_matched", "Basis on the data manifold (vs same-spectrum random)",
-       "On procedural data the top local latent basis lies in the true tangent space of the data manifold, "
-       "pushed to x_t through the DDIM inversion (where the basis lives), more than random directions with the "
-       "same power spectrum do.",
-       "ground_truth", "extension", "image", "sign-flip", "greater",
-       "mean energy fraction of the top-k x-side local basis in the renderer's tangent span pushed to x_t (exact "
-       "derivatives of the inversion) minus that of its spectrum-matched random twin, at each image's held-out best t",
-       baselines=("spectrum_matched", "isotropic_random"), controls=("random_weights",),
-       outcome=("above same-spectrum random", "below same-spectrum random")),
-    _C("ground_truth_pca", "Basis vs local PCA",
-       "How the basis, in the pushed tangent span, compares with the principal directions of nearby data images "
-       "in the clean image's tangent span (a data-side estimate that needs no model).",
-       "ground_truth", "extension", "image", "sign-flip", "greater",
-       "mean energy fraction of the basis in the pushed tangent span at each image's held-out best t minus that "
-       "of the top-k local PCA directions of the nearest pool images in the clean tangent span",
-       baselines=("local_pca",), controls=("random_weights",),
-       outcome=("above local PCA", "below local PCA")),
-    _C("ground_truth_denoiser", "Basis vs denoiser Jacobian",
-       "How the basis compares with the top right singular vectors of the denoiser's Jacobian dx0_hat/dx_t at "
-       "the same x_t, both measured in the pushed tangent span.",
-       "ground_truth", "extension", "image", "sign-flip", "greater",
-       "mean energy fraction of the basis minus that of the top-k right singular vectors of dx0_hat/dx_t, both in "
-       "the pushed tangent span at each image's held-out best t",
-       baselines=("denoiser_jacobian",), controls=("random_weights",),
-       outcome=("above the denoiser Jacobian", "below the denoiser Jacobian")),
+    _C(
+        "ground_truth_matched",
+        "Basis on the data manifold (vs same-spectrum random)",
+        "On procedural data the top local latent basis lies in the true tangent space of the data manifold, "
+        "pushed to x_t through the DDIM inversion (where the basis lives), more than random directions with the "
+        "same power spectrum do.",
+        "ground_truth",
+        "extension",
+        "image",
+        "sign-flip",
+        "greater",
+        "mean energy fraction of the top-k x-side local basis in the renderer's tangent span pushed to x_t (exact "
+        "derivatives of the inversion) minus that of its spectrum-matched random twin, at each image's held-out best t",
+        baselines=("spectrum_matched", "isotropic_random"),
+        controls=("random_weights",),
+        outcome=("above same-spectrum random", "below same-spectrum random"),
+    ),
+    _C(
+        "ground_truth_pca",
+        "Basis vs local PCA",
+        "How the basis, in the pushed tangent span, compares with the principal directions of nearby data images "
+        "in the clean image's tangent span (a data-side estimate that needs no model).",
+        "ground_truth",
+        "extension",
+        "image",
+        "sign-flip",
+        "greater",
+        "mean energy fraction of the basis in the pushed tangent span at each image's held-out best t minus that "
+        "of the top-k local PCA directions of the nearest pool images in the clean tangent span",
+        baselines=("local_pca",),
+        controls=("random_weights",),
+        outcome=("above local PCA", "below local PCA"),
+    ),
+    _C(
+        "ground_truth_denoiser",
+        "Basis vs denoiser Jacobian",
+        "How the basis compares with the top right singular vectors of the denoiser's Jacobian dx0_hat/dx_t at "
+        "the same x_t, both measured in the pushed tangent span.",
+        "ground_truth",
+        "extension",
+        "image",
+        "sign-flip",
+        "greater",
+        "mean energy fraction of the basis minus that of the top-k right singular vectors of dx0_hat/dx_t, both in "
+        "the pushed tangent span at each image's held-out best t",
+        baselines=("denoiser_jacobian",),
+        controls=("random_weights",),
+        outcome=("above the denoiser Jacobian", "below the denoiser Jacobian"),
+    ),
 )
 
 _BY_ID = {c.id: c for c in CLAIMS}

@@ -24,7 +24,7 @@ def fmt(x: Any, digits: int = 3) -> str:
         if x is None:
             return "–"
     x = float(x)
-    if x != 0 and abs(x) < 10 ** -digits:
+    if x != 0 and abs(x) < 10**-digits:
         return f"{x:.1e}"
     return f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
 
@@ -58,25 +58,36 @@ def sentence(name: str, rec: dict) -> str:
     """One sentence: verdict, estimate with interval, test, units, p, baselines and controls."""
     spec = get(name)
     verdict = outcome_words(spec, rec["verdict"])
-    parts = [f"**{spec.title}** ({rec.get('model', '')}): {verdict}. {rec['statistic'][:1].upper() + rec['statistic'][1:]}: "
-             f"{fmt(rec['estimate'])} [95% interval {fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}], "
-             f"{rec['test']} over {rec['n_units']} {rec['unit']}s, {_p(rec)}."]
+    parts = [
+        f"**{spec.title}** ({rec.get('model', '')}): {verdict}. {rec['statistic'][:1].upper() + rec['statistic'][1:]}: "
+        f"{fmt(rec['estimate'])} [95% interval {fmt(rec['ci'][0])}, {fmt(rec['ci'][1])}], "
+        f"{rec['test']} over {rec['n_units']} {rec['unit']}s, {_p(rec)}."
+    ]
     if rec.get("n_needed"):
-        parts.append(f"The design cannot reach p < 0.05: it needs at least {rec['n_needed']} "
-                     f"{rec.get('details', {}).get('n_needed_of', 'units')}.")
+        parts.append(
+            f"The design cannot reach p < 0.05: it needs at least {rec['n_needed']} "
+            f"{rec.get('details', {}).get('n_needed_of', 'units')}."
+        )
     if rec.get("power") is not None:
         need = rec.get("design_needed")
-        parts.append(f"Power of this design at the effect seen: {fmt(rec['power'], 2)}"
-                     + (f"; power >= 0.8 needs {need['rungs']} rungs x {need['seeds']} seeds "
-                        f"({need['models']} models)." if isinstance(need, dict) else "."))
+        parts.append(
+            f"Power of this design at the effect seen: {fmt(rec['power'], 2)}"
+            + (
+                f"; power >= 0.8 needs {need['rungs']} rungs x {need['seeds']} seeds ({need['models']} models)."
+                if isinstance(need, dict)
+                else "."
+            )
+        )
     extras = [f"{k.replace('_', ' ')} {fmt(v)}" for k, v in rec.get("baselines", {}).items()]
     extras += [f"{k.replace('_', ' ')} (control) {fmt(v)}" for k, v in rec.get("controls", {}).items()]
     if extras:
         parts.append("Compared with: " + "; ".join(extras) + ".")
     for name in controls_showing_effect(rec):
         c = rec["controls"][name]
-        parts.append(f"The {name.replace('_', ' ')} control shows the effect too ({fmt(c['estimate'])}, "
-                     f"p = {fmt(c['p_value'], 3)}): it is not evidence of something the model learned.")
+        parts.append(
+            f"The {name.replace('_', ' ')} control shows the effect too ({fmt(c['estimate'])}, "
+            f"p = {fmt(c['p_value'], 3)}): it is not evidence of something the model learned."
+        )
     return " ".join(parts)
 
 
@@ -87,7 +98,9 @@ def table(records: dict[str, dict] | Iterable[tuple[str, dict]]) -> str:
     for name, rec in items:
         spec = get(name)
         p = rec.get("p_adjusted") if rec.get("p_adjusted") is not None else rec["p_value"]
-        rows.append(f"| {spec.title} | {rec.get('model', '')} | {fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, "
-                    f"{fmt(rec['ci'][1])}] | {rec['n_units']} {rec['unit']}s | {rec['test']} | {fmt(p, 3)} | "
-                    f"{outcome_words(spec, rec['verdict'])} |")
+        rows.append(
+            f"| {spec.title} | {rec.get('model', '')} | {fmt(rec['estimate'])} [{fmt(rec['ci'][0])}, "
+            f"{fmt(rec['ci'][1])}] | {rec['n_units']} {rec['unit']}s | {rec['test']} | {fmt(p, 3)} | "
+            f"{outcome_words(spec, rec['verdict'])} |"
+        )
     return "\n".join(rows)

@@ -25,8 +25,19 @@ from typing import Any
 from pullback_utils.analysis import inference as inf
 from pullback_utils.claims.registry import get
 
-__all__ = ["STABLE", "FRAGILE", "NOT_ASSESSED", "row", "check_rows", "stability", "factors", "smaller_k",
-           "endpoint_pairs", "subset_times", "rows_table"]
+__all__ = [
+    "STABLE",
+    "FRAGILE",
+    "NOT_ASSESSED",
+    "row",
+    "check_rows",
+    "stability",
+    "factors",
+    "smaller_k",
+    "endpoint_pairs",
+    "subset_times",
+    "rows_table",
+]
 
 STABLE = "stable"
 FRAGILE = "fragile"
@@ -46,8 +57,15 @@ def row(record_id: str, setting: str, result: inf.TestResult, **extra: Any) -> d
         raise ValueError(f"setting must read '<factor>=<value>' (e.g. 'k=4'), got {setting!r}")
     spec = get(record_id)
     verdict = inf.decide(result.p_value, result.estimate, spec.direction, null=spec.null, min_p=result.min_p)
-    return {"setting": setting, "estimate": float(result.estimate), "p_value": float(result.p_value),
-            "min_p": float(result.min_p), "n_units": int(result.n_units), "verdict": verdict, **extra}
+    return {
+        "setting": setting,
+        "estimate": float(result.estimate),
+        "p_value": float(result.p_value),
+        "min_p": float(result.min_p),
+        "n_units": int(result.n_units),
+        "verdict": verdict,
+        **extra,
+    }
 
 
 def _finite(value: Any, what: str) -> float:
@@ -66,8 +84,9 @@ def check_rows(rows: Any, *, direction: str, null: float, where: str = "sensitiv
     Every row needs a ``setting`` ``"<factor>=<value>"``, a finite ``estimate``, ``p_value`` (and
     ``min_p`` when given) in ``[0, 1]`` and the ``verdict`` the rule gives for its numbers."""
     if not isinstance(rows, list):
-        raise ValueError(f"{where} must be a list of rows {{setting, estimate, p_value, verdict}}, got "
-                         f"{type(rows).__name__}")
+        raise ValueError(
+            f"{where} must be a list of rows {{setting, estimate, p_value, verdict}}, got {type(rows).__name__}"
+        )
     for i, r in enumerate(rows):
         at = f"{where}[{i}]"
         if not isinstance(r, dict):
@@ -106,8 +125,13 @@ def stability(rec: dict) -> tuple[str, list[str]]:
     rows = rec.get("sensitivity") or []
     if not rows:
         return NOT_ASSESSED, []
-    own = inf.decide(float(rec["p_value"]), float(rec["estimate"]), rec["direction"], null=float(rec["null"]),
-                     min_p=float(rec["min_p"]))  # rows carry no power: compare like with like
+    own = inf.decide(
+        float(rec["p_value"]),
+        float(rec["estimate"]),
+        rec["direction"],
+        null=float(rec["null"]),
+        min_p=float(rec["min_p"]),
+    )  # rows carry no power: compare like with like
     off = [r["setting"] for r in rows if r["verdict"] != own]
     return (FRAGILE if off else STABLE), off
 

@@ -19,19 +19,44 @@ from scipy import stats as _sps
 from pullback_utils.analysis import inference as inf
 
 __all__ = [
-    "coarse_to_fine", "paired_difference", "early_similarity", "early_similarity_excess",
-    "adjacent_distance", "timestep_discrepancy", "prompt_similarity", "fading", "complexity_trend",
-    "model_spread", "attribute_similarity", "coarse_to_fine_excess", "complexity_trend_excess", "pair_trends", "similarity_trend", "similarity_trend_excess",
-    "same_time_reference", "relative_discrepancy", "discrepancy_over_lags",
-    "model_spread", "attribute_similarity", "partial_prompt_similarity", "residualise", "complexity_trend_nested",
-    "complexity_trend_nested_excess", "relative_change", "efficacy", "efficacy_ratio", "dose_response",
+    "coarse_to_fine",
+    "paired_difference",
+    "early_similarity",
+    "early_similarity_excess",
+    "adjacent_distance",
+    "timestep_discrepancy",
+    "prompt_similarity",
+    "fading",
+    "complexity_trend",
+    "model_spread",
+    "attribute_similarity",
+    "coarse_to_fine_excess",
+    "complexity_trend_excess",
+    "pair_trends",
+    "similarity_trend",
+    "similarity_trend_excess",
+    "same_time_reference",
+    "relative_discrepancy",
+    "discrepancy_over_lags",
+    "model_spread",
+    "attribute_similarity",
+    "partial_prompt_similarity",
+    "residualise",
+    "complexity_trend_nested",
+    "complexity_trend_nested_excess",
+    "relative_change",
+    "efficacy",
+    "efficacy_ratio",
+    "dose_response",
 ]
 
 
 def _times(times: Sequence[Any], n_t: int) -> tuple[int, int]:
     t = [float(x) for x in times]
     if len(t) != n_t or len(set(t)) < 2:
-        raise ValueError(f"times must hold the {n_t} distinct times of the measurements (at least 2), got {list(times)}")
+        raise ValueError(
+            f"times must hold the {n_t} distinct times of the measurements (at least 2), got {list(times)}"
+        )
     return int(np.argmax(t)), int(np.argmin(t))
 
 
@@ -85,7 +110,8 @@ def _pair_change(cross: np.ndarray, times: Sequence[Any]) -> np.ndarray:
 def early_similarity(cross: Any, times: Sequence[Any]) -> inf.TestResult:
     """Mean over sample pairs of ``d_late(i, j) - d_early(i, j)``; jackknife t over samples (claimed > 0).
 
-    ``cross``: ``(n_t, n, n)`` cross-sample distances (:meth:`pullback_utils.sweeps.bases.BasisSweep.cross_sample_distances`)."""
+    ``cross``: ``(n_t, n, n)`` cross-sample distances
+    (:meth:`pullback_utils.sweeps.bases.BasisSweep.cross_sample_distances`)."""
     return inf.pair_u_test(_pair_change(_array(cross, "cross", 3), times), unit="sample")
 
 
@@ -114,7 +140,7 @@ def pair_trends(dissimilarity: Any, times: Sequence[Any], *, atol: float = 0.0) 
     late = _sps.rankdata(-np.asarray([float(x) for x in times]))
     late = late - late.mean()
     r = _sps.rankdata(d, axis=0) - (d.shape[0] + 1) / 2  # ranks over time, centred, per pair
-    den = np.sqrt((r ** 2).sum(0) * (late ** 2).sum())
+    den = np.sqrt((r**2).sum(0) * (late**2).sum())
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = np.where(den > 0, np.tensordot(late, r, axes=(0, 0)) / np.where(den > 0, den, 1.0), 0.0)
     rho = 0.5 * (rho + rho.T)
@@ -128,8 +154,9 @@ def similarity_trend(dissimilarity: Any, times: Sequence[Any]) -> inf.TestResult
     return inf.pair_u_test(pair_trends(dissimilarity, times), unit="sample")
 
 
-def similarity_trend_excess(dissimilarity: Any, matched: Any, times: Sequence[Any], *,
-                            matched_atol: float = 0.0) -> inf.TestResult:
+def similarity_trend_excess(
+    dissimilarity: Any, matched: Any, times: Sequence[Any], *, matched_atol: float = 0.0
+) -> inf.TestResult:
     """:func:`similarity_trend` of the bases minus that of their matched twins (or of a control model's bases on
     the same samples, e.g. the Gaussian control's), pair by pair. ``matched_atol``: :func:`pair_trends`'s
     ``atol`` for ``matched``."""
@@ -162,8 +189,9 @@ def _index(times: Sequence[Any], t: Any, n_t: int) -> int:
     return hits[0]
 
 
-def relative_discrepancy(self_d: Any, cross: Any, times: Sequence[Any], t: Any, t_other: Any, *, sesoi: float,
-                         **test: Any) -> inf.TestResult:
+def relative_discrepancy(
+    self_d: Any, cross: Any, times: Sequence[Any], t: Any, t_other: Any, *, sesoi: float, **test: Any
+) -> inf.TestResult:
     """Timestep discrepancy on the right scale: per sample, the distance between its bases at ``t`` and
     ``t_other`` divided by its mean distance to the other samples at the same time
     (:func:`same_time_reference`): 0 = the basis does not move with t, 1 = it moves as far as switching to
@@ -182,9 +210,16 @@ def relative_discrepancy(self_d: Any, cross: Any, times: Sequence[Any], t: Any, 
         raise ValueError("a sample's same-time reference distance is 0: the samples' bases coincide")
     adj = d[:, i, j]
     res = inf.sign_flip_test(adj / ref, null=float(sesoi), unit="sample", **test)
-    res.extra.update({"adjacent_distance": float(adj.mean()), "reference_distance": float(ref.mean()),
-                      "delta_t": abs(float(times[i]) - float(times[j])), "t": float(times[i]),
-                      "t_other": float(times[j]), "sesoi": float(sesoi)})
+    res.extra.update(
+        {
+            "adjacent_distance": float(adj.mean()),
+            "reference_distance": float(ref.mean()),
+            "delta_t": abs(float(times[i]) - float(times[j])),
+            "t": float(times[i]),
+            "t_other": float(times[j]),
+            "sesoi": float(sesoi),
+        }
+    )
     return res
 
 
@@ -205,8 +240,9 @@ def relative_change(distance: Any, reference: Any, *, sesoi: float, **test: Any)
     return res
 
 
-def discrepancy_over_lags(self_d: Any, cross: Any, times: Sequence[Any], anchor: Any,
-                          lags: Sequence[float]) -> dict[float, dict[str, np.ndarray]]:
+def discrepancy_over_lags(
+    self_d: Any, cross: Any, times: Sequence[Any], anchor: Any, lags: Sequence[float]
+) -> dict[float, dict[str, np.ndarray]]:
     """For each lag ``dt``: per sample, ``{"distance", "reference", "ratio"}`` ``(n,)`` between its bases at
     ``anchor`` and ``anchor + dt`` (the distance as a function of the gap, on the same-time scale)."""
     d = _array(self_d, "self_d", 3)
@@ -255,8 +291,9 @@ def prompt_similarity(distances: Any, similarity: Any, **test: Any) -> inf.TestR
 
     ``distances``: ``(S, P, P)`` distances between the bases under ``P`` prompts, per prompt-state;
     ``similarity``: ``(P, P)``."""
-    return inf.mantel_test(_array(distances, "distances", 3), _array(similarity, "similarity", 2),
-                           unit="prompt-state", **test)
+    return inf.mantel_test(
+        _array(distances, "distances", 3), _array(similarity, "similarity", 2), unit="prompt-state", **test
+    )
 
 
 def residualise(matrices: Any, given: Any) -> np.ndarray:
@@ -329,12 +366,14 @@ def complexity_trend_excess(factor_counts: Any, spreads: Any, baseline_spreads: 
 
 def complexity_trend(factor_counts: Any, spreads: Any, **test: Any) -> inf.TestResult:
     """Permutation test of Spearman rho(factor count, model spread) over models (claimed > 0)."""
-    return inf.permutation_trend_test(_array(factor_counts, "factor_counts", 1), _array(spreads, "spreads", 1),
-                                      unit="model", **test)
+    return inf.permutation_trend_test(
+        _array(factor_counts, "factor_counts", 1), _array(spreads, "spreads", 1), unit="model", **test
+    )
 
 
-def complexity_trend_nested_excess(factor_counts: Any, rungs: Any, spreads: Any, baseline_spreads: Any,
-                                   **test: Any) -> inf.TestResult:
+def complexity_trend_nested_excess(
+    factor_counts: Any, rungs: Any, spreads: Any, baseline_spreads: Any, **test: Any
+) -> inf.TestResult:
     """:func:`complexity_trend_nested` of each model's spread minus a baseline's spread for the same model (e.g.
     the Gaussian control of its rung's data): the rung is the unit, seeds averaged within it."""
     a, b = _array(spreads, "spreads", 1), _array(baseline_spreads, "baseline_spreads", 1)
@@ -349,10 +388,11 @@ def efficacy(factor_change: Any, state_change: Any) -> np.ndarray:
     ``||x^(N) - x_t||``). ``factor_change``, ``state_change``: ``(..., n)``, the dose cells in the leading axes."""
     f, x = np.asarray(factor_change, dtype=np.float64), np.asarray(state_change, dtype=np.float64)
     if f.shape != x.shape or f.ndim < 2:
-        raise ValueError(f"factor_change and state_change must both be (..., n) over the same dose grid, got "
-                         f"{f.shape} and {x.shape}")
+        raise ValueError(
+            f"factor_change and state_change must both be (..., n) over the same dose grid, got {f.shape} and {x.shape}"
+        )
     f, x = _array(f.reshape(-1, f.shape[-1]), "factor_change", 2), _array(x.reshape(-1, x.shape[-1]), "state_change", 2)
-    den = (x ** 2).sum(0)
+    den = (x**2).sum(0)
     if np.any(den <= 0):
         raise ValueError("a sample's state never changed over the dose grid: its efficacy is undefined")
     return (f * x).sum(0) / den
@@ -380,11 +420,12 @@ def dose_response(dose: Any, response: Any, **test: Any) -> inf.TestResult:
     r = np.asarray(response, dtype=np.float64)
     r = _array(r.reshape(-1, r.shape[-1]) if r.ndim >= 2 else r, "response", 2)
     if r.shape[0] != dz.size or np.unique(dz).size < 2:
-        raise ValueError(f"response must hold one row per dose cell ({dz.size}, at least 2 distinct doses), got "
-                         f"{r.shape[0]} rows")
+        raise ValueError(
+            f"response must hold one row per dose cell ({dz.size}, at least 2 distinct doses), got {r.shape[0]} rows"
+        )
     rd = _sps.rankdata(dz) - (dz.size + 1) / 2
     rr = _sps.rankdata(r, axis=0) - (dz.size + 1) / 2
-    den = np.sqrt((rd ** 2).sum() * (rr ** 2).sum(0))
+    den = np.sqrt((rd**2).sum() * (rr**2).sum(0))
     rho = np.where(den > 0, (rd[:, None] * rr).sum(0) / np.where(den > 0, den, 1.0), 0.0)
     res = inf.sign_flip_test(rho, unit="sample", **test)
     res.extra.update({"cells": int(dz.size)})
@@ -397,5 +438,6 @@ def complexity_trend_nested(factor_counts: Any, rungs: Any, spreads: Any, **test
 
     ``factor_counts``, ``rungs``, ``spreads``: ``(n_models,)``; the training seeds of a rung are nested
     in it (:func:`pullback_utils.analysis.inference.nested_trend_test`)."""
-    return inf.nested_trend_test(_array(factor_counts, "factor_counts", 1), list(rungs), _array(spreads, "spreads", 1),
-                                 unit="rung", **test)
+    return inf.nested_trend_test(
+        _array(factor_counts, "factor_counts", 1), list(rungs), _array(spreads, "spreads", 1), unit="rung", **test
+    )

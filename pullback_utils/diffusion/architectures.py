@@ -49,8 +49,12 @@ __all__ = [
 
 #: The denoiser classes the package drives.
 SUPPORTED_DENOISERS = (
-    "UNet2DModel", "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel",
-    "SD3Transformer2DModel", "FluxTransformer2DModel",
+    "UNet2DModel",
+    "UNet2DConditionModel",
+    "DiTTransformer2DModel",
+    "PixArtTransformer2DModel",
+    "SD3Transformer2DModel",
+    "FluxTransformer2DModel",
 )
 # forward arguments that are not conditioning: the input, the time, output format, per-call tweaks
 _NOT_CONDITIONING = frozenset({"self", "sample", "hidden_states", "timestep", "return_dict", "args", "kwargs"})
@@ -80,8 +84,9 @@ _FAMILIES = {
     "DiTTransformer2DModel": Family("dit", "index", ("transformer_blocks",)),
     "PixArtTransformer2DModel": Family("pixart", "index", ("transformer_blocks",)),
     "SD3Transformer2DModel": Family("sd3", "sigma*T", ("transformer_blocks",)),
-    "FluxTransformer2DModel": Family("flux", "sigma*T/1000", ("transformer_blocks", "single_transformer_blocks"),
-                                     tokens=True),
+    "FluxTransformer2DModel": Family(
+        "flux", "sigma*T/1000", ("transformer_blocks", "single_transformer_blocks"), tokens=True
+    ),
 }
 
 
@@ -117,7 +122,9 @@ def _required_conditioning(denoiser: nn.Module) -> list[str]:
     if name == "SD3Transformer2DModel":
         return ["encoder_hidden_states", "pooled_projections"]
     if name == "FluxTransformer2DModel":
-        return ["encoder_hidden_states", "pooled_projections", "img_ids"] + (["guidance"] if cfg.get("guidance_embeds") else [])
+        return ["encoder_hidden_states", "pooled_projections", "img_ids"] + (
+            ["guidance"] if cfg.get("guidance_embeds") else []
+        )
     return []
 
 
@@ -132,8 +139,10 @@ def _text_dim(denoiser: nn.Module) -> int | None:
 
 def _check_tensor(value: Any, name: str, shape: tuple, what: str) -> torch.Tensor:
     """``value`` as a tensor of ``shape`` (None = any size there); ValueError naming ``name`` otherwise."""
-    if not isinstance(value, torch.Tensor) or value.ndim != len(shape) or any(
-        s is not None and value.shape[i] != s for i, s in enumerate(shape)
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.ndim != len(shape)
+        or any(s is not None and value.shape[i] != s for i, s in enumerate(shape))
     ):
         want = "(" + ", ".join("·" if s is None else str(s) for s in shape) + ")"
         got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
@@ -176,8 +185,12 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
         if ehs.shape[0] != 1:
             raise ValueError(f"encoder_hidden_states must describe one prompt (batch 1), got batch {ehs.shape[0]}")
     if "pooled_projections" in cond:
-        _check_tensor(cond["pooled_projections"], "pooled_projections", (1, cfg.get("pooled_projection_dim")),
-                      "the pooled text embedding")
+        _check_tensor(
+            cond["pooled_projections"],
+            "pooled_projections",
+            (1, cfg.get("pooled_projection_dim")),
+            "the pooled text embedding",
+        )
     if "class_labels" in cond:
         cond["class_labels"] = _check_labels(denoiser, cond["class_labels"])
     if name == "UNet2DConditionModel" and cfg.get("addition_embed_type") == "text_time":
@@ -186,8 +199,9 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
             raise ValueError("added_cond_kwargs must be a dict with 'text_embeds' (1, P) and 'time_ids' (1, 6)")
         p = cfg.get("projection_class_embeddings_input_dim") - 6 * cfg.get("addition_time_embed_dim")
         _check_tensor(added["text_embeds"], "added_cond_kwargs['text_embeds']", (1, p), "the pooled text embedding")
-        _check_tensor(added["time_ids"], "added_cond_kwargs['time_ids']", (1, 6),
-                      "(original size, crop top-left, target size)")
+        _check_tensor(
+            added["time_ids"], "added_cond_kwargs['time_ids']", (1, 6), "(original size, crop top-left, target size)"
+        )
     if name == "PixArtTransformer2DModel":
         cond.setdefault("added_cond_kwargs", {"resolution": None, "aspect_ratio": None})
     if name == "FluxTransformer2DModel":
@@ -201,7 +215,9 @@ def check_conditioning(denoiser: nn.Module, conditioning: dict[str, Any]) -> dic
                 g = torch.tensor([float(g)])
             cond["guidance"] = _check_tensor(g, "guidance", (1,), "the embedded guidance scale")
         elif cfg.get("guidance_embeds"):
-            raise ValueError("guidance is required: this FLUX transformer embeds the guidance scale (e.g. guidance=3.5)")
+            raise ValueError(
+                "guidance is required: this FLUX transformer embeds the guidance scale (e.g. guidance=3.5)"
+            )
     return cond
 
 
@@ -218,7 +234,9 @@ def _check_labels(denoiser: nn.Module, labels: Any) -> torch.Tensor:
             rows = denoiser.transformer_blocks[0].norm1.emb.class_embedder.embedding_table.num_embeddings
         if not 0 <= int(labels[0]) < rows:
             null = f" ({int(n)} is the unconditional 'null' class of classifier-free guidance)" if rows > int(n) else ""
-            raise ValueError(f"class_labels={int(labels[0])} is not a class of this model: ids run 0..{int(n) - 1}{null}")
+            raise ValueError(
+                f"class_labels={int(labels[0])} is not a class of this model: ids run 0..{int(n) - 1}{null}"
+            )
     return labels.long()
 
 
@@ -231,19 +249,25 @@ def check_input(denoiser: nn.Module, x: Any, name: str = "x_t") -> None:
     c = int(cfg.in_channels)
     if fam.tokens:
         if x.ndim != 3 or x.shape[0] != 1 or x.shape[2] != c:
-            raise ValueError(f"{name} must be packed latents of shape (1, N, {c}) for this {type(denoiser).__name__} "
-                             f"(pack (1, {c // 4}, H, W) latents with pack_latents), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must be packed latents of shape (1, N, {c}) for this {type(denoiser).__name__} "
+                f"(pack (1, {c // 4}, H, W) latents with pack_latents), got {tuple(x.shape)}"
+            )
     else:
         what = "U-Net" if fam.name == "unet" else type(denoiser).__name__
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != c:
             raise ValueError(f"{name} must have shape (1, {c}, H, W) for this {what}, got {tuple(x.shape)}")
         m = 2 ** (len(denoiser.down_blocks) - 1) if fam.name == "unet" else int(cfg.patch_size)
         if x.shape[2] % m or x.shape[3] % m:
-            raise ValueError(f"{name}'s height and width must be multiples of {m} for this {what}, got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"{name}'s height and width must be multiples of {m} for this {what}, got {tuple(x.shape[2:])}"
+            )
         top = cfg.get("pos_embed_max_size")
         if top and max(x.shape[2:]) > top * m:
-            raise ValueError(f"{name}'s height and width must be at most {top * m} (pos_embed_max_size {top} patches), "
-                             f"got {tuple(x.shape[2:])}")
+            raise ValueError(
+                f"{name}'s height and width must be at most {top * m} (pos_embed_max_size {top} patches), "
+                f"got {tuple(x.shape[2:])}"
+            )
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
 

@@ -65,8 +65,9 @@ class Denoiser(Protocol):
 
     def eps(self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0) -> torch.Tensor: ...
 
-    def predict(self, x_t: torch.Tensor, t: Time, cond: Prompt = None,
-                guidance_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def predict(
+        self, x_t: torch.Tensor, t: Time, cond: Prompt = None, guidance_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class DDIMTrajectory(NamedTuple):
@@ -151,7 +152,9 @@ def _run_legs(
     return x
 
 
-def _ddim_step(x: torch.Tensor, eps: torch.Tensor, c_from: tuple[float, float], c_to: tuple[float, float]) -> torch.Tensor:
+def _ddim_step(
+    x: torch.Tensor, eps: torch.Tensor, c_from: tuple[float, float], c_to: tuple[float, float]
+) -> torch.Tensor:
     """Deterministic DDIM move of ``x`` from coefficients ``c_from = (alpha, sigma)`` to ``c_to`` with noise ``eps``."""
     x0 = (x - c_from[1] * eps) / c_from[0]
     return c_to[0] * x0 + c_to[1] * eps
@@ -220,8 +223,15 @@ def ddim_sample(
             return a_to * x0 + math.sqrt(max(s_to**2 - sigma**2, 0.0)) * eps + sigma * z
         return a_to * x0 + s_to * eps
 
-    return _run_legs(x, levels, step, name="ddim_sample", causes=_causes(x, "x", prompt, guidance_scale),
-                     return_trajectory=return_trajectory, progress=progress)
+    return _run_legs(
+        x,
+        levels,
+        step,
+        name="ddim_sample",
+        causes=_causes(x, "x", prompt, guidance_scale),
+        return_trajectory=return_trajectory,
+        progress=progress,
+    )
 
 
 @torch.no_grad()
@@ -289,8 +299,15 @@ def ddim_invert(
             x_next = _ddim_step(x, eps, c_from, c_to)
         return x_next
 
-    return _run_legs(x0, levels, step, name="ddim_invert", causes=_causes(x0, "x0", prompt),
-                     return_trajectory=return_trajectory, progress=progress)
+    return _run_legs(
+        x0,
+        levels,
+        step,
+        name="ddim_invert",
+        causes=_causes(x0, "x0", prompt),
+        return_trajectory=return_trajectory,
+        progress=progress,
+    )
 
 
 @torch.no_grad()

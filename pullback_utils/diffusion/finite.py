@@ -13,7 +13,15 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["NonFiniteError", "MAX_GUIDANCE_SCALE", "STATE_SCALE", "MAX_STATE_ABS", "check_state_scale", "refuse_non_finite", "scale_causes"]
+__all__ = [
+    "NonFiniteError",
+    "MAX_GUIDANCE_SCALE",
+    "STATE_SCALE",
+    "MAX_STATE_ABS",
+    "check_state_scale",
+    "refuse_non_finite",
+    "scale_causes",
+]
 
 #: The largest ``|guidance_scale|`` accepted. Classifier-free guidance is used at 1..20 (the paper and
 #: diffusers' pipelines use 7.5 and below); at 1e3 the guided noise is 1e3 x the (small) difference of
@@ -63,8 +71,11 @@ def refuse_non_finite(x: torch.Tensor, where: str, causes: Sequence[str] = ()) -
     if bool(torch.isfinite(x).all()):
         return
     bad = int((~torch.isfinite(x)).sum())
-    why = ("; caused by " + ", ".join(causes)) if causes else (
-        "; no input is out of scale (check the model's weights and the conditioning)")
+    why = (
+        ("; caused by " + ", ".join(causes))
+        if causes
+        else ("; no input is out of scale (check the model's weights and the conditioning)")
+    )
     raise NonFiniteError(f"{where} produced {bad} NaN or infinite values of {x.numel()}{why}")
 
 
@@ -76,4 +87,5 @@ def check_state_scale(x: torch.Tensor, name: str) -> None:
     if m > MAX_STATE_ABS:
         raise ValueError(
             f"{name} has values up to |{m:.3g}|, beyond {MAX_STATE_ABS:g}: states x_t = alpha x_0 + sigma eps "
-            "have values of order 1 (images in [-1, 1], noise N(0, 1); x_T is model.noise(n, seed))")
+            "have values of order 1 (images in [-1, 1], noise N(0, 1); x_T is model.noise(n, seed))"
+        )

@@ -23,8 +23,8 @@ In the package's ``(alpha, sigma)`` notation a flow state is ``x_t = alpha_t x_0
 variance-preserving state with the same signal-to-noise ratio. Deterministic DDIM on these
 coefficients is exactly the Euler step of the flow ODE: ``(1 - sigma') x0_hat + sigma' eps_hat =
 x + (sigma' - sigma) v`` (:func:`velocity_to_eps`, :func:`velocity_to_x0`), which is how
-:func:`pullback_utils.diffusion.ddim.ddim_sample` and :func:`~pullback_utils.diffusion.ddim.ddim_invert` sample and invert
-flow models on their own grid.
+:func:`pullback_utils.diffusion.ddim.ddim_sample` and :func:`~pullback_utils.diffusion.ddim.ddim_invert`
+sample and invert flow models on their own grid.
 """
 
 from __future__ import annotations
@@ -47,8 +47,14 @@ __all__ = [
 ]
 
 # scheduler options that change the sigmas in ways that depend on the whole inference schedule
-_UNSUPPORTED = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas", "invert_sigmas",
-                "shift_terminal", "stochastic_sampling")
+_UNSUPPORTED = (
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "invert_sigmas",
+    "shift_terminal",
+    "stochastic_sampling",
+)
 
 
 def is_flow_scheduler(scheduler: Any) -> bool:
@@ -58,8 +64,13 @@ def is_flow_scheduler(scheduler: Any) -> bool:
     return isinstance(scheduler, FlowMatchEulerDiscreteScheduler)
 
 
-def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
-                    base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+def calculate_shift(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
     """``mu`` of FLUX's resolution-dependent shift: linear in the number of image tokens."""
     m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
     return image_seq_len * m + (base_shift - m * base_seq_len)
@@ -88,8 +99,9 @@ class FlowGrid:
             raise ValueError(f"shift must be a number > 0, got {self.shift!r}")
 
     @classmethod
-    def from_scheduler(cls, scheduler: Any = None, *, image_seq_len: int | None = None,
-                       num_train_timesteps: int | None = None) -> "FlowGrid":
+    def from_scheduler(
+        cls, scheduler: Any = None, *, image_seq_len: int | None = None, num_train_timesteps: int | None = None
+    ) -> "FlowGrid":
         """The grid of a ``FlowMatchEulerDiscreteScheduler`` (``None``: unshifted, ``sigma = t / T``).
 
         ``image_seq_len`` (the denoiser's number of image tokens) is needed for dynamic shifting.
@@ -110,10 +122,19 @@ class FlowGrid:
             return cls(num_train_timesteps=T, shift=float(cfg.get("shift", 1.0)))
         if image_seq_len is None:
             raise ValueError("this scheduler shifts sigmas by resolution (use_dynamic_shifting): give image_seq_len")
-        mu = calculate_shift(int(image_seq_len), cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                             cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-        return cls(num_train_timesteps=T, dynamic=True, mu=float(mu),
-                   time_shift_type=str(cfg.get("time_shift_type", "exponential")))
+        mu = calculate_shift(
+            int(image_seq_len),
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
+        return cls(
+            num_train_timesteps=T,
+            dynamic=True,
+            mu=float(mu),
+            time_shift_type=str(cfg.get("time_shift_type", "exponential")),
+        )
 
     def sigma(self, t: Any, *, name: str = "t") -> float:
         """sigma at time ``t`` (an int level or a float fraction of ``T``); 0 at level 0, 1 at level ``T``."""
@@ -143,4 +164,3 @@ def velocity_to_eps(x: torch.Tensor, v: torch.Tensor, sigma: float) -> torch.Ten
 def velocity_to_x0(x: torch.Tensor, v: torch.Tensor, sigma: float) -> torch.Tensor:
     """Clean sample of ``x = (1 - sigma) x_0 + sigma eps`` from the velocity ``v = eps - x_0``: ``x - sigma v``."""
     return x - sigma * v
-

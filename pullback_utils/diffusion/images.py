@@ -41,8 +41,16 @@ class ImageModel(Protocol):
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
-__all__ = ["load_image", "resize_center_crop", "to_pil", "save_grid", "make_grid", "check_image_range",
-           "IMAGE_RANGE_TOL", "SAMPLE_RANGE_TOL"]
+__all__ = [
+    "load_image",
+    "resize_center_crop",
+    "to_pil",
+    "save_grid",
+    "make_grid",
+    "check_image_range",
+    "IMAGE_RANGE_TOL",
+    "SAMPLE_RANGE_TOL",
+]
 
 #: How far outside [-1, 1] an image may reach by default (float rounding of loaded or resized images).
 IMAGE_RANGE_TOL = 0.05
@@ -73,18 +81,15 @@ def check_image_range(x: torch.Tensor, name: str = "images", *, tol: float = IMA
         guess = "; clamp decoded images with .clamp(-1, 1), map [0, 1] images with 2 * x - 1"
     raise ValueError(
         f"{name} must be in the model range [-1, 1] (tolerance {tol:g}), got values in "
-        f"[{lo:.4g}, {hi:.4g}]{guess}; pullback_utils.diffusion.images.load_image reads files and arrays into this range"
+        f"[{lo:.4g}, {hi:.4g}]{guess}; pullback_utils.diffusion.images.load_image reads files and arrays "
+        "into this range"
     )
 
 
 def _size2(size: Any, name: str = "size") -> tuple[int, int]:
     if is_int(size):
         size = (int(size), int(size))
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(is_int(s) and s >= 1 for s in size)
-    ):
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(is_int(s) and s >= 1 for s in size):
         raise ValueError(f"{name} must be an int >= 1 or a pair (height, width) of them, got {size!r}")
     return int(size[0]), int(size[1])
 
@@ -105,8 +110,7 @@ def _to_pil(source: ImageSource) -> Image.Image:
             a = a[:, :, 0]
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
             raise ValueError(
-                "image as a numpy array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-                f"got {a.shape}"
+                f"image as a numpy array must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}"
             )
         if a.dtype == np.uint8:
             pass
@@ -123,13 +127,9 @@ def _to_pil(source: ImageSource) -> Image.Image:
                 )
             a = np.round(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
         else:
-            raise TypeError(
-                f"image as a numpy array must be uint8, uint16 or float in [0, 1], got dtype {a.dtype}"
-            )
+            raise TypeError(f"image as a numpy array must be uint8, uint16 or float in [0, 1], got dtype {a.dtype}")
         return Image.fromarray(np.ascontiguousarray(a))
-    raise TypeError(
-        f"image must be a file path, a PIL.Image or a numpy array, got {type(source).__name__}"
-    )
+    raise TypeError(f"image must be a file path, a PIL.Image or a numpy array, got {type(source).__name__}")
 
 
 def resize_center_crop(image: Image.Image, size: int | tuple[int, int]) -> Image.Image:
@@ -254,7 +254,8 @@ def make_grid(
     """A PIL grid of ``images`` (N, C, H, W), ``nrow`` images per row, ``padding`` px between.
 
     The canvas is ``cols * W + (cols + 1) * padding`` wide and ``rows * H + (rows + 1) * padding``
-    high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``, column ``i % nrow``.
+    high, with ``cols = min(nrow, N)`` and ``rows = ceil(N / nrow)``; image ``i`` sits in row ``i // nrow``,
+    column ``i % nrow``.
     ``pad_value`` is in [0, 1] (1 = white). ``scale`` (an int >= 1) enlarges the whole canvas by
     that factor with nearest-neighbour upscaling (each pixel becomes a ``scale`` x ``scale`` block).
     """

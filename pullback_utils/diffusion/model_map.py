@@ -27,8 +27,10 @@ def parse_model_map(entries: list[str] | str, name: str = MODEL_MAP_ENV) -> dict
         key, sep, folder = entry.partition("=")
         key, folder = key.strip(), folder.strip()
         if not sep or not key or not folder:
-            raise ValueError(f"{name}: each entry must be ID=FOLDER (e.g. google/ddpm-ema-celebahq-256=/data/celebahq), "
-                             f"got {entry!r}")
+            raise ValueError(
+                f"{name}: each entry must be ID=FOLDER (e.g. google/ddpm-ema-celebahq-256=/data/celebahq), "
+                f"got {entry!r}"
+            )
         path = Path(folder).expanduser()
         if not path.is_dir():
             raise ValueError(f"{name}: {key}={folder}: no such folder")

@@ -31,8 +31,16 @@ import torch
 from pullback_utils._validate import is_int, is_real
 from pullback_utils.diffusion.finite import MAX_GUIDANCE_SCALE
 
-__all__ = ["Conditioning", "expand_batch", "encode_prompt", "resolve", "short", "encode", "unconditional",
-           "PromptTruncatedWarning"]
+__all__ = [
+    "Conditioning",
+    "expand_batch",
+    "encode_prompt",
+    "resolve",
+    "short",
+    "encode",
+    "unconditional",
+    "PromptTruncatedWarning",
+]
 
 _UNBATCHED = frozenset({"img_ids", "txt_ids"})
 
@@ -84,13 +92,19 @@ class Conditioning(Mapping):
 
     def expand(self, batch: int) -> "Conditioning":
         """Batch-1 tensors expanded to ``batch``."""
-        return self._map(lambda k, t: t.expand(batch, *t.shape[1:])
-                         if k not in _UNBATCHED and t.ndim and t.shape[0] == 1 and batch != 1 else t)
+        return self._map(
+            lambda k, t: (
+                t.expand(batch, *t.shape[1:])
+                if k not in _UNBATCHED and t.ndim and t.shape[0] == 1 and batch != 1
+                else t
+            )
+        )
 
     def to(self, device: Any, dtype: torch.dtype | None = None) -> "Conditioning":
         """Tensors on ``device``; floating ones cast to ``dtype`` (class labels keep theirs)."""
-        return self._map(lambda k, t: t.to(device, dtype) if t.is_floating_point() and dtype is not None
-                         else t.to(device))
+        return self._map(
+            lambda k, t: t.to(device, dtype) if t.is_floating_point() and dtype is not None else t.to(device)
+        )
 
     @staticmethod
     def cat(parts: list["Conditioning"]) -> "Conditioning":
@@ -99,8 +113,9 @@ class Conditioning(Mapping):
         out: dict[str, Any] = {}
         for k, v in first.items():
             if isinstance(v, Mapping):
-                out[k] = {s: torch.cat([p[k][s] for p in parts]) if isinstance(t, torch.Tensor) else t
-                          for s, t in v.items()}
+                out[k] = {
+                    s: torch.cat([p[k][s] for p in parts]) if isinstance(t, torch.Tensor) else t for s, t in v.items()
+                }
             elif isinstance(v, torch.Tensor) and k not in _UNBATCHED:
                 out[k] = torch.cat([p[k] for p in parts])
             else:
@@ -111,7 +126,7 @@ class Conditioning(Mapping):
         """The conditioning of sample ``index`` (batch 1), or itself when its batch is 1."""
         if self.batch == 1:
             return self
-        return self._map(lambda k, t: t[index:index + 1] if k not in _UNBATCHED and t.ndim else t)
+        return self._map(lambda k, t: t[index : index + 1] if k not in _UNBATCHED and t.ndim else t)
 
 
 def expand_batch(c: Any, batch: int) -> Any:
@@ -151,19 +166,33 @@ def encode(model: Any, prompts: list[str]) -> torch.Tensor | Conditioning:
     msl = {} if model.max_sequence_length is None else {"max_sequence_length": int(model.max_sequence_length)}
     dev = model.device
     if _is_sdxl(model):
-        pe, _, pooled, _ = pipe.encode_prompt(prompt=prompts, device=dev, num_images_per_prompt=1,
-                                              do_classifier_free_guidance=False)
-        return Conditioning({"encoder_hidden_states": pe, "added_cond_kwargs": {
-            "text_embeds": pooled, "time_ids": _sdxl_time_ids(model).expand(len(prompts), 6)}}).to(dev, model.dtype)
+        pe, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompts, device=dev, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        return Conditioning(
+            {
+                "encoder_hidden_states": pe,
+                "added_cond_kwargs": {"text_embeds": pooled, "time_ids": _sdxl_time_ids(model).expand(len(prompts), 6)},
+            }
+        ).to(dev, model.dtype)
     if name == "sd3":
-        pe, _, pooled, _ = pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None, device=dev,
-                                              num_images_per_prompt=1, do_classifier_free_guidance=False, **msl)
+        pe, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=dev,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            **msl,
+        )
         return Conditioning({"encoder_hidden_states": pe, "pooled_projections": pooled}).to(dev, model.dtype)
     if name == "flux":
-        pe, pooled, txt_ids = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=dev, num_images_per_prompt=1,
-                                                 **msl)
-        return Conditioning({"encoder_hidden_states": pe, "pooled_projections": pooled,
-                             "txt_ids": txt_ids}).to(dev, model.dtype)
+        pe, pooled, txt_ids = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, device=dev, num_images_per_prompt=1, **msl
+        )
+        return Conditioning({"encoder_hidden_states": pe, "pooled_projections": pooled, "txt_ids": txt_ids}).to(
+            dev, model.dtype
+        )
     if name == "dit":
         return Conditioning({"class_labels": _dit_labels(model, prompts)})
     raise ValueError(f"model {model.name!r} ({name}) has no prompt encoder")
@@ -175,8 +204,7 @@ def _encode_clip(model: Any, prompts: list[str]) -> torch.Tensor:
         out = te.encode(prompts)
     else:
         tok = model.tokenizer
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt")
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
         kwargs = {}
         if getattr(te.config, "use_attention_mask", False):
             kwargs["attention_mask"] = ids.attention_mask.to(te.device)
@@ -186,8 +214,12 @@ def _encode_clip(model: Any, prompts: list[str]) -> torch.Tensor:
 
 def _is_sdxl(model: Any) -> bool:
     cfg = getattr(model.unet, "config", None)
-    return model.family is not None and model.family.name == "unet" and cfg is not None and (
-        cfg.get("addition_embed_type") == "text_time")
+    return (
+        model.family is not None
+        and model.family.name == "unet"
+        and cfg is not None
+        and (cfg.get("addition_embed_type") == "text_time")
+    )
 
 
 def _sdxl_time_ids(model: Any) -> torch.Tensor:
@@ -202,14 +234,22 @@ def unconditional(model: Any) -> torch.Tensor | Conditioning:
     if model.family is not None and model.family.name == "dit":
         n = dit_null_class(model)
         if n is None:
-            raise ValueError(f"model {model.name!r} has no null class (trained without label dropout), so no "
-                             "unconditional branch; use guidance_scale=1")
+            raise ValueError(
+                f"model {model.name!r} has no null class (trained without label dropout), so no "
+                "unconditional branch; use guidance_scale=1"
+            )
         return Conditioning({"class_labels": torch.tensor([n], device=model.device)})
     if _is_sdxl(model) and model.pipeline.config.get("force_zeros_for_empty_prompt", True):
         c = encode(model, [""])
-        return Conditioning({"encoder_hidden_states": torch.zeros_like(c["encoder_hidden_states"]),
-                             "added_cond_kwargs": {"text_embeds": torch.zeros_like(c["added_cond_kwargs"]["text_embeds"]),
-                                                   "time_ids": c["added_cond_kwargs"]["time_ids"]}})
+        return Conditioning(
+            {
+                "encoder_hidden_states": torch.zeros_like(c["encoder_hidden_states"]),
+                "added_cond_kwargs": {
+                    "text_embeds": torch.zeros_like(c["added_cond_kwargs"]["text_embeds"]),
+                    "time_ids": c["added_cond_kwargs"]["time_ids"],
+                },
+            }
+        )
     return encode(model, [""])
 
 
@@ -227,8 +267,7 @@ def _dit_labels(model: Any, prompt: Any) -> torch.Tensor:
         ids = prompt.reshape(-1).tolist()
     elif is_int(prompt):
         ids = [int(prompt)]
-    elif isinstance(prompt, (list, tuple)) and prompt and all(
-            is_int(p) for p in prompt):
+    elif isinstance(prompt, (list, tuple)) and prompt and all(is_int(p) for p in prompt):
         ids = [int(p) for p in prompt]
     elif isinstance(prompt, (str, list, tuple)):
         names = _prompt_list(prompt)
@@ -287,8 +326,9 @@ def _check_finite_conditioning(c: Any, what: str) -> None:
     tensors = c.tensors() if isinstance(c, Conditioning) else {"": c} if isinstance(c, torch.Tensor) else {}
     bad = [k or "values" for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise ValueError(f"{what} contains NaN or infinite values ({', '.join(bad)}); the denoiser would "
-                         "return NaN images")
+        raise ValueError(
+            f"{what} contains NaN or infinite values ({', '.join(bad)}); the denoiser would return NaN images"
+        )
 
 
 def _token_limit(model: Any) -> tuple[Any, int] | None:
@@ -323,7 +363,10 @@ def _warn_truncated(model: Any, prompts: list[str]) -> None:
             warnings.warn(
                 f"prompt {p!r} has {len(ids)} tokens, but the text encoder of model {model.name!r} reads "
                 f"{limit} (special tokens included): everything after {kept!r} is dropped, so prompts that "
-                "differ only there get the same conditioning", PromptTruncatedWarning, stacklevel=4)
+                "differ only there get the same conditioning",
+                PromptTruncatedWarning,
+                stacklevel=4,
+            )
 
 
 class PromptTruncatedWarning(UserWarning):
@@ -334,12 +377,16 @@ def _text_keywords(model: Any) -> tuple[str, ...]:
     """The conditioning keywords a prompt of ``model`` turns into."""
     if model.family is None or (model.family.name == "unet" and not _is_sdxl(model)):
         return ("encoder_hidden_states",)
-    return {"dit": ("class_labels",), "sd3": ("encoder_hidden_states", "pooled_projections"),
-            "flux": ("encoder_hidden_states", "pooled_projections", "txt_ids")}.get(
-        model.family.name, ("encoder_hidden_states", "added_cond_kwargs"))
+    return {
+        "dit": ("class_labels",),
+        "sd3": ("encoder_hidden_states", "pooled_projections"),
+        "flux": ("encoder_hidden_states", "pooled_projections", "txt_ids"),
+    }.get(model.family.name, ("encoder_hidden_states", "added_cond_kwargs"))
 
 
-def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 1.0) -> torch.Tensor | Conditioning | None:
+def resolve(
+    model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 1.0
+) -> torch.Tensor | Conditioning | None:
     """:meth:`DiffusionModel.conditioning <pullback_utils.models.diffusion_model.DiffusionModel.conditioning>`."""
     if not is_real(guidance_scale) or not math.isfinite(float(guidance_scale)):
         raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
@@ -367,15 +414,23 @@ def resolve(model: Any, prompt: Any, *, batch: int = 1, guidance_scale: float = 
     if isinstance(prompt, Conditioning):
         missing = [k for k in _text_keywords(model) if k not in prompt and k != "txt_ids"]
         if missing:
-            raise ValueError(f"conditioning for model {model.name!r} lacks {missing} (it needs {list(_text_keywords(model))})")
+            raise ValueError(
+                f"conditioning for model {model.name!r} lacks {missing} (it needs {list(_text_keywords(model))})"
+            )
         c: Any = prompt.to(model.device, model.dtype)
         _check_finite_conditioning(c, "prompt")
     elif isinstance(prompt, torch.Tensor) and prompt.is_floating_point():
         if _text_keywords(model) != ("encoder_hidden_states",):
-            raise ValueError(f"model {model.name!r} is conditioned on {list(_text_keywords(model))}: pass a prompt "
-                             "string or a Conditioning with these keywords, not one tensor")
+            raise ValueError(
+                f"model {model.name!r} is conditioned on {list(_text_keywords(model))}: pass a prompt "
+                "string or a Conditioning with these keywords, not one tensor"
+            )
         c = prompt if prompt.dim() == 3 else prompt.unsqueeze(0) if prompt.dim() == 2 else None
-        dim = model.unet.config.get("cross_attention_dim") if hasattr(getattr(model.unet, "config", None), "get") else None
+        dim = (
+            model.unet.config.get("cross_attention_dim")
+            if hasattr(getattr(model.unet, "config", None), "get")
+            else None
+        )
         dim = int(dim) if isinstance(dim, numbers.Integral) else None
         if c is None or c.shape[0] not in (1, batch) or (dim is not None and c.shape[-1] != dim):
             raise ValueError(

@@ -75,8 +75,7 @@ def resolve_time(t: Any, num_train_timesteps: int, *, name: str = "t") -> int:
         t = t.item()
     if isinstance(t, bool) or not isinstance(t, (numbers.Integral, numbers.Real)):
         raise TypeError(
-            f"{name} must be an int level in 0..{T} or a float fraction of T in [0, 1], "
-            f"got {type(t).__name__}"
+            f"{name} must be an int level in 0..{T} or a float fraction of T in [0, 1], got {type(t).__name__}"
         )
     if isinstance(t, numbers.Integral):
         n = int(t)
@@ -179,9 +178,12 @@ class TimeGrid:
         return g[::-1] if a > b else g
 
     def legs(self, t_from: Any, stops: Sequence[Any]) -> list[tuple[int, int, int]]:
-        return legs(self.level(t_from, "t_from"), check_times(stops, self.num_train_timesteps, name="stops",
-                                                             positive=False),
-                    self.steps, self.num_train_timesteps)
+        return legs(
+            self.level(t_from, "t_from"),
+            check_times(stops, self.num_train_timesteps, name="stops", positive=False),
+            self.steps,
+            self.num_train_timesteps,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"rule": "ddim-proportional-legs", **asdict(self)}

@@ -4,6 +4,7 @@
 ``image = D(x_0 / scaling_factor + shift)``; ``shift`` is the config's ``shift_factor`` (SD3, FLUX) or 0.
 Images are (B, 3, H, W) in [-1, 1]; latents (B, C, H / f, W / f) with ``f`` the VAE's downsampling factor.
 """
+
 from __future__ import annotations
 
 from typing import Any

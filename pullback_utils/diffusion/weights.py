@@ -55,8 +55,10 @@ def weight_files(folder: str | os.PathLike) -> list[Path]:
     """The weight files (``*.safetensors``, ``*.bin``) under ``folder``, sorted, hidden ones skipped."""
     root = Path(folder)
     return sorted(
-        p for p in root.rglob("*")
-        if p.suffix in _WEIGHT_SUFFIXES and p.is_file()
+        p
+        for p in root.rglob("*")
+        if p.suffix in _WEIGHT_SUFFIXES
+        and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 

@@ -98,16 +98,44 @@ from pullback_utils.editing.sweep import Sweep, direction_sweep, edit_along, hel
 
 __all__ = [
     # settings: the frozen edit configuration and each model's defaults
-    "EditConfig", "EDIT_DEFAULTS", "GUIDANCE_PROMPTS", "edit_defaults", "guidance_conditioning",
+    "EditConfig",
+    "EDIT_DEFAULTS",
+    "GUIDANCE_PROMPTS",
+    "edit_defaults",
+    "guidance_conditioning",
     # moving along a direction: x-space guidance, the naive step, parallel transport, h-space alignment
-    "xspace_guidance", "naive_traverse", "parallel_transport", "feature_jvp_fd", "tangent_alignment",
+    "xspace_guidance",
+    "naive_traverse",
+    "parallel_transport",
+    "feature_jvp_fd",
+    "tangent_alignment",
     # the pipeline: to the edit time, the edit, the finish
-    "edit_image", "EditResult", "to_edit_time", "finish",
+    "edit_image",
+    "EditResult",
+    "to_edit_time",
+    "finish",
     # measures of an edit (size, frequency, data distance, matched naive step, renderer fits)
-    "change_size", "change_frequency", "distance_from_data", "match_naive", "match_naive_batch", "renderer_fit",
-    "renderer_residual", "renderer_iou", "h_alignment",
+    "change_size",
+    "change_frequency",
+    "distance_from_data",
+    "match_naive",
+    "match_naive_batch",
+    "renderer_fit",
+    "renderer_residual",
+    "renderer_iou",
+    "h_alignment",
     # many edits per call (chapters), and guided vs naive at a matched size of change
-    "Sweep", "direction_sweep", "edit_along", "states_at_times", "held_out_images", "MatchedEdits", "matched_edits",
+    "Sweep",
+    "direction_sweep",
+    "edit_along",
+    "states_at_times",
+    "held_out_images",
+    "MatchedEdits",
+    "matched_edits",
     # efficacy of an edit (renderer factors per unit of change) and its dose-response over gamma and N
-    "DoseResponse", "dose_response", "factor_change", "factor_scale", "has_renderer",
+    "DoseResponse",
+    "dose_response",
+    "factor_change",
+    "factor_scale",
+    "has_renderer",
 ]

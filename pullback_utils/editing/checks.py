@@ -97,7 +97,8 @@ def check_eta_below(value: Any, name: str = "eta_below") -> float | None:
 
 
 def direction_batch(model: "DiffusionModel", direction: torch.Tensor, name: str = "direction") -> torch.Tensor:
-    """``direction`` ``(*sample_shape)``, (1, ...) or (B, ...) as a finite ``(B, *sample_shape)`` batch on the model's device."""
+    """``direction`` ``(*sample_shape)``, (1, ...) or (B, ...) as a finite ``(B, *sample_shape)`` batch on
+    the model's device."""
     if not isinstance(direction, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(direction).__name__}")
     shape = tuple(model.sample_shape)
@@ -158,12 +159,15 @@ def check_start(model: "DiffusionModel", image_or_noise: Any, is_noise: bool) ->
         if img.numel() and float(img.min()) >= 0.0 and float(img.max()) <= 1.0:
             warnings.warn(
                 "image: every value lies in [0, 1]; a tensor is read as the model range [-1, 1], so this is "
-                "a bright image there; if it is a [0, 1] image, pass 2 * image - 1", stacklevel=3)
+                "a bright image there; if it is a [0, 1] image, pass 2 * image - 1",
+                stacklevel=3,
+            )
         return img
     if isinstance(image_or_noise, np.ndarray) and np.issubdtype(image_or_noise.dtype, np.floating):
         raise ValueError(
             "image: a float numpy array is ambiguous ([0, 1] pixel data or the model range [-1, 1]); pass "
             "torch.from_numpy(a) for an image already in the model range (CHW), or "
             "pullback_utils.diffusion.images.load_image(a) for [0, 1] pixel data (HWC); uint8 / uint16 arrays, PIL "
-            "images and files are read by load_image")
+            "images and files are read by load_image"
+        )
     return image_or_noise

@@ -25,7 +25,14 @@ from pullback_utils.editing.checks import check_eta_below
 if TYPE_CHECKING:  # pragma: no cover
     from pullback_utils.models.diffusion_model import DiffusionModel
 
-__all__ = ["GUIDANCE_PROMPTS", "EditConfig", "EDIT_DEFAULTS", "edit_defaults", "resolve_config", "guidance_conditioning"]
+__all__ = [
+    "GUIDANCE_PROMPTS",
+    "EditConfig",
+    "EDIT_DEFAULTS",
+    "edit_defaults",
+    "resolve_config",
+    "guidance_conditioning",
+]
 
 #: Valid values of :attr:`EditConfig.guidance_prompt`.
 GUIDANCE_PROMPTS: tuple[str, ...] = ("generation", "edit")
@@ -151,22 +158,44 @@ class EditConfig:
 # large enough for a visible edit at t = 0.6 T, small enough that the result stays on the data; see
 # notebooks/editing.ipynb).
 _ZOO_PIXEL = EditConfig(
-    gamma=1.0, n_steps=8, n_steps_prompt=8, step_size=1.0, t_edits=(0.8, 0.6, 0.4), k=3,
-    inversion_steps=50, sampling_steps=20, eta_below=None,
+    gamma=1.0,
+    n_steps=8,
+    n_steps_prompt=8,
+    step_size=1.0,
+    t_edits=(0.8, 0.6, 0.4),
+    k=3,
+    inversion_steps=50,
+    sampling_steps=20,
+    eta_below=None,
     source="tuned on the bundled 32x32 models (notebooks/editing.ipynb)",
 )
 _TABLE: dict[str, EditConfig] = {
     "zoo-pixel": _ZOO_PIXEL,
     "zoo-text": _ZOO_PIXEL.replace(
-        n_steps_prompt=16, source="tuned on the bundled shapes-text model (notebooks/editing.ipynb)"),
+        n_steps_prompt=16, source="tuned on the bundled shapes-text model (notebooks/editing.ipynb)"
+    ),
     "celebahq": EditConfig(
-        gamma=0.1, n_steps=16, n_steps_prompt=16, step_size=1.0, t_edits=(1.0, 0.8, 0.6), k=2,
-        inversion_steps=100, sampling_steps=100, eta_below=0.2,
+        gamma=0.1,
+        n_steps=16,
+        n_steps_prompt=16,
+        step_size=1.0,
+        t_edits=(1.0, 0.8, 0.6),
+        k=2,
+        inversion_steps=100,
+        sampling_steps=100,
+        eta_below=0.2,
         source="Park et al. 2023 (official code): google/ddpm-ema-celebahq-256",
     ),
     "stable-diffusion": EditConfig(
-        gamma=1.0, n_steps=16, n_steps_prompt=64, step_size=1.0, t_edits=(0.7, 0.6), k=2,
-        inversion_steps=100, sampling_steps=100, eta_below=None,
+        gamma=1.0,
+        n_steps=16,
+        n_steps_prompt=64,
+        step_size=1.0,
+        t_edits=(0.7, 0.6),
+        k=2,
+        inversion_steps=100,
+        sampling_steps=100,
+        eta_below=None,
         source="Park et al. 2023 (official code): stable-diffusion-2-1-base",
     ),
 }

@@ -51,8 +51,15 @@ def factor_scale(dataset: str, *, n: int = 4000, seed: int = 0) -> torch.Tensor:
     return torch.where(sd > 0, sd, torch.ones_like(sd)).float()
 
 
-def factor_change(originals: torch.Tensor, edited: torch.Tensor, dataset: str, *, scale: torch.Tensor | None = None,
-                  iters: int = 100, fits: tuple[dict, dict] | None = None) -> dict[str, torch.Tensor]:
+def factor_change(
+    originals: torch.Tensor,
+    edited: torch.Tensor,
+    dataset: str,
+    *,
+    scale: torch.Tensor | None = None,
+    iters: int = 100,
+    fits: tuple[dict, dict] | None = None,
+) -> dict[str, torch.Tensor]:
     """The renderer-factor change of each edit.
 
     Args:
@@ -67,9 +74,12 @@ def factor_change(originals: torch.Tensor, edited: torch.Tensor, dataset: str, *
     """
     a, b = _zoo_images(originals), _zoo_images(edited)
     if a.shape != b.shape:
-        raise ValueError(f"originals and edited must be the same (N, 3, 32, 32) batch, got {tuple(a.shape)} and "
-                         f"{tuple(b.shape)}")
-    fa, fb = fits if fits is not None else (renderer_fit(a, dataset, iters=iters), renderer_fit(b, dataset, iters=iters))
+        raise ValueError(
+            f"originals and edited must be the same (N, 3, 32, 32) batch, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    fa, fb = (
+        fits if fits is not None else (renderer_fit(a, dataset, iters=iters), renderer_fit(b, dataset, iters=iters))
+    )
     sc = factor_scale(dataset) if scale is None else torch.as_tensor(scale, dtype=torch.float32)
     if sc.shape != fa["factors"].shape[1:]:
         raise ValueError(f"scale must hold one value per factor ({fa['factors'].shape[1]}), got {tuple(sc.shape)}")
@@ -104,9 +114,19 @@ class DoseResponse:
     factor_names: tuple[str, ...]
 
 
-def dose_response(model: "DiffusionModel", x_t: torch.Tensor, t: Time, directions: torch.Tensor, *,
-                  gammas: Sequence[float], n_steps: Sequence[int], dataset: str, step_size: float = 1.0,
-                  sampling_steps: int = 20, iters: int = 100) -> DoseResponse:
+def dose_response(
+    model: "DiffusionModel",
+    x_t: torch.Tensor,
+    t: Time,
+    directions: torch.Tensor,
+    *,
+    gammas: Sequence[float],
+    n_steps: Sequence[int],
+    dataset: str,
+    step_size: float = 1.0,
+    sampling_steps: int = 20,
+    iters: int = 100,
+) -> DoseResponse:
     """Guided edits over a ``gammas`` x ``n_steps`` grid and the naive steps that move ``x_t`` as far.
 
     Args:
@@ -149,16 +169,21 @@ def dose_response(model: "DiffusionModel", x_t: torch.Tensor, t: Time, direction
     factors, rmse = fit["factors"], fit["rmse"]
     sc = factor_scale(dataset)
     f0 = factors[:n]
-    fg = factors[n:n + cells * n].reshape(cells, n, -1)
-    fn = factors[n + cells * n:].reshape(cells, n, -1)
+    fg = factors[n : n + cells * n].reshape(cells, n, -1)
+    fn = factors[n + cells * n :].reshape(cells, n, -1)
     dg, dn = (fg - f0) / sc, (fn - f0) / sc
     shape = (len(g), len(steps), n)
     return DoseResponse(
-        gammas=np.array(g), n_steps=np.array(steps), dose=np.outer(g, steps),
+        gammas=np.array(g),
+        n_steps=np.array(steps),
+        dose=np.outer(g, steps),
         state_change=torch.stack(moved).reshape(shape).double().numpy(),
-        guided=dg.norm(dim=2).reshape(shape).double().numpy(), naive=dn.norm(dim=2).reshape(shape).double().numpy(),
-        guided_residual=rmse[n:n + cells * n].reshape(shape).double().numpy(),
-        naive_residual=rmse[n + cells * n:].reshape(shape).double().numpy(),
+        guided=dg.norm(dim=2).reshape(shape).double().numpy(),
+        naive=dn.norm(dim=2).reshape(shape).double().numpy(),
+        guided_residual=rmse[n : n + cells * n].reshape(shape).double().numpy(),
+        naive_residual=rmse[n + cells * n :].reshape(shape).double().numpy(),
         original_residual=rmse[:n].double().numpy(),
-        per_factor_guided=dg.abs().mean((0, 1)).double().numpy(), per_factor_naive=dn.abs().mean((0, 1)).double().numpy(),
-        factor_names=tuple(FACTOR_NAMES.get(dataset, tuple(f"f{i}" for i in range(sc.numel())))))
+        per_factor_guided=dg.abs().mean((0, 1)).double().numpy(),
+        per_factor_naive=dn.abs().mean((0, 1)).double().numpy(),
+        factor_names=tuple(FACTOR_NAMES.get(dataset, tuple(f"f{i}" for i in range(sc.numel())))),
+    )

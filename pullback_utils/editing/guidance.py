@@ -90,14 +90,22 @@ def xspace_guidance(
         e = model.eps(torch.cat([x + s * d, x]), t, cond)
         e_probe, e_here = e.chunk(2)
         x = x + gamma * (e_probe - e_here)
-        refuse_non_finite(x, f"xspace_guidance (step {j + 1} of {n_steps})",
-                          causes or [f"gamma={gamma:g} (each step moves x by gamma times a noise difference; "
-                                     "the paper's edits use gamma of order 0.1..10)"])
+        refuse_non_finite(
+            x,
+            f"xspace_guidance (step {j + 1} of {n_steps})",
+            causes
+            or [
+                f"gamma={gamma:g} (each step moves x by gamma times a noise difference; "
+                "the paper's edits use gamma of order 0.1..10)"
+            ],
+        )
         iterates.append(x)
     return torch.stack(iterates)
 
 
-def naive_traverse(x_t: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float] | torch.Tensor) -> torch.Tensor:
+def naive_traverse(
+    x_t: torch.Tensor, direction: torch.Tensor, strengths: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
     """``x_t + alpha v`` for every ``alpha`` in ``strengths``: ``(S, *broadcast(x_t, direction).shape)``."""
     if not isinstance(x_t, torch.Tensor) or not isinstance(direction, torch.Tensor):
         raise TypeError("x_t and direction must be torch.Tensors")
@@ -107,9 +115,7 @@ def naive_traverse(x_t: torch.Tensor, direction: torch.Tensor, strengths: Sequen
     try:
         x, d = torch.broadcast_tensors(x_t, direction.to(x_t))
     except RuntimeError:
-        raise ValueError(
-            f"x_t {tuple(x_t.shape)} and direction {tuple(direction.shape)} do not broadcast"
-        ) from None
+        raise ValueError(f"x_t {tuple(x_t.shape)} and direction {tuple(direction.shape)} do not broadcast") from None
     return x.unsqueeze(0) + a.view(-1, *([1] * x.dim())) * d.unsqueeze(0)
 
 
@@ -125,12 +131,14 @@ def _check_same_feature_map(a: "LocalBasis", b: "LocalBasis") -> None:
             raise ValueError(
                 f"parallel_transport needs two bases of one feature map, but their {what} differ: "
                 f"basis_from.info[{field!r}] = {ia[field]!r}, basis_to.info[{field!r}] = {ib[field]!r}; "
-                "compute both with the same model, t and layer")
+                "compute both with the same model, t and layer"
+            )
         if has_a != has_b:
             which = "basis_from" if has_a else "basis_to"
             raise ValueError(
                 f"parallel_transport cannot check that the bases share a feature map: only {which} records "
-                f"info[{field!r}] ({what}); compute both with model.local_basis (same model, t and layer)")
+                f"info[{field!r}] ({what}); compute both with model.local_basis (same model, t and layer)"
+            )
 
 
 def parallel_transport(
@@ -186,9 +194,7 @@ def parallel_transport(
     w = c @ V1
     norm = float(w.norm())
     if norm < 1e-5 * float(u0.norm()):
-        raise ValueError(
-            f"direction {index} of basis_from is orthogonal to span(U) of basis_to: nothing to transport"
-        )
+        raise ValueError(f"direction {index} of basis_from is orthogonal to span(U) of basis_to: nothing to transport")
     out = (w / norm).to(basis_to.v.dtype).reshape(basis_to.v.shape[1:])
     if return_coefficients:
         return out, c.to(basis_to.v.dtype)
@@ -232,7 +238,9 @@ def _cosine_rows(a: torch.Tensor, u: torch.Tensor, what: str) -> torch.Tensor:
     elif u.numel() == b * n and u.shape[0] == b:
         uu = u.reshape(b, n).to(a)
     else:
-        raise ValueError(f"u has {u.numel()} entries, but h at layer {what!r} has {n} (one u, or one per row: {b} x {n})")
+        raise ValueError(
+            f"u has {u.numel()} entries, but h at layer {what!r} has {n} (one u, or one per row: {b} x {n})"
+        )
     return (a * uu).sum(1) / (a.norm(dim=1) * uu.norm(dim=1)).clamp_min(1e-30)
 
 

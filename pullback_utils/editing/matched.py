@@ -64,8 +64,10 @@ def _per_time(value: Any, n_t: int, name: str) -> list[Any]:
         return [value] * n_t
     if isinstance(value, (list, tuple)) and len(value) == n_t:
         return list(value)
-    raise ValueError(f"{name} must be one tensor or a list of {n_t} tensors (one per time), got "
-                     f"{type(value).__name__}{'' if not isinstance(value, (list, tuple)) else f' of {len(value)}'}")
+    raise ValueError(
+        f"{name} must be one tensor or a list of {n_t} tensors (one per time), got "
+        f"{type(value).__name__}{'' if not isinstance(value, (list, tuple)) else f' of {len(value)}'}"
+    )
 
 
 @torch.no_grad()
@@ -132,8 +134,9 @@ def matched_edits(
             raise TypeError(f"directions must be torch.Tensors, got {type(d).__name__}")
         d = d.unsqueeze(0).expand(n, *d.shape) if d.dim() == len(model.sample_shape) + 1 else d
         if d.dim() != len(model.sample_shape) + 2 or d.shape[0] != n:
-            raise ValueError(f"directions must have shape (K, *{tuple(model.sample_shape)}) or (n={n}, K, ...), "
-                             f"got {tuple(d.shape)}")
+            raise ValueError(
+                f"directions must have shape (K, *{tuple(model.sample_shape)}) or (n={n}, K, ...), got {tuple(d.shape)}"
+            )
         dirs.append(torch.stack([direction_batch(model, di, "directions") for di in d]))
     if any(d.shape[1] != dirs[0].shape[1] for d in dirs):
         raise ValueError("directions must hold the same number K of directions at every time")
@@ -162,24 +165,58 @@ def matched_edits(
         row = {k: [] for k in out if k != "orig"}
         for i in range(n):
             v = torch.stack([sg * ds[i, j] for j in range(K) for sg in signs])
-            x0g, moved = edit_along(model, xs[i : i + 1], lv, v, gamma=cfg.gamma, n_steps=cfg.n_steps,
-                                    step_size=cfg.step_size, basis_prompt=basis_prompt,
-                                    guidance_prompt=cfg.guidance_prompt, **fkw)
+            x0g, moved = edit_along(
+                model,
+                xs[i : i + 1],
+                lv,
+                v,
+                gamma=cfg.gamma,
+                n_steps=cfg.n_steps,
+                step_size=cfg.step_size,
+                basis_prompt=basis_prompt,
+                guidance_prompt=cfg.guidance_prompt,
+                **fkw,
+            )
             g_img = model.to_image(x0g)
             g_size = change_size(g_img, ref_img[i : i + 1])
             goal = g_size if target == "guided" else torch.full_like(g_size, float(target))
-            nv = match_naive_batch(model, xs[i : i + 1], lv, v, goal, ref_img[i : i + 1], strengths=strengths,
-                                   rtol=rtol, max_refine=max_refine, **fkw)
-            for (k, val) in (("guided", g_img), ("naive", nv["image"]), ("x0g", x0g), ("x0n", nv["x0"]),
-                             ("alpha", nv["alpha"]), ("matched", nv["matched"])):
+            nv = match_naive_batch(
+                model,
+                xs[i : i + 1],
+                lv,
+                v,
+                goal,
+                ref_img[i : i + 1],
+                strengths=strengths,
+                rtol=rtol,
+                max_refine=max_refine,
+                **fkw,
+            )
+            for k, val in (
+                ("guided", g_img),
+                ("naive", nv["image"]),
+                ("x0g", x0g),
+                ("x0n", nv["x0"]),
+                ("alpha", nv["alpha"]),
+                ("matched", nv["matched"]),
+            ):
                 row[k].append(val)
             for j in range(len(v)):
-                table.append({
-                    "t": _time_value(tt), "level": lv, "sample": i, "direction": j // len(signs),
-                    "sign": signs[j % len(signs)], "target": float(goal[j]), "guided_size": float(g_size[j]),
-                    "naive_size": float(nv["size"][j]), "alpha": float(nv["alpha"][j]),
-                    "matched": bool(nv["matched"][j]), "moved": float(moved[j]),
-                })
+                table.append(
+                    {
+                        "t": _time_value(tt),
+                        "level": lv,
+                        "sample": i,
+                        "direction": j // len(signs),
+                        "sign": signs[j % len(signs)],
+                        "target": float(goal[j]),
+                        "guided_size": float(g_size[j]),
+                        "naive_size": float(nv["size"][j]),
+                        "alpha": float(nv["alpha"][j]),
+                        "matched": bool(nv["matched"][j]),
+                        "moved": float(moved[j]),
+                    }
+                )
             bar.update(1)
         out["orig"].append(ref_img)
         for k, vals in row.items():
@@ -187,6 +224,15 @@ def matched_edits(
     bar.close()
     st = {k: torch.stack(v) for k, v in out.items()}
     return MatchedEdits(
-        times=times, levels=levels, labels=labels, originals=st["orig"], guided=st["guided"], naive=st["naive"],
-        x0_guided=st["x0g"], x0_naive=st["x0n"], alpha=st["alpha"], matched=st["matched"], table=table,
+        times=times,
+        levels=levels,
+        labels=labels,
+        originals=st["orig"],
+        guided=st["guided"],
+        naive=st["naive"],
+        x0_guided=st["x0g"],
+        x0_naive=st["x0n"],
+        alpha=st["alpha"],
+        matched=st["matched"],
+        table=table,
     )

@@ -101,7 +101,8 @@ def distance_from_data(
 
     For each time ``t`` in ``times`` and ``n_noise`` noise draws (the same draws for every image, so
     comparisons are paired), noise ``x0`` to ``x_t = sqrt(a) x0 + sqrt(1 - a) e``, predict the clean
-    image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models), and return the RMS of
+    image ``x0_hat`` (:meth:`DiffusionModel.predict`; ``(x_t - sqrt(1 - a) eps) / sqrt(a)`` for VP models),
+    and return the RMS of
     ``x0_hat - x0`` averaged over times and draws. Images on the data manifold are denoised back
     almost exactly; off-manifold edits (noise, artefacts) are not. ``x0``: ``(B, *sample_shape)``
     (latents for latent models).
@@ -230,8 +231,14 @@ def match_naive_batch(
             alpha[i] = _interpolate(brackets[i])
         x0_r, img_r, size_r = finished(todo, torch.tensor([alpha[i] for i in todo])[:, None])
         x0[todo], img[todo], size[todo] = x0_r, img_r, size_r[:, 0]
-    return {"alpha": torch.tensor(alpha, dtype=torch.float64), "x0": x0, "image": img, "size": size,
-            "matched": torch.tensor(matched), "grid": grids}
+    return {
+        "alpha": torch.tensor(alpha, dtype=torch.float64),
+        "x0": x0,
+        "image": img,
+        "size": size,
+        "matched": torch.tensor(matched),
+        "grid": grids,
+    }
 
 
 @torch.no_grad()
@@ -269,11 +276,29 @@ def match_naive(
     """
     target = check_real(target, "target", nonneg=True)
     d = direction_batch(model, direction)[:1]
-    out = match_naive_batch(model, x_t, t, d, [target], original, strengths=strengths,
-                            sampling_steps=sampling_steps, prompt=prompt, eta_below=eta_below, seed=seed,
-                            rtol=rtol, max_refine=max_refine)
-    return {"alpha": float(out["alpha"][0]), "x0": out["x0"], "image": out["image"], "size": float(out["size"][0]),
-            "matched": bool(out["matched"][0]), "grid": out["grid"][0]}
+    out = match_naive_batch(
+        model,
+        x_t,
+        t,
+        d,
+        [target],
+        original,
+        strengths=strengths,
+        sampling_steps=sampling_steps,
+        prompt=prompt,
+        eta_below=eta_below,
+        seed=seed,
+        rtol=rtol,
+        max_refine=max_refine,
+    )
+    return {
+        "alpha": float(out["alpha"][0]),
+        "x0": out["x0"],
+        "image": out["image"],
+        "size": float(out["size"][0]),
+        "matched": bool(out["matched"][0]),
+        "grid": out["grid"][0],
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,8 +312,9 @@ def _family(dataset: Any) -> str:
     family = fit_family(dataset) if isinstance(dataset, str) else None
     if family is None:
         valid = [d for d in DATASETS if fit_family(d)]
-        raise ValueError(f"dataset: renderer measures need a zoo dataset with a fitted renderer, one of {valid}; "
-                         f"got {dataset!r}")
+        raise ValueError(
+            f"dataset: renderer measures need a zoo dataset with a fitted renderer, one of {valid}; got {dataset!r}"
+        )
     return family
 
 
@@ -319,16 +345,18 @@ def _fit_for(images: torch.Tensor, dataset: str, fit: dict | None, iters: int, p
     return fit
 
 
-def renderer_residual(images: torch.Tensor, dataset: str, *, fit: dict | None = None, iters: int = 100,
-                      progress: bool = False) -> torch.Tensor:
+def renderer_residual(
+    images: torch.Tensor, dataset: str, *, fit: dict | None = None, iters: int = 100, progress: bool = False
+) -> torch.Tensor:
     """(N,) RMS per pixel between each image and its best-fitting rendering, in pixel units [0, 1]
     (the unit of the zoo cards' ``FIDELITY_RMSE`` = 0.04). ``fit``: a :func:`renderer_fit` of the
     same images, to share one fit with :func:`renderer_iou`."""
     return _fit_for(images, dataset, fit, iters, progress)["rmse"]
 
 
-def renderer_iou(images: torch.Tensor, dataset: str, *, fit: dict | None = None, iters: int = 100,
-                 progress: bool = False) -> torch.Tensor:
+def renderer_iou(
+    images: torch.Tensor, dataset: str, *, fit: dict | None = None, iters: int = 100, progress: bool = False
+) -> torch.Tensor:
     """(N,) foreground IoU in [0, 1] of each image and its best-fitting rendering
     (:func:`pullback_utils.zoo.fitting.foreground_iou`; the zoo cards count >= 0.9 as a clean shape)."""
     from pullback_utils.zoo.fitting import foreground_iou

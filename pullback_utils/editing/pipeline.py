@@ -178,9 +178,22 @@ class _Plan:
     seed: int
 
 
-def _plan(model: "DiffusionModel", image_or_noise: Any, is_noise: bool, config: EditConfig | None,
-          overrides: dict[str, Any], *, t_edit: Time | None, index: Any, sign: Any, prompt: Prompt,
-          basis_prompt: Prompt, direction: torch.Tensor | None, frames: Any, seed: Any) -> _Plan:
+def _plan(
+    model: "DiffusionModel",
+    image_or_noise: Any,
+    is_noise: bool,
+    config: EditConfig | None,
+    overrides: dict[str, Any],
+    *,
+    t_edit: Time | None,
+    index: Any,
+    sign: Any,
+    prompt: Prompt,
+    basis_prompt: Prompt,
+    direction: torch.Tensor | None,
+    frames: Any,
+    seed: Any,
+) -> _Plan:
     """Check every argument of :func:`edit_image` (no network evaluation but prompt encoding)."""
     cfg = resolve_config(model, config, overrides)
     t_edit = cfg.t_edits[len(cfg.t_edits) // 2] if t_edit is None else t_edit
@@ -211,9 +224,19 @@ def _plan(model: "DiffusionModel", image_or_noise: Any, is_noise: bool, config: 
             model.conditioning(basis_prompt)
     bp = prompt if basis_prompt is None else basis_prompt
     return _Plan(
-        config=cfg, t_edit=t_edit, level=level, index=index, sign=sign, n_steps=n_steps,
-        sampling_steps=sampling_steps, prompt=prompt, basis_prompt=basis_prompt, basis_cond=bp,
-        guidance_prompt=guidance_conditioning(cfg.guidance_prompt, prompt, basis_prompt), frames=frames, seed=seed,
+        config=cfg,
+        t_edit=t_edit,
+        level=level,
+        index=index,
+        sign=sign,
+        n_steps=n_steps,
+        sampling_steps=sampling_steps,
+        prompt=prompt,
+        basis_prompt=basis_prompt,
+        basis_cond=bp,
+        guidance_prompt=guidance_conditioning(cfg.guidance_prompt, prompt, basis_prompt),
+        frames=frames,
+        seed=seed,
     )
 
 
@@ -249,8 +272,7 @@ def _check_direction(model: "DiffusionModel", direction: torch.Tensor | None) ->
 
 
 #: keys of ``basis_kwargs`` that :func:`edit_image` sets itself, and the argument that sets each
-_BASIS_RESERVED = {"x_t": "the edit state", "t": "t_edit", "k": "k (an EditConfig field)",
-                   "prompt": "basis_prompt"}
+_BASIS_RESERVED = {"x_t": "the edit state", "t": "t_edit", "k": "k (an EditConfig field)", "prompt": "basis_prompt"}
 
 
 def _check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str, Any]:
@@ -269,13 +291,18 @@ def _check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str,
         raise TypeError(f"basis_kwargs must be a dict of keyword arguments, got {type(basis_kwargs).__name__}")
     reserved = sorted(set(basis_kwargs) & set(_BASIS_RESERVED))
     if reserved:
-        raise ValueError(f"basis_kwargs sets {reserved}, which edit_image sets itself; use "
-                         + ", ".join(_BASIS_RESERVED[r] for r in reserved) + " instead")
+        raise ValueError(
+            f"basis_kwargs sets {reserved}, which edit_image sets itself; use "
+            + ", ".join(_BASIS_RESERVED[r] for r in reserved)
+            + " instead"
+        )
     valid = ("layer", "cache_dir", *SOLVER_OPTIONS)
     unknown = sorted(set(basis_kwargs) - set(valid))
     if unknown:
-        raise TypeError(f"basis_kwargs has unknown option(s) {unknown}; valid options (of local_basis and "
-                        f"jacobian_svd): {sorted(valid)}")
+        raise TypeError(
+            f"basis_kwargs has unknown option(s) {unknown}; valid options (of local_basis and "
+            f"jacobian_svd): {sorted(valid)}"
+        )
     kw = dict(basis_kwargs)
     args = {**SOLVER_DEFAULTS, **{k: v for k, v in kw.items() if k in SOLVER_DEFAULTS}}
     try:
@@ -283,10 +310,11 @@ def _check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str,
     except (TypeError, ValueError) as e:
         raise type(e)(f"basis_kwargs: {e}") from None
     layer = kw.get("layer")
-    if layer is not None and (not isinstance(layer, str)
-                              or layer not in layer_names(model.unet, submodules=True)):
-        raise ValueError(f"basis_kwargs: layer={layer!r} is not a layer of the denoiser; valid blocks: "
-                         f"{layer_names(model.unet)} (or any submodule path)")
+    if layer is not None and (not isinstance(layer, str) or layer not in layer_names(model.unet, submodules=True)):
+        raise ValueError(
+            f"basis_kwargs: layer={layer!r} is not a layer of the denoiser; valid blocks: "
+            f"{layer_names(model.unet)} (or any submodule path)"
+        )
     cache_dir = kw.get("cache_dir")
     if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"basis_kwargs: cache_dir must be a folder path or None, got {type(cache_dir).__name__}")
@@ -303,8 +331,13 @@ def _check_basis_kwargs(model: "DiffusionModel", basis_kwargs: Any) -> dict[str,
     return kw
 
 
-def _direction(model: "DiffusionModel", x_t: torch.Tensor, plan: _Plan, direction: torch.Tensor | None,
-               basis_kwargs: dict[str, Any] | None) -> tuple["LocalBasis | None", torch.Tensor]:
+def _direction(
+    model: "DiffusionModel",
+    x_t: torch.Tensor,
+    plan: _Plan,
+    direction: torch.Tensor | None,
+    basis_kwargs: dict[str, Any] | None,
+) -> tuple["LocalBasis | None", torch.Tensor]:
     """(basis, v): the local basis at (x_t, t) under the basis prompt and ``v = sign * v_index``
     ``(1, *sample_shape)``; with a given ``direction``, no basis and ``v = sign * direction``."""
     basis = None
@@ -321,15 +354,21 @@ def _frame_steps(n_steps: int, frames: int) -> list[int]:
     return sorted({int(round(i * n_steps / (frames - 1))) for i in range(frames)})
 
 
-def _finish_frames(model: "DiffusionModel", x_t: torch.Tensor, iterates: torch.Tensor, steps: list[int],
-                   plan: _Plan, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _finish_frames(
+    model: "DiffusionModel", x_t: torch.Tensor, iterates: torch.Tensor, steps: list[int], plan: _Plan, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_original (1, ...), x0 (F, ...)): x_t finished without guidance, and the frames' iterates.
 
     The unedited result is finished on its own, so it is the same tensor whatever the edit settings;
     the edited frames go through in one batch.
     """
-    kw = dict(sampling_steps=plan.sampling_steps, prompt=plan.prompt, eta_below=plan.config.eta_below,
-              seed=plan.seed, progress=progress)
+    kw = dict(
+        sampling_steps=plan.sampling_steps,
+        prompt=plan.prompt,
+        eta_below=plan.config.eta_below,
+        seed=plan.seed,
+        progress=progress,
+    )
     x0_ref = finish(model, x_t, plan.level, **kw)
     if plan.config.gamma == 0.0 or plan.n_steps == 0 or steps == [0]:
         return x0_ref, x0_ref.expand(len(steps), *x0_ref.shape[1:]).clone()
@@ -342,11 +381,21 @@ def _settings(plan: _Plan, from_noise: bool) -> dict[str, Any]:
     c = plan.config
     text = lambda p: p if isinstance(p, str) else None  # noqa: E731
     return dict(
-        t_edit=plan.t_edit, index=plan.index, sign=plan.sign, gamma=c.gamma, n_steps=plan.n_steps,
-        step_size=c.step_size, k=c.k, prompt=text(plan.prompt),
+        t_edit=plan.t_edit,
+        index=plan.index,
+        sign=plan.sign,
+        gamma=c.gamma,
+        n_steps=plan.n_steps,
+        step_size=c.step_size,
+        k=c.k,
+        prompt=text(plan.prompt),
         basis_prompt=text(plan.basis_prompt),
-        guidance_prompt=c.guidance_prompt, inversion_steps=c.inversion_steps,
-        sampling_steps=plan.sampling_steps, eta_below=c.eta_below, seed=plan.seed, from_noise=from_noise,
+        guidance_prompt=c.guidance_prompt,
+        inversion_steps=c.inversion_steps,
+        sampling_steps=plan.sampling_steps,
+        eta_below=c.eta_below,
+        seed=plan.seed,
+        from_noise=from_noise,
         config=c.to_dict(),
     )
 
@@ -379,8 +428,8 @@ def edit_image(
         image_or_noise: an image to DDIM-invert: a ``(1, *image_shape)`` tensor in the model range [-1, 1]
             (tolerance 0.5, so the package's own samples pass), or pixel data read by
             :func:`pullback_utils.diffusion.images.load_image` (a file path, PIL image, uint8 / uint16 array;
-            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with ``is_noise=True`` a ``(1, *sample_shape)`` x_T; ``None`` draws
-            x_T from ``seed``.
+            float numpy arrays are refused as ambiguous, see :mod:`pullback_utils.diffusion.images`); with
+            ``is_noise=True`` a ``(1, *sample_shape)`` x_T; ``None`` draws x_T from ``seed``.
         config: the settings (default ``EditConfig.for_model(model)``).
         t_edit: edit time in (0, T] (int level or fraction); default the middle of ``config.t_edits``.
         index, sign: which basis direction (0-based, < k) and which way (+1 / -1).
@@ -421,23 +470,61 @@ def edit_image(
     start = check_start(model, image_or_noise, is_noise)
     direction = _check_direction(model, direction)
     basis_kwargs = _check_basis_kwargs(model, basis_kwargs) if direction is None else basis_kwargs
-    plan = _plan(model, image_or_noise, is_noise, config, overrides, t_edit=t_edit, index=index, sign=sign,
-                 prompt=prompt, basis_prompt=basis_prompt, direction=direction, frames=frames, seed=seed)
+    plan = _plan(
+        model,
+        image_or_noise,
+        is_noise,
+        config,
+        overrides,
+        t_edit=t_edit,
+        index=index,
+        sign=sign,
+        prompt=prompt,
+        basis_prompt=basis_prompt,
+        direction=direction,
+        frames=frames,
+        seed=seed,
+    )
     cfg = plan.config
     # 1. the image (inverted) or a noise draw, and 2. its state at the edit time
     x, from_noise = _start(model, start, is_noise, plan.seed)
-    x_t = to_edit_time(model, x, plan.level, from_noise=from_noise, prompt=plan.prompt,
-                       inversion_steps=cfg.inversion_steps, sampling_steps=plan.sampling_steps, progress=progress)
+    x_t = to_edit_time(
+        model,
+        x,
+        plan.level,
+        from_noise=from_noise,
+        prompt=plan.prompt,
+        inversion_steps=cfg.inversion_steps,
+        sampling_steps=plan.sampling_steps,
+        progress=progress,
+    )
     # 3. the local basis and the direction v
     basis, v = _direction(model, x_t, plan, direction, basis_kwargs)
     # 4. x-space guidance along v
-    iterates = xspace_guidance(model, x_t, plan.level, v, gamma=cfg.gamma, n_steps=plan.n_steps,
-                               step_size=cfg.step_size, prompt=plan.guidance_prompt, progress=progress)
+    iterates = xspace_guidance(
+        model,
+        x_t,
+        plan.level,
+        v,
+        gamma=cfg.gamma,
+        n_steps=plan.n_steps,
+        step_size=cfg.step_size,
+        prompt=plan.guidance_prompt,
+        progress=progress,
+    )
     # 5. finish to t = 0: the unedited result and the frames
     steps = _frame_steps(plan.n_steps, plan.frames)
     x0_ref, x0 = _finish_frames(model, x_t, iterates, steps, plan, progress)
     return EditResult(
-        frames=model.to_image(x0), x0=x0, steps=steps, x_t=x_t, iterates=iterates, direction=v[0],
-        basis=basis, t_level=plan.level, original=model.to_image(x0_ref), x0_original=x0_ref,
+        frames=model.to_image(x0),
+        x0=x0,
+        steps=steps,
+        x_t=x_t,
+        iterates=iterates,
+        direction=v[0],
+        basis=basis,
+        t_level=plan.level,
+        original=model.to_image(x0_ref),
+        x0_original=x0_ref,
         settings=_settings(plan, from_noise),
     )

@@ -57,14 +57,27 @@ def states_at_times(
     return list(states)
 
 
-def _guide_and_finish(model: "DiffusionModel", x_t: torch.Tensor, t: Time, directions: torch.Tensor, *,
-                      gamma: float, n_steps: int, step_size: float, prompt: Prompt, sampling_steps: int,
-                      eta_below: float | None, seed: int, guide_prompt: Prompt) -> tuple[torch.Tensor, torch.Tensor]:
+def _guide_and_finish(
+    model: "DiffusionModel",
+    x_t: torch.Tensor,
+    t: Time,
+    directions: torch.Tensor,
+    *,
+    gamma: float,
+    n_steps: int,
+    step_size: float,
+    prompt: Prompt,
+    sampling_steps: int,
+    eta_below: float | None,
+    seed: int,
+    guide_prompt: Prompt,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0 ``(D, *sample_shape)``, step (D, dim x)): guidance of one x_t along D directions, its noise
     predictions conditioned on ``guide_prompt``, finished under ``prompt``, and the move
     ``x^(N) - x^(0)`` of each."""
-    it = xspace_guidance(model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size,
-                         prompt=guide_prompt)
+    it = xspace_guidance(
+        model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size, prompt=guide_prompt
+    )
     x0 = finish(model, it[-1], t, sampling_steps=sampling_steps, prompt=prompt, eta_below=eta_below, seed=seed)
     return x0, (it[-1] - it[0]).flatten(1)
 
@@ -96,9 +109,20 @@ def edit_along(
     Returns ``(x0, moved)``: ``(D, *sample_shape)`` finished edits (latents for latent models) and (D,)
     ``||x^(N) - x^(0)||``, how far guidance moved x_t.
     """
-    x0, step = _guide_and_finish(model, x_t, t, directions, gamma=gamma, n_steps=n_steps, step_size=step_size,
-                                 prompt=prompt, sampling_steps=sampling_steps, eta_below=eta_below, seed=seed,
-                                 guide_prompt=guidance_conditioning(guidance_prompt, prompt, basis_prompt))
+    x0, step = _guide_and_finish(
+        model,
+        x_t,
+        t,
+        directions,
+        gamma=gamma,
+        n_steps=n_steps,
+        step_size=step_size,
+        prompt=prompt,
+        sampling_steps=sampling_steps,
+        eta_below=eta_below,
+        seed=seed,
+        guide_prompt=guidance_conditioning(guidance_prompt, prompt, basis_prompt),
+    )
     return x0, step.norm(dim=1)
 
 
@@ -188,8 +212,9 @@ def direction_sweep(
             xt = states[ti][i : i + 1]
             B = model.local_basis(xt, lv, k, prompt=prompt, **{"seed": seed, **(basis_kwargs or {})})
             dirs = torch.stack([sg * B.v[d].reshape(model.sample_shape) for d in range(n_directions) for sg in (1, -1)])
-            x0, step = _guide_and_finish(model, xt, lv, dirs, gamma=gamma, n_steps=n_steps, step_size=step_size,
-                                         guide_prompt=prompt, **fkw)
+            x0, step = _guide_and_finish(
+                model, xt, lv, dirs, gamma=gamma, n_steps=n_steps, step_size=step_size, guide_prompt=prompt, **fkw
+            )
             moved = step.norm(dim=1)
             along = (step * dirs.flatten(1)).sum(1) / (moved * dirs.flatten(1).norm(dim=1)).clamp_min(1e-30)
             img = model.to_image(x0)
@@ -197,13 +222,21 @@ def direction_sweep(
             freq = change_frequency(img, ref_img[i : i + 1])
             dist = distance_from_data(model, x0, prompt=prompt) if distance else torch.full((len(dirs),), float("nan"))
             for j in range(len(dirs)):
-                table.append({
-                    "t": _time_value(t), "level": lv, "sample": i,
-                    "direction": j // 2, "sign": 1 if j % 2 == 0 else -1,
-                    "size": float(size[j]), "frequency": float(freq[j]), "distance": float(dist[j]),
-                    "distance_original": float(d_ref[i]), "moved": float(moved[j]),
-                    "along": float(along[j]) if float(moved[j]) > 0 else float("nan"),
-                })
+                table.append(
+                    {
+                        "t": _time_value(t),
+                        "level": lv,
+                        "sample": i,
+                        "direction": j // 2,
+                        "sign": 1 if j % 2 == 0 else -1,
+                        "size": float(size[j]),
+                        "frequency": float(freq[j]),
+                        "distance": float(dist[j]),
+                        "distance_original": float(d_ref[i]),
+                        "moved": float(moved[j]),
+                        "along": float(along[j]) if float(moved[j]) > 0 else float("nan"),
+                    }
+                )
             row_e.append(img)
             row_x.append(x0)
             row_b.append(B)
@@ -215,9 +248,17 @@ def direction_sweep(
         bases.append(row_b)
     bar.close()
     return Sweep(
-        times=list(times), labels=labels, originals=torch.stack(originals), edits=torch.stack(edits),
-        x_t=states, x0_original=torch.stack(x0o), x0_edits=torch.stack(x0e), bases=bases, table=table,
+        times=list(times),
+        labels=labels,
+        originals=torch.stack(originals),
+        edits=torch.stack(edits),
+        x_t=states,
+        x0_original=torch.stack(x0o),
+        x0_edits=torch.stack(x0e),
+        bases=bases,
+        table=table,
     )
+
 
 def held_out_images(model: "DiffusionModel", n: int = 1, seed: int = 10_000) -> torch.Tensor | None:
     """``(n, *image_shape)`` images of a zoo model's dataset, drawn with ``seed`` (the training draws use

@@ -31,9 +31,21 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BLOCK_FACTORS", "HEADROOM", "VJP_FACTOR", "MEMORY_LIMIT_ENV", "MemoryBudgetError", "saved_bytes",
-           "block_bytes", "available_bytes", "fitting_modes", "memory_limit", "max_chunk", "choose_chunk",
-           "format_bytes"]
+__all__ = [
+    "BLOCK_FACTORS",
+    "HEADROOM",
+    "VJP_FACTOR",
+    "MEMORY_LIMIT_ENV",
+    "MemoryBudgetError",
+    "saved_bytes",
+    "block_bytes",
+    "available_bytes",
+    "fitting_modes",
+    "memory_limit",
+    "max_chunk",
+    "choose_chunk",
+    "format_bytes",
+]
 
 #: extra bytes of a block of m vectors ≈ factor · m · saved bytes of one forward pass (measured: module doc)
 BLOCK_FACTORS: dict[str, float] = {"forward": 1.5, "reverse": 4.0}
@@ -43,8 +55,18 @@ HEADROOM = 0.8
 VJP_FACTOR = BLOCK_FACTORS["forward"]
 #: environment variable that caps the memory counted as free (bytes, or a number with KB/MB/GB/TB)
 MEMORY_LIMIT_ENV = "PULLBACK_MEMORY_LIMIT"
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 class MemoryBudgetError(MemoryError):
@@ -69,8 +91,9 @@ def memory_limit() -> int | None:
     if unit and not unit.endswith("B"):
         unit += "B"
     if not match or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise ValueError(f"environment variable {MEMORY_LIMIT_ENV} must be a positive size such as 12GB, 500MB "
-                         f"or 8GiB, got {raw!r}")
+        raise ValueError(
+            f"environment variable {MEMORY_LIMIT_ENV} must be a positive size such as 12GB, 500MB or 8GiB, got {raw!r}"
+        )
     return int(float(match.group(1)) * _UNITS[unit])
 
 
@@ -174,4 +197,5 @@ def choose_chunk(kind: str, saved: int, available: int | None, cap: int, recorde
         f"{format_bytes(saved)} is {pass_}), more than {HEADROOM:.0%} of the "
         f"{format_bytes(available or 0)} free; chunk_size (and $PULLBACK_CHUNK_SIZE) cannot go below 1. "
         f"Free memory, raise {MEMORY_LIMIT_ENV} if it is set too low, use jvp_mode='forward' (the smaller "
-        f"J·V mode), a smaller resolution or a device with more memory")
+        f"J·V mode), a smaller resolution or a device with more memory"
+    )

@@ -18,17 +18,17 @@ the mode in use at the first product, the largest block that fits under the esti
 
 Counters ``n_jvp`` and ``n_vjp`` record how many vectors have been multiplied.
 
-``jvp_mode="auto"`` measures instead of assuming: the first block of J·V is computed both ways, timed,
-and the faster mode is used from then on, for this operator and every later one of the same
-architecture (the U-Net's class and config, the layer, the point's shape, dtype and device, the block
-size and batching; :func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU
-(``benchmarks/scaling.py``, NOTES.md), forward mode measured 1.5–1.9× faster per vector at 128×128 and
-256×256, the two within 10 % at 32×32, and reverse-over-reverse 1.4× faster for the SD-2.1 U-Net in
-chunks of 4 vectors, so no constant is right for all. Before the timing, one vector goes through each mode untimed (the first use of a
-transform in a process costs extra), so the measurement costs about two blocks of J·V, once. The two
-modes agree to rounding; the choice is made once per architecture in a process, so a sweep uses one
-mode throughout. A mode whose block would not fit in the memory the device has free (estimated from the
-activations one forward pass saves: :mod:`pullback_utils.engine.jvp_memory`) is not tried.
+``jvp_mode="auto"`` measures instead of assuming: the first block of J·V is computed both ways, timed, and the
+faster mode is used from then on, for this operator and every later one of the same architecture (the U-Net's
+class and config, the layer, the point's shape, dtype and device, the block size and batching;
+:func:`auto_choices` lists what was measured). On diffusers U-Nets on CPU (``benchmarks/scaling.py``,
+NOTES.md), forward mode measured 1.5–1.9× faster per vector at 128×128 and 256×256, the two within 10 % at
+32×32, and reverse-over-reverse 1.4× faster for the SD-2.1 U-Net in chunks of 4 vectors, so no constant is
+right for all. Before the timing, one vector goes through each mode untimed (the first use of a transform in a
+process costs extra), so the measurement costs about two blocks of J·V, once. The two modes agree to rounding;
+the choice is made once per architecture in a process, so a sweep uses one mode throughout. A mode whose block
+would not fit in the memory the device has free (estimated from the activations one forward pass saves:
+:mod:`pullback_utils.engine.jvp_memory`) is not tried.
 
 **The default is ``"auto"``** (issue 28: at 256×256 the former default, reverse-over-reverse, took 51 s
 per block against 31 s in forward mode). ``jvp_mode=None`` and ``chunk_size=None`` mean the defaults,
@@ -50,8 +50,17 @@ from torch.func import jvp as func_jvp
 from torch.func import vjp as func_vjp
 from torch.func import vmap
 
-__all__ = ["JacobianOperator", "DEFAULT_CHUNK_SIZE", "DEFAULT_JVP_MODE", "JVP_MODES", "CHUNK_ENV", "JVP_MODE_ENV",
-           "auto_choices", "default_chunk_size", "default_jvp_mode"]
+__all__ = [
+    "JacobianOperator",
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_JVP_MODE",
+    "JVP_MODES",
+    "CHUNK_ENV",
+    "JVP_MODE_ENV",
+    "auto_choices",
+    "default_chunk_size",
+    "default_jvp_mode",
+]
 
 #: vectors per batched product unless ``chunk_size`` or ``$PULLBACK_CHUNK_SIZE`` says otherwise
 DEFAULT_CHUNK_SIZE = 64
@@ -82,6 +91,7 @@ def default_jvp_mode() -> str:
         raise ValueError(f"environment variable {JVP_MODE_ENV} must be one of {', '.join(JVP_MODES)}, got {raw!r}")
     return raw
 
+
 # jvp_mode="auto": {architecture key: (chosen mode, seconds forward, seconds reverse)} for one block
 _AUTO: dict[tuple, tuple[str, float, float]] = {}
 # {architecture key (block size 0): bytes one forward pass saves for backward}, counted once per process
@@ -99,8 +109,11 @@ def _architecture(fn: Callable, x: torch.Tensor, m: int, batching: str) -> tuple
     shape, dtype and device, the block size and the batching."""
     net = getattr(fn, "unet", None)
     if net is not None and hasattr(net, "config"):
-        what = (type(net).__qualname__, json.dumps(dict(net.config), sort_keys=True, default=str),
-                str(getattr(fn, "layer", "")))
+        what = (
+            type(net).__qualname__,
+            json.dumps(dict(net.config), sort_keys=True, default=str),
+            str(getattr(fn, "layer", "")),
+        )
     else:
         what = (getattr(fn, "__qualname__", type(fn).__qualname__), id(fn))
     return (*what, tuple(x.shape), str(x.dtype), str(x.device), m, batching)
@@ -225,9 +238,13 @@ class JacobianOperator:
             _AUTO[key] = (self.jvp_mode_used, float("nan"), float("nan"))
             return None
         if not fits["reverse"]:  # neither fits: the smaller one, and say how to make blocks smaller
-            warnings.warn(f"a block of {V.shape[0]} J·V products is estimated not to fit in free memory in "
-                          f"either mode; using forward mode (the smaller). If the process is killed, pass a "
-                          f"smaller chunk_size (or set {CHUNK_ENV})", UserWarning, stacklevel=4)
+            warnings.warn(
+                f"a block of {V.shape[0]} J·V products is estimated not to fit in free memory in "
+                f"either mode; using forward mode (the smaller). If the process is killed, pass a "
+                f"smaller chunk_size (or set {CHUNK_ENV})",
+                UserWarning,
+                stacklevel=4,
+            )
             self.jvp_mode_used = "forward"
             _AUTO[key] = ("forward", float("nan"), float("nan"))
             return None
@@ -322,7 +339,9 @@ class JacobianOperator:
         m = U.shape[0]
         return self._vjp_fn(m)(U).reshape(m, *self.x_shape)
 
-    def _chunked(self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple, kind: str) -> torch.Tensor:
+    def _chunked(
+        self, block_fn: Callable, W: torch.Tensor, in_shape: tuple, out_shape: tuple, kind: str
+    ) -> torch.Tensor:
         if tuple(W.shape[1:]) != in_shape:
             raise ValueError(f"expected vectors of shape (m, *{in_shape}), got {tuple(W.shape)}")
         size = self._memory_chunk(kind) if W.shape[0] else self.chunk_size

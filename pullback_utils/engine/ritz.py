@@ -12,8 +12,16 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "ErrorMonitor", "Ritz", "complete_rows", "max_angle", "noise_rtol", "numerical_rank",
-    "orthonormal_rows", "random_rows", "rank_rtol", "rayleigh_ritz",
+    "ErrorMonitor",
+    "Ritz",
+    "complete_rows",
+    "max_angle",
+    "noise_rtol",
+    "numerical_rank",
+    "orthonormal_rows",
+    "random_rows",
+    "rank_rtol",
+    "rayleigh_ritz",
 ]
 
 
@@ -92,8 +100,9 @@ class Ritz:
         return bool(self.gap > 0)
 
 
-def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int,
-                  beyond: float | None = None) -> Ritz:
+def rayleigh_ritz(
+    Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, k: int, beyond: float | None = None
+) -> Ritz:
     """Best rank-k approximation of J from span(Q), with a residual bound on its subspace error.
 
     Q: (m, D_x) orthonormal rows; JQ: (m, D_h) rows J q_i; JtJQ: (m, D_x) rows JᵀJ q_i or None.
@@ -127,8 +136,17 @@ def rayleigh_ritz(Q: torch.Tensor, JQ: torch.Tensor, JtJQ: torch.Tensor | None, 
         norm_R = float(torch.linalg.matrix_norm(R_all[:k], ord=2)) if k else 0.0
         bound = min(norm_R / gap, math.pi / 2) if gap > 0 else math.pi / 2  # angles never exceed π/2
         angle = bound
-    return Ritz(v=V[:k], u=U[:k], s=s, residuals=resid, angle_estimate=angle, spectrum=S, gap=gap, bound=bound,
-                residual_norm=norm_R)
+    return Ritz(
+        v=V[:k],
+        u=U[:k],
+        s=s,
+        residuals=resid,
+        angle_estimate=angle,
+        spectrum=S,
+        gap=gap,
+        bound=bound,
+        residual_norm=norm_R,
+    )
 
 
 def _extrapolated_error(changes: list[float]) -> float | None:
@@ -151,7 +169,8 @@ def _extrapolated_error(changes: list[float]) -> float | None:
 
 
 class ErrorMonitor:
-    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`, 'Accuracy').
+    """Tracks successive Ritz subspaces and sharpens the angle estimate (:mod:`pullback_utils.engine.solvers`,
+    'Accuracy').
 
     The extrapolation (:func:`_extrapolated_error`) replaces the Davis–Kahan bound only when it is
     smaller and the gap is verified (convergence has set in); without a verified gap the estimate

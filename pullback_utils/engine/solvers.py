@@ -51,8 +51,8 @@ within 2× (true angle ≤ 2 tol, estimate ≥ true / 2; ``tests/test_solver_hon
 ``benchmarks/solver_honesty.py``). ``"power"`` has no (k+1)-th Ritz value: after its official rule
 stops it (``info["stopped_changing"]``: the iterate changed by less than ``tol``), an independent
 block-Krylov check to tol / 4 (at most 50 iterations, its products in ``info["verify_products"]``
-and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov. ``"exact"`` has rounding-level
-residuals but still needs the gap: a tie at k leaves the subspace undetermined.
+and in the counts, its time in ``info["verify_seconds"]``) gives the estimate ∠(V, V_Krylov) + e_Krylov.
+``"exact"`` has rounding-level residuals but still needs the gap: a tie at k leaves the subspace undetermined.
 
 Rank. The singular values the solver saw (all Ritz values; for ``"exact"`` the whole spectrum)
 give ``info["rank"]``, the number above ``info["rank_rtol"]`` × σ₁ with ``rank_rtol`` =
@@ -169,8 +169,17 @@ def _exact(op: JacobianOperator, k: int, progress: bool, **_: Any) -> tuple[Ritz
     return ritz, 1
 
 
-def _power(op: JacobianOperator, k: int, tol: float, max_iters: int | None, seed: int, progress: bool,
-           rank_rtol: float, callback: Callable | None = None, **_: Any) -> tuple[Ritz, int]:
+def _power(
+    op: JacobianOperator,
+    k: int,
+    tol: float,
+    max_iters: int | None,
+    seed: int,
+    progress: bool,
+    rank_rtol: float,
+    callback: Callable | None = None,
+    **_: Any,
+) -> tuple[Ritz, int]:
     max_iters = max_iters or 100
     min_iters = min(10, max_iters)
     V = orthonormal_rows(random_rows(k, op.dim_x, seed))
@@ -210,8 +219,16 @@ def _verify_power(op: JacobianOperator, ritz: Ritz, k: int, tol: float, seed: in
     ∠(V, V_K) + e_K and at least ∠(V, V_K) − e_K. Its products are counted in ``n_jvp``/``n_vjp``
     and apart in ``info["verify_products"]``."""
     before, t0 = op.n_jvp + op.n_vjp, time.perf_counter()
-    check, _ = _krylov(op, k, tol=tol / 4, max_iters=POWER_CHECK_MAX_ITERS, oversample=2, seed=seed + 1,
-                       progress=False, rank_rtol=rank_rtol)
+    check, _ = _krylov(
+        op,
+        k,
+        tol=tol / 4,
+        max_iters=POWER_CHECK_MAX_ITERS,
+        oversample=2,
+        seed=seed + 1,
+        progress=False,
+        rank_rtol=rank_rtol,
+    )
     ritz.verify_products = op.n_jvp + op.n_vjp - before
     ritz.verify_seconds = time.perf_counter() - t0
     ritz.spectrum = check.spectrum  # the Ritz values of a larger space (for the rank)
@@ -223,9 +240,18 @@ def _verify_power(op: JacobianOperator, ritz: Ritz, k: int, tol: float, seed: in
         ritz.bound = ritz.angle_estimate = math.pi / 2
 
 
-def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int,
-                seed: int, progress: bool, rank_rtol: float, callback: Callable | None = None,
-                **_: Any) -> tuple[Ritz, int]:
+def _randomized(
+    op: JacobianOperator,
+    k: int,
+    tol: float,
+    max_iters: int | None,
+    oversample: int,
+    seed: int,
+    progress: bool,
+    rank_rtol: float,
+    callback: Callable | None = None,
+    **_: Any,
+) -> tuple[Ritz, int]:
     max_iters = max_iters or 30
     b = min(k + oversample, op.dim_x, op.dim_h)
     Q = orthonormal_rows(random_rows(b, op.dim_x, seed))
@@ -244,8 +270,9 @@ def _randomized(op: JacobianOperator, k: int, tol: float, max_iters: int | None,
     return ritz, it + 1
 
 
-def krylov_block_size(k: int, oversample: int | None = None, block_size: int | None = None,
-                      max_iters: int | None = None) -> int:
+def krylov_block_size(
+    k: int, oversample: int | None = None, block_size: int | None = None, max_iters: int | None = None
+) -> int:
     """Vectors per block of block Krylov (before the cap at min(dim x, dim h)).
 
     ``block_size`` when given; else ``k + oversample`` (``oversample`` default 2). With ``max_iters`` the
@@ -273,9 +300,19 @@ def small_krylov_block(k: int) -> int:
     return math.ceil(k / 4) + 1
 
 
-def _krylov(op: JacobianOperator, k: int, tol: float, max_iters: int | None, oversample: int | None, seed: int,
-            progress: bool, rank_rtol: float, callback: Callable | None = None, block_size: int | None = None,
-            **_: Any) -> tuple[Ritz, int]:
+def _krylov(
+    op: JacobianOperator,
+    k: int,
+    tol: float,
+    max_iters: int | None,
+    oversample: int | None,
+    seed: int,
+    progress: bool,
+    rank_rtol: float,
+    callback: Callable | None = None,
+    block_size: int | None = None,
+    **_: Any,
+) -> tuple[Ritz, int]:
     b = min(krylov_block_size(k, oversample, block_size, max_iters), op.dim_x, op.dim_h)
     # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
     # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
@@ -349,12 +386,18 @@ def validate_k(k: int, dim_x: int, dim_h: int) -> None:
         )
 
 
-def check_solver_args(method: str, tol: float, max_iters: int | None, oversample: int | None, seed: int,
-                      block_size: int | None = None) -> None:
+def check_solver_args(
+    method: str, tol: float, max_iters: int | None, oversample: int | None, seed: int, block_size: int | None = None
+) -> None:
     """Validate solver options (cheap; before any model evaluation)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or not 0 < tol < math.pi / 2:
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float))
+        or not math.isfinite(tol)
+        or not 0 < tol < math.pi / 2
+    ):
         raise ValueError(
             f"tol must be a number in (0, pi/2) = (0, {math.pi / 2:.4f}) radians (a largest principal angle; "
             f"at pi/2 every subspace passes), got {tol!r}"
@@ -503,8 +546,16 @@ def jacobian_svd(
     chosen = _pick_method(op, k, oversample) if method == "auto" else method
     rtol = rank_rtol(op.x.dtype, op.dim_x, op.dim_h)
     ritz, iters = _SOLVERS[chosen](
-        op, k, tol=tol, max_iters=max_iters, oversample=oversample, block_size=block_size, seed=seed,
-        progress=progress, rank_rtol=rtol, callback=callback,
+        op,
+        k,
+        tol=tol,
+        max_iters=max_iters,
+        oversample=oversample,
+        block_size=block_size,
+        seed=seed,
+        progress=progress,
+        rank_rtol=rtol,
+        callback=callback,
     )
     op.release()
     if ritz.s.shape[0] < k:
@@ -523,9 +574,11 @@ def jacobian_svd(
         converged, reason = False, f"k = {k} exceeds the numerical rank {rank}"
     elif not ritz.verified:
         converged = False
-        reason = (f"no spectral gap after sigma_{k} could be verified (relative gap {gap:.2g})"
-                  if not math.isnan(gap) else
-                  f"no (k+1)-th Ritz value to verify a gap after sigma_{k} (oversample={oversample})")
+        reason = (
+            f"no spectral gap after sigma_{k} could be verified (relative gap {gap:.2g})"
+            if not math.isnan(gap)
+            else f"no (k+1)-th Ritz value to verify a gap after sigma_{k} (oversample={oversample})"
+        )
     elif ritz.angle_estimate <= tol:
         converged, reason = True, ""
     else:
@@ -578,32 +631,42 @@ def basis_warnings(basis: LocalBasis) -> list[tuple[type[Warning], str]]:
         why = (
             "the Jacobian is zero here (no direction of x changes h), so every vector is arbitrary"
             if rank == 0
-            else (f"vector {k} is an arbitrary direction" if rank + 1 == k
-                  else f"vectors {rank + 1}..{k} are arbitrary directions") + f" of its null space; use k <= {rank}"
+            else (
+                f"vector {k} is an arbitrary direction"
+                if rank + 1 == k
+                else f"vectors {rank + 1}..{k} are arbitrary directions"
+            )
+            + f" of its null space; use k <= {rank}"
         )
-        return [(
-            DegenerateJacobianWarning,
-            f"jacobian_svd({info.get('method')!r}): k = {k} exceeds the numerical rank {rank} of the "
-            f"Jacobian (singular values <= {float(info.get('rank_rtol', 0.0)):.1e} x sigma_1 count as "
-            f"zero; sigma_{k} = {abs(float(basis.s[-1])):.3g}): {why}",
-        )]
+        return [
+            (
+                DegenerateJacobianWarning,
+                f"jacobian_svd({info.get('method')!r}): k = {k} exceeds the numerical rank {rank} of the "
+                f"Jacobian (singular values <= {float(info.get('rank_rtol', 0.0)):.1e} x sigma_1 count as "
+                f"zero; sigma_{k} = {abs(float(basis.s[-1])):.3g}): {why}",
+            )
+        ]
     if info.get("converged") is False:
         est = float(info.get("angle_estimate", float("nan")))
         tol = float(info.get("tol", float("nan")))
         reason = str(info.get("reason", ""))
         if reason.startswith("no spectral gap") or reason.startswith("no (k+1)"):
-            return [(
+            return [
+                (
+                    RuntimeWarning,
+                    f"jacobian_svd({info.get('method')!r}) cannot bound the error of the top k = {basis.k} "
+                    f"subspace: {reason}, so its largest principal angle to the true one is unknown (up to "
+                    f"pi/2) after {info.get('iterations')} iterations. Either sigma_{basis.k} is (nearly) tied with "
+                    f"sigma_{basis.k + 1} (choose a k at a gap in the spectrum) or the iteration stopped too early "
+                    f"(raise max_iters or oversample)",
+                )
+            ]
+        power = " (the power iterate stopped changing)" if info.get("stopped_changing") else ""
+        return [
+            (
                 RuntimeWarning,
-                f"jacobian_svd({info.get('method')!r}) cannot bound the error of the top k = {basis.k} "
-                f"subspace: {reason}, so its largest principal angle to the true one is unknown (up to "
-                f"pi/2) after {info.get('iterations')} iterations. Either sigma_{basis.k} is (nearly) tied with "
-                f"sigma_{basis.k + 1} (choose a k at a gap in the spectrum) or the iteration stopped too early "
-                f"(raise max_iters or oversample)",
-            )]
-        power = (" (the power iterate stopped changing)" if info.get("stopped_changing") else "")
-        return [(
-            RuntimeWarning,
-            f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations{power} "
-            f"with estimated angle {est:.2e} above tol={tol:g}; raise max_iters or oversample",
-        )]
+                f"jacobian_svd({info.get('method')!r}) stopped after {info.get('iterations')} iterations{power} "
+                f"with estimated angle {est:.2e} above tol={tol:g}; raise max_iters or oversample",
+            )
+        ]
     return []

@@ -10,24 +10,46 @@ from pullback_utils._lazy import submodules
 _EXPORTS = {
     # basis: the basis: one call on any map, the engine on a denoiser, freezing
     "basis": [
-        "local_basis", "network_basis", "freeze", "frozen", "SOLVER_OPTIONS", "denoiser_signature",
+        "local_basis",
+        "network_basis",
+        "freeze",
+        "frozen",
+        "SOLVER_OPTIONS",
+        "denoiser_signature",
     ],
     # feature_maps: the feature map h (a layer's output)
     "feature_maps": [
-        "FeatureMap", "feature_map", "layer_names", "default_layer", "resolve_layer",
+        "FeatureMap",
+        "feature_map",
+        "layer_names",
+        "default_layer",
+        "resolve_layer",
     ],
     # ad_safe: AD-safe attention
     "ad_safe": [
-        "ForwardADAttnProcessor", "forward_ad_safe", "attention_modules",
+        "ForwardADAttnProcessor",
+        "forward_ad_safe",
+        "attention_modules",
     ],
     # cache: the basis cache
     "cache": [
-        "BasisCache", "BasisCacheWarning", "basis_key_fields", "module_fingerprint", "module_state_token",
-        "module_value_probe", "resolve_cache_dir", "tensor_hash",
+        "BasisCache",
+        "BasisCacheWarning",
+        "basis_key_fields",
+        "module_fingerprint",
+        "module_state_token",
+        "module_value_probe",
+        "resolve_cache_dir",
+        "tensor_hash",
     ],
     # flops: FLOP and memory counts of a basis
     "flops": [
-        "BasisCost", "REAL_CONFIGS", "meta_denoiser", "basis_costs", "seconds_per_basis", "count_flops",
+        "BasisCost",
+        "REAL_CONFIGS",
+        "meta_denoiser",
+        "basis_costs",
+        "seconds_per_basis",
+        "count_flops",
     ],
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]

@@ -57,8 +57,7 @@ def _project(t: torch.Tensor, x: torch.Tensor, groups: int, eps: float) -> torch
     """ρ (t − mean(t) − x̂ mean(t ⊙ x̂)) per group, t like x (N, C, *): PyTorch's fused group-norm backward
     kernel (two passes over t; it has no derivative of its own, so only the J·v rule uses it)."""
     mean, rstd, (n, c, hw) = _statistics(x, groups, eps)
-    return torch.ops.aten.native_group_norm_backward(t, x, mean, rstd, None, n, c, hw, groups,
-                                                     [True, False, False])[0]
+    return torch.ops.aten.native_group_norm_backward(t, x, mean, rstd, None, n, c, hw, groups, [True, False, False])[0]
 
 
 class GroupNormAD(torch.autograd.Function):
@@ -73,8 +72,9 @@ class GroupNormAD(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                eps: float) -> torch.Tensor:
+    def forward(
+        x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+    ) -> torch.Tensor:
         return F.group_norm(x, groups, weight, bias, eps)
 
     @staticmethod
@@ -85,8 +85,9 @@ class GroupNormAD(torch.autograd.Function):
         ctx.groups, ctx.eps, ctx.has_bias = groups, eps, bias is not None
 
     @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor | None, _g: Any, w_t: torch.Tensor | None, b_t: torch.Tensor | None,
-            _e: Any) -> torch.Tensor:
+    def jvp(
+        ctx: Any, x_t: torch.Tensor | None, _g: Any, w_t: torch.Tensor | None, b_t: torch.Tensor | None, _e: Any
+    ) -> torch.Tensor:
         x, weight = ctx.saved_tensors
         if x_t is None:
             out = torch.zeros_like(x)
@@ -111,7 +112,7 @@ class GroupNormAD(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             g = grad * _channel(weight, x.ndim) if weight is not None else grad
             t = g.reshape(xhat.shape)
-            gx = (rstd * (t - t.mean(dim=-1, keepdim=True) - xhat * (t * xhat).mean(dim=-1, keepdim=True)))
+            gx = rstd * (t - t.mean(dim=-1, keepdim=True) - xhat * (t * xhat).mean(dim=-1, keepdim=True))
             gx = gx.reshape(x.shape)
         reduce = [0, *range(2, x.ndim)]
         if weight is not None and ctx.needs_input_grad[2]:
@@ -139,8 +140,15 @@ class Conv2dAD(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Any, padding: Any,
-                dilation: Any, groups: int) -> torch.Tensor:
+    def forward(
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        groups: int,
+    ) -> torch.Tensor:
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
@@ -152,8 +160,9 @@ class Conv2dAD(torch.autograd.Function):
         ctx.has_bias = bias is not None
 
     @staticmethod
-    def jvp(ctx: Any, x_t: torch.Tensor | None, w_t: torch.Tensor | None, b_t: torch.Tensor | None,
-            *_: Any) -> torch.Tensor:
+    def jvp(
+        ctx: Any, x_t: torch.Tensor | None, w_t: torch.Tensor | None, b_t: torch.Tensor | None, *_: Any
+    ) -> torch.Tensor:
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         out = None
@@ -183,14 +192,26 @@ class Conv2dAD(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None
 
 
-def group_norm_ad(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
-                  bias: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+def group_norm_ad(
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """``F.group_norm`` with the cheaper forward-AD rule (:class:`GroupNormAD`)."""
     return GroupNormAD.apply(x, groups, weight, bias, eps)
 
 
-def conv2d_ad(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride: Any = 1,
-              padding: Any = 0, dilation: Any = 1, groups: int = 1) -> torch.Tensor:
+def conv2d_ad(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """``F.conv2d`` whose J·v skips the weight tangent when there is none (:class:`Conv2dAD`)."""
     return Conv2dAD.apply(x, weight, bias, stride, padding, dilation, groups)
 

@@ -86,9 +86,7 @@ class ForwardADAttnProcessor:
             batch, channels, height, width = hidden_states.shape
             hidden_states = hidden_states.reshape(batch, channels, height * width).transpose(1, 2)
 
-        batch, key_len, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-        )
+        batch, key_len, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
         if attention_mask is not None:
             attention_mask = attn.prepare_attention_mask(attention_mask, key_len, batch)
             attention_mask = attention_mask.reshape(batch, attn.heads, -1, attention_mask.shape[-1])

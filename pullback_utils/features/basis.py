@@ -123,7 +123,8 @@ def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: 
         raise TypeError(
             f"fn is a diffusers denoiser ({type(fn).__name__}), which needs a time and conditioning: use "
             "DiffusionModel.local_basis(x_t, t, k, prompt=...) or "
-            "pullback_utils.features.basis.network_basis(denoiser, x_t, t, k, **conditioning)")
+            "pullback_utils.features.basis.network_basis(denoiser, x_t, t, k, **conditioning)"
+        )
     with frozen(fn), forward_ad_safe(fn):
         return jacobian_svd(fn, x, k, **solver)
 
@@ -174,8 +175,9 @@ def network_basis(
     args = {**SOLVER_DEFAULTS, **{k_: v for k_, v in solver.items() if k_ in SOLVER_DEFAULTS}}
     check_solver_args(args["method"], args["tol"], args["max_iters"], args["oversample"], args["seed"])
     try:
-        fn = feature_map(denoiser, t, layer=layer, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
-                         **conditioning)
+        fn = feature_map(
+            denoiser, t, layer=layer, num_train_timesteps=num_train_timesteps, scheduler=scheduler, **conditioning
+        )
     except ValueError as e:
         if "takes no conditioning keyword" in str(e):
             raise ValueError(f"{e}; solver options are {list(SOLVER_OPTIONS)}") from None
@@ -183,8 +185,9 @@ def network_basis(
     dtype = next(denoiser.parameters()).dtype
     with frozen(denoiser), forward_ad_safe(denoiser):
         basis = jacobian_svd(fn, x_t.to(dtype), k, **solver)
-    basis.info.update({"level": fn.level, "timestep": fn.timestep, "layer": fn.layer,
-                       "denoiser": denoiser_signature(denoiser)})
+    basis.info.update(
+        {"level": fn.level, "timestep": fn.timestep, "layer": fn.layer, "denoiser": denoiser_signature(denoiser)}
+    )
     if fn.sigma is not None:
         basis.info["sigma"] = fn.sigma
     return basis

@@ -164,8 +164,10 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None, name: str = "cache_di
     unset = re.findall(r"\$(?:\{(\w+)\}|(\w+))", expanded)
     if unset or expanded.startswith("~"):
         names = [a or b for a, b in unset] or ["HOME (for ~)"]
-        raise ValueError(f"{name}={text!r}: environment variable(s) {', '.join(names)} not set, so the path cannot be "
-                         f"expanded; set them, or give the folder's full path")
+        raise ValueError(
+            f"{name}={text!r}: environment variable(s) {', '.join(names)} not set, so the path cannot be "
+            f"expanded; set them, or give the folder's full path"
+        )
     return Path(expanded)
 
 
@@ -236,8 +238,10 @@ class BasisCache:
     def __init__(self, root: str | os.PathLike) -> None:
         resolved = resolve_cache_dir(root, "root")
         if resolved is None:
-            raise ValueError(f"root must be a folder, got {root!r}; for no cache pass cache_dir=None (or '') to the "
-                             "function that takes one instead of building a BasisCache")
+            raise ValueError(
+                f"root must be a folder, got {root!r}; for no cache pass cache_dir=None (or '') to the "
+                "function that takes one instead of building a BasisCache"
+            )
         self.root = resolved
 
     def key(self, fields: Mapping[str, Any]) -> str:
@@ -265,8 +269,10 @@ class BasisCache:
             where = str(self.root)
             if where not in _reported:
                 _reported.add(where)
-                msg = (f"basis cache folder {self.root} cannot be read ({e.strerror or e}); computing the basis "
-                       "(pass a readable cache_dir, or None for no cache)")
+                msg = (
+                    f"basis cache folder {self.root} cannot be read ({e.strerror or e}); computing the basis "
+                    "(pass a readable cache_dir, or None for no cache)"
+                )
                 log.warning(msg)
                 warnings.warn(msg, BasisCacheWarning, stacklevel=3)
             return None
@@ -289,9 +295,7 @@ class BasisCache:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             names = set(f.keys())
-            if not {"v", "u", "s"} <= names or any(
-                n not in ("v", "u", "s") and not n.startswith(_INFO) for n in names
-            ):
+            if not {"v", "u", "s"} <= names or any(n not in ("v", "u", "s") and not n.startswith(_INFO) for n in names):
                 raise ValueError(f"unexpected tensors {sorted(names)}")
             tensors = {n: f.get_tensor(n) for n in names}
         if meta.get("format") != _FORMAT or meta.get("key") != key:
@@ -302,7 +306,7 @@ class BasisCache:
         if tensors["s"].dim() != 1 or tensors["v"].shape[0] != k or tensors["u"].shape[0] != k:
             raise ValueError("inconsistent shapes")
         info = json.loads(meta.get("info", "{}"))
-        info.update({n[len(_INFO):]: t for n, t in tensors.items() if n.startswith(_INFO)})
+        info.update({n[len(_INFO) :]: t for n, t in tensors.items() if n.startswith(_INFO)})
         info["cache"] = {"hit": True, "key": key}
         return LocalBasis(v=tensors["v"], u=tensors["u"], s=tensors["s"], info=info)
 
@@ -316,9 +320,7 @@ class BasisCache:
         """Write ``basis`` (v, u, s, info) atomically under ``key``; returns the file's path."""
         from safetensors.torch import save
 
-        tensors = {
-            n: getattr(basis, n).detach().to("cpu").contiguous() for n in ("v", "u", "s")
-        }
+        tensors = {n: getattr(basis, n).detach().to("cpu").contiguous() for n in ("v", "u", "s")}
         info = {k: v for k, v in dict(getattr(basis, "info", {}) or {}).items() if k != "cache"}
         for name in [n for n, v in info.items() if isinstance(v, torch.Tensor)]:
             tensors[_INFO + name] = info.pop(name).detach().to("cpu").contiguous()
@@ -354,8 +356,10 @@ class BasisCache:
         return None
 
     def _report_unusable(self, problem: str) -> None:
-        msg = (f"basis cache folder {self.root} cannot be used: {problem}; the basis is computed and "
-               "returned but not saved (pass a writable cache_dir, or None for no cache)")
+        msg = (
+            f"basis cache folder {self.root} cannot be used: {problem}; the basis is computed and "
+            "returned but not saved (pass a writable cache_dir, or None for no cache)"
+        )
         log.warning(msg)
         warnings.warn(msg, BasisCacheWarning, stacklevel=4)
 

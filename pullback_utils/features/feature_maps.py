@@ -91,7 +91,7 @@ def _ranges(names: list[str]) -> str:
         if idx.isdigit():
             while j + 1 < len(names) and names[j + 1] == f"{head}.{int(idx) + (j + 1 - i)}":
                 j += 1
-        out += [repr(n) for n in names[i:j + 1]] if j - i < 4 else [f"{names[i]!r}..{names[j]!r}"]
+        out += [repr(n) for n in names[i : j + 1]] if j - i < 4 else [f"{names[i]!r}..{names[j]!r}"]
         i = j + 1
     return ", ".join(out)
 
@@ -145,8 +145,17 @@ class FeatureMap:
 
     per_sample = True
 
-    def __init__(self, denoiser: nn.Module, *, layer: str, module: nn.Module, level: int, timestep: int | float,
-                 sigma: float | None, conditioning: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        *,
+        layer: str,
+        module: nn.Module,
+        level: int,
+        timestep: int | float,
+        sigma: float | None,
+        conditioning: dict[str, Any],
+    ) -> None:
         self.denoiser, self.layer, self.module = denoiser, layer, module
         self.level, self.timestep, self.sigma = level, timestep, sigma
         self.conditioning = conditioning
@@ -165,7 +174,13 @@ class FeatureMap:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """h = f_t(x). x: ``(B, *x_shape)`` -> h: ``(B, *h_shape)``."""
         b = x.shape[0]
-        dtype = torch.long if isinstance(self.timestep, int) else torch.float64 if x.dtype == torch.float64 else torch.float32
+        dtype = (
+            torch.long
+            if isinstance(self.timestep, int)
+            else torch.float64
+            if x.dtype == torch.float64
+            else torch.float32
+        )
         ts = torch.full((b,), self.timestep, dtype=dtype, device=x.device)
         kwargs = expand_conditioning(self.conditioning, b, x)
         handle = self.module.register_forward_hook(self._hook)
@@ -178,8 +193,14 @@ class FeatureMap:
         raise RuntimeError(f"layer {self.layer!r} did not run in the forward pass of {type(self.denoiser).__name__}")
 
 
-def _time_inputs(denoiser: nn.Module, t: Any, *, num_train_timesteps: int | None = None, scheduler: Any = None,
-                image_seq_len: int | None = None) -> tuple[int, int | float, float | None]:
+def _time_inputs(
+    denoiser: nn.Module,
+    t: Any,
+    *,
+    num_train_timesteps: int | None = None,
+    scheduler: Any = None,
+    image_seq_len: int | None = None,
+) -> tuple[int, int | float, float | None]:
     """``(level, network timestep, sigma)`` of time ``t`` for ``denoiser`` (sigma None for VP models).
 
     ``scheduler``: the denoiser's scheduler; for flow-matching denoisers its (shifted) grid, else
@@ -194,8 +215,10 @@ def _time_inputs(denoiser: nn.Module, t: Any, *, num_train_timesteps: int | None
     if not fam.flow:
         return level, level - 1, None
     if scheduler is not None and not is_flow_scheduler(scheduler):
-        raise TypeError(f"a {type(denoiser).__name__} is a flow-matching model: scheduler must be a "
-                        f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+        raise TypeError(
+            f"a {type(denoiser).__name__} is a flow-matching model: scheduler must be a "
+            f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}"
+        )
     grid = FlowGrid.from_scheduler(scheduler, image_seq_len=image_seq_len, num_train_timesteps=T)
     sigma = grid.sigma(level)
     return level, network_timestep(fam, level, sigma, T), sigma
@@ -230,14 +253,20 @@ def feature_map(
         A :class:`FeatureMap`: x ``(B, *x_shape)`` ↦ h ``(B, *h_shape)``.
     """
     fam = family_of(denoiser)
-    if fam.name == "unet" and type(denoiser).__name__ == "UNet2DModel" and conditioning.get("encoder_hidden_states") is not None:
+    if (
+        fam.name == "unet"
+        and type(denoiser).__name__ == "UNet2DModel"
+        and conditioning.get("encoder_hidden_states") is not None
+    ):
         raise ValueError("encoder_hidden_states was given, but this UNet2DModel is unconditional")
     if image_seq_len is None and fam.tokens and isinstance(conditioning.get("img_ids"), torch.Tensor):
         image_seq_len = conditioning["img_ids"].shape[0]
-    level, timestep, sigma = _time_inputs(denoiser, t, num_train_timesteps=num_train_timesteps, scheduler=scheduler,
-                                         image_seq_len=image_seq_len)
+    level, timestep, sigma = _time_inputs(
+        denoiser, t, num_train_timesteps=num_train_timesteps, scheduler=scheduler, image_seq_len=image_seq_len
+    )
     layer = default_layer(denoiser) if layer is None else layer
     module = resolve_layer(denoiser, layer)
     cond = check_conditioning(denoiser, conditioning)
-    return FeatureMap(denoiser, layer=layer, module=module, level=level, timestep=timestep, sigma=sigma,
-                      conditioning=cond)
+    return FeatureMap(
+        denoiser, layer=layer, module=module, level=level, timestep=timestep, sigma=sigma, conditioning=cond
+    )

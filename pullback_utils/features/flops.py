@@ -34,29 +34,96 @@ __all__ = ["BasisCost", "REAL_CONFIGS", "meta_denoiser", "basis_costs", "seconds
 
 #: Public denoiser configs (diffusers ``config.json`` fields), their latent shape and text tokens.
 REAL_CONFIGS: dict[str, dict[str, Any]] = {
-    "DiT-XL/2 (256 px)": dict(cls="DiTTransformer2DModel", sample_shape=(4, 32, 32), text_tokens=0, config=dict(
-        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28, sample_size=32,
-        patch_size=2, num_embeds_ada_norm=1000)),
-    "SDXL base (1024 px)": dict(cls="UNet2DConditionModel", sample_shape=(4, 128, 128), text_tokens=77, config=dict(
-        sample_size=128, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280), layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-        addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
-        use_linear_projection=True)),
-    "SD3 medium (1024 px)": dict(cls="SD3Transformer2DModel", sample_shape=(16, 128, 128), text_tokens=333, config=dict(
-        sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64, num_attention_heads=24,
-        joint_attention_dim=4096, caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
-        pos_embed_max_size=192)),
-    "FLUX.1-dev (1024 px)": dict(cls="FluxTransformer2DModel", sample_shape=(16, 128, 128), text_tokens=512, config=dict(
-        patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-        axes_dims_rope=(16, 56, 56))),
-    "CelebA-HQ DDPM (256 px)": dict(cls="UNet2DModel", sample_shape=(3, 256, 256), text_tokens=0, config=dict(
-        sample_size=256, in_channels=3, out_channels=3, block_out_channels=(128, 128, 256, 256, 512, 512),
-        layers_per_block=2, down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4, attention_head_dim=None,
-        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0)),
+    "DiT-XL/2 (256 px)": dict(
+        cls="DiTTransformer2DModel",
+        sample_shape=(4, 32, 32),
+        text_tokens=0,
+        config=dict(
+            num_attention_heads=16,
+            attention_head_dim=72,
+            in_channels=4,
+            out_channels=8,
+            num_layers=28,
+            sample_size=32,
+            patch_size=2,
+            num_embeds_ada_norm=1000,
+        ),
+    ),
+    "SDXL base (1024 px)": dict(
+        cls="UNet2DConditionModel",
+        sample_shape=(4, 128, 128),
+        text_tokens=77,
+        config=dict(
+            sample_size=128,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10),
+            attention_head_dim=(5, 10, 20),
+            cross_attention_dim=2048,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+            use_linear_projection=True,
+        ),
+    ),
+    "SD3 medium (1024 px)": dict(
+        cls="SD3Transformer2DModel",
+        sample_shape=(16, 128, 128),
+        text_tokens=333,
+        config=dict(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            num_layers=24,
+            attention_head_dim=64,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            caption_projection_dim=1536,
+            pooled_projection_dim=2048,
+            out_channels=16,
+            pos_embed_max_size=192,
+        ),
+    ),
+    "FLUX.1-dev (1024 px)": dict(
+        cls="FluxTransformer2DModel",
+        sample_shape=(16, 128, 128),
+        text_tokens=512,
+        config=dict(
+            patch_size=1,
+            in_channels=64,
+            num_layers=19,
+            num_single_layers=38,
+            attention_head_dim=128,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            pooled_projection_dim=768,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 56, 56),
+        ),
+    ),
+    "CelebA-HQ DDPM (256 px)": dict(
+        cls="UNet2DModel",
+        sample_shape=(3, 256, 256),
+        text_tokens=0,
+        config=dict(
+            sample_size=256,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(128, 128, 256, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
+            attention_head_dim=None,
+            norm_eps=1e-6,
+            freq_shift=1,
+            flip_sin_to_cos=False,
+            downsample_padding=0,
+        ),
+    ),
 }
 
 
@@ -114,7 +181,9 @@ def meta_denoiser(cls: str, config: dict[str, Any], dtype: torch.dtype = torch.b
         dlogging.set_verbosity(verbosity)
 
 
-def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], text_tokens: int) -> tuple[torch.Tensor, dict]:
+def _dummy_conditioning(
+    net: torch.nn.Module, sample_shape: tuple[int, ...], text_tokens: int
+) -> tuple[torch.Tensor, dict]:
     """Meta ``x`` ``(1, *input)`` and conditioning keywords of the right shapes (values do not matter)."""
     from pullback_utils.diffusion.architectures import family_of, latent_image_ids
 
@@ -128,15 +197,19 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     if fam.name == "flux":
         h, w = sample_shape[1:]
         x = torch.zeros(1, (h // 2) * (w // 2), sample_shape[0] * 4, device="meta", dtype=dtype)
-        cond: dict[str, Any] = dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
-                                    pooled_projections=t(1, cfg.pooled_projection_dim),
-                                    img_ids=latent_image_ids(h, w).to("meta", dtype))
+        cond: dict[str, Any] = dict(
+            encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
+            pooled_projections=t(1, cfg.pooled_projection_dim),
+            img_ids=latent_image_ids(h, w).to("meta", dtype),
+        )
         if cfg.guidance_embeds:
             cond["guidance"] = 3.5
         return x, cond
     if fam.name == "sd3":
-        return z, dict(encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
-                       pooled_projections=t(1, cfg.pooled_projection_dim))
+        return z, dict(
+            encoder_hidden_states=t(1, text_tokens, cfg.joint_attention_dim),
+            pooled_projections=t(1, cfg.pooled_projection_dim),
+        )
     if fam.name == "dit":
         return z, dict(class_labels=0)
     if type(net).__name__ == "UNet2DConditionModel":
@@ -148,9 +221,18 @@ def _dummy_conditioning(net: torch.nn.Module, sample_shape: tuple[int, ...], tex
     return z, {}
 
 
-def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...], *, text_tokens: int = 0,
-                layer: str | None = None, t: float = 0.5, block: int = 8,
-                dtype: torch.dtype = torch.bfloat16, jvp_mode: str = "reverse") -> BasisCost:
+def basis_costs(
+    cls: str,
+    config: dict[str, Any],
+    sample_shape: tuple[int, ...],
+    *,
+    text_tokens: int = 0,
+    layer: str | None = None,
+    t: float = 0.5,
+    block: int = 8,
+    dtype: torch.dtype = torch.bfloat16,
+    jvp_mode: str = "reverse",
+) -> BasisCost:
     """Counts of one local basis's building blocks for the denoiser ``cls(**config)`` (module doc).
 
     ``sample_shape`` is (C, H, W) of the latents (FLUX: unpacked); ``text_tokens`` the prompt length;
@@ -184,9 +266,17 @@ def basis_costs(cls: str, config: dict[str, Any], sample_shape: tuple[int, ...],
         _, f_jvp = count_flops(op.jvp, torch.zeros(block, *x.shape, device="meta", dtype=x.dtype))
         _, f_vjp = count_flops(op.vjp, torch.zeros(block, *op.h_shape, device="meta", dtype=x.dtype))
     n = sum(p.numel() for p in net.parameters())
-    return BasisCost(layer=fn.layer, params=n, param_bytes=sum(p.numel() * p.element_size() for p in net.parameters()),
-                     x_shape=tuple(x.shape), h_shape=tuple(h.shape), forward_flops=float(f_fwd),
-                     jvp_flops=f_jvp / block, vjp_flops=f_vjp / block, saved_bytes=sum(saved.values()))
+    return BasisCost(
+        layer=fn.layer,
+        params=n,
+        param_bytes=sum(p.numel() * p.element_size() for p in net.parameters()),
+        x_shape=tuple(x.shape),
+        h_shape=tuple(h.shape),
+        forward_flops=float(f_fwd),
+        jvp_flops=f_jvp / block,
+        vjp_flops=f_vjp / block,
+        saved_bytes=sum(saved.values()),
+    )
 
 
 def seconds_per_basis(cost: BasisCost, n_jvp: int, n_vjp: int, flops_per_second: float) -> float:

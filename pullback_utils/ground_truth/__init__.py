@@ -15,32 +15,48 @@ modules of this package measure alignment with it:
 from pullback_utils.ground_truth.pushforward import denoiser_basis, denoiser_fn, invert_to_times, pushed_tangents
 from pullback_utils.ground_truth.selection import cross_fitted_best, excess_test, loo_best_index
 from pullback_utils.ground_truth.study import (
-                       TruthStudy,
-                       check_design,
-                       claim_tests,
-                       mean_energy,
-                       model_dataset,
-                       truth_study,
+    TruthStudy,
+    check_design,
+    claim_tests,
+    mean_energy,
+    model_dataset,
+    truth_study,
 )
 from pullback_utils.ground_truth.tangents import (
-                       GROUND_TRUTH_DATASETS,
-                       data_tangent_bases,
-                       energy_fraction,
-                       local_pca,
-                       random_energy,
-                       random_energy_mc,
-                       smallest_angle,
-                       tangent_basis,
+    GROUND_TRUTH_DATASETS,
+    data_tangent_bases,
+    energy_fraction,
+    local_pca,
+    random_energy,
+    random_energy_mc,
+    smallest_angle,
+    tangent_basis,
 )
 
 __all__ = [
     # the data side: true tangent spaces, energy fractions, random and local-PCA levels
-    "GROUND_TRUTH_DATASETS", "tangent_basis", "data_tangent_bases", "energy_fraction", "random_energy",
-    "random_energy_mc", "smallest_angle", "local_pca",
+    "GROUND_TRUTH_DATASETS",
+    "tangent_basis",
+    "data_tangent_bases",
+    "energy_fraction",
+    "random_energy",
+    "random_energy_mc",
+    "smallest_angle",
+    "local_pca",
     # the model side: tangents pushed to x_t, the denoiser-Jacobian basis
-    "invert_to_times", "pushed_tangents", "denoiser_fn", "denoiser_basis",
+    "invert_to_times",
+    "pushed_tangents",
+    "denoiser_fn",
+    "denoiser_basis",
     # the best timestep, chosen leave-one-out, and the test there
-    "loo_best_index", "cross_fitted_best", "excess_test",
+    "loo_best_index",
+    "cross_fitted_best",
+    "excess_test",
     # the chapter's study of one model
-    "TruthStudy", "truth_study", "mean_energy", "model_dataset", "check_design", "claim_tests",
+    "TruthStudy",
+    "truth_study",
+    "mean_energy",
+    "model_dataset",
+    "check_design",
+    "claim_tests",
 ]

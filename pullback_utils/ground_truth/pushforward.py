@@ -54,8 +54,9 @@ def _columns(jac: Any, n: int, dim: int) -> list[torch.Tensor]:
     """``jac`` as ``n`` tensors ``(dim, r_i)``; ``ValueError`` naming the problem."""
     if isinstance(jac, torch.Tensor):
         if jac.dim() != 3 or jac.shape[0] != n or jac.shape[1] != dim:
-            raise ValueError(f"jac must have shape (N={n}, D={dim}, r) (columns = tangent vectors), "
-                             f"got {tuple(jac.shape)}")
+            raise ValueError(
+                f"jac must have shape (N={n}, D={dim}, r) (columns = tangent vectors), got {tuple(jac.shape)}"
+            )
         cols = list(jac)
     else:
         cols = list(jac)
@@ -71,8 +72,16 @@ def _columns(jac: Any, n: int, dim: int) -> list[torch.Tensor]:
     return cols
 
 
-def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[Time], steps: int, *,
-                    chunk_size: int = 32, progress: bool = False) -> Any:
+def pushed_tangents(
+    model: Any,
+    images: torch.Tensor,
+    jac: Any,
+    times: Sequence[Time],
+    steps: int,
+    *,
+    chunk_size: int = 32,
+    progress: bool = False,
+) -> Any:
     """Tangent vectors at clean images pushed to ``x_t`` through the deterministic DDIM inversion.
 
     For image ``x_0^i`` and tangent ``w`` the result is ``d/de ddim_invert_to_times(x_0^i + e w)`` at
@@ -127,7 +136,7 @@ def pushed_tangents(model: Any, images: torch.Tensor, jac: Any, times: Sequence[
         return out.reshape(len(times), n, -1, *shape)
     pieces, start = [], 0
     for c in cols:
-        pieces.append(out[:, start:start + c.shape[1]])
+        pieces.append(out[:, start : start + c.shape[1]])
         start += c.shape[1]
     return pieces
 
@@ -147,8 +156,9 @@ def denoiser_fn(model: Any, t: Time):
     return fn
 
 
-def denoiser_basis(model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir: Any = None,
-                   **solver: Any) -> LocalBasis:
+def denoiser_basis(
+    model: Any, x_t: torch.Tensor, t: Time, k: int, *, cache_dir: Any = None, **solver: Any
+) -> LocalBasis:
     """Top-``k`` singular triplets of the denoiser's Jacobian ``d x0_hat / d x_t`` at ``(x_t, t)``.
 
     Args:

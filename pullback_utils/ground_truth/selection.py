@@ -60,16 +60,22 @@ def cross_fitted_best(values: Any, baseline: Any) -> dict[str, Any]:
     b = np.asarray(baseline, dtype=float)
     n = a.shape[1]
     if b.shape not in (a.shape, (n,)):
-        raise ValueError(f"baseline must have shape {a.shape} (per time and image) or ({n},) (per image), "
-                         f"got {b.shape}")
+        raise ValueError(
+            f"baseline must have shape {a.shape} (per time and image) or ({n},) (per image), got {b.shape}"
+        )
     if not np.isfinite(b).all():
         raise ValueError("baseline has NaN or infinite entries")
     loo = loo_best_index(a)
     cols = np.arange(n)
     val = a[loo, cols]
     base = b[loo, cols] if b.ndim == 2 else b
-    return {"best_index": int(np.argmax(a.mean(axis=1))), "diff": val - base, "loo_index": loo,
-            "value": val, "baseline": base}
+    return {
+        "best_index": int(np.argmax(a.mean(axis=1))),
+        "diff": val - base,
+        "loo_index": loo,
+        "value": val,
+        "baseline": base,
+    }
 
 
 def excess_test(values: Any, baseline: Any, *, seed: int = 0, **test: Any) -> inf.TestResult:
@@ -79,6 +85,12 @@ def excess_test(values: Any, baseline: Any, *, seed: int = 0, **test: Any) -> in
     (``value_mean``, ``baseline_mean``)."""
     cf = cross_fitted_best(values, baseline)
     res = inf.sign_flip_test(cf["diff"], unit="image", seed=seed, **test)
-    res.extra.update({"loo_index": cf["loo_index"].tolist(), "best_index": cf["best_index"],
-                      "value_mean": float(cf["value"].mean()), "baseline_mean": float(cf["baseline"].mean())})
+    res.extra.update(
+        {
+            "loo_index": cf["loo_index"].tolist(),
+            "best_index": cf["best_index"],
+            "value_mean": float(cf["value"].mean()),
+            "baseline_mean": float(cf["baseline"].mean()),
+        }
+    )
     return res

@@ -92,8 +92,9 @@ class TruthStudy:
         from pullback_utils.zoo.datasets import factor_jacobian
 
         d = self.data
-        jac = factor_jacobian(self.dataset, d.factors[j:j + 1].double(),
-                              {key: v[j:j + 1] for key, v in d.discrete.items()})[0]  # (D, K)
+        jac = factor_jacobian(
+            self.dataset, d.factors[j : j + 1].double(), {key: v[j : j + 1] for key, v in d.discrete.items()}
+        )[0]  # (D, K)
         coef = self.tangents[j] @ jac  # (r, K)
         p = self.pushed[j][i].reshape(coef.shape[0], -1).double()
         shape = tuple(d.images.shape[1:])
@@ -111,11 +112,14 @@ def model_dataset(name: str, data_seed: int | None = None) -> str:
         raise ValueError(f"models: {exc.args[0]}") from None
     ds = info.get("dataset")
     if ds not in GROUND_TRUTH_DATASETS:
-        raise ValueError(f"models: {name!r} was trained on {ds!r}, which has no renderer factors; use a model of "
-                         f"{list(GROUND_TRUTH_DATASETS)}")
+        raise ValueError(
+            f"models: {name!r} was trained on {ds!r}, which has no renderer factors; use a model of "
+            f"{list(GROUND_TRUTH_DATASETS)}"
+        )
     if data_seed is not None and int(data_seed) == int(info.get("seed", 0)):
-        raise ValueError(f"data_seed={data_seed} is the seed of {name!r}'s training images; held-out images "
-                         "need another seed")
+        raise ValueError(
+            f"data_seed={data_seed} is the seed of {name!r}'s training images; held-out images need another seed"
+        )
     return str(ds)
 
 
@@ -124,16 +128,26 @@ def mean_energy(vectors: torch.Tensor, span: torch.Tensor) -> float:
     return float(energy_fraction(vectors, span).mean())
 
 
-def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps: int, cache_dir: Any,
-            progress: bool) -> list[torch.Tensor]:
+def _pushed(
+    model: Any, images: torch.Tensor, tangents: list, times: list, steps: int, cache_dir: Any, progress: bool
+) -> list[torch.Tensor]:
     """:func:`pushed_tangents` of the orthonormal tangent bases, image by image through the basis cache
     (an entry's ``v`` holds the image's pushed tangents ``(r, n_t, C, H, W)``, ``u`` the clean ones)."""
     shape = tuple(model.sample_shape)
     cache_dir = resolve_cache_dir(cache_dir)  # None or "": no cache
     cache = BasisCache(cache_dir) if cache_dir is not None else None
-    keys = [basis_key_fields(model.fingerprint, images[j:j + 1].to(model.dtype), 0, int(q.shape[0]),
-                             layer=f"pushed-tangents:{list(times)}:{steps}", cond=q.to(model.dtype), solver={})
-            for j, q in enumerate(tangents)]
+    keys = [
+        basis_key_fields(
+            model.fingerprint,
+            images[j : j + 1].to(model.dtype),
+            0,
+            int(q.shape[0]),
+            layer=f"pushed-tangents:{list(times)}:{steps}",
+            cond=q.to(model.dtype),
+            solver={},
+        )
+        for j, q in enumerate(tangents)
+    ]
     out: list[torch.Tensor | None] = [None] * len(tangents)
     if cache is not None:
         for j, f in enumerate(keys):
@@ -147,8 +161,12 @@ def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps
             out[j] = p
             if cache is not None and cache.unusable() is None:
                 r = tangents[j].shape[0]
-                entry = LocalBasis(v=p.transpose(0, 1).contiguous(), u=tangents[j].reshape(r, *shape).to(p.dtype),
-                                   s=torch.zeros(r, dtype=torch.float64), info={"kind": "pushed tangents"})
+                entry = LocalBasis(
+                    v=p.transpose(0, 1).contiguous(),
+                    u=tangents[j].reshape(r, *shape).to(p.dtype),
+                    s=torch.zeros(r, dtype=torch.float64),
+                    info={"kind": "pushed tangents"},
+                )
                 try:
                     cache.save(cache.key(keys[j]), entry, fields=keys[j], meta={"model": model.name})
                 except OSError as exc:  # e.g. a full disk: keep the result, say so
@@ -156,9 +174,23 @@ def _pushed(model: Any, images: torch.Tensor, tangents: list, times: list, steps
     return out  # type: ignore[return-value]
 
 
-def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k: int, ddim_steps: int,
-                n_pool: int, n_neighbours: int, rank_rtol: float = 1e-6, cache_dir: Any = None,
-                solver: dict | None = None, seed: int = 0, progress: bool = True, loader: Any = None) -> TruthStudy:
+def truth_study(
+    name: str,
+    *,
+    n: int,
+    data_seed: int,
+    times: Sequence[float],
+    k: int,
+    ddim_steps: int,
+    n_pool: int,
+    n_neighbours: int,
+    rank_rtol: float = 1e-6,
+    cache_dir: Any = None,
+    solver: dict | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    loader: Any = None,
+) -> TruthStudy:
     """Run the measurements of the module doc for bundled model ``name``.
 
     Args:
@@ -175,8 +207,16 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
     from pullback_utils.zoo.datasets import make_dataset
 
     n = check_int(n, "n (the best t of an image is chosen from the others)", 2)
-    check_design({"models": [name], "data_seed": data_seed, "k": k, "n_neighbours": n_neighbours, "n_pool": n_pool,
-                  "rank_rtol": rank_rtol})
+    check_design(
+        {
+            "models": [name],
+            "data_seed": data_seed,
+            "k": k,
+            "n_neighbours": n_neighbours,
+            "n_pool": n_pool,
+            "rank_rtol": rank_rtol,
+        }
+    )
     ds = model_dataset(name)
     if loader is None:
         from pullback_utils.zoo.loading import load_model as loader
@@ -194,13 +234,17 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
     clock["bases"] = sweep.seconds
     t0 = _time.perf_counter()
     pushed = _pushed(m, data.images, tangents, times, ddim_steps, cache_dir, progress)
-    spans = [[tangent_basis(pushed[j][i].reshape(pushed[j].shape[1], -1).T, rtol=rank_rtol) for j in range(n)]
-             for i in range(len(times))]
+    spans = [
+        [tangent_basis(pushed[j][i].reshape(pushed[j].shape[1], -1).T, rtol=rank_rtol) for j in range(n)]
+        for i in range(len(times))
+    ]
     clock["pushed_tangents"] = _time.perf_counter() - t0
     twin = sweep.spectrum_matched(seed=seed).v
     dim = int(data.images[0].numel())
-    e = {key: np.array([[mean_energy(src[i, j], spans[i][j]) for j in range(n)] for i in range(len(times))])
-         for key, src in (("basis", sweep.v), ("matched", twin))}
+    e = {
+        key: np.array([[mean_energy(src[i, j], spans[i][j]) for j in range(n)] for i in range(len(times))])
+        for key, src in (("basis", sweep.v), ("matched", twin))
+    }
     e["isotropic"] = np.array([[spans[i][j].shape[0] / dim for j in range(n)] for i in range(len(times))])
     e["pca"] = np.array([mean_energy(pca[j], tangents[j]) for j in range(n)])
     loo = loo_best_index(e["basis"])
@@ -209,7 +253,7 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
     ctrl = random_weight_model(m, seed=seed)
     den, con = [], []
     for j in tqdm(range(n), desc=f"denoiser + control ({name})", disable=not progress):
-        x, t = xs[loo[j], j:j + 1], times[loo[j]]
+        x, t = xs[loo[j], j : j + 1], times[loo[j]]
         den.append(denoiser_basis(m, x, t, k, cache_dir=cache_dir, **solver).v.float())
         con.append(ctrl.local_basis(x, t, k, cache_dir=cache_dir, **solver).v.reshape(k, *m.sample_shape).float())
     den, con = torch.stack(den), torch.stack(con)
@@ -218,9 +262,23 @@ def truth_study(name: str, *, n: int, data_seed: int, times: Sequence[float], k:
         e[key] = np.array([mean_energy(src[j], spans[loo[j]][j]) for j in range(n)])
     clock["denoiser_and_control"] = _time.perf_counter() - t0
     clock["total"] = _time.perf_counter() - start
-    return TruthStudy(name=name, dataset=ds, times=times, data=data, tangents=tangents, spans=spans,
-                      pushed=pushed, sweep=sweep, pca=pca, denoiser=den, control=con, energy=e, loo_index=loo,
-                      control_name=ctrl.name, seconds=clock)
+    return TruthStudy(
+        name=name,
+        dataset=ds,
+        times=times,
+        data=data,
+        tangents=tangents,
+        spans=spans,
+        pushed=pushed,
+        sweep=sweep,
+        pca=pca,
+        denoiser=den,
+        control=con,
+        energy=e,
+        loo_index=loo,
+        control_name=ctrl.name,
+        seconds=clock,
+    )
 
 
 def check_design(p: dict[str, Any]) -> None:
@@ -229,8 +287,13 @@ def check_design(p: dict[str, Any]) -> None:
     ``k < n_neighbours <= n_pool``; ``0 < rank_rtol < 1``."""
     models, seed = p.get("models"), p.get("data_seed", 1)
     seed = check_int(seed, "data_seed", 0)
-    if isinstance(models, str) or not isinstance(models, (list, tuple)) or not models or \
-            len(set(models)) != len(models) or not all(isinstance(m, str) for m in models):
+    if (
+        isinstance(models, str)
+        or not isinstance(models, (list, tuple))
+        or not models
+        or len(set(models)) != len(models)
+        or not all(isinstance(m, str) for m in models)
+    ):
         raise ValueError(f"models must be a non-empty list of distinct model names, got {models!r}")
     for name in models:
         model_dataset(name, seed)
@@ -238,8 +301,10 @@ def check_design(p: dict[str, Any]) -> None:
     for key, v in (("n_neighbours", nb), ("n_pool", pool)):
         check_int(v, key)
     if not k < nb <= pool:
-        raise ValueError(f"n_neighbours must be > k={k} (centred neighbours span at most n_neighbours - 1 "
-                         f"directions) and <= n_pool={pool}, got {nb}")
+        raise ValueError(
+            f"n_neighbours must be > k={k} (centred neighbours span at most n_neighbours - 1 "
+            f"directions) and <= n_pool={pool}, got {nb}"
+        )
     r = p.get("rank_rtol", 1e-6)
     if check_real(r, "rank_rtol") <= 0 or r >= 1:
         raise ValueError(f"rank_rtol must be a number in (0, 1), got {r!r}")
@@ -252,12 +317,17 @@ def claim_tests(st: TruthStudy, *, seed: int = 0) -> dict[str, dict[str, Any]]:
     held-out best time (:func:`~.selection.excess_test`); its control is the same difference with the
     random-weight network's basis in place of the trained one (a sign-flip test over images)."""
     e, times = st.energy, st.times
-    common = {"model": st.name, "best_t": times[int(np.argmax(e["basis"].mean(1)))],
-              "loo_t": [times[i] for i in st.loo_index], "k": int(st.sweep.k),
-              "rank_mean": float(np.mean([q.shape[0] for q in st.tangents])),
-              "per_t": {"t": times, **{key: e[key].mean(1).tolist() for key in ("basis", "matched", "isotropic")}},
-              "control_energy": float(e["control"].mean()), "control_model": st.control_name,
-              "basis_energy_clean_span": float(e["basis_clean"].mean())}
+    common = {
+        "model": st.name,
+        "best_t": times[int(np.argmax(e["basis"].mean(1)))],
+        "loo_t": [times[i] for i in st.loo_index],
+        "k": int(st.sweep.k),
+        "rank_mean": float(np.mean([q.shape[0] for q in st.tangents])),
+        "per_t": {"t": times, **{key: e[key].mean(1).tolist() for key in ("basis", "matched", "isotropic")}},
+        "control_energy": float(e["control"].mean()),
+        "control_model": st.control_name,
+        "basis_energy_clean_span": float(e["basis_clean"].mean()),
+    }
     iso = float(e["isotropic"][st.loo_index, np.arange(st.n)].mean())
 
     def control(baseline: np.ndarray) -> inf.TestResult:
@@ -266,14 +336,23 @@ def claim_tests(st: TruthStudy, *, seed: int = 0) -> dict[str, dict[str, Any]]:
     return {
         f"ground_truth_matched@{st.name}": dict(
             result=excess_test(e["basis"], e["matched"], seed=seed),
-            baselines={"spectrum_matched": float(e["matched"][st.loo_index, np.arange(st.n)].mean()),
-                       "isotropic_random": iso},
-            controls={"random_weights": control(e["control_matched"])}, **common),
+            baselines={
+                "spectrum_matched": float(e["matched"][st.loo_index, np.arange(st.n)].mean()),
+                "isotropic_random": iso,
+            },
+            controls={"random_weights": control(e["control_matched"])},
+            **common,
+        ),
         f"ground_truth_pca@{st.name}": dict(
-            result=excess_test(e["basis"], e["pca"], seed=seed), baselines={"local_pca": float(e["pca"].mean())},
-            controls={"random_weights": control(e["pca"])}, **common),
+            result=excess_test(e["basis"], e["pca"], seed=seed),
+            baselines={"local_pca": float(e["pca"].mean())},
+            controls={"random_weights": control(e["pca"])},
+            **common,
+        ),
         f"ground_truth_denoiser@{st.name}": dict(
             result=excess_test(e["basis"], e["denoiser"], seed=seed),
             baselines={"denoiser_jacobian": float(e["denoiser"].mean())},
-            controls={"random_weights": control(e["denoiser"])}, **common),
+            controls={"random_weights": control(e["denoiser"])},
+            **common,
+        ),
     }

@@ -87,8 +87,9 @@ def tangent_basis(jacobian: torch.Tensor, *, rtol: float = 1e-6) -> torch.Tensor
     return u[:, :r].T.contiguous()
 
 
-def data_tangent_bases(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None,
-                       *, rtol: float = 1e-6) -> list[torch.Tensor]:
+def data_tangent_bases(
+    name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None, *, rtol: float = 1e-6
+) -> list[torch.Tensor]:
     """True tangent spaces of a procedural dataset at ``N`` images.
 
     Args:
@@ -141,7 +142,8 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
             raise ValueError(
                 f"basis rows must be orthonormal (Q Q^T = I to {_ORTHONORMAL_TOL:g}), got a deviation of {err:.3g}; "
                 "the formula ||Q v||^2 / ||v||^2 holds only then (values above 1 otherwise): orthonormalise "
-                "with torch.linalg.qr(basis.T).Q.T or use tangent_basis")
+                "with torch.linalg.qr(basis.T).Q.T or use tangent_basis"
+            )
     norm2 = (v * v).sum(1)
     if (norm2 == 0).any():
         raise ValueError("vectors must be non-zero")
@@ -149,7 +151,8 @@ def energy_fraction(vectors: Any, basis: Any) -> torch.Tensor:
 
 
 def random_energy(r: int, dim: int) -> float:
-    """Expected :func:`energy_fraction` of a uniformly random direction in an ``r``-dim subspace of R^dim: ``r / dim``."""
+    """Expected :func:`energy_fraction` of a uniformly random direction in an ``r``-dim subspace of R^dim:
+    ``r / dim``."""
     _as_int(dim, "dim", 1)
     if not is_int(r) or not 0 <= r <= dim:
         raise ValueError(f"r must be an int in [0, dim={dim}], got {r!r}")
@@ -205,8 +208,9 @@ def local_pca(pool: Any, x: Any, n_neighbours: int, k: int) -> torch.Tensor:
         raise ValueError(f"k={k} must not exceed the dimension D={p.shape[1]}")
     n_neighbours = _as_int(n_neighbours, "n_neighbours", 1)
     if n_neighbours <= k:
-        raise ValueError(f"n_neighbours={n_neighbours} must be > k={k} (centred neighbours span at most "
-                         "n_neighbours - 1 directions)")
+        raise ValueError(
+            f"n_neighbours={n_neighbours} must be > k={k} (centred neighbours span at most n_neighbours - 1 directions)"
+        )
     if n_neighbours > p.shape[0]:
         raise ValueError(f"n_neighbours={n_neighbours} exceeds the pool size {p.shape[0]}")
     d = torch.cdist(q[None], p)[0]

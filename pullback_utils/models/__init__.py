@@ -13,7 +13,8 @@ _EXPORTS = {
     ],
     # model_basis: the model's feature map and basis
     "model_basis": [
-        "model_feature_map", "model_local_basis",
+        "model_feature_map",
+        "model_local_basis",
     ],
 }
 __all__ = [name for names in _EXPORTS.values() for name in names]

@@ -109,11 +109,14 @@ class DiffusionModel:
         self.pipeline = pipeline
         self.name = name
         self.family = _family(unet)
-        self.embedded_guidance: float | None = 3.5 if config_get(getattr(unet, "config", {}), "guidance_embeds", False) else None
+        self.embedded_guidance: float | None = (
+            3.5 if config_get(getattr(unet, "config", {}), "guidance_embeds", False) else None
+        )
         self.max_sequence_length: int | None = None
         if conditional is None:
             conditional = "encoder_hidden_states" in inspect.signature(unet.forward).parameters or (
-                self.family is not None and self.family.name == "dit")
+                self.family is not None and self.family.name == "dit"
+            )
         self.is_conditional = bool(conditional)
         if sample_shape is None:
             sample_shape = self._default_sample_shape()
@@ -133,8 +136,10 @@ class DiffusionModel:
             self.prediction_type = "flow"
             return
         if self.family is not None and self.family.flow:
-            raise ValueError(f"a {type(unet).__name__} is a flow-matching model; its scheduler must be a "
-                             f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}")
+            raise ValueError(
+                f"a {type(unet).__name__} is a flow-matching model; its scheduler must be a "
+                f"FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}"
+            )
         ac = getattr(scheduler, "alphas_cumprod", None)
         if ac is None:
             betas = torch.as_tensor(scheduler.betas, dtype=torch.float64)
@@ -167,7 +172,9 @@ class DiffusionModel:
     # ---------------------------------------------------------------- properties
     def __repr__(self) -> str:
         dit = self.family is not None and self.family.name == "dit"
-        kind = ("latent" if self.is_latent else "pixel") + ((", class" if dit else ", text") if self.is_conditional else "")
+        kind = ("latent" if self.is_latent else "pixel") + (
+            (", class" if dit else ", text") if self.is_conditional else ""
+        )
         kind += f", {self.family.name}" if self.family is not None and self.family.name != "unet" else ""
         return f"DiffusionModel({self.name!r}, {kind}, sample_shape={self.sample_shape}, T={self.num_train_timesteps})"
 
@@ -283,7 +290,8 @@ class DiffusionModel:
         return conds.encode_prompt(self, prompt)
 
     def unconditional_embedding(self) -> torch.Tensor | Conditioning:
-        """(1, ...) conditioning of the unconditional branch: the empty prompt, SDXL's zeros, DiT's null class (cached)."""
+        """(1, ...) conditioning of the unconditional branch: the empty prompt, SDXL's zeros, DiT's null class
+        (cached)."""
         if not self.has_unconditional_branch:
             raise ValueError(
                 f"model {self.name!r} has no unconditional branch (no text encoder and no "
@@ -412,8 +420,8 @@ class DiffusionModel:
             prompt: prompt or conditioning (conditional models; None = the unconditional branch).
             layer: feature layer (``None``: the architecture's default, ``"mid"`` for U-Nets, the middle
                 transformer block for DiTs; :func:`~pullback_utils.features.feature_maps.layer_names`).
-            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no cache; ``~`` and
-                environment variables are expanded (an unset one is refused).
+            cache_dir: opt-in on-disk cache (:mod:`pullback_utils.features.cache`); ``None`` or ``""`` = no
+                cache; ``~`` and environment variables are expanded (an unset one is refused).
             **solver: keyword arguments of :func:`~pullback_utils.engine.solvers.jacobian_svd`.
 
         Returns:

@@ -82,8 +82,16 @@ def _unpack_basis(model: Any, basis: Any) -> Any:
     return dataclasses.replace(basis, v=v.unsqueeze(1))
 
 
-def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any, layer: str | None,
-                      cache_dir: Any, solver: dict[str, Any]) -> Any:
+def model_local_basis(
+    model: Any,
+    x_t: torch.Tensor,
+    t: Any,
+    k: int,
+    prompt: Any,
+    layer: str | None,
+    cache_dir: Any,
+    solver: dict[str, Any],
+) -> Any:
     """``DiffusionModel.local_basis``: the engine on the denoiser (FLUX: packed, ``v`` unpacked), optionally cached."""
     x_in, level, layer, c, kwargs = _engine_inputs(model, x_t, t, prompt, layer)
     from pullback_utils.features import basis as engine
@@ -98,8 +106,15 @@ def model_local_basis(model: Any, x_t: torch.Tensor, t: Any, k: int, prompt: Any
         return compute()
 
     x_key = (x_t if x_t.dim() == 4 else x_t.unsqueeze(0)).to(model.device, model.dtype)
-    fields = basis_key_fields(model.fingerprint, x_key, level - 1, k, layer=layer,
-                              cond=c if not isinstance(c, Conditioning) else None, solver=solver)
+    fields = basis_key_fields(
+        model.fingerprint,
+        x_key,
+        level - 1,
+        k,
+        layer=layer,
+        cond=c if not isinstance(c, Conditioning) else None,
+        solver=solver,
+    )
     if isinstance(c, Conditioning):
         fields["cond"] = {n: tensor_hash(v) for n, v in sorted(c.tensors().items())}
     meta = {"model": model.name, "prompt": prompt if isinstance(prompt, (str, list)) else None}

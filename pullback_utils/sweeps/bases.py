@@ -40,8 +40,7 @@ from pullback_utils.diffusion.ddim import Prompt, Time, ddim_sample_to_times
 from pullback_utils.diffusion.schedule import check_times
 from pullback_utils.sweeps.distributed import compute_bases, resolve_cluster
 
-__all__ = ["Trajectories", "BasisSweep", "resolve_cache_dir", "storage_dtype", "sample_trajectories",
-           "bases_over"]
+__all__ = ["Trajectories", "BasisSweep", "resolve_cache_dir", "storage_dtype", "sample_trajectories", "bases_over"]
 
 
 @dataclass
@@ -116,8 +115,16 @@ def sample_trajectories(
     """
     n = check_int(n, "n", 1)
     levels = check_times(times, model.num_train_timesteps)
-    xs, x0 = ddim_sample_to_times(model, model.noise(n, seed), times, steps=steps, prompt=prompt,
-                                  guidance_scale=guidance_scale, final=final, progress=progress)
+    xs, x0 = ddim_sample_to_times(
+        model,
+        model.noise(n, seed),
+        times,
+        steps=steps,
+        prompt=prompt,
+        guidance_scale=guidance_scale,
+        final=final,
+        progress=progress,
+    )
     return Trajectories(x=xs, times=list(times), levels=levels, x0=x0, seed=int(seed))
 
 
@@ -169,8 +176,12 @@ class BasisSweep:
         similarity in ``[0, 1]`` that does not hinge on a flat spectrum) between the bases of different
         samples at each time: ``(n_t, n, n)``."""
         b = self.side(side)
-        return np.stack([np.asarray(pairwise_weighted_overlaps(b[i].double().numpy(), self.s[i].double().numpy()))
-                         for i in range(b.shape[0])])
+        return np.stack(
+            [
+                np.asarray(pairwise_weighted_overlaps(b[i].double().numpy(), self.s[i].double().numpy()))
+                for i in range(b.shape[0])
+            ]
+        )
 
     def self_distances(self, side: str = "u") -> np.ndarray:
         """For every sample, distances between its own bases at every pair of times: ``(n, n_t, n_t)``."""
@@ -242,13 +253,16 @@ def bases_over(
             ``"local:N"``, ``"auto"``, ``"ray://HOST:PORT"``, a ``RayCluster`` or a
             ``concurrent.futures.Executor``. The numbers do not depend on it (bitwise on CPU), and a
             degenerate or non-finite basis raises ``ValueError`` on every backend.
-        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (``method``, ``tol``, ``max_iters``...).
+        **solver: options of :func:`~pullback_utils.engine.solvers.jacobian_svd` (``method``, ``tol``,
+            ``max_iters``...).
     """
     times = list(times)
     check_times(times, model.num_train_timesteps)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch dtype (the storage type of v and u: unit vectors "
-                         f"would round to zero in an integer type), got {dtype!r}")
+        raise ValueError(
+            f"dtype must be a floating-point torch dtype (the storage type of v and u: unit vectors "
+            f"would round to zero in an integer type), got {dtype!r}"
+        )
     if not isinstance(xs, torch.Tensor):
         raise TypeError(f"xs must be a torch.Tensor, got {type(xs).__name__}")
     if xs.dim() == len(model.sample_shape) + 1:
@@ -266,20 +280,36 @@ def bases_over(
 
     def check(b: Any, t: float, j: int) -> None:
         if b[3].get("degenerate"):
-            raise ValueError(f"degenerate basis at t={t}, sample {j}: k={k} exceeds the Jacobian's numerical "
-                             f"rank {b[3].get('rank')} there, so some vectors are arbitrary; use k <= "
-                             f"{b[3].get('rank')} (or another layer)")
+            raise ValueError(
+                f"degenerate basis at t={t}, sample {j}: k={k} exceeds the Jacobian's numerical "
+                f"rank {b[3].get('rank')} there, so some vectors are arbitrary; use k <= "
+                f"{b[3].get('rank')} (or another layer)"
+            )
         if not (torch.isfinite(b[0]).all() and torch.isfinite(b[2]).all()):
             raise ValueError(f"the basis at t={t}, sample {j} has NaN or infinite entries")
 
     def keep(b: Any) -> tuple:
-        return (b.v.reshape(b.k, *model.sample_shape).to("cpu", dtype), b.u.reshape(b.k, *b.u.shape[2:]).to("cpu", dtype),
-                b.s.to("cpu", torch.float64), dict(b.info))
+        return (
+            b.v.reshape(b.k, *model.sample_shape).to("cpu", dtype),
+            b.u.reshape(b.k, *b.u.shape[2:]).to("cpu", dtype),
+            b.s.to("cpu", torch.float64),
+            dict(b.info),
+        )
 
     if backend is not None:
-        flat = compute_bases(model, [(xs[i, j: j + 1], times[i]) for i in range(n_t) for j in range(n)], k,
-                             cluster=backend, prompt=prompt, layer=layer, cache_dir=cache, progress=progress,
-                             desc=desc, transform=keep, solver=solver)
+        flat = compute_bases(
+            model,
+            [(xs[i, j : j + 1], times[i]) for i in range(n_t) for j in range(n)],
+            k,
+            cluster=backend,
+            prompt=prompt,
+            layer=layer,
+            cache_dir=cache,
+            progress=progress,
+            desc=desc,
+            transform=keep,
+            solver=solver,
+        )
         for idx, b in enumerate(flat):  # the same checks as the serial sweep, so both raise alike
             check(b, times[idx // n], idx % n)
     else:
@@ -287,8 +317,13 @@ def bases_over(
         bar = tqdm(total=n_t * n, desc=desc, disable=not progress)
         for i in range(n_t):
             for j in range(n):
-                flat.append(keep(model.local_basis(xs[i, j: j + 1], times[i], k, prompt=prompt, layer=layer,
-                                                   cache_dir=cache, **solver)))
+                flat.append(
+                    keep(
+                        model.local_basis(
+                            xs[i, j : j + 1], times[i], k, prompt=prompt, layer=layer, cache_dir=cache, **solver
+                        )
+                    )
+                )
                 try:
                     check(flat[-1], times[i], j)
                 except ValueError:
@@ -296,8 +331,12 @@ def bases_over(
                     raise
                 bar.update(1)
         bar.close()
-    rows = [flat[i * n:(i + 1) * n] for i in range(n_t)]
-    return BasisSweep(v=torch.stack([torch.stack([b[0] for b in r]) for r in rows]),
-                      u=torch.stack([torch.stack([b[1] for b in r]) for r in rows]),
-                      s=torch.stack([torch.stack([b[2] for b in r]) for r in rows]), times=times,
-                      info=[[b[3] for b in r] for r in rows], seconds=time.perf_counter() - start)
+    rows = [flat[i * n : (i + 1) * n] for i in range(n_t)]
+    return BasisSweep(
+        v=torch.stack([torch.stack([b[0] for b in r]) for r in rows]),
+        u=torch.stack([torch.stack([b[1] for b in r]) for r in rows]),
+        s=torch.stack([torch.stack([b[2] for b in r]) for r in rows]),
+        times=times,
+        info=[[b[3] for b in r] for r in rows],
+        seconds=time.perf_counter() - start,
+    )

@@ -47,11 +47,22 @@ if TYPE_CHECKING:  # the module imports neither torch nor the engine until a swe
 
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
-__all__ = ["ClusterError", "SweepError", "RayCluster", "check_cluster", "resolve_cluster", "set_default_cluster",
-           "default_cluster", "compute_bases", "worker_reports"]
+__all__ = [
+    "ClusterError",
+    "SweepError",
+    "RayCluster",
+    "check_cluster",
+    "resolve_cluster",
+    "set_default_cluster",
+    "default_cluster",
+    "compute_bases",
+    "worker_reports",
+]
 
-_FORMS = ("'' or 'serial' (in-process), 'local:N' (a Ray cluster of N CPUs started here), 'auto' (the Ray cluster "
-         "of this machine), 'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (a Ray head)")
+_FORMS = (
+    "'' or 'serial' (in-process), 'local:N' (a Ray cluster of N CPUs started here), 'auto' (the Ray cluster "
+    "of this machine), 'ray://HOST:PORT' (Ray Client) or 'HOST:PORT' (a Ray head)"
+)
 
 
 class SweepError(RuntimeError):
@@ -69,8 +80,10 @@ def check_cluster(cluster: Any, name: str = "cluster") -> Any:
     if cluster is None or isinstance(cluster, (Executor, RayCluster)):
         return cluster
     if not isinstance(cluster, str):
-        raise ValueError(f"{name} must be a string ({_FORMS}), a RayCluster or a concurrent.futures.Executor, "
-                         f"got {type(cluster).__name__}")
+        raise ValueError(
+            f"{name} must be a string ({_FORMS}), a RayCluster or a concurrent.futures.Executor, "
+            f"got {type(cluster).__name__}"
+        )
     text = cluster.strip()
     if text in ("", "serial", "auto"):
         return text
@@ -101,8 +114,9 @@ def resolve_cluster(cluster: Any) -> RayCluster | Executor | None:
     return RayCluster(cluster) if isinstance(cluster, str) else cluster
 
 
-def _run_executor(executor: Executor, spec: ModelSpec, tasks: Sequence[BasisTask], done: Callable,
-                  failed: Callable) -> None:
+def _run_executor(
+    executor: Executor, spec: ModelSpec, tasks: Sequence[BasisTask], done: Callable, failed: Callable
+) -> None:
     import torch
 
     from pullback_utils.sweeps.worker import compute_task
@@ -120,9 +134,20 @@ def _run_executor(executor: Executor, spec: ModelSpec, tasks: Sequence[BasisTask
 
 
 # ------------------------------------------------------------------ the driver
-def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int, *, cluster: RayCluster | Executor,
-                  prompt: Any = None, layer: str = "mid", cache_dir: Path | None = None, progress: bool = True,
-                  desc: str = "bases", transform: Callable = lambda b: b, solver: dict | None = None) -> list:
+def compute_bases(
+    model: Any,
+    items: Sequence[tuple[torch.Tensor, Any]],
+    k: int,
+    *,
+    cluster: RayCluster | Executor,
+    prompt: Any = None,
+    layer: str = "mid",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    desc: str = "bases",
+    transform: Callable = lambda b: b,
+    solver: dict | None = None,
+) -> list:
     """``transform(basis)`` of the basis at every ``(x_t, t)`` of ``items``, in order (module doc).
 
     Args:
@@ -153,8 +178,9 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
     for index, (x, t) in enumerate(items):
         x = x.to(model.device, model.dtype)
         if cache is not None:
-            fields = basis_key_fields(model.fingerprint, x, model.unet_timestep(t), int(k), layer=layer, cond=cond,
-                                      solver=solver)
+            fields = basis_key_fields(
+                model.fingerprint, x, model.unet_timestep(t), int(k), layer=layer, cond=cond, solver=solver
+            )
             key = cache.key(fields)
             hit = cache.load(key)
             if hit is not None:
@@ -163,12 +189,17 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
                 out[index] = transform(hit)
                 continue
             keys[index] = (key, fields)
-        tasks.append(BasisTask(index=index, x=x.detach().to("cpu"), t=t, k=int(k), layer=layer, cond=cond_cpu,
-                               solver=solver))
+        tasks.append(
+            BasisTask(index=index, x=x.detach().to("cpu"), t=t, k=int(k), layer=layer, cond=cond_cpu, solver=solver)
+        )
     problem = cache.unusable() if cache is not None and tasks else None
     if problem:
-        warnings.warn(f"basis cache folder {cache.root} cannot be used: {problem}; the bases are computed and "
-                      "returned but not saved", BasisCacheWarning, stacklevel=3)
+        warnings.warn(
+            f"basis cache folder {cache.root} cannot be used: {problem}; the bases are computed and "
+            "returned but not saved",
+            BasisCacheWarning,
+            stacklevel=3,
+        )
     errors: list[tuple[int, str]] = []
     bar = tqdm(total=len(items), initial=len(items) - len(tasks), desc=desc, disable=not progress)
 
@@ -181,8 +212,11 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
                 try:
                     cache.save(key, basis, fields=fields, meta=meta)
                 except OSError as exc:
-                    warnings.warn(f"basis cache {cache.root}: saving failed ({exc}); the basis is kept in memory",
-                                  BasisCacheWarning, stacklevel=4)
+                    warnings.warn(
+                        f"basis cache {cache.root}: saving failed ({exc}); the basis is kept in memory",
+                        BasisCacheWarning,
+                        stacklevel=4,
+                    )
             basis.info["cache"] = {"hit": False, "key": key}
         out[task.index] = transform(basis)
         bar.update(1)
@@ -204,7 +238,8 @@ def compute_bases(model: Any, items: Sequence[tuple[torch.Tensor, Any]], k: int,
         errors.sort()
         shown = "; ".join(f"item {i} (t={items[i][1]!r}): {m}" for i, m in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        kept = (f"; the {len(items) - len(errors)} other bases were computed" +
-                (" and saved to the cache: a rerun computes only the failed ones" if cache is not None else ""))
+        kept = f"; the {len(items) - len(errors)} other bases were computed" + (
+            " and saved to the cache: a rerun computes only the failed ones" if cache is not None else ""
+        )
         raise SweepError(f"{len(errors)} of {len(items)} bases failed: {shown}{more}{kept}", errors)
     return out

@@ -21,8 +21,17 @@ from pullback_utils._validate import check_int, is_int
 if TYPE_CHECKING:
     from pullback_utils.sweeps.worker import BasisTask, ModelSpec
 
-__all__ = ["ClusterError", "RayCluster", "check_address", "connect", "start_local", "unreachable", "worker_reports", "run_ray",
-           "shutdown_pool"]
+__all__ = [
+    "ClusterError",
+    "RayCluster",
+    "check_address",
+    "connect",
+    "start_local",
+    "unreachable",
+    "worker_reports",
+    "run_ray",
+    "shutdown_pool",
+]
 
 _ADDRESS = re.compile(r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
 _LOCAL = re.compile(r"^local:(?P<n>\d+)$")
@@ -53,7 +62,10 @@ def unreachable(text: str, timeout: float = 2.0) -> str | None:
         with socket.create_connection((host, port), timeout=timeout):
             return None
     except OSError as e:
-        return f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); start the Ray cluster first or fix the address"
+        return (
+            f"nothing answers at {host}:{port} ({e.strerror or type(e).__name__}); "
+            "start the Ray cluster first or fix the address"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,8 +92,10 @@ class RayCluster:
     def __post_init__(self) -> None:
         m = _LOCAL.match(str(self.address))
         if not isinstance(self.address, str) or not check_address(self.address) or (m and int(m.group("n")) < 1):
-            raise ValueError(f"RayCluster.address must be 'local:N' (N >= 1), 'auto', 'ray://HOST:PORT' or "
-                             f"'HOST:PORT', got {self.address!r}")
+            raise ValueError(
+                f"RayCluster.address must be 'local:N' (N >= 1), 'auto', 'ray://HOST:PORT' or "
+                f"'HOST:PORT', got {self.address!r}"
+            )
         if self.workers is not None and (not is_int(self.workers) or self.workers < 1):
             raise ValueError(f"RayCluster.workers must be an int >= 1 or None, got {self.workers!r}")
         check_int(self.threads, "RayCluster.threads", 1)
@@ -94,8 +108,9 @@ def _import_ray(address: str):
     try:
         import ray
     except ImportError:
-        raise ClusterError(f"cluster={address!r} needs Ray, which is not installed: "
-                           "pip install 'pullback_utils[distributed]'") from None
+        raise ClusterError(
+            f"cluster={address!r} needs Ray, which is not installed: pip install 'pullback_utils[distributed]'"
+        ) from None
     return ray
 
 
@@ -107,8 +122,10 @@ def _probe(address: str, timeout: float = 5.0) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        raise ClusterError(f"cluster={address!r}: cannot reach {host}:{port} ({exc.strerror or exc}); is a Ray "
-                           "head running there (ray start --head) and the port open?") from None
+        raise ClusterError(
+            f"cluster={address!r}: cannot reach {host}:{port} ({exc.strerror or exc}); is a Ray "
+            "head running there (ray start --head) and the port open?"
+        ) from None
 
 
 def connect(address: str) -> Any:
@@ -123,8 +140,10 @@ def connect(address: str) -> Any:
             here = str(ray.get_runtime_context().gcs_address)
             if not remote or address.removeprefix("ray://") == here:
                 return ray
-            raise ClusterError(f"cluster={address!r}: this process is already connected to the Ray cluster at "
-                               f"{here} (ray.init); call ray.shutdown() first, or pass cluster='auto' to use it")
+            raise ClusterError(
+                f"cluster={address!r}: this process is already connected to the Ray cluster at "
+                f"{here} (ray.init); call ray.shutdown() first, or pass cluster='auto' to use it"
+            )
         shutdown_pool()
         ray.shutdown()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -140,7 +159,9 @@ def connect(address: str) -> Any:
     except Exception as exc:  # noqa: BLE001 - every failure to connect gets the address named
         why = " ".join(str(exc).split())[:400]
         hint = " (start one with `ray start --head`, or use 'local:N')" if address == "auto" else ""
-        raise ClusterError(f"cluster={address!r}: could not connect to Ray{hint}: {type(exc).__name__}: {why}") from None
+        raise ClusterError(
+            f"cluster={address!r}: could not connect to Ray{hint}: {type(exc).__name__}: {why}"
+        ) from None
     finally:
         quiet.setLevel(level)
     _STATE["address"] = address
@@ -174,12 +195,16 @@ def shutdown_pool() -> None:
 
 
 def _explain(error: str, spec: ModelSpec, address: str) -> str:
-    if "No module named 'pullback_utils'" in error or "No module named \"pullback_utils\"" in error:
-        return (f"the Ray workers of cluster={address!r} cannot import pullback_utils: install the package on "
-                "every node (pip install 'pullback_utils[distributed]', the same version as here)")
+    if "No module named 'pullback_utils'" in error or 'No module named "pullback_utils"' in error:
+        return (
+            f"the Ray workers of cluster={address!r} cannot import pullback_utils: install the package on "
+            "every node (pip install 'pullback_utils[distributed]', the same version as here)"
+        )
     if "ModelNotFoundError" in error or "other weights than the driver" in error:
-        return (f"the Ray workers of cluster={address!r} cannot build {spec.describe()}: {error}. The model must "
-                "load by the same name on every node (a bundled model, or a folder on a shared path)")
+        return (
+            f"the Ray workers of cluster={address!r} cannot build {spec.describe()}: {error}. The model must "
+            "load by the same name on every node (a bundled model, or a folder on a shared path)"
+        )
     return f"the Ray workers of cluster={address!r} failed to start: {error}"
 
 
@@ -201,8 +226,12 @@ def _pool(cluster: RayCluster, spec: ModelSpec, n_tasks: int) -> list:
     n = max(1, min(cluster.workers or fit, fit, n_tasks))
     from pullback_utils.sweeps.worker import BasisWorker
 
-    actor_cls = ray.remote(num_cpus=cluster.threads, num_gpus=per_gpu, max_restarts=cluster.max_retries,
-                           max_task_retries=cluster.max_retries)(BasisWorker)
+    actor_cls = ray.remote(
+        num_cpus=cluster.threads,
+        num_gpus=per_gpu,
+        max_restarts=cluster.max_retries,
+        max_task_retries=cluster.max_retries,
+    )(BasisWorker)
     # a spec that names its model travels by value; a shipped model once, through the object store
     spec_arg = spec if spec.model is None else ray.put(spec)
     actors = [actor_cls.remote(spec_arg, cluster.threads) for _ in range(n)]
@@ -214,12 +243,14 @@ def _pool(cluster: RayCluster, spec: ModelSpec, n_tasks: int) -> list:
         raise ClusterError(
             f"the {n} workers of cluster={cluster.address!r} did not start within {cluster.ready_timeout:g} s "
             f"(the cluster has {cpus:g} CPUs, {gpus:g} GPUs; each worker asks for {cluster.threads} CPU, "
-            f"{per_gpu:g} GPU)") from None
+            f"{per_gpu:g} GPU)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - e.g. the actor class cannot be unpickled on the workers
         for a in actors:
             ray.kill(a)
-        raise ClusterError(_explain(f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}", spec,
-                                    cluster.address)) from None
+        raise ClusterError(
+            _explain(f"{type(exc).__name__}: {' '.join(str(exc).split())[:600]}", spec, cluster.address)
+        ) from None
     bad = [r["error"] for r in reports if r["error"]]
     if bad:
         for a in actors:
@@ -260,8 +291,11 @@ def run_ray(cluster: RayCluster, spec: ModelSpec, tasks: Sequence[BasisTask], do
             failed(task, f"{type(cause).__name__}: {' '.join(str(cause).split())[:300]}")
         except RayActorError as exc:
             dead.add(a)
-            failed(task, f"its worker died and was not recovered after {cluster.max_retries} retries "
-                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})")
+            failed(
+                task,
+                f"its worker died and was not recovered after {cluster.max_retries} retries "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+            )
         else:
             done(task, basis)
         alive = [i for i in range(len(actors)) if i not in dead]

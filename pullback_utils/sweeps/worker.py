@@ -178,8 +178,7 @@ class BasisWorker:
         self.info["device"] = self.device
 
     def ready(self) -> dict:
-        return {**self.info, "error": self.error,
-                "fingerprint": None if self.model is None else self.model.fingerprint}
+        return {**self.info, "error": self.error, "fingerprint": None if self.model is None else self.model.fingerprint}
 
     def compute(self, task: BasisTask) -> Any:
         if self.model is None:

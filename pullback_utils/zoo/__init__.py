@@ -17,5 +17,7 @@ from pullback_utils.zoo.registry import available_models, model_dir, model_info
 
 __all__ = [
     # the catalogue and the bundled folders (the rest: one module a job, listed above)
-    "available_models", "model_dir", "model_info",
+    "available_models",
+    "model_dir",
+    "model_info",
 ]

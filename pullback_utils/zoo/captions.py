@@ -23,9 +23,15 @@ _SIZE_WORDS: tuple[str, ...] = ("small", "medium", "large")
 SIZE_EDGES: tuple[float, float] = _thirds(*SIZE_RANGE)
 POS_EDGES: tuple[float, float] = _thirds(*POS_RANGE)
 _POSITION_PHRASES: dict[tuple[int, int], str] = {
-    (0, 0): "in the upper left", (0, 1): "at the top", (0, 2): "in the upper right",
-    (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
-    (2, 0): "in the lower left", (2, 1): "at the bottom", (2, 2): "in the lower right",
+    (0, 0): "in the upper left",
+    (0, 1): "at the top",
+    (0, 2): "in the upper right",
+    (1, 0): "on the left",
+    (1, 1): "in the centre",
+    (1, 2): "on the right",
+    (2, 0): "in the lower left",
+    (2, 1): "at the bottom",
+    (2, 2): "in the lower right",
 }
 
 
@@ -43,8 +49,9 @@ def _position_phrase(cx: float, cy: float) -> str:
     return _POSITION_PHRASES[(_third(cy, POS_EDGES), _third(cx, POS_EDGES))]
 
 
-def caption(shape: int, fg: int, bg: int, cx: float, cy: float, size: float,
-            parts: tuple[bool, bool, bool] = (True, True, True)) -> str:
+def caption(
+    shape: int, fg: int, bg: int, cx: float, cy: float, size: float, parts: tuple[bool, bool, bool] = (True, True, True)
+) -> str:
     """One caption; ``parts`` says whether the (size, position, background) parts are included."""
     if not 0 <= shape < len(SHAPES):
         raise ValueError(f"shape: index must be in [0, {len(SHAPES)}), got {shape}")
@@ -66,8 +73,9 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def captions_for(factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed: int,
-                 drop_part: float = 0.2) -> list[str]:
+def captions_for(
+    factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed: int, drop_part: float = 0.2
+) -> list[str]:
     """Captions of ``shapes`` factors (N, 10) and labels (``shape``, ``fg``, ``bg``: (N,)).
 
     Deterministic in ``seed``; ``drop_part = 0`` gives full captions.
@@ -79,8 +87,7 @@ def captions_for(factors: torch.Tensor, discrete: dict[str, torch.Tensor], seed:
     keep = (torch.rand(n, 3, generator=gen) >= drop_part).tolist()
     f = factors.tolist()
     s, fg, bg = discrete["shape"].tolist(), discrete["fg"].tolist(), discrete["bg"].tolist()
-    return [caption(s[i], fg[i], bg[i], f[i][0], f[i][1], f[i][2], tuple(keep[i]))
-            for i in range(n)]
+    return [caption(s[i], fg[i], bg[i], f[i][0], f[i][1], f[i][2], tuple(keep[i])) for i in range(n)]
 
 
 def caption_attributes(text: str) -> dict[str, str]:
@@ -114,6 +121,8 @@ def caption_attributes(text: str) -> dict[str, str]:
         elif t in SHAPES and "shape" not in out:
             out["shape"] = t
     if "colour" not in out or "shape" not in out:
-        raise ValueError(f"caption {text!r} names no colour and shape of the vocabulary "
-                         f"(colours {list(COLOUR_NAMES)}, shapes {list(SHAPES)})")
+        raise ValueError(
+            f"caption {text!r} names no colour and shape of the vocabulary "
+            f"(colours {list(COLOUR_NAMES)}, shapes {list(SHAPES)})"
+        )
     return out

@@ -40,9 +40,13 @@ token embeddings. The dataset-complexity ladder's models, trained with one share
 nested rungs of one renderer, have a table of their own: [the ladder](ladder.md).
 """
 
-INDEX_DATA = {"disks": "one disk on black", "shapes": "one shape on a plain colour",
-              "shapes-text": "`shapes` with captions", "scenes": "2–3 overlapping shapes on a gradient",
-              "textures": "crops of bundled photographs"}
+INDEX_DATA = {
+    "disks": "one disk on black",
+    "shapes": "one shape on a plain colour",
+    "shapes-text": "`shapes` with captions",
+    "scenes": "2–3 overlapping shapes on a gradient",
+    "textures": "crops of bundled photographs",
+}
 
 _INDEX_FOOT = f"""Retrain or continue training with `{CLI} train NAME --steps N` (it resumes from
 `.cache/zoo-train/NAME/` or, without it, warm-starts from the bundled weights; the options
@@ -72,19 +76,27 @@ def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = 
             if "fidelity" in res:
                 fi = res["fidelity"]
                 what = "disk" if name == "disks" else "shape"
-                parts.append(f"{100 * fi.get('samples_explained_visible', fi['samples_explained']):.0f} % "
-                             f"of samples fit a rendered {what} within RMS {fi['threshold_rmse']}")
+                parts.append(
+                    f"{100 * fi.get('samples_explained_visible', fi['samples_explained']):.0f} % "
+                    f"of samples fit a rendered {what} within RMS {fi['threshold_rmse']}"
+                )
                 if "samples_clean" in fi:
-                    parts.append(f"{100 * fi['samples_clean']:.0f} % are clean {what}s (foreground IoU "
-                                 f">= {fi['iou_threshold']}; data: {100 * fi['data_clean']:.0f} %)")
+                    parts.append(
+                        f"{100 * fi['samples_clean']:.0f} % are clean {what}s (foreground IoU "
+                        f">= {fi['iou_threshold']}; data: {100 * fi['data_clean']:.0f} %)"
+                    )
             if "prompts_obeyed" in res:
                 po = res["prompts_obeyed"]
-                parts.append("prompt words obeyed (guidance " + str(res.get("guidance")) + "): "
-                             + ", ".join(f"{k} {100 * po[k]:.0f} %" for k in
-                                         ("colour", "background", "position", "size", "shape")))
+                parts.append(
+                    "prompt words obeyed (guidance "
+                    + str(res.get("guidance"))
+                    + "): "
+                    + ", ".join(
+                        f"{k} {100 * po[k]:.0f} %" for k in ("colour", "background", "position", "size", "shape")
+                    )
+                )
             mem = res["memorisation"]["share_samples_closer_than_fresh_p05"]
-            parts.append(f"{100 * mem:.0f} % of samples nearer the training set than 95 % of fresh "
-                         f"data (5 % expected)")
+            parts.append(f"{100 * mem:.0f} % of samples nearer the training set than 95 % of fresh data (5 % expected)")
             measured = "; ".join(parts)
             if res.get("steps") != steps:
                 measured += f" (card measured at step {res.get('steps')})"
@@ -92,8 +104,10 @@ def index_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str = 
             eye = notes.get("summary", "see card")
             if notes.get("step") != steps:
                 eye += f" (seen at step {notes.get('step')})"
-        rows.append(f"| `{name}` | {INDEX_DATA[name]} | {steps if steps is not None else '–'} | {measured} "
-                    f"| {eye} | [{name}]({name}.md) |")
+        rows.append(
+            f"| `{name}` | {INDEX_DATA[name]} | {steps if steps is not None else '–'} | {measured} "
+            f"| {eye} | [{name}]({name}.md) |"
+        )
     return "\n".join([_INDEX_HEAD, *rows, "", _INDEX_FOOT])
 
 
@@ -109,18 +123,21 @@ def ladder_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str =
     cards_dir, weights_dir = Path(cards_dir), Path(weights_dir)
     rec = LADDER_RECIPE
     lines = [
-        "# Appendix: the dataset-complexity ladder", "",
+        "# Appendix: the dataset-complexity ladder",
+        "",
         f"{len(ladder.RUNGS)} rungs of one disk renderer with a growing number of free factors "
         f"(`pullback_utils.zoo.ladder`), {len(LADDER_SEEDS)} training seeds per rung, one recipe for all: "
         f"{rec['steps']} steps at batch {rec['batch_size']}, lr {rec['lr']} ({rec['warmup']}-step warm-up, "
         f"cosine-annealed from step {rec['decay_from']} to {rec['lr_final']} at step {rec['steps']}), "
         f"{rec['n_train']} training "
         f"images, U-Net block_out_channels {tuple(rec['channels'])}. Train the missing ones with "
-        f"`{CLI} ladder --workers 2` (resumable); write a card with `{CLI} card NAME`.", "",
+        f"`{CLI} ladder --workers 2` (resumable); write a card with `{CLI} card NAME`.",
+        "",
         "A sample is a **clean** disk image when every disk of its rung is visible and the foreground "
         "IoU with the fitted rendering is at least 0.9 (rung 5: the union of both disks); the data "
         "column is the fitter's score on fresh data. Memorisation: the share of samples nearer the "
-        "training set than 95 % of fresh data (5 % expected).", "",
+        "training set than 95 % of fresh data (5 % expected).",
+        "",
         "| rung | factors | seed | steps | clean (samples) | clean (data) | median IoU | memorisation | card |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -137,9 +154,13 @@ def ladder_markdown(cards_dir: Path | str = CARDS_DIR, weights_dir: Path | str =
         else:
             fi, mem = res["fidelity"], res["memorisation"]
             at = "" if res.get("steps") == steps else f" (card at step {res.get('steps')})"
-            cells = [f"{steps}{at}", f"{100 * fi['samples_clean']:.1f} %", f"{100 * fi['data_clean']:.1f} %",
-                     f"{fi['samples_median_iou']:.3f}",
-                     f"{100 * mem['share_samples_closer_than_fresh_p05']:.1f} %",
-                     f"[card]({LADDER_CARDS}/{name}.md)"]
+            cells = [
+                f"{steps}{at}",
+                f"{100 * fi['samples_clean']:.1f} %",
+                f"{100 * fi['data_clean']:.1f} %",
+                f"{fi['samples_median_iou']:.3f}",
+                f"{100 * mem['share_samples_closer_than_fresh_p05']:.1f} %",
+                f"[card]({LADDER_CARDS}/{name}.md)",
+            ]
         lines.append(f"| {r} | {factors} | {s} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""])

@@ -38,8 +38,7 @@ from pullback_utils.zoo.registry import (
     read_info,
 )
 
-__all__ = ["GUIDANCE_SWEEP", "LADDER_SAMPLES", "LADDER_DDIM_STEPS",
-           "write_card", "rewrite_markdown", "write_indexes"]
+__all__ = ["GUIDANCE_SWEEP", "LADDER_SAMPLES", "LADDER_DDIM_STEPS", "write_card", "rewrite_markdown", "write_indexes"]
 
 GUIDANCE_SWEEP = (1.0, 2.0, 3.0)  # classifier-free guidance scales at which prompt control is measured
 _SWEEP_SAMPLES = 128
@@ -91,9 +90,17 @@ def _read_notes(folder: Path) -> dict | None:
     return read_json(f) if f.is_file() else None
 
 
-def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | str | None = None,
-               n_samples: int | None = None, ddim_steps: int | None = None, guidance: float = 1.0,
-               device: str = "cpu", threads: int = 1, progress: bool = True) -> dict:
+def write_card(
+    name: str,
+    model_path: Path | str | None = None,
+    out_dir: Path | str | None = None,
+    n_samples: int | None = None,
+    ddim_steps: int | None = None,
+    guidance: float = 1.0,
+    device: str = "cpu",
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
     """Measure model ``name`` (its folder: ``model_path``, default the bundled one) and write its
     card under ``out_dir`` (default ``book/model_cards``); returns the card's numbers.
 
@@ -124,16 +131,22 @@ def write_card(name: str, model_path: Path | str | None = None, out_dir: Path | 
         t_start = time.time()
         model = load_model(path, device=device)
         folder = _card_folder(name, out_dir)
-        res: dict = {"name": name, "steps": info["steps"], "n_samples": n, "ddim_steps": steps,
-                     "sampler": "package-ddim"}
+        res: dict = {
+            "name": name,
+            "steps": info["steps"],
+            "n_samples": n,
+            "ddim_steps": steps,
+            "sampler": "package-ddim",
+        }
         train = make_dataset(info["dataset"], info["n_train"], info["seed"])
         fresh = make_dataset(info["dataset"], max(n, 256), ev.FRESH_SEED)
         prompts = None
         if info["kind"] == "text":
             from pullback_utils.zoo.captions import captions_for
 
-            prompts = captions_for(fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()},
-                                   seed=ev.FRESH_SEED, drop_part=0.0)
+            prompts = captions_for(
+                fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()}, seed=ev.FRESH_SEED, drop_part=0.0
+            )
             res["guidance"] = guidance
         samples = ev.sample_images(model, n, steps=steps, prompt=prompts, guidance=guidance, progress=progress)
         res["samples_finite"] = bool(torch.isfinite(samples).all())
@@ -165,12 +178,16 @@ def _weights_dir(name: str, path: Path) -> Path:
     return path.parent.parent if name in LADDER_MODELS else path.parent
 
 
-def _prompt_control(model, fit: dict, fresh, prompts: list[str], n: int, steps: int, guidance: float,
-                    progress: bool) -> dict:
+def _prompt_control(
+    model, fit: dict, fresh, prompts: list[str], n: int, steps: int, guidance: float, progress: bool
+) -> dict:
     """Prompts obeyed at ``guidance`` and along :data:`GUIDANCE_SWEEP` (first :data:`_SWEEP_SAMPLES`)."""
     f, d = fresh.factors[:n], {k: v[:n] for k, v in fresh.discrete.items()}
-    out = {"prompts_obeyed": ev.prompts_obeyed(fit, f, d), "prompts_chance": dict(ev.PROMPT_CHANCE),
-           "example_prompts": prompts[:8]}
+    out = {
+        "prompts_obeyed": ev.prompts_obeyed(fit, f, d),
+        "prompts_chance": dict(ev.PROMPT_CHANCE),
+        "example_prompts": prompts[:8],
+    }
     m = min(n, _SWEEP_SAMPLES)
     sweep = {}
     for g in GUIDANCE_SWEEP:
@@ -190,8 +207,11 @@ def _write_markdown(name: str, info: dict, res: dict, cfg: dict, out_dir: Path, 
     """The card's markdown (with the notes by eye of *its* card folder) and the index pages."""
     folder = _card_folder(name, out_dir)
     notes = _read_notes(folder)
-    text = (ladder_card_markdown(name, info, res, notes) if name in LADDER_MODELS
-            else card_markdown(name, info, res, cfg, notes))
+    text = (
+        ladder_card_markdown(name, info, res, notes)
+        if name in LADDER_MODELS
+        else card_markdown(name, info, res, cfg, notes)
+    )
     write_text(folder.with_suffix(".md"), text)
     _write_index_pages(out_dir, weights_dir)  # its neighbours as they are (no check: this model is there)
 
@@ -203,14 +223,19 @@ def write_indexes(out_dir: Path | str = CARDS_DIR, weights_dir: Path | str = WEI
     zoo's model folders (a typo would otherwise rewrite every row as "not trained")."""
     out_dir, weights_dir = Path(out_dir).expanduser(), Path(weights_dir).expanduser()
     if not weights_dir.is_dir():
-        raise ValueError(f"weights_dir: {weights_dir} is not a folder; pass the folder that holds the zoo's "
-                         f"model folders (default {WEIGHTS_DIR})")
+        raise ValueError(
+            f"weights_dir: {weights_dir} is not a folder; pass the folder that holds the zoo's "
+            f"model folders (default {WEIGHTS_DIR})"
+        )
     found = [n for n in ZOO_MODELS if (weights_dir / n / "zoo.json").is_file()] + [
-        n for n in LADDER_MODELS if (weights_dir / LADDER_DIR / n / "zoo.json").is_file()]
+        n for n in LADDER_MODELS if (weights_dir / LADDER_DIR / n / "zoo.json").is_file()
+    ]
     if not found:
-        raise ValueError(f"weights_dir: {weights_dir} holds none of the zoo's models (no <name>/zoo.json for "
-                         f"{', '.join(ZOO_MODELS)} or {LADDER_DIR}/<ladder model>/zoo.json); refusing to rewrite "
-                         f"the index pages of {out_dir} with every model missing")
+        raise ValueError(
+            f"weights_dir: {weights_dir} holds none of the zoo's models (no <name>/zoo.json for "
+            f"{', '.join(ZOO_MODELS)} or {LADDER_DIR}/<ladder model>/zoo.json); refusing to rewrite "
+            f"the index pages of {out_dir} with every model missing"
+        )
     _write_index_pages(out_dir, weights_dir)
 
 
@@ -226,14 +251,18 @@ def rewrite_markdown(name: str, model_path: Path | str | None = None, out_dir: P
     out_dir = Path(out_dir) if out_dir is not None else CARDS_DIR
     card = _card_folder(name, out_dir) / "card.json"
     if not card.is_file():
-        raise ValueError(f"name: {name!r} has no stored card ({card} is missing); measure it first with "
-                         f"`python -m pullback_utils.zoo card {name}`")
+        raise ValueError(
+            f"name: {name!r} has no stored card ({card} is missing); measure it first with "
+            f"`python -m pullback_utils.zoo card {name}`"
+        )
     res = read_json(card)
     info = read_info(path)
     if res.get("steps") != info.get("steps"):
-        raise ValueError(f"name: the stored card of {name!r} was measured at step {res.get('steps')}, but the "
-                         f"weights in {path} are at step {info.get('steps')}; measure it again with "
-                         f"`python -m pullback_utils.zoo card {name}`")
+        raise ValueError(
+            f"name: the stored card of {name!r} was measured at step {res.get('steps')}, but the "
+            f"weights in {path} are at step {info.get('steps')}; measure it again with "
+            f"`python -m pullback_utils.zoo card {name}`"
+        )
     write_quality(path, res)
     if "heldout_loss" in res:
         res["heldout_loss"] = {int(k): v for k, v in res["heldout_loss"].items()}

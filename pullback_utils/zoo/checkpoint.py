@@ -44,10 +44,13 @@ def _read_checkpoint(state_file: Path, device: str) -> dict:
         raise ValueError(
             f"cache_dir: the training checkpoint {state_file} is damaged and cannot be read "
             f"({type(e).__name__}: {first[:200]}); delete it to restart from the model folder's weights "
-            f"(or from scratch), or pass another cache_dir") from None
+            f"(or from scratch), or pass another cache_dir"
+        ) from None
     if not isinstance(ck, dict) or not {"model", "ema", "opt", "step"} <= set(ck):
-        raise ValueError(f"cache_dir: {state_file} is not a training checkpoint of this package (expected a dict "
-                         f"with model, ema, opt, step, ...); delete it or pass another cache_dir")
+        raise ValueError(
+            f"cache_dir: {state_file} is not a training checkpoint of this package (expected a dict "
+            f"with model, ema, opt, step, ...); delete it or pass another cache_dir"
+        )
     return ck
 
 
@@ -58,18 +61,31 @@ def check_resume(state_file: Path | None, out_dir: Path, *, n_train: int, device
     if state_file is not None and Path(state_file).is_file():
         ck = _read_checkpoint(Path(state_file), device)
         if "n_train" in ck and int(ck["n_train"]) != int(n_train):
-            raise ValueError(f"n_train: checkpoint {state_file} was trained on n_train={ck['n_train']} images, not "
-                             f"{n_train}; resume with n_train={ck['n_train']}, or pass a new cache_dir and out_dir "
-                             f"to start another run")
+            raise ValueError(
+                f"n_train: checkpoint {state_file} was trained on n_train={ck['n_train']} images, not "
+                f"{n_train}; resume with n_train={ck['n_train']}, or pass a new cache_dir and out_dir "
+                f"to start another run"
+            )
     info = read_info(out_dir) if (Path(out_dir) / "zoo.json").is_file() else {}
     if "n_train" in info and int(info["n_train"]) != int(n_train):
-        raise ValueError(f"n_train: the model folder {out_dir} was trained on n_train={info['n_train']} images, "
-                         f"not {n_train} (its record covers every step); pass n_train={info['n_train']}, "
-                         f"or a new out_dir to start another run")
+        raise ValueError(
+            f"n_train: the model folder {out_dir} was trained on n_train={info['n_train']} images, "
+            f"not {n_train} (its record covers every step); pass n_train={info['n_train']}, "
+            f"or a new out_dir to start another run"
+        )
 
 
-def resume_checkpoint(st: TrainState, state_file: Path, *, tiny: bool, kind: str, seed: int,
-                       batch_size: int, device: str, n_train: int | None = None) -> None:
+def resume_checkpoint(
+    st: TrainState,
+    state_file: Path,
+    *,
+    tiny: bool,
+    kind: str,
+    seed: int,
+    batch_size: int,
+    device: str,
+    n_train: int | None = None,
+) -> None:
     """Load ``state_file`` into ``st`` after checking that it was written with this config
     (``ValueError`` naming the file when it is damaged or was written with another seed, batch size,
     training-set size or U-Net)."""
@@ -80,14 +96,18 @@ def resume_checkpoint(st: TrainState, state_file: Path, *, tiny: bool, kind: str
         if val is None:
             continue
         if key in ck and int(ck[key]) != int(val):
-            raise ValueError(f"{key}: checkpoint {state_file} was trained with {key}={ck[key]}, not {val}; "
-                             f"resume with {key}={ck[key]}, or pass a new cache_dir and out_dir to start "
-                             f"another run")
+            raise ValueError(
+                f"{key}: checkpoint {state_file} was trained with {key}={ck[key]}, not {val}; "
+                f"resume with {key}={ck[key]}, or pass a new cache_dir and out_dir to start "
+                f"another run"
+            )
     ch = tuple(st.model.config.block_out_channels)
     ck_ch = tuple(ck.get("channels", TINY_CHANNELS if tiny else DEFAULT_CHANNELS))
     if ck_ch != ch:
-        raise ValueError(f"channels: checkpoint {state_file} was trained with channels {ck_ch}, not {ch}; "
-                         f"pass those channels, or a new cache_dir and out_dir to train another size")
+        raise ValueError(
+            f"channels: checkpoint {state_file} was trained with channels {ck_ch}, not {ch}; "
+            f"pass those channels, or a new cache_dir and out_dir to train another size"
+        )
     st.model.load_state_dict(ck["model"])
     st.ema.load_state_dict(ck["ema"])
     st.opt.load_state_dict(ck["opt"])
@@ -101,18 +121,24 @@ def warm_start(st: TrainState, out_dir: Path, *, seed: int, device: str, n_train
     """Load the model folder's EMA weights, step and loss log into ``st`` (the optimizer restarts)."""
     info = read_info(out_dir)
     if "seed" in info and int(info["seed"]) != int(seed):
-        raise ValueError(f"seed: the model folder {out_dir} was trained with seed={info['seed']}, not "
-                         f"{seed} (another seed draws another training set); pass seed={info['seed']}, "
-                         f"or a new out_dir to start another run")
+        raise ValueError(
+            f"seed: the model folder {out_dir} was trained with seed={info['seed']}, not "
+            f"{seed} (another seed draws another training set); pass seed={info['seed']}, "
+            f"or a new out_dir to start another run"
+        )
     if n_train is not None and "n_train" in info and int(info["n_train"]) != int(n_train):
-        raise ValueError(f"n_train: the model folder {out_dir} was trained on n_train={info['n_train']} images, "
-                         f"not {n_train} (its record covers every step); pass n_train={info['n_train']}, "
-                         f"or a new out_dir to start another run")
+        raise ValueError(
+            f"n_train: the model folder {out_dir} was trained on n_train={info['n_train']} images, "
+            f"not {n_train} (its record covers every step); pass n_train={info['n_train']}, "
+            f"or a new out_dir to start another run"
+        )
     ch = tuple(st.model.config.block_out_channels)
     old_ch = tuple(read_json(out_dir / "unet" / "config.json")["block_out_channels"])
     if old_ch != ch:
-        raise ValueError(f"channels: the model folder {out_dir} holds a U-Net with channels {old_ch}, not "
-                         f"{ch}; pass those channels, or a new out_dir to train another size")
+        raise ValueError(
+            f"channels: the model folder {out_dir} holds a U-Net with channels {old_ch}, not "
+            f"{ch}; pass those channels, or a new out_dir to train another size"
+        )
     bundled = type(st.model).from_pretrained(out_dir / "unet").to(device)
     st.model.load_state_dict(bundled.state_dict())
     st.ema.load_state_dict(bundled.state_dict())
@@ -125,17 +151,38 @@ def warm_start(st: TrainState, out_dir: Path, *, seed: int, device: str, n_train
     st.resumed = f"bundled weights {out_dir} (step {st.step}; optimizer restarted)"
 
 
-def save_checkpoint(st: TrainState, state_file: Path | None, wall: float, *, tiny: bool, kind: str,
-                     seed: int, batch_size: int, n_train: int | None = None) -> None:
+def save_checkpoint(
+    st: TrainState,
+    state_file: Path | None,
+    wall: float,
+    *,
+    tiny: bool,
+    kind: str,
+    seed: int,
+    batch_size: int,
+    n_train: int | None = None,
+) -> None:
     """Write ``state_file`` atomically (keys: model ema opt gen torch_rng step wall_s log tiny kind
     channels seed batch_size n_train; all loadable with ``weights_only=True``)."""
     if state_file is None:
         return
     with atomic_write(state_file, "wb") as f:
-        torch.save({"model": st.model.state_dict(), "ema": st.ema.state_dict(), "opt": st.opt.state_dict(),
-                "gen": st.gen.get_state(), "torch_rng": torch.get_rng_state(), "step": st.step,
-                "wall_s": wall, "log": st.log, "tiny": tiny, "kind": kind,
-                "channels": list(st.model.config.block_out_channels), "seed": int(seed),
+        torch.save(
+            {
+                "model": st.model.state_dict(),
+                "ema": st.ema.state_dict(),
+                "opt": st.opt.state_dict(),
+                "gen": st.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "step": st.step,
+                "wall_s": wall,
+                "log": st.log,
+                "tiny": tiny,
+                "kind": kind,
+                "channels": list(st.model.config.block_out_channels),
+                "seed": int(seed),
                 "batch_size": int(batch_size),
-                **({"n_train": int(n_train)} if n_train is not None else {})}, f)
-
+                **({"n_train": int(n_train)} if n_train is not None else {}),
+            },
+            f,
+        )

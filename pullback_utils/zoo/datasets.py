@@ -52,7 +52,8 @@ from pullback_utils.zoo.vocab import (  # noqa: F401  (re-exported: the datasets
 )
 
 DATASETS: tuple[str, ...] = ("disks", "shapes", "scenes", "textures", "shapes-text") + tuple(
-    ladder.dataset_name(r) for r in ladder.RUNGS)
+    ladder.dataset_name(r) for r in ladder.RUNGS
+)
 #: The datasets with factors and a differentiable renderer (all but ``textures``).
 PROCEDURAL: tuple[str, ...] = tuple(d for d in DATASETS if d != "textures")
 #: Photographs bundled with scikit-image / scikit-learn that load without any download.
@@ -69,9 +70,7 @@ PHOTOS: tuple[str, ...] = (
 FACTOR_NAMES: dict[str, tuple[str, ...]] = {
     "disks": ("cx", "cy", "radius", "r", "g", "b"),
     "shapes": ("cx", "cy", "size", "rot", "fg_r", "fg_g", "fg_b", "bg_r", "bg_g", "bg_b"),
-    "scenes": tuple(
-        f"s{i}_{k}" for i in range(3) for k in ("cx", "cy", "size", "rot", "r", "g", "b")
-    )
+    "scenes": tuple(f"s{i}_{k}" for i in range(3) for k in ("cx", "cy", "size", "rot", "r", "g", "b"))
     + ("bg0_r", "bg0_g", "bg0_b", "bg1_r", "bg1_g", "bg1_b", "bg_angle"),
 }
 FACTOR_NAMES["shapes-text"] = FACTOR_NAMES["shapes"]
@@ -107,8 +106,7 @@ def _check_name(name: str, valid: tuple[str, ...] = DATASETS) -> None:
         raise ValueError(f"name: unknown dataset {name!r}; valid datasets: {list(valid)}")
 
 
-def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None
-           ) -> torch.Tensor:
+def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Render procedural images from their factors, differentiably in ``factors``.
 
     Args:
@@ -124,8 +122,9 @@ def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] |
     if name.startswith(ladder.PREFIX):
         return ladder.render(ladder.rung_of(name), factors)
     if factors.ndim != 2 or factors.shape[1] != len(FACTOR_NAMES[name]):
-        raise ValueError(f"factors: expected shape (N, {len(FACTOR_NAMES[name])}) for {name!r}, "
-                         f"got {tuple(factors.shape)}")
+        raise ValueError(
+            f"factors: expected shape (N, {len(FACTOR_NAMES[name])}) for {name!r}, got {tuple(factors.shape)}"
+        )
     discrete = discrete or {}
     f = factors
     n = f.shape[0]
@@ -140,23 +139,24 @@ def render(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] |
         img = m * f[:, 4:7, None, None] + (1 - m) * f[:, 7:10, None, None]
     else:
         if "shape" not in discrete or "present" not in discrete:
-            raise ValueError("discrete: rendering scenes needs discrete['shape'] and "
-                             "discrete['present'], each of shape (N, 3)")
+            raise ValueError(
+                "discrete: rendering scenes needs discrete['shape'] and discrete['present'], each of shape (N, 3)"
+            )
         g = pixel_grid(f.device, f.dtype)
         ang = f[:, 27]
-        t = 0.5 + 0.7 * ((g[0][None] - 0.5) * torch.cos(ang)[:, None, None]
-                         + (g[1][None] - 0.5) * torch.sin(ang)[:, None, None])
+        t = 0.5 + 0.7 * (
+            (g[0][None] - 0.5) * torch.cos(ang)[:, None, None] + (g[1][None] - 0.5) * torch.sin(ang)[:, None, None]
+        )
         img = f[:, 21:24, None, None] * (1 - t[:, None]) + f[:, 24:27, None, None] * t[:, None]
         for i in range(3):
-            p = f[:, 7 * i: 7 * i + 7]
+            p = f[:, 7 * i : 7 * i + 7]
             m = _coverage(shape_sdf(discrete["shape"][:, i], p[:, 0], p[:, 1], p[:, 2], p[:, 3]))
             m = (m * discrete["present"][:, i, None, None].to(f.dtype))[:, None]
             img = img * (1 - m) + p[:, 4:7, None, None] * m
     return img * 2 - 1
 
 
-def factor_jacobian(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None
-                    ) -> torch.Tensor:
+def factor_jacobian(name: str, factors: torch.Tensor, discrete: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Jacobian of :func:`render` with respect to the continuous factors, per image.
 
     factors: (N, K). Returns (N, 3*32*32, K): column k is d image / d factor k (flattened C,H,W),
@@ -189,8 +189,7 @@ def sample_factors(name: str, n: int, seed: int) -> tuple[torch.Tensor, dict[str
     if name == "disks":
         pos = _rand(gen, 2 * n, *POS_RANGE).view(n, 2)
         rad = _rand(gen, n, *SIZE_RANGE)
-        rgb = _hsv_to_rgb(torch.rand(n, generator=gen), _rand(gen, n, 0.5, 1.0),
-                          _rand(gen, n, 0.7, 1.0))
+        rgb = _hsv_to_rgb(torch.rand(n, generator=gen), _rand(gen, n, 0.5, 1.0), _rand(gen, n, 0.7, 1.0))
         return torch.cat([pos, rad[:, None], rgb], 1), {}
     if name in ("shapes", "shapes-text"):
         shape = torch.randint(len(SHAPES), (n,), generator=gen)
@@ -199,8 +198,7 @@ def sample_factors(name: str, n: int, seed: int) -> tuple[torch.Tensor, dict[str
         rot = _rand(gen, n, 0.0, math.pi / 2)
         fg = torch.randint(len(PALETTE), (n,), generator=gen)
         bg = (fg + torch.randint(1, len(PALETTE), (n,), generator=gen)) % len(PALETTE)
-        f = torch.cat([pos, size[:, None], rot[:, None], _palette_colours(gen, fg),
-                       _palette_colours(gen, bg)], 1)
+        f = torch.cat([pos, size[:, None], rot[:, None], _palette_colours(gen, fg), _palette_colours(gen, bg)], 1)
         return f, {"shape": shape, "fg": fg, "bg": bg}
     shape = torch.randint(len(SHAPES), (n, 3), generator=gen)
     present = torch.ones(n, 3, dtype=torch.long)
@@ -267,7 +265,7 @@ def _photo_crops(n: int, seed: int, min_side: int = 48, max_side: int = 160) -> 
         side = int(min_side + side_u[i] * (min(max_side, h, w) - min_side))
         y0 = int(pos_u[i, 0] * (h - side))
         x0 = int(pos_u[i, 1] * (w - side))
-        crop = ph[:, y0:y0 + side, x0:x0 + side]
+        crop = ph[:, y0 : y0 + side, x0 : x0 + side]
         if flip[i]:
             crop = crop.flip(-1)
         out[i] = F.interpolate(crop[None], size=(RESOLUTION, RESOLUTION), mode="area")[0]

@@ -33,9 +33,23 @@ from pullback_utils.zoo.fitting import (  # noqa: F401  (re-exported: the card's
 )
 from pullback_utils.zoo.vocab import COLOUR_NAMES, PALETTE, SHAPES
 
-__all__ = ["FIDELITY_RMSE", "CLEAN_IOU", "LOSS_TIMESTEPS", "FRESH_SEED", "SAMPLE_SEED", "PROMPT_CHANCE",
-           "sample_images", "heldout_loss", "nearest_distances", "memorisation", "fidelity",
-           "prompts_obeyed", "fit_factors", "foreground_iou", "visible"]
+__all__ = [
+    "FIDELITY_RMSE",
+    "CLEAN_IOU",
+    "LOSS_TIMESTEPS",
+    "FRESH_SEED",
+    "SAMPLE_SEED",
+    "PROMPT_CHANCE",
+    "sample_images",
+    "heldout_loss",
+    "nearest_distances",
+    "memorisation",
+    "fidelity",
+    "prompts_obeyed",
+    "fit_factors",
+    "foreground_iou",
+    "visible",
+]
 
 FIDELITY_RMSE = 0.04
 CLEAN_IOU = 0.9  # foreground IoU with the fitted rendering at which a sample counts as a clean shape
@@ -43,13 +57,26 @@ LOSS_TIMESTEPS = (10, 50, 100, 250, 500, 750, 999)  # U-Net timesteps (levels 11
 FRESH_SEED = 10_007
 SAMPLE_SEED = 1234
 #: Chance of obeying each prompt attribute by guessing (the text model's prompts).
-PROMPT_CHANCE: dict[str, float] = {"shape": 1 / len(SHAPES), "colour": 1 / len(COLOUR_NAMES),
-                                   "background": 1 / (len(COLOUR_NAMES) - 1), "position": 1 / 9,
-                                   "size": 1 / 3}
+PROMPT_CHANCE: dict[str, float] = {
+    "shape": 1 / len(SHAPES),
+    "colour": 1 / len(COLOUR_NAMES),
+    "background": 1 / (len(COLOUR_NAMES) - 1),
+    "position": 1 / 9,
+    "size": 1 / 3,
+}
 
 
-def sample_images(model, n: int, *, steps: int, seed: int = SAMPLE_SEED, prompt=None,
-                  guidance: float = 1.0, batch: int = 128, progress: bool = True) -> torch.Tensor:
+def sample_images(
+    model,
+    n: int,
+    *,
+    steps: int,
+    seed: int = SAMPLE_SEED,
+    prompt=None,
+    guidance: float = 1.0,
+    batch: int = 128,
+    progress: bool = True,
+) -> torch.Tensor:
     """(n, 3, 32, 32) samples in [-1, 1] on the CPU from ``model`` (a
     :class:`~pullback_utils.models.diffusion_model.DiffusionModel`): the package's deterministic DDIM from level T to
     clean data in ``steps`` steps, started from ``model.noise(n, seed)``, ``batch`` at a time (the
@@ -68,15 +95,21 @@ def sample_images(model, n: int, *, steps: int, seed: int = SAMPLE_SEED, prompt=
     x_all = model.noise(n, seed)
     out = []
     for i in tqdm(range(0, n, batch), desc=f"DDIM {steps} steps", disable=not progress):
-        p = prompt[i:i + batch] if isinstance(prompt, (list, torch.Tensor)) and len(prompt) == n else prompt
-        x = ddim_sample(model, x_all[i:i + batch], 1.0, 0, steps=steps, prompt=p, guidance_scale=guidance)
+        p = prompt[i : i + batch] if isinstance(prompt, (list, torch.Tensor)) and len(prompt) == n else prompt
+        x = ddim_sample(model, x_all[i : i + batch], 1.0, 0, steps=steps, prompt=p, guidance_scale=guidance)
         out.append(model.to_image(x).clamp(-1, 1).float().cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
-def heldout_loss(model, images: torch.Tensor, timesteps: tuple[int, ...] = LOSS_TIMESTEPS,
-                 cond: torch.Tensor | None = None, seed: int = 0, batch: int = 128) -> dict[int, float]:
+def heldout_loss(
+    model,
+    images: torch.Tensor,
+    timesteps: tuple[int, ...] = LOSS_TIMESTEPS,
+    cond: torch.Tensor | None = None,
+    seed: int = 0,
+    batch: int = 128,
+) -> dict[int, float]:
     """Mean squared epsilon error per pixel on ``images`` (N, 3, 32, 32) at each U-Net timestep.
 
     x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps with ``abar_t = alphas_cumprod[t]`` (level t + 1
@@ -91,17 +124,18 @@ def heldout_loss(model, images: torch.Tensor, timesteps: tuple[int, ...] = LOSS_
         a = float(model.alphas_cumprod[t])
         tot = 0.0
         for i in range(0, len(images), batch):
-            x0, eps = images[i:i + batch], noise[i:i + batch]
+            x0, eps = images[i : i + batch], noise[i : i + batch]
             xt = (math.sqrt(a) * x0 + math.sqrt(1 - a) * eps).to(model.device, model.dtype)
-            c = cond[i:i + batch] if cond is not None else None
+            c = cond[i : i + batch] if cond is not None else None
             pred = model.eps(xt, int(t) + 1, c).float().cpu()
             tot += float(((pred - eps) ** 2).mean(dim=(1, 2, 3)).sum())
         res[int(t)] = tot / len(images)
     return res
 
 
-def nearest_distances(queries: torch.Tensor, train: torch.Tensor, chunk: int = 4096
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_distances(
+    queries: torch.Tensor, train: torch.Tensor, chunk: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel RMS distance (in [0, 1] pixel units) of each query to its nearest training image.
 
     queries: (Q, 3, 32, 32), train: (N, 3, 32, 32), both in [-1, 1]. Returns (distances (Q,), index (Q,)).
@@ -111,7 +145,7 @@ def nearest_distances(queries: torch.Tensor, train: torch.Tensor, chunk: int = 4
     idx = torch.zeros(len(q), dtype=torch.long)
     qn = (q * q).sum(1, keepdim=True)
     for i in range(0, len(train), chunk):
-        tr = ((train[i:i + chunk] + 1) / 2).reshape(-1, q.shape[1])
+        tr = ((train[i : i + chunk] + 1) / 2).reshape(-1, q.shape[1])
         d2 = (qn - 2 * q @ tr.T + (tr * tr).sum(1)[None]).clamp_min(0)
         m, j = d2.min(1)
         upd = m < best
@@ -130,14 +164,17 @@ def memorisation(samples: torch.Tensor, fresh: torch.Tensor, train: torch.Tensor
     d_s, i_s = nearest_distances(samples, train)
     d_f, _ = nearest_distances(fresh, train)
     p05 = d_f.quantile(0.05)
-    return {"sample_nn_median": float(d_s.median()), "fresh_nn_median": float(d_f.median()),
-            "sample_nn_p05": float(d_s.quantile(0.05)), "fresh_nn_p05": float(p05),
-            "share_samples_closer_than_fresh_p05": float((d_s < p05).float().mean()),
-            "n_train": int(len(train))}, i_s
+    return {
+        "sample_nn_median": float(d_s.median()),
+        "fresh_nn_median": float(d_f.median()),
+        "sample_nn_p05": float(d_s.quantile(0.05)),
+        "fresh_nn_p05": float(p05),
+        "share_samples_closer_than_fresh_p05": float((d_s < p05).float().mean()),
+        "n_train": int(len(train)),
+    }, i_s
 
 
-def fidelity(family: str, samples: torch.Tensor, data: torch.Tensor, progress: bool = True
-             ) -> tuple[dict, dict]:
+def fidelity(family: str, samples: torch.Tensor, data: torch.Tensor, progress: bool = True) -> tuple[dict, dict]:
     """Fidelity numbers of ``samples`` and of real ``data`` (the fitter check) under the renderer
     ``family``; returns (numbers, the samples' fit)."""
     fs = fit_factors(family, samples, progress=progress)
@@ -146,7 +183,8 @@ def fidelity(family: str, samples: torch.Tensor, data: torch.Tensor, progress: b
     ok = fs["rmse"] <= FIDELITY_RMSE
     iou_s, iou_d = foreground_iou(family, samples, fs), foreground_iou(family, data, fd)
     return {
-        "family": family, "n_data": int(len(data)),
+        "family": family,
+        "n_data": int(len(data)),
         "threshold_rmse": FIDELITY_RMSE,
         "samples_explained": float(ok.float().mean()),
         "samples_visible": float(vis.float().mean()),
@@ -180,12 +218,16 @@ def prompts_obeyed(fit: dict, factors: torch.Tensor, discrete: dict[str, torch.T
         "shape": fit["shape"] == d["shape"],
         "colour": _nearest_palette(ff[:, 4:7].clamp(0, 1)) == d["fg"],
         "background": _nearest_palette(ff[:, 7:10].clamp(0, 1)) == d["bg"],
-        "position": torch.tensor([
-            (_third(float(a), POS_EDGES), _third(float(b), POS_EDGES))
-            == (_third(float(c), POS_EDGES), _third(float(e), POS_EDGES))
-            for a, b, c, e in zip(ff[:, 0], ff[:, 1], f[:, 0], f[:, 1])]),
-        "size": torch.tensor([_third(float(a), SIZE_EDGES) == _third(float(b), SIZE_EDGES)
-                              for a, b in zip(ff[:, 2], f[:, 2])]),
+        "position": torch.tensor(
+            [
+                (_third(float(a), POS_EDGES), _third(float(b), POS_EDGES))
+                == (_third(float(c), POS_EDGES), _third(float(e), POS_EDGES))
+                for a, b, c, e in zip(ff[:, 0], ff[:, 1], f[:, 0], f[:, 1])
+            ]
+        ),
+        "size": torch.tensor(
+            [_third(float(a), SIZE_EDGES) == _third(float(b), SIZE_EDGES) for a, b in zip(ff[:, 2], f[:, 2])]
+        ),
     }
     ok["colour+shape"] = ok["colour"] & ok["shape"]
     ok["all"] = ok["colour+shape"] & ok["background"] & ok["position"] & ok["size"]

@@ -25,11 +25,23 @@ from pullback_utils.zoo import ladder
 from pullback_utils.zoo.datasets import render
 from pullback_utils.zoo.vocab import RESOLUTION, SHAPES
 
-__all__ = ["FIT_ROTATIONS", "VISIBLE_CONTRAST", "VISIBLE_SIZE", "fit_family",
-           "fit_factors", "shape_layout", "visible", "foreground_iou"]
+__all__ = [
+    "FIT_ROTATIONS",
+    "VISIBLE_CONTRAST",
+    "VISIBLE_SIZE",
+    "fit_family",
+    "fit_factors",
+    "shape_layout",
+    "visible",
+    "foreground_iou",
+]
 
-FIT_ROTATIONS = {"circle": (0.0,), "square": (0.0, math.pi / 4), "triangle": (0.0, math.pi / 3, 2 * math.pi / 3),
-                 "plus": (0.0, math.pi / 4)}
+FIT_ROTATIONS = {
+    "circle": (0.0,),
+    "square": (0.0, math.pi / 4),
+    "triangle": (0.0, math.pi / 3, 2 * math.pi / 3),
+    "plus": (0.0, math.pi / 4),
+}
 #: A fitted shape is visible when its colour differs from the background by more than this (RGB
 #: distance, [0, 1] units) and its size is at least :data:`VISIBLE_SIZE` (image widths).
 VISIBLE_CONTRAST = 0.25
@@ -58,7 +70,7 @@ def _blobs(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     msum = mask.sum((1, 2)).clamp_min(1.0)
     cx = (mask * g[None, None, :]).sum((1, 2)) / msum
     cy = (mask * g[None, :, None]).sum((1, 2)) / msum
-    area = mask.sum((1, 2)).clamp_min(4.0) / RESOLUTION ** 2
+    area = mask.sum((1, 2)).clamp_min(4.0) / RESOLUTION**2
     colour = (x * mask[:, None]).sum((2, 3)) / msum[:, None]
     return cx, cy, area, colour
 
@@ -91,16 +103,21 @@ def _shape_starts(family: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     bg = _border_median(x) if family == "shapes" else torch.zeros(n, 3)
     mask = ((x - bg[:, :, None, None]).norm(dim=1) > VISIBLE_CONTRAST).float()
     cx, cy, area, fg = _blobs(x, mask)
-    hyp = [(i, k, r) for i in range(n) for k in (range(len(SHAPES)) if family == "shapes" else (0,))
-           for r in (FIT_ROTATIONS[SHAPES[k]] if family == "shapes" else (0.0,))]
+    hyp = [
+        (i, k, r)
+        for i in range(n)
+        for k in (range(len(SHAPES)) if family == "shapes" else (0,))
+        for r in (FIT_ROTATIONS[SHAPES[k]] if family == "shapes" else (0.0,))
+    ]
     hi = torch.tensor([h[0] for h in hyp])
     hk = torch.tensor([h[1] for h in hyp])
     size0 = (area[hi] / _AREA_COEF[hk]).sqrt().clamp(0.06, 0.35)
     if family == "disks":
         f0 = torch.cat([cx[hi, None], cy[hi, None], size0[:, None], fg[hi]], 1)
     else:
-        f0 = torch.cat([cx[hi, None], cy[hi, None], size0[:, None], torch.tensor([h[2] for h in hyp])[:, None],
-                        fg[hi], bg[hi]], 1)
+        f0 = torch.cat(
+            [cx[hi, None], cy[hi, None], size0[:, None], torch.tensor([h[2] for h in hyp])[:, None], fg[hi], bg[hi]], 1
+        )
     return hi, f0, hk
 
 
@@ -114,8 +131,7 @@ def _ladder_starts(rung: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
     def disk(m: torch.Tensor) -> torch.Tensor:  # (N, 6): cx, cy, radius, r, g, b of each blob
         cx, cy, area, colour = _blobs(x, m)
-        return torch.cat([cx[:, None], cy[:, None], (area / math.pi).sqrt().clamp(0.06, 0.35)[:, None],
-                          colour], 1)
+        return torch.cat([cx[:, None], cy[:, None], (area / math.pi).sqrt().clamp(0.06, 0.35)[:, None], colour], 1)
 
     if rung < 5:
         full = torch.cat([disk(mask), bg, fixed[9:].expand(n, 6)], 1)
@@ -139,8 +155,7 @@ def _render_fit(family: str, factors: torch.Tensor, shape: torch.Tensor | None) 
     return render(family, factors, {"shape": shape} if family == "shapes" else None)
 
 
-def fit_factors(family: str, images: torch.Tensor, iters: int = 100, lr: float = 0.015,
-                progress: bool = True) -> dict:
+def fit_factors(family: str, images: torch.Tensor, iters: int = 100, lr: float = 0.015, progress: bool = True) -> dict:
     """Fit the renderer of ``family`` to ``images`` (N, 3, 32, 32) in [-1, 1] (Adam on the per-pixel
     squared error from every start, keeping the best start per image).
 

@@ -52,12 +52,26 @@ __all__ = [
 
 RUNGS: tuple[int, ...] = (1, 2, 3, 4, 5)
 RUNG_NAMES: dict[int, str] = {1: "position", 2: "radius", 3: "colour", 4: "background", 5: "two disks"}
-ALL_FACTORS: tuple[str, ...] = ("cx", "cy", "radius", "r", "g", "b", "bg_r", "bg_g", "bg_b",
-                                "cx2", "cy2", "radius2", "r2", "g2", "b2")
+ALL_FACTORS: tuple[str, ...] = (
+    "cx",
+    "cy",
+    "radius",
+    "r",
+    "g",
+    "b",
+    "bg_r",
+    "bg_g",
+    "bg_b",
+    "cx2",
+    "cy2",
+    "radius2",
+    "r2",
+    "g2",
+    "b2",
+)
 _FREE: dict[int, int] = {1: 2, 2: 3, 3: 6, 4: 9, 5: 15}  # rung -> number of leading free factors
 #: Values of the factors a rung does not free (radius2 0 and colour 0: no second disk).
-FIXED: tuple[float, ...] = (0.5, 0.5, 0.185, 0.95, 0.95, 0.95, 0.0, 0.0, 0.0,
-                            0.5, 0.5, 0.0, 0.0, 0.0, 0.0)
+FIXED: tuple[float, ...] = (0.5, 0.5, 0.185, 0.95, 0.95, 0.95, 0.0, 0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0)
 PREFIX = "ladder-"
 
 
@@ -65,8 +79,10 @@ def check_rung(rung: object, name: str = "rung") -> int:
     """``rung`` as an int of :data:`RUNGS`; ``ValueError`` naming the valid rungs otherwise."""
     if is_int(rung) and int(rung) in RUNGS:
         return int(rung)
-    raise ValueError(f"{name}: unknown ladder rung {rung!r}; valid rungs: {list(RUNGS)} "
-                     f"({', '.join(f'{r} = {RUNG_NAMES[r]}' for r in RUNGS)})")
+    raise ValueError(
+        f"{name}: unknown ladder rung {rung!r}; valid rungs: {list(RUNGS)} "
+        f"({', '.join(f'{r} = {RUNG_NAMES[r]}' for r in RUNGS)})"
+    )
 
 
 def dataset_name(rung: int) -> str:
@@ -76,10 +92,9 @@ def dataset_name(rung: int) -> str:
 
 def rung_of(dataset: str) -> int:
     """The rung of a ladder dataset name ``"ladder-<rung>"`` (``ValueError`` otherwise)."""
-    if not isinstance(dataset, str) or not dataset.startswith(PREFIX) or not dataset[len(PREFIX):].isdigit():
-        raise ValueError(f"dataset: {dataset!r} is not a ladder dataset; valid: "
-                         f"{[dataset_name(r) for r in RUNGS]}")
-    return check_rung(int(dataset[len(PREFIX):]), "dataset")
+    if not isinstance(dataset, str) or not dataset.startswith(PREFIX) or not dataset[len(PREFIX) :].isdigit():
+        raise ValueError(f"dataset: {dataset!r} is not a ladder dataset; valid: {[dataset_name(r) for r in RUNGS]}")
+    return check_rung(int(dataset[len(PREFIX) :]), "dataset")
 
 
 def factor_names(rung: int) -> tuple[str, ...]:
@@ -121,8 +136,10 @@ def full_factors(rung: int, factors: torch.Tensor) -> torch.Tensor:
     fixed ones at :data:`FIXED`), linear (so differentiable) in ``factors``."""
     k = n_factors(rung)
     if factors.ndim != 2 or factors.shape[1] != k:
-        raise ValueError(f"factors: expected shape (N, {k}) for ladder rung {rung} "
-                         f"({', '.join(factor_names(rung))}), got {tuple(factors.shape)}")
+        raise ValueError(
+            f"factors: expected shape (N, {k}) for ladder rung {rung} "
+            f"({', '.join(factor_names(rung))}), got {tuple(factors.shape)}"
+        )
     fixed = torch.tensor(FIXED[k:], dtype=factors.dtype, device=factors.device)
     return torch.cat([factors, fixed.expand(factors.shape[0], -1)], 1)
 
@@ -133,7 +150,7 @@ def render(rung: int, factors: torch.Tensor) -> torch.Tensor:
     img = f[:, 6:9, None, None] * torch.ones(1, 1, 32, 32, dtype=f.dtype, device=f.device)
     for o in (0, 9):  # disk 1, then disk 2 over it (radius 0: no disk)
         m = disk_coverage(f[:, o], f[:, o + 1], f[:, o + 2]) * (f[:, o + 2] > 0).to(f.dtype)[:, None, None, None]
-        img = img * (1 - m) + f[:, o + 3:o + 6, None, None] * m
+        img = img * (1 - m) + f[:, o + 3 : o + 6, None, None] * m
     return img * 2 - 1
 
 

@@ -34,8 +34,19 @@ from pullback_utils.diffusion.model_map import (
 from pullback_utils.diffusion.vae import config_get
 from pullback_utils.models.diffusion_model import DiffusionModel
 
-__all__ = ["ModelNotFoundError", "check_model_reference", "SUPPORTED_UNETS", "SUPPORTED_DENOISERS", "PIPELINE_FAMILIES", "load_model",
-           "MODEL_MAP_ENV", "model_map", "parse_model_map", "format_model_map", "resolve_model_reference"]
+__all__ = [
+    "ModelNotFoundError",
+    "check_model_reference",
+    "SUPPORTED_UNETS",
+    "SUPPORTED_DENOISERS",
+    "PIPELINE_FAMILIES",
+    "load_model",
+    "MODEL_MAP_ENV",
+    "model_map",
+    "parse_model_map",
+    "format_model_map",
+    "resolve_model_reference",
+]
 
 # The pipeline components this package uses; others (safety checker, feature extractor) are skipped.
 _COMPONENTS = ("unet", "scheduler", "vae", "text_encoder", "tokenizer")
@@ -44,6 +55,8 @@ SUPPORTED_UNETS = ("UNet2DModel", "UNet2DConditionModel")
 #: Denoisers loaded with their whole pipeline (their prompts need the pipeline's encoders).
 PIPELINE_FAMILIES = ("DiTTransformer2DModel", "SD3Transformer2DModel", "FluxTransformer2DModel")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
 class ModelNotFoundError(OSError):
     """A model name, folder or hub id that cannot be resolved to a loadable model."""
 
@@ -55,8 +68,10 @@ def _ladder_hint(name: str) -> str:
     from pullback_utils.zoo.registry import MODELS
 
     if "replica_of" in MODELS.get(name, {}):
-        return (f"; {name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not been "
-                f"trained yet: `python -m pullback_utils.zoo train {name}`")
+        return (
+            f"; {name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not been "
+            f"trained yet: `python -m pullback_utils.zoo train {name}`"
+        )
     if not name.startswith("ladder"):
         return ""
     from pullback_utils.zoo.ladder import RUNGS
@@ -72,13 +87,17 @@ def check_model_reference(value: Any, name: str = "model") -> str:
     from pullback_utils.zoo.registry import available_models, is_bundled, suggest
 
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value).strip():
-        raise ModelNotFoundError(f"{name} must be a bundled model name, a folder or a hub id 'owner/name', got {value!r}")
+        raise ModelNotFoundError(
+            f"{name} must be a bundled model name, a folder or a hub id 'owner/name', got {value!r}"
+        )
     s = resolve_model_reference(os.fspath(value))
     if Path(s).expanduser().is_dir() or is_bundled(s) or (_HUB_ID.match(s) and not s.startswith((".", "/", "~"))):
         return s
     known = available_models() + available_models(ladder=True)
-    raise ModelNotFoundError(f"{name}={s!r}{suggest(s, known)} is not a bundled model name, an existing folder or a hub "
-                             f"id 'owner/name'; bundled models: {available_models() or 'none installed'}{_ladder_hint(s)}")
+    raise ModelNotFoundError(
+        f"{name}={s!r}{suggest(s, known)} is not a bundled model name, an existing folder or a hub "
+        f"id 'owner/name'; bundled models: {available_models() or 'none installed'}{_ladder_hint(s)}"
+    )
 
 
 def load_model(
@@ -138,9 +157,17 @@ def load_model(
     model = _load_folder(Path(folder), name=name, dtype=dtype, text_encoder=text_encoder, device=device)
     if sample_size is not None:
         size = _check_sample_size(sample_size)
-        model = DiffusionModel(model.unet, model.scheduler, vae=model.vae, text_encoder=model.text_encoder,
-                               tokenizer=model.tokenizer, name=model.name, pipeline=model.pipeline,
-                               conditional=model.is_conditional, sample_shape=(model.sample_shape[0], *size))
+        model = DiffusionModel(
+            model.unet,
+            model.scheduler,
+            vae=model.vae,
+            text_encoder=model.text_encoder,
+            tokenizer=model.tokenizer,
+            name=model.name,
+            pipeline=model.pipeline,
+            conditional=model.is_conditional,
+            sample_shape=(model.sample_shape[0], *size),
+        )
     if model.pipeline is not None:
         model.pipeline.to(device)
     model.unet.to(device)
@@ -158,7 +185,8 @@ def _check_sample_size(sample_size: Any) -> tuple[int, int]:
 
     bad = f"sample_size must be an int >= 1 or a pair (H, W) of such ints, got {sample_size!r}"
     if isinstance(sample_size, (str, bytes, bool)) or not (
-            isinstance(sample_size, numbers.Integral) or isinstance(sample_size, (tuple, list))):
+        isinstance(sample_size, numbers.Integral) or isinstance(sample_size, (tuple, list))
+    ):
         raise ValueError(bad)
     items = [sample_size] * 2 if isinstance(sample_size, numbers.Integral) else list(sample_size)
     if len(items) != 2:
@@ -214,8 +242,9 @@ def _load_component(folder: Path, sub: str | None, library: str, class_name: str
         if library == "transformers":
             module, info = cls.from_pretrained(folder / sub if sub else folder, dtype=dtype, output_loading_info=True)
         else:
-            module, info = cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False,
-                                               output_loading_info=True, **kwargs)
+            module, info = cls.from_pretrained(
+                folder, torch_dtype=dtype, low_cpu_mem_usage=False, output_loading_info=True, **kwargs
+            )
     except OSError as e:  # diffusers' "Unable to load weights ..." hides its cause in the chain
         cause = e.__cause__ or e.__context__
         why = f"{e}".strip() + (f" (cause: {type(cause).__name__}: {cause})" if cause is not None else "")
@@ -271,7 +300,8 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
         unet = _load_component(folder, None, "diffusers", cls, dtype)
     else:
         found = sorted(k for k in index if not k.startswith("_")) or sorted(
-            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
         raise ModelNotFoundError(
             f"{folder} holds no denoiser: expected unet/config.json or transformer/config.json (pipeline folder) "
             f"or config.json (a bare U-Net folder) describing one of {list(SUPPORTED_UNETS + PIPELINE_FAMILIES)}; "
@@ -283,7 +313,10 @@ def _load_unet_and_scheduler(folder: Path, dtype: torch.dtype, index: dict | Non
         sched_path, sub = folder / "scheduler_config.json", None
     else:
         raise ModelNotFoundError(f"{folder} holds no scheduler (scheduler/scheduler_config.json)")
-    spec = index.get("scheduler") or ["diffusers", read_json(sched_path, error=ModelNotFoundError).get("_class_name", "DDPMScheduler")]
+    spec = index.get("scheduler") or [
+        "diffusers",
+        read_json(sched_path, error=ModelNotFoundError).get("_class_name", "DDPMScheduler"),
+    ]
     scheduler = _load_component(folder, sub, "diffusers", spec[1], dtype)
     return unet, scheduler
 
@@ -343,19 +376,24 @@ def _load_pipeline(folder: Path, index: dict, *, name: str, dtype: torch.dtype) 
     try:
         pipe = DiffusionPipeline.from_pretrained(folder, dtype=dtype, low_cpu_mem_usage=False)
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise ModelNotFoundError(f"cannot load the {index.get('_class_name')} pipeline in {folder}: "
-                                 f"{type(e).__name__}: {e}") from e
+        raise ModelNotFoundError(
+            f"cannot load the {index.get('_class_name')} pipeline in {folder}: {type(e).__name__}: {e}"
+        ) from e
     finally:
         dlogging.set_verbosity(verbosity)
     denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
-    return DiffusionModel(denoiser, pipe.scheduler, vae=getattr(pipe, "vae", None),
-                          text_encoder=getattr(pipe, "text_encoder", None), tokenizer=getattr(pipe, "tokenizer", None),
-                          name=name, pipeline=pipe)
+    return DiffusionModel(
+        denoiser,
+        pipe.scheduler,
+        vae=getattr(pipe, "vae", None),
+        text_encoder=getattr(pipe, "text_encoder", None),
+        tokenizer=getattr(pipe, "tokenizer", None),
+        name=name,
+        pipeline=pipe,
+    )
 
 
-def _load_zoo(
-    folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu"
-) -> DiffusionModel:
+def _load_zoo(folder: Path, *, name: str, dtype: torch.dtype, text_encoder: Any, device: Any = "cpu") -> DiffusionModel:
     info = read_json(folder / "zoo.json", error=ModelNotFoundError)
     kind = info.get("kind")
     if kind not in ("pixel", "text"):
@@ -370,8 +408,7 @@ def _load_zoo(
     dim = config_get(unet.config, "cross_attention_dim", None)
     if hidden is not None and dim is not None and int(hidden) != int(dim):
         raise ValueError(
-            f"text_encoder has hidden_size {hidden}, but the U-Net of {name!r} expects "
-            f"cross_attention_dim {dim}"
+            f"text_encoder has hidden_size {hidden}, but the U-Net of {name!r} expects cross_attention_dim {dim}"
         )
     if not callable(getattr(text_encoder, "encode", None)):
         raise TypeError("text_encoder must have an .encode(list[str]) -> (B, L, D) method")
@@ -388,4 +425,3 @@ def _zoo_text_encoder(info: dict, device: Any = "cpu") -> Any:
         raise ModelNotFoundError(f"the zoo's MiniLM text encoder is unavailable ({e})") from None
     kwargs = {"max_length": int(info["max_length"])} if "max_length" in info else {}
     return MiniLMTextEncoder(device=str(device), **kwargs)
-

@@ -34,14 +34,34 @@ def steps_done(name: str, out_dir: Path | None = None) -> int:
         return 0
 
 
-def _train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1,
-                  max_minutes: float | None = None) -> list[str]:
+def _train_command(
+    name: str, recipe: dict, *, cache_dir: Path, threads: int = 1, max_minutes: float | None = None
+) -> list[str]:
     """The ``python -m pullback_utils.zoo train`` command line of one model under ``recipe``."""
-    cmd = [sys.executable, "-m", "pullback_utils.zoo", "train", name, "--no-card", "--threads", str(threads),
-           "--cache-dir", str(cache_dir), "--steps", str(recipe["steps"]),
-           "--batch-size", str(recipe["batch_size"]), "--lr", str(recipe["lr"]),
-           "--warmup", str(recipe["warmup"]), "--n-train", str(recipe["n_train"]),
-           "--channels", ",".join(map(str, recipe["channels"]))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pullback_utils.zoo",
+        "train",
+        name,
+        "--no-card",
+        "--threads",
+        str(threads),
+        "--cache-dir",
+        str(cache_dir),
+        "--steps",
+        str(recipe["steps"]),
+        "--batch-size",
+        str(recipe["batch_size"]),
+        "--lr",
+        str(recipe["lr"]),
+        "--warmup",
+        str(recipe["warmup"]),
+        "--n-train",
+        str(recipe["n_train"]),
+        "--channels",
+        ",".join(map(str, recipe["channels"])),
+    ]
     if recipe.get("loss_weighting", "none") != "none":
         cmd += ["--loss-weighting", recipe["loss_weighting"], "--snr-gamma", str(recipe.get("snr_gamma", 5.0))]
     if recipe.get("decay_from") is not None:
@@ -51,8 +71,15 @@ def _train_command(name: str, recipe: dict, *, cache_dir: Path, threads: int = 1
     return cmd
 
 
-def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: Path = DEFAULT_CACHE,
-               max_minutes: float | None = None, poll_s: float = 5.0) -> dict[str, int]:
+def train_many(
+    names: list[str],
+    recipe: dict,
+    *,
+    workers: int = 2,
+    cache_dir: Path = DEFAULT_CACHE,
+    max_minutes: float | None = None,
+    poll_s: float = 5.0,
+) -> dict[str, int]:
     """Train ``names`` under ``recipe`` with at most ``workers`` processes at once.
 
     Returns ``{name: return code}`` of the models that ran (models already at the target are left
@@ -84,9 +111,12 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
                 log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start (target {recipe['steps']} steps)\n")
                 log.flush()
                 env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_MININTERVAL="60")
-                proc = subprocess.Popen(_train_command(name, recipe, cache_dir=Path(cache_dir),
-                                                      max_minutes=max_minutes),
-                                        stdout=log, stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(
+                    _train_command(name, recipe, cache_dir=Path(cache_dir), max_minutes=max_minutes),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
                 running[name] = (proc, log)
                 print(f"[{time.strftime('%H:%M:%S')}] started {name} (pid {proc.pid})", flush=True)
             time.sleep(poll_s)
@@ -94,8 +124,11 @@ def train_many(names: list[str], recipe: dict, *, workers: int = 2, cache_dir: P
                 proc, log = running.pop(name)
                 log.close()
                 codes[name] = proc.returncode
-                print(f"[{time.strftime('%H:%M:%S')}] {name} finished with code {proc.returncode} "
-                      f"at step {steps_done(name)}", flush=True)
+                print(
+                    f"[{time.strftime('%H:%M:%S')}] {name} finished with code {proc.returncode} "
+                    f"at step {steps_done(name)}",
+                    flush=True,
+                )
     finally:
         for s, h in old.items():
             signal.signal(s, h)

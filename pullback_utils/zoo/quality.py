@@ -37,9 +37,25 @@ import numpy as np
 from pullback_utils._io import read_json, write_json
 from pullback_utils._validate import is_int
 
-__all__ = ["CLEAN_SHARE", "OBEY_SHARE", "MEMO_EXPECTED", "MEMO_POINTS", "MEMO_LEVEL", "QUALITY_FILE",
-           "Quality", "memorisation_band", "card_numbers", "check_bar", "write_quality", "read_quality",
-           "model_quality", "require_bar", "BarNotMet", "varied_attributes", "TEXT_ATTRIBUTES"]
+__all__ = [
+    "CLEAN_SHARE",
+    "OBEY_SHARE",
+    "MEMO_EXPECTED",
+    "MEMO_POINTS",
+    "MEMO_LEVEL",
+    "QUALITY_FILE",
+    "Quality",
+    "memorisation_band",
+    "card_numbers",
+    "check_bar",
+    "write_quality",
+    "read_quality",
+    "model_quality",
+    "require_bar",
+    "BarNotMet",
+    "varied_attributes",
+    "TEXT_ATTRIBUTES",
+]
 
 CLEAN_SHARE = 0.90
 OBEY_SHARE = 0.90
@@ -65,7 +81,7 @@ class Quality:
     notes: list[str] = field(default_factory=list)
 
     def sentence(self) -> str:
-        """"meets the bar" or "misses the bar: ..." (one line, for cards, errors and the scorecard)."""
+        """ "meets the bar" or "misses the bar: ..." (one line, for cards, errors and the scorecard)."""
         if not self.measured:
             return "not measured against the bar: " + "; ".join(self.misses)
         text = "meets the bar" if self.meets else "misses the bar: " + "; ".join(self.misses)
@@ -73,8 +89,7 @@ class Quality:
 
 
 @lru_cache(maxsize=32)
-def _rank_band(n_samples: int, n_fresh: int, level: float, sims: int = 20000, seed: int = 0
-               ) -> tuple[float, float]:
+def _rank_band(n_samples: int, n_fresh: int, level: float, sims: int = 20000, seed: int = 0) -> tuple[float, float]:
     """Central ``level`` range of the memorisation share when samples and fresh data come from one
     distribution. The statistic depends only on ranks (threshold: the fresh distances' 5 % quantile,
     linear interpolation as ``torch.quantile``), so uniforms simulate it exactly."""
@@ -86,8 +101,7 @@ def _rank_band(n_samples: int, n_fresh: int, level: float, sims: int = 20000, se
     return float(np.quantile(share, a)), float(np.quantile(share, 1 - a))
 
 
-def memorisation_band(n_samples: int, n_fresh: int | None = None, level: float = MEMO_LEVEL
-                      ) -> tuple[float, float]:
+def memorisation_band(n_samples: int, n_fresh: int | None = None, level: float = MEMO_LEVEL) -> tuple[float, float]:
     """The accepted range of the memorisation share at a card of ``n_samples`` samples measured
     against ``n_fresh`` fresh images (default the same): the wider of 5 % +- 2 points and the central
     ``level`` range of a model that draws exactly its data (simulated, seeded)."""
@@ -100,13 +114,15 @@ def memorisation_band(n_samples: int, n_fresh: int | None = None, level: float =
 def card_numbers(card: dict) -> dict:
     """The numbers the bar reads, from a card's ``card.json`` dict."""
     fid = card.get("fidelity") or {}
-    out = {"n_samples": int(card["n_samples"]), "steps": card.get("steps"),
-           "memorisation": float(card["memorisation"]["share_samples_closer_than_fresh_p05"])}
+    out = {
+        "n_samples": int(card["n_samples"]),
+        "steps": card.get("steps"),
+        "memorisation": float(card["memorisation"]["share_samples_closer_than_fresh_p05"]),
+    }
     if "samples_clean" in fid:
         out["clean"] = float(fid["samples_clean"])
     if "prompts_obeyed" in card:
-        out["obeyed"] = {k: float(card["prompts_obeyed"][k]) for k in TEXT_ATTRIBUTES
-                         if k in card["prompts_obeyed"]}
+        out["obeyed"] = {k: float(card["prompts_obeyed"][k]) for k in TEXT_ATTRIBUTES if k in card["prompts_obeyed"]}
         out["guidance"] = float(card.get("guidance", 1.0))
     return out
 
@@ -130,16 +146,19 @@ def check_bar(numbers: dict, attributes: tuple[str, ...] | list[str] | None = No
         misses.append(f"memorisation share {100 * memo:.1f} % > {100 * hi:.1f} % (fresh data: 5 %)")
     notes = []
     if memo < lo:  # further from the training set than fresh data: not memorisation (see the module doc)
-        notes.append(f"samples are further from the training set than fresh data (memorisation share "
-                     f"{100 * memo:.1f} % < {100 * lo:.1f} %)")
+        notes.append(
+            f"samples are further from the training set than fresh data (memorisation share "
+            f"{100 * memo:.1f} % < {100 * lo:.1f} %)"
+        )
     obeyed = numbers.get("obeyed")
     if obeyed is not None:
         wanted = list(attributes) if attributes is not None else list(obeyed)
         unknown = [a for a in wanted if a not in obeyed]
         if unknown:
             raise ValueError(f"attributes: {unknown} are not measured by the card; measured: {list(obeyed)}")
-        misses += [f"'{a}' obeyed {100 * obeyed[a]:.0f} % < {100 * OBEY_SHARE:.0f} %" for a in wanted
-                   if obeyed[a] < OBEY_SHARE]
+        misses += [
+            f"'{a}' obeyed {100 * obeyed[a]:.0f} % < {100 * OBEY_SHARE:.0f} %" for a in wanted if obeyed[a] < OBEY_SHARE
+        ]
     return Quality(meets=not misses, misses=misses, numbers=dict(numbers), notes=notes)
 
 
@@ -169,9 +188,17 @@ def write_quality(folder: Path | str, card: dict) -> Path:
     """Write ``quality.json`` (the card's bar numbers, keyed by the weights' digest) into the model
     ``folder``; returns its path."""
     folder = Path(folder)
-    blob = {"weights": _digest(folder), "numbers": card_numbers(card),
-            "bar": {"clean_share": CLEAN_SHARE, "obey_share": OBEY_SHARE, "memorisation_expected": MEMO_EXPECTED,
-                    "memorisation_points": MEMO_POINTS, "memorisation_level": MEMO_LEVEL}}
+    blob = {
+        "weights": _digest(folder),
+        "numbers": card_numbers(card),
+        "bar": {
+            "clean_share": CLEAN_SHARE,
+            "obey_share": OBEY_SHARE,
+            "memorisation_expected": MEMO_EXPECTED,
+            "memorisation_points": MEMO_POINTS,
+            "memorisation_level": MEMO_LEVEL,
+        },
+    }
     path = folder / QUALITY_FILE
     write_json(path, blob)
     return path
@@ -207,20 +234,29 @@ def model_quality(model: str, attributes: tuple[str, ...] | list[str] | None = N
         return None if model not in MODELS else Quality(False, [f"{model!r} has no weights yet"], measured=False)
     numbers = read_quality(folder)
     if numbers is None:
-        return Quality(False, [f"no card measured on these weights ({folder / QUALITY_FILE}); run "
-                               f"`python -m pullback_utils.zoo card {model}`"], measured=False)
+        return Quality(
+            False,
+            [
+                f"no card measured on these weights ({folder / QUALITY_FILE}); run "
+                f"`python -m pullback_utils.zoo card {model}`"
+            ],
+            measured=False,
+        )
     return check_bar(numbers, attributes)
 
 
-def require_bar(model: str, chapter: str, *, exploration: bool,
-                attributes: tuple[str, ...] | list[str] | None = None) -> Quality | None:
+def require_bar(
+    model: str, chapter: str, *, exploration: bool, attributes: tuple[str, ...] | list[str] | None = None
+) -> Quality | None:
     """What a chapter calls before it decides a primary claim on ``model``: the model's
     :class:`Quality`, or :class:`BarNotMet` when it misses the bar and ``exploration`` is false.
     Models the zoo does not describe (your own folder or hub id) pass with ``None``."""
     q = model_quality(model, attributes)
     if q is None or q.meets or exploration:
         return q
-    raise BarNotMet(f"{chapter}: model {model!r} {q.sentence()}. Its verdicts would describe a model that "
-                    f"does not draw its data, so it cannot decide the chapter's claims. Run it as an "
-                    f"exploration (parameter exploration=True, e.g. `-p exploration true`; the scorecard "
-                    f"marks its records), or use a model that meets the bar (see the model cards).")
+    raise BarNotMet(
+        f"{chapter}: model {model!r} {q.sentence()}. Its verdicts would describe a model that "
+        f"does not draw its data, so it cannot decide the chapter's claims. Run it as an "
+        f"exploration (parameter exploration=True, e.g. `-p exploration true`; the scorecard "
+        f"marks its records), or use a model that meets the bar (see the model cards)."
+    )

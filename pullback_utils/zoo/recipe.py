@@ -20,8 +20,9 @@ __all__ = ["LOSS_WEIGHTINGS", "learning_rate", "loss_weights", "check_loss_weigh
 LOSS_WEIGHTINGS: tuple[str, ...] = ("none", "min-snr")
 
 
-def learning_rate(step: int, lr: float, warmup: int, steps: int, decay_from: int | None = None,
-                  lr_final: float | None = None) -> float:
+def learning_rate(
+    step: int, lr: float, warmup: int, steps: int, decay_from: int | None = None, lr_final: float | None = None
+) -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warm-up over ``warmup`` steps to
     ``lr``, constant, then (if ``decay_from`` is given) cosine annealing to ``lr_final`` at ``steps``."""
     if decay_from is not None and step >= decay_from:

@@ -26,8 +26,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 LADDER_DIR = "ladder"
 LADDER_SEEDS: tuple[int, ...] = (0, 1, 2)
 #: The ladder's shared training recipe (keyword arguments of :func:`pullback_utils.zoo.train.train`).
-LADDER_RECIPE: dict = {"steps": 6000, "batch_size": 16, "lr": 8e-4, "warmup": 200, "decay_from": 3000,
-                       "lr_final": 4e-5, "n_train": 20000, "channels": (16, 32, 32)}
+LADDER_RECIPE: dict = {
+    "steps": 6000,
+    "batch_size": 16,
+    "lr": 8e-4,
+    "warmup": 200,
+    "decay_from": 3000,
+    "lr_final": 4e-5,
+    "n_train": 20000,
+    "channels": (16, 32, 32),
+}
 DEFAULT_CHANNELS: tuple[int, int, int] = (32, 64, 64)
 
 
@@ -44,11 +52,19 @@ MODELS: dict[str, dict] = {
     "textures": {"kind": "pixel", "dataset": "textures", "seed": 0, "channels": DEFAULT_CHANNELS},
     "shapes-text": {"kind": "text", "dataset": "shapes-text", "seed": 0, "channels": DEFAULT_CHANNELS},
 }
-MODELS.update({
-    ladder_name(r, s): {"kind": "pixel", "dataset": f"ladder-{r}", "seed": s, "rung": r,
-                        "channels": tuple(LADDER_RECIPE["channels"])}
-    for s in LADDER_SEEDS for r in RUNGS
-})
+MODELS.update(
+    {
+        ladder_name(r, s): {
+            "kind": "pixel",
+            "dataset": f"ladder-{r}",
+            "seed": s,
+            "rung": r,
+            "channels": tuple(LADDER_RECIPE["channels"]),
+        }
+        for s in LADDER_SEEDS
+        for r in RUNGS
+    }
+)
 #: The ladder's model names, seed-major (every rung's first seed first), the order it is trained in.
 LADDER_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "rung" in MODELS[n])
 #: The main zoo's model names (the book's chapters use these), in the zoo's order.
@@ -59,10 +75,14 @@ ZOO_MODELS: tuple[str, ...] = tuple(n for n in MODELS if n not in LADDER_MODELS)
 _REPLICATED: tuple[str, ...] = ("disks", "shapes", "shapes-text")
 _REPLICA_SEEDS: tuple[int, ...] = (0, 1, 2)
 _SEED_ALIASES: dict[str, str] = {f"{n}-s{MODELS[n]['seed']}": n for n in _REPLICATED}
-MODELS.update({
-    f"{n}-s{s}": {**MODELS[n], "seed": s, "replica_of": n}
-    for n in _REPLICATED for s in _REPLICA_SEEDS if s != MODELS[n]["seed"]
-})
+MODELS.update(
+    {
+        f"{n}-s{s}": {**MODELS[n], "seed": s, "replica_of": n}
+        for n in _REPLICATED
+        for s in _REPLICA_SEEDS
+        if s != MODELS[n]["seed"]
+    }
+)
 #: The seed replicates' names (seed 0 excluded: it is the model itself), in the zoo's order.
 REPLICA_MODELS: tuple[str, ...] = tuple(n for n in MODELS if "replica_of" in MODELS[n])
 
@@ -90,11 +110,13 @@ def check_model_name(name: str) -> dict:
     otherwise."""
     name = canonical_name(name)
     if name not in MODELS:
-        raise ValueError(f"name: unknown zoo model {name!r}{suggest(name, list(MODELS) + list(_SEED_ALIASES))}; "
-                         f"valid models: {list(ZOO_MODELS)}, their seed replicates <name>-s<seed> "
-                         f"({list(_REPLICATED)}, seeds {list(_REPLICA_SEEDS)}) and the ladder's "
-                         f"{LADDER_MODELS[0]!r} ... {LADDER_MODELS[-1]!r} (ladder-<rung>-s<seed>, rungs "
-                         f"{list(RUNGS)}, seeds {list(LADDER_SEEDS)})")
+        raise ValueError(
+            f"name: unknown zoo model {name!r}{suggest(name, list(MODELS) + list(_SEED_ALIASES))}; "
+            f"valid models: {list(ZOO_MODELS)}, their seed replicates <name>-s<seed> "
+            f"({list(_REPLICATED)}, seeds {list(_REPLICA_SEEDS)}) and the ladder's "
+            f"{LADDER_MODELS[0]!r} ... {LADDER_MODELS[-1]!r} (ladder-<rung>-s<seed>, rungs "
+            f"{list(RUNGS)}, seeds {list(LADDER_SEEDS)})"
+        )
     return MODELS[name]
 
 
@@ -111,8 +133,7 @@ def available_models(*, ladder: bool = False) -> list[str]:
     pool = LADDER_MODELS if ladder else ZOO_MODELS + REPLICA_MODELS
     found = [n for n in pool if (default_folder(n) / "zoo.json").is_file()]
     if not ladder and WEIGHTS_DIR.is_dir():  # folders outside the catalogue (e.g. added by hand)
-        found += sorted(p.name for p in WEIGHTS_DIR.iterdir()
-                        if p.name not in MODELS and (p / "zoo.json").is_file())
+        found += sorted(p.name for p in WEIGHTS_DIR.iterdir() if p.name not in MODELS and (p / "zoo.json").is_file())
     return found
 
 
@@ -129,13 +150,17 @@ def model_dir(name: str) -> Path:
     name = canonical_name(name)
     path = default_folder(name) if name in MODELS else WEIGHTS_DIR / name
     if name in REPLICA_MODELS and not (path / "zoo.json").is_file():
-        raise KeyError(f"{name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not "
-                       f"been trained yet: `python -m pullback_utils.zoo train {name}` (or, on a GPU, "
-                       f"`python -m pullback_utils.zoo train-many {name} --device cuda`)")
+        raise KeyError(
+            f"{name!r} is a catalogued seed replicate of {MODELS[name]['replica_of']!r} that has not "
+            f"been trained yet: `python -m pullback_utils.zoo train {name}` (or, on a GPU, "
+            f"`python -m pullback_utils.zoo train-many {name} --device cuda`)"
+        )
     if not (path / "zoo.json").is_file():
         valid = available_models() + available_models(ladder=True)
-        raise KeyError(f"no bundled model named {name!r}{suggest(name, valid)}; bundled models: "
-                       f"{available_models()}; ladder models: {available_models(ladder=True) or 'none trained'}")
+        raise KeyError(
+            f"no bundled model named {name!r}{suggest(name, valid)}; bundled models: "
+            f"{available_models()}; ladder models: {available_models(ladder=True) or 'none trained'}"
+        )
     return path
 
 

@@ -27,8 +27,9 @@ def pixel_grid(device: torch.device | str = "cpu", dtype: torch.dtype = torch.fl
     return torch.stack([xx, yy])
 
 
-def shape_sdf(kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torch.Tensor,
-              rot: torch.Tensor) -> torch.Tensor:
+def shape_sdf(
+    kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torch.Tensor, rot: torch.Tensor
+) -> torch.Tensor:
     """Signed distance (positive inside, image-width units) of each shape to every pixel centre.
 
     kind: (N,) long index into :data:`~pullback_utils.zoo.vocab.SHAPES`; cx, cy, size, rot: (N,).
@@ -51,8 +52,9 @@ def shape_sdf(kind: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, size: torc
     return out
 
 
-def _sdf_one(k: int, dx: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
-             sz: torch.Tensor) -> torch.Tensor:
+def _sdf_one(
+    k: int, dx: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, v: torch.Tensor, sz: torch.Tensor
+) -> torch.Tensor:
     """Signed distance of shape ``SHAPES[k]``; u, v: pixel offsets in the shape's rotated frame."""
     if k == 0:  # circle of radius size
         return sz - torch.sqrt(dx * dx + dy * dy + 1e-12)
@@ -69,8 +71,7 @@ def _sdf_one(k: int, dx: torch.Tensor, dy: torch.Tensor, u: torch.Tensor, v: tor
             tri = d if tri is None else torch.minimum(tri, d)
         return tri
     arm = sz * 0.35  # plus: two bars of half-length size and half-width 0.35 size
-    return torch.maximum(torch.minimum(sz - u.abs(), arm - v.abs()),
-                         torch.minimum(arm - u.abs(), sz - v.abs()))
+    return torch.maximum(torch.minimum(sz - u.abs(), arm - v.abs()), torch.minimum(arm - u.abs(), sz - v.abs()))
 
 
 def coverage(sd: torch.Tensor) -> torch.Tensor:

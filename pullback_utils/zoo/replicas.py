@@ -35,39 +35,106 @@ import torch
 __all__ = ["REPLICAS", "replica_config", "clip_tokenizer", "write_replica", "main"]
 
 _CELEBAHQ_UNET: dict[str, Any] = dict(
-    sample_size=256, in_channels=3, out_channels=3, center_input_sample=False, time_embedding_type="positional",
-    freq_shift=1, flip_sin_to_cos=False, down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
+    sample_size=256,
+    in_channels=3,
+    out_channels=3,
+    center_input_sample=False,
+    time_embedding_type="positional",
+    freq_shift=1,
+    flip_sin_to_cos=False,
+    down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4,
-    block_out_channels=(128, 128, 256, 256, 512, 512), layers_per_block=2, mid_block_scale_factor=1,
-    downsample_padding=0, act_fn="silu", attention_head_dim=None, norm_num_groups=32, norm_eps=1e-6)
+    block_out_channels=(128, 128, 256, 256, 512, 512),
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    downsample_padding=0,
+    act_fn="silu",
+    attention_head_dim=None,
+    norm_num_groups=32,
+    norm_eps=1e-6,
+)
 _CELEBAHQ_SCHEDULER: dict[str, Any] = dict(
-    num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", trained_betas=None,
-    variance_type="fixed_small", clip_sample=True)
+    num_train_timesteps=1000,
+    beta_start=0.0001,
+    beta_end=0.02,
+    beta_schedule="linear",
+    trained_betas=None,
+    variance_type="fixed_small",
+    clip_sample=True,
+)
 _SD21_UNET: dict[str, Any] = dict(
-    sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    center_input_sample=False,
+    flip_sin_to_cos=True,
+    freq_shift=0,
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, only_cross_attention=False,
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, downsample_padding=1, mid_block_scale_factor=1,
-    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
-    dual_cross_attention=False, use_linear_projection=True, num_class_embeds=None, upcast_attention=False)
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    only_cross_attention=False,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    downsample_padding=1,
+    mid_block_scale_factor=1,
+    act_fn="silu",
+    norm_num_groups=32,
+    norm_eps=1e-5,
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    dual_cross_attention=False,
+    use_linear_projection=True,
+    num_class_embeds=None,
+    upcast_attention=False,
+)
 _SD21_VAE: dict[str, Any] = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-    act_fn="silu", latent_channels=4, norm_num_groups=32, sample_size=768, scaling_factor=0.18215)
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    act_fn="silu",
+    latent_channels=4,
+    norm_num_groups=32,
+    sample_size=768,
+    scaling_factor=0.18215,
+)
 _SD21_TEXT: dict[str, Any] = dict(
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-    max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=512, bos_token_id=0,
-    eos_token_id=2, pad_token_id=1)
+    vocab_size=49408,
+    hidden_size=1024,
+    intermediate_size=4096,
+    num_hidden_layers=23,
+    num_attention_heads=16,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=512,
+    bos_token_id=0,
+    eos_token_id=2,
+    pad_token_id=1,
+)
 _SD21_SCHEDULER: dict[str, Any] = dict(
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", trained_betas=None,
-    skip_prk_steps=True, set_alpha_to_one=False, prediction_type="epsilon", steps_offset=1)
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    trained_betas=None,
+    skip_prk_steps=True,
+    set_alpha_to_one=False,
+    prediction_type="epsilon",
+    steps_offset=1,
+)
 
 #: hub id -> {component: config} of the pipelines :func:`write_replica` can write
 REPLICAS: dict[str, dict[str, dict[str, Any]]] = {
     "google/ddpm-ema-celebahq-256": {"unet": _CELEBAHQ_UNET, "scheduler": _CELEBAHQ_SCHEDULER},
-    "stabilityai/stable-diffusion-2-1-base": {"unet": _SD21_UNET, "vae": _SD21_VAE, "text_encoder": _SD21_TEXT,
-                                              "scheduler": _SD21_SCHEDULER,
-                                              "tokenizer": dict(vocab_size=49408, model_max_length=77)},
+    "stabilityai/stable-diffusion-2-1-base": {
+        "unet": _SD21_UNET,
+        "vae": _SD21_VAE,
+        "text_encoder": _SD21_TEXT,
+        "scheduler": _SD21_SCHEDULER,
+        "tokenizer": dict(vocab_size=49408, model_max_length=77),
+    },
 }
 
 
@@ -121,8 +188,14 @@ def clip_tokenizer(vocab_size: int = 49408, model_max_length: int = 77) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length, pad_token="!")
 
 
-def write_replica(hub_id: str, folder: str | os.PathLike, *, seed: int = 0,
-                  overrides: dict[str, dict[str, Any]] | None = None, dtype: torch.dtype = torch.float32) -> Path:
+def write_replica(
+    hub_id: str,
+    folder: str | os.PathLike,
+    *,
+    seed: int = 0,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """Write a random-weight replica of ``hub_id`` into ``folder`` (created; must be new or empty) as a
     diffusers pipeline folder (``model_index.json`` + components, safetensors); returns the folder.
 
@@ -151,21 +224,26 @@ def write_replica(hub_id: str, folder: str | os.PathLike, *, seed: int = 0,
         parts["text_encoder"] = cast(CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"])))
         parts["tokenizer"] = clip_tokenizer(**cfg["tokenizer"])
         parts["scheduler"] = diffusers.PNDMScheduler(**cfg["scheduler"])
-        pipe = diffusers.StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False)
+        pipe = diffusers.StableDiffusionPipeline(
+            **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
     else:
         parts["scheduler"] = diffusers.DDPMScheduler(**cfg["scheduler"])
         pipe = diffusers.DDPMPipeline(**parts)
     out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out, safe_serialization=True)
-    (out / "REPLICA.txt").write_text(f"random-weight replica of {hub_id} (seed {seed}), written by "
-                                     f"pullback_utils.zoo.replicas; configuration overrides: {overrides or 'none'}\n")
+    (out / "REPLICA.txt").write_text(
+        f"random-weight replica of {hub_id} (seed {seed}), written by "
+        f"pullback_utils.zoo.replicas; configuration overrides: {overrides or 'none'}\n"
+    )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pullback_utils.zoo.replicas",
-                                description="write a random-weight replica of a paper hub pipeline (offline)")
+    p = argparse.ArgumentParser(
+        prog="python -m pullback_utils.zoo.replicas",
+        description="write a random-weight replica of a paper hub pipeline (offline)",
+    )
     p.add_argument("hub_id", choices=sorted(REPLICAS))
     p.add_argument("folder", type=Path, help="new or empty folder")
     p.add_argument("--seed", type=int, default=0)

@@ -29,9 +29,17 @@ from pullback_utils.zoo.registry import check_model_name, default_folder
 __all__ = ["train_side_by_side"]
 
 
-def train_side_by_side(names: list[str], recipe: dict, *, device: str = "cpu", threads: int = 1,
-                       max_minutes: float | None = None, cache_dir: Path | str | None = DEFAULT_CACHE,
-                       out_dirs: dict[str, Path | str] | None = None, progress: bool = True) -> dict[str, dict]:
+def train_side_by_side(
+    names: list[str],
+    recipe: dict,
+    *,
+    device: str = "cpu",
+    threads: int = 1,
+    max_minutes: float | None = None,
+    cache_dir: Path | str | None = DEFAULT_CACHE,
+    out_dirs: dict[str, Path | str] | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Train ``names`` at once, one thread each, with :func:`~pullback_utils.zoo.train.train`.
 
     Args:
@@ -74,18 +82,30 @@ def train_side_by_side(names: list[str], recipe: dict, *, device: str = "cpu", t
 
     def run(name: str) -> None:
         try:
-            res = train(name, **recipe, device=device, threads=threads, out_dir=out_dirs[name],
-                        cache_dir=cache_dir, stop_event=stop, progress=progress)
+            res = train(
+                name,
+                **recipe,
+                device=device,
+                threads=threads,
+                out_dir=out_dirs[name],
+                cache_dir=cache_dir,
+                stop_event=stop,
+                progress=progress,
+            )
             results[name] = {"status": "trained", "step": res.step, "error": ""}
         except Exception as e:  # noqa: BLE001 - reported per model, the others go on
-            results[name] = {"status": "failed", "step": steps_done(name, out_dirs[name]),
-                             "error": f"{type(e).__name__}: {e}"}
+            results[name] = {
+                "status": "failed",
+                "step": steps_done(name, out_dirs[name]),
+                "error": f"{type(e).__name__}: {e}",
+            }
             traceback.print_exc()
 
     workers = [threading.Thread(target=run, args=(n,), name=f"train-{n}", daemon=True) for n in todo]
     main = threading.current_thread() is threading.main_thread()
-    old = ({s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-           if main else {})
+    old = (
+        {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    )
     t0 = time.time()
     try:
         for w in workers:

@@ -49,8 +49,9 @@ class MiniLMTextEncoder:
         """Token ids and attention mask, each (B, max_length)."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts: expected a list of strings")
-        return self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                              max_length=self.max_length, return_tensors="pt").to(self.device)
+        return self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -69,8 +70,9 @@ class MiniLMTextEncoder:
         """
         if len(prompts) == 0:
             raise ValueError("prompts: need at least one prompt")
-        tok = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=128,
-                             return_tensors="pt").to(self.device)
+        tok = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=128, return_tensors="pt").to(
+            self.device
+        )
         h = self.model(**tok).last_hidden_state.float()
         m = tok["attention_mask"].unsqueeze(-1).float()
         pooled = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)

@@ -82,8 +82,9 @@ class _Data:
     wall_s: float = 0.0
 
 
-def _caption_embeddings(captions: list[str], cache_file: Path | None, device: str
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _caption_embeddings(
+    captions: list[str], cache_file: Path | None, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unique-caption embeddings (U, 16, 384) fp16, per-image index (N,), and the "" embedding (16, 384)."""
     uniq = sorted(set(captions))
     pos = {c: i for i, c in enumerate(uniq)}
@@ -97,8 +98,9 @@ def _caption_embeddings(captions: list[str], cache_file: Path | None, device: st
     from pullback_utils.zoo.text_encoder import MiniLMTextEncoder
 
     enc = MiniLMTextEncoder(device=device, max_length=TEXT_MAX_LENGTH)
-    chunks = [enc.encode(uniq[i:i + 256]).half().cpu()
-              for i in tqdm(range(0, len(uniq), 256), desc="encoding captions")]
+    chunks = [
+        enc.encode(uniq[i : i + 256]).half().cpu() for i in tqdm(range(0, len(uniq), 256), desc="encoding captions")
+    ]
     emb = torch.cat(chunks)
     uncond = enc.encode([""])[0].cpu()
     if cache_file is not None:
@@ -122,8 +124,9 @@ def _training_data(name: str, n_train: int, seed: int, cache_dir: Path | None, d
     return out
 
 
-def _train_step(st: TrainState, data: _Data, acp: torch.Tensor, *, batch_size: int, lr: float,
-                weighting: str, snr_gamma: float) -> float:
+def _train_step(
+    st: TrainState, data: _Data, acp: torch.Tensor, *, batch_size: int, lr: float, weighting: str, snr_gamma: float
+) -> float:
     """One optimizer step at learning rate ``lr`` (noise, t and caption dropout drawn from ``st.gen``
     in that order, so that a resumed run continues the same stream); returns the batch loss."""
     dev = data.images.device
@@ -166,14 +169,31 @@ def _update_ema(st: TrainState, ema_decay: float) -> None:
             pe.lerp_(pm, 1 - d)
 
 
-def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, device: str = "cpu",
-          seed: int | None = None, threads: int = 1, max_minutes: float | None = None,
-          out_dir: Path | str | None = None, cache_dir: Path | str | None = DEFAULT_CACHE,
-          tiny: bool = False, n_train: int = 20000, save_every: int = 500,
-          warmup: int = 200, ema_decay: float = 0.999, progress: bool = True,
-          decay_from: int | None = None, lr_final: float | None = None,
-          channels: tuple[int, int, int] | None = None, loss_weighting: str = "none",
-          snr_gamma: float = 5.0, stop_event: threading.Event | None = None) -> TrainResult:
+def train(
+    name: str,
+    steps: int,
+    *,
+    batch_size: int = 16,
+    lr: float = 8e-4,
+    device: str = "cpu",
+    seed: int | None = None,
+    threads: int = 1,
+    max_minutes: float | None = None,
+    out_dir: Path | str | None = None,
+    cache_dir: Path | str | None = DEFAULT_CACHE,
+    tiny: bool = False,
+    n_train: int = 20000,
+    save_every: int = 500,
+    warmup: int = 200,
+    ema_decay: float = 0.999,
+    progress: bool = True,
+    decay_from: int | None = None,
+    lr_final: float | None = None,
+    channels: tuple[int, int, int] | None = None,
+    loss_weighting: str = "none",
+    snr_gamma: float = 5.0,
+    stop_event: threading.Event | None = None,
+) -> TrainResult:
     """Train (or continue training) zoo model ``name`` until ``steps`` total steps.
 
     Args:
@@ -210,17 +230,22 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         seed = int(entry["seed"])
     seed = check_int(seed, "seed:", 0)
     if "rung" in entry and seed != entry["seed"]:
-        raise ValueError(f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
-                         f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead")
+        raise ValueError(
+            f"seed: ladder model {name!r} is trained with seed {entry['seed']} (its name says so), "
+            f"got seed={seed}; train ladder-{entry['rung']}-s{seed} instead"
+        )
     elif "replica_of" in entry and seed != entry["seed"]:
-        raise ValueError(f"seed: {name!r} is the seed-{entry['seed']} replicate of {entry['replica_of']!r} (its "
-                         f"name says so), got seed={seed}; train {entry['replica_of']}-s{seed} instead")
+        raise ValueError(
+            f"seed: {name!r} is the seed-{entry['seed']} replicate of {entry['replica_of']!r} (its "
+            f"name says so), got seed={seed}; train {entry['replica_of']}-s{seed} instead"
+        )
     name = canonical_name(name)
     check_int(warmup, "warmup:", 0)
     if not is_real(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
-    steps, batch_size, n_train = (check_int(v, f"{key}:", 1) for key, v in
-                                  (("steps", steps), ("batch_size", batch_size), ("n_train", n_train)))
+    steps, batch_size, n_train = (
+        check_int(v, f"{key}:", 1) for key, v in (("steps", steps), ("batch_size", batch_size), ("n_train", n_train))
+    )
     threads = check_int(threads, "threads:", 1)
     save_every = check_int(save_every, "save_every:", 0)
     if max_minutes is not None:
@@ -255,12 +280,16 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     with _GLOBAL_RNG:  # initial weights come from torch's global generator: one model at a time
         torch.manual_seed(seed)
         model = build_unet(kind, tiny, channels).to(device).train()
-        st = TrainState(model, freeze(copy.deepcopy(model)),
-                        torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
-                        torch.Generator(device=device).manual_seed(seed + 1))
+        st = TrainState(
+            model,
+            freeze(copy.deepcopy(model)),
+            torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0),
+            torch.Generator(device=device).manual_seed(seed + 1),
+        )
         if state_file is not None and state_file.is_file():
-            resume_checkpoint(st, state_file, tiny=tiny, kind=kind, seed=seed, batch_size=batch_size,
-                              device=device, n_train=n_train)
+            resume_checkpoint(
+                st, state_file, tiny=tiny, kind=kind, seed=seed, batch_size=batch_size, device=device, n_train=n_train
+            )
         elif (out_dir / "zoo.json").is_file() and (out_dir / "unet").is_dir():
             warm_start(st, out_dir, seed=seed, device=device, n_train=n_train)
     runs = run_history(out_dir, st)
@@ -272,8 +301,11 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
     def _on_signal(signum, frame):  # finish the current step, then save
         stop["flag"] = True
 
-    old_handlers = ({s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-                    if threading.current_thread() is threading.main_thread() else {})
+    old_handlers = (
+        {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     t0 = time.time()
     start_step = st.step
     window: list[float] = []  # losses since the last log entry
@@ -284,15 +316,22 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
         st.log["wall_s"].append(st.wall_prev + time.time() - t0)
         window.clear()
 
-    bar = tqdm(total=steps, initial=min(st.step, steps), desc=f"train {name}", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=min(st.step, steps), desc=f"train {name}", disable=not progress, dynamic_ncols=True)
     try:
         while st.step < steps and not stop["flag"] and not (stop_event is not None and stop_event.is_set()):
             if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
                 break
-            window.append(_train_step(st, data, acp, batch_size=batch_size,
-                                      lr=learning_rate(st.step, lr, warmup, steps, decay_from, lr_final),
-                                      weighting=loss_weighting, snr_gamma=snr_gamma))
+            window.append(
+                _train_step(
+                    st,
+                    data,
+                    acp,
+                    batch_size=batch_size,
+                    lr=learning_rate(st.step, lr, warmup, steps, decay_from, lr_final),
+                    weighting=loss_weighting,
+                    snr_gamma=snr_gamma,
+                )
+            )
             _update_ema(st, ema_decay)
             if st.step % _LOG_EVERY == 0 or st.step == steps:
                 log_window()
@@ -313,19 +352,43 @@ def train(name: str, steps: int, *, batch_size: int = 16, lr: float = 8e-4, devi
                 log_window()
             save_checkpoint(st, state_file, wall, **ck)
             hardware = hardware_string(device, threads)
-            run = {"from_step": start_step, "to_step": st.step, "lr": lr, "warmup": warmup,
-                   "decay_from": decay_from, "lr_final": lr_final, "target_steps": steps,
-                   "batch_size": batch_size, "loss_weighting": loss_weighting,
-                   **({"snr_gamma": float(snr_gamma)} if loss_weighting == "min-snr" else {}),
-                   "hardware": hardware, "wall_s": round(time.time() - t0, 1),
-                   "s_per_step": round(s_per_step, 4)}
-            info = model_info(name, st, n_train=n_train, seed=seed, batch_size=batch_size, lr=lr,
-                              ema_decay=ema_decay, tiny=tiny, wall=wall, s_per_step=s_per_step,
-                              hardware=hardware, data_wall_s=data.wall_s, runs=runs + [run],
-                              caption_dropout=_CAPTION_DROPOUT)
+            run = {
+                "from_step": start_step,
+                "to_step": st.step,
+                "lr": lr,
+                "warmup": warmup,
+                "decay_from": decay_from,
+                "lr_final": lr_final,
+                "target_steps": steps,
+                "batch_size": batch_size,
+                "loss_weighting": loss_weighting,
+                **({"snr_gamma": float(snr_gamma)} if loss_weighting == "min-snr" else {}),
+                "hardware": hardware,
+                "wall_s": round(time.time() - t0, 1),
+                "s_per_step": round(s_per_step, 4),
+            }
+            info = model_info(
+                name,
+                st,
+                n_train=n_train,
+                seed=seed,
+                batch_size=batch_size,
+                lr=lr,
+                ema_decay=ema_decay,
+                tiny=tiny,
+                wall=wall,
+                s_per_step=s_per_step,
+                hardware=hardware,
+                data_wall_s=data.wall_s,
+                runs=runs + [run],
+                caption_dropout=_CAPTION_DROPOUT,
+            )
             save_model_folder(out_dir, name, st.ema, info, st.log)
-            print(f"{name}: step {st.step} (ran {n_run} steps, {s_per_step:.3f} s/step, resumed "
-                  f"from {st.resumed}); saved {out_dir}", file=sys.stderr)
+            print(
+                f"{name}: step {st.step} (ran {n_run} steps, {s_per_step:.3f} s/step, resumed "
+                f"from {st.resumed}); saved {out_dir}",
+                file=sys.stderr,
+            )
     final = st.log["loss"][-1] if st.log["loss"] else float("nan")
     return TrainResult(st.step, final, out_dir, wall, s_per_step)
 

@@ -13,9 +13,17 @@ import torch
 
 from pullback_utils.zoo.registry import DEFAULT_CHANNELS
 
-__all__ = ["NUM_TRAIN_TIMESTEPS", "PREDICTION_TYPE", "DEFAULT_CHANNELS", "TINY_CHANNELS",
-           "CROSS_ATTENTION_DIM", "TEXT_MAX_LENGTH",
-           "check_channels", "build_unet", "make_scheduler"]
+__all__ = [
+    "NUM_TRAIN_TIMESTEPS",
+    "PREDICTION_TYPE",
+    "DEFAULT_CHANNELS",
+    "TINY_CHANNELS",
+    "CROSS_ATTENTION_DIM",
+    "TEXT_MAX_LENGTH",
+    "check_channels",
+    "build_unet",
+    "make_scheduler",
+]
 
 NUM_TRAIN_TIMESTEPS = 1000
 PREDICTION_TYPE = "v_prediction"
@@ -34,13 +42,14 @@ def check_channels(channels) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         ch = ()
     if len(ch) != 3 or any(c < 8 or c % 8 for c in ch) or tuple(channels) != ch:
-        raise ValueError(f"channels: expected three positive multiples of 8 (block_out_channels, "
-                         f"e.g. {DEFAULT_CHANNELS}), got {channels!r}")
+        raise ValueError(
+            f"channels: expected three positive multiples of 8 (block_out_channels, "
+            f"e.g. {DEFAULT_CHANNELS}), got {channels!r}"
+        )
     return ch
 
 
-def build_unet(kind: str, tiny: bool = False, channels: tuple[int, int, int] | None = None
-               ) -> torch.nn.Module:
+def build_unet(kind: str, tiny: bool = False, channels: tuple[int, int, int] | None = None) -> torch.nn.Module:
     """The zoo U-Net for ``kind`` ``"pixel"`` (``UNet2DModel``) or ``"text"`` (``UNet2DConditionModel``).
 
     Channels (32, 64, 64), one ResNet layer per block (1.11M parameters for ``"pixel"``).
@@ -52,17 +61,28 @@ def build_unet(kind: str, tiny: bool = False, channels: tuple[int, int, int] | N
     from diffusers import UNet2DConditionModel, UNet2DModel
 
     ch = check_channels(channels) if channels is not None else (TINY_CHANNELS if tiny else DEFAULT_CHANNELS)
-    common = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=ch,
-                  layers_per_block=1, norm_num_groups=8, attention_head_dim=8)
+    common = dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=ch,
+        layers_per_block=1,
+        norm_num_groups=8,
+        attention_head_dim=8,
+    )
     if kind == "pixel":
         return UNet2DModel(
             down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), **common)
+            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            **common,
+        )
     if kind == "text":
         return UNet2DConditionModel(
             down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-            cross_attention_dim=CROSS_ATTENTION_DIM, **common)
+            cross_attention_dim=CROSS_ATTENTION_DIM,
+            **common,
+        )
     raise ValueError(f"kind: expected 'pixel' or 'text', got {kind!r}")
 
 
@@ -74,6 +94,11 @@ def make_scheduler():
     """
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="linear",
-                         beta_start=1e-4, beta_end=0.02, prediction_type=PREDICTION_TYPE,
-                         clip_sample=True)
+    return DDPMScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        beta_schedule="linear",
+        beta_start=1e-4,
+        beta_end=0.02,
+        prediction_type=PREDICTION_TYPE,
+        clip_sample=True,
+    )

@@ -18,7 +18,7 @@ def _lowpass_basis(k: int, seed: int) -> torch.Tensor:
     f = torch.fft.rfft2(x)
     fy = torch.fft.fftfreq(16).abs()[:, None]
     fx = torch.fft.rfftfreq(16)[None]
-    f = f * ((fy ** 2 + fx ** 2).sqrt() < 0.12)
+    f = f * ((fy**2 + fx**2).sqrt() < 0.12)
     v = torch.fft.irfft2(f, s=(16, 16)).reshape(k, -1)
     q, _ = torch.linalg.qr(v.T)
     return q.T.reshape(k, 3, 16, 16)

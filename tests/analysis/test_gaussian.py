@@ -26,8 +26,14 @@ def _spd(d: int, seed: int, scale: float = 2.0) -> torch.Tensor:
 
 def _exact_fit(mu: torch.Tensor, sigma: torch.Tensor, shape=SHAPE) -> G.GaussianFit:
     lam, vec = torch.linalg.eigh(sigma)
-    return G.GaussianFit(mean=mu, components=vec.flip(1).T.contiguous(), variances=lam.flip(0).contiguous(),
-                         noise_variance=0.0, shape=shape, n_images=0)
+    return G.GaussianFit(
+        mean=mu,
+        components=vec.flip(1).T.contiguous(),
+        variances=lam.flip(0).contiguous(),
+        noise_variance=0.0,
+        shape=shape,
+        n_images=0,
+    )
 
 
 def _closed_form(mu, sigma, x, a):
@@ -48,10 +54,12 @@ def test_denoiser_equals_the_dense_closed_form(a):
     torch.testing.assert_close(got, x0, rtol=1e-10, atol=1e-12)
     eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
     v = math.sqrt(a) * eps - math.sqrt(1 - a) * x0  # the definition of v, not the module's rearrangement
-    torch.testing.assert_close(G.denoise(fit, x.reshape(5, *SHAPE), a, "epsilon").reshape(5, d), eps, rtol=1e-10,
-                               atol=1e-12)
-    torch.testing.assert_close(G.denoise(fit, x.reshape(5, *SHAPE), a, "v_prediction").reshape(5, d), v,
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        G.denoise(fit, x.reshape(5, *SHAPE), a, "epsilon").reshape(5, d), eps, rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        G.denoise(fit, x.reshape(5, *SHAPE), a, "v_prediction").reshape(5, d), v, rtol=1e-10, atol=1e-12
+    )
 
 
 def test_denoiser_is_the_posterior_mean_by_simulation():
@@ -107,8 +115,9 @@ def test_jacobians_of_the_three_outputs_share_eigenvectors(a):
     for o, Jo in J.items():
         torch.testing.assert_close(Jo, Jo.T, rtol=1e-9, atol=1e-10)
         torch.testing.assert_close(J["sample"] @ Jo, Jo @ J["sample"], rtol=1e-9, atol=1e-9)
-        torch.testing.assert_close(U @ Jo @ U.T, torch.diag(G.jacobian_eigenvalues(fit.variances, a, o)),
-                                   rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(
+            U @ Jo @ U.T, torch.diag(G.jacobian_eigenvalues(fit.variances, a, o)), rtol=1e-9, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize("output", G.OUTPUTS)
@@ -151,7 +160,7 @@ def _lowrank_data(d: int, r: int, n: int, seed: int, noise: float = 0.01):
     W = torch.linalg.qr(torch.randn(d, r, generator=g, dtype=torch.float64))[0].T
     scales = torch.linspace(3.0, 1.0, r, dtype=torch.float64)
     x = (torch.randn(n, r, generator=g, dtype=torch.float64) * scales) @ W
-    return x + noise ** 0.5 * torch.randn(n, d, generator=g, dtype=torch.float64), W
+    return x + noise**0.5 * torch.randn(n, d, generator=g, dtype=torch.float64), W
 
 
 def test_low_rank_plus_isotropic_agrees_with_dense():
@@ -230,8 +239,10 @@ def test_sweep_repeats_one_basis_so_cross_sample_distances_vanish():
     assert cross.shape == (3, 12, 12) and abs(cross).max() < 1e-3  # float32 storage
     res = cs.early_similarity(cross, times)
     assert abs(res.estimate) < 1e-3
-    torch.testing.assert_close(GC.gaussian_sweep(fit, _Schedule(), times, 2, 12, output="sample").v[0, 3],
-                               fit.components[:2].reshape(2, *SHAPE).float())
+    torch.testing.assert_close(
+        GC.gaussian_sweep(fit, _Schedule(), times, 2, 12, output="sample").v[0, 3],
+        fit.components[:2].reshape(2, *SHAPE).float(),
+    )
 
 
 def test_gaussian_share():
@@ -254,10 +265,17 @@ def test_energy_low_share_counts_the_remainder_exactly():
     shape = (1, 8, 8)
     d = math.prod(shape)
     q = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(17), dtype=torch.float64))[0]
-    full = G.GaussianFit(torch.zeros(d, dtype=torch.float64), q.T.contiguous(), torch.full((d,), 0.7,
-                         dtype=torch.float64), 0.0, shape, 0)
-    part = G.GaussianFit(torch.zeros(d, dtype=torch.float64), q.T[:5].contiguous(), torch.full((5,), 0.7,
-                         dtype=torch.float64), 0.7, shape, 0)
+    full = G.GaussianFit(
+        torch.zeros(d, dtype=torch.float64), q.T.contiguous(), torch.full((d,), 0.7, dtype=torch.float64), 0.0, shape, 0
+    )
+    part = G.GaussianFit(
+        torch.zeros(d, dtype=torch.float64),
+        q.T[:5].contiguous(),
+        torch.full((5,), 0.7, dtype=torch.float64),
+        0.7,
+        shape,
+        0,
+    )
     white = white_noise_low_share(8, 8, 2.0)
     for fit in (full, part):
         assert abs(G.energy_low_share(fit, 0.3, 2.0) - white) < 1e-9

@@ -51,7 +51,7 @@ def test_matches_scipy_mixed_small_and_large_angles() -> None:
     q = _random_orthogonal(dim, rng)
     theta = np.array([1e-9, 0.3, 1.2, math.pi / 2])
     a = q[:, :4].T
-    b = (np.cos(theta)[:, None] * q[:, :4].T + np.sin(theta)[:, None] * q[:, 4:8].T)
+    b = np.cos(theta)[:, None] * q[:, :4].T + np.sin(theta)[:, None] * q[:, 4:8].T
     b = rng.standard_normal((4, 4)) @ b  # a non-orthonormal basis of the same span
     got = principal_angles(a, b)
     np.testing.assert_allclose(got, theta, rtol=1e-6, atol=1e-14)

@@ -64,8 +64,10 @@ def test_pair_u_test_calibrated_at_its_smallest_sizes(n):
     rej = [inf.pair_u_test(_pair_null(rng, n)).p_value < ALPHA for _ in range(sims)]
     assert np.mean(rej) <= _tol(sims)
     small = inf.pair_u_test(_pair_null(rng, inf.PAIR_MIN_UNITS - 1, effect=5.0))
-    assert small.min_p == 1.0 and inf.decide(small.p_value, small.estimate, "greater", min_p=small.min_p) == \
-        inf.UNDERPOWERED
+    assert (
+        small.min_p == 1.0
+        and inf.decide(small.p_value, small.estimate, "greater", min_p=small.min_p) == inf.UNDERPOWERED
+    )
 
 
 def test_pair_u_test_calibrated_where_pairs_as_units_is_not():
@@ -103,19 +105,25 @@ def test_trend_test_exact_small_case_and_calibration_at_15_models():
     # 3 units, covariate 1, 2, 3: 6 labellings; a perfectly increasing y reaches rho = 1 only once
     r = inf.permutation_trend_test([1, 2, 3], [0.1, 0.5, 0.9])
     assert r.estimate == pytest.approx(1.0) and r.p_greater == pytest.approx(1 / 6)
-    assert r.min_p == pytest.approx(2 / 6) and inf.decide(r.p_value, r.estimate, "greater", min_p=r.min_p) == \
-        inf.UNDERPOWERED
+    assert (
+        r.min_p == pytest.approx(2 / 6)
+        and inf.decide(r.p_value, r.estimate, "greater", min_p=r.min_p) == inf.UNDERPOWERED
+    )
     # four models at four levels: even a perfect trend has exact p = 1/24 one-sided -> 1/12 two-sided
     assert inf.permutation_trend_test([2, 3, 6, 9], [1, 2, 3, 4]).min_p == pytest.approx(2 / 24)
     rng = np.random.default_rng(4)
     cov = np.repeat([2, 3, 6, 9, 15], 3)
     sims = 400
-    rej = [inf.permutation_trend_test(cov, rng.standard_normal(15), n_draws=999, seed=i).p_value < ALPHA
-           for i in range(sims)]
+    rej = [
+        inf.permutation_trend_test(cov, rng.standard_normal(15), n_draws=999, seed=i).p_value < ALPHA
+        for i in range(sims)
+    ]
     assert np.mean(rej) <= _tol(sims)
     # power for a linear trend of 0.25 sd per factor (seed noise 1 sd)
-    pw = [inf.permutation_trend_test(cov, 0.25 * cov + rng.standard_normal(15), n_draws=999, seed=i).p_value < ALPHA
-          for i in range(200)]
+    pw = [
+        inf.permutation_trend_test(cov, 0.25 * cov + rng.standard_normal(15), n_draws=999, seed=i).p_value < ALPHA
+        for i in range(200)
+    ]
     assert np.mean(pw) >= 0.8
 
 
@@ -167,4 +175,4 @@ def test_decide_and_bad_input():
         inf.sign_flip_test([0.1, float("nan"), 0.2])
     with pytest.raises(ValueError, match="at least 2 units"):
         inf.sign_flip_test([0.1])
-    assert inf.required_units(lambda n: 2.0 / 2 ** n) == 6
+    assert inf.required_units(lambda n: 2.0 / 2**n) == 6

@@ -17,7 +17,9 @@ from pullback_utils.book import Layout, ParameterError, chapter_order, effective
 from pullback_utils.book.sphinx_ext import _rewrite_launch_urls
 from pullback_utils.book.stamps import dependency_order
 
-PARAMS_SRC = 'k = 3  # basis size\nmodel = "disks"  # bundled model\nrate = 0.5  # step\noutput_dir = "."  # where outputs go\n'
+PARAMS_SRC = (
+    'k = 3  # basis size\nmodel = "disks"  # bundled model\nrate = 0.5  # step\noutput_dir = "."  # where outputs go\n'
+)
 GOOD_BODY = [
     "import json, pathlib, sys",
     "pathlib.Path(output_dir, 'metrics.json').write_text(json.dumps({'k': k, 'rate': rate, 'python': sys.executable}))",
@@ -41,8 +43,11 @@ def layout(tmp_path) -> Layout:
     """A book with chapters `alpha`, `beta` and `gamma` in the TOC; only alpha and beta exist."""
     (tmp_path / "book" / "params").mkdir(parents=True)
     (tmp_path / "_config.yml").write_text("title: test\n")
-    toc = {"format": "jb-book", "root": "intro", "chapters": [
-        {"file": f"generated/{n}/{n}"} for n in ("beta", "alpha", "gamma")]}
+    toc = {
+        "format": "jb-book",
+        "root": "intro",
+        "chapters": [{"file": f"generated/{n}/{n}"} for n in ("beta", "alpha", "gamma")],
+    }
     (tmp_path / "book" / "_toc.yml").write_text(yaml.safe_dump(toc))
     (tmp_path / "book" / "intro.md").write_text("# Intro\n")
     (tmp_path / "book" / "params" / "quick.yaml").write_text("all: {k: 1}\nbeta: {rate: 0.25}\n")
@@ -61,7 +66,9 @@ def fake_papermill(monkeypatch):
         cwd = resources["metadata"]["path"]  # the kernel's working directory (nbclient)
         calls.append({"input": input_path, "output": output_path, "parameters": parameters, "cwd": cwd})
         nb = nbformat.read(input_path, as_version=4)
-        injected = nbformat.v4.new_code_cell("# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items()))
+        injected = nbformat.v4.new_code_cell(
+            "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
+        )
         injected.metadata["tags"] = ["injected-parameters"]
         nb.cells.insert(2, injected)
         nbformat.write(nb, output_path)
@@ -102,12 +109,18 @@ def test_param_groups_merge_all_then_notebook_then_later_files(tmp_path):
         load_param_groups(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("params, match", [
-    ("beta: {lenght: 3}\n", r"beta.ipynb: unknown parameter 'lenght' \(value 3\); valid parameters: k \(int\), model \(str\)"),
-    ("alpha: {k: 2.5}\n", r"alpha.ipynb: parameter 'k' must be int \(default 3\), got float 2.5"),
-    ("betta: {k: 2}\n", r"unknown notebook group 'betta'"),
-    ("all: {kk: 2}\n", r"'all' parameter\(s\) 'kk' are declared by none of"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (
+            "beta: {lenght: 3}\n",
+            r"beta.ipynb: unknown parameter 'lenght' \(value 3\); valid parameters: k \(int\), model \(str\)",
+        ),
+        ("alpha: {k: 2.5}\n", r"alpha.ipynb: parameter 'k' must be int \(default 3\), got float 2.5"),
+        ("betta: {k: 2}\n", r"unknown notebook group 'betta'"),
+        ("all: {kk: 2}\n", r"'all' parameter\(s\) 'kk' are declared by none of"),
+    ],
+)
 def test_bad_parameters_stop_the_run_before_any_kernel(layout, tmp_path, monkeypatch, params, match):
     def no_kernel(*args, **kwargs):
         raise AssertionError("a kernel was started despite bad parameters")
@@ -164,8 +177,17 @@ def test_stamp_key_covers_notebook_parameters_and_package(layout):
     nb = layout.notebook("alpha")
     base = book.stamp_key(nb, {"k": 1}, "0.1.0", "abc")
     assert book.stamp_key(nb, {"k": 1}, "0.1.0", "abc") == base
-    assert len({base, book.stamp_key(nb, {"k": 2}, "0.1.0", "abc"), book.stamp_key(nb, {"k": 1}, "0.2.0", "abc"),
-                book.stamp_key(nb, {"k": 1}, "0.1.0", "abd")}) == 4
+    assert (
+        len(
+            {
+                base,
+                book.stamp_key(nb, {"k": 2}, "0.1.0", "abc"),
+                book.stamp_key(nb, {"k": 1}, "0.2.0", "abc"),
+                book.stamp_key(nb, {"k": 1}, "0.1.0", "abd"),
+            }
+        )
+        == 4
+    )
     version, source_hash = book.package_fingerprint()
     assert version and len(source_hash) == 64
 
@@ -233,7 +255,9 @@ def test_failed_cell_is_named_and_the_previous_output_kept(layout):
     failure = json.loads((layout.generated / "alpha.failed" / book.FAILURE).read_text())
     assert failure["status"] == "failed" and "boom" in failure["message"]
     stats = (layout.generated / "execution_statistics.md").read_text()
-    assert "| alpha | **failed**: cell 4" in stats and "| beta | ok |" in stats and "| gamma | not written yet |" in stats
+    assert (
+        "| alpha | **failed**: cell 4" in stats and "| beta | ok |" in stats and "| gamma | not written yet |" in stats
+    )
 
     # the command line reports it and exits 1; fixing the notebook clears the failure
     assert book.main(["--root", str(layout.root), "run", "--only", "alpha", "--no-progress"]) == 1
@@ -254,7 +278,9 @@ def test_toc_keeps_only_executed_chapters(layout, fake_papermill):
 
 def test_api_page_lists_the_package_modules(layout):
     text = book.write_api_page(layout).read_text()
-    assert ".. automodule:: pullback_utils.engine.solvers" in text and ".. automodule:: pullback_utils.book.runner" in text
+    assert (
+        ".. automodule:: pullback_utils.engine.solvers" in text and ".. automodule:: pullback_utils.book.runner" in text
+    )
     assert ".. automodule:: pullback_utils.book\n" not in text  # the package itself defines nothing
 
 
@@ -265,13 +291,18 @@ def test_launch_buttons_point_at_the_source_notebook():
     context = {"header_buttons": [{"type": "group", "buttons": [{"url": url}, {"url": binder}]}]}
     _rewrite_launch_urls(app, "generated/editing/editing", "page.html", context, None)
     urls = [b["url"] for b in context["header_buttons"][0]["buttons"]]
-    assert urls == ["https://colab.research.google.com/github/o/r/blob/main/notebooks/editing.ipynb",
-                    "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/editing.ipynb"]
+    assert urls == [
+        "https://colab.research.google.com/github/o/r/blob/main/notebooks/editing.ipynb",
+        "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks/editing.ipynb",
+    ]
 
 
 def test_chapter_reading_others_results_runs_after_them_and_reruns_when_they_change(layout, fake_papermill):
-    nb = make_notebook(layout.notebooks_dir / "a_score.ipynb", ["print(results_dir)"],
-                       params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n')
+    nb = make_notebook(
+        layout.notebooks_dir / "a_score.ipynb",
+        ["print(results_dir)"],
+        params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n',
+    )
     data = json.loads(nb.read_text())
     data["metadata"]["pullback_book"] = {"depends_on": ["alpha"]}
     nb.write_text(json.dumps(data))
@@ -291,8 +322,11 @@ def test_chapter_reading_others_results_runs_after_them_and_reruns_when_they_cha
 
     # and the book lists it although book/_toc.yml does not (yet)
     toc = yaml.safe_load(book.write_toc(layout).read_text())
-    assert [c["file"] for c in toc["chapters"]] == ["generated/beta/beta", "generated/alpha/alpha",
-                                                   "generated/a_score/a_score"]
+    assert [c["file"] for c in toc["chapters"]] == [
+        "generated/beta/beta",
+        "generated/alpha/alpha",
+        "generated/a_score/a_score",
+    ]
 
 
 def test_dependency_order(layout):
@@ -319,16 +353,22 @@ def test_params_command_prints_a_flat_file_for_papermill(layout, tmp_path, capsy
 
 
 def test_defaults_include_lines_papermill_cannot_parse(tmp_path):
-    nb = make_notebook(tmp_path / "n.ipynb", [], params='k = 3  # size\ncache = "~/.c"  # cache ("" = none)\n'
-                       'device = "cuda" if False else "cpu"  # not a literal\n')
+    nb = make_notebook(
+        tmp_path / "n.ipynb",
+        [],
+        params='k = 3  # size\ncache = "~/.c"  # cache ("" = none)\n'
+        'device = "cuda" if False else "cpu"  # not a literal\n',
+    )
     assert book.notebook_defaults(nb) == {"k": 3, "cache": "~/.c", "device": None}
     effective_overrides("n", book.notebook_defaults(nb), [{"n": {"cache": "", "device": 0}}])
 
 
 def test_kernel_log_stays_out_of_the_runner_output(layout, capfd):
     """The kernel's own log ([IPKernelApp] ERROR | ...) goes to the chapter's kernel.log, not the terminal."""
-    body = GOOD_BODY + ["from ipykernel.kernelapp import IPKernelApp\nIPKernelApp.instance().log.error('kernel-noise 42')",
-                        "print('visible output')"]
+    body = GOOD_BODY + [
+        "from ipykernel.kernelapp import IPKernelApp\nIPKernelApp.instance().log.error('kernel-noise 42')",
+        "print('visible output')",
+    ]
     make_notebook(layout.notebook("alpha"), body)
     assert quiet_run(layout, only=["alpha"])["alpha"].status == "ok"
     captured = capfd.readouterr()
@@ -356,11 +396,14 @@ def test_unquoted_exponent_in_a_parameter_file_is_a_float(layout, fake_papermill
     assert [c["parameters"]["rate"] for c in fake_papermill] == [0.001, 500.0]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-p", "k", "null"], "error: beta.ipynb: parameter 'k' must be int (default 3), got None"),
-    (["-p", "k", "2.5"], "error: beta.ipynb: parameter 'k' must be int (default 3), got float 2.5"),
-    (["-p", "kk", "2"], "error: -p parameter(s) 'kk' are declared by none of: beta, alpha; did you mean 'k'?"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-p", "k", "null"], "error: beta.ipynb: parameter 'k' must be int (default 3), got None"),
+        (["-p", "k", "2.5"], "error: beta.ipynb: parameter 'k' must be int (default 3), got float 2.5"),
+        (["-p", "kk", "2"], "error: -p parameter(s) 'kk' are declared by none of: beta, alpha; did you mean 'k'?"),
+    ],
+)
 def test_cli_parameter_errors_are_one_line_each_and_start_no_kernel(layout, monkeypatch, capsys, args, message):
     monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("kernel started"))
     assert book.main(["--root", str(layout.root), "run", *args, "--no-progress"]) == 2
@@ -375,12 +418,18 @@ def test_parameter_error_needs_neither_torch_nor_papermill(layout):
     import subprocess
     import time
 
-    code = ("import sys; from pullback_utils.book.cli import main; rc = main(sys.argv[1:]); "
-            "print(sorted(m for m in ('torch', 'papermill', 'diffusers', 'jupyter_client') if m in sys.modules)); "
-            "sys.exit(rc)")
+    code = (
+        "import sys; from pullback_utils.book.cli import main; rc = main(sys.argv[1:]); "
+        "print(sorted(m for m in ('torch', 'papermill', 'diffusers', 'jupyter_client') if m in sys.modules)); "
+        "sys.exit(rc)"
+    )
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, "--root", str(layout.root), "run", "-p", "k", "null"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--root", str(layout.root), "run", "-p", "k", "null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     seconds = time.perf_counter() - started
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout.splitlines()[-1] == "[]"
@@ -399,8 +448,11 @@ def test_deleted_metrics_makes_the_chapter_run_again(layout, fake_papermill):
 
 
 def test_only_also_runs_the_chapters_that_read_its_results(layout, fake_papermill):
-    nb = make_notebook(layout.notebooks_dir / "score.ipynb", ["print(results_dir)"],
-                       params='results_dir = "book/generated"  # where the chapters are\n')
+    nb = make_notebook(
+        layout.notebooks_dir / "score.ipynb",
+        ["print(results_dir)"],
+        params='results_dir = "book/generated"  # where the chapters are\n',
+    )
     data = json.loads(nb.read_text())
     data["metadata"]["pullback_book"] = {"depends_on": "*"}
     nb.write_text(json.dumps(data))
@@ -412,7 +464,9 @@ def test_only_also_runs_the_chapters_that_read_its_results(layout, fake_papermil
     assert [r.status for r in quiet_run(layout, only=["beta"]).values()] == ["ok", "ok"]
     # --force reruns the named chapter; score, whose inputs did not change, is skipped
     assert {n: r.status for n, r in quiet_run(layout, only=["alpha"], force=True).items()} == {
-        "alpha": "ok", "score": "skipped"}
+        "alpha": "ok",
+        "score": "skipped",
+    }
 
 
 def test_chapter_command_writes_only_into_its_output_folder(layout, fake_papermill, tmp_path):
@@ -459,14 +513,19 @@ def test_failure_messages_are_whole():
 
 def test_progress_bars_only_on_a_terminal(layout, monkeypatch):
     seen = []
-    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.append(k["progress_bar"]) or
-                        (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(
+        papermill,
+        "execute_notebook",
+        lambda *a, **k: seen.append(k["progress_bar"]) or (_ for _ in ()).throw(RuntimeError("stop")),
+    )
     book.main(["--root", str(layout.root), "run", "--only", "alpha"])  # pytest's stderr is not a terminal
     assert seen == [False]
 
 
-ANNOTATED = ('from typing import Optional\nk: int = 3  # basis size\nmax_iters: Optional[int] = None  # cap (None: no cap)\n'
-             'times: list[float] = [0.7, 0.3]  # t/T\nmodel = "disks"  # bundled model ("quoted" help is fine)\n')
+ANNOTATED = (
+    "from typing import Optional\nk: int = 3  # basis size\nmax_iters: Optional[int] = None  # cap (None: no cap)\n"
+    'times: list[float] = [0.7, 0.3]  # t/T\nmodel = "disks"  # bundled model ("quoted" help is fine)\n'
+)
 
 
 def test_annotated_parameters_show_their_types_in_papermill_and_are_checked(tmp_path):
@@ -475,7 +534,11 @@ def test_annotated_parameters_show_their_types_in_papermill_and_are_checked(tmp_
     cell.metadata["tags"] = ["parameters", "hide-input"]  # the book's tags: hide-input does not matter
     shown = papermill.inspect_notebook(str(nb))
     assert {n: p["inferred_type_name"] for n, p in shown.items()} == {
-        "k": "int", "max_iters": "Optional[int]", "times": "list[float]", "model": "None"}  # None: no annotation
+        "k": "int",
+        "max_iters": "Optional[int]",
+        "times": "list[float]",
+        "model": "None",
+    }  # None: no annotation
     params = book.notebook_parameters(nb)
     effective_overrides("n", params, [{"n": {"max_iters": None, "k": 2, "times": [0.5, 1]}}])
     with pytest.raises(ParameterError, match=r"'max_iters' must be int or None \(default None\), got str 'x'"):
@@ -500,12 +563,15 @@ def test_repository_address_has_one_place(layout):
     assert "generated/snippets/install.md" in intro and "generated/snippets/cite.md" in intro
 
 
-@pytest.mark.parametrize("setting, match", [
-    ({"path_to_book": "book"}, r"repository.url must be the book's GitHub address.*got None"),
-    ({"url": "https://github.com/a/b/", "branch": "main"}, r"repository.url must be .*no trailing slash"),
-    ({"url": "https://gitlab.com/a/b", "branch": "main"}, r"repository.url must be"),
-    ({"url": "https://github.com/a/b"}, r"repository.branch must name the branch"),
-])
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        ({"path_to_book": "book"}, r"repository.url must be the book's GitHub address.*got None"),
+        ({"url": "https://github.com/a/b/", "branch": "main"}, r"repository.url must be .*no trailing slash"),
+        ({"url": "https://gitlab.com/a/b", "branch": "main"}, r"repository.url must be"),
+        ({"url": "https://github.com/a/b"}, r"repository.branch must name the branch"),
+    ],
+)
 def test_a_bad_repository_setting_is_named(layout, setting, match):
     layout.config.write_text(yaml.safe_dump({"title": "t", "repository": setting}))
     with pytest.raises(ParameterError, match=match):
@@ -542,8 +608,11 @@ def test_papermill_cell_problems_name_what_help_notebook_would_miss(tmp_path):
 
     good = make_notebook(tmp_path / "good.ipynb", [], params=ANNOTATED.replace("model = ", "model: str = "))
     assert papermill_cell_problems(good) == []
-    bad = make_notebook(tmp_path / "bad.ipynb", [], params='k = 3  # size\nm: int | None = None  # cap\n'
-                        'c: str = "x"  # cache ("" = none)\nq: int = 1\n')
+    bad = make_notebook(
+        tmp_path / "bad.ipynb",
+        [],
+        params='k = 3  # size\nm: int | None = None  # cap\nc: str = "x"  # cache ("" = none)\nq: int = 1\n',
+    )
     assert papermill_cell_problems(bad) == [
         "k: no type for papermill (annotate it, e.g. 'k: int = 3')",
         "m: papermill cannot read this line (one '=' per line; annotations like Optional[int])",
@@ -566,8 +635,11 @@ def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, 
     import threading
     import time
 
-    nb = make_notebook(layout.notebooks_dir / "a_score.ipynb", ["print(results_dir)"],
-                       params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n')
+    nb = make_notebook(
+        layout.notebooks_dir / "a_score.ipynb",
+        ["print(results_dir)"],
+        params='results_dir = "book/generated"  # where the chapters are\noutput_dir = "."  # outputs\n',
+    )
     data = json.loads(nb.read_text())
     data["metadata"]["pullback_book"] = {"depends_on": ["alpha"]}
     nb.write_text(json.dumps(data))
@@ -629,7 +701,9 @@ def test_cluster_goes_to_the_chapters_that_declare_it(layout, fake_papermill):
     make_notebook(layout.notebook("alpha"), GOOD_BODY, params=PARAMS_SRC + 'cluster = ""  # where sweeps run\n')
     quiet_run(layout, cluster="local:2")
     assert {c["input"].rsplit("/", 1)[-1]: c["parameters"].get("cluster") for c in fake_papermill} == {
-        "alpha.ipynb": "local:2", "beta.ipynb": None}
+        "alpha.ipynb": "local:2",
+        "beta.ipynb": None,
+    }
 
 
 def test_default_jobs_follow_the_cpus(monkeypatch):
@@ -709,7 +783,9 @@ def test_death_report_names_memory_and_the_settings_that_lower_it(monkeypatch, t
     msg = watch.death_report()
     assert msg.startswith("Kernel died: killed by signal 9 (SIGKILL) in cell 7/23 `basis = m.local_basis(x_t, t, k)`")
     assert "last progress: block Krylov" in msg and "23.0 GB of 24.0 GB" in msg
-    assert "most likely killed for memory" in msg and "PULLBACK_CHUNK_SIZE=4" in msg and "PULLBACK_JVP_MODE=forward" in msg
+    assert (
+        "most likely killed for memory" in msg and "PULLBACK_CHUNK_SIZE=4" in msg and "PULLBACK_JVP_MODE=forward" in msg
+    )
 
 
 def test_thebe_binder_settings_follow_the_repository_setting():
@@ -719,8 +795,9 @@ def test_thebe_binder_settings_follow_the_repository_setting():
         def __contains__(self, name):
             return hasattr(self, name)
 
-    config = Config(html_theme_options={"repository_url": "https://github.com/a/b", "repository_branch": "dev"},
-                    thebe_config={})
+    config = Config(
+        html_theme_options={"repository_url": "https://github.com/a/b", "repository_branch": "dev"}, thebe_config={}
+    )
     _thebe_from_repository(None, config)
     assert config.thebe_config == {"repository_url": "https://github.com/a/b", "repository_branch": "dev"}
     config.thebe_config = {"repository_url": "https://github.com/x/y"}  # set explicitly: kept

@@ -133,13 +133,28 @@ def browser(tmp_path_factory):
         pytest.skip("no chromium binary on this machine (CI installs Debian's `chromium` in .ci/run)")
     profile = tmp_path_factory.mktemp("chromium-profile")
     proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--no-first-run", "--no-default-browser-check", "--mute-audio",
-         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-         "--window-size=1280,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--mute-audio",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--remote-debugging-address=127.0.0.1",
+            "--window-size=1280,900",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     port_file = profile / "DevToolsActivePort"
     deadline = time.monotonic() + 60
@@ -170,7 +185,8 @@ IMAGES_JS = r"""
   }
   const main = document.querySelector('main, article, .bd-article') || document.body;
   return {
-    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, shown: i.clientWidth, complete: i.complete})),
+    images: imgs.map(i => ({src: i.currentSrc || i.src, w: i.naturalWidth, shown: i.clientWidth,
+                            complete: i.complete})),
     column: (document.querySelector('.bd-article') || main).clientWidth,
     figures: main.querySelectorAll('img, svg.figure, figure img').length,
     title: document.title,
@@ -193,7 +209,9 @@ def _page_report(cdp: CDP, url: str, origin: str, screenshot: Path | None = None
     try:
         for domain in ("Page", "Runtime", "Log", "Network"):
             cdp.call(f"{domain}.enable", session)
-        cdp.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False
+        )
         cdp.call("Page.navigate", session, url=url)
         cdp.wait_for("Page.loadEventFired", session)
         cdp.drain(0.5)
@@ -214,14 +232,18 @@ def _page_report(cdp: CDP, url: str, origin: str, screenshot: Path | None = None
             requests[p["requestId"]] = p["request"]["url"]
         elif method == "Network.loadingFailed":
             req_url = requests.get(p["requestId"], "")
-            (errors if _same_origin(req_url, origin) else external).append(f"request failed: {req_url} ({p.get('errorText')})")
+            (errors if _same_origin(req_url, origin) else external).append(
+                f"request failed: {req_url} ({p.get('errorText')})"
+            )
         elif method == "Network.responseReceived" and p["response"]["status"] >= 400:
             errors.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
         elif method == "Runtime.exceptionThrown":
             d = p["exceptionDetails"]
             errors.append(f"uncaught exception: {d.get('exception', {}).get('description') or d.get('text')}")
         elif method == "Runtime.consoleAPICalled" and p["type"] in ("error", "assert"):
-            errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"]))
+            errors.append(
+                "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p["args"])
+            )
         elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
             entry = p["entry"]
             if entry.get("source") == "network" and not _same_origin(entry.get("url", ""), origin):
@@ -244,8 +266,10 @@ def _toc_pages(layout) -> list[str]:
     pages = list(toc_files(toc))
     for node in _walk(toc):  # globbed sections
         if isinstance(node, dict) and "glob" in node:
-            pages += sorted(p.relative_to(layout.book_dir).with_suffix("").as_posix()
-                            for p in layout.book_dir.glob(node["glob"] + ".md"))
+            pages += sorted(
+                p.relative_to(layout.book_dir).with_suffix("").as_posix()
+                for p in layout.book_dir.glob(node["glob"] + ".md")
+            )
     return list(dict.fromkeys(p.removesuffix(".md").removesuffix(".ipynb") for p in pages))
 
 
@@ -270,8 +294,9 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
     strict_problems = {}
     for page in pages:
         assert (layout.html / f"{page}.html").is_file(), f"{page}.html was not built"
-        report = _page_report(browser, f"{server}/{page}.html", server,
-                              screenshot=ARTIFACT if page == first_chapter else None)
+        report = _page_report(
+            browser, f"{server}/{page}.html", server, screenshot=ARTIFACT if page == first_chapter else None
+        )
         bad_images = [i["src"] for i in report["images"] if not i["w"]]
         issues = report["errors"] + [f"image did not load: {s}" for s in bad_images]
         if _chapter_of(page) and report["figures"] == 0:
@@ -283,8 +308,11 @@ def test_every_page_renders_in_chromium(built_book, server, browser):
         if issues:
             problems[page] = issues
         if _chapter_of(page):  # the page as the reader sees it: images scaled below their size
-            scaled = [f"{i['src'].rsplit('/', 1)[-1]}: {i['w']} px shown at {i['shown']} px in a {report['column']} px column"
-                      for i in report["images"] if i["w"] and i["shown"] < i["w"] and i["w"] > CONTENT_WIDTH_PX]
+            scaled = [
+                f"{i['src'].rsplit('/', 1)[-1]}: {i['w']} px shown at {i['shown']} px in a {report['column']} px column"
+                for i in report["images"]
+                if i["w"] and i["shown"] < i["w"] and i["w"] > CONTENT_WIDTH_PX
+            ]
             if scaled:
                 strict_problems[page] = scaled
     assert not problems, json.dumps(problems, indent=2)
@@ -356,26 +384,41 @@ def _frames_report(cdp: CDP, url: str, scripts: bool = True) -> dict:
     session = cdp.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     try:
         cdp.call("Page.enable", session)
-        cdp.call("Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride", session, width=1280, height=900, deviceScaleFactor=1, mobile=False
+        )
         if not scripts:
             cdp.call("Emulation.setScriptExecutionDisabled", session, value=True)
         cdp.call("Page.navigate", session, url=url)
         cdp.wait_for("Page.loadEventFired", session)
         if not scripts:  # evaluated by the protocol, not the page: allowed with the page's scripts off
-            expr = ("Array.from(document.querySelectorAll('figure.pb-frames')).map(f => ({"
-                    "first: getComputedStyle(f.querySelector('img')).display, "
-                    "controls: getComputedStyle(f.querySelector('.pb-frames-controls')).display, "
-                    "others: Array.from(f.querySelectorAll('img.pb-frame')).map(i => getComputedStyle(i).display)}))")
-            return {"nojs": cdp.call("Runtime.evaluate", session, expression=expr, returnByValue=True)["result"]["value"]}
-        figures = cdp.call("Runtime.evaluate", session, expression=FRAMES_JS, awaitPromise=True,
-                           returnByValue=True)["result"]["value"]
+            expr = (
+                "Array.from(document.querySelectorAll('figure.pb-frames')).map(f => ({"
+                "first: getComputedStyle(f.querySelector('img')).display, "
+                "controls: getComputedStyle(f.querySelector('.pb-frames-controls')).display, "
+                "others: Array.from(f.querySelectorAll('img.pb-frame')).map(i => getComputedStyle(i).display)}))"
+            )
+            return {
+                "nojs": cdp.call("Runtime.evaluate", session, expression=expr, returnByValue=True)["result"]["value"]
+            }
+        figures = cdp.call("Runtime.evaluate", session, expression=FRAMES_JS, awaitPromise=True, returnByValue=True)[
+            "result"
+        ]["value"]
         keyed = None
         if cdp.call("Runtime.evaluate", session, expression=FOCUS_JS, returnByValue=True)["result"].get("value"):
             for kind in ("keyDown", "keyUp"):
-                cdp.call("Input.dispatchKeyEvent", session, type=kind, key="ArrowRight", code="ArrowRight",
-                         windowsVirtualKeyCode=39, nativeVirtualKeyCode=39)
-            keyed = cdp.call("Runtime.evaluate", session, expression=KEYED_JS, awaitPromise=True,
-                             returnByValue=True)["result"]["value"]
+                cdp.call(
+                    "Input.dispatchKeyEvent",
+                    session,
+                    type=kind,
+                    key="ArrowRight",
+                    code="ArrowRight",
+                    windowsVirtualKeyCode=39,
+                    nativeVirtualKeyCode=39,
+                )
+            keyed = cdp.call("Runtime.evaluate", session, expression=KEYED_JS, awaitPromise=True, returnByValue=True)[
+                "result"
+            ]["value"]
         return {"figures": figures, "keyed": keyed}
     finally:
         cdp.call("Target.closeTarget", targetId=target)
@@ -383,8 +426,11 @@ def _frames_report(cdp: CDP, url: str, scripts: bool = True) -> dict:
 
 
 #: The chapters with an interactive figure (pullback_utils.chapters.frames) and the figures' names.
-INTERACTIVE = {"coarse_to_fine": ["fig-c2f-over-t"], "editing": ["fig-edit-strength"],
-               "local_basis_tutorial": ["fig-tutorial-samples"]}
+INTERACTIVE = {
+    "coarse_to_fine": ["fig-c2f-over-t"],
+    "editing": ["fig-edit-strength"],
+    "local_basis_tutorial": ["fig-tutorial-samples"],
+}
 
 
 def test_moving_a_slider_changes_the_shown_frame(built_book, server, browser):
@@ -411,7 +457,9 @@ def test_moving_a_slider_changes_the_shown_frame(built_book, server, browser):
                 issues.append(f"{fid}: frames other than the shown one are visible: {f['hiddenFrames']}")
             last, first = f["steps"]
             if last["src"] != f["frameSrcs"][-1] or first["src"] != f["frameSrcs"][0] or last["src"] == first["src"]:
-                issues.append(f"{fid}: moving the control did not change the image's src: {last['src']} / {first['src']}")
+                issues.append(
+                    f"{fid}: moving the control did not change the image's src: {last['src']} / {first['src']}"
+                )
             for step in (last, first):
                 if not step["ok"]:
                     issues.append(f"{fid}: frame {step['k']} did not load ({step['src']})")
@@ -420,8 +468,9 @@ def test_moving_a_slider_changes_the_shown_frame(built_book, server, browser):
                 if step["width"] > CONTENT_WIDTH_PX or not step["shown"]:  # as the page test: fits the column
                     issues.append(f"{fid}: frame {step['k']} is {step['width']} px, shown at {step['shown']} px")
         keyed = report["keyed"]
-        if keyed is not None and (keyed["value"] != "1" or keyed["src"] != keyed["second"] or not keyed["ok"]
-                                  or keyed["output"] == ""):
+        if keyed is not None and (
+            keyed["value"] != "1" or keyed["src"] != keyed["second"] or not keyed["ok"] or keyed["output"] == ""
+        ):
             issues.append(f"the arrow key did not move the slider to the second frame: {keyed}")
         nojs = _frames_report(browser, f"{server}/{page}", scripts=False)["nojs"]
         for f in nojs:
@@ -443,21 +492,33 @@ def test_the_notebook_version_of_an_interactive_figure_works_on_its_own(browser,
     from pullback_utils.chapters.parameters import BOOK_ENV
 
     monkeypatch.delenv(BOOK_ENV, raising=False)
-    fr = save_frames((plt.figure(figsize=(3, 1), facecolor=c) for c in ("red", "green", "blue")), tmp_path, "nb",
-                     labels=["a", "b", "c"], caption="Three colours.")
-    (tmp_path / "page.html").write_text("<!doctype html><html><body>" + fr._repr_mimebundle_()["text/html"] + "</body></html>")
+    fr = save_frames(
+        (plt.figure(figsize=(3, 1), facecolor=c) for c in ("red", "green", "blue")),
+        tmp_path,
+        "nb",
+        labels=["a", "b", "c"],
+        caption="Three colours.",
+    )
+    (tmp_path / "page.html").write_text(
+        "<!doctype html><html><body>" + fr._repr_mimebundle_()["text/html"] + "</body></html>"
+    )
     target = browser.call("Target.createTarget", url="about:blank")["targetId"]
     session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     try:
         browser.call("Page.enable", session)
         browser.call("Page.navigate", session, url=(tmp_path / "page.html").as_uri())
         browser.wait_for("Page.loadEventFired", session)
-        moved = browser.call("Runtime.evaluate", session, returnByValue=True, expression="""(() => {
+        moved = browser.call(
+            "Runtime.evaluate",
+            session,
+            returnByValue=True,
+            expression="""(() => {
             const i = document.querySelector('input'), im = document.querySelectorAll('img'), before = im[0].src;
             i.value = '2'; i.dispatchEvent(new Event('input'));
-            return {changed: im[0].src !== before, third: im[0].src === im[3].src, output: document.querySelector('output').value,
-                    alt: im[0].alt, visible: im[0].offsetWidth > 0};
-        })()""")["result"]["value"]
+            return {changed: im[0].src !== before, third: im[0].src === im[3].src,
+                    output: document.querySelector('output').value, alt: im[0].alt, visible: im[0].offsetWidth > 0};
+        })()""",
+        )["result"]["value"]
     finally:
         browser.call("Target.closeTarget", targetId=target)
         browser.events = [e for e in browser.events if e.get("sessionId") != session]
@@ -470,8 +531,11 @@ def test_built_pages_pass_the_book_checks(built_book):
     problems = check_site(layout.html, layout.generated)
     # the quick parameters stop the solvers after a few iterations on purpose: the chapters' notes listing
     # those (the book's own RuntimeWarnings) are expected here; any other warning is not
-    problems = {page: kept for page, issues in problems.items()
-                if (kept := [i for i in issues if not i.startswith("warnings note: 'RuntimeWarning: jacobian_svd")])}
+    problems = {
+        page: kept
+        for page, issues in problems.items()
+        if (kept := [i for i in issues if not i.startswith("warnings note: 'RuntimeWarning: jacobian_svd")])
+    }
     always = {page: issues for page, issues in problems.items() if not _chapter_of(page.removesuffix(".html"))}
     assert not always, json.dumps(always, indent=2)
     if problems:
@@ -479,8 +543,9 @@ def test_built_pages_pass_the_book_checks(built_book):
         print(report)
         if STRICT:
             pytest.fail(report)
-        pytest.xfail(f"{sum(map(len, problems.values()))} chapter problem(s) (PULLBACK_BOOK_STRICT=1 enforces):\n"
-                     + report)
+        pytest.xfail(
+            f"{sum(map(len, problems.values()))} chapter problem(s) (PULLBACK_BOOK_STRICT=1 enforces):\n" + report
+        )
 
 
 def test_chapter_launch_buttons_open_the_source_notebook(built_book):

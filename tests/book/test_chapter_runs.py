@@ -19,8 +19,13 @@ def test_notebook_runs_with_quick_parameters(name, tmp_path_factory):
     nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {})
+    ]
     assert images, f"{name} shows no figure"
 
     metrics = json.loads((out / "metrics.json").read_text())
@@ -37,8 +42,14 @@ def test_misspelt_parameter_stops_the_first_cell(name, tmp_path):
 
     nb_path = REPO / "notebooks" / f"{name}.ipynb"
     with _venv_kernel(), pytest.raises(PapermillExecutionError) as info:
-        papermill.execute_notebook(str(nb_path), str(tmp_path / "out.ipynb"), parameters={"no_such_parameter": 1},
-                                   cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            str(nb_path),
+            str(tmp_path / "out.ipynb"),
+            parameters={"no_such_parameter": 1},
+            cwd=str(tmp_path),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     assert info.value.ename == "ParameterError"
     assert "no_such_parameter" in info.value.evalue and "valid parameters" in info.value.evalue
     cells = nbformat.read(nb_path, as_version=4).cells

@@ -18,16 +18,23 @@ from pullback_utils.chapters import scorecard as sc
 from pullback_utils.claims.report import fmt
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,
-        "unedited_residual": 0.02, "chance_level": 1.0}
+BASE = {
+    "white_noise_low_share": 0.07,
+    "spectrum_matched": 0.1,
+    "noise_floor": 0.01,
+    "shuffled_prompts": 0.0,
+    "unedited_residual": 0.02,
+    "chance_level": 1.0,
+}
 
 
 def _rec(name: str, shift: float, model: str = "disks", seed: int = 0) -> dict:
     spec = claims.get(name)
     values = np.random.default_rng(seed).standard_normal(20) * 0.1 + spec.null + shift
     res = inf.sign_flip_test(values, null=spec.null, n_draws=999)
-    return claims.record(name, res, model=model, baselines={b: BASE[b] for b in spec.baselines},
-                         controls={c: 0.0 for c in spec.controls})
+    return claims.record(
+        name, res, model=model, baselines={b: BASE[b] for b in spec.baselines}, controls={c: 0.0 for c in spec.controls}
+    )
 
 
 def _write_all(generated: Path, shift: float = 0.5) -> None:
@@ -99,17 +106,23 @@ def test_sphinx_renders_the_box_and_a_changed_metrics_file_changes_the_page(tmp_
     (src / "model_cards" / "disks.md").write_text("# disks\n")
     for name in {s.chapter for s in claims.CLAIMS if s.kind == "paper"} | {"scorecard"}:
         (generated / name).mkdir(parents=True, exist_ok=True)
-        (generated / name / f"{name}.md").write_text(f"# {name}\n\n```{{chapter-findings}}\n```\n\n## Summary\n\n"
-                                                     "```{chapter-findings}\n:summary:\n```\n")
+        (generated / name / f"{name}.md").write_text(
+            f"# {name}\n\n```{{chapter-findings}}\n```\n\n## Summary\n\n```{{chapter-findings}}\n:summary:\n```\n"
+        )
     claims.write_metrics(generated / "scorecard", "scorecard", {}, {})
-    (src / "index.md").write_text("# Book\n\n```{scorecard-headline}\n```\n\n```{toctree}\n:glob:\n\ngenerated/*/*\n"
-                                  "model_cards/*\n```\n")
+    (src / "index.md").write_text(
+        "# Book\n\n```{scorecard-headline}\n```\n\n```{toctree}\n:glob:\n\ngenerated/*/*\nmodel_cards/*\n```\n"
+    )
     (src / "conf.py").write_text(CONF)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def build() -> str:
-        proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(src), str(out)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sphinx", "-W", "-q", "-b", "html", str(src), str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
         return (out / "generated" / "editing" / "editing.html").read_text()
 

@@ -30,8 +30,17 @@ def mapped(tmp_path, monkeypatch):
     return folder
 
 
-VALUES = dict(model=CELEBA, n_samples=3, times=[0.7, 0.3], control_times=[0.7], k=4, tol=0.01, max_iters=30,
-              ddim_steps=5, sensitivity_samples=1)
+VALUES = dict(
+    model=CELEBA,
+    n_samples=3,
+    times=[0.7, 0.3],
+    control_times=[0.7],
+    k=4,
+    tol=0.01,
+    max_iters=30,
+    ddim_steps=5,
+    sensitivity_samples=1,
+)
 
 
 def test_plan_counts_and_chunks_as_the_engine_would(mapped):
@@ -53,15 +62,17 @@ def test_plan_counts_and_chunks_as_the_engine_would(mapped):
 def test_memory_check_stops_naming_the_chapter_when_one_vector_does_not_fit(mapped):
     plans = bp.plan_chapters([("coarse_to_fine", VALUES)], available=1000, timing=False)
     assert not plans[0].fits and plans[0].cpu_seconds is None
-    with pytest.raises(ParameterError, match="coarse_to_fine: google/ddpm-ema-celebahq-256 needs about .* no chunk "
-                                             "size fixes it"):
+    with pytest.raises(
+        ParameterError, match="coarse_to_fine: google/ddpm-ema-celebahq-256 needs about .* no chunk size fixes it"
+    ):
         bp.check_memory(plans, 1000)
     bp.check_memory(bp.plan_chapters([("coarse_to_fine", VALUES)], available=None, timing=False), None)  # fits
 
 
 def test_unknown_models_and_chapters_are_listed_not_planned():
-    plans = bp.plan_chapters([("coarse_to_fine", dict(VALUES, model="someone/unmapped-model")),
-                              ("not_a_chapter", {})], available=None)
+    plans = bp.plan_chapters(
+        [("coarse_to_fine", dict(VALUES, model="someone/unmapped-model")), ("not_a_chapter", {})], available=None
+    )
     assert plans[0].fits and plans[0].chunk is None and "not planned" in plans[0].note
     assert plans[1].bases == 0
     text = bp.format_plan(plans, available=None)
@@ -80,8 +91,11 @@ def test_book_plan_and_run_stop_before_any_kernel(mapped, tmp_path, monkeypatch)
     root = tmp_path / "book-root"
     (root / "book" / "params").mkdir(parents=True)
     (root / "_config.yml").write_text("title: test\n")
-    (root / "book" / "_toc.yml").write_text(yaml.safe_dump({"format": "jb-book", "root": "intro", "chapters": [
-        {"file": "generated/coarse_to_fine/coarse_to_fine"}]}))
+    (root / "book" / "_toc.yml").write_text(
+        yaml.safe_dump(
+            {"format": "jb-book", "root": "intro", "chapters": [{"file": "generated/coarse_to_fine/coarse_to_fine"}]}
+        )
+    )
     (root / "book" / "intro.md").write_text("# Intro\n")
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -96,8 +110,22 @@ def test_book_plan_and_run_stop_before_any_kernel(mapped, tmp_path, monkeypatch)
     assert book.main(["--root", str(root), "plan", "--model-map", f"{CELEBA}={mapped}", "--memory", "1e-6"]) == 2
     assert book.main(["--root", str(root), "plan", "--model-map", f"{CELEBA}=/no/such/folder"]) == 2
     monkeypatch.setattr(jvp_memory, "available_bytes", lambda device: 1000)
-    assert book.main(["--root", str(root), "chapter", "coarse_to_fine", "--model-map", f"{CELEBA}={mapped}",
-                      "-o", str(tmp_path / "out"), "-q"]) == 2
+    assert (
+        book.main(
+            [
+                "--root",
+                str(root),
+                "chapter",
+                "coarse_to_fine",
+                "--model-map",
+                f"{CELEBA}={mapped}",
+                "-o",
+                str(tmp_path / "out"),
+                "-q",
+            ]
+        )
+        == 2
+    )
 
 
 def test_the_model_map_is_part_of_a_chapters_stamp(tmp_path, monkeypatch):

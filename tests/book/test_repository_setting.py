@@ -51,7 +51,9 @@ def test_the_address_is_written_only_in_the_setting():
             found[path.relative_to(REPO).as_posix()] = count
     assert found.pop("_config.yml") == 1
     derived = {f for f in found if f.startswith("notebooks/") and f.endswith((".md", ".ipynb"))}
-    assert set(found) == derived, f"the repository's address written outside _config.yml: {sorted(set(found) - derived)}"
+    assert set(found) == derived, (
+        f"the repository's address written outside _config.yml: {sorted(set(found) - derived)}"
+    )
     for name in sorted(derived):
         assert found[name] == 1, f"{name}: the address appears {found[name]} times (only its install cell may hold it)"
         assert _first_code_cell(REPO / name) == repo.install_cell, f"{name}: install cell differs from the setting"
@@ -83,7 +85,8 @@ def test_install_cell_write_follows_a_changed_setting(tmp_path, capsys):
     assert after.replace(cell, repository(REPO / "_config.yml").install_cell) == before  # nothing else changed
     assert write_install_cells(Layout(tmp_path), cell) == []  # already up to date
 
-    (tmp_path / "notebooks" / "local_basis_tutorial.md").write_text(before.replace("import pullback_utils\nexcept",
-                                                                                   "import os\nexcept", 1))
+    (tmp_path / "notebooks" / "local_basis_tutorial.md").write_text(
+        before.replace("import pullback_utils\nexcept", "import os\nexcept", 1)
+    )
     with pytest.raises(RuntimeError, match="the first code cell is not the install cell"):
         write_install_cells(Layout(tmp_path), cell)

@@ -32,7 +32,7 @@ def test_docstring_and_comment_edits_rerun_nothing_code_edits_do(tmp_path):
     solvers = pkg / "engine" / "solvers.py"
     # a module docstring, a function docstring, a comment, blank lines: the same key (the chapter is skipped)
     src = solvers.read_text()
-    solvers.write_text('"""Reworded."""' + src[src.index('"""', 3) + 3:])
+    solvers.write_text('"""Reworded."""' + src[src.index('"""', 3) + 3 :])
     _edit(solvers, "def jacobian_svd(", "# a new comment\n\n\ndef jacobian_svd(")
     fn_doc = solvers.read_text().split("def jacobian_svd(", 1)[1].split('"""', 2)[1]
     _edit(solvers, fn_doc, "A different docstring.")

@@ -25,8 +25,7 @@ CHAPTER = "local_basis_tutorial"
 def shown_cells_notebook(source: Path, dest: Path) -> list[str]:
     """Write the notebook of ``source``'s shown code cells (in order, markdown dropped) to ``dest``; their sources."""
     nb = nbformat.read(source, as_version=4)
-    nb.cells = [c for c in nb.cells if c.cell_type == "code"
-                and not set(c.metadata.get("tags", [])) & set(REMOVED)]
+    nb.cells = [c for c in nb.cells if c.cell_type == "code" and not set(c.metadata.get("tags", [])) & set(REMOVED)]
     for c in nb.cells:
         c.outputs, c.execution_count = [], None
     nbformat.write(nb, dest)
@@ -36,8 +35,9 @@ def shown_cells_notebook(source: Path, dest: Path) -> list[str]:
 def test_the_copy_keeps_only_the_shown_cells_in_order(tmp_path):
     sources = shown_cells_notebook(REPO / "notebooks" / f"{CHAPTER}.ipynb", tmp_path / "shown.ipynb")
     every = nbformat.read(REPO / "notebooks" / f"{CHAPTER}.ipynb", as_version=4).cells
-    assert sources == [c.source for c in every if c.cell_type == "code"
-                       and not set(c.metadata.get("tags", [])) & set(REMOVED)]
+    assert sources == [
+        c.source for c in every if c.cell_type == "code" and not set(c.metadata.get("tags", [])) & set(REMOVED)
+    ]
     assert any("chapter.setup(" in s for s in sources)  # the setup cell is shown (collapsed), not removed
     assert len(sources) < sum(c.cell_type == "code" for c in every)  # something is removed (install, finish)
 
@@ -52,12 +52,19 @@ def test_a_chapters_shown_cells_run_in_a_fresh_kernel(tmp_path):
     shown = tmp_path / "shown.ipynb"
     shown_cells_notebook(REPO / "notebooks" / f"{CHAPTER}.ipynb", shown)
     layout = Layout(REPO)
-    params = effective_overrides(CHAPTER, notebook_defaults(REPO / "notebooks" / f"{CHAPTER}.ipynb"),
-                                 [load_param_groups(layout.quick_params)])
+    params = effective_overrides(
+        CHAPTER, notebook_defaults(REPO / "notebooks" / f"{CHAPTER}.ipynb"), [load_param_groups(layout.quick_params)]
+    )
     params["output_dir"] = str(tmp_path / "out")
     with _venv_kernel():
-        papermill.execute_notebook(str(shown), str(tmp_path / "executed.ipynb"), parameters=params,
-                                   cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(
+            str(shown),
+            str(tmp_path / "executed.ipynb"),
+            parameters=params,
+            cwd=str(tmp_path),
+            kernel_name="python3",
+            progress_bar=False,
+        )
     executed = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors

@@ -40,8 +40,10 @@ def code_cells(src: Path) -> list[tuple[int, list[str], ast.Module]]:
 
 
 def is_setup(tree: ast.Module) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr == "setup" and isinstance(n.value, ast.Name)
-               and n.value.id == "chapter" for n in ast.walk(tree))
+    return any(
+        isinstance(n, ast.Attribute) and n.attr == "setup" and isinstance(n.value, ast.Name) and n.value.id == "chapter"
+        for n in ast.walk(tree)
+    )
 
 
 def style_problems(src: Path) -> list[str]:
@@ -49,8 +51,10 @@ def style_problems(src: Path) -> list[str]:
     cells = code_cells(src)
     setup = [i for i, _, tree in cells if is_setup(tree)]
     if len(setup) != 1:
-        return [f"{src.name}: {len(setup)} cells call chapter.setup (one setup cell: "
-                "`ch = chapter.setup(NAME, parameters.check_parameters())`)"]
+        return [
+            f"{src.name}: {len(setup)} cells call chapter.setup (one setup cell: "
+            "`ch = chapter.setup(NAME, parameters.check_parameters())`)"
+        ]
     pu_imports = 0
     for i, tags, tree in cells:
         where = f"{src.name} code cell {i + 1}"
@@ -62,19 +66,30 @@ def style_problems(src: Path) -> list[str]:
                     if alias.name.split(".")[0] != "pullback_utils":
                         continue
                     if (alias.name, alias.asname) != ("pullback_utils", "pu"):
-                        problems.append(f"{where}: `import {alias.name}` (write `import pullback_utils as pu` "
-                                        "or `from pullback_utils.X import Y`)")
+                        problems.append(
+                            f"{where}: `import {alias.name}` (write `import pullback_utils as pu` "
+                            "or `from pullback_utils.X import Y`)"
+                        )
                     elif i != setup[0]:
                         problems.append(f"{where}: the package is imported outside the setup cell")
                     else:
                         pu_imports += 1
-            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "pullback_utils" \
-                    and i != setup[0]:
+            if (
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").split(".")[0] == "pullback_utils"
+                and i != setup[0]
+            ):
                 problems.append(f"{where}: `from {node.module} import ...` outside the setup cell")
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pu" \
-                    and node.attr in SUBPACKAGES:
-                problems.append(f"{where}: `pu.{node.attr}.…` (import what the cell uses in the setup cell: "
-                                f"`from pullback_utils.{node.attr}... import ...`)")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "pu"
+                and node.attr in SUBPACKAGES
+            ):
+                problems.append(
+                    f"{where}: `pu.{node.attr}.…` (import what the cell uses in the setup cell: "
+                    f"`from pullback_utils.{node.attr}... import ...`)"
+                )
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 problems.append(f"{where}: defines `{node.name}` (move it into the package, with a test)")
     if pu_imports != 1:
@@ -112,8 +127,9 @@ def hidden_definitions(src: Path) -> list[str]:
                 removed_defined.setdefault(name, i)
             continue
         for name in sorted(loaded(tree) & set(removed_defined)):
-            problems.append(f"{src.name} code cell {i + 1} uses `{name}`, defined in removed code cell "
-                            f"{removed_defined[name] + 1}")
+            problems.append(
+                f"{src.name} code cell {i + 1} uses `{name}`, defined in removed code cell {removed_defined[name] + 1}"
+            )
         shown_defined |= stored(tree)
         for name in stored(tree):
             removed_defined.pop(name, None)
@@ -180,13 +196,20 @@ def test_one_dropdown_style_and_answers_inside_it():
         if start is None:
             continue
         after = cells[start:]
-        assert any(c.cell_type == "markdown" and "{admonition} Solutions" in c.source and ":class: dropdown" in c.source
-                   for c in after), f"{src.name}: the solutions are not in a dropdown admonition"
+        assert any(
+            c.cell_type == "markdown" and "{admonition} Solutions" in c.source and ":class: dropdown" in c.source
+            for c in after
+        ), f"{src.name}: the solutions are not in a dropdown admonition"
         for c in after:
             if c.cell_type != "code" or set(c.metadata.get("tags", [])) & {"remove-cell", "remove-output"}:
                 continue
             last = ast.parse(TransformerManager().transform_cell(c.source)).body[-1]
-            glued = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
-                     and isinstance(last.value.func, ast.Attribute) and last.value.func.attr == "glue")
-            assert not isinstance(last, ast.Expr) or glued, \
+            glued = (
+                isinstance(last, ast.Expr)
+                and isinstance(last.value, ast.Call)
+                and isinstance(last.value.func, ast.Attribute)
+                and last.value.func.attr == "glue"
+            )
+            assert not isinstance(last, ast.Expr) or glued, (
                 f"{src.name}: an exercise cell ends in an expression shown outside the dropdown: {c.source[:60]!r}"
+            )

@@ -32,8 +32,13 @@ def case():
 
 def test_the_series_runs_from_minus_v_through_the_unedited_result_to_plus_v(case):
     model, x, d, cfg, out = case
-    assert out["labels"] == ["-v1, j = 4 of 4", "-v1, j = 2 of 4", "unedited (j = 0)", "+v1, j = 2 of 4",
-                             "+v1, j = 4 of 4"]
+    assert out["labels"] == [
+        "-v1, j = 4 of 4",
+        "-v1, j = 2 of 4",
+        "unedited (j = 0)",
+        "+v1, j = 2 of 4",
+        "+v1, j = 4 of 4",
+    ]
     assert out["signs"] == [-1, -1, 0, 1, 1] and out["steps"] == [4, 2, 0, 2, 4]
     assert out["guided"].shape == out["naive"].shape == (5, 3, 16, 16)
     torch.testing.assert_close(out["guided"][2:3], out["original"])
@@ -53,7 +58,9 @@ def test_each_entry_is_the_guided_edit_and_the_naive_step_it_claims(case):
         a = float(out["alpha"][e])
         naive = model.to_image(E.finish(model, x + a * (sign or 1) * d, T, **fkw))
         torch.testing.assert_close(out["naive"][e : e + 1], naive, rtol=1e-5, atol=1e-5)
-        assert float(out["naive_size"][e]) == pytest.approx(float(E.change_size(naive, out["original"])[0]), rel=1e-4)  # batched float32
+        assert float(out["naive_size"][e]) == pytest.approx(
+            float(E.change_size(naive, out["original"])[0]), rel=1e-4
+        )  # batched float32
         if bool(out["matched"][e]) and j:
             assert abs(float(out["naive_size"][e]) - float(out["size"][e])) <= 0.05 * float(out["size"][e])
 

@@ -47,9 +47,15 @@ def _pairs(rng, n_t: int, n: int) -> np.ndarray:
 def test_over_t_draws_the_means_and_their_student_t_bands():
     rng = np.random.default_rng(0)
     low, ctrl = rng.uniform(0.2, 0.9, (3, 10)), rng.uniform(0.2, 0.9, (2, 6))
-    fig = figures.over_t([{"label": "trained", "values": low, "role": "trained"},
-                          {"label": "random weights", "values": ctrl, "times": [0.9, 0.1], "role": "random_weights"}],
-                         TIMES, ylabel="share", lines=[(0.07, "white noise", ":")])
+    fig = figures.over_t(
+        [
+            {"label": "trained", "values": low, "role": "trained"},
+            {"label": "random weights", "values": ctrl, "times": [0.9, 0.1], "role": "random_weights"},
+        ],
+        TIMES,
+        ylabel="share",
+        lines=[(0.07, "white noise", ":")],
+    )
     ax = fig.axes[0]
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     for label, data, ts in (("trained", low, TIMES), ("random weights", ctrl, [0.9, 0.1])):
@@ -98,16 +104,24 @@ def test_self_distance_heatmap_annotates_the_mean_distances_with_a_colour_bar():
 
 def test_ablation_bars_are_the_means_with_their_t_intervals_and_the_samples_as_points():
     rng = np.random.default_rng(3)
-    p = {"title": "u", "time_only": rng.uniform(0, 1, 7), "state_only": rng.uniform(0, 1, 7),
-         "total": rng.uniform(0, 1, 7), "floor": 0.05}
+    p = {
+        "title": "u",
+        "time_only": rng.uniform(0, 1, 7),
+        "state_only": rng.uniform(0, 1, 7),
+        "total": rng.uniform(0, 1, 7),
+        "floor": 0.05,
+    }
     fig = figures.ablation_bars([p])
     ax = fig.axes[0]
     heights = [b.get_height() for b in ax.patches]
     np.testing.assert_allclose(heights, [p[k].mean() for k in ("time_only", "state_only", "total")])
     data = np.stack([p[k] for k in ("time_only", "state_only", "total")])
     lo, hi = _t_interval(data)
-    bars = sorted((np.nanmean(ln.get_xdata()), np.nanmin(ln.get_ydata()), np.nanmax(ln.get_ydata()))
-                  for ln in ax.get_lines() if len(ln.get_xdata()) > 2)  # error bar with caps, left to right
+    bars = sorted(
+        (np.nanmean(ln.get_xdata()), np.nanmin(ln.get_ydata()), np.nanmax(ln.get_ydata()))
+        for ln in ax.get_lines()
+        if len(ln.get_xdata()) > 2
+    )  # error bar with caps, left to right
     np.testing.assert_allclose([b[1:] for b in bars], np.stack([lo, hi], 1), rtol=1e-9)
     points = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections if len(c.get_offsets())])
     np.testing.assert_allclose(np.sort(points), np.sort(data.ravel()))

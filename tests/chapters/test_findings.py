@@ -25,17 +25,48 @@ def _no_zoo_lookup(monkeypatch):
     monkeypatch.setattr(sc, "_misses_bar", lambda model: False)
 
 
-def _rec(name: str, estimate: float, ci: tuple[float, float], p: float, *, model: str = "disks",
-         baselines: dict | None = None, controls: dict | None = None, p_adjusted: float | None = None,
-         **extra) -> dict:
+def _rec(
+    name: str,
+    estimate: float,
+    ci: tuple[float, float],
+    p: float,
+    *,
+    model: str = "disks",
+    baselines: dict | None = None,
+    controls: dict | None = None,
+    p_adjusted: float | None = None,
+    **extra,
+) -> dict:
     """A record in the contract's shape, built by hand; its verdict from the rule (``verdict_of``)."""
     spec = claims.get(name)
-    rec = {"claim": spec.id, "kind": spec.kind, "wording": spec.wording, "statistic": spec.statistic,
-           "model": model, "n_units": 20, "unit": "sample", "test": "sign-flip", "p_value": p, "min_p": 1e-4,
-           "p_adjusted": p_adjusted, "estimate": estimate, "ci": list(ci), "null": spec.null,
-           "direction": spec.direction, "baselines": baselines or {}, "controls": controls or {}, **extra}
-    rec["verdict"] = claims.verdict_of(p if p_adjusted is None else p_adjusted, estimate, spec.direction,
-                                       null=spec.null, min_p=1e-4, controls=rec["controls"])
+    rec = {
+        "claim": spec.id,
+        "kind": spec.kind,
+        "wording": spec.wording,
+        "statistic": spec.statistic,
+        "model": model,
+        "n_units": 20,
+        "unit": "sample",
+        "test": "sign-flip",
+        "p_value": p,
+        "min_p": 1e-4,
+        "p_adjusted": p_adjusted,
+        "estimate": estimate,
+        "ci": list(ci),
+        "null": spec.null,
+        "direction": spec.direction,
+        "baselines": baselines or {},
+        "controls": controls or {},
+        **extra,
+    }
+    rec["verdict"] = claims.verdict_of(
+        p if p_adjusted is None else p_adjusted,
+        estimate,
+        spec.direction,
+        null=spec.null,
+        min_p=1e-4,
+        controls=rec["controls"],
+    )
     claims.check_record(name, rec)  # hand-built, but within the contract
     return rec
 
@@ -46,26 +77,45 @@ def _row(name: str, rec: dict) -> ScoreRow:
 
 def _sens(setting: str, verdict_p: float, estimate: float) -> dict:
     spec = claims.get("coarse_to_fine")
-    return {"setting": setting, "estimate": estimate, "p_value": verdict_p, "min_p": 1e-4, "n_units": 20,
-            "verdict": inf.decide(verdict_p, estimate, spec.direction, null=spec.null, min_p=1e-4)}
+    return {
+        "setting": setting,
+        "estimate": estimate,
+        "p_value": verdict_p,
+        "min_p": 1e-4,
+        "n_units": 20,
+        "verdict": inf.decide(verdict_p, estimate, spec.direction, null=spec.null, min_p=1e-4),
+    }
 
 
 def test_a_control_showing_the_effect_is_the_strongest_caveat_and_the_verdict():
-    rec = _rec("coarse_to_fine", 0.15, (0.13, 0.17), 1e-4,
-               controls={"random_weights": {"estimate": 0.14, "p_value": 1e-4}},
-               baselines={"spectrum_matched": {"estimate": 0.2, "p_value": 1e-4}},
-               sensitivity=[_sens("k=2", 0.4, 0.01)], exploration=True,
-               model_quality="misses the bar: clean samples 30.5 % < 90 %")
+    rec = _rec(
+        "coarse_to_fine",
+        0.15,
+        (0.13, 0.17),
+        1e-4,
+        controls={"random_weights": {"estimate": 0.14, "p_value": 1e-4}},
+        baselines={"spectrum_matched": {"estimate": 0.2, "p_value": 1e-4}},
+        sensitivity=[_sens("k=2", 0.4, 0.01)],
+        exploration=True,
+        model_quality="misses the bar: clean samples 30.5 % < 90 %",
+    )
     row = _row("coarse_to_fine", rec)
     assert row.verdict == claims.NOT_LEARNED
     cav = fd.caveats(row)
     # strongest first: control, matched baseline, fragility, exploration
-    assert [c.split(":")[0] for c in cav] == [claims.NOT_LEARNED, fd.BELOW_BASELINE_WORD, fd.FRAGILE_WORD,
-                                              fd.EXPLORATION_WORD]
+    assert [c.split(":")[0] for c in cav] == [
+        claims.NOT_LEARNED,
+        fd.BELOW_BASELINE_WORD,
+        fd.FRAGILE_WORD,
+        fd.EXPLORATION_WORD,
+    ]
     assert "0.140" in cav[0] and "k=2" in cav[2] and "30.5 %" in cav[3]
     # in the table the verdict's words carry the control; the short caveats add the rest
-    assert fd.short_caveats(row) == [f"{fd.BELOW_BASELINE_WORD} (spectrum matched 0.200)", "fragile (k=2)",
-                                     "exploration (disks below the quality bar)"]
+    assert fd.short_caveats(row) == [
+        f"{fd.BELOW_BASELINE_WORD} (spectrum matched 0.200)",
+        "fragile (k=2)",
+        "exploration (disks below the quality bar)",
+    ]
     box = fd.findings_box([row])
     assert f"**Coarse to fine: {claims.NOT_LEARNED}**" in box
 
@@ -83,14 +133,14 @@ def test_a_baseline_is_a_caveat_only_with_its_own_test_on_the_claimed_side_and_f
     assert unclear.verdict == inf.INCONCLUSIVE and fd.caveats(unclear) == []
     # a claim predicted on the lower side: a baseline further down is at least the effect
     less = {"shuffled_prompts": {"estimate": -0.5, "p_value": 1e-4}}
-    sp = _row("similar_prompts", _rec("similar_prompts", -0.3, (-0.4, -0.2), 1e-4, model="shapes-text",
-                                      baselines=less))
+    sp = _row("similar_prompts", _rec("similar_prompts", -0.3, (-0.4, -0.2), 1e-4, model="shapes-text", baselines=less))
     assert fd.caveats(sp)[0].startswith(fd.BELOW_BASELINE_WORD)
 
 
 def test_stable_sensitivity_and_a_model_above_the_bar_give_no_caveat():
-    rec = _rec("coarse_to_fine", 0.15, (0.13, 0.17), 1e-4, sensitivity=[_sens("k=2", 1e-4, 0.1)],
-               model_quality="meets the bar")
+    rec = _rec(
+        "coarse_to_fine", 0.15, (0.13, 0.17), 1e-4, sensitivity=[_sens("k=2", 1e-4, 0.1)], model_quality="meets the bar"
+    )
     assert fd.caveats(_row("coarse_to_fine", rec)) == []
 
 
@@ -100,8 +150,9 @@ def test_the_box_is_an_admonition_with_verdicts_intervals_and_the_model_card():
     copies = [_rec("coarse_to_fine", 0.1, (0.05, 0.15), 1e-3, model=f"ladder-1-s{i}") for i in range(2)]
     copies.append(_rec("coarse_to_fine", -0.1, (-0.15, -0.05), 1e-3, model="ladder-1-s2"))
     rows = [_row("coarse_to_fine", main), _row("coarse_to_fine_edits", support)]
-    rows += [ScoreRow(claims.get("coarse_to_fine"), f"coarse_to_fine@{c['model']}", c["verdict"], rec=c)
-             for c in copies]
+    rows += [
+        ScoreRow(claims.get("coarse_to_fine"), f"coarse_to_fine@{c['model']}", c["verdict"], rec=c) for c in copies
+    ]
     disks = fd.ModelFacts("disks", 0.9876, "meets the bar", "model_cards/disks")
     box = fd.findings_box(rows, [disks])
     assert box.startswith("````{admonition} What this run found\n:class: tip findings\n") and box.endswith("````\n")
@@ -116,9 +167,18 @@ def test_the_box_is_an_admonition_with_verdicts_intervals_and_the_model_card():
 
 
 def test_many_models_are_summarised_by_their_range_and_the_ones_below_the_bar():
-    models = [fd.ModelFacts(f"ladder-{i}-s0", c, q, f"model_cards/ladder/ladder-{i}-s0") for i, (c, q) in
-              enumerate([(0.99, "meets the bar"), (0.555, "misses the bar: clean samples 55.5 % < 90 %"),
-                         (0.95, "meets the bar"), (0.97, "meets the bar")], start=1)]
+    models = [
+        fd.ModelFacts(f"ladder-{i}-s0", c, q, f"model_cards/ladder/ladder-{i}-s0")
+        for i, (c, q) in enumerate(
+            [
+                (0.99, "meets the bar"),
+                (0.555, "misses the bar: clean samples 55.5 % < 90 %"),
+                (0.95, "meets the bar"),
+                (0.97, "meets the bar"),
+            ],
+            start=1,
+        )
+    ]
     box = fd.findings_box([], models)
     assert "4 models, 55.5 to 99.0 % clean samples; 1 miss the quality bar (ladder-2-s0)" in box
     assert "Cards: {doc}`the ladder's cards </model_cards/ladder>`" in box and "This run wrote no claim records" in box
@@ -127,8 +187,9 @@ def test_many_models_are_summarised_by_their_range_and_the_ones_below_the_bar():
 
 
 def test_model_facts_round_trip_through_metrics_and_a_missing_card_is_not_linked(tmp_path):
-    f = fd.ModelFacts("shapes-text", 0.305, "misses the bar: x", "model_cards/shapes-text",
-                      {"colour": 1.0, "shape": 0.47})
+    f = fd.ModelFacts(
+        "shapes-text", 0.305, "misses the bar: x", "model_cards/shapes-text", {"colour": 1.0, "shape": 0.47}
+    )
     assert fd.facts_from_metrics({"shapes-text": f.to_dict()}) == {"shapes-text": f}
     assert fd.facts_from_metrics(None) == {} and fd.facts_from_metrics({"x": 3}) == {}
     assert fd.card_exists(tmp_path, f).card is None
@@ -159,11 +220,14 @@ def _primary_rows(verdicts: dict[str, str]) -> list[ScoreRow]:
     return rows
 
 
-@pytest.mark.parametrize("verdicts", [
-    {"coarse_to_fine": inf.REPRODUCED, "timestep_discrepancy": inf.REPRODUCED, "editing": inf.NOT_REPRODUCED},
-    {"similar_prompts": inf.REPRODUCED, "dataset_complexity": sc.NOT_MEASURED},
-    {},
-])
+@pytest.mark.parametrize(
+    "verdicts",
+    [
+        {"coarse_to_fine": inf.REPRODUCED, "timestep_discrepancy": inf.REPRODUCED, "editing": inf.NOT_REPRODUCED},
+        {"similar_prompts": inf.REPRODUCED, "dataset_complexity": sc.NOT_MEASURED},
+        {},
+    ],
+)
 def test_headline_counts_agree_with_the_verdict_counts(verdicts):
     rows = _primary_rows(verdicts)
     text = fd.headline(rows)
@@ -185,8 +249,10 @@ def test_headline_names_fragile_and_exploration_verdicts():
     rows[0].rec["sensitivity"] = [_sens("k=2", 0.4, 0.01)]
     rows[1].rec.update(exploration=True, model_quality="misses the bar: y")
     text = fd.headline(rows)
-    assert "1 verdict is fragile" in text and "1 comes from an exploration on models below the quality bar (`disks`)" \
-        in text
+    assert (
+        "1 verdict is fragile" in text
+        and "1 comes from an exploration on models below the quality bar (`disks`)" in text
+    )
 
 
 def test_every_chapter_names_its_model_and_finish_records_the_facts(tmp_path, monkeypatch):

@@ -17,8 +17,12 @@ from pullback_utils.chapters.plotting import check_figure  # noqa: E402
 
 def _data(n_t=3, k=4, n=2, r=9, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n_t, k, 3, 8, 8)), np.arange(r, dtype=float),
-            rng.uniform(0.01, 1.0, (n_t, n, r)), [0.9, 0.5, 0.1][:n_t])
+    return (
+        rng.standard_normal((n_t, k, 3, 8, 8)),
+        np.arange(r, dtype=float),
+        rng.uniform(0.01, 1.0, (n_t, n, r)),
+        [0.9, 0.5, 0.1][:n_t],
+    )
 
 
 def test_one_frame_per_time_on_the_same_axes_with_that_time_highlighted(tmp_path):

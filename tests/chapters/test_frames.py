@@ -32,8 +32,9 @@ def _solid(colour, size=(4.0, 2.0)):
 
 
 def _save(tmp_path, n=3, **kw):
-    args = dict(labels=[f"t = {0.9 - 0.2 * i:.1f}" for i in range(n)], caption="What moves as t falls.",
-                control_label="t / T")
+    args = dict(
+        labels=[f"t = {0.9 - 0.2 * i:.1f}" for i in range(n)], caption="What moves as t falls.", control_label="t / T"
+    )
     args.update(kw)
     return save_frames((_solid(c) for c in COLOURS[:n]), tmp_path, "demo", **args)
 
@@ -102,18 +103,24 @@ def test_the_book_markdown_is_a_figure_of_the_first_frame_with_the_control_and_t
     assert base64.b64decode(bundle["image/png"]) == fr.paths[0].read_bytes()
     md = bundle["text/markdown"]
     lines = md.splitlines()
-    assert lines[:4] == ["````{figure} demo-0.png", ":name: fig-demo", ":figclass: pb-frames",
-                         ":alt: t = 0.9: A caption with $v_1$."]
+    assert lines[:4] == [
+        "````{figure} demo-0.png",
+        ":name: fig-demo",
+        ":figclass: pb-frames",
+        ":alt: t = 0.9: A caption with $v_1$.",
+    ]
     assert lines[5] == "A caption with $v_1$." and lines[-1] == "````"
     assert re.findall(r"```\{image\} (\S+)\n:class: pb-frame\n:alt: (t = [0-9.]+): A caption", md) == [
-        ("demo-1.png", "t = 0.7"), ("demo-2.png", "t = 0.5")]
+        ("demo-1.png", "t = 0.7"),
+        ("demo-2.png", "t = 0.5"),
+    ]
     block = md.split("\n\n")[2]  # the HTML block between the caption and the other frames
     assert "\n\n" not in block and block.startswith('<div class="pb-frames-controls" hidden>')
     tags = _parse(block)
-    (_, inp), = [t for t in tags.tags if t[0] == "input"]
+    ((_, inp),) = [t for t in tags.tags if t[0] == "input"]
     assert inp["type"] == "range" and (inp["min"], inp["max"], inp["value"]) == ("0", "2", "0")
     assert json.loads(inp["data-labels"]) == list(fr.labels) and inp["aria-valuetext"] == "t = 0.9"
-    (_, label), = [t for t in tags.tags if t[0] == "label"]
+    ((_, label),) = [t for t in tags.tags if t[0] == "label"]
     assert label["for"] == inp["id"] and ("label", "t / T") in tags.text and ("output", "t = 0.9") in tags.text
 
 
@@ -123,16 +130,25 @@ def test_the_book_markdown_renders_as_one_figure_holding_every_frame(tmp_path, m
     from myst_parser.parsers.docutils_ import Parser
 
     monkeypatch.chdir(tmp_path)
-    fr = _save(tmp_path, n=4, control="select", control_label="sample",
-               labels=["sample 0", "sample 1", "sample 2", "sample <3>"])
-    html = publish_string(fr.myst(), parser=Parser(), writer_name="html5",
-                          settings_overrides={"output_encoding": "unicode", "report_level": 2, "halt_level": 2})
-    body = html[html.index("<figure"): html.index("</figure>") + len("</figure>")]
+    fr = _save(
+        tmp_path,
+        n=4,
+        control="select",
+        control_label="sample",
+        labels=["sample 0", "sample 1", "sample 2", "sample <3>"],
+    )
+    html = publish_string(
+        fr.myst(),
+        parser=Parser(),
+        writer_name="html5",
+        settings_overrides={"output_encoding": "unicode", "report_level": 2, "halt_level": 2},
+    )
+    body = html[html.index("<figure") : html.index("</figure>") + len("</figure>")]
     tags = _parse(body)
     assert tags.tags[0][0] == "figure" and "pb-frames" in tags.tags[0][1]["class"]
     assert [a["src"] for t, a in tags.tags if t == "img"] == [p.name for p in fr.paths]
     assert [("pb-frame" in a.get("class", "")) for t, a in tags.tags if t == "img"] == [False, True, True, True]
-    (_, select), = [t for t in tags.tags if t[0] == "select"]
+    ((_, select),) = [t for t in tags.tags if t[0] == "select"]
     options = [a["value"] for t, a in tags.tags if t == "option"]
     assert options == ["0", "1", "2", "3"] and json.loads(select["data-labels"])[3] == "sample <3>"
     assert [x for tag, x in tags.text if tag == "option"] == list(fr.labels)
@@ -148,27 +164,30 @@ def test_outside_the_book_the_figure_is_self_contained_html(tmp_path, monkeypatc
     assert len(srcs) == 3  # the shown image, then every frame (hidden) for the handler to copy from
     decoded = [base64.b64decode(s.split(",", 1)[1]) for s in srcs]
     assert decoded == [fr.paths[0].read_bytes(), fr.paths[0].read_bytes(), fr.paths[1].read_bytes()]
-    (_, div), = [t for t in tags.tags if t[0] == "div"]
+    ((_, div),) = [t for t in tags.tags if t[0] == "div"]
     assert "hidden" not in div  # shown: the inline handler wires it
-    (_, inp), = [t for t in tags.tags if t[0] == "input"]
+    ((_, inp),) = [t for t in tags.tags if t[0] == "input"]
     assert "oninput" in inp and ("figcaption", fr.caption) in tags.text
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"labels": ["only one"]}, "labels must hold 2 to"),
-    ({"labels": [f"f{i}" for i in range(MAX_FRAMES + 1)]}, "labels must hold 2 to"),
-    ({"labels": ["a", "a", "b"]}, "labels must be unique"),
-    ({"labels": ["a", "", "b"]}, "labels must be non-empty strings; entry 1"),
-    ({"labels": "abc"}, "labels must be a list"),
-    ({"caption": " "}, "caption must say what to see"),
-    ({"caption": "one.\n\ntwo."}, "caption must be one paragraph"),
-    ({"control": "slider"}, "control must be one of ('range', 'select')"),
-    ({"control_label": ""}, "control_label must say"),
-    ({"alts": ["x", "y"]}, "alts must hold one entry per frame (3)"),
-    ({"name": "a/b"}, "name must be a file name"),
-    ({"label": "fig one"}, "label must be a name"),
-    ({"dpi": 0}, "dpi must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"labels": ["only one"]}, "labels must hold 2 to"),
+        ({"labels": [f"f{i}" for i in range(MAX_FRAMES + 1)]}, "labels must hold 2 to"),
+        ({"labels": ["a", "a", "b"]}, "labels must be unique"),
+        ({"labels": ["a", "", "b"]}, "labels must be non-empty strings; entry 1"),
+        ({"labels": "abc"}, "labels must be a list"),
+        ({"caption": " "}, "caption must say what to see"),
+        ({"caption": "one.\n\ntwo."}, "caption must be one paragraph"),
+        ({"control": "slider"}, "control must be one of ('range', 'select')"),
+        ({"control_label": ""}, "control_label must say"),
+        ({"alts": ["x", "y"]}, "alts must hold one entry per frame (3)"),
+        ({"name": "a/b"}, "name must be a file name"),
+        ({"label": "fig one"}, "label must be a name"),
+        ({"dpi": 0}, "dpi must be an int >= 1"),
+    ],
+)
 def test_bad_arguments_are_refused_before_any_figure_is_drawn(tmp_path, kwargs, message):
     def never():
         raise AssertionError("a figure was drawn before the arguments were checked")
@@ -188,9 +207,9 @@ def test_frames_that_do_not_match_the_labels_or_the_page_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"one figure per label \(2\), got more"):
         save_frames([_solid(c) for c in COLOURS[:3]], tmp_path, "many", labels=["a", "b"], caption="c")
     with pytest.raises(ValueError, match=r"same size: frame 0 is 440 x 220 px, frame 1 \('b'\) is 462 x 220 px"):
-        save_frames([_solid(COLOURS[0]), _solid(COLOURS[1], size=(4.2, 2.0))], tmp_path, "sizes", labels=["a", "b"],
-                    caption="c")
+        save_frames(
+            [_solid(COLOURS[0]), _solid(COLOURS[1], size=(4.2, 2.0))], tmp_path, "sizes", labels=["a", "b"], caption="c"
+        )
     with pytest.raises(ValueError, match="880 px wide at dpi 110, wider than the 790 px content column"):
         save_frames([_solid(c, size=(8.0, 2.0)) for c in COLOURS[:2]], tmp_path, "wide", labels=["a", "b"], caption="c")
     plt.close("all")
-

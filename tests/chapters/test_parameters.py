@@ -14,7 +14,9 @@ from pullback_utils.chapters.parameters import (
     validate_overrides,
 )
 
-PARAMS = 'model = "disks"  # bundled model\nk = 10  # basis size\ntol = 1e-3  # solver tol\nquick = False  # small run\n'
+PARAMS = (
+    'model = "disks"  # bundled model\nk = 10  # basis size\ntol = 1e-3  # solver tol\nquick = False  # small run\n'
+)
 
 
 def test_parse_assignments_reads_literals_only():
@@ -22,7 +24,7 @@ def test_parse_assignments_reads_literals_only():
 
 
 def test_injected_values_override_defaults():
-    injected = '# Parameters\nk = 3\ntol = 1\n'
+    injected = "# Parameters\nk = 3\ntol = 1\n"
     got = check_parameters(["import x", PARAMS, injected, "check_parameters()"])
     assert got == {"model": "disks", "k": 3, "tol": 1, "quick": False}
 
@@ -31,12 +33,18 @@ def test_no_injection_returns_defaults():
     assert check_parameters(["import x", PARAMS, "check_parameters()"])["k"] == 10
 
 
-@pytest.mark.parametrize("injected, match", [
-    ('# Parameters\nlenght = 3\n', r"unknown parameter 'lenght' \(value 3\); valid parameters: model \(str\), k \(int\)"),
-    ('# Parameters\nk = "ten"\n', r"parameter 'k' must be int \(default 10\), got str 'ten'"),
-    ('# Parameters\nk = 2.5\n', r"parameter 'k' must be int"),
-    ('# Parameters\nquick = 1\n', r"parameter 'quick' must be bool"),
-])
+@pytest.mark.parametrize(
+    "injected, match",
+    [
+        (
+            "# Parameters\nlenght = 3\n",
+            r"unknown parameter 'lenght' \(value 3\); valid parameters: model \(str\), k \(int\)",
+        ),
+        ('# Parameters\nk = "ten"\n', r"parameter 'k' must be int \(default 10\), got str 'ten'"),
+        ("# Parameters\nk = 2.5\n", r"parameter 'k' must be int"),
+        ("# Parameters\nquick = 1\n", r"parameter 'quick' must be bool"),
+    ],
+)
 def test_bad_parameters_are_named(injected, match):
     with pytest.raises(ParameterError, match=match):
         check_parameters([PARAMS, injected, "check_parameters()"])
@@ -50,13 +58,15 @@ def test_validate_overrides_for_the_runner():
 
 # ------------------------------------------------------------------ typed parameters cells
 
-TYPED = ('from typing import Optional\n'
-         'k: int = 8  # basis size\n'
-         'tol: float = 0.01  # tolerance # with a hash and "quotes"\n'
-         'max_iters: Optional[int] = None  # cap\n'
-         'times: list[float] = [0.9, 0.5]  # t/T\n'
-         'gamma: "float | None" = None  # string annotation\n'
-         'device = "cuda" if False else "cpu"  # not a literal\n')
+TYPED = (
+    "from typing import Optional\n"
+    "k: int = 8  # basis size\n"
+    'tol: float = 0.01  # tolerance # with a hash and "quotes"\n'
+    "max_iters: Optional[int] = None  # cap\n"
+    "times: list[float] = [0.9, 0.5]  # t/T\n"
+    'gamma: "float | None" = None  # string annotation\n'
+    'device = "cuda" if False else "cpu"  # not a literal\n'
+)
 
 
 def test_parse_parameters_reads_annotations_and_help():
@@ -64,26 +74,35 @@ def test_parse_parameters_reads_annotations_and_help():
     assert list(params) == ["k", "tol", "max_iters", "times", "gamma", "device"]
     assert params["tol"].help == 'tolerance # with a hash and "quotes"'
     assert {n: p.expected() for n, p in params.items()} == {
-        "k": "int", "tol": "float", "max_iters": "int or None", "times": "list of float", "gamma": "float or None",
-        "device": "any"}
+        "k": "int",
+        "tol": "float",
+        "max_iters": "int or None",
+        "times": "list of float",
+        "gamma": "float or None",
+        "device": "any",
+    }
     assert not params["device"].literal and params["device"].source == "'cuda' if False else 'cpu'"
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"k": None}, r"'k' must be int \(default 8\), got None"),
-    ({"tol": "1e-3"}, r"'tol' must be float .*got str '1e-3' \(YAML 1.1 reads an unquoted 1e-3 as a string"),
-    ({"times": [0.5, "x"]}, r"'times' must be list of float"),
-    ({"max_iters": 2.5}, r"'max_iters' must be int or None"),
-    ({"n_sample": 3}, r"unknown parameter 'n_sample' \(value 3\)"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"k": None}, r"'k' must be int \(default 8\), got None"),
+        ({"tol": "1e-3"}, r"'tol' must be float .*got str '1e-3' \(YAML 1.1 reads an unquoted 1e-3 as a string"),
+        ({"times": [0.5, "x"]}, r"'times' must be list of float"),
+        ({"max_iters": 2.5}, r"'max_iters' must be int or None"),
+        ({"n_sample": 3}, r"unknown parameter 'n_sample' \(value 3\)"),
+    ],
+)
 def test_typed_checks(overrides, match):
     with pytest.raises(ParameterError, match=match):
         validate_overrides(parse_parameters(TYPED), overrides, notebook="c.ipynb")
 
 
 def test_typed_checks_accept_what_the_annotation_allows():
-    validate_overrides(parse_parameters(TYPED), {"k": 3, "tol": 1, "max_iters": None, "times": (1, 0.5),
-                                                 "gamma": 0.5, "device": 0})
+    validate_overrides(
+        parse_parameters(TYPED), {"k": 3, "tol": 1, "max_iters": None, "times": (1, 0.5), "gamma": 0.5, "device": 0}
+    )
     validate_overrides({"k": 10, "quick": False}, {"k": 3})  # plain defaults, as before
 
 
@@ -118,12 +137,15 @@ def test_rerunning_cells_in_jupyter_finds_the_parameters_cell_again():
 
     shell = InteractiveShell.instance()
     try:
-        for source in ["import pullback_utils as pu\nimport pullback_utils.chapters.parameters", PARAMS,
-                       "first = pu.chapters.parameters.check_parameters()",
-                       "radius = len(model) * k\nlabel = f'{model}-{radius}'",  # an analysis cell
-                       "again = pu.chapters.parameters.check_parameters()",
-                       PARAMS.replace("k = 10", "k = 4"),  # the reader edits and re-runs the parameters cell
-                       "edited = pu.chapters.parameters.check_parameters()"]:
+        for source in [
+            "import pullback_utils as pu\nimport pullback_utils.chapters.parameters",
+            PARAMS,
+            "first = pu.chapters.parameters.check_parameters()",
+            "radius = len(model) * k\nlabel = f'{model}-{radius}'",  # an analysis cell
+            "again = pu.chapters.parameters.check_parameters()",
+            PARAMS.replace("k = 10", "k = 4"),  # the reader edits and re-runs the parameters cell
+            "edited = pu.chapters.parameters.check_parameters()",
+        ]:
             result = shell.run_cell(source, store_history=True)
             assert result.success, result.error_in_exec
         ns = shell.user_ns
@@ -157,7 +179,10 @@ def test_glue_stores_without_showing_in_the_book_and_shows_elsewhere(tmp_path, m
     monkeypatch.setattr(myst_nb.ext.glue, "ipy_display", record)
     ch.glue("share", 0.0667)
     (bundle,), kw = shown[-1]
-    assert kw["raw"] and kw["metadata"]["scrapbook"] == {"name": "share", "mime_prefix": "application/papermill.record/"}
+    assert kw["raw"] and kw["metadata"]["scrapbook"] == {
+        "name": "share",
+        "mime_prefix": "application/papermill.record/",
+    }
     assert bundle == {"application/papermill.record/text/plain": "0.0667"}  # stored, not shown
 
     monkeypatch.setitem(sys.modules, "myst_nb", None)  # no myst-nb: import fails

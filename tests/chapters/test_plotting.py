@@ -44,8 +44,14 @@ def test_a_book_style_figure_fits_the_column_with_legible_text(tmp_path):
     assert saved.min_font_pt == 9.0  # tick labels; title and axis labels are 10
     assert check_figure(saved.path) == []
     manifest = json.loads((tmp_path / MANIFEST).read_text())
-    assert manifest["spectra"] == {"file": "spectra.png", "caption": saved.caption, "width_px": width,
-                                   "height_px": saved.height_px, "dpi": FIGURE_DPI, "min_font_pt": 9.0}
+    assert manifest["spectra"] == {
+        "file": "spectra.png",
+        "caption": saved.caption,
+        "width_px": width,
+        "height_px": saved.height_px,
+        "dpi": FIGURE_DPI,
+        "min_font_pt": 9.0,
+    }
     assert not plt.fignum_exists(fig.number)  # closed: the inline backend does not show it twice
 
 
@@ -61,15 +67,20 @@ def test_check_figure_names_what_is_wrong(tmp_path):
 
     fig, _ = _plot(figsize=(4, 3))
     fig.savefig(tmp_path / "bare.png", dpi=FIGURE_DPI)  # saved without save_figure: no caption
-    assert check_figure(tmp_path / "bare.png") == ["bare.png: no caption (save it with pullback_utils.chapters.plotting.save_figure)"]
+    assert check_figure(tmp_path / "bare.png") == [
+        "bare.png: no caption (save it with pullback_utils.chapters.plotting.save_figure)"
+    ]
     assert check_figure(tmp_path / "missing.png") == ["missing.png: no such file"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"name": "../x", "caption": "c"}, "name must be a file name"),
-    ({"name": "x", "caption": "  "}, "caption must say what to see"),
-    ({"name": "x", "caption": "c", "dpi": 0}, "dpi must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "../x", "caption": "c"}, "name must be a file name"),
+        ({"name": "x", "caption": "  "}, "caption must say what to see"),
+        ({"name": "x", "caption": "c", "dpi": 0}, "dpi must be an int >= 1"),
+    ],
+)
 def test_save_figure_refuses_bad_arguments(tmp_path, kwargs, match):
     fig, _ = _plot()
     with pytest.raises(ValueError, match=match):
@@ -83,8 +94,10 @@ def test_shown_in_the_book_as_a_numbered_figure_elsewhere_as_png_and_caption(tmp
     saved = save_figure(fig, ".", "edits", "Edits along v_1 at t = 0.7 and 0.3.")
     monkeypatch.setenv(BOOK_ENV, "1")
     bundle = saved._repr_mimebundle_()
-    assert bundle["text/markdown"] == ("```{figure} edits.png\n:name: fig-edits\n:alt: Edits along v_1 at t = 0.7 and 0.3.\n\n"
-                                       "Edits along v_1 at t = 0.7 and 0.3.\n```\n")
+    assert bundle["text/markdown"] == (
+        "```{figure} edits.png\n:name: fig-edits\n:alt: Edits along v_1 at t = 0.7 and 0.3.\n\n"
+        "Edits along v_1 at t = 0.7 and 0.3.\n```\n"
+    )
     assert base64.b64decode(bundle["image/png"]) == saved.path.read_bytes()  # the executed notebook keeps the PNG
     monkeypatch.delenv(BOOK_ENV)
     assert set(saved._repr_mimebundle_()) == {"image/png", "text/plain"}  # Jupyter, Colab: the image
@@ -122,6 +135,8 @@ def test_a_wide_grid_is_shrunk_to_the_page_width_and_labels_are_legible():
 
     from pullback_utils.chapters.plotting import FIGURE_WIDTH_IN, MIN_FONT_PT, show_grid
 
-    fig = show_grid(torch.zeros(2, 12, 3, 8, 8), row_labels=["a", "b"], col_labels=[str(i) for i in range(12)], cell=1.5)
+    fig = show_grid(
+        torch.zeros(2, 12, 3, 8, 8), row_labels=["a", "b"], col_labels=[str(i) for i in range(12)], cell=1.5
+    )
     assert fig.get_size_inches()[0] <= FIGURE_WIDTH_IN + 1e-9
     assert min(ax.title.get_fontsize() for ax in fig.axes if ax.get_title()) >= MIN_FONT_PT

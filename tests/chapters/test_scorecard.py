@@ -21,9 +21,17 @@ from pullback_utils.book import Layout, read_stamp, run
 from pullback_utils.chapters import scorecard as sc
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = {"white_noise_low_share": 0.07, "spectrum_matched": 0.1, "noise_floor": 0.01, "shuffled_prompts": 0.0,
-        "unedited_residual": 0.02, "isotropic_random": 0.002, "local_pca": 0.3,
-        "denoiser_jacobian": 0.2, "chance_level": 1.0}
+BASE = {
+    "white_noise_low_share": 0.07,
+    "spectrum_matched": 0.1,
+    "noise_floor": 0.01,
+    "shuffled_prompts": 0.0,
+    "unedited_residual": 0.02,
+    "isotropic_random": 0.002,
+    "local_pca": 0.3,
+    "denoiser_jacobian": 0.2,
+    "chance_level": 1.0,
+}
 CTRL = {"random_weights": 0.0}
 
 
@@ -32,14 +40,26 @@ def _rec(name: str, shift: float, n: int = 20, model: str = "disks", seed: int =
     spec = claims.get(name)
     values = np.random.default_rng(seed).standard_normal(n) + shift
     res = inf.sign_flip_test(values, null=spec.null, n_draws=999)
-    return claims.record(name, res, model=model, baselines={b: BASE[b] for b in spec.baselines},
-                         controls={c: CTRL[c] for c in spec.controls})
+    return claims.record(
+        name,
+        res,
+        model=model,
+        baselines={b: BASE[b] for b in spec.baselines},
+        controls={c: CTRL[c] for c in spec.controls},
+    )
 
 
 def fabricate(root: Path, *, shifts: dict[str, float] | None = None) -> Path:
-    shifts = {"coarse_to_fine": 1.5, "early_similarity": 1.0, "timestep_discrepancy": 2.0,
-              "dataset_complexity": 0.1, "similar_prompts": -1.2, "text_influence_fades": 0.9,
-              "editing": 0.05, **(shifts or {})}
+    shifts = {
+        "coarse_to_fine": 1.5,
+        "early_similarity": 1.0,
+        "timestep_discrepancy": 2.0,
+        "dataset_complexity": 0.1,
+        "similar_prompts": -1.2,
+        "text_influence_fades": 0.9,
+        "editing": 0.05,
+        **(shifts or {}),
+    }
     by_chapter: dict[str, dict] = {}
     for spec in claims.CLAIMS:
         if spec.kind == "paper":
@@ -65,8 +85,9 @@ def test_holm_across_the_primary_claims_and_verdicts_from_adjusted_p(tmp_path):
     raw = [r.rec["p_value"] for r in prim]
     assert [r.rec["p_adjusted"] for r in prim] == pytest.approx(inf.holm(raw))
     for r in prim:
-        assert r.verdict == inf.decide(r.rec["p_adjusted"], r.rec["estimate"], r.spec.direction, null=r.spec.null,
-                                       min_p=r.rec["min_p"])
+        assert r.verdict == inf.decide(
+            r.rec["p_adjusted"], r.rec["estimate"], r.spec.direction, null=r.spec.null, min_p=r.rec["min_p"]
+        )
     assert _row(rows, "coarse_to_fine").verdict == inf.REPRODUCED
     assert _row(rows, "similar_prompts").verdict == inf.REPRODUCED  # claimed "less", effect below 0
     assert _row(rows, "editing").verdict == inf.INCONCLUSIVE
@@ -74,7 +95,8 @@ def test_holm_across_the_primary_claims_and_verdicts_from_adjusted_p(tmp_path):
     # its per-model copies)
     fam = ["coarse_to_fine_edits", "coarse_to_fine@ladder-1-s0", "coarse_to_fine@ladder-2-s0"]
     assert [_row(rows, f).rec["p_adjusted"] for f in fam] == pytest.approx(
-        inf.holm([_row(rows, f).rec["p_value"] for f in fam]))
+        inf.holm([_row(rows, f).rec["p_value"] for f in fam])
+    )
     assert _row(rows, "coarse_to_fine_edits").rec["p_adjusted"] >= _row(rows, "coarse_to_fine_edits").rec["p_value"]
     counts = sc.verdict_counts(rows)
     assert sum(counts.values()) == len(claims.PRIMARY)
@@ -138,13 +160,13 @@ def test_model_matrix_and_figures(tmp_path):
     assert set(recs) == set(claims.PRIMARY) and all(r["p_adjusted"] is not None for r in recs.values())
 
 
-FAKE_CHAPTER = '''import pullback_utils as pu
+FAKE_CHAPTER = """import pullback_utils as pu
 from pullback_utils import claims
 from pullback_utils.analysis import inference
 res = inference.sign_flip_test([shift + 0.1 * i for i in range(-10, 10)], n_draws=999)
 rec = claims.record("coarse_to_fine", res, model="disks", baselines={"white_noise_low_share": 0.1},
                     controls={"random_weights": 0.0})
-claims.write_metrics(output_dir, "coarse_to_fine", {"coarse_to_fine": rec}, {})'''
+claims.write_metrics(output_dir, "coarse_to_fine", {"coarse_to_fine": rec}, {})"""
 
 
 def test_runner_reruns_the_scorecard_when_a_metrics_file_changes(tmp_path):
@@ -156,10 +178,14 @@ def test_runner_reruns_the_scorecard_when_a_metrics_file_changes(tmp_path):
     shutil.copy(REPO / "_config.yml", root / "_config.yml")
     (root / "book" / "_toc.yml").write_text(
         "format: jb-book\nroot: intro\nparts:\n  - caption: Chapters\n    chapters:\n"
-        "      - file: generated/coarse_to_fine/coarse_to_fine\n      - file: generated/scorecard/scorecard\n")
-    fake = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("shift = 1.0\noutput_dir = '.'", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(FAKE_CHAPTER)])
+        "      - file: generated/coarse_to_fine/coarse_to_fine\n      - file: generated/scorecard/scorecard\n"
+    )
+    fake = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("shift = 1.0\noutput_dir = '.'", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(FAKE_CHAPTER),
+        ]
+    )
     fake.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nbformat.write(fake, root / "notebooks" / "coarse_to_fine.ipynb")
     shutil.copy(REPO / "notebooks" / "scorecard.ipynb", root / "notebooks" / "scorecard.ipynb")
@@ -202,8 +228,9 @@ def test_a_control_showing_the_effect_is_not_attributable_to_learning_everywhere
     spec = claims.get("coarse_to_fine")
     res = inf.sign_flip_test(np.random.default_rng(0).standard_normal(20) + 1.5, n_draws=999)
     ctrl = {"random_weights": {"estimate": res.estimate, "ci": list(res.ci), "p_value": 0.001}}
-    rec = claims.record("coarse_to_fine", res, model="disks", baselines={b: BASE[b] for b in spec.baselines},
-                        controls=ctrl)
+    rec = claims.record(
+        "coarse_to_fine", res, model="disks", baselines={b: BASE[b] for b in spec.baselines}, controls=ctrl
+    )
     assert rec["verdict"] == claims.NOT_LEARNED
     assert "not attributable to learning" in claims.sentence("coarse_to_fine", rec)
     claims.write_metrics(root / "coarse_to_fine", "coarse_to_fine", {"coarse_to_fine": rec}, {})
@@ -244,8 +271,9 @@ def test_one_colour_per_word_and_extensions_never_take_the_not_reproduced_colour
 def test_fragile_and_exploration_are_named_in_the_figure_labels_and_below_bar_is_hatched(tmp_path, monkeypatch):
     rows = sc.collect(fabricate(tmp_path))
     r = _row(rows, "coarse_to_fine")
-    r.rec["sensitivity"] = [{"setting": "k=2", "estimate": 0.0, "p_value": 0.5, "min_p": 1e-4, "n_units": 20,
-                             "verdict": inf.INCONCLUSIVE}]
+    r.rec["sensitivity"] = [
+        {"setting": "k=2", "estimate": 0.0, "p_value": 0.5, "min_p": 1e-4, "n_units": 20, "verdict": inf.INCONCLUSIVE}
+    ]
     r.rec.update(exploration=True, model_quality="misses the bar: clean samples 50.0 % < 90 %")
     assert sc.figure_words(r) == f"{r.words}, fragile, exploration" and r.below_bar
     # without a word in the record, the model's quality.json decides
@@ -275,5 +303,9 @@ def test_tables_put_the_details_in_a_dropdown(tmp_path):
     md = sc.tables(rows, primary=True)
     verdicts, details = md.split("````{admonition}")
     assert verdicts.splitlines()[0] == "| claim | verdict | estimate [95% interval] |"
-    assert ":class: dropdown" in details and "| claim | model | n | test | p | Holm p | baselines | controls |" in details
-    assert len(sc.details_markdown(rows, primary=True).splitlines()) == len(sc.to_markdown(rows, primary=True).splitlines())
+    assert (
+        ":class: dropdown" in details and "| claim | model | n | test | p | Holm p | baselines | controls |" in details
+    )
+    assert len(sc.details_markdown(rows, primary=True).splitlines()) == len(
+        sc.to_markdown(rows, primary=True).splitlines()
+    )

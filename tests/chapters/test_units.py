@@ -40,8 +40,16 @@ def test_points_are_the_units_and_the_interval_is_the_tests():
     rng = np.random.default_rng(3)
     trained, control = rng.normal(0.3, 0.2, 12), rng.normal(0.0, 0.1, 9)
     res, ctrl = inf.sign_flip_test(trained, seed=0), inf.sign_flip_test(control, seed=0)
-    fig = claim_units([{"title": "c", "ylabel": "shift", "null": 0.0,
-                        "groups": {"trained": (res, trained), "random_weights": (ctrl, control)}}])
+    fig = claim_units(
+        [
+            {
+                "title": "c",
+                "ylabel": "shift",
+                "null": 0.0,
+                "groups": {"trained": (res, trained), "random_weights": (ctrl, control)},
+            }
+        ]
+    )
     ax = fig.axes[0]
     values, strips = _points(ax)
     assert len(values) == 2
@@ -112,9 +120,19 @@ def test_a_trend_claim_draws_the_group_means_against_their_covariate():
     x = np.repeat([1.0, 2.0, 3.0, 4.0], 2)
     y = x * 0.1 + np.array([0.01, -0.01] * 4)
     res = inf.nested_trend_test(x, np.repeat(list("abcd"), 2), y, n_boot=50)
-    fig = claim_units([{"title": "c", "ylabel": "spread", "null": 0.0, "xlabel": "factors",
-                        "x": {"trained": [1.0, 2.0, 3.0, 4.0]}, "groups": {"trained": (res, None)},
-                        "replicates": {"trained": (x, y)}}])
+    fig = claim_units(
+        [
+            {
+                "title": "c",
+                "ylabel": "spread",
+                "null": 0.0,
+                "xlabel": "factors",
+                "x": {"trained": [1.0, 2.0, 3.0, 4.0]},
+                "groups": {"trained": (res, None)},
+                "replicates": {"trained": (x, y)},
+            }
+        ]
+    )
     seeds = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
     np.testing.assert_allclose(seeds[0].get_offsets(), np.stack([x, y], 1))
     line = fig.axes[0].get_lines()[0]

@@ -36,7 +36,7 @@ def test_efficacy_is_the_slope_through_the_origin():
     assert np.allclose(cs.efficacy(slope * dx, dx), slope)
     noisy = slope * dx + rng.standard_normal(dx.shape)
     x, y = dx.reshape(-1, 5), noisy.reshape(-1, 5)
-    ls = [np.linalg.lstsq(x[:, j:j + 1], y[:, j], rcond=None)[0][0] for j in range(5)]
+    ls = [np.linalg.lstsq(x[:, j : j + 1], y[:, j], rcond=None)[0][0] for j in range(5)]
     assert np.allclose(cs.efficacy(noisy, dx), ls)
 
 
@@ -71,8 +71,9 @@ def test_efficacy_ratio_calibrated_at_the_chapter_size():
     fp = [cs.efficacy_ratio(*_efficacy_data(rng, 0.0), n_draws=499, seed=i).p_value < ALPHA for i in range(sims)]
     assert _rate(fp) <= tol(sims)
     # per-sample sd of the log ratio ~0.42 here: power ~0.5 at the margin's 25 %, >= 0.8 at 50 % more efficacy
-    power = [cs.efficacy_ratio(*_efficacy_data(rng, math.log(1.5)), n_draws=499, seed=i).p_value < ALPHA
-             for i in range(200)]
+    power = [
+        cs.efficacy_ratio(*_efficacy_data(rng, math.log(1.5)), n_draws=499, seed=i).p_value < ALPHA for i in range(200)
+    ]
     assert _rate(power) >= 0.8
 
 
@@ -84,11 +85,13 @@ def test_efficacy_equivalence_at_the_registry_margin():
     assert margin == pytest.approx(math.log(1.25), abs=1e-3)
     rng = np.random.default_rng(3)
     sims = 600
-    at_margin = [inf.tost_test(rng.normal(margin, 0.3, N), margin, n_draws=499, seed=i).extra["equivalent"]
-                 for i in range(sims)]
+    at_margin = [
+        inf.tost_test(rng.normal(margin, 0.3, N), margin, n_draws=499, seed=i).extra["equivalent"] for i in range(sims)
+    ]
     assert _rate(at_margin) <= tol(sims)
-    inside = [inf.tost_test(rng.normal(0.0, 0.3, N), margin, n_draws=499, seed=i).extra["equivalent"]
-              for i in range(200)]
+    inside = [
+        inf.tost_test(rng.normal(0.0, 0.3, N), margin, n_draws=499, seed=i).extra["equivalent"] for i in range(200)
+    ]
     assert _rate(inside) >= 0.8
 
 
@@ -96,8 +99,12 @@ def test_equivalence_field_is_built_from_the_registry_and_validated():
     rng = np.random.default_rng(4)
     eq = claims.equivalence("editing_efficacy", rng.normal(0, 0.05, N))
     assert eq["margin"] == claims.get("editing_efficacy").margin and eq["equivalent"]
-    rec = claims.record("editing_efficacy", cs.efficacy_ratio(*_efficacy_data(rng, 0.0)), model="disks",
-                        baselines={"naive_efficacy": 0.3})
+    rec = claims.record(
+        "editing_efficacy",
+        cs.efficacy_ratio(*_efficacy_data(rng, 0.0)),
+        model="disks",
+        baselines={"naive_efficacy": 0.3},
+    )
     claims.check_record("editing_efficacy", {**rec, "equivalence": eq})
     with pytest.raises(claims.MetricsError, match="equivalent"):
         claims.check_record("editing_efficacy", {**rec, "equivalence": {**eq, "equivalent": False}})
@@ -124,12 +131,15 @@ def test_dose_response_calibrated_at_the_chapter_size():
     log-dose unit)."""
     rng = np.random.default_rng(5)
     sims = 800
-    fp = [cs.dose_response(DOSE, rng.standard_normal((3, 2, N)), n_draws=499, seed=i).p_value < ALPHA
-          for i in range(sims)]
+    fp = [
+        cs.dose_response(DOSE, rng.standard_normal((3, 2, N)), n_draws=499, seed=i).p_value < ALPHA for i in range(sims)
+    ]
     assert _rate(fp) <= tol(sims)
     trend = np.log(DOSE)[..., None]
-    power = [cs.dose_response(DOSE, 0.5 * trend + rng.standard_normal((3, 2, N)), n_draws=499, seed=i).p_value
-             < ALPHA for i in range(200)]
+    power = [
+        cs.dose_response(DOSE, 0.5 * trend + rng.standard_normal((3, 2, N)), n_draws=499, seed=i).p_value < ALPHA
+        for i in range(200)
+    ]
     assert _rate(power) >= 0.8
 
 
@@ -150,8 +160,10 @@ def test_relative_change_oracle_and_calibration():
         d = r * (0.25 + 0.1 * (rng.gamma(2.0, 1.0, N) - 2.0) / math.sqrt(2))
         fp.append(cs.relative_change(d, r, sesoi=0.25, n_draws=499, seed=i).p_greater < ALPHA / 2)
     assert _rate(fp) <= tol(sims) / 2 + 0.01
-    power = [cs.relative_change(rng.uniform(1.5, 3.5, N) * 0, np.ones(N), sesoi=0.25, n_draws=99, seed=i).p_less
-             < ALPHA for i in range(20)]
+    power = [
+        cs.relative_change(rng.uniform(1.5, 3.5, N) * 0, np.ones(N), sesoi=0.25, n_draws=99, seed=i).p_less < ALPHA
+        for i in range(20)
+    ]
     assert all(power)  # a discrepancy of 0 is told from the SESOI at every run
 
 
@@ -188,8 +200,9 @@ def test_similarity_trend_excess_over_a_constant_baseline():
     sims = 600
     fp = [cs.similarity_trend_excess(field(0.0), gauss, times, matched_atol=1e-9).p_value < ALPHA for _ in range(sims)]
     assert _rate(fp) <= tol(sims)
-    power = [cs.similarity_trend_excess(field(0.5), gauss, times, matched_atol=1e-9).p_value < ALPHA
-             for _ in range(100)]
+    power = [
+        cs.similarity_trend_excess(field(0.5), gauss, times, matched_atol=1e-9).p_value < ALPHA for _ in range(100)
+    ]
     assert _rate(power) >= 0.8
 
 
@@ -215,6 +228,7 @@ def test_complexity_trend_nested_excess_oracle_and_calibration():
     fp = [cs.complexity_trend_nested_excess(*_ladder(rng, 0.0), n_boot=1, seed=i).p_value < ALPHA for i in range(sims)]
     assert _rate(fp) <= tol(sims)
     # 5 rungs: only a perfect order is significant; a strong rung-level effect reaches it in most runs
-    power = [cs.complexity_trend_nested_excess(*_ladder(rng, 3.0), n_boot=1, seed=i).p_value < ALPHA
-             for i in range(100)]
+    power = [
+        cs.complexity_trend_nested_excess(*_ladder(rng, 3.0), n_boot=1, seed=i).p_value < ALPHA for i in range(100)
+    ]
     assert _rate(power) >= 0.8

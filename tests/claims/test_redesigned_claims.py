@@ -62,8 +62,13 @@ def _prompt_data(rng, n_s, sim, learned, shared=1.5, enc_noise=0.5, curve=1.0):
 
     def draw(slope):
         e = rng.standard_normal((n_s, p, p))
-        return quirk[:, None] + quirk[None] + (e + e.transpose(0, 2, 1)) / 2 - shared * (enc - enc.min()) ** curve \
+        return (
+            quirk[:, None]
+            + quirk[None]
+            + (e + e.transpose(0, 2, 1)) / 2
+            - shared * (enc - enc.min()) ** curve
             - slope * sim
+        )
 
     return draw(learned), draw(0.0), enc
 
@@ -81,8 +86,12 @@ def test_partial_mantel_is_calibrated_when_training_adds_nothing_beyond_the_enco
                 plain.append(cs.prompt_similarity(tr, sim, n_draws=199, seed=i).p_value < ALPHA)
         assert np.mean(rej) <= tol(sims)
         assert np.mean(plain) > 0.9  # the plain Mantel "reproduces" what the encoder alone gives
-    pw = [cs.partial_prompt_similarity(*_prompt_data(rng, 10, sim, learned=1.0, enc_noise=1.0)[::2], sim, n_draws=199,
-                                       seed=i) for i in range(60)]
+    pw = [
+        cs.partial_prompt_similarity(
+            *_prompt_data(rng, 10, sim, learned=1.0, enc_noise=1.0)[::2], sim, n_draws=199, seed=i
+        )
+        for i in range(60)
+    ]
     assert np.mean([r.p_value < ALPHA and r.estimate < 0 for r in pw]) >= 0.8
 
 
@@ -137,8 +146,12 @@ def test_nested_trend_exact_small_case_and_design_floor():
     g = np.repeat(range(5), 3)
     assert inf.nested_trend_test(x, g, np.repeat([1, 2, 3, 4, 5.0], 3)).p_value == pytest.approx(2 / 120)
     assert inf.nested_trend_test(x, g, np.repeat([2, 1, 3, 4, 5.0], 3)).p_value == pytest.approx(10 / 120)
-    assert inf.decide(*(lambda t: (t.p_value, t.estimate))(inf.nested_trend_test([1, 2], [0, 1], [1, 2.0])),
-                      "greater", min_p=1.0) == inf.UNDERPOWERED
+    assert (
+        inf.decide(
+            *(lambda t: (t.p_value, t.estimate))(inf.nested_trend_test([1, 2], [0, 1], [1, 2.0])), "greater", min_p=1.0
+        )
+        == inf.UNDERPOWERED
+    )
     with pytest.raises(ValueError, match="one level"):
         inf.nested_trend_test([1, 2, 3], [0, 0, 1], [1.0, 2.0, 3.0])
 
@@ -159,11 +172,14 @@ def test_model_level_trend_is_anticonservative_with_rung_effects_the_nested_test
 def test_tost_calibrated_at_the_margin_and_powerful_inside_it():
     rng = np.random.default_rng(5)
     sims = 400
-    at_margin = [inf.tost_test(rng.standard_normal(20) + 0.8, 0.8, n_draws=499, seed=i).extra["p_tost"] < ALPHA
-                 for i in range(sims)]
+    at_margin = [
+        inf.tost_test(rng.standard_normal(20) + 0.8, 0.8, n_draws=499, seed=i).extra["p_tost"] < ALPHA
+        for i in range(sims)
+    ]
     assert np.mean(at_margin) <= tol(sims)
-    inside = [inf.tost_test(rng.standard_normal(20) * 1.0, 0.8, n_draws=499, seed=i).extra["equivalent"]
-              for i in range(100)]
+    inside = [
+        inf.tost_test(rng.standard_normal(20) * 1.0, 0.8, n_draws=499, seed=i).extra["equivalent"] for i in range(100)
+    ]
     assert np.mean(inside) >= 0.8
     with pytest.raises(ValueError, match="margin"):
         inf.tost_test([1.0, 2.0], 0.0)
@@ -177,8 +193,12 @@ def test_power_lookup_matches_the_test_and_the_fit_recovers_the_effect():
     assert pw.design_power(pw.Effect(1.0, 0.0, 0.1), 4, 3) == 0.0
     rng = np.random.default_rng(7)
     eff = pw.Effect(0.3, 0.5, 0.5)
-    direct = np.mean([inf.nested_trend_test(*_ladder(rng, 6, 2, 0.3, tau=0.5, sigma=0.5), n_boot=1).p_greater
-                      * 2 < ALPHA for _ in range(300)])
+    direct = np.mean(
+        [
+            inf.nested_trend_test(*_ladder(rng, 6, 2, 0.3, tau=0.5, sigma=0.5), n_boot=1).p_greater * 2 < ALPHA
+            for _ in range(300)
+        ]
+    )
     assert pw.design_power(eff, 6, 2, sims=4000) == pytest.approx(direct, abs=0.08)
     fits = [pw.fit_effect(*_ladder(rng, 10, 3, 0.3, tau=0.5, sigma=0.5)) for _ in range(200)]
     assert np.mean([f.slope for f in fits]) == pytest.approx(0.3, abs=0.03)

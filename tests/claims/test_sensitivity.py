@@ -18,8 +18,14 @@ def _res(shift: float, n: int = 20, seed: int = 0) -> inf.TestResult:
 
 def _record(shift: float, sens_shifts: dict[str, float]) -> dict:
     rows = [row("coarse_to_fine", s, _res(v, seed=i + 1)) for i, (s, v) in enumerate(sens_shifts.items())]
-    return claims.record("coarse_to_fine", _res(shift), model="disks", baselines={"white_noise_low_share": 0.07},
-                         controls={"random_weights": 0.0}, sensitivity=rows)
+    return claims.record(
+        "coarse_to_fine",
+        _res(shift),
+        model="disks",
+        baselines={"white_noise_low_share": 0.07},
+        controls={"random_weights": 0.0},
+        sensitivity=rows,
+    )
 
 
 def test_a_row_takes_the_claims_rule_and_names_its_factor():
@@ -39,9 +45,11 @@ def test_the_contract_validates_rows_and_refuses_a_hand_edited_verdict(tmp_path)
     bad = dict(rec, sensitivity=[dict(rec["sensitivity"][0], verdict=inf.NOT_REPRODUCED)])
     with pytest.raises(claims.MetricsError, match=r"sensitivity.*rule gives"):
         claims.write_metrics(tmp_path, "coarse_to_fine", {"coarse_to_fine": bad}, {})
-    for broken, msg in ((dict(rec["sensitivity"][0], p_value=1.5), "lie in"),
-                        ({"setting": "k=2", "estimate": float("nan"), "p_value": 0.1, "verdict": "x"}, "finite"),
-                        ({"setting": "k=2", "estimate": 1.0}, "lacks")):
+    for broken, msg in (
+        (dict(rec["sensitivity"][0], p_value=1.5), "lie in"),
+        ({"setting": "k=2", "estimate": float("nan"), "p_value": 0.1, "verdict": "x"}, "finite"),
+        ({"setting": "k=2", "estimate": 1.0}, "lacks"),
+    ):
         with pytest.raises(ValueError, match=msg):
             check_rows([broken], direction="greater", null=0.0)
     with pytest.raises(ValueError, match="list"):
@@ -58,8 +66,12 @@ def test_stable_when_every_setting_agrees_fragile_when_one_flips():
 
 
 def test_the_scorecard_tabulates_rows_and_marks(tmp_path):
-    claims.write_metrics(tmp_path / "coarse_to_fine", "coarse_to_fine",
-                         {"coarse_to_fine": _record(1.5, {"k=2": -1.5, "k=4": 1.4, "cutoff=1/8 Nyquist": 1.2})}, {})
+    claims.write_metrics(
+        tmp_path / "coarse_to_fine",
+        "coarse_to_fine",
+        {"coarse_to_fine": _record(1.5, {"k=2": -1.5, "k=4": 1.4, "cutoff=1/8 Nyquist": 1.2})},
+        {},
+    )
     rows = sc.collect(tmp_path, extensions=False, support=False)
     marks = sc.stability_marks(rows)
     assert marks["coarse_to_fine"] == (FRAGILE, ["k=2"])
@@ -70,14 +82,31 @@ def test_the_scorecard_tabulates_rows_and_marks(tmp_path):
 
 
 def test_a_non_significant_design_of_low_power_is_underpowered_and_the_contract_checks_it(tmp_path):
-    res = inf.nested_trend_test(np.repeat([2, 3, 6, 9, 15], 3), np.repeat(range(5), 3),
-                                np.repeat([2, 1, 3, 4, 5.0], 3))  # rho 0.9, p = 10/120
+    res = inf.nested_trend_test(
+        np.repeat([2, 3, 6, 9, 15], 3), np.repeat(range(5), 3), np.repeat([2, 1, 3, 4, 5.0], 3)
+    )  # rho 0.9, p = 10/120
     assert inf.decide(res.p_value, res.estimate, "greater", min_p=res.min_p) == inf.INCONCLUSIVE
-    rec = claims.record("dataset_complexity", res, model="ladder", baselines={"spectrum_matched": 0.0},
-                        controls={"random_weights": 0.0}, power=0.3, design_needed={"rungs": 8, "seeds": 3})
+    rec = claims.record(
+        "dataset_complexity",
+        res,
+        model="ladder",
+        baselines={"spectrum_matched": 0.0},
+        controls={"random_weights": 0.0},
+        power=0.3,
+        design_needed={"rungs": 8, "seeds": 3},
+    )
     assert rec["verdict"] == inf.UNDERPOWERED
-    assert claims.record("dataset_complexity", res, model="ladder", baselines={"spectrum_matched": 0.0},
-                         controls={"random_weights": 0.0}, power=0.9)["verdict"] == inf.INCONCLUSIVE
+    assert (
+        claims.record(
+            "dataset_complexity",
+            res,
+            model="ladder",
+            baselines={"spectrum_matched": 0.0},
+            controls={"random_weights": 0.0},
+            power=0.9,
+        )["verdict"]
+        == inf.INCONCLUSIVE
+    )
     claims.write_metrics(tmp_path, "dataset_complexity", {"dataset_complexity": rec}, {})
     with pytest.raises(claims.MetricsError, match="power"):
         claims.write_metrics(tmp_path, "dataset_complexity", {"dataset_complexity": dict(rec, power=1.5)}, {})
@@ -96,8 +125,12 @@ def test_top_k_subsets_and_endpoints():
     with pytest.raises(ValueError, match="not among"):
         subset_times([0.9, 0.1], [0.5])
     g = torch.Generator().manual_seed(0)
-    sw = BasisSweep(v=torch.randn(2, 3, 4, 1, 4, 4, generator=g), u=torch.randn(2, 3, 4, 5, generator=g),
-                    s=torch.rand(2, 3, 4, generator=g), times=[900, 100])
+    sw = BasisSweep(
+        v=torch.randn(2, 3, 4, 1, 4, 4, generator=g),
+        u=torch.randn(2, 3, 4, 5, generator=g),
+        s=torch.rand(2, 3, 4, generator=g),
+        times=[900, 100],
+    )
     top = sw.top(2)
     assert top.k == 2 and torch.equal(top.u, sw.u[:, :, :2]) and torch.equal(top.v, sw.v[:, :, :2])
     with pytest.raises(ValueError, match="k must be"):

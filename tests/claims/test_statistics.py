@@ -28,7 +28,7 @@ def smooth(n: int, k: int, cutoff: float, gen: torch.Generator) -> torch.Tensor:
     x = torch.randn(n, k, 1, 16, 16, generator=gen, dtype=torch.float64)
     fy = torch.fft.fftfreq(16).abs()[:, None] * 16
     fx = torch.fft.rfftfreq(16)[None] * 16
-    return torch.fft.irfft2(torch.fft.rfft2(x) * ((fy ** 2 + fx ** 2).sqrt() <= cutoff), s=(16, 16))
+    return torch.fft.irfft2(torch.fft.rfft2(x) * ((fy**2 + fx**2).sqrt() <= cutoff), s=(16, 16))
 
 
 def test_coarse_to_fine_detects_a_spectral_shift_and_not_its_absence():
@@ -46,8 +46,9 @@ def test_coarse_to_fine_detects_a_spectral_shift_and_not_its_absence():
     assert np.mean(rej) <= tol(300)
 
 
-def field(n: int, shared: float, gen: torch.Generator, dim: int = 40, k: int = 3,
-          common: torch.Tensor | None = None) -> torch.Tensor:
+def field(
+    n: int, shared: float, gen: torch.Generator, dim: int = 40, k: int = 3, common: torch.Tensor | None = None
+) -> torch.Tensor:
     """(n, k, dim) bases: a common subspace mixed with a sample's own at weight ``shared`` in [0, 1]."""
     if common is None:
         common = torch.randn(k, dim, generator=gen, dtype=torch.float64)
@@ -93,8 +94,15 @@ def test_timestep_discrepancy_on_a_drifting_field_and_a_constant_one():
     # a field that does not move beyond its noise: the floor measured on an independent repeat
     rep = []
     for j in range(n):
-        rep.append(np.asarray(pairwise_geodesic_distances(torch.stack(
-            [base[j] + 1e-3 * torch.randn(3, 30, generator=gen, dtype=torch.float64) for _ in range(n_t)]))))
+        rep.append(
+            np.asarray(
+                pairwise_geodesic_distances(
+                    torch.stack(
+                        [base[j] + 1e-3 * torch.randn(3, 30, generator=gen, dtype=torch.float64) for _ in range(n_t)]
+                    )
+                )
+            )
+        )
     null = cs.timestep_discrepancy(np.stack(rep), times, floor)
     assert abs(null.estimate) < 1e-3 and null.p_value >= ALPHA
 
@@ -111,10 +119,19 @@ def _prompt_field(n_states: int, attrs: list[dict], effect: float, gen: torch.Ge
     return np.stack(out)
 
 
-ATTRS = [{"colour": c, "shape": s, "size": z} for c, s, z in
-         [("red", "disk", "small"), ("red", "disk", "large"), ("red", "square", "small"), ("blue", "disk", "small"),
-          ("blue", "square", "large"), ("green", "square", "small"), ("green", "disk", "large"),
-          ("blue", "square", "small")]]
+ATTRS = [
+    {"colour": c, "shape": s, "size": z}
+    for c, s, z in [
+        ("red", "disk", "small"),
+        ("red", "disk", "large"),
+        ("red", "square", "small"),
+        ("blue", "disk", "small"),
+        ("blue", "square", "large"),
+        ("green", "square", "small"),
+        ("green", "disk", "large"),
+        ("blue", "square", "small"),
+    ]
+]
 
 
 def test_prompt_similarity_by_attributes_with_and_without_an_effect():
@@ -123,8 +140,10 @@ def test_prompt_similarity_by_attributes_with_and_without_an_effect():
     assert sim[0, 1] == 2 and sim[0, 4] == 0 and sim[3, 3] == 3
     r = cs.prompt_similarity(_prompt_field(10, ATTRS, 1.0, gen), sim)
     assert r.estimate < -0.3 and r.p_value < 0.01 and r.n_units == 10
-    rej = [cs.prompt_similarity(_prompt_field(10, ATTRS, 0.0, gen), sim, n_draws=999, exact_max=1).p_value < ALPHA
-           for _ in range(100)]
+    rej = [
+        cs.prompt_similarity(_prompt_field(10, ATTRS, 0.0, gen), sim, n_draws=999, exact_max=1).p_value < ALPHA
+        for _ in range(100)
+    ]
     assert np.mean(rej) <= tol(100)
 
 
@@ -140,10 +159,13 @@ def test_fading_and_complexity_trend():
     assert cs.model_spread(np.ones((2, 3, 3)) - np.eye(3)) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array([[0.1, np.nan], [0.2, 0.3]]), r"NaN or infinite entries \(first at indices \[\[0, 1\]\]\)"),
-    (np.zeros(3), "must have 2 dimensions"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([[0.1, np.nan], [0.2, 0.3]]), r"NaN or infinite entries \(first at indices \[\[0, 1\]\]\)"),
+        (np.zeros(3), "must have 2 dimensions"),
+    ],
+)
 def test_bad_sweeps_give_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         cs.coarse_to_fine(bad, [0.9, 0.1])
@@ -153,17 +175,29 @@ def test_too_few_units_is_underpowered_not_a_number():
     from pullback_utils import claims
 
     r = cs.coarse_to_fine(np.array([[0.5, 0.6, 0.7], [0.1, 0.2, 0.1]]), [0.9, 0.1])
-    rec = claims.record("coarse_to_fine", r, model="disks", baselines={"white_noise_low_share": 0.1},
-                        controls={"random_weights": 0.0})
+    rec = claims.record(
+        "coarse_to_fine", r, model="disks", baselines={"white_noise_low_share": 0.1}, controls={"random_weights": 0.0}
+    )
     assert rec["verdict"] == "underpowered" and rec["n_needed"] == 6
 
 
 def test_a_control_showing_the_effect_is_named_and_said():
     from pullback_utils.claims.report import controls_showing_effect, sentence
 
-    base = {"null": 0.0, "direction": "less", "baselines": {}, "verdict": "reproduced", "statistic": "rho",
-            "estimate": -0.5, "ci": [-0.6, -0.4], "test": "Mantel", "n_units": 10, "unit": "prompt-state",
-            "p_value": 0.002, "model": "m"}
+    base = {
+        "null": 0.0,
+        "direction": "less",
+        "baselines": {},
+        "verdict": "reproduced",
+        "statistic": "rho",
+        "estimate": -0.5,
+        "ci": [-0.6, -0.4],
+        "test": "Mantel",
+        "n_units": 10,
+        "unit": "prompt-state",
+        "p_value": 0.002,
+        "model": "m",
+    }
     same = dict(base, controls={"random_weights": {"estimate": -0.6, "ci": [-0.7, -0.5], "p_value": 0.001}})
     other = dict(base, controls={"random_weights": {"estimate": 0.6, "ci": [0.5, 0.7], "p_value": 0.001}})
     weak = dict(base, controls={"random_weights": {"estimate": -0.1, "ci": [-0.3, 0.1], "p_value": 0.4}})
@@ -200,6 +234,8 @@ def test_excess_over_a_baseline_model_detects_a_larger_shift_and_is_calibrated_a
     assert ex.estimate == plain.estimate and ex.p_value == plain.p_value  # a zero baseline changes nothing
     with pytest.raises(ValueError, match="one value per model"):
         cs.complexity_trend_excess(x, spreads, np.zeros(3))
+
+
 # ---------------------------------------------------------------- timestep discrepancy on the same-time scale
 def _geo(bases: torch.Tensor) -> np.ndarray:
     """(m, m) geodesic distances of m bases (m, k, D), batched (the simulations' fast path; checked against
@@ -212,8 +248,9 @@ def _geo(bases: torch.Tensor) -> np.ndarray:
     return d
 
 
-def _two_time_field(n: int, move: float, gen: torch.Generator, common: torch.Tensor, dim: int = 40,
-                    k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def _two_time_field(
+    n: int, move: float, gen: torch.Generator, common: torch.Tensor, dim: int = 40, k: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """Bases of ``n`` samples at two times: a common subspace plus a sample's own part; the second time's own
     part is ``cos(move)`` the first's plus ``sin(move)`` a fresh draw (``move = pi/2``: the sample at the
     other time is exchangeable with another sample -- adjacent-time and cross-sample distances equal).
@@ -248,8 +285,15 @@ def test_relative_discrepancy_false_positives_at_20_samples_and_power():
     assert small.estimate < 0.6 and small.p_less < 1e-3  # significantly closer than another sample
     above = cs.relative_discrepancy(s, c, [0.55, 0.5], 0.5, 0.55, sesoi=0.05)
     assert above.p_greater < 1e-3 and above.extra["delta_t"] == pytest.approx(0.05)
-    power = np.mean([cs.relative_discrepancy(*_two_time_field(20, 0.9, gen, common), [0.55, 0.5], 0.5, 0.55,
-                                             sesoi=0.5, n_draws=999).p_greater < ALPHA / 2 for _ in range(50)])
+    power = np.mean(
+        [
+            cs.relative_discrepancy(
+                *_two_time_field(20, 0.9, gen, common), [0.55, 0.5], 0.5, 0.55, sesoi=0.5, n_draws=999
+            ).p_greater
+            < ALPHA / 2
+            for _ in range(50)
+        ]
+    )
     assert power >= 0.8
     lags = cs.discrepancy_over_lags(s, c, [0.55, 0.5], 0.5, [0.05])
     assert np.allclose(lags[0.05]["ratio"] * lags[0.05]["reference"], s[:, 0, 1])
@@ -283,6 +327,7 @@ def test_pair_trends_by_hand_and_similarity_trend_calibration():
         c0 = np.stack([_geo(field(20, 0.5, gen, common=common)) for _ in times])
         rej.append(cs.similarity_trend(c0, times).p_value < ALPHA)
     assert np.mean(rej) <= tol(200)
-    same = cs.similarity_trend_excess(cross([field(20, w, gen) for w in shared]),
-                                      cross([field(20, w, gen) for w in shared]), times)
+    same = cs.similarity_trend_excess(
+        cross([field(20, w, gen) for w in shared]), cross([field(20, w, gen) for w in shared]), times
+    )
     assert abs(same.estimate) < 0.3

@@ -34,22 +34,36 @@ T = 1000
 def _cond(arch: str, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     if arch == "sdxl":
-        return dict(encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
-                    added_cond_kwargs={"text_embeds": torch.randn(1, 16, generator=g),
-                                       "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]])})
+        return dict(
+            encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
+            added_cond_kwargs={
+                "text_embeds": torch.randn(1, 16, generator=g),
+                "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]]),
+            },
+        )
     if arch == "dit":
         return dict(class_labels=3)
     if arch == "pixart":
         return dict(encoder_hidden_states=torch.randn(1, 5, 24, generator=g))
     if arch == "sd3":
-        return dict(encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
-                    pooled_projections=torch.randn(1, 16, generator=g))
-    return dict(encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
-                pooled_projections=torch.randn(1, 16, generator=g), img_ids=latent_image_ids(8, 8), guidance=3.5)
+        return dict(
+            encoder_hidden_states=torch.randn(1, 5, 32, generator=g), pooled_projections=torch.randn(1, 16, generator=g)
+        )
+    return dict(
+        encoder_hidden_states=torch.randn(1, 5, 32, generator=g),
+        pooled_projections=torch.randn(1, 16, generator=g),
+        img_ids=latent_image_ids(8, 8),
+        guidance=3.5,
+    )
 
 
-_MAKERS = {"sdxl": make_tiny_sdxl_unet, "dit": make_tiny_dit, "pixart": make_tiny_pixart, "sd3": make_tiny_sd3,
-           "flux": make_tiny_flux}
+_MAKERS = {
+    "sdxl": make_tiny_sdxl_unet,
+    "dit": make_tiny_dit,
+    "pixart": make_tiny_pixart,
+    "sd3": make_tiny_sd3,
+    "flux": make_tiny_flux,
+}
 ARCHS = list(_MAKERS)
 
 
@@ -117,14 +131,30 @@ def _hooked(net, path: str):
 
 
 _LAYERS = {  # (name given, submodule path)
-    "sdxl": [("mid", "mid_block"), ("down.0", "down_blocks.0"), ("down_blocks.0.attentions.0", "down_blocks.0.attentions.0"),
-             ("up.1", "up_blocks.1")],
-    "dit": [("transformer_blocks.2", "transformer_blocks.2"), ("transformer_blocks.0.attn1", "transformer_blocks.0.attn1")],
-    "pixart": [("transformer_blocks.1", "transformer_blocks.1"), ("transformer_blocks.0.attn2", "transformer_blocks.0.attn2")],
-    "sd3": [("transformer_blocks.1", "transformer_blocks.1"), ("transformer_blocks.2", "transformer_blocks.2"),
-            ("transformer_blocks.0.attn", "transformer_blocks.0.attn")],
-    "flux": [("transformer_blocks.0", "transformer_blocks.0"), ("single_transformer_blocks.1", "single_transformer_blocks.1"),
-             ("transformer_blocks.0.attn", "transformer_blocks.0.attn")],
+    "sdxl": [
+        ("mid", "mid_block"),
+        ("down.0", "down_blocks.0"),
+        ("down_blocks.0.attentions.0", "down_blocks.0.attentions.0"),
+        ("up.1", "up_blocks.1"),
+    ],
+    "dit": [
+        ("transformer_blocks.2", "transformer_blocks.2"),
+        ("transformer_blocks.0.attn1", "transformer_blocks.0.attn1"),
+    ],
+    "pixart": [
+        ("transformer_blocks.1", "transformer_blocks.1"),
+        ("transformer_blocks.0.attn2", "transformer_blocks.0.attn2"),
+    ],
+    "sd3": [
+        ("transformer_blocks.1", "transformer_blocks.1"),
+        ("transformer_blocks.2", "transformer_blocks.2"),
+        ("transformer_blocks.0.attn", "transformer_blocks.0.attn"),
+    ],
+    "flux": [
+        ("transformer_blocks.0", "transformer_blocks.0"),
+        ("single_transformer_blocks.1", "single_transformer_blocks.1"),
+        ("transformer_blocks.0.attn", "transformer_blocks.0.attn"),
+    ],
 }
 
 
@@ -162,35 +192,69 @@ def test_default_layers_and_layer_names(nets):
     assert default_layer(nets["sdxl"]) == "mid"
     assert default_layer(nets["dit"]) == "transformer_blocks.2"  # the middle of 4 blocks
     assert default_layer(nets["sd3"]) == "transformer_blocks.1"
-    assert layer_names(nets["flux"]) == ["transformer_blocks.0", "single_transformer_blocks.0", "single_transformer_blocks.1"]
+    assert layer_names(nets["flux"]) == [
+        "transformer_blocks.0",
+        "single_transformer_blocks.0",
+        "single_transformer_blocks.1",
+    ]
     assert default_layer(nets["flux"]) == "single_transformer_blocks.0"
     assert "transformer_blocks.0.attn" in layer_names(nets["flux"], submodules=True)
     # FLUX.1's 19 double + 38 single blocks: the middle of the 57 is single block 9 (tiny widths, same depth)
     from diffusers import FluxTransformer2DModel
 
-    deep = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=19, num_single_layers=38, attention_head_dim=4,
-                                  num_attention_heads=1, joint_attention_dim=4, pooled_projection_dim=4,
-                                  axes_dims_rope=(2, 2, 0))
+    deep = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=4,
+        num_attention_heads=1,
+        joint_attention_dim=4,
+        pooled_projection_dim=4,
+        axes_dims_rope=(2, 2, 0),
+    )
     assert default_layer(deep) == "single_transformer_blocks.9"
 
 
 def test_unknown_layer_lists_names_near_it(nets):
-    with pytest.raises(ValueError, match=r"unknown layer 'transformer_block.2'.*'transformer_blocks.0', "
-                                         r"'transformer_blocks.1', 'transformer_blocks.2', 'transformer_blocks.3' "
-                                         r".*did you mean \['transformer_blocks.2', 'transformer_blocks.3'"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown layer 'transformer_block.2'.*'transformer_blocks.0', "
+        r"'transformer_blocks.1', 'transformer_blocks.2', 'transformer_blocks.3' "
+        r".*did you mean \['transformer_blocks.2', 'transformer_blocks.3'",
+    ):
         feature_map(nets["dit"], 0.5, layer="transformer_block.2", class_labels=1)
     from diffusers import FluxTransformer2DModel
 
-    deep = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=19, num_single_layers=38, attention_head_dim=4,
-                                  num_attention_heads=1, joint_attention_dim=4, pooled_projection_dim=4,
-                                  axes_dims_rope=(2, 2, 0))
-    with pytest.raises(ValueError, match=r"'transformer_blocks.0'\.\.'transformer_blocks.18', "
-                                         r"'single_transformer_blocks.0'\.\.'single_transformer_blocks.37'"):
-        feature_map(deep, 0.5, layer="blocks.60", encoder_hidden_states=torch.zeros(1, 2, 4),
-                    pooled_projections=torch.zeros(1, 4), img_ids=torch.zeros(4, 3))
+    deep = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=4,
+        num_attention_heads=1,
+        joint_attention_dim=4,
+        pooled_projection_dim=4,
+        axes_dims_rope=(2, 2, 0),
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"'transformer_blocks.0'\.\.'transformer_blocks.18', "
+        r"'single_transformer_blocks.0'\.\.'single_transformer_blocks.37'",
+    ):
+        feature_map(
+            deep,
+            0.5,
+            layer="blocks.60",
+            encoder_hidden_states=torch.zeros(1, 2, 4),
+            pooled_projections=torch.zeros(1, 4),
+            img_ids=torch.zeros(4, 3),
+        )
     with pytest.raises(ValueError, match=r"did you mean \['mid_block'"):
         feature_map(nets["sdxl"], 0.5, layer="mid_blok", **_cond("sdxl"))
-    with pytest.raises(ValueError, match=r"'transformer_blocks.0', 'single_transformer_blocks.0', 'single_transformer_blocks.1'"):
+    with pytest.raises(
+        ValueError, match=r"'transformer_blocks.0', 'single_transformer_blocks.0', 'single_transformer_blocks.1'"
+    ):
         feature_map(nets["flux"], 0.5, layer="double_blocks.0", **_cond("flux"))
 
 
@@ -199,35 +263,53 @@ def test_unsupported_family_says_which_are_supported():
 
     vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=2)
     for bad in (vae, torch.nn.Linear(2, 2)):
-        with pytest.raises(TypeError, match=r"supported diffusers classes \['UNet2DModel', 'UNet2DConditionModel', "
-                                            r"'DiTTransformer2DModel', 'PixArtTransformer2DModel', "
-                                            r"'SD3Transformer2DModel', 'FluxTransformer2DModel'\]"):
+        with pytest.raises(
+            TypeError,
+            match=r"supported diffusers classes \['UNet2DModel', 'UNet2DConditionModel', "
+            r"'DiTTransformer2DModel', 'PixArtTransformer2DModel', "
+            r"'SD3Transformer2DModel', 'FluxTransformer2DModel'\]",
+        ):
             network_basis(bad, torch.zeros(1, 3, 8, 8), 0.5, 2)
 
 
-@pytest.mark.parametrize("arch, change, match", [
-    ("dit", {"class_labels": None}, "class_labels is required for a DiTTransformer2DModel"),
-    ("dit", {"class_labels": 11}, r"class_labels=11 is not a class.*0\.\.9 \(10 is the unconditional 'null'"),
-    ("sdxl", {"added_cond_kwargs": None}, r"added_cond_kwargs is required.*text_time"),
-    ("sdxl", {"added_cond_kwargs": {"text_embeds": torch.zeros(1, 7), "time_ids": torch.zeros(1, 6)}},
-     r"added_cond_kwargs\['text_embeds'\] must be .* \(1, 16\), got \(1, 7\)"),
-    ("sd3", {"pooled_projections": torch.zeros(1, 9)}, r"pooled_projections must be .* \(1, 16\), got \(1, 9\)"),
-    ("sd3", {"encoder_hidden_states": torch.zeros(1, 5, 7)}, r"encoder_hidden_states must have shape \(1, L, 32\)"),
-    ("flux", {"guidance": None}, "guidance is required"),
-    ("flux", {"img_ids": torch.zeros(16)}, r"img_ids must be .* \(·, 3\)"),
-    ("flux", {"prompt_embeds": torch.zeros(1, 5, 32)}, r"no conditioning keyword \['prompt_embeds'\].*"
-                                                       r"'encoder_hidden_states'.*solver options are \['method'"),
-])
+@pytest.mark.parametrize(
+    "arch, change, match",
+    [
+        ("dit", {"class_labels": None}, "class_labels is required for a DiTTransformer2DModel"),
+        ("dit", {"class_labels": 11}, r"class_labels=11 is not a class.*0\.\.9 \(10 is the unconditional 'null'"),
+        ("sdxl", {"added_cond_kwargs": None}, r"added_cond_kwargs is required.*text_time"),
+        (
+            "sdxl",
+            {"added_cond_kwargs": {"text_embeds": torch.zeros(1, 7), "time_ids": torch.zeros(1, 6)}},
+            r"added_cond_kwargs\['text_embeds'\] must be .* \(1, 16\), got \(1, 7\)",
+        ),
+        ("sd3", {"pooled_projections": torch.zeros(1, 9)}, r"pooled_projections must be .* \(1, 16\), got \(1, 9\)"),
+        ("sd3", {"encoder_hidden_states": torch.zeros(1, 5, 7)}, r"encoder_hidden_states must have shape \(1, L, 32\)"),
+        ("flux", {"guidance": None}, "guidance is required"),
+        ("flux", {"img_ids": torch.zeros(16)}, r"img_ids must be .* \(·, 3\)"),
+        (
+            "flux",
+            {"prompt_embeds": torch.zeros(1, 5, 32)},
+            r"no conditioning keyword \['prompt_embeds'\].*"
+            r"'encoder_hidden_states'.*solver options are \['method'",
+        ),
+    ],
+)
 def test_conditioning_is_checked_before_compute(nets, arch, change, match):
     cond = {**_cond(arch), **change}
     with pytest.raises(ValueError, match=match):
         network_basis(nets[arch], _x(arch), 0.5, 2, **cond)
 
 
-@pytest.mark.parametrize("arch, shape, match", [
-    ("dit", (1, 4, 7, 8), "multiples of 2"), ("sd3", (1, 4, 18, 18), "at most 16"),
-    ("flux", (1, 16, 8, 8), r"packed latents of shape \(1, N, 16\)"), ("sdxl", (2, 4, 8, 8), r"\(1, 4, H, W\)"),
-])
+@pytest.mark.parametrize(
+    "arch, shape, match",
+    [
+        ("dit", (1, 4, 7, 8), "multiples of 2"),
+        ("sd3", (1, 4, 18, 18), "at most 16"),
+        ("flux", (1, 16, 8, 8), r"packed latents of shape \(1, N, 16\)"),
+        ("sdxl", (2, 4, 8, 8), r"\(1, 4, H, W\)"),
+    ],
+)
 def test_input_shape_is_checked(nets, arch, shape, match):
     with pytest.raises(ValueError, match=match):
         network_basis(nets[arch], torch.zeros(shape), 0.5, 2, **_cond(arch))
@@ -247,8 +329,9 @@ def test_flow_grid_is_the_schedulers_own():
     assert grid.sigma(0) == 0.0 and grid.sigma(1.0) == 1.0
     assert FlowGrid.from_scheduler(None).sigma(250) == 0.25  # unshifted: sigma = t / T
     # dynamic (FLUX): the pipeline's sigmas linspace(1, 1/N, N) shifted with mu(image tokens)
-    flux = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                           base_image_seq_len=256, max_image_seq_len=4096)
+    flux = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+    )
     assert calculate_shift(1024, 256, 4096, 0.5, 1.15) == pytest.approx(diffusers_shift(1024, 256, 4096, 0.5, 1.15))
     g = FlowGrid.from_scheduler(flux, image_seq_len=1024)
     n_steps = 8
@@ -271,7 +354,11 @@ def test_flow_network_time_and_basis_info(nets):
     fl = feature_map(nets["flux"], 500, **_cond("flux"))
     assert fl.timestep == pytest.approx(0.5)  # FLUX's transformer takes sigma * T / 1000 and scales by 1000
     b = network_basis(nets["sd3"], _x("sd3"), 500, 2, scheduler=sched, method="krylov", **_cond("sd3"))
-    assert b.info["level"] == 500 and b.info["sigma"] == pytest.approx(fn.sigma) and b.info["layer"] == "transformer_blocks.1"
+    assert (
+        b.info["level"] == 500
+        and b.info["sigma"] == pytest.approx(fn.sigma)
+        and b.info["layer"] == "transformer_blocks.1"
+    )
     with pytest.raises(TypeError, match="FlowMatchEulerDiscreteScheduler"):
         from diffusers import DDIMScheduler
 
@@ -285,7 +372,9 @@ def test_flux_packing_matches_the_pipeline():
     tokens = pack_latents(z)
     torch.testing.assert_close(tokens, FluxPipeline._pack_latents(z, 2, 4, 8, 6))
     torch.testing.assert_close(unpack_latents(tokens, 8, 6), z)
-    torch.testing.assert_close(latent_image_ids(8, 6), FluxPipeline._prepare_latent_image_ids(2, 4, 3, "cpu", torch.float32))
+    torch.testing.assert_close(
+        latent_image_ids(8, 6), FluxPipeline._prepare_latent_image_ids(2, 4, 3, "cpu", torch.float32)
+    )
 
 
 # ------------------------------------------------------------------ bases vs the exact SVD (engine level)
@@ -310,29 +399,61 @@ def _tiny_vae(shift_factor=None):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=16, layers_per_block=1,
-                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                         block_out_channels=(8, 16), norm_num_groups=4, shift_factor=shift_factor)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        sample_size=16,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        shift_factor=shift_factor,
+    )
 
 
 def _tiny_clip(tok, hidden, projection=None, seed=0):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(seed)
-    cfg = CLIPTextConfig(vocab_size=len(tok.get_vocab()), hidden_size=hidden, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=tok.model_max_length, bos_token_id=0,
-                         eos_token_id=1, pad_token_id=1, projection_dim=projection or hidden)
+    cfg = CLIPTextConfig(
+        vocab_size=len(tok.get_vocab()),
+        hidden_size=hidden,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=tok.model_max_length,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        projection_dim=projection or hidden,
+    )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
 
 
 def _tiny_t5(d_model=32):
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"] + [
-        ("\u2581", -2.0), ("\u2581dog", -0.5)]
+    vocab = (
+        [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+        + [(c, -1.0) for c in "abcdefghijklmnopqrstuvwxyz"]
+        + [("\u2581", -2.0), ("\u2581dog", -0.5)]
+    )
     torch.manual_seed(0)
-    te = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=d_model, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
-                                 decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)).eval()
+    te = T5EncoderModel(
+        T5Config(
+            vocab_size=len(vocab),
+            d_model=d_model,
+            d_kv=8,
+            d_ff=32,
+            num_layers=1,
+            num_heads=2,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ).eval()
     return te, T5TokenizerFast(vocab=vocab, extra_ids=0)
 
 
@@ -350,27 +471,54 @@ def save_tiny_pipeline(arch: str, folder: Path) -> Path:
     folder = Path(folder)
     if arch == "sdxl":
         tok, tok2 = tiny_clip_tokenizer(folder), tiny_clip_tokenizer(folder)
-        sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)
-        pipe = StableDiffusionXLPipeline(vae=_tiny_vae(), text_encoder=_tiny_clip(tok, 16),
-                                         text_encoder_2=_tiny_clip(tok2, 16, 16, seed=1), tokenizer=tok, tokenizer_2=tok2,
-                                         unet=make_tiny_sdxl_unet(), scheduler=sched)
+        sched = DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+        )
+        pipe = StableDiffusionXLPipeline(
+            vae=_tiny_vae(),
+            text_encoder=_tiny_clip(tok, 16),
+            text_encoder_2=_tiny_clip(tok2, 16, 16, seed=1),
+            tokenizer=tok,
+            tokenizer_2=tok2,
+            unet=make_tiny_sdxl_unet(),
+            scheduler=sched,
+        )
     elif arch == "dit":
         pipe = DiTPipeline(transformer=make_tiny_dit(), vae=_tiny_vae(), scheduler=DDIMScheduler())
     elif arch == "sd3":
         tok, tok2 = tiny_clip_tokenizer(folder), tiny_clip_tokenizer(folder)
         t5, t5tok = _tiny_t5(32)
-        pipe = StableDiffusion3Pipeline(transformer=make_tiny_sd3(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                                        vae=_tiny_vae(shift_factor=0.1), text_encoder=_tiny_clip(tok, 8, 8),
-                                        tokenizer=tok, text_encoder_2=_tiny_clip(tok2, 8, 8, seed=1), tokenizer_2=tok2,
-                                        text_encoder_3=t5, tokenizer_3=t5tok)
+        pipe = StableDiffusion3Pipeline(
+            transformer=make_tiny_sd3(),
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=_tiny_vae(shift_factor=0.1),
+            text_encoder=_tiny_clip(tok, 8, 8),
+            tokenizer=tok,
+            text_encoder_2=_tiny_clip(tok2, 8, 8, seed=1),
+            tokenizer_2=tok2,
+            text_encoder_3=t5,
+            tokenizer_3=t5tok,
+        )
     else:
         tok = tiny_clip_tokenizer(folder)
         t5, t5tok = _tiny_t5(32)
-        sched = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-        pipe = FluxPipeline(scheduler=sched, vae=_tiny_vae(shift_factor=0.1), text_encoder=_tiny_clip(tok, 16),
-                            tokenizer=tok, text_encoder_2=t5, tokenizer_2=t5tok, transformer=make_tiny_flux())
+        sched = FlowMatchEulerDiscreteScheduler(
+            use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+        )
+        pipe = FluxPipeline(
+            scheduler=sched,
+            vae=_tiny_vae(shift_factor=0.1),
+            text_encoder=_tiny_clip(tok, 16),
+            tokenizer=tok,
+            text_encoder_2=t5,
+            tokenizer_2=t5tok,
+            transformer=make_tiny_flux(),
+        )
     pipe.save_pretrained(folder)
     if arch == "dit":  # the hub's DiT folders record ImageNet's label names in model_index.json
         index = json.loads((folder / "model_index.json").read_text())
@@ -424,8 +572,9 @@ def test_prompts_through_each_pipelines_encoders(models):
     u = sdxl.unconditional_embedding()  # force_zeros_for_empty_prompt, as StableDiffusionXLPipeline does
     assert not u["encoder_hidden_states"].any() and not u["added_cond_kwargs"]["text_embeds"].any()
     e = sd3.encode_prompt("a dog")
-    pe, _, pooled, _ = sd3.pipeline.encode_prompt("a dog", None, None, device="cpu", do_classifier_free_guidance=False,
-                                                  max_sequence_length=8)
+    pe, _, pooled, _ = sd3.pipeline.encode_prompt(
+        "a dog", None, None, device="cpu", do_classifier_free_guidance=False, max_sequence_length=8
+    )
     torch.testing.assert_close(e["encoder_hidden_states"], pe)
     torch.testing.assert_close(e["pooled_projections"], pooled)
     f = flux.encode_prompt("a dog")
@@ -449,8 +598,9 @@ def test_classifier_free_guidance_is_the_linear_combination(models, arch):
     x = m.noise(2, seed=1)
     e_u, e_c = m.eps(x, 0.5), m.eps(x, 0.5, PROMPT[arch])
     assert not torch.allclose(e_u, e_c)
-    torch.testing.assert_close(m.eps(x, 0.5, PROMPT[arch], guidance_scale=4.0), e_u + 4.0 * (e_c - e_u),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        m.eps(x, 0.5, PROMPT[arch], guidance_scale=4.0), e_u + 4.0 * (e_c - e_u), rtol=1e-4, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("arch", PIPES)
@@ -461,16 +611,24 @@ def test_model_basis_vs_exact_svd_of_the_stock_forward(models, arch):
     t = 0.4
     basis = m.local_basis(x, t, 3, prompt=PROMPT[arch], method="krylov", tol=1e-5)
     c = m.conditioning(PROMPT[arch])
-    path = {"sdxl": "mid_block", "dit": "transformer_blocks.2", "sd3": "transformer_blocks.1",
-            "flux": "single_transformer_blocks.0"}[arch]
+    path = {
+        "sdxl": "mid_block",
+        "dit": "transformer_blocks.2",
+        "sd3": "transformer_blocks.1",
+        "flux": "single_transformer_blocks.0",
+    }[arch]
     assert basis.info["layer"] == ("mid" if arch == "sdxl" else path)
     hooked = _hooked(m.unet, path)
     level = round(t * T)
     if arch == "flux":
         from diffusers import FluxPipeline
 
-        kw = {**dict(c), "img_ids": FluxPipeline._prepare_latent_image_ids(1, 4, 4, "cpu", torch.float32),
-              "guidance": torch.tensor([3.5]), "timestep": torch.tensor([m.sigma(t)])}
+        kw = {
+            **dict(c),
+            "img_ids": FluxPipeline._prepare_latent_image_ids(1, 4, 4, "cpu", torch.float32),
+            "guidance": torch.tensor([3.5]),
+            "timestep": torch.tensor([m.sigma(t)]),
+        }
 
         def fn(z):
             return hooked(FluxPipeline._pack_latents(z, z.shape[0], 4, 8, 8), **kw)
@@ -483,6 +641,7 @@ def test_model_basis_vs_exact_svd_of_the_stock_forward(models, arch):
 
         def fn(z):
             return hooked(z, **kw)
+
     assert basis.v.shape == (3, 1, 4, 8, 8)
     _assert_matches_dense_svd(basis, fn, x)
     # the model's feature map is the same map
@@ -500,12 +659,28 @@ def test_sampling_equals_the_diffusers_pipeline(models, arch):
     sigmas = [1 - i / n for i in range(n)]
     if arch == "sd3":
         ours = ddim_sample(m, x, 1.0, 0, steps=n, prompt="a dog", guidance_scale=2.0)
-        ref = m.pipeline(prompt="a dog", latents=x, sigmas=sigmas, guidance_scale=2.0, height=16, width=16,
-                         max_sequence_length=8, output_type="latent").images
+        ref = m.pipeline(
+            prompt="a dog",
+            latents=x,
+            sigmas=sigmas,
+            guidance_scale=2.0,
+            height=16,
+            width=16,
+            max_sequence_length=8,
+            output_type="latent",
+        ).images
     else:
         ours = ddim_sample(m, x, 1.0, 0, steps=n, prompt="a dog")
-        ref = m.pipeline(prompt="a dog", latents=pack_latents(x), sigmas=sigmas, guidance_scale=3.5, height=16,
-                         width=16, max_sequence_length=8, output_type="latent").images
+        ref = m.pipeline(
+            prompt="a dog",
+            latents=pack_latents(x),
+            sigmas=sigmas,
+            guidance_scale=3.5,
+            height=16,
+            width=16,
+            max_sequence_length=8,
+            output_type="latent",
+        ).images
         ref = unpack_latents(ref, 8, 8)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
@@ -549,8 +724,13 @@ def _gaussian_flow_model(s: float, shift: float = 3.0):
 
     mu = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     net = GaussianVelocity(mu, s)
-    m = pu.DiffusionModel(net, FlowMatchEulerDiscreteScheduler(shift=shift), sample_shape=(3, 4, 4),
-                          conditional=False, name=f"gaussian-flow-{s}")
+    m = pu.DiffusionModel(
+        net,
+        FlowMatchEulerDiscreteScheduler(shift=shift),
+        sample_shape=(3, 4, 4),
+        conditional=False,
+        name=f"gaussian-flow-{s}",
+    )
     return m, net
 
 
@@ -607,10 +787,12 @@ def test_stochastic_flow_sampling_reaches_the_data_distribution():
     assert float((out.mean(0) - net.mu).abs().max()) < 0.06  # 3.5 standard errors of 48 means: 0.039
     assert abs(float(out.var(0).mean()) - 0.25) < 0.03  # measured bias -0.017 at 200 steps, halving with steps
     few = x[:20]
-    assert torch.equal(ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1),
-                       ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1))  # the seed fixes the noise
-    assert not torch.allclose(ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1),
-                              ddim_sample(m, few, 1.0, 0, steps=50, eta=0.0))
+    assert torch.equal(
+        ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1), ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1)
+    )  # the seed fixes the noise
+    assert not torch.allclose(
+        ddim_sample(m, few, 1.0, 0, steps=50, eta=1.0, seed=1), ddim_sample(m, few, 1.0, 0, steps=50, eta=0.0)
+    )
 
 
 # ------------------------------------------------------------------ one edit
@@ -631,16 +813,35 @@ def test_xspace_guidance_on_a_flow_model_matches_the_closed_form():
 @pytest.mark.parametrize("arch", ["sd3", "dit"])
 def test_edit_image_runs_on_other_architectures(models, arch):
     m = models[arch]
-    res = pu.edit_image(m, None, t_edit=0.5, k=2, n_steps=2, gamma=0.5, inversion_steps=4, sampling_steps=4,
-                        prompt=PROMPT[arch] if arch == "sd3" else None, frames=2, seed=1)
+    res = pu.edit_image(
+        m,
+        None,
+        t_edit=0.5,
+        k=2,
+        n_steps=2,
+        gamma=0.5,
+        inversion_steps=4,
+        sampling_steps=4,
+        prompt=PROMPT[arch] if arch == "sd3" else None,
+        frames=2,
+        seed=1,
+    )
     assert res.frames.shape == (2, 3, 16, 16) and torch.isfinite(res.frames).all()
     assert res.basis is not None and res.basis.info["level"] == 500
     assert not torch.allclose(res.x0[0], res.x0[-1])  # the edit changed the result
 
 
 # ------------------------------------------------------------------ counting the cost of the real checkpoints
-_TINY_DIT = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=4,
-                 sample_size=8, patch_size=2, num_embeds_ada_norm=10)
+_TINY_DIT = dict(
+    num_attention_heads=2,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=8,
+    num_layers=4,
+    sample_size=8,
+    patch_size=2,
+    num_embeds_ada_norm=10,
+)
 
 
 def test_meta_counts_equal_counts_on_the_real_tiny_model():
@@ -678,7 +879,8 @@ def test_meta_counts_equal_counts_on_the_real_tiny_model():
     assert sum(storages.values()) == pytest.approx(c.saved_bytes, rel=0.05)
     assert c.jvp_flops > c.vjp_flops > 0
     assert costs.seconds_per_basis(c, 10, 20, 1e9) == pytest.approx(
-        (c.forward_flops + 10 * c.jvp_flops + 20 * c.vjp_flops) / 1e9)
+        (c.forward_flops + 10 * c.jvp_flops + 20 * c.vjp_flops) / 1e9
+    )
     with pytest.raises(ValueError, match="flops_per_second must be > 0"):
         costs.seconds_per_basis(c, 1, 1, 0)
 
@@ -687,9 +889,13 @@ def test_real_configs_have_the_published_sizes():
     """Parameter counts of the real configs, built on the meta device (a guard on the configs)."""
     from pullback_utils.features import flops as costs
 
-    published = {"SDXL base (1024 px)": 2.567e9, "SD3 medium (1024 px)": 2.028e9, "FLUX.1-dev (1024 px)": 11.90e9,
-                 "CelebA-HQ DDPM (256 px)": 113.67e6,  # the U-Net of benchmarks/celebahq_basis.py
-                 "DiT-XL/2 (256 px)": 0.750e9}  # 675 M in the paper + diffusers' per-block time/label embedders
+    published = {
+        "SDXL base (1024 px)": 2.567e9,
+        "SD3 medium (1024 px)": 2.028e9,
+        "FLUX.1-dev (1024 px)": 11.90e9,
+        "CelebA-HQ DDPM (256 px)": 113.67e6,  # the U-Net of benchmarks/celebahq_basis.py
+        "DiT-XL/2 (256 px)": 0.750e9,
+    }  # 675 M in the paper + diffusers' per-block time/label embedders
     for name, n in published.items():
         spec = costs.REAL_CONFIGS[name]
         net = costs.meta_denoiser(spec["cls"], spec["config"])

@@ -28,8 +28,9 @@ def gaussian_model(s: float, seed: int = 0) -> tuple[DiffusionModel, torch.Tenso
     mu = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     sched = tiny_scheduler("ddim")
     unet = GaussianEps(mu, s, sched.alphas_cumprod.double())
-    return DiffusionModel(unet, sched, sample_shape=SHAPE, conditional=False, name="gaussian",
-                          checks_image_range=False), mu  # Gaussian data, not images
+    return DiffusionModel(
+        unet, sched, sample_shape=SHAPE, conditional=False, name="gaussian", checks_image_range=False
+    ), mu  # Gaussian data, not images
 
 
 def randn(seed: int, n: int = 1) -> torch.Tensor:
@@ -52,8 +53,17 @@ def test_resolve_time_ints_and_fractions_agree():
     assert resolve_time(torch.tensor(7), T) == 7
 
 
-@pytest.mark.parametrize("bad, err", [(1001, ValueError), (-1, ValueError), (1.5, ValueError),
-                                      (float("nan"), ValueError), (True, TypeError), ("0.5", TypeError)])
+@pytest.mark.parametrize(
+    "bad, err",
+    [
+        (1001, ValueError),
+        (-1, ValueError),
+        (1.5, ValueError),
+        (float("nan"), ValueError),
+        (True, TypeError),
+        ("0.5", TypeError),
+    ],
+)
 def test_resolve_time_rejects(bad, err):
     with pytest.raises(err, match="t_from"):
         resolve_time(bad, 1000, name="t_from")
@@ -77,8 +87,7 @@ def test_point_mass_ddim_is_exact_on_the_ode():
         x = ddim_sample(model, x_top, 1.0, m, steps=steps)
         expected = math.sqrt(alpha_bar(model, m)) * mu + math.sqrt(1 - alpha_bar(model, m)) * z
         torch.testing.assert_close(x, expected, rtol=0, atol=1e-10)
-    torch.testing.assert_close(ddim_sample(model, x_top, 1.0, 0, steps=5), mu.expand(1, *SHAPE),
-                               rtol=0, atol=1e-10)
+    torch.testing.assert_close(ddim_sample(model, x_top, 1.0, 0, steps=5), mu.expand(1, *SHAPE), rtol=0, atol=1e-10)
 
 
 def _ddim_factor(model, s, a_level, b_level):
@@ -114,8 +123,7 @@ def test_gaussian_ddim_converges_to_the_probability_flow_ode_at_first_order():
     a_top = alpha_bar(model, 1000)
     x_top = math.sqrt(a_top) * mu + math.sqrt(a_top * s**2 + 1 - a_top) * z
     ode = mu + s * z  # z is constant along the ODE; at clean data sigma = s
-    errs = [float((ddim_sample(model, x_top, 1.0, 0, steps=S) - ode).norm() / (s * z).norm())
-            for S in (50, 100, 200)]
+    errs = [float((ddim_sample(model, x_top, 1.0, 0, steps=S) - ode).norm() / (s * z).norm()) for S in (50, 100, 200)]
     assert errs[0] < 0.08 and errs[2] < 0.02
     for coarse, fine in zip(errs[:-1], errs[1:]):
         assert 1.7 < coarse / fine < 2.3  # halving the step halves the error

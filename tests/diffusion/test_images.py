@@ -129,8 +129,12 @@ def _png16(path, a: np.ndarray) -> None:
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _ramp16(h=20, w=40) -> np.ndarray:
@@ -167,11 +171,13 @@ def test_16_bit_rgb_and_float_modes(tmp_path):
     _png16(tmp_path / "rgb16.png", rgb)
     x = load_image(tmp_path / "rgb16.png")
     torch.testing.assert_close(x, load_image(rgb), rtol=0, atol=1.5 / 127.5)  # PIL truncates to 8 bits
-    torch.testing.assert_close(x[0, 0], torch.from_numpy(rgb[..., 0] / 65535.0 * 2 - 1).float(), rtol=0,
-                               atol=1.5 / 127.5)
+    torch.testing.assert_close(
+        x[0, 0], torch.from_numpy(rgb[..., 0] / 65535.0 * 2 - 1).float(), rtol=0, atol=1.5 / 127.5
+    )
     f = Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), mode="F")
-    torch.testing.assert_close(load_image(f, channels=1)[0, 0],
-                               torch.linspace(-1, 1, 64).reshape(8, 8), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        load_image(f, channels=1)[0, 0], torch.linspace(-1, 1, 64).reshape(8, 8), rtol=0, atol=1e-6
+    )
     with pytest.raises(ValueError, match=r"mode 'F'.*\[0, 1\]"):
         load_image(Image.fromarray(np.full((4, 4), 3.0, np.float32), mode="F"))
     with pytest.raises(ValueError, match=r"mode 'I'.*0\.\.65535"):

@@ -18,24 +18,34 @@ SHAPE = (3, 4, 4)
 def gaussian_model(s: float = 0.5) -> DiffusionModel:
     mu = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     sched = tiny_scheduler("ddim")
-    return DiffusionModel(GaussianEps(mu, s, sched.alphas_cumprod.double()), sched, sample_shape=SHAPE,
-                          conditional=False, name="gaussian", checks_image_range=False)
+    return DiffusionModel(
+        GaussianEps(mu, s, sched.alphas_cumprod.double()),
+        sched,
+        sample_shape=SHAPE,
+        conditional=False,
+        name="gaussian",
+        checks_image_range=False,
+    )
 
 
 def test_unet_timestep_is_level_minus_one_and_refuses_clean_data():
     assert sc.unet_timestep(1.0, 1000) == 999 and sc.unet_timestep(0.5, 1000) == 499
     assert sc.unet_timestep(500, 1000) == 499 and sc.unet_timestep(1, 1000) == 0
-    for bad, err, msg in [(0, ValueError, "clean data"), (0.0, ValueError, "clean data"),
-                          (5000, ValueError, "outside the training grid"), (True, TypeError, "got bool"),
-                          ("0.5", TypeError, "got str"), (float("inf"), ValueError, "fraction of T")]:
+    for bad, err, msg in [
+        (0, ValueError, "clean data"),
+        (0.0, ValueError, "clean data"),
+        (5000, ValueError, "outside the training grid"),
+        (True, TypeError, "got bool"),
+        ("0.5", TypeError, "got str"),
+        (float("inf"), ValueError, "fraction of T"),
+    ]:
         with pytest.raises(err, match=msg):
             sc.unet_timestep(bad, 1000, name="t_edit")
 
 
 def test_legs_follow_the_proportional_rule():
     # by hand: 20 steps over [0, 1000]; legs 1000->900 (2), 900->500 (8), 500->100 (8), 100->0 (2)
-    assert sc.legs(1000, [100, 900, 500, 0], 20, 1000) == [(1000, 900, 2), (900, 500, 8), (500, 100, 8),
-                                                          (100, 0, 2)]
+    assert sc.legs(1000, [100, 900, 500, 0], 20, 1000) == [(1000, 900, 2), (900, 500, 8), (500, 100, 8), (100, 0, 2)]
     assert sc.legs(0, [700, 300, 300], 10, 1000) == [(0, 300, 3), (300, 700, 4)]
     assert sc.legs(1000, [999, 1000], 20, 1000) == [(1000, 999, 1)]  # at least one step
     with pytest.raises(ValueError, match="one side of start"):

@@ -42,7 +42,9 @@ def pixel64():
 @pytest.fixture(scope="session")
 def text():
     unet = make_tiny_unet2d_condition(cross_attention_dim=24)
-    return DiffusionModel(unet, tiny_scheduler("ddpm"), name="tiny-text", text_encoder=FakeTextEncoder(24), conditional=True)
+    return DiffusionModel(
+        unet, tiny_scheduler("ddpm"), name="tiny-text", text_encoder=FakeTextEncoder(24), conditional=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +54,17 @@ def edit(pixel):
     torch.set_num_threads(1)
     try:
         return E.edit_image(
-            pixel, None, t_edit=0.6, index=1, k=2, gamma=1.0, n_steps=4, sampling_steps=6, frames=3,
-            seed=3, basis_kwargs=FAST,
+            pixel,
+            None,
+            t_edit=0.6,
+            index=1,
+            k=2,
+            gamma=1.0,
+            n_steps=4,
+            sampling_steps=6,
+            frames=3,
+            seed=3,
+            basis_kwargs=FAST,
         )
     finally:
         torch.set_num_threads(n)
@@ -62,6 +73,7 @@ def edit(pixel):
 @pytest.fixture
 def no_compute(pixel, text, monkeypatch):
     """The pixel model, with every network evaluation of both models replaced by a failure."""
+
     def boom(*a, **k):
         raise AssertionError("heavy compute started before the input was checked")
 

@@ -32,14 +32,28 @@ def test_the_table_keeps_todays_values():
         "celebahq": (0.1, 16, 16, 1.0, (1.0, 0.8, 0.6), 2, 100, 100, 0.2),
         "stable-diffusion": (1.0, 16, 64, 1.0, (0.7, 0.6), 2, 100, 100, None),
     }
-    names = ("gamma", "n_steps", "n_steps_prompt", "step_size", "t_edits", "k", "inversion_steps",
-             "sampling_steps", "eta_below")
+    names = (
+        "gamma",
+        "n_steps",
+        "n_steps_prompt",
+        "step_size",
+        "t_edits",
+        "k",
+        "inversion_steps",
+        "sampling_steps",
+        "eta_below",
+    )
     for key, values in want.items():
         cfg = E.EDIT_DEFAULTS[key]
         assert tuple(getattr(cfg, n) for n in names) == values, key
         assert cfg.guidance_prompt == "generation" and cfg.source
-    for alias, key in (("disks", "zoo-pixel"), ("shapes", "zoo-pixel"), ("scenes", "zoo-pixel"),
-                       ("textures", "zoo-pixel"), ("shapes-text", "zoo-text")):
+    for alias, key in (
+        ("disks", "zoo-pixel"),
+        ("shapes", "zoo-pixel"),
+        ("scenes", "zoo-pixel"),
+        ("textures", "zoo-pixel"),
+        ("shapes-text", "zoo-text"),
+    ):
         assert E.EDIT_DEFAULTS[alias] == E.EDIT_DEFAULTS[key]
 
 
@@ -71,26 +85,29 @@ def test_replace_validates_and_copies():
         base.replace(gama=1.0)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(gamma=math.nan), r"gamma must be a finite number, got nan"),
-    (dict(gamma="1"), r"gamma must be a finite number"),
-    (dict(n_steps=-1), r"n_steps must be an int >= 0, got -1"),
-    (dict(n_steps=2.0), r"n_steps must be an int >= 0"),
-    (dict(n_steps_prompt=True), r"n_steps_prompt must be an int >= 0"),
-    (dict(step_size=0.0), r"step_size must be > 0"),
-    (dict(k=0), r"k must be an int >= 1"),
-    (dict(inversion_steps=0), r"inversion_steps must be an int >= 1"),
-    (dict(sampling_steps=None), r"sampling_steps must be an int >= 1"),
-    (dict(eta_below=5), r"eta_below must be a fraction of T in \[0, 1\] or None, got 5"),
-    (dict(eta_below=-0.1), r"eta_below must be a fraction of T in \[0, 1\] or None"),
-    (dict(eta_below=math.nan), r"eta_below must be a fraction of T in \[0, 1\] or None"),
-    (dict(t_edits=()), r"t_edits must be a non-empty sequence of edit times"),
-    (dict(t_edits=(0.5, 0.0)), r"t_edits must be a non-empty sequence"),
-    (dict(t_edits=(1.5,)), r"t_edits must be a non-empty sequence"),
-    (dict(t_edits="0.5"), r"t_edits must be a non-empty sequence"),
-    (dict(guidance_prompt="basis"), r"guidance_prompt must be one of \['generation', 'edit'\], got 'basis'"),
-    (dict(source=3), r"source must be a string"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(gamma=math.nan), r"gamma must be a finite number, got nan"),
+        (dict(gamma="1"), r"gamma must be a finite number"),
+        (dict(n_steps=-1), r"n_steps must be an int >= 0, got -1"),
+        (dict(n_steps=2.0), r"n_steps must be an int >= 0"),
+        (dict(n_steps_prompt=True), r"n_steps_prompt must be an int >= 0"),
+        (dict(step_size=0.0), r"step_size must be > 0"),
+        (dict(k=0), r"k must be an int >= 1"),
+        (dict(inversion_steps=0), r"inversion_steps must be an int >= 1"),
+        (dict(sampling_steps=None), r"sampling_steps must be an int >= 1"),
+        (dict(eta_below=5), r"eta_below must be a fraction of T in \[0, 1\] or None, got 5"),
+        (dict(eta_below=-0.1), r"eta_below must be a fraction of T in \[0, 1\] or None"),
+        (dict(eta_below=math.nan), r"eta_below must be a fraction of T in \[0, 1\] or None"),
+        (dict(t_edits=()), r"t_edits must be a non-empty sequence of edit times"),
+        (dict(t_edits=(0.5, 0.0)), r"t_edits must be a non-empty sequence"),
+        (dict(t_edits=(1.5,)), r"t_edits must be a non-empty sequence"),
+        (dict(t_edits="0.5"), r"t_edits must be a non-empty sequence"),
+        (dict(guidance_prompt="basis"), r"guidance_prompt must be one of \['generation', 'edit'\], got 'basis'"),
+        (dict(source=3), r"source must be a string"),
+    ],
+)
 def test_bad_settings_are_refused_on_construction(change, match):
     with pytest.raises(ValueError, match=match):
         EditConfig.for_model("disks").replace(**change)

@@ -24,7 +24,7 @@ def test_factor_scale_is_the_training_sd():
     f, _ = sample_factors("disks", 4000, 0)
     assert torch.allclose(sc, f.std(0), rtol=1e-4)
     # position uniform on [0.25, 0.75]: sd 0.5 / sqrt(12)
-    assert sc[0].item() == pytest.approx(0.5 / 12 ** 0.5, rel=0.05)
+    assert sc[0].item() == pytest.approx(0.5 / 12**0.5, rel=0.05)
     with pytest.raises(ValueError, match="dataset"):
         E.factor_scale("textures")
 
@@ -49,8 +49,9 @@ def test_dose_response_grid_on_a_tiny_model(pixel32):
     torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32)
     v = torch.randn(2, 3, 32, 32)
-    dr = E.dose_response(pixel32, x, 0.6, v, gammas=[0.5, 1.0], n_steps=[2, 1], dataset="disks", sampling_steps=4,
-                         iters=5)
+    dr = E.dose_response(
+        pixel32, x, 0.6, v, gammas=[0.5, 1.0], n_steps=[2, 1], dataset="disks", sampling_steps=4, iters=5
+    )
     assert dr.dose.tolist() == [[0.5, 1.0], [1.0, 2.0]] and dr.n_steps.tolist() == [1, 2]
     for a in (dr.state_change, dr.guided, dr.naive, dr.guided_residual, dr.naive_residual):
         assert a.shape == (2, 2, 2)

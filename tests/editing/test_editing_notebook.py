@@ -22,10 +22,22 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     out.mkdir()
     with _venv_kernel():
         pm.execute_notebook(
-            str(nb), str(out / "editing.ipynb"), kernel_name="python3", cwd=str(out),
-            parameters=dict(model=str(folder), text_model=str(text_folder), output_dir=".", cache_dir="",
-                            prompt_pair=["a dog", "a cat"], n_samples=3, edit_times=[0.7, 0.4], k=2, tol=0.1,
-                            max_iters=3),
+            str(nb),
+            str(out / "editing.ipynb"),
+            kernel_name="python3",
+            cwd=str(out),
+            parameters=dict(
+                model=str(folder),
+                text_model=str(text_folder),
+                output_dir=".",
+                cache_dir="",
+                prompt_pair=["a dog", "a cat"],
+                n_samples=3,
+                edit_times=[0.7, 0.4],
+                k=2,
+                tol=0.1,
+                max_iters=3,
+            ),
             progress_bar=False,
         )
 

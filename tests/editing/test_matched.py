@@ -32,7 +32,9 @@ def test_matched_edits_agree_in_size_within_the_tolerance(matched):
         assert r["target"] == r["guided_size"] > 0
         assert abs(r["naive_size"] - r["guided_size"]) <= 0.05 * r["guided_size"]
         assert r["alpha"] > 0 and r["moved"] > 0
-    assert {(r["t"], r["sample"], r["sign"]) for r in out.table} == {(t, i, s) for t in times for i in (0, 1) for s in (1, -1)}
+    assert {(r["t"], r["sample"], r["sign"]) for r in out.table} == {
+        (t, i, s) for t in times for i in (0, 1) for s in (1, -1)
+    }
 
 
 def test_matched_edits_are_what_they_claim(pixel, matched):
@@ -57,8 +59,9 @@ def test_matched_edits_are_what_they_claim(pixel, matched):
 def test_matched_edits_to_a_fixed_size_and_one_time(pixel, matched):
     states, times, dirs, cfg, out = matched
     target = 0.5 * min(r["guided_size"] for r in out.table)
-    one = E.matched_edits(pixel, states[0], times[0], dirs[0, :1], config=cfg, target=target, signs=(1,),
-                          progress=False)  # one set of directions shared by both samples
+    one = E.matched_edits(
+        pixel, states[0], times[0], dirs[0, :1], config=cfg, target=target, signs=(1,), progress=False
+    )  # one set of directions shared by both samples
     assert one.labels == ["+d1"] and one.guided.shape == (1, 2, 1, 3, 16, 16)
     assert all(abs(r["naive_size"] - target) <= 0.05 * target and r["target"] == target for r in one.table)
     torch.testing.assert_close(one.guided[0, 0, 0], out.guided[0, 0, 0])  # the guided edit does not depend on target
@@ -66,7 +69,7 @@ def test_matched_edits_to_a_fixed_size_and_one_time(pixel, matched):
 
 def test_matched_edits_refuse_bad_input(no_compute):
     x = no_compute.noise(2)
-    d = torch.ones(1, 3, 16, 16) / 768 ** 0.5
+    d = torch.ones(1, 3, 16, 16) / 768**0.5
     with pytest.raises(ValueError, match="target must be > 0"):
         E.matched_edits(no_compute, x, 0.5, d, target=-1.0)
     with pytest.raises(ValueError, match="target must be 'guided' or an RMS change > 0, got 'naive'"):
@@ -92,9 +95,20 @@ def test_matched_edits_follow_the_guidance_prompt(text):
     d = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     d = d / d.norm()
     cfg = EditConfig.for_model(text).replace(gamma=1.0, n_steps=2, sampling_steps=4, guidance_prompt="edit")
-    out = E.matched_edits(text, x, 0.6, d, config=cfg, prompt="a dog", basis_prompt="a red disk", signs=(1,),
-                          progress=False)
-    x0, _ = E.edit_along(text, x[1:], 0.6, d, gamma=1.0, n_steps=2, sampling_steps=4, prompt="a dog",
-                         basis_prompt="a red disk", guidance_prompt="edit")
+    out = E.matched_edits(
+        text, x, 0.6, d, config=cfg, prompt="a dog", basis_prompt="a red disk", signs=(1,), progress=False
+    )
+    x0, _ = E.edit_along(
+        text,
+        x[1:],
+        0.6,
+        d,
+        gamma=1.0,
+        n_steps=2,
+        sampling_steps=4,
+        prompt="a dog",
+        basis_prompt="a red disk",
+        guidance_prompt="edit",
+    )
     torch.testing.assert_close(out.x0_guided[0, 1], x0)
     assert all(abs(r["naive_size"] - r["guided_size"]) <= 0.05 * r["guided_size"] for r in out.table)

@@ -26,13 +26,17 @@ def test_change_metrics():
     assert math.isnan(f[0]) and f[1] == 0.0  # a constant change has frequency 0 (global)
     yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
     wave = torch.cos(2 * math.pi * 3 * xx / 8).expand(1, 3, 8, 8)
-    torch.testing.assert_close(E.change_frequency(wave, torch.zeros(1, 3, 8, 8)), torch.tensor([3.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        E.change_frequency(wave, torch.zeros(1, 3, 8, 8)), torch.tensor([3.0], dtype=torch.float64)
+    )
 
 
 def test_distance_from_data_is_small_on_the_data():
     sched = tiny_scheduler("ddpm")
     mu = torch.zeros(1, 4, 4)
-    m = DiffusionModel(GaussianEps(mu, 0.1, sched.alphas_cumprod), sched, name="gauss", sample_shape=(1, 4, 4), conditional=False)
+    m = DiffusionModel(
+        GaussianEps(mu, 0.1, sched.alphas_cumprod), sched, name="gauss", sample_shape=(1, 4, 4), conditional=False
+    )
     g = torch.Generator().manual_seed(0)
     on = 0.1 * torch.randn(4, 1, 4, 4, generator=g)
     off = on + 1.0
@@ -44,8 +48,9 @@ def test_distance_from_data_is_small_on_the_data():
 # ---------------------------------------------------------------------------- the matched naive step
 def test_match_naive_reaches_the_target(pixel, edit):
     target = float(E.change_size(edit.edited, edit.original)[0])
-    out = E.match_naive(pixel, edit.x_t, 0.6, edit.direction, target, edit.original, sampling_steps=6,
-                        strengths=(0.25, 1, 4, 16, 64))
+    out = E.match_naive(
+        pixel, edit.x_t, 0.6, edit.direction, target, edit.original, sampling_steps=6, strengths=(0.25, 1, 4, 16, 64)
+    )
     assert out["matched"] and out["alpha"] > 0
     assert out["size"] == pytest.approx(target, rel=0.25)
     sizes = [s for _, s in out["grid"]]
@@ -54,8 +59,18 @@ def test_match_naive_reaches_the_target(pixel, edit):
     x0 = E.finish(pixel, edit.x_t + out["alpha"] * edit.direction, 0.6, sampling_steps=6)
     torch.testing.assert_close(out["x0"], x0, rtol=1e-5, atol=1e-5)
     # refined: within rtol of the target
-    fine = E.match_naive(pixel, edit.x_t, 0.6, edit.direction, target, edit.original, sampling_steps=6,
-                         strengths=(0.25, 1, 4, 16, 64), rtol=0.01, max_refine=8)
+    fine = E.match_naive(
+        pixel,
+        edit.x_t,
+        0.6,
+        edit.direction,
+        target,
+        edit.original,
+        sampling_steps=6,
+        strengths=(0.25, 1, 4, 16, 64),
+        rtol=0.01,
+        max_refine=8,
+    )
     assert fine["matched"] and abs(fine["size"] - target) <= 0.01 * target
     assert fine["grid"] == out["grid"]
 
@@ -87,8 +102,9 @@ def test_refinement_reaches_the_tolerance_where_interpolation_does_not():
     v = torch.ones(1, 4, 4) / 4
     orig = m.to_image(E.finish(m, x, 0.6, sampling_steps=6))
     true_alpha = [3.0, 6.0, 12.0]
-    targets = [float(E.change_size(m.to_image(E.finish(m, x + a * v, 0.6, sampling_steps=6)), orig)[0])
-               for a in true_alpha]
+    targets = [
+        float(E.change_size(m.to_image(E.finish(m, x + a * v, 0.6, sampling_steps=6)), orig)[0]) for a in true_alpha
+    ]
     d = v.expand(3, 1, 4, 4)
     kw = dict(sampling_steps=6, strengths=(1, 16))
     lin = E.match_naive_batch(m, x, 0.6, d, targets, orig, **kw)
@@ -137,7 +153,11 @@ def test_renderer_iou_oracle(shapes_probe):
 
 def test_renderer_measures_refuse_bad_input():
     x = torch.zeros(1, 3, 32, 32)
-    with pytest.raises(ValueError, match=r"dataset: renderer measures need a zoo dataset with a fitted renderer, one of \['disks', 'shapes'.*got 'textures'"):
+    with pytest.raises(
+        ValueError,
+        match=r"dataset: renderer measures need a zoo dataset with a fitted renderer, "
+        r"one of \['disks', 'shapes'.*got 'textures'",
+    ):
         E.renderer_residual(x, "textures")
     with pytest.raises(ValueError, match=r"images must be a \(N, 3, 32, 32\) tensor"):
         E.renderer_iou(torch.zeros(1, 3, 16, 16), "disks")
@@ -146,7 +166,9 @@ def test_renderer_measures_refuse_bad_input():
     with pytest.raises(ValueError, match="fit must be renderer_fit"):
         E.renderer_iou(torch.zeros(2, 3, 32, 32), "disks", fit={"factors": torch.zeros(1, 6), "rmse": torch.zeros(1)})
     with pytest.raises(ValueError, match="images must be in the model range"):
-        E.renderer_iou(torch.full((1, 3, 32, 32), 2.0), "disks", fit={"factors": torch.zeros(1, 6), "rmse": torch.zeros(1)})
+        E.renderer_iou(
+            torch.full((1, 3, 32, 32), 2.0), "disks", fit={"factors": torch.zeros(1, 6), "rmse": torch.zeros(1)}
+        )
 
 
 # ---------------------------------------------------------------------------- h-space alignment
@@ -154,8 +176,12 @@ def test_h_alignment_matches_the_exact_jvp(pixel64, edit):
     """The finite-difference cosine against J (x_new - x_t) by automatic differentiation, float64."""
     x = edit.x_t.double()
     g = torch.Generator().manual_seed(2)
-    change = torch.cat([(edit.iterates[-1] - edit.iterates[0]).double(),
-                        3.0 * torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64)])
+    change = torch.cat(
+        [
+            (edit.iterates[-1] - edit.iterates[0]).double(),
+            3.0 * torch.randn(1, 3, 16, 16, generator=g, dtype=torch.float64),
+        ]
+    )
     fn = feature_map(pixel64.unet, pixel64.level(0.6), num_train_timesteps=pixel64.num_train_timesteps)
     with forward_ad_safe(pixel64.unet):
         jc = JacobianOperator(fn, x).jvp(change[:, None]).flatten(1)

@@ -33,8 +33,9 @@ def test_unedited_frame_is_plain_ddim_from_x_t(pixel, edit):
 
 def test_original_is_the_unedited_result_with_one_frame(pixel, edit):
     """Bug fix: with frames=1, EditResult.original returned the edited image (frames[:1])."""
-    r = E.edit_image(pixel, None, t_edit=0.6, direction=edit.direction, gamma=1.0, n_steps=4, sampling_steps=6,
-                     frames=1, seed=3)
+    r = E.edit_image(
+        pixel, None, t_edit=0.6, direction=edit.direction, gamma=1.0, n_steps=4, sampling_steps=6, frames=1, seed=3
+    )
     assert r.steps == [4] and r.frames.shape == (1, 3, 16, 16)
     assert torch.equal(r.original, edit.original)  # x_t finished without guidance
     assert float(E.change_size(r.edited, r.original)[0]) > 0
@@ -51,8 +52,10 @@ def test_steps_follow_the_figure(pixel, edit):
     torch.testing.assert_close(it, edit.iterates)
     x0 = E.finish(pixel, it[[2, 4], 0], 0.6, sampling_steps=6)
     torch.testing.assert_close(pixel.to_image(x0), edit.frames[1:])
-    assert edit.settings["config"] == EditConfig.for_model(pixel).replace(
-        gamma=1.0, n_steps=4, sampling_steps=6, k=2).to_dict()
+    assert (
+        edit.settings["config"]
+        == EditConfig.for_model(pixel).replace(gamma=1.0, n_steps=4, sampling_steps=6, k=2).to_dict()
+    )
 
 
 def test_a_config_object_and_keyword_overrides_agree(pixel, edit):
@@ -84,8 +87,17 @@ def test_stochastic_finish_uses_the_same_noise_for_every_sample(pixel, edit):
 def test_edit_from_an_image_inverts_it(pixel):
     img = torch.linspace(-0.8, 0.8, 3 * 16 * 16).reshape(1, 3, 16, 16)
     d = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    r = E.edit_image(pixel, img, t_edit=100, direction=d / d.norm(), gamma=1.0, n_steps=2, frames=1,
-                     inversion_steps=200, sampling_steps=200)
+    r = E.edit_image(
+        pixel,
+        img,
+        t_edit=100,
+        direction=d / d.norm(),
+        gamma=1.0,
+        n_steps=2,
+        frames=1,
+        inversion_steps=200,
+        sampling_steps=200,
+    )
     assert r.frames.shape == (1, 3, 16, 16) and r.steps == [2] and not r.settings["from_noise"]
     assert r.t_level == 100
     # without sampling_steps, an image is finished on the inversion's grid
@@ -99,8 +111,10 @@ def test_edit_from_an_image_inverts_it(pixel):
 def test_images_outside_the_model_range_are_refused_before_compute(no_compute, scale, shift):
     img = torch.linspace(0, 1, 3 * 16 * 16).reshape(1, 3, 16, 16) * scale + shift
     lo, hi = float(img.min()), float(img.max())
-    with pytest.raises(ValueError, match=(
-            rf"image must be in the model range \[-1, 1\] \(tolerance 0.5\), got values in \[{lo:.4g}, {hi:.4g}\]")):
+    with pytest.raises(
+        ValueError,
+        match=(rf"image must be in the model range \[-1, 1\] \(tolerance 0.5\), got values in \[{lo:.4g}, {hi:.4g}\]"),
+    ):
         E.edit_image(no_compute, img, t_edit=0.5)
 
 
@@ -119,8 +133,20 @@ def test_image_range_tolerance_and_non_finite_values(no_compute):
 # ---------------------------------------------------------------------------- prompts
 def test_prompt_conditioned_bases_differ_from_unconditioned(text, fast):
     # edit_image computes the basis under basis_prompt (and generates with prompt = None)
-    r = E.edit_image(text, None, t_edit=0.6, index=0, k=2, basis_prompt="a red disk", gamma=1.0,
-                     n_steps=1, frames=2, sampling_steps=4, seed=0, basis_kwargs=fast)
+    r = E.edit_image(
+        text,
+        None,
+        t_edit=0.6,
+        index=0,
+        k=2,
+        basis_prompt="a red disk",
+        gamma=1.0,
+        n_steps=1,
+        frames=2,
+        sampling_steps=4,
+        seed=0,
+        basis_kwargs=fast,
+    )
     assert r.settings["basis_prompt"] == "a red disk" and r.settings["n_steps"] == 1
     red = text.local_basis(r.x_t, 0.6, 2, prompt="a red disk", seed=0, **fast)
     torch.testing.assert_close(r.basis.v, red.v)
@@ -130,14 +156,27 @@ def test_prompt_conditioned_bases_differ_from_unconditioned(text, fast):
     d_blue = geodesic_distance(exact[None].v, exact["a blue disk"].v)
     assert d_red > 1e-3 and d_blue > 1e-3
     assert geodesic_distance(exact["a red disk"].v, exact["a blue disk"].v) > 1e-3
-    torch.testing.assert_close(text.local_basis(r.x_t, 0.6, 2, prompt="a red disk", method="exact").v, exact["a red disk"].v)
+    torch.testing.assert_close(
+        text.local_basis(r.x_t, 0.6, 2, prompt="a red disk", method="exact").v, exact["a red disk"].v
+    )
 
 
 def test_guidance_prompt_edit_conditions_guidance_on_the_edit_prompt(text, fast):
     """Issue 13 item 11: "edit" (official code) = xspace_guidance with prompt=basis_prompt;
     "generation" (default) = with prompt; different results when the prompts differ."""
-    kw = dict(t_edit=0.6, index=0, k=2, prompt="a dog", basis_prompt="a red disk", gamma=1.0, n_steps=2,
-              frames=2, sampling_steps=4, seed=0, basis_kwargs=fast)
+    kw = dict(
+        t_edit=0.6,
+        index=0,
+        k=2,
+        prompt="a dog",
+        basis_prompt="a red disk",
+        gamma=1.0,
+        n_steps=2,
+        frames=2,
+        sampling_steps=4,
+        seed=0,
+        basis_kwargs=fast,
+    )
     gen = E.edit_image(text, None, **kw)
     off = E.edit_image(text, None, guidance_prompt="edit", **kw)
     assert gen.settings["guidance_prompt"] == "generation" and off.settings["guidance_prompt"] == "edit"
@@ -157,29 +196,35 @@ def test_guidance_prompt_edit_conditions_guidance_on_the_edit_prompt(text, fast)
 
 
 # ---------------------------------------------------------------------------- bad input, before any compute
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(index=2, k=2), r"index=2 is not a direction of a basis of k = 2 vectors; valid indices are 0..1"),
-    (dict(index=-1, k=2), r"index=-1 is not a direction"),
-    (dict(index="v1"), r"index must be an int basis index"),
-    (dict(index=1.0), r"index must be an int basis index"),
-    (dict(prompt="a red disk"), r"prompt='a red disk' was given, but model 'tiny-pixel' is unconditional"),
-    (dict(basis_prompt="a red disk"), r"basis_prompt='a red disk' was given, but model 'tiny-pixel' is unconditional"),
-    (dict(t_edit=0), r"t_edit=0 is clean data \(level 0\); edits need t_edit in \(0, T\]"),
-    (dict(t_edit=0.0), r"clean data"),
-    (dict(t_edit=1001), r"outside the training grid.*edits need t_edit in \(0, T\] = \(0, 1000\]"),
-    (dict(t_edit=1.5), r"fraction of T in \[0, 1\]"),
-    (dict(t_edit=-0.2), r"t_edit"),
-    (dict(sign=0), r"sign must be \+1 or -1"),
-    (dict(gamma=float("nan")), r"gamma must be a finite number"),
-    (dict(n_steps=-1), r"n_steps must be an int >= 0"),
-    (dict(k=0), r"k must be an int >= 1"),
-    (dict(step_size=0.0), r"step_size must be > 0"),
-    (dict(frames=0), r"frames must be an int >= 1"),
-    (dict(seed=-1), r"seed must be an int >= 0"),
-    (dict(eta_below=5), r"eta_below must be a fraction of T in \[0, 1\] or None"),
-    (dict(guidance_prompt="basis"), r"guidance_prompt must be one of \['generation', 'edit'\]"),
-    (dict(k=769), r"k=769 exceeds the dimension of x_t \(768\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(index=2, k=2), r"index=2 is not a direction of a basis of k = 2 vectors; valid indices are 0..1"),
+        (dict(index=-1, k=2), r"index=-1 is not a direction"),
+        (dict(index="v1"), r"index must be an int basis index"),
+        (dict(index=1.0), r"index must be an int basis index"),
+        (dict(prompt="a red disk"), r"prompt='a red disk' was given, but model 'tiny-pixel' is unconditional"),
+        (
+            dict(basis_prompt="a red disk"),
+            r"basis_prompt='a red disk' was given, but model 'tiny-pixel' is unconditional",
+        ),
+        (dict(t_edit=0), r"t_edit=0 is clean data \(level 0\); edits need t_edit in \(0, T\]"),
+        (dict(t_edit=0.0), r"clean data"),
+        (dict(t_edit=1001), r"outside the training grid.*edits need t_edit in \(0, T\] = \(0, 1000\]"),
+        (dict(t_edit=1.5), r"fraction of T in \[0, 1\]"),
+        (dict(t_edit=-0.2), r"t_edit"),
+        (dict(sign=0), r"sign must be \+1 or -1"),
+        (dict(gamma=float("nan")), r"gamma must be a finite number"),
+        (dict(n_steps=-1), r"n_steps must be an int >= 0"),
+        (dict(k=0), r"k must be an int >= 1"),
+        (dict(step_size=0.0), r"step_size must be > 0"),
+        (dict(frames=0), r"frames must be an int >= 1"),
+        (dict(seed=-1), r"seed must be an int >= 0"),
+        (dict(eta_below=5), r"eta_below must be a fraction of T in \[0, 1\] or None"),
+        (dict(guidance_prompt="basis"), r"guidance_prompt must be one of \['generation', 'edit'\]"),
+        (dict(k=769), r"k=769 exceeds the dimension of x_t \(768\)"),
+    ],
+)
 def test_edit_image_refuses_bad_input_before_compute(no_compute, kwargs, match):
     args = dict(t_edit=0.6, index=0, k=2)
     args.update(kwargs)

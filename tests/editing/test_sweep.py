@@ -17,8 +17,18 @@ def test_states_at_times_runs_once_and_keeps_the_order(pixel):
 
 
 def test_direction_sweep_table_and_images(pixel, fast):
-    sw = E.direction_sweep(pixel, pixel.noise(2, seed=1), [0.7], n_directions=1, k=1, gamma=1.0, n_steps=2,
-                           sampling_steps=6, basis_kwargs=fast, progress=False)
+    sw = E.direction_sweep(
+        pixel,
+        pixel.noise(2, seed=1),
+        [0.7],
+        n_directions=1,
+        k=1,
+        gamma=1.0,
+        n_steps=2,
+        sampling_steps=6,
+        basis_kwargs=fast,
+        progress=False,
+    )
     assert sw.labels == ["+v1", "-v1"]
     assert sw.originals.shape == (1, 2, 3, 16, 16) and sw.edits.shape == (1, 2, 2, 3, 16, 16)
     assert len(sw.table) == 4 and {r["sign"] for r in sw.table} == {1, -1}

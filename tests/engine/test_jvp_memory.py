@@ -64,8 +64,11 @@ def test_auto_skips_the_mode_that_does_not_fit_without_trying_it(monkeypatch, fr
     x = torch.randn(70, dtype=torch.float64)
     tried = []
     monkeypatch.setattr(JacobianOperator, "_forward_block", lambda self, V: tried.append("forward") or 1 / 0)
-    monkeypatch.setattr(jvp_memory, "fitting_modes",
-                        lambda saved, m, available: {"forward": expect == "forward", "reverse": expect == "reverse"})
+    monkeypatch.setattr(
+        jvp_memory,
+        "fitting_modes",
+        lambda saved, m, available: {"forward": expect == "forward", "reverse": expect == "reverse"},
+    )
     if expect == "reverse":
         op = JacobianOperator(fn, x, jvp_mode="auto")
         V = torch.randn(4, 70, dtype=torch.float64)
@@ -74,14 +77,16 @@ def test_auto_skips_the_mode_that_does_not_fit_without_trying_it(monkeypatch, fr
         assert tried == [] and op.jvp_mode_used == "reverse"
     else:
         monkeypatch.undo()  # the real forward block this time
-        monkeypatch.setattr(jvp_memory, "fitting_modes", lambda saved, m, available: {"forward": True, "reverse": False})
+        monkeypatch.setattr(
+            jvp_memory, "fitting_modes", lambda saved, m, available: {"forward": True, "reverse": False}
+        )
         monkeypatch.setattr(JacobianOperator, "_ror_fn", lambda self, m: tried.append("reverse") or 1 / 0)
         op = JacobianOperator(fn, x, jvp_mode="auto")
         V = torch.randn(4, 70, dtype=torch.float64)
         exact = (1 - torch.tanh(W @ x) ** 2)[None] * (V @ W.T)
         torch.testing.assert_close(op.jvp(V), exact)
         assert tried == [] and op.jvp_mode_used == "forward"
-    (mode, t_fwd, t_rev), = [v for k, v in products.auto_choices().items() if k[0] == f"fits_{expect}"]
+    ((mode, t_fwd, t_rev),) = [v for k, v in products.auto_choices().items() if k[0] == f"fits_{expect}"]
     assert mode == expect and t_fwd != t_fwd and t_rev != t_rev  # NaN: nothing was timed
 
 
@@ -155,8 +160,9 @@ def test_a_budget_too_small_for_one_vector_is_refused_naming_the_settings(monkey
     calls = []
     monkeypatch.setattr(JacobianOperator, "_forward_block", lambda self, V: calls.append(1))
     op = JacobianOperator(fn, x, jvp_mode="forward")
-    with pytest.raises(jvp_memory.MemoryBudgetError, match="chunk_size .*PULLBACK_CHUNK_SIZE.*cannot go below 1.*"
-                                                           "PULLBACK_MEMORY_LIMIT"):
+    with pytest.raises(
+        jvp_memory.MemoryBudgetError, match="chunk_size .*PULLBACK_CHUNK_SIZE.*cannot go below 1.*PULLBACK_MEMORY_LIMIT"
+    ):
         op.jvp(torch.randn(3, 70, dtype=torch.float64))
     assert calls == []  # refused before any product
     with pytest.raises(jvp_memory.MemoryBudgetError, match="Jᵀu"):
@@ -209,8 +215,10 @@ def test_a_fixed_chunk_asks_no_memory(monkeypatch):
     assert op.chunks_used == {"jvp": 3, "vjp": 3}
 
 
-@pytest.mark.parametrize("raw, expect", [("12GB", 12 * 10**9), ("500 MB", 500 * 10**6), ("8GiB", 8 * 2**30),
-                                         ("1.5G", 15 * 10**8), ("4096", 4096)])
+@pytest.mark.parametrize(
+    "raw, expect",
+    [("12GB", 12 * 10**9), ("500 MB", 500 * 10**6), ("8GiB", 8 * 2**30), ("1.5G", 15 * 10**8), ("4096", 4096)],
+)
 def test_memory_limit_caps_the_free_memory(monkeypatch, raw, expect):
     monkeypatch.setenv(jvp_memory.MEMORY_LIMIT_ENV, raw)
     assert jvp_memory.memory_limit() == expect

@@ -47,9 +47,15 @@ def test_adjoint_identity(unet_op):
     assert op.n_jvp == 4 and op.n_vjp == 4
 
 
-@pytest.mark.parametrize("batching, jvp_mode, chunk", [
-    ("vmap", "forward", None), ("batch", "reverse", None), ("vmap", "reverse", 2), ("batch", "forward", 3),
-])
+@pytest.mark.parametrize(
+    "batching, jvp_mode, chunk",
+    [
+        ("vmap", "forward", None),
+        ("batch", "reverse", None),
+        ("vmap", "reverse", 2),
+        ("batch", "forward", 3),
+    ],
+)
 def test_all_product_paths_agree(unet_op, batching, jvp_mode, chunk):
     fn, x = unet_op
     ref = JacobianOperator(fn, x, batching="batch", jvp_mode="forward")
@@ -128,7 +134,7 @@ def test_auto_jvp_mode_measures_the_faster_mode_and_remembers_it(slow, expect):
     assert op.jvp_mode_used is None
     torch.testing.assert_close(op.jvp(V), exact)
     assert op.jvp_mode_used == expect and op.n_jvp == 3
-    (key, (mode, t_fwd, t_rev)), = [(k, v) for k, v in products.auto_choices().items() if k[0] == f"slow_{slow}"]
+    ((key, (mode, t_fwd, t_rev)),) = [(k, v) for k, v in products.auto_choices().items() if k[0] == f"slow_{slow}"]
     assert mode == expect and (t_fwd > t_rev if expect == "reverse" else t_rev > t_fwd)
     # a second operator of the same architecture uses the choice without timing both again
     calls = _SlowTanh.jvp_calls

@@ -32,8 +32,23 @@ DIM_X, DIM_H = 120, 80
 # σ_i / σ_1 of the bundled disks model's mid-block Jacobian at these i (exact SVD, t = 500;
 # benchmarks/solver_honesty.py): one large σ_1, then a slow decay
 UNET_INDEX = [0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100, 200]
-UNET_VALUES = [1.0, 0.4206, 0.3089, 0.2686, 0.2505, 0.2361, 0.2205, 0.2054, 0.1908, 0.1636, 0.1486, 0.1235,
-               0.0923, 0.0504, 0.0248]
+UNET_VALUES = [
+    1.0,
+    0.4206,
+    0.3089,
+    0.2686,
+    0.2505,
+    0.2361,
+    0.2205,
+    0.2054,
+    0.1908,
+    0.1636,
+    0.1486,
+    0.1235,
+    0.0923,
+    0.0504,
+    0.0248,
+]
 
 
 def random_spectrum(shape: str, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -83,8 +98,15 @@ def run(method, tol, shape, seed, k):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         # (power: 30 iterations instead of 100 keep the test short; honesty must hold at any cap)
-        b = jacobian_svd(fn, torch.zeros(DIM_X, dtype=torch.float64), k, method=method, tol=tol, seed=seed,
-                         max_iters=30 if method == "power" else None)
+        b = jacobian_svd(
+            fn,
+            torch.zeros(DIM_X, dtype=torch.float64),
+            k,
+            method=method,
+            tol=tol,
+            seed=seed,
+            max_iters=30 if method == "power" else None,
+        )
     # the true subspace is determined only when σ_k > σ_{k+1}; for a tie, any answer is "wrong"
     true = max_angle(b.v, Vt[:k]) if float(s[k - 1] - s[k]) > 0 else math.pi / 2
     return b, true, s

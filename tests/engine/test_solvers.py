@@ -167,14 +167,18 @@ def wide_map(dim_h=20, dim_x=100, rank=None, seed=123):
     gen = torch.Generator().manual_seed(seed)
     A = torch.randn(dim_h, dim_x, generator=gen, dtype=torch.float64)
     if rank is not None:
-        A = torch.randn(dim_h, rank, generator=gen, dtype=torch.float64) @ torch.randn(
-            rank, dim_x, generator=gen, dtype=torch.float64) / dim_x**0.5
+        A = (
+            torch.randn(dim_h, rank, generator=gen, dtype=torch.float64)
+            @ torch.randn(rank, dim_x, generator=gen, dtype=torch.float64)
+            / dim_x**0.5
+        )
     _, S, Vh = torch.linalg.svd(A)
     return (lambda z: A @ z), A, S, Vh
 
 
-@pytest.mark.parametrize("method, oversample", [("krylov", None), ("krylov", 0), ("krylov", 20),
-                                                ("randomized", None), ("randomized", 20)])
+@pytest.mark.parametrize(
+    "method, oversample", [("krylov", None), ("krylov", 0), ("krylov", 20), ("randomized", None), ("randomized", 20)]
+)
 def test_wide_jacobian_matches_exact_svd(method, oversample):
     """dim h = 20 < dim x = 100: the answer must be the exact SVD, without a warning."""
     fn, A, S, Vh = wide_map()

@@ -29,12 +29,16 @@ def test_group_norm_rule_matches_finite_differences(affine):
     w = _double(4, seed=1).requires_grad_() if affine else None
     b = _double(4, seed=2).requires_grad_() if affine else None
     args = (x, w, b) if affine else (x,)
-    fn = (lambda x, w, b: GroupNormAD.apply(x, 2, w, b, 1e-5)) if affine else \
-        (lambda x: GroupNormAD.apply(x, 2, None, None, 1e-5))
+    fn = (
+        (lambda x, w, b: GroupNormAD.apply(x, 2, w, b, 1e-5))
+        if affine
+        else (lambda x: GroupNormAD.apply(x, 2, None, None, 1e-5))
+    )
     assert torch.autograd.gradcheck(fn, args, check_forward_ad=True)
     assert torch.autograd.gradgradcheck(fn, args)
-    torch.testing.assert_close(GroupNormAD.apply(x, 2, w, b, 1e-5), nn.functional.group_norm(x, 2, w, b, 1e-5),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        GroupNormAD.apply(x, 2, w, b, 1e-5), nn.functional.group_norm(x, 2, w, b, 1e-5), rtol=0, atol=0
+    )
 
 
 @pytest.mark.parametrize("stride, padding, groups", [(1, 1, 1), (2, (1, 0), 2)])

@@ -61,22 +61,37 @@ def _transformer_case(arch):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(1, 4, 8, 8, generator=g, dtype=torch.float64)
     if arch == "sd3":
-        return make_tiny_sd3().double(), x, dict(encoder_hidden_states=torch.randn(1, 5, 32, generator=g, dtype=torch.float64),
-                                                 pooled_projections=torch.randn(1, 16, generator=g, dtype=torch.float64))
+        return (
+            make_tiny_sd3().double(),
+            x,
+            dict(
+                encoder_hidden_states=torch.randn(1, 5, 32, generator=g, dtype=torch.float64),
+                pooled_projections=torch.randn(1, 16, generator=g, dtype=torch.float64),
+            ),
+        )
     if arch == "flux":
-        return make_tiny_flux().double(), pack_latents(x), dict(
-            encoder_hidden_states=torch.randn(1, 5, 32, generator=g, dtype=torch.float64),
-            pooled_projections=torch.randn(1, 16, generator=g, dtype=torch.float64),
-            img_ids=latent_image_ids(8, 8).double(), guidance=3.5)
+        return (
+            make_tiny_flux().double(),
+            pack_latents(x),
+            dict(
+                encoder_hidden_states=torch.randn(1, 5, 32, generator=g, dtype=torch.float64),
+                pooled_projections=torch.randn(1, 16, generator=g, dtype=torch.float64),
+                img_ids=latent_image_ids(8, 8).double(),
+                guidance=3.5,
+            ),
+        )
     return make_tiny_dit().double(), x, dict(class_labels=2)
 
 
-@pytest.mark.parametrize("arch, layer", [
-    ("sd3", "transformer_blocks.2"),           # after two joint-attention blocks (one with dual attention)
-    ("flux", "transformer_blocks.0"),          # double-stream joint attention with rotary embeddings
-    ("flux", "single_transformer_blocks.1"),   # single-stream attention with rotary embeddings
-    ("dit", "transformer_blocks.3"),
-])
+@pytest.mark.parametrize(
+    "arch, layer",
+    [
+        ("sd3", "transformer_blocks.2"),  # after two joint-attention blocks (one with dual attention)
+        ("flux", "transformer_blocks.0"),  # double-stream joint attention with rotary embeddings
+        ("flux", "single_transformer_blocks.1"),  # single-stream attention with rotary embeddings
+        ("dit", "transformer_blocks.3"),
+    ],
+)
 def test_forward_ad_through_transformer_attention_matches_finite_differences(arch, layer):
     net, x, cond = _transformer_case(arch)
     fn = feature_map(net, 0.4, layer=layer, **cond)

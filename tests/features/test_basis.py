@@ -1,4 +1,5 @@
-"""network_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD; local_basis on a map."""
+"""network_basis on random-weight diffusers U-Nets with attention: every method vs the exact SVD; local_basis on
+a map."""
 
 from __future__ import annotations
 
@@ -32,10 +33,17 @@ def test_exact_equals_dense_autograd_jacobian(tiny_unet, unet_case):
     torch.testing.assert_close(u, exact.u.reshape(K, -1).double(), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("method, opts", [
-    ("krylov", {}), ("randomized", {}), ("auto", {}), ("power", {"tol": 1e-5, "max_iters": 400}),
-    ("krylov", {"jvp_mode": "forward"}), ("krylov", {"batching": "batch", "chunk_size": 7}),
-])
+@pytest.mark.parametrize(
+    "method, opts",
+    [
+        ("krylov", {}),
+        ("randomized", {}),
+        ("auto", {}),
+        ("power", {"tol": 1e-5, "max_iters": 400}),
+        ("krylov", {"jvp_mode": "forward"}),
+        ("krylov", {"batching": "batch", "chunk_size": 7}),
+    ],
+)
 def test_methods_match_exact_on_unet2d(tiny_unet, unet_case, method, opts):
     x, exact = unet_case
     basis = network_basis(tiny_unet, x, 600, K, method=method, **opts)
@@ -54,8 +62,9 @@ def test_conditional_unet_krylov_vs_exact(tiny_cond_unet):
     fast = network_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=ehs, method="krylov", tol=1e-4)
     assert max_angle(fast.v, exact.v) < 1e-2
     torch.testing.assert_close(fast.s, exact.s, rtol=1e-3, atol=1e-4)
-    other = network_basis(tiny_cond_unet, x, 250, 3, encoder_hidden_states=torch.randn(1, 5, 24, generator=gen),
-                        method="exact")
+    other = network_basis(
+        tiny_cond_unet, x, 250, 3, encoder_hidden_states=torch.randn(1, 5, 24, generator=gen), method="exact"
+    )
     assert max_angle(other.v, exact.v) > 1e-2  # the prompt changes the basis
 
 
@@ -67,28 +76,37 @@ def test_other_layer(tiny_unet):
 
 def test_parameters_and_processors_restored(tiny_unet):
     from diffusers import UNet2DModel
-    unet = UNet2DModel(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+    unet = UNet2DModel(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
     procs = [type(m.processor) for m in unet.modules() if hasattr(m, "processor")]
     network_basis(unet, torch.randn(1, 3, 16, 16), 10, 2, method="krylov")
     assert all(p.requires_grad for p in unet.parameters()) and unet.training
     assert [type(m.processor) for m in unet.modules() if hasattr(m, "processor")] == procs
 
 
-@pytest.mark.parametrize("x_shape, kwargs, match", [
-    ((3, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
-    ((1, 4, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
-    ((2, 3, 16, 16), {}, r"x_t must have shape"),
-    ((1, 3, 15, 16), {}, "multiples of 4"),
-    ((1, 3, 16, 16), {"k": 0}, "k must"),
-    ((1, 3, 16, 16), {"k": 513}, r"min\(dim x, dim h\)"),
-    ((1, 3, 16, 16), {"tol": 0.0}, "tol must"),
-    ((1, 3, 16, 16), {"layer": "bottleneck"}, "valid layers"),
-    ((1, 3, 16, 16), {"t": -3}, "outside the training grid"),
-    ((1, 3, 16, 16), {"t": 2000, "num_train_timesteps": 1000}, "outside the training grid"),
-    ((1, 3, 16, 16), {"t": 5000}, r"t=5000 is outside the training grid"),
-])
+@pytest.mark.parametrize(
+    "x_shape, kwargs, match",
+    [
+        ((3, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
+        ((1, 4, 16, 16), {}, r"x_t must have shape \(1, 3, H, W\)"),
+        ((2, 3, 16, 16), {}, r"x_t must have shape"),
+        ((1, 3, 15, 16), {}, "multiples of 4"),
+        ((1, 3, 16, 16), {"k": 0}, "k must"),
+        ((1, 3, 16, 16), {"k": 513}, r"min\(dim x, dim h\)"),
+        ((1, 3, 16, 16), {"tol": 0.0}, "tol must"),
+        ((1, 3, 16, 16), {"layer": "bottleneck"}, "valid layers"),
+        ((1, 3, 16, 16), {"t": -3}, "outside the training grid"),
+        ((1, 3, 16, 16), {"t": 2000, "num_train_timesteps": 1000}, "outside the training grid"),
+        ((1, 3, 16, 16), {"t": 5000}, r"t=5000 is outside the training grid"),
+    ],
+)
 def test_bad_input(tiny_unet, x_shape, kwargs, match):
     k = kwargs.pop("k", 2)
     t = kwargs.pop("t", 10)
@@ -131,7 +149,10 @@ def test_conditioning_and_solver_keywords_share_the_call():
 def test_local_basis_of_a_map_is_the_exact_svd():
     """pu.local_basis(fn, x, k) on a nonlinear map: the top-k SVD of its Jacobian (dense oracle)."""
     gen = torch.Generator().manual_seed(8)
-    A, B = torch.randn(12, 20, generator=gen, dtype=torch.float64), torch.randn(20, 12, generator=gen, dtype=torch.float64)
+    A, B = (
+        torch.randn(12, 20, generator=gen, dtype=torch.float64),
+        torch.randn(20, 12, generator=gen, dtype=torch.float64),
+    )
     x = torch.randn(20, generator=gen, dtype=torch.float64)
 
     def fn(z):

@@ -26,7 +26,8 @@ from pullback_utils.models.diffusion_model import DiffusionModel
 def fake_basis(seed: int = 0, k: int = 3) -> LocalBasis:
     g = torch.Generator().manual_seed(seed)
     return LocalBasis(
-        v=torch.randn(k, 1, 3, 4, 4, generator=g), u=torch.randn(k, 1, 8, 2, 2, generator=g),
+        v=torch.randn(k, 1, 3, 4, 4, generator=g),
+        u=torch.randn(k, 1, 8, 2, 2, generator=g),
         s=torch.rand(k, generator=g).sort(descending=True).values,
         info={"method": "fake", "residuals": torch.rand(k, generator=g), "seconds": 0.5, "nan": float("nan")},
     )
@@ -68,9 +69,15 @@ def test_key_covers_everything_that_changes_the_basis():
     keys = {key(v) for v in variants}
     assert len(keys) == len(variants) and key(base) not in keys
     # Defaults filled in; speed/display-only arguments ignored.
-    same = basis_key_fields("m", x.clone(), 499, 3, layer="mid", cond=cond.clone(),
-                            solver={"method": "krylov", "tol": 1e-3, "seed": 0, "chunk_size": 4,
-                                    "progress": True})
+    same = basis_key_fields(
+        "m",
+        x.clone(),
+        499,
+        3,
+        layer="mid",
+        cond=cond.clone(),
+        solver={"method": "krylov", "tol": 1e-3, "seed": 0, "chunk_size": 4, "progress": True},
+    )
     assert key(same) == key(base)
 
 
@@ -199,6 +206,7 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
                 raise RuntimeError("interrupted")
             done.append(i)
             return fake_basis(i)
+
         return compute
 
     with pytest.raises(RuntimeError):
@@ -213,7 +221,8 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
 
 # ------------------------------------------------------------------ DiffusionModel.local_basis
 def _count_engine(monkeypatch):
-    """Count the engine calls DiffusionModel.local_basis makes (it calls pullback_utils.features.basis.network_basis)."""
+    """Count the engine calls DiffusionModel.local_basis makes (it calls
+    pullback_utils.features.basis.network_basis)."""
     import pullback_utils.features.basis
 
     engine, calls = pullback_utils.features.basis.network_basis, []

@@ -15,6 +15,7 @@ def _hooked_outputs(unet, x, t, **kwargs):
     def grab(name):
         def hook(module, args, output):
             outs[name] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     for i, b in enumerate(unet.down_blocks):
@@ -91,13 +92,25 @@ def test_bad_input_conditional(tiny_cond_unet):
         feature_map(tiny_cond_unet, 10)
     with pytest.raises(ValueError, match=r"\(1, L, 24\)"):
         feature_map(tiny_cond_unet, 10, encoder_hidden_states=torch.zeros(1, 5, 7))
-    with pytest.raises(TypeError, match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., .*FluxTransformer2DModel.\], got Linear"):
+    with pytest.raises(
+        TypeError,
+        match=r"supported diffusers classes \[.UNet2DModel., .UNet2DConditionModel., "
+        r".*FluxTransformer2DModel.\], got Linear",
+    ):
         feature_map(torch.nn.Linear(2, 2), 10)
 
 
 # ------------------------------------------------------------------ issue 14: any named submodule
-@pytest.mark.parametrize("path", ["down_blocks.1.attentions.0", "down_blocks.0.resnets.0", "mid_block.resnets.1",
-                                  "up_blocks.1.upsamplers.0", "conv_in"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "down_blocks.1.attentions.0",
+        "down_blocks.0.resnets.0",
+        "mid_block.resnets.1",
+        "up_blocks.1.upsamplers.0",
+        "conv_in",
+    ],
+)
 def test_named_submodule_matches_a_hook_on_the_stock_forward(tiny_unet, path):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     module = dict(tiny_unet.named_modules())[path]

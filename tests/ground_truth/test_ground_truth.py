@@ -111,11 +111,15 @@ def test_disk_tangent_basis_matches_finite_differences():
     for i in range(2):
         cols = []
         for j in range(f.shape[1]):
-            e = torch.zeros_like(f[i:i + 1])
+            e = torch.zeros_like(f[i : i + 1])
             e[0, j] = eps
-            cols.append(((zd.render("disks", f[i:i + 1] + e) - zd.render("disks", f[i:i + 1] - e)) / (2 * eps)).reshape(-1))
+            cols.append(
+                ((zd.render("disks", f[i : i + 1] + e) - zd.render("disks", f[i : i + 1] - e)) / (2 * eps)).reshape(-1)
+            )
         fd = torch.stack(cols, 1)
-        assert torch.allclose(fd, zd.factor_jacobian("disks", f[i:i + 1])[0], rtol=1e-4, atol=1e-4 * float(fd.abs().max()))
+        assert torch.allclose(
+            fd, zd.factor_jacobian("disks", f[i : i + 1])[0], rtol=1e-4, atol=1e-4 * float(fd.abs().max())
+        )
         assert float(principal_angles(Q[i], fd.T).max()) < 1e-4
 
 
@@ -132,8 +136,13 @@ def test_circle_in_shapes_has_lower_rank_and_ladder_rungs_have_their_factor_coun
 def _gaussian_model(s: float = 0.5) -> DiffusionModel:
     mu = 0.3 * torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     sched = tiny_scheduler("ddim")
-    return DiffusionModel(GaussianEps(mu, s, sched.alphas_cumprod.double()), sched, sample_shape=(3, 4, 4),
-                          conditional=False, name="gaussian")
+    return DiffusionModel(
+        GaussianEps(mu, s, sched.alphas_cumprod.double()),
+        sched,
+        sample_shape=(3, 4, 4),
+        conditional=False,
+        name="gaussian",
+    )
 
 
 def _gaussian_gain(model: DiffusionModel, s: float, times: list[float], steps: int) -> list[float]:
@@ -149,7 +158,7 @@ def _gaussian_gain(model: DiffusionModel, s: float, times: list[float], steps: i
         path = grid(lo, hi, n)
         for a, b in zip(path[:-1], path[1:]):
             ae = ab(max(a, 1))
-            g = math.sqrt(1 - ae) / (ae * s ** 2 + 1 - ae)
+            g = math.sqrt(1 - ae) / (ae * s**2 + 1 - ae)
             c *= math.sqrt(ab(b) / ab(a)) * (1 - math.sqrt(1 - ab(a)) * g) + math.sqrt(1 - ab(b)) * g
         gain[hi] = c
     return [gain[lvl] for lvl in levels]
@@ -197,14 +206,17 @@ def test_pushed_tangents_through_a_unet_with_attention_match_finite_differences(
     h = 1e-5
     for c in range(2):
         dv = w[0, :, c].reshape(1, 3, 16, 16)
-        fd = (gt.invert_to_times(m, x0 + h * dv, times, steps=steps)
-              - gt.invert_to_times(m, x0 - h * dv, times, steps=steps)) / (2 * h)
+        fd = (
+            gt.invert_to_times(m, x0 + h * dv, times, steps=steps)
+            - gt.invert_to_times(m, x0 - h * dv, times, steps=steps)
+        ) / (2 * h)
         assert torch.allclose(out[:, 0, c], fd[:, 0], rtol=1e-6, atol=1e-7 * float(fd.abs().max()))
 
 
 def test_denoiser_basis_matches_the_dense_jacobian(tmp_path):
-    m = DiffusionModel(make_tiny_unet2d(seed=4, sample_size=8).double(), tiny_scheduler("ddim"), conditional=False,
-                       name="tiny")
+    m = DiffusionModel(
+        make_tiny_unet2d(seed=4, sample_size=8).double(), tiny_scheduler("ddim"), conditional=False, name="tiny"
+    )
     x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     t, k = 0.4, 3
     a = float(m.scheduler.alphas_cumprod[399])  # level 400
@@ -261,13 +273,30 @@ def test_truth_study_on_disks_measures_where_the_basis_lives(tmp_path):
     m = _bundled("disks")
     from pullback_utils import claims
 
-    kw = dict(n=2, data_seed=10_000, times=[0.5, 0.2], k=2, ddim_steps=4, n_pool=60, n_neighbours=5,
-              cache_dir=tmp_path, solver={"method": "krylov", "tol": 0.1, "max_iters": 3}, progress=False)
+    kw = dict(
+        n=2,
+        data_seed=10_000,
+        times=[0.5, 0.2],
+        k=2,
+        ddim_steps=4,
+        n_pool=60,
+        n_neighbours=5,
+        cache_dir=tmp_path,
+        solver={"method": "krylov", "tol": 0.1, "max_iters": 3},
+        progress=False,
+    )
     st = gt.truth_study("disks", **kw)
     e = st.energy
-    assert {key: e[key].shape for key in e} == {"basis": (2, 2), "matched": (2, 2), "isotropic": (2, 2),
-                                                 "pca": (2,), "basis_clean": (2,), "denoiser": (2,),
-                                                 "control": (2,), "control_matched": (2,)}
+    assert {key: e[key].shape for key in e} == {
+        "basis": (2, 2),
+        "matched": (2, 2),
+        "isotropic": (2, 2),
+        "pca": (2,),
+        "basis_clean": (2,),
+        "denoiser": (2,),
+        "control": (2,),
+        "control_matched": (2,),
+    }
     assert all(((v >= 0) & (v <= 1 + 1e-9)).all() for v in e.values())
     assert np.allclose(e["isotropic"], 6 / 3072)  # disks: 6 factors, full rank after the push
     for i in range(2):
@@ -278,8 +307,9 @@ def test_truth_study_on_disks_measures_where_the_basis_lives(tmp_path):
             assert e["basis"][i, j] == pytest.approx(gt.mean_energy(st.sweep.v[i, j], q))
     # linearity: the per-factor tangents pushed directly equal the study's combination of its pushed basis
     clean, pushed = st.factor_tangents(1, 0)
-    direct = gt.pushed_tangents(m, st.data.images[1:2], clean.reshape(1, clean.shape[0], -1).transpose(1, 2).float(),
-                                st.times, 4)
+    direct = gt.pushed_tangents(
+        m, st.data.images[1:2], clean.reshape(1, clean.shape[0], -1).transpose(1, 2).float(), st.times, 4
+    )
     assert torch.allclose(pushed.float(), direct[0, 0], rtol=1e-3, atol=1e-3 * float(direct.abs().max()))
     again = gt.truth_study("disks", **kw)  # from the cache: the same numbers
     assert all(np.allclose(again.energy[key], e[key]) for key in e)
@@ -295,12 +325,16 @@ def test_extension_outcomes_are_never_called_not_reproduced():
     from pullback_utils import claims
     from pullback_utils.analysis.inference import NOT_REPRODUCED, REPRODUCED
 
-    for base, words in (("ground_truth_matched", "same-spectrum random"), ("ground_truth_pca", "local PCA"),
-                        ("ground_truth_denoiser", "denoiser Jacobian")):
+    for base, words in (
+        ("ground_truth_matched", "same-spectrum random"),
+        ("ground_truth_pca", "local PCA"),
+        ("ground_truth_denoiser", "denoiser Jacobian"),
+    ):
         spec = claims.get(f"{base}@shapes")
         assert spec.kind == "extension"
-        assert claims.outcome_words(spec, NOT_REPRODUCED).startswith("below") and words in \
-            claims.outcome_words(spec, NOT_REPRODUCED)
+        assert claims.outcome_words(spec, NOT_REPRODUCED).startswith("below") and words in claims.outcome_words(
+            spec, NOT_REPRODUCED
+        )
         assert claims.outcome_words(spec, REPRODUCED).startswith("above")
 
 
@@ -377,27 +411,43 @@ def test_truth_study_refuses_bad_designs_before_loading_a_model():
         raise AssertionError("the model was loaded before the parameters were checked")
 
     kw = dict(n=20, data_seed=10_000, times=[0.5], k=5, ddim_steps=4, n_pool=100, n_neighbours=50, loader=loader)
-    for change, match in (({"n": 1}, r"n \(the best t of an image is chosen from the others\) must be an int >= 2"), ({"n_neighbours": 5}, "n_neighbours"),
-                          ({"data_seed": 0}, "training images")):
+    for change, match in (
+        ({"n": 1}, r"n \(the best t of an image is chosen from the others\) must be an int >= 2"),
+        ({"n_neighbours": 5}, "n_neighbours"),
+        ({"data_seed": 0}, "training images"),
+    ):
         with pytest.raises(ValueError, match=match):
             gt.truth_study("disks", **{**kw, **change})
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"models": "disks"}, "models must be a non-empty list"),
-    ({"models": ["disks", "disks"]}, "distinct"),
-    ({"models": ["textures"]}, "no renderer factors"),
-    ({"models": ["no-such-model"]}, "models: "),
-    ({"data_seed": 0}, "training images"),
-    ({"n_neighbours": 5}, "n_neighbours must be > k=5"),
-    ({"n_pool": 10}, "<= n_pool=10"),
-    ({"rank_rtol": 0.0}, "rank_rtol"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"models": "disks"}, "models must be a non-empty list"),
+        ({"models": ["disks", "disks"]}, "distinct"),
+        ({"models": ["textures"]}, "no renderer factors"),
+        ({"models": ["no-such-model"]}, "models: "),
+        ({"data_seed": 0}, "training images"),
+        ({"n_neighbours": 5}, "n_neighbours must be > k=5"),
+        ({"n_pool": 10}, "<= n_pool=10"),
+        ({"rank_rtol": 0.0}, "rank_rtol"),
+    ],
+)
 def test_chapter_parameters_are_checked_before_any_model_loads(change, match):
     _require("disks")
     import pullback_utils as pu
 
-    params = {"models": ["disks"], "n_samples": 20, "times": [0.9, 0.1], "k": 5, "n_pool": 100, "n_neighbours": 50,
-              "rank_rtol": 1e-6, "data_seed": 10_000, "output_dir": "", "cache_dir": ""}
+    params = {
+        "models": ["disks"],
+        "n_samples": 20,
+        "times": [0.9, 0.1],
+        "k": 5,
+        "n_pool": 100,
+        "n_neighbours": 50,
+        "rank_rtol": 1e-6,
+        "data_seed": 10_000,
+        "output_dir": "",
+        "cache_dir": "",
+    }
     with pytest.raises(ValueError, match=match):
         pu.chapters.chapter.setup("ground_truth", {**params, **change})

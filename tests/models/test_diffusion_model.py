@@ -96,8 +96,7 @@ def test_sd_classifier_free_guidance(sd):
     assert not torch.allclose(e_u, e_c)
     torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=1.0), e_c)
     torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=0.0), e_u, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=7.5), e_u + 7.5 * (e_c - e_u),
-                               rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(sd.eps(x, 0.5, "dog", guidance_scale=7.5), e_u + 7.5 * (e_c - e_u), rtol=1e-4, atol=1e-4)
     per_sample = sd.eps(x, 0.5, ["dog", "cat"])
     torch.testing.assert_close(per_sample[1:], sd.eps(x[1:], 0.5, "cat"), rtol=1e-4, atol=1e-5)
     emb = sd.encode_prompt("dog")
@@ -277,9 +276,16 @@ def _tiny_vae():
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",),
-                         up_block_types=("UpDecoderBlock2D",), block_out_channels=(8,), latent_channels=4,
-                         norm_num_groups=4, sample_size=16)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        block_out_channels=(8,),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
 
 
 def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
@@ -287,9 +293,11 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     bare = tmp_path / "bare"
     _tiny_vae().save_pretrained(bare)
     tiny_scheduler("ddpm").save_pretrained(bare)
-    with pytest.raises(ModelNotFoundError,
-                       match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel', "
-                             r"'DiTTransformer2DModel', 'SD3Transformer2DModel', 'FluxTransformer2DModel'\]"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"denoiser.*'AutoencoderKL'.*\['UNet2DModel', 'UNet2DConditionModel', "
+        r"'DiTTransformer2DModel', 'SD3Transformer2DModel', 'FluxTransformer2DModel'\]",
+    ):
         load_model(bare)
     # a pipeline folder whose unet/ is an AutoencoderKL
     pipe = save_pixel_pipeline(tmp_path / "pipe", "ddpm")
@@ -300,21 +308,35 @@ def test_a_folder_whose_denoiser_is_not_a_unet_is_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match=r"unet.*'AutoencoderKL'.*expects one of"):
         load_model(pipe)
     # a pipeline folder that lists a transformer but does not hold it: say which file is missing
-    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "transformer": ["diffusers", "DiTTransformer2DModel"],
-                                                     "scheduler": ["diffusers", "DDPMScheduler"]}))
+    (pipe / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "X",
+                "transformer": ["diffusers", "DiTTransformer2DModel"],
+                "scheduler": ["diffusers", "DDPMScheduler"],
+            }
+        )
+    )
     shutil.rmtree(pipe / "unet")
-    with pytest.raises(ModelNotFoundError, match=r"lists a transformer \(DiTTransformer2DModel\) but .*transformer/config.json is missing"):
+    with pytest.raises(
+        ModelNotFoundError,
+        match=r"lists a transformer \(DiTTransformer2DModel\) but .*transformer/config.json is missing",
+    ):
         load_model(pipe)
     # a pipeline folder with no denoiser at all: say what is there
-    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"],
-                                                     "scheduler": ["diffusers", "DDPMScheduler"]}))
+    (pipe / "model_index.json").write_text(
+        json.dumps(
+            {"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "DDPMScheduler"]}
+        )
+    )
     with pytest.raises(ModelNotFoundError, match=r"holds no denoiser.*found.*scheduler.*vae"):
         load_model(pipe)
     # a supported engine family that load_model does not load whole says which it loads
     (pipe / "transformer").mkdir()
     (pipe / "transformer" / "config.json").write_text(json.dumps({"_class_name": "PixArtTransformer2DModel"}))
-    (pipe / "model_index.json").write_text(json.dumps({"_class_name": "PixArtAlphaPipeline",
-                                                     "transformer": ["diffusers", "PixArtTransformer2DModel"]}))
+    (pipe / "model_index.json").write_text(
+        json.dumps({"_class_name": "PixArtAlphaPipeline", "transformer": ["diffusers", "PixArtTransformer2DModel"]})
+    )
     with pytest.raises(ModelNotFoundError, match=r"'PixArtTransformer2DModel'.*expects one of \['UNet2DModel'"):
         load_model(pipe)
 
@@ -348,8 +370,9 @@ def test_corrupt_or_truncated_weights_name_the_file(tmp_path, damage):
     folder = save_zoo_folder(tmp_path / "z", "pixel")
     w = _weights(folder)
     data = w.read_bytes()
-    w.write_bytes({"truncate": data[: len(data) // 2], "garble_header": data[:8] + b"\x00" * 20 + data[28:],
-                   "empty": b""}[damage])
+    w.write_bytes(
+        {"truncate": data[: len(data) // 2], "garble_header": data[:8] + b"\x00" * 20 + data[28:], "empty": b""}[damage]
+    )
     with pytest.raises(CorruptWeightsError, match=rf"weights file {re.escape(str(w))} is corrupt or truncated"):
         load_model(folder)
 
@@ -364,8 +387,11 @@ def test_flipped_byte_is_caught_by_the_recorded_digest(tmp_path):
     data = bytearray(w.read_bytes())
     data[-100] ^= 0x01  # one bit inside a tensor: the file stays structurally valid
     w.write_bytes(bytes(data))
-    with pytest.raises(CorruptWeightsError, match=rf"weights file {re.escape(str(w))} is corrupt: its sha256 .* "
-                                                  r"does not match the digest .* recorded in .*WEIGHTS\.sha256"):
+    with pytest.raises(
+        CorruptWeightsError,
+        match=rf"weights file {re.escape(str(w))} is corrupt: its sha256 .* "
+        r"does not match the digest .* recorded in .*WEIGHTS\.sha256",
+    ):
         load_model(folder)
     (folder / DIGEST_FILE).unlink()
     assert check_weights(folder) is False  # no record: optional, loads (as ladder folders without one)
@@ -394,8 +420,9 @@ def _bundled_and_ladder():
     return available_models() + available_models(ladder=True)
 
 
-@pytest.mark.parametrize("name", _bundled_and_ladder()
-                         or [pytest.param("none", marks=pytest.mark.skip("no bundled weights yet"))])
+@pytest.mark.parametrize(
+    "name", _bundled_and_ladder() or [pytest.param("none", marks=pytest.mark.skip("no bundled weights yet"))]
+)
 def test_bundled_weights_carry_a_matching_digest(name):
     """Main zoo models must carry WEIGHTS.sha256; ladder models may, and are checked when they do."""
     from pullback_utils.zoo.registry import ZOO_MODELS, model_dir
@@ -443,5 +470,7 @@ def test_sample_size_and_dit_basis_cache(tmp_path):
 
 def test_an_unknown_ladder_rung_or_seed_names_the_valid_ones():
     for bad, near in (("ladder-6-s0", "ladder-5-s0"), ("ladder-2-s7", "ladder-2-s2")):
-        with pytest.raises(ModelNotFoundError, match=rf"did you mean '{near}'.*rung in \[1, 2, 3, 4, 5\] and seed in \[0, 1, 2\]"):
+        with pytest.raises(
+            ModelNotFoundError, match=rf"did you mean '{near}'.*rung in \[1, 2, 3, 4, 5\] and seed in \[0, 1, 2\]"
+        ):
             load_model(bad)

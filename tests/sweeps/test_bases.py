@@ -70,15 +70,22 @@ def test_distance_matrices_on_constructed_subspaces():
     g = torch.Generator().manual_seed(0)
     n, k, d = 5, 2, 40
     shared = torch.randn(k, d, generator=g)
-    v = torch.stack([torch.stack([torch.linalg.qr(torch.randn(k, k, generator=g))[0] @ shared for _ in range(n)]),
-                     torch.randn(n, k, d, generator=g)]).reshape(2, n, k, 1, 1, d)
+    v = torch.stack(
+        [
+            torch.stack([torch.linalg.qr(torch.randn(k, k, generator=g))[0] @ shared for _ in range(n)]),
+            torch.randn(n, k, d, generator=g),
+        ]
+    ).reshape(2, n, k, 1, 1, d)
     dist = _sweep_from(v, [0.9, 0.1]).cross_sample_distances("v")
     assert dist.shape == (2, n, n) and np.abs(dist[0]).max() < 1e-5
     assert dist[1][~np.eye(n, dtype=bool)].min() > 0.5
     self_d = _sweep_from(v, [0.9, 0.1]).self_distances("v")
     assert self_d.shape == (n, 2, 2)
-    np.testing.assert_allclose(self_d[:, 0, 1], [geodesic_distance(v[0, j].reshape(k, -1), v[1, j].reshape(k, -1))
-                                                 for j in range(n)], atol=1e-10)
+    np.testing.assert_allclose(
+        self_d[:, 0, 1],
+        [geodesic_distance(v[0, j].reshape(k, -1), v[1, j].reshape(k, -1)) for j in range(n)],
+        atol=1e-10,
+    )
 
 
 def test_spectrum_matched_twin_keeps_shapes_and_destroys_shared_subspaces():
@@ -93,14 +100,25 @@ def test_spectrum_matched_twin_keeps_shapes_and_destroys_shared_subspaces():
 
 
 def test_noise_floor_and_ablation_separate_causes(model, tmp_path):
-    st = studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
-                               control_times=[0.9], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    st = studies.tangent_study(
+        model,
+        n=2,
+        seed=0,
+        times=[0.9, 0.5, 0.2],
+        k=2,
+        ddim_steps=10,
+        control_times=[0.9],
+        cache_dir=tmp_path,
+        solver=SOLVER,
+        progress=False,
+    )
     assert st.control.v.shape[:2] == (1, 2) and "random weights" in st.control_name
     floor = studies.noise_floor_sweep(model, st, [0.5], cache_dir=tmp_path, solver=SOLVER, progress=False)
     assert floor.shape == (2,) and (floor >= 0).all()
     abl = studies.crossed_bases(model, st, 0.9, 0.2, cache_dir=tmp_path, solver=SOLVER, progress=False)
-    np.testing.assert_allclose(abl["v"]["total"], [geodesic_distance(st.sweep.v[0, j], st.sweep.v[2, j])
-                                                   for j in (0, 1)], atol=1e-6)
+    np.testing.assert_allclose(
+        abl["v"]["total"], [geodesic_distance(st.sweep.v[0, j], st.sweep.v[2, j]) for j in (0, 1)], atol=1e-6
+    )
     cross = sweeps.bases_over(model, st.traj.x[0, :1], [0.2], 2, progress=False, **SOLVER)
     d_time0 = geodesic_distance(st.sweep.v[0, 0], cross.v[0, 0])
     assert 0 < d_time0 <= 2 * abl["v"]["time_only"][0] + 1e-6
@@ -113,13 +131,25 @@ def test_ablation_on_the_random_weight_control_uses_its_own_bases(model, tmp_pat
     network at the same states), the crossed bases from the network given; times outside control_times fail."""
     from pullback_utils.analysis.baselines import random_weight_model
 
-    st = studies.tangent_study(model, n=2, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
-                               control_times=[0.9, 0.2], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    st = studies.tangent_study(
+        model,
+        n=2,
+        seed=0,
+        times=[0.9, 0.5, 0.2],
+        k=2,
+        ddim_steps=10,
+        control_times=[0.9, 0.2],
+        cache_dir=tmp_path,
+        solver=SOLVER,
+        progress=False,
+    )
     ctrl = random_weight_model(model, seed=0)
     abl = studies.crossed_bases(ctrl, st, 0.9, 0.2, cache_dir=tmp_path, solver=SOLVER, progress=False, control=True)
-    np.testing.assert_allclose(abl["u"]["total"], [geodesic_distance(st.control.u[0, j].reshape(2, -1),
-                                                                     st.control.u[1, j].reshape(2, -1))
-                                                   for j in (0, 1)], atol=1e-6)
+    np.testing.assert_allclose(
+        abl["u"]["total"],
+        [geodesic_distance(st.control.u[0, j].reshape(2, -1), st.control.u[1, j].reshape(2, -1)) for j in (0, 1)],
+        atol=1e-6,
+    )
     assert (abl["u"]["time_only"] > 0).all() and (abl["u"]["state_only"] > 0).all()
     with pytest.raises(ValueError, match="control times"):
         studies.crossed_bases(ctrl, st, 0.9, 0.5, cache_dir=tmp_path, solver=SOLVER, progress=False, control=True)
@@ -161,16 +191,25 @@ def test_inversion_round_trip_exact_for_a_point_mass_and_improved_by_fixed_point
     def gaussian_model(s: float) -> DiffusionModel:  # data N(mu, s^2 I) in the image range, exact eps
         mu = 0.5 * torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) - 0.25
         sched = tiny_scheduler("ddim")
-        return DiffusionModel(GaussianEps(mu, s, sched.alphas_cumprod.double()), sched, sample_shape=(3, 4, 4),
-                              conditional=False, name="gaussian")
+        return DiffusionModel(
+            GaussianEps(mu, s, sched.alphas_cumprod.double()),
+            sched,
+            sample_shape=(3, 4, 4),
+            conditional=False,
+            name="gaussian",
+        )
 
     point = gaussian_model(s=0.0)  # DDIM is exact for a point mass: inversion then sampling is the identity
     x0 = point.unet.mu.expand(3, *point.sample_shape).clone()
     rows = studies.inversion_round_trip(point, x0, steps=[10], fixed_point_iters=[0])
     assert rows[0]["relative_error"] < 1e-8 and rows[0]["evaluations"] == 20
     spread = gaussian_model(s=0.5)  # first-order accurate otherwise: fixed-point refinement closes the gap
-    x = 0.5 * torch.randn(3, *spread.sample_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).clamp(-1, 1)
-    err = {r["fixed_point_iters"]: r for r in studies.inversion_round_trip(spread, x, steps=[10], fixed_point_iters=[0, 3])}
+    x = 0.5 * torch.randn(
+        3, *spread.sample_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    ).clamp(-1, 1)
+    err = {
+        r["fixed_point_iters"]: r for r in studies.inversion_round_trip(spread, x, steps=[10], fixed_point_iters=[0, 3])
+    }
     assert err[3]["relative_error"] < 0.5 * err[0]["relative_error"] and err[3]["psnr_db"] > err[0]["psnr_db"]
     assert err[3]["evaluations"] == 10 * 5
 
@@ -182,11 +221,18 @@ def test_a_degenerate_basis_stops_the_sweep_with_its_place_and_rank():
         num_train_timesteps, sample_shape = 1000, (1, 2, 2)
 
         def local_basis(self, x, t, k, **kw):
-            return LocalBasis(v=torch.zeros(k, 1, 1, 2, 2), u=torch.zeros(k, 1, 3), s=torch.zeros(k),
-                              info={"degenerate": t == 0.2, "rank": 1})
+            return LocalBasis(
+                v=torch.zeros(k, 1, 1, 2, 2),
+                u=torch.zeros(k, 1, 3),
+                s=torch.zeros(k),
+                info={"degenerate": t == 0.2, "rank": 1},
+            )
 
-    with pytest.raises(ValueError, match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's numerical "
-                                         r"rank 1.*use k <= 1"):
+    with pytest.raises(
+        ValueError,
+        match=r"degenerate basis at t=0.2, sample 0: k=2 exceeds the Jacobian's numerical "
+        r"rank 1.*use k <= 1",
+    ):
         sweeps.bases_over(Stub(), torch.zeros(2, 1, 1, 2, 2), [0.5, 0.2], 2, progress=False)
 
 
@@ -213,8 +259,9 @@ def test_two_processes_writing_the_same_bases_leave_valid_entries(model, tmp_pat
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        again = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=tmp_path,
-                                  progress=False, **SOLVER)
+        again = sweeps.bases_over(
+            model, model.noise(3, 5).unsqueeze(0), [0.6], 3, cache_dir=tmp_path, progress=False, **SOLVER
+        )
         fresh = sweeps.bases_over(model, model.noise(3, 5).unsqueeze(0), [0.6], 3, progress=False, **SOLVER)
     finally:
         torch.set_num_threads(before)
@@ -224,13 +271,24 @@ def test_two_processes_writing_the_same_bases_leave_valid_entries(model, tmp_pat
 
 
 def test_variant_sweep_reuses_the_study_states_and_changes_one_choice(model, tmp_path):
-    st = studies.tangent_study(model, n=3, seed=0, times=[0.9, 0.5, 0.2], k=2, ddim_steps=10,
-                               control_times=[0.9], cache_dir=tmp_path, solver=SOLVER, progress=False)
+    st = studies.tangent_study(
+        model,
+        n=3,
+        seed=0,
+        times=[0.9, 0.5, 0.2],
+        k=2,
+        ddim_steps=10,
+        control_times=[0.9],
+        cache_dir=tmp_path,
+        solver=SOLVER,
+        progress=False,
+    )
     same = studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.2, 0.9], n=2, k=2, solver=SOLVER, cache_dir=tmp_path)
     # the main choices again: the cached bases of the study, for the first 2 samples at the asked times
     torch.testing.assert_close(same.v, st.sweep.v[[2, 0], :2].to(same.v.dtype))
-    other = studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.9], n=2, k=2, layer="up.0", solver=SOLVER,
-                                  cache_dir=tmp_path)
+    other = studies.variant_sweep(
+        model, st, [0.9, 0.5, 0.2], [0.9], n=2, k=2, layer="up.0", solver=SOLVER, cache_dir=tmp_path
+    )
     assert other.v.shape[:3] == (1, 2, 2) and other.u.shape[3:] != st.sweep.u.shape[3:]
     with pytest.raises(ValueError, match="not among"):
         studies.variant_sweep(model, st, [0.9, 0.5, 0.2], [0.3], n=2, k=2)

@@ -22,7 +22,9 @@ from pullback_utils.sweeps import distributed, ray_pool
 from pullback_utils.sweeps import worker as sweep_worker
 from pullback_utils.zoo.loading import load_model
 
-SOLVER = dict(method="krylov", tol=1e-2, max_iters=4, jvp_mode="reverse")  # "auto" times both modes: a worker may pick the other
+SOLVER = dict(
+    method="krylov", tol=1e-2, max_iters=4, jvp_mode="reverse"
+)  # "auto" times both modes: a worker may pick the other
 TIMES = [0.9, 0.5]
 pytestmark = pytest.mark.filterwarnings("ignore:.*stopped after.*:RuntimeWarning")
 
@@ -64,9 +66,14 @@ def assert_same(a, b):
 def test_cluster_argument_is_checked_before_any_work(model):
     for good in ("", "serial", "local:2", "auto", "ray://10.0.0.1:10001", "head.example:6379", "[::1]:6379"):
         assert distributed.check_cluster(good) == good
-    for bad, match in [("local:0", "N >= 1"), ("local:x", "is not a cluster"), ("ray:2", "is not a cluster"),
-                       ("ray://host", "is not a cluster"),
-                       ("host:99999", "is not a cluster"), (3, "must be a string")]:
+    for bad, match in [
+        ("local:0", "N >= 1"),
+        ("local:x", "is not a cluster"),
+        ("ray:2", "is not a cluster"),
+        ("ray://host", "is not a cluster"),
+        ("host:99999", "is not a cluster"),
+        (3, "must be a string"),
+    ]:
         with pytest.raises(ValueError, match=match):
             distributed.check_cluster(bad)
     with pytest.raises(ValueError, match="cluster='nowhere' is not a cluster; valid: '' or 'serial'"):
@@ -107,7 +114,9 @@ def test_a_failing_basis_is_reported_and_the_others_are_kept(model, tmp_path):
     with ThreadPoolExecutor(2) as ex, pytest.raises(distributed.SweepError) as err:
         sweeps.bases_over(model, xs, TIMES, 2, progress=False, cluster=ex, cache_dir=tmp_path, **SOLVER)
     assert err.value.failed[0][0] == 5 and len(err.value.failed) == 1
-    assert "item 5 (t=0.5): ValueError: x_t contains NaN" in str(err.value) and "a rerun computes only" in str(err.value)
+    assert "item 5 (t=0.5): ValueError: x_t contains NaN" in str(err.value) and "a rerun computes only" in str(
+        err.value
+    )
     assert len(list(tmp_path.glob("*.safetensors"))) == 5
 
 
@@ -154,16 +163,19 @@ def test_ray_sweep_equals_serial_and_resumes_from_the_cache(ray_cluster, folder_
     serial = sweeps.bases_over(folder_model, xs, TIMES, 3, progress=False, **SOLVER)
     # half the bases are in the cache already: only the others are scheduled
     sweeps.bases_over(folder_model, xs[:1], TIMES[:1], 3, progress=False, cache_dir=tmp_path, **SOLVER)
-    dist = sweeps.bases_over(folder_model, xs, TIMES, 3, progress=False, cluster="local:2", cache_dir=tmp_path,
-                             **SOLVER)
+    dist = sweeps.bases_over(
+        folder_model, xs, TIMES, 3, progress=False, cluster="local:2", cache_dir=tmp_path, **SOLVER
+    )
     assert_same(dist, serial)
     assert [i["cache"]["hit"] for i in sum(dist.info, [])] == [True] * 3 + [False] * 3
     assert {r["fingerprint"] for r in distributed.worker_reports()} == {folder_model.fingerprint}
     assert len(distributed.worker_reports()) == 2
     # the random-weight control: rebuilt on the workers from the folder and the seed
     ctrl = random_weight_model(folder_model, seed=7)
-    assert_same(sweeps.bases_over(ctrl, xs, TIMES, 2, progress=False, cluster="local:2", **SOLVER),
-                sweeps.bases_over(ctrl, xs, TIMES, 2, progress=False, **SOLVER))
+    assert_same(
+        sweeps.bases_over(ctrl, xs, TIMES, 2, progress=False, cluster="local:2", **SOLVER),
+        sweeps.bases_over(ctrl, xs, TIMES, 2, progress=False, **SOLVER),
+    )
 
 
 @pytest.mark.slow
@@ -194,8 +206,7 @@ def test_ray_sweep_survives_a_killed_worker(ray_cluster, model, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_workers_that_cannot_build_the_model_give_one_clear_error(ray_cluster, folder_model, tmp_path,
-                                                                      monkeypatch):
+def test_ray_workers_that_cannot_build_the_model_give_one_clear_error(ray_cluster, folder_model, tmp_path, monkeypatch):
     xs = states(folder_model, 1)
     ray_pool.shutdown_pool()  # workers holding these weights would be reused (the weights are what matters)
     monkeypatch.setattr(sweep_worker, "_loadable", lambda name: True)

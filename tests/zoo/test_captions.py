@@ -11,11 +11,22 @@ from pullback_utils.zoo.datasets import COLOUR_NAMES, SHAPES, make_dataset
 
 def test_caption_from_known_factors():
     shape, fg, bg = SHAPES.index("triangle"), COLOUR_NAMES.index("red"), COLOUR_NAMES.index("blue")
-    assert cap.caption(shape, fg, bg, cx=0.3, cy=0.3, size=0.13) == \
-        "a small red triangle in the upper left on a blue background"
-    assert cap.caption(SHAPES.index("circle"), COLOUR_NAMES.index("orange"),
-                       COLOUR_NAMES.index("white"), cx=0.5, cy=0.7, size=0.24,
-                       parts=(False, True, False)) == "an orange circle at the bottom"
+    assert (
+        cap.caption(shape, fg, bg, cx=0.3, cy=0.3, size=0.13)
+        == "a small red triangle in the upper left on a blue background"
+    )
+    assert (
+        cap.caption(
+            SHAPES.index("circle"),
+            COLOUR_NAMES.index("orange"),
+            COLOUR_NAMES.index("white"),
+            cx=0.5,
+            cy=0.7,
+            size=0.24,
+            parts=(False, True, False),
+        )
+        == "an orange circle at the bottom"
+    )
 
 
 def test_dataset_captions_name_their_factors():
@@ -34,6 +45,13 @@ def test_caption_bad_input():
     with pytest.raises(ValueError, match="shape"):
         cap.caption(9, 0, 1, 0.5, 0.5, 0.2)
     with pytest.raises(ValueError, match="drop_part"):
-        cap.captions_for(torch.zeros(1, 10), {"shape": torch.zeros(1, dtype=torch.long),
-                                              "fg": torch.zeros(1, dtype=torch.long),
-                                              "bg": torch.ones(1, dtype=torch.long)}, 0, drop_part=2)
+        cap.captions_for(
+            torch.zeros(1, 10),
+            {
+                "shape": torch.zeros(1, dtype=torch.long),
+                "fg": torch.zeros(1, dtype=torch.long),
+                "bg": torch.ones(1, dtype=torch.long),
+            },
+            0,
+            drop_part=2,
+        )

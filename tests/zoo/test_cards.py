@@ -60,8 +60,7 @@ def test_card_samples_are_the_package_sampler(tmp_path):
     from pullback_utils.zoo import train as tr
     from pullback_utils.zoo.loading import load_model
 
-    tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None,
-             progress=False)
+    tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None, progress=False)
     model = load_model(tmp_path / "m")
     got = ev.sample_images(model, 5, steps=3, seed=7, batch=2, progress=False)
     want = ddim_sample(model, model.noise(5, 7), 1.0, 0, steps=3).clamp(-1, 1)
@@ -80,32 +79,54 @@ def test_prompts_obeyed_oracle_and_mismatch():
     ok = ev.prompts_obeyed(true_fit, d.factors, d.discrete)
     assert set(ok) == {"shape", "colour", "background", "position", "size", "colour+shape", "all"}
     assert all(v == 1.0 for v in ok.values())
-    shifted = {"factors": d.factors.roll(1, 0), "shape": d.discrete["shape"].roll(1, 0),
-               "rmse": torch.zeros(64)}
+    shifted = {"factors": d.factors.roll(1, 0), "shape": d.discrete["shape"].roll(1, 0), "rmse": torch.zeros(64)}
     bad = ev.prompts_obeyed(shifted, d.factors, d.discrete)
     assert bad["all"] < 0.2 and bad["colour"] < 0.5
 
 
 def _res(**extra) -> dict:
-    return {"n_samples": 8, "ddim_steps": 5, "sampler": "package-ddim", "heldout_loss": {10: 0.1},
-            "memorisation": {"n_train": 1, "sample_nn_median": 0.1, "sample_nn_p05": 0.1,
-                             "fresh_nn_median": 0.1, "fresh_nn_p05": 0.1,
-                             "share_samples_closer_than_fresh_p05": 0.0}, **extra}
+    return {
+        "n_samples": 8,
+        "ddim_steps": 5,
+        "sampler": "package-ddim",
+        "heldout_loss": {10: 0.1},
+        "memorisation": {
+            "n_train": 1,
+            "sample_nn_median": 0.1,
+            "sample_nn_p05": 0.1,
+            "fresh_nn_median": 0.1,
+            "fresh_nn_p05": 0.1,
+            "share_samples_closer_than_fresh_p05": 0.0,
+        },
+        **extra,
+    }
 
 
 def _info(name: str) -> tuple[dict, dict]:
     path = WEIGHTS_DIR / name
-    return (json.loads((path / "zoo.json").read_text()),
-            json.loads((path / "unet" / "config.json").read_text()))
+    return (json.loads((path / "zoo.json").read_text()), json.loads((path / "unet" / "config.json").read_text()))
 
 
 def test_card_markdown_shows_the_guidance_sweep():
     info, cfg = _info("shapes-text")
-    att = {"shape": 0.25, "colour": 0.9, "background": 1.0, "position": 0.9, "size": 0.5,
-           "colour+shape": 0.2, "all": 0.1}
-    res = _res(guidance=1.0, prompts_obeyed=att, prompts_chance={"shape": 0.25},
-               guidance_sweep={"n_samples": 8, "obeyed": {
-                   "1.0": {**att, "explained": 0.7}, "3.0": {**att, "colour": 0.1, "explained": 0.1}}})
+    att = {
+        "shape": 0.25,
+        "colour": 0.9,
+        "background": 1.0,
+        "position": 0.9,
+        "size": 0.5,
+        "colour+shape": 0.2,
+        "all": 0.1,
+    }
+    res = _res(
+        guidance=1.0,
+        prompts_obeyed=att,
+        prompts_chance={"shape": 0.25},
+        guidance_sweep={
+            "n_samples": 8,
+            "obeyed": {"1.0": {**att, "explained": 0.7}, "3.0": {**att, "colour": 0.1, "explained": 0.1}},
+        },
+    )
     md = card_text.card_markdown("shapes-text", info, res, cfg)
     assert "| attribute | guidance 1.0 | guidance 3.0 |" in md
     assert "| colour | 90.0 % | 10.0 % |" in md and "| explained | 70.0 % | 10.0 % |" in md
@@ -128,8 +149,10 @@ def _options_outside_code(md: str) -> list[str]:
 def test_command_lines_stay_in_code_spans():
     """Options in a note by eye ('(--device cuda --channels 64,128,128)') are put in code spans,
     so the book's typography cannot turn '--' into an en-dash; the generated texts have none outside."""
-    assert card_text.code_options("a run (--device cuda --channels 64,128,128) or `--steps N`; --tiny.") == \
-        "a run (`--device cuda` `--channels 64,128,128`) or `--steps N`; `--tiny`."
+    assert (
+        card_text.code_options("a run (--device cuda --channels 64,128,128) or `--steps N`; --tiny.")
+        == "a run (`--device cuda` `--channels 64,128,128`) or `--steps N`; `--tiny`."
+    )
     info, cfg = _info("shapes")
     notes = {"step": info["steps"], "text": "a GPU run (--device cuda --channels 64,128,128) is next"}
     md = card_text.card_markdown("shapes", info, _res(), cfg, notes)
@@ -144,11 +167,22 @@ def test_index_lists_every_model_with_its_scores(tmp_path):
     (wdir / "disks").mkdir(parents=True)
     (wdir / "disks" / "zoo.json").write_text(json.dumps({"steps": 120}))
     (cdir / "disks").mkdir(parents=True)
-    (cdir / "disks" / "card.json").write_text(json.dumps({
-        "steps": 100, "fidelity": {"samples_explained": 0.5, "samples_explained_visible": 0.25,
-                                   "threshold_rmse": 0.04, "samples_clean": 0.125,
-                                   "iou_threshold": 0.9, "data_clean": 1.0},
-        "memorisation": {"share_samples_closer_than_fresh_p05": 0.03}}))
+    (cdir / "disks" / "card.json").write_text(
+        json.dumps(
+            {
+                "steps": 100,
+                "fidelity": {
+                    "samples_explained": 0.5,
+                    "samples_explained_visible": 0.25,
+                    "threshold_rmse": 0.04,
+                    "samples_clean": 0.125,
+                    "iou_threshold": 0.9,
+                    "data_clean": 1.0,
+                },
+                "memorisation": {"share_samples_closer_than_fresh_p05": 0.03},
+            }
+        )
+    )
     (cdir / "disks" / "notes.json").write_text(json.dumps({"step": 120, "summary": "round", "text": "x"}))
     md = card_index.index_markdown(cdir, wdir)
     row = next(line for line in md.splitlines() if line.startswith("| `disks`"))
@@ -170,16 +204,27 @@ def test_ladder_table_rows_trained_or_not(tmp_path):
     (wdir / "ladder" / "ladder-2-s0").mkdir(parents=True)
     (wdir / "ladder" / "ladder-2-s0" / "zoo.json").write_text(json.dumps({"steps": 10}))
     (cdir / "ladder" / "ladder-3-s1").mkdir(parents=True)
-    (cdir / "ladder" / "ladder-3-s1" / "card.json").write_text(json.dumps({
-        "steps": 6000, "fidelity": {"samples_clean": 0.875, "data_clean": 1.0, "samples_median_iou": 0.95},
-        "memorisation": {"share_samples_closer_than_fresh_p05": 0.0625}}))
+    (cdir / "ladder" / "ladder-3-s1" / "card.json").write_text(
+        json.dumps(
+            {
+                "steps": 6000,
+                "fidelity": {"samples_clean": 0.875, "data_clean": 1.0, "samples_median_iou": 0.95},
+                "memorisation": {"share_samples_closer_than_fresh_p05": 0.0625},
+            }
+        )
+    )
     md = card_index.ladder_markdown(cdir, wdir)
     rows = [line for line in md.splitlines() if re.match(r"\| \d \|", line)]
     assert len(rows) == len(LADDER_MODELS) == 15
-    assert [r.split(" | ")[:3] for r in rows[:4]] == [["| 1", "2 (position)", "0"], ["| 1", "2 (position)", "1"],
-                                                      ["| 1", "2 (position)", "2"], ["| 2", "3 (radius)", "0"]]
-    assert rows[7] == ("| 3 | 6 (colour) | 1 | 6000 | 87.5 % | 100.0 % | 0.950 | 6.2 % "
-                       "| [card](ladder/ladder-3-s1.md) |")
+    assert [r.split(" | ")[:3] for r in rows[:4]] == [
+        ["| 1", "2 (position)", "0"],
+        ["| 1", "2 (position)", "1"],
+        ["| 1", "2 (position)", "2"],
+        ["| 2", "3 (radius)", "0"],
+    ]
+    assert rows[7] == (
+        "| 3 | 6 (colour) | 1 | 6000 | 87.5 % | 100.0 % | 0.950 | 6.2 % | [card](ladder/ladder-3-s1.md) |"
+    )
     assert "| 2 | 3 (radius) | 0 | 10 | no card yet |" in rows[3]
     assert rows[0].endswith("| not trained | – | – | – | – | – |") and "15 (two disks)" in rows[-1]
 
@@ -197,8 +242,9 @@ def test_toc_lists_cards_in_the_zoo_order():
     files = [s["file"] for s in cards_entry["sections"]]
     assert files == [f"model_cards/{n}" for n in ZOO_MODELS] + ["model_cards/ladder"]
     ladder_entry = cards_entry["sections"][-1]
-    assert [s["file"] for s in ladder_entry["sections"]] == [f"model_cards/ladder/{n}"
-                                                             for n in card_index.ladder_order()]
+    assert [s["file"] for s in ladder_entry["sections"]] == [
+        f"model_cards/ladder/{n}" for n in card_index.ladder_order()
+    ]
 
 
 def test_notes_are_read_from_the_cards_out_dir(tmp_path):
@@ -255,10 +301,10 @@ def test_write_card_end_to_end_on_a_tiny_model(tmp_path, name):
 
     ladder = name.startswith("ladder-")
     model_dir = tmp_path / "weights" / (f"{LADDER_DIR}/{name}" if ladder else name)
-    tr.train(name, 2, batch_size=2, tiny=True, n_train=8, out_dir=model_dir, cache_dir=None,
-             progress=False)
-    res = cards.write_card(name, model_path=model_dir, out_dir=tmp_path / "cards", n_samples=4,
-                           ddim_steps=2, progress=False)
+    tr.train(name, 2, batch_size=2, tiny=True, n_train=8, out_dir=model_dir, cache_dir=None, progress=False)
+    res = cards.write_card(
+        name, model_path=model_dir, out_dir=tmp_path / "cards", n_samples=4, ddim_steps=2, progress=False
+    )
     folder = tmp_path / "cards" / ("ladder" if ladder else "") / name
     stored = json.loads((folder / "card.json").read_text())
     assert stored["steps"] == 2 and stored["samples_finite"] is True and stored["sampler"] == "package-ddim"

@@ -41,7 +41,7 @@ def test_documented_factor_ranges():
     f, d = ds.sample_factors("scenes", 500, seed=0)
     assert d["present"][:, :2].eq(1).all() and 0.3 < d["present"][:, 2].float().mean() < 0.7
     for i in range(3):
-        s = f[:, 7 * i: 7 * i + 7]
+        s = f[:, 7 * i : 7 * i + 7]
         assert s[:, :2].min() >= 0.2 and s[:, :2].max() <= 0.8
         assert s[:, 2].min() >= 0.1 and s[:, 2].max() <= 0.22
 

@@ -121,8 +121,9 @@ def _defaults(nb: str) -> dict:
     return {k: v for k, v in notebook_defaults(NOTEBOOKS / f"{nb}.ipynb").items() if v is not None}
 
 
-@pytest.mark.parametrize("nb", ["coarse_to_fine", "timestep_discrepancy", "editing", "prompt_influence",
-                                "dataset_complexity"])
+@pytest.mark.parametrize(
+    "nb", ["coarse_to_fine", "timestep_discrepancy", "editing", "prompt_influence", "dataset_complexity"]
+)
 def test_each_deciding_chapter_runs_its_default_models_only_as_the_cards_allow(nb, tmp_path):
     """Reads the cards through quality.json: a chapter's default model either meets the bar or the
     chapter's default parameters run it as an exploration (which its records then carry)."""
@@ -145,6 +146,11 @@ def test_exploration_is_carried_by_the_records(tmp_path):
     params = dict(_defaults("prompt_influence"), output_dir=str(tmp_path), cache_dir="")
     ch = chapter.setup("prompt_influence", params)
     res = inf.sign_flip_test(np.linspace(-0.2, 1.0, 10), unit="prompt-state", seed=0)
-    rec = ch.claim("text_influence_fades", res, model="shapes-text",
-                   baselines={"spectrum_matched": 0.0}, controls={"random_weights": 0.0})
+    rec = ch.claim(
+        "text_influence_fades",
+        res,
+        model="shapes-text",
+        baselines={"spectrum_matched": 0.0},
+        controls={"random_weights": 0.0},
+    )
     assert rec["exploration"] is True and rec["model_quality"].startswith("misses the bar")

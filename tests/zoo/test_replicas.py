@@ -1,4 +1,5 @@
-"""Random-weight replicas of the paper's pipelines (small by overrides) and the model map that points hub ids at them."""
+"""Random-weight replicas of the paper's pipelines (small by overrides) and the model map that points hub ids at
+them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from pullback_utils.zoo.replicas import REPLICAS, clip_tokenizer, replica_config
 CELEBA = "google/ddpm-ema-celebahq-256"
 SD = "stabilityai/stable-diffusion-2-1-base"
 SMALL_CELEBA = {"unet": dict(sample_size=64, block_out_channels=(32,) * 6)}
-SMALL_SD = {"unet": dict(sample_size=8, block_out_channels=(32, 32, 64, 64), attention_head_dim=(2, 2, 4, 4),
-                         cross_attention_dim=32),
-            "vae": dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, sample_size=64),
-            "text_encoder": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                                 projection_dim=16)}
+SMALL_SD = {
+    "unet": dict(
+        sample_size=8, block_out_channels=(32, 32, 64, 64), attention_head_dim=(2, 2, 4, 4), cross_attention_dim=32
+    ),
+    "vae": dict(block_out_channels=(32, 32, 32, 32), layers_per_block=1, sample_size=64),
+    "text_encoder": dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, projection_dim=16
+    ),
+}
 
 
 def test_full_size_configs_have_the_published_shapes():

@@ -26,11 +26,20 @@ def test_side_by_side_equals_one_at_a_time_bitwise(tmp_path):
     """Two models trained in threads of one process == the same two trained by `train` alone."""
     torch.set_num_threads(1)
     names = ["disks", "ladder-2-s1"]
-    alone = {n: tr.train(n, out_dir=tmp_path / "alone" / n, cache_dir=tmp_path / "ca", progress=False,
-                         **{k: v for k, v in RECIPE.items() if k != "steps"}, steps=RECIPE["steps"]).out_dir
-             for n in names}
-    res = train_side_by_side(names, RECIPE, out_dirs={n: tmp_path / "sbs" / n for n in names},
-                             cache_dir=tmp_path / "cs", progress=False)
+    alone = {
+        n: tr.train(
+            n,
+            out_dir=tmp_path / "alone" / n,
+            cache_dir=tmp_path / "ca",
+            progress=False,
+            **{k: v for k, v in RECIPE.items() if k != "steps"},
+            steps=RECIPE["steps"],
+        ).out_dir
+        for n in names
+    }
+    res = train_side_by_side(
+        names, RECIPE, out_dirs={n: tmp_path / "sbs" / n for n in names}, cache_dir=tmp_path / "cs", progress=False
+    )
     assert {n: r["status"] for n, r in res.items()} == {n: "trained" for n in names}
     for n in names:
         a, b = _weights(alone[n]), _weights(tmp_path / "sbs" / n)
@@ -39,8 +48,9 @@ def test_side_by_side_equals_one_at_a_time_bitwise(tmp_path):
         ib = json.loads((tmp_path / "sbs" / n / "zoo.json").read_text())
         assert ia["steps"] == ib["steps"] == RECIPE["steps"] and ia["seed"] == ib["seed"]
     # a second run finds the target reached and skips both
-    again = train_side_by_side(names, RECIPE, out_dirs={n: tmp_path / "sbs" / n for n in names},
-                               cache_dir=tmp_path / "cs", progress=False)
+    again = train_side_by_side(
+        names, RECIPE, out_dirs={n: tmp_path / "sbs" / n for n in names}, cache_dir=tmp_path / "cs", progress=False
+    )
     assert {r["status"] for r in again.values()} == {"skipped"}
 
 
@@ -60,11 +70,13 @@ def test_stop_event_saves_and_a_rerun_resumes(tmp_path):
     res = train_side_by_side(["disks"], recipe, out_dirs=out, cache_dir=tmp_path / "c", progress=False)
     assert res["disks"]["status"] == "trained" and 0 < res["disks"]["step"] < 10_000
     done = res["disks"]["step"]
-    res = train_side_by_side(["disks"], dict(RECIPE, steps=done + 3), out_dirs=out, cache_dir=tmp_path / "c",
-                             progress=False)
+    res = train_side_by_side(
+        ["disks"], dict(RECIPE, steps=done + 3), out_dirs=out, cache_dir=tmp_path / "c", progress=False
+    )
     assert res["disks"]["step"] == done + 3
-    res = train_side_by_side(["disks"], recipe, out_dirs=out, cache_dir=tmp_path / "c", progress=False,
-                             max_minutes=0.002)  # the wall-time bound stops the run the same way
+    res = train_side_by_side(
+        ["disks"], recipe, out_dirs=out, cache_dir=tmp_path / "c", progress=False, max_minutes=0.002
+    )  # the wall-time bound stops the run the same way
     assert res["disks"]["status"] == "trained" and done + 3 <= res["disks"]["step"] < 10_000
 
 
@@ -73,8 +85,9 @@ def test_a_failing_model_does_not_stop_the_others(tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "zoo.json").write_text(json.dumps({"seed": 5}))  # another seed's folder: refused
     (tmp_path / "s" / "unet").mkdir()
-    res = train_side_by_side(["disks", "shapes"], dict(RECIPE, steps=3), out_dirs=out,
-                             cache_dir=tmp_path / "c", progress=False)
+    res = train_side_by_side(
+        ["disks", "shapes"], dict(RECIPE, steps=3), out_dirs=out, cache_dir=tmp_path / "c", progress=False
+    )
     assert res["disks"]["status"] == "trained"
     assert res["shapes"]["status"] == "failed" and "seed" in res["shapes"]["error"]
 
@@ -101,8 +114,9 @@ def test_seed_replicates_are_named_and_seeded_by_their_name(tmp_path):
     assert "disks-s1" not in R.ZOO_MODELS  # the chapters' list stays the five main models
     with pytest.raises(ValueError, match="seed-1 replicate of 'disks'"):
         tr.train("disks-s1", 2, seed=2, tiny=True, out_dir=tmp_path / "m", cache_dir=None)
-    res = tr.train("disks-s1", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None,
-                   progress=False)
+    res = tr.train(
+        "disks-s1", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=None, progress=False
+    )
     info = json.loads((tmp_path / "m" / "zoo.json").read_text())
     assert res.step == 2 and info["seed"] == 1 and info["dataset"] == "disks"
     if not R.is_bundled("disks-s1"):

@@ -13,8 +13,17 @@ from pullback_utils.zoo import train as tr
 
 def test_tiny_training_loss_falls_and_resumes(tmp_path):
     out, cache = tmp_path / "model", tmp_path / "cache"
-    kw = dict(batch_size=8, lr=2e-3, tiny=True, n_train=64, out_dir=out, cache_dir=cache,
-              progress=False, warmup=5, save_every=0)
+    kw = dict(
+        batch_size=8,
+        lr=2e-3,
+        tiny=True,
+        n_train=64,
+        out_dir=out,
+        cache_dir=cache,
+        progress=False,
+        warmup=5,
+        save_every=0,
+    )
     res = tr.train("disks", 50, **kw)
     assert res.step == 50
     log = json.loads((out / "training_log.json").read_text())
@@ -40,8 +49,16 @@ def test_tiny_training_loss_falls_and_resumes(tmp_path):
 
 
 def test_tiny_text_training_runs(tmp_path):
-    res = tr.train("shapes-text", 4, batch_size=4, tiny=True, n_train=16, out_dir=tmp_path / "m",
-                   cache_dir=tmp_path / "c", progress=False)
+    res = tr.train(
+        "shapes-text",
+        4,
+        batch_size=4,
+        tiny=True,
+        n_train=16,
+        out_dir=tmp_path / "m",
+        cache_dir=tmp_path / "c",
+        progress=False,
+    )
     assert res.step == 4 and torch.isfinite(torch.tensor(res.loss))
     info = json.loads((tmp_path / "m" / "zoo.json").read_text())
     assert info["kind"] == "text" and info["text_encoder"] == "minilm"
@@ -69,8 +86,16 @@ def test_learning_rate_schedule_closed_form():
 
 def test_annealed_run_is_recorded(tmp_path):
     out = tmp_path / "m"
-    kw = dict(batch_size=4, tiny=True, n_train=16, out_dir=out, cache_dir=tmp_path / "c",
-              progress=False, warmup=2, save_every=0)
+    kw = dict(
+        batch_size=4,
+        tiny=True,
+        n_train=16,
+        out_dir=out,
+        cache_dir=tmp_path / "c",
+        progress=False,
+        warmup=2,
+        save_every=0,
+    )
     tr.train("disks", 4, **kw)
     tr.train("disks", 8, decay_from=4, lr_final=1e-4, **kw)
     runs = json.loads((out / "zoo.json").read_text())["runs"]
@@ -89,8 +114,15 @@ def test_bad_schedule_arguments():
 
 
 def test_channels_option_builds_that_size_and_guards_resume(tmp_path):
-    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=tmp_path / "c",
-              progress=False, save_every=0)
+    kw = dict(
+        batch_size=2,
+        tiny=True,
+        n_train=8,
+        out_dir=tmp_path / "m",
+        cache_dir=tmp_path / "c",
+        progress=False,
+        save_every=0,
+    )
     tr.train("disks", 2, channels=(8, 16, 24), **kw)
     cfg = json.loads((tmp_path / "m" / "unet" / "config.json").read_text())
     assert cfg["block_out_channels"] == [8, 16, 24]
@@ -119,8 +151,17 @@ def test_cli_rejects_bad_channels():
 def test_a_trained_folder_of_another_size_loads_with_load_model(tmp_path):
     from pullback_utils.zoo.loading import load_model
 
-    tr.train("disks", 2, batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m",
-             cache_dir=None, progress=False, channels=(8, 16, 24))
+    tr.train(
+        "disks",
+        2,
+        batch_size=2,
+        tiny=True,
+        n_train=8,
+        out_dir=tmp_path / "m",
+        cache_dir=None,
+        progress=False,
+        channels=(8, 16, 24),
+    )
     model = load_model(tmp_path / "m")
     assert list(model.unet.config.block_out_channels) == [8, 16, 24]
     assert model.sample_shape == (3, 32, 32)
@@ -132,8 +173,7 @@ def test_steps_no_folder_record_covers_are_recorded_as_such(tmp_path):
     from pullback_utils.zoo.card_text import schedule_text
 
     out = tmp_path / "m"
-    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=out, cache_dir=tmp_path / "c",
-              progress=False, save_every=0)
+    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=out, cache_dir=tmp_path / "c", progress=False, save_every=0)
     tr.train("disks", 4, **kw)
     info = json.loads((out / "zoo.json").read_text())
     info["runs"][-1]["to_step"] = 3  # the folder lags the checkpoint (step 4)
@@ -196,12 +236,15 @@ def test_min_snr_training_is_recorded_and_differs(tmp_path):
     assert "min-SNR-2 loss weighting" in schedule_text(json.loads((tmp_path / "snr" / "zoo.json").read_text()))
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"loss_weighting": "snr"}, r"loss_weighting: expected one of \['none', 'min-snr'\]"),
-    ({"loss_weighting": "min-snr", "snr_gamma": 0.0}, "snr_gamma: must be > 0"),
-    ({"loss_weighting": "min-snr", "snr_gamma": float("inf")}, "snr_gamma"),
-    ({"snr_gamma": True}, "snr_gamma"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"loss_weighting": "snr"}, r"loss_weighting: expected one of \['none', 'min-snr'\]"),
+        ({"loss_weighting": "min-snr", "snr_gamma": 0.0}, "snr_gamma: must be > 0"),
+        ({"loss_weighting": "min-snr", "snr_gamma": float("inf")}, "snr_gamma"),
+        ({"snr_gamma": True}, "snr_gamma"),
+    ],
+)
 def test_bad_loss_weighting(kw, match, tmp_path):
     with pytest.raises(ValueError, match=match):
         tr.train("disks", 2, tiny=True, out_dir=tmp_path / "m", cache_dir=None, **kw)
@@ -211,11 +254,32 @@ def test_bad_loss_weighting(kw, match, tmp_path):
 def test_checkpoint_keys_and_format_unchanged(tmp_path):
     """The checkpoint keeps the keys a running ladder training resumes from, all loadable with
     weights_only=True; a checkpoint written by the code before the split (same keys) resumes."""
-    kw = dict(batch_size=2, tiny=True, n_train=8, out_dir=tmp_path / "m", cache_dir=tmp_path / "c",
-              progress=False, save_every=0)
+    kw = dict(
+        batch_size=2,
+        tiny=True,
+        n_train=8,
+        out_dir=tmp_path / "m",
+        cache_dir=tmp_path / "c",
+        progress=False,
+        save_every=0,
+    )
     tr.train("disks", 2, **kw)
     st = torch.load(tmp_path / "c" / "disks" / "state.pt", weights_only=True)
-    assert set(st) == {"model", "ema", "opt", "gen", "torch_rng", "step", "wall_s", "log", "tiny", "kind",
-                       "channels", "seed", "batch_size", "n_train"}  # n_train since issue 25 (older ones resume)
+    assert set(st) == {
+        "model",
+        "ema",
+        "opt",
+        "gen",
+        "torch_rng",
+        "step",
+        "wall_s",
+        "log",
+        "tiny",
+        "kind",
+        "channels",
+        "seed",
+        "batch_size",
+        "n_train",
+    }  # n_train since issue 25 (older ones resume)
     assert st["step"] == 2 and st["channels"] == [16, 32, 32] and st["seed"] == 0
     assert tr.train("disks", 3, **kw).step == 3

@@ -26,8 +26,7 @@ def test_bundled_model_samples(name, minilm):
     info = model_info(name)
     model = load_model(name, text_encoder=minilm if info["kind"] == "text" else None)
     prompt = ["a small red triangle in the upper left on a blue background"] * 2 if info["kind"] == "text" else None
-    x = sample_images(model, 2, steps=3, seed=0, prompt=prompt, guidance=2.0 if prompt else 1.0,
-                      progress=False)
+    x = sample_images(model, 2, steps=3, seed=0, prompt=prompt, guidance=2.0 if prompt else 1.0, progress=False)
     assert x.shape == (2, 3, 32, 32)
     assert torch.isfinite(x).all() and x.abs().max() <= 1
 

@@ -84,24 +84,44 @@ def test_index_command_writes_both_pages(tmp_path):
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ZOO.parents[1])] + sys.path))
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_train_alias_trains_like_the_train_command(tmp_path):
     """``python -m pullback_utils.zoo.train`` (the alias the README and older scripts use) trains."""
     out = tmp_path / "m"
-    r = _run("pullback_utils.zoo.train", "disks", "--tiny", "--steps", "2", "--batch-size", "2",
-             "--n-train", "8", "--out-dir", str(out), "--cache-dir", str(tmp_path / "c"), "--no-card",
-             "--loss-weighting", "min-snr", cwd=tmp_path)
+    r = _run(
+        "pullback_utils.zoo.train",
+        "disks",
+        "--tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--n-train",
+        "8",
+        "--out-dir",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--no-card",
+        "--loss-weighting",
+        "min-snr",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "disks: step 2" in r.stdout
     assert json.loads((out / "zoo.json").read_text())["runs"][-1]["loss_weighting"] == "min-snr"
 
 
-@pytest.mark.parametrize("alias, words", [("pullback_utils.zoo.cards", "--markdown-only"),
-                                          ("pullback_utils.zoo.parallel", "--workers"),
-                                          ("pullback_utils.zoo", "{train,train-many,card,ladder,index}")])
+@pytest.mark.parametrize(
+    "alias, words",
+    [
+        ("pullback_utils.zoo.cards", "--markdown-only"),
+        ("pullback_utils.zoo.parallel", "--workers"),
+        ("pullback_utils.zoo", "{train,train-many,card,ladder,index}"),
+    ],
+)
 def test_aliases_reach_their_commands(alias, words, tmp_path):
     r = _run(alias, "--help", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
