@@ -69,8 +69,8 @@ def factor_change(
         fits: precomputed :func:`~pullback_utils.editing.metrics.renderer_fit` of ``originals`` and ``edited``.
 
     Returns:
-        ``{"change": (N,) norm of the scaled factor difference, "per_factor": (N, K) its absolute entries,
-        "residual": (N,) the edited image's renderer residual}``.
+        A dict: ``change`` ``(N,)`` the norm of the scaled factor difference, ``per_factor`` ``(N, K)`` its
+        absolute entries, ``residual`` ``(N,)`` the edited image's renderer residual.
     """
     a, b = _zoo_images(originals), _zoo_images(edited)
     if a.shape != b.shape:
@@ -130,7 +130,7 @@ def dose_response(
     """Guided edits over a ``gammas`` x ``n_steps`` grid and the naive steps that move ``x_t`` as far.
 
     Args:
-        x_t: (n, *sample_shape) states at time ``t``; directions: (n, *sample_shape) one direction ``v``
+        x_t: ``(n, *sample_shape)`` states at time ``t``; directions: ``(n, *sample_shape)`` one direction ``v``
             per state (normalised to unit length here).
         gammas: G > 0 guidance strengths; n_steps: S >= 1 step counts (guidance runs once per strength to
             the largest count and every count's iterate is finished).

@@ -63,7 +63,7 @@ def _project(t: torch.Tensor, x: torch.Tensor, groups: int, eps: float) -> torch
 class GroupNormAD(torch.autograd.Function):
     """y = group_norm(x, groups, w, b, eps) with the forward-AD rule and backward of the module doc.
 
-    Shapes: x (N, C, *), w and b (C,) or None; y like x. The tangent is the fused backward kernel applied
+    Shapes: x ``(N, C, *)``, w and b ``(C,)`` or None; y like x. The tangent is the fused backward kernel applied
     to ẋ (the normalisation's Jacobian is symmetric), times w; that kernel has no derivative, so a
     second forward-mode derivative through this rule (jvp of jvp) is not supported. Its backward is
     composite and differentiable to any order.
@@ -75,10 +75,12 @@ class GroupNormAD(torch.autograd.Function):
     def forward(
         x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
     ) -> torch.Tensor:
+        """``F.group_norm(x, groups, weight, bias, eps)``."""
         return F.group_norm(x, groups, weight, bias, eps)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        """Saves ``x`` and the weight for the tangent and the backward."""
         x, groups, weight, bias, eps = inputs
         ctx.save_for_backward(x, weight)
         ctx.save_for_forward(x, weight)
@@ -149,10 +151,12 @@ class Conv2dAD(torch.autograd.Function):
         dilation: Any,
         groups: int,
     ) -> torch.Tensor:
+        """``F.conv2d(x, weight, bias, stride, padding, dilation, groups)``."""
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        """Saves ``x`` and the weight for the tangent and the backward."""
         x, weight, bias, stride, padding, dilation, groups = inputs
         ctx.save_for_backward(x, weight)
         ctx.save_for_forward(x, weight)

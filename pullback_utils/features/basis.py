@@ -105,7 +105,7 @@ def local_basis(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, k: 
             ``max_iters``, ``oversample``, ``seed``, ``jvp_mode``, ``chunk_size``, ...).
 
     Returns:
-        :class:`LocalBasis`: v (k, *x_shape), u (k, *h_shape), s (k,) and ``info`` (the solver's record:
+        :class:`LocalBasis`: v ``(k, *x_shape)``, u ``(k, *h_shape)``, s ``(k,)`` and ``info`` (the solver's record:
         ``angle_estimate``, ``n_jvp``, ``converged``, ...).
     """
     if not callable(fn):

@@ -9,7 +9,7 @@ paper's file run unchanged on a machine that cannot download the checkpoints: a 
 
 Where the configurations come from: the ``config.json`` / ``scheduler_config.json`` files of the two hub
 repositories as published (``unet/``, ``scheduler/``, ``vae/``, ``text_encoder/``, ``tokenizer/``); the
-CelebA-HQ U-Net's matches the copy of the identical google/ddpm-*-256 family config in
+CelebA-HQ U-Net's matches the copy of the identical ``google/ddpm-*-256`` family config in
 whaler404/Hf-Learn (``diffusers_learn/api/models/unets/unet2dmodel/unet2dmodel.md``) and
 :data:`pullback_utils.features.flops.REAL_CONFIGS`; SD-2.1-base's U-Net matches ``benchmarks/scaling.py``
 (865.9M parameters). The text encoder is OpenCLIP-ViT-H's text tower as diffusers ships it (1024 wide,
