@@ -18,8 +18,8 @@ the real BPE vocabulary is data, not configuration, so :func:`clip_tokenizer` ge
 size (49408 tokens: the 2 specials, the 256 byte symbols with and without ``</w>``, and merges of them);
 prompts are therefore tokenized differently, into ids of the same range and length 77.
 
-    python -m pullback_utils.zoo.replicas google/ddpm-ema-celebahq-256 /tmp/replicas/celebahq
-    python -m pullback_utils.zoo.replicas stabilityai/stable-diffusion-2-1-base /tmp/replicas/sd21   # ~5.2 GB
+    python -m pullback_utils.zoo.replicas google/ddpm-ema-celebahq-256 replicas/celebahq
+    python -m pullback_utils.zoo.replicas stabilityai/stable-diffusion-2-1-base replicas/sd21   # ~5.2 GB
 """
 
 from __future__ import annotations
