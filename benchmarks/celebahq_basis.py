@@ -41,26 +41,11 @@ import time
 
 import torch
 
-CELEBAHQ_256_UNET = dict(
-    sample_size=256,
-    in_channels=3,
-    out_channels=3,
-    center_input_sample=False,
-    time_embedding_type="positional",
-    freq_shift=1,
-    flip_sin_to_cos=False,
-    down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    block_out_channels=(128, 128, 256, 256, 512, 512),
-    layers_per_block=2,
-    mid_block_scale_factor=1,
-    downsample_padding=0,
-    act_fn="silu",
-    attention_head_dim=None,
-    norm_num_groups=32,
-    norm_eps=1e-6,
-)
-CELEBAHQ_256_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+from pullback_utils.zoo.replicas import REPLICAS
+
+# google/ddpm-ema-celebahq-256's published configuration, one copy (the replicas of the paper's path)
+CELEBAHQ_256_UNET = REPLICAS["google/ddpm-ema-celebahq-256"]["unet"]
+CELEBAHQ_256_SCHEDULER = REPLICAS["google/ddpm-ema-celebahq-256"]["scheduler"]
 
 
 def rss_mib() -> float:
