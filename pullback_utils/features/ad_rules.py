@@ -34,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn import grad as nn_grad
 
 __all__ = ["GroupNormAD", "Conv2dAD", "group_norm_ad", "conv2d_ad", "fast_ad_rules"]
 
@@ -188,9 +189,9 @@ class Conv2dAD(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conf
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.nn.grad.conv2d_input(x.shape, weight, grad, stride, padding, dilation, groups)
+            gx = nn_grad.conv2d_input(x.shape, weight, grad, stride, padding, dilation, groups)
         if ctx.needs_input_grad[1]:
-            gw = torch.nn.grad.conv2d_weight(x, weight.shape, grad, stride, padding, dilation, groups)
+            gw = nn_grad.conv2d_weight(x, weight.shape, grad, stride, padding, dilation, groups)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = grad.sum(dim=(0, 2, 3))
         return gx, gw, gb, None, None, None, None
