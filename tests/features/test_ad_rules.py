@@ -8,6 +8,8 @@ finite differences of the feature map and against the stock rules.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -104,7 +106,7 @@ def test_rules_are_installed_and_removed(tiny_unet):
 def test_unet_products_match_finite_differences_and_stock_rules(tiny_unet):
     """On a U-Net with attention (float64): J·v in both modes and Jᵀu with the rules equal the stock rules'
     to rounding, and J·v equals a central finite difference of the feature map."""
-    unet = tiny_unet.double()
+    unet = copy.deepcopy(tiny_unet).double()  # the session fixture stays float32 for the other tests
     fn = feature_map(unet, 500)
     x = _double(1, 3, 16, 16, seed=6)
     V = _double(3, 1, 3, 16, 16, seed=7)
