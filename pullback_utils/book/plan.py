@@ -115,6 +115,11 @@ class ChapterPlan:
     note: str = ""
 
 
+def _unplanned(chapter: str, model: str, bases: int, products: int, note: str) -> ChapterPlan:
+    """A plan line without memory or time figures (not planned; never stops a run), with why in ``note``."""
+    return ChapterPlan(chapter, model, bases, products, None, None, None, None, True, note)
+
+
 def model_architecture(ref: str) -> dict[str, Any] | None:
     """``{"cls", "config", "sample_shape", "text_tokens", "extra_params"}`` of a model reference (bundled name,
     folder, hub id, through the model map), read from config files only; None when no config is at hand
@@ -275,25 +280,12 @@ def plan_chapters(
     for name, values in chapters:
         rule = BASES.get(name)
         if rule is None:
-            out.append(ChapterPlan(name, "-", 0, 0, None, None, None, None, True, "no bases counted for this chapter"))
+            out.append(_unplanned(name, "-", 0, 0, "no bases counted for this chapter"))
             continue
         try:
             counted = rule(values)
         except KeyError as missing:  # a notebook of that name without the book chapter's parameters
-            out.append(
-                ChapterPlan(
-                    name,
-                    "-",
-                    0,
-                    0,
-                    None,
-                    None,
-                    None,
-                    None,
-                    True,
-                    f"no bases counted (no parameter {missing} in this notebook)",
-                )
-            )
+            out.append(_unplanned(name, "-", 0, 0, f"no bases counted (no parameter {missing} in this notebook)"))
             continue
         for param, bases in counted:
             ref = values.get(param, param) if param in values else param
@@ -311,37 +303,13 @@ def plan_chapters(
             arch = model_architecture(ref)
             if arch is None:
                 out.append(
-                    ChapterPlan(
-                        name,
-                        ref,
-                        bases,
-                        products,
-                        None,
-                        None,
-                        None,
-                        None,
-                        True,
-                        "no local config (not planned): map it with --model-map",
-                    )
+                    _unplanned(name, ref, bases, products, "no local config (not planned): map it with --model-map")
                 )
                 continue
             try:
                 cost = _costs(arch)
             except Exception as exc:  # noqa: BLE001 - the planner never stops a run by failing itself
-                out.append(
-                    ChapterPlan(
-                        name,
-                        ref,
-                        bases,
-                        products,
-                        None,
-                        None,
-                        None,
-                        None,
-                        True,
-                        f"not planned ({type(exc).__name__}: {exc})"[:200],
-                    )
-                )
+                out.append(_unplanned(name, ref, bases, products, f"not planned ({type(exc).__name__}: {exc})"[:200]))
                 continue
             weights = cost.param_bytes + 4 * arch["extra_params"]
             block = int(values.get("k", 8)) + 2
