@@ -1,9 +1,11 @@
 """Chapters in parallel: ``jobs`` chapter kernels at once, a chapter that reads others' results after them.
 
 Each chapter runs in its own kernel process, so threads of the runner are enough to keep ``jobs`` of
-them busy. Ready chapters start longest first (the seconds their last stamp records), which keeps the
-last, lone chapter short; with no stamps they start in the book's order. Ctrl-C starts no further
-chapter; the running ones finish (their outputs are written as usual, or not at all).
+them busy. Ready chapters start longest first (the seconds their last stamp records, else those of
+``book/durations.yaml``: the default build's chapters as measured, so that a fresh clone, which has no
+stamps, does not start the longest chapter last), which keeps the last, lone chapter short; a chapter in
+neither starts after those that are, in the book's order. Ctrl-C starts no further chapter; the running
+ones finish (their outputs are written as usual, or not at all).
 """
 
 from __future__ import annotations
@@ -15,7 +17,38 @@ from typing import Any, Callable
 from pullback_utils.book.layout import Layout
 from pullback_utils.book.stamps import depends_on, read_stamp
 
-__all__ = ["run_parallel"]
+__all__ = ["run_parallel", "read_durations"]
+
+#: the default build's seconds per chapter (only an order for chapters without a stamp), under the book folder
+DURATIONS = "durations.yaml"
+
+
+def read_durations(layout: Layout) -> dict[str, float]:
+    """{chapter: seconds} from ``book/durations.yaml`` ({} without the file); :class:`ParameterError` naming
+    the file and the entry when it is not a mapping of chapter names to non-negative seconds."""
+    import math
+
+    import yaml
+
+    from pullback_utils.chapters.parameters import ParameterError
+
+    path = layout.book_dir / DURATIONS
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{path}: not valid YAML ({exc})") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: must map chapter names to seconds, got a {type(data).__name__}")
+    out: dict[str, float] = {}
+    for name, seconds in data.items():
+        ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+        if not isinstance(name, str) or not ok or seconds < 0:
+            raise ParameterError(f"{path}: {name!r}: {seconds!r} is not a number of seconds >= 0")
+        out[name] = float(seconds)
+    return out
 
 
 def run_parallel(
@@ -31,7 +64,8 @@ def run_parallel(
     planned = [name for name, _ in plan]
     overrides = dict(plan)
     deps = {n: [d for d in depends_on(layout, n, chapters) if d in planned] for n in planned}
-    last = {n: float((read_stamp(layout, n) or {}).get("seconds", 0.0) or 0.0) for n in planned}
+    measured = read_durations(layout)
+    last = {n: float((read_stamp(layout, n) or {}).get("seconds", 0.0) or measured.get(n, 0.0)) for n in planned}
     guard = threading.Lock()
 
     def say(message: str) -> None:

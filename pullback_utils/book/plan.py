@@ -68,7 +68,7 @@ def _n(v: dict, key: str) -> int:
 
 #: chapter -> (values -> [(model parameter, bases)]): what each chapter computes bases of
 BASES: dict[str, Callable[[dict], list[tuple[str, int]]]] = {
-    "local_basis_tutorial": lambda v: [("model", _n(v, "methods") + 1)],  # each method + the reference
+    "local_basis_tutorial": lambda v: [("model", _tutorial(v)[0])],
     "coarse_to_fine": lambda v: [
         ("model", v["n_samples"] * (_n(v, "times") + _n(v, "control_times")) + 4 * v.get("sensitivity_samples", 0))
     ],
@@ -251,6 +251,24 @@ def _cpu_rate(cost) -> tuple[float, str]:
     return best[1], best[2]
 
 
+def _tutorial(v: dict) -> tuple[int, int]:
+    """(bases, products) of the tutorial: its basis (which is also the comparison's ``krylov`` row: the same
+    call, a cache hit), the selector's samples (its sample 0 is the same draw, sampled in a batch, so not
+    bitwise the same state: a basis of its own), the reference (Krylov to ``reference_tol``; an exact
+    reference's dim-x products are not counted), the other methods, and σ₁ at three times (k = 1)."""
+    others = [m for m in v.get("methods", ["krylov"]) if m != "krylov"]
+    extra = max(int(v.get("selector_samples", 0)), 0)
+    bases = 1 + extra + 1 + len(others) + 3
+    reference = 0 if v.get("exact_reference") else _products_per_basis({**v, "tol": v.get("reference_tol", 1e-5)})
+    products = (
+        (1 + extra) * _products_per_basis(v, "krylov")
+        + reference
+        + sum(_products_per_basis(v, m) for m in others)
+        + 3 * _products_per_basis({**v, "k": 1}, "krylov")
+    )
+    return bases, products
+
+
 def _products_per_basis(v: dict, method: str | None = None) -> int:
     k = int(v.get("k", 8))
     tol = float(v.get("tol", 0.01))
@@ -294,8 +312,7 @@ def plan_chapters(
             if not isinstance(ref, str) or not bases:
                 continue
             if name == "local_basis_tutorial":
-                methods = list(values.get("methods", ["krylov"]))
-                per = sum(_products_per_basis(values, m) for m in methods) + _products_per_basis(values, "krylov")
+                per = _tutorial(values)[1]
             else:
                 per = bases and _products_per_basis(values)
                 per = per * bases

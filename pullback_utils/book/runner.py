@@ -245,7 +245,7 @@ def run(
     names = _select(layout, only, log)
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = _plan_run(layout, names, _sources(layout, params, quick, overrides, log))
-    check_plan_memory(layout, plan)
+    planned = check_plan_memory(layout, plan, timing=progress)
     if cluster is not None:
         plan = _with_cluster(layout, plan, cluster)
     chapters = chapter_order(layout)[0]
@@ -266,6 +266,7 @@ def run(
                 progress,
                 say,
                 (estimates or {}).get(name),
+                planned.get(name),
             )
 
         if jobs == 1 or len(plan) < 2:
@@ -318,14 +319,28 @@ def chapter_values(
     return _values(layout, _plan_run(layout, names, _sources(layout, params, quick, overrides, log)))
 
 
-def check_plan_memory(layout: Layout, plan: list[tuple[str, dict[str, Any]]]) -> None:
+#: where a planned estimate comes from, as the progress lines name it
+PLAN_SOURCE = "the plan (products and sampling only)"
+
+
+def check_plan_memory(
+    layout: Layout, plan: list[tuple[str, dict[str, Any]]], timing: bool = False
+) -> dict[str, Estimate]:
     """:class:`ParameterError` before any kernel starts when a chapter's model would not fit in the free memory
-    even with blocks of one vector (:mod:`pullback_utils.book.plan`)."""
+    even with blocks of one vector (:mod:`pullback_utils.book.plan`). With ``timing`` (seconds: the FLOP
+    counts of the reference architectures) returns the plan's CPU estimate of each chapter it could time
+    ({name: :class:`Estimate`}; a lower bound: only products and DDIM trajectories), else ``{}``."""
     from pullback_utils.book.plan import check_memory, plan_chapters
     from pullback_utils.engine.jvp_memory import available_bytes
 
     available = available_bytes("cpu")
-    check_memory(plan_chapters(_values(layout, plan), available=available, timing=False), available)
+    plans = plan_chapters(_values(layout, plan), available=available, timing=timing)
+    check_memory(plans, available)
+    seconds: dict[str, float] = {}
+    for row in plans:
+        if row.cpu_seconds is not None:
+            seconds[row.chapter] = seconds.get(row.chapter, 0.0) + row.cpu_seconds
+    return {name: Estimate(s, PLAN_SOURCE) for name, s in seconds.items()}
 
 
 def _run_one(
@@ -339,7 +354,10 @@ def _run_one(
     progress: bool,
     log: Log,
     estimate: Estimate | None = None,
+    planned: Estimate | None = None,
 ) -> NotebookResult:
+    """Run or skip one chapter. The expected time shown: ``estimate`` when given, else the chapter's last
+    run with the same parameters, else ``planned`` (the plan's lower bound)."""
     key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
     stamp = read_stamp(layout, name, dest)
     if not force and stamp and stamp.get("key") == key:
@@ -354,6 +372,7 @@ def _run_one(
     )
     if estimate is None and stamp and stamp.get("overrides") == overrides and stamp.get("seconds"):
         estimate = Estimate(float(stamp["seconds"]), "its last run with these parameters")
+    estimate = estimate or planned
     result = _execute(layout, name, overrides, key, fingerprint, progress, dest, log, estimate)
     if result.status == "failed":
         kept = "previous output kept" if dest.exists() else "no previous output"
@@ -424,14 +443,24 @@ def run_chapter(
         sources.append(("-p", {name: dict(overrides)}))
     results_dir = ".." if dest.parent == layout.generated else str(layout.generated)  # the book's results
     ((name, chapter_overrides),) = _plan_run(layout, [name], sources, results_dir=results_dir)
-    check_plan_memory(layout, [(name, chapter_overrides)])
+    planned = check_plan_memory(layout, [(name, chapter_overrides)], timing=progress).get(name)
     inputs = inputs_digest(layout, depends_on(layout, name, order))
     in_book = dest.parent == layout.generated
     lock = layout.generated / ".lock" if in_book else dest.parent / f".{dest.name}.lock"
     with _lock(lock, remove=not in_book), _venv_kernel():
         _recover(dest.parent, dest.name)
         result = _run_one(
-            layout, name, chapter_overrides, package_fingerprint(), inputs, dest, force, progress, log, estimate
+            layout,
+            name,
+            chapter_overrides,
+            package_fingerprint(),
+            inputs,
+            dest,
+            force,
+            progress,
+            log,
+            estimate,
+            planned,
         )
     if in_book:
         write_statistics(layout)

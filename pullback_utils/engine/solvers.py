@@ -319,11 +319,13 @@ def _krylov(
     # numerically; there J is materialised from dim h VJPs (no dearer than the Krylov space
     # itself) when the space would outgrow dim h unconverged.
     wide = op.dim_h < op.dim_x
+    capped = max_iters is not None
     max_iters = max_iters or (op.dim_h + 1 if wide else max(2, math.ceil(op.dim_x / b)))
     Qs, Ys, Zs = [], [], []
     Qb = orthonormal_rows(random_rows(b, op.dim_x, seed))
     monitor = ErrorMonitor()
-    bar = tqdm(range(max_iters), disable=not progress, desc="block Krylov")
+    # without a cap the bound (the space filling x or dim h) is no forecast, so the bar shows no total
+    bar = tqdm(iter(range(max_iters)), total=max_iters if capped else None, disable=not progress, desc="block Krylov")
     for it in bar:
         Y, Z = _block_products(op, Qb)
         Qs.append(Qb), Ys.append(Y), Zs.append(Z)
@@ -334,7 +336,7 @@ def _krylov(
             ritz = monitor.update(ritz)
             if callback is not None:
                 callback(it + 1, ritz.v)
-        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", dim=Q.shape[0])
+        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", tol=f"{tol:.0e}", dim=Q.shape[0])
         if (ritz.verified and ritz.angle_estimate <= tol) or Q.shape[0] >= op.dim_x:
             break
         # k above the rank: more products cannot determine the trailing vectors. Judged from the second

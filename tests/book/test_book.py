@@ -671,6 +671,30 @@ def test_parallel_chapters_overlap_and_a_reader_waits_for_what_it_reads(layout, 
     assert {r.status for r in run(layout, progress=False, log=msgs.append, jobs=2)} == {"skipped"}, msgs
 
 
+def test_without_stamps_the_measured_durations_order_the_start(layout, monkeypatch):
+    """A fresh clone has no stamps: book/durations.yaml starts its longest chapters first (the default build
+    started its longest chapter last and ran it alone); a chapter it does not list starts after those it does."""
+    import time
+
+    make_notebook(layout.notebooks_dir / "extra.ipynb", ["x = 1"])
+    (layout.book_dir / "durations.yaml").write_text("extra: 300\nalpha: 20.5\n")
+    started: list[str] = []
+    record = papermill.execute_notebook
+
+    def slow(input_path, output_path, **kwargs):
+        started.append(Path(input_path).stem)
+        time.sleep(0.3)
+        return record(input_path, output_path, **kwargs)
+
+    monkeypatch.setattr(papermill, "execute_notebook", slow)
+    assert {r.status for r in run(layout, progress=False, log=lambda *_: None, jobs=2)} == {"ok"}
+    assert started[:2] in (["extra", "alpha"], ["alpha", "extra"]) and started[2] == "beta", started
+
+    (layout.book_dir / "durations.yaml").write_text("alpha: fast\n")
+    with pytest.raises(ParameterError, match=r"durations.yaml: 'alpha': 'fast' is not a number of seconds >= 0"):
+        run(layout, progress=False, log=lambda *_: None, jobs=2, force=True)
+
+
 def test_parallel_chapters_run_in_their_own_folders_with_real_kernels(layout):
     """Two chapters at once on real kernels: each writes into its own output folder, and the runner's
     own working directory is never changed (papermill's cwd= did, so one chapter's figures landed in
@@ -755,6 +779,24 @@ def test_estimate_from_the_last_run_is_shown(layout):
     logged: list[str] = []
     run(layout, only=["alpha"], force=True, progress=True, log=logged.append)
     assert any("estimate 0:0" in ln and "from its last run with these parameters" in ln for ln in logged), logged
+
+
+def test_a_first_run_shows_the_plans_estimate_and_a_rerun_its_last_run(layout, monkeypatch):
+    """Without a previous run, the plan's CPU estimate (a lower bound) is shown; after one, the measured time."""
+    from pullback_utils.book import plan as bp
+
+    def planned(chapters, **_):
+        return [bp.ChapterPlan(n, "m", 1, 10, 1, 0, 75.0, 0.1, True) for n, _ in chapters]
+
+    monkeypatch.setattr(bp, "plan_chapters", planned)
+    make_notebook(layout.notebook("alpha"), ["import time; time.sleep(0.2)"])
+    logged: list[str] = []
+    assert run(layout, only=["alpha"], progress=True, log=logged.append)[0].status == "ok"
+    assert any("estimate 1:15 from the plan (products and sampling only)" in ln for ln in logged), logged
+    logged.clear()
+    run(layout, only=["alpha"], force=True, progress=True, log=logged.append)
+    assert any("from its last run with these parameters" in ln for ln in logged), logged
+    assert not any("from the plan" in ln for ln in logged), logged
 
 
 def test_a_killed_kernel_is_reported_with_its_signal_cell_and_memory(layout):

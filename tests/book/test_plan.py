@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pullback_utils.book import plan as bp
@@ -150,3 +152,24 @@ def test_prompt_bases_count_every_prompt_and_the_empty_one():
     v = dict(model="x", prompts=["a", "b", "c", "d"], n_states=2, n_control=1, times=[1.0, 0.1])
     assert bp.BASES["prompt_influence"](v) == [("model", 5 * 3 * 2)]
     assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 3 * 2)]
+
+
+def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
+    """Oracle: the tutorial, run with its quick parameters and an empty basis cache, writes one cache entry per
+    distinct basis it computes; the plan must count as many (the first rule counted only the methods and the
+    reference, 2 of the 8 bases of the issue-28 command)."""
+    import yaml
+
+    from pullback_utils.book import Layout, run_chapter
+
+    root = Path(__file__).resolve().parents[2]
+    quick = yaml.safe_load((root / "book" / "params" / "quick.yaml").read_text())["local_basis_tutorial"]
+    cache = tmp_path / "cache"
+    overrides = {"cache_dir": str(cache), "model": "disks"}
+    result = run_chapter(
+        Layout(root), "local_basis_tutorial", out_dir=tmp_path / "out", quick=True, overrides=overrides, progress=False
+    )
+    assert result.status == "ok", result.message
+    written = len(list(cache.glob("*.safetensors")))
+    defaults = {"methods": ["krylov", "randomized", "power"], "selector_samples": 4}
+    assert bp.BASES["local_basis_tutorial"]({**defaults, **quick}) == [("model", written)]
