@@ -5,16 +5,24 @@ PY := $(VENV)/bin/python
 # The CPU wheel of torch that the project machines carry; a torch already in the venv is kept.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# what the book needs (no test tools, no Ray): `make book` on a fresh clone installs only this
+BOOK_STAMP := $(VENV)/.installed-book
 
-.PHONY: install test book book-quick book-check clean-book bench bench-scaling
+.PHONY: install install-book test book book-quick book-check clean-book bench bench-scaling
 
-$(STAMP): pyproject.toml
+$(BOOK_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test,book,zoo,distributed]"
+	$(PY) -m pip install -e ".[book,zoo]"
 	@# the `python3` kernel that papermill and Jupyter use runs this venv's interpreter
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pullback-book)"
+	@touch $(BOOK_STAMP)
+
+$(STAMP): $(BOOK_STAMP)
+	$(PY) -m pip install -e ".[test,book,zoo,distributed]"
 	@touch $(STAMP)
+
+install-book: $(BOOK_STAMP)
 
 install: $(STAMP)
 
@@ -25,7 +33,7 @@ test: install
 # A failing chapter does not stop the build (its previous good output, if any, is shown); `make book`
 # still exits non-zero. BOOK_ARGS passes options to the runner, e.g. BOOK_ARGS="--params book/params/paper.yaml".
 BOOK_ARGS ?=
-book: install
+book: install-book
 	@status=0; $(PY) -m pullback_utils.book run $(BOOK_ARGS) || status=$$?; \
 	$(PY) -m pullback_utils.book build && exit $$status
 

@@ -259,3 +259,27 @@ def test_krylov_block_is_raised_so_max_iters_blocks_can_hold_k_plus_two():
     assert basis.info["block_size"] == 4 and basis.info["iterations"] <= 2 and basis.s.shape == (6,)
     with pytest.raises(ValueError, match="block_size"):
         jacobian_svd(fn, x, 2, method="krylov", block_size=0)
+
+
+def test_krylov_without_max_iters_stops_at_its_cap_unconverged_and_says_so():
+    """A flat spectrum has no gap to verify: uncapped, block Krylov would run until its space outgrew dim h
+    (here 75 blocks of 4, then an exact SVD). The default cap stops it after KRYLOV_MAX_ITERS blocks with
+    converged False, the reason and a warning, after (k + 2) J·v per block."""
+    from pullback_utils.engine.solvers import KRYLOV_MAX_ITERS
+
+    gen = torch.Generator().manual_seed(0)
+    dim_x, dim_h = 400, 300
+    U, _ = torch.linalg.qr(torch.randn(dim_h, dim_h, generator=gen, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(dim_x, dim_h, generator=gen, dtype=torch.float64))
+    s = 1 + 1e-9 * torch.rand(dim_h, generator=gen, dtype=torch.float64)
+    A = U @ torch.diag(s) @ V.T
+
+    def fn(x):
+        return A @ x
+
+    x = torch.zeros(dim_x, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning):
+        b = jacobian_svd(fn, x, 2, method="krylov", tol=1e-3)
+    assert b.info["iterations"] == KRYLOV_MAX_ITERS == 50
+    assert b.info["converged"] is False and b.info["reason"]
+    assert b.info["n_jvp"] == 4 * KRYLOV_MAX_ITERS
