@@ -1,11 +1,11 @@
 """Chapters in parallel: ``jobs`` chapter kernels at once, a chapter that reads others' results after them.
 
 Each chapter runs in its own kernel process, so threads of the runner are enough to keep ``jobs`` of
-them busy. Ready chapters start longest first (the seconds their last stamp records, else those of
-``book/durations.yaml``: the default build's chapters as measured, so that a fresh clone, which has no
-stamps, does not start the longest chapter last), which keeps the last, lone chapter short; a chapter in
-neither starts after those that are, in the book's order. Ctrl-C starts no further chapter; the running
-ones finish (their outputs are written as usual, or not at all).
+them busy. Ready chapters start longest first (the seconds their last stamp records when it ran with
+the same parameters, else those of ``book/durations.yaml``: the default build's chapters as measured, so
+that a fresh clone, which has no stamps, does not start the longest chapter last), which keeps the last,
+lone chapter short; a chapter in neither starts after those that are, in the book's order. Ctrl-C starts
+no further chapter; the running ones finish (their outputs are written as usual, or not at all).
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def read_durations(layout: Layout) -> dict[str, float]:
     return out
 
 
+def _expected_seconds(stamp: dict, overrides: dict, measured: float) -> float:
+    """The seconds of the chapter's last run when it ran with these parameters (a ``--quick`` stamp says little
+    about a default run), else the default build's measured seconds."""
+    seconds = float(stamp.get("seconds", 0.0) or 0.0)
+    return seconds if seconds and stamp.get("overrides") == overrides else measured
+
+
 def run_parallel(
     layout: Layout,
     plan: list[tuple[str, dict[str, Any]]],
@@ -65,7 +72,7 @@ def run_parallel(
     overrides = dict(plan)
     deps = {n: [d for d in depends_on(layout, n, chapters) if d in planned] for n in planned}
     measured = read_durations(layout)
-    last = {n: float((read_stamp(layout, n) or {}).get("seconds", 0.0) or measured.get(n, 0.0)) for n in planned}
+    last = {n: _expected_seconds(read_stamp(layout, n) or {}, overrides[n], measured.get(n, 0.0)) for n in planned}
     guard = threading.Lock()
 
     def say(message: str) -> None:

@@ -7,8 +7,8 @@ per chapter) when a chapter's model would not fit even with blocks of one vector
 Where each number comes from:
 
 - **bases**: counted from the chapter's effective parameters by :data:`BASES` (the chapter's sweeps over
-  samples × times, its controls and sensitivity rows; small extras such as the tutorial's k = 1 bases are
-  not counted).
+  samples × times, its controls and sensitivity rows; the tutorial's every basis, :func:`_tutorial`; other
+  chapters' small extras are not counted).
 - **products per basis**: block Krylov (the default solver) multiplies ``k + 2`` vectors by J and by Jᵀ per
   iteration; the iterations are ``max_iters`` at most and, measured, ~8 at tol 0.01 (the default book: 7820
   J·v over 100 bases of k = 8 in coarse_to_fine, 2026-12-02) and ~12 at tol 1e-3 (``benchmarks/scaling.py``:
@@ -31,6 +31,7 @@ Where each number comes from:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -217,6 +218,18 @@ def _costs(arch: dict[str, Any]):
 def _cpu_rate(cost) -> tuple[float, str]:
     """(FLOP/s, which measurement) for a cost: the measured architecture nearest in forward FLOPs."""
     best: tuple[float, float, str] | None = None
+    for forward_flops, rate, name in _reference_rates():
+        distance = abs(math.log(max(cost.forward_flops, 1.0) / forward_flops))
+        if best is None or distance < best[0]:
+            best = (distance, rate, name)
+    assert best is not None
+    return best[1], best[2]
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_rates() -> tuple[tuple[float, float, str], ...]:
+    """(forward FLOPs, measured FLOP/s, name) of each architecture of :data:`MEASURED_CPU`, once per process."""
+    out = []
     for name, m in MEASURED_CPU.items():
         arch = (
             model_architecture(name)
@@ -243,12 +256,8 @@ def _cpu_rate(cost) -> tuple[float, str]:
         )
         assert arch is not None
         ref = _costs(arch)
-        rate = (ref.jvp_flops + ref.vjp_flops) / (m["jvp"] + m["vjp"])
-        distance = abs(math.log(max(cost.forward_flops, 1.0) / ref.forward_flops))
-        if best is None or distance < best[0]:
-            best = (distance, rate, name)
-    assert best is not None
-    return best[1], best[2]
+        out.append((ref.forward_flops, (ref.jvp_flops + ref.vjp_flops) / (m["jvp"] + m["vjp"]), name))
+    return tuple(out)
 
 
 def _tutorial(v: dict) -> tuple[int, int]:

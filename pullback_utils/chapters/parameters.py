@@ -5,7 +5,7 @@ preferably annotated so that ``papermill --help-notebook`` shows the types::
 
     k: int = 8  # basis size
     tol: float = 0.01  # solver tolerance (rad)
-    max_iters: Optional[int] = None  # iteration cap (None: until tol)
+    max_iters: Optional[int] = None  # iteration cap (None: the solver's default, 50 Krylov blocks)
 
 (papermill reads the type only from an annotation or a ``# type:`` comment, never from the literal,
 and its pattern allows letters, digits, ``_``, ``[]`` and ``,`` in an annotation: write

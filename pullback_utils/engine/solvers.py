@@ -321,7 +321,7 @@ def _krylov(
     block_size: int | None = None,
     **_: Any,
 ) -> tuple[Ritz, int]:
-    b = min(krylov_block_size(k, oversample, block_size, max_iters), op.dim_x, op.dim_h)
+    b = min(krylov_block_size(k, oversample, block_size, max_iters or KRYLOV_MAX_ITERS), op.dim_x, op.dim_h)
     # The space lives in x: once it fills x, the Ritz vectors are exact. When dim h < dim x the
     # rank of J is at most dim h, but a Krylov space of that size need not hold the row space
     # numerically; there J is materialised from dim h VJPs (no dearer than the Krylov space
@@ -342,7 +342,7 @@ def _krylov(
             ritz = monitor.update(ritz)
             if callback is not None:
                 callback(it + 1, ritz.v)
-        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", tol=f"{tol:.0e}", dim=Q.shape[0])
+        bar.set_postfix(angle=f"{ritz.angle_estimate:.2e}", tol=f"{tol:g}", dim=Q.shape[0])
         if (ritz.verified and ritz.angle_estimate <= tol) or Q.shape[0] >= op.dim_x:
             break
         # k above the rank: more products cannot determine the trailing vectors. Judged from the second

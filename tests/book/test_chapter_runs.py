@@ -67,3 +67,12 @@ def test_parameter_files_match_the_notebooks(params_file):
     assert set(groups) <= set(order) | set(missing) | {"all"}
     for name in order:
         effective_overrides(name, notebook_defaults(REPO / "notebooks" / f"{name}.ipynb"), [groups])
+
+
+def test_measured_durations_name_the_books_chapters():
+    """book/durations.yaml orders a fresh clone's chapters: every chapter has a measured duration, and no
+    entry names a chapter that no longer exists."""
+    from pullback_utils.book import Layout
+    from pullback_utils.book.parallel import read_durations
+
+    assert set(read_durations(Layout(REPO))) == set(repo_chapters())

@@ -154,6 +154,7 @@ def test_prompt_bases_count_every_prompt_and_the_empty_one():
     assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 3 * 2)]
 
 
+@pytest.mark.slow  # a real kernel runs the tutorial (about 20 s)
 def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
     """Oracle: the tutorial, run with its quick parameters and an empty basis cache, writes one cache entry per
     distinct basis it computes; the plan must count as many (the first rule counted only the methods and the
@@ -171,5 +172,7 @@ def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
     )
     assert result.status == "ok", result.message
     written = len(list(cache.glob("*.safetensors")))
-    defaults = {"methods": ["krylov", "randomized", "power"], "selector_samples": 4}
+    from pullback_utils.book.params import notebook_defaults
+
+    defaults = notebook_defaults(root / "notebooks" / "local_basis_tutorial.ipynb")
     assert bp.BASES["local_basis_tutorial"]({**defaults, **quick}) == [("model", written)]
