@@ -22,7 +22,7 @@ def _name(req: str) -> str:
 def test_extras_split_the_book_and_zoo_tools_from_the_core():
     core = {_name(d) for d in PYPROJECT["dependencies"]}
     extras = {k: {_name(d) for d in v} for k, v in PYPROJECT["optional-dependencies"].items()}
-    assert core == {"torch", "diffusers", "numpy", "scipy", "matplotlib", "tqdm", "safetensors"}
+    assert core == {"torch", "diffusers", "numpy", "scipy", "matplotlib", "tqdm", "safetensors", "psutil"}
     assert {
         "papermill",
         "jupyter",
