@@ -65,13 +65,15 @@ def run_parallel(
     jobs: int,
     one: Callable[..., Any],
     log: Callable[[str], Any],
+    durations: dict[str, float] | None = None,
 ) -> list[Any]:
     """``one(name, overrides, log, progress)`` for every chapter of ``plan``, ``jobs`` at a time; the results
-    in plan order. ``log`` is called under a lock (one line at a time); progress bars are off."""
+    in plan order. ``log`` is called under a lock (one line at a time); progress bars are off. ``durations``:
+    :func:`read_durations`, when the caller has read it already."""
     planned = [name for name, _ in plan]
     overrides = dict(plan)
     deps = {n: [d for d in depends_on(layout, n, chapters) if d in planned] for n in planned}
-    measured = read_durations(layout)
+    measured = read_durations(layout) if durations is None else durations
     last = {n: _expected_seconds(read_stamp(layout, n) or {}, overrides[n], measured.get(n, 0.0)) for n in planned}
     guard = threading.Lock()
 

@@ -28,7 +28,7 @@ from pullback_utils._validate import check_int
 from pullback_utils.book.execute import KERNEL_NAME, NotebookResult, _execute, _recover, _venv_kernel
 from pullback_utils.book.layout import Layout, chapter_order, normalise_name
 from pullback_utils.book.pages import write_statistics
-from pullback_utils.book.parallel import read_durations, run_parallel
+from pullback_utils.book.parallel import _expected_seconds, read_durations, run_parallel
 from pullback_utils.book.params import effective_overrides, load_param_groups, notebook_parameters
 from pullback_utils.book.progress import Estimate
 from pullback_utils.book.stamps import (
@@ -247,7 +247,7 @@ def run(
     forced = {normalise_name(n) for n in only} if only else set(names)  # --force: not the dependents
     plan = _plan_run(layout, names, _sources(layout, params, quick, overrides, log))
     planned = check_plan_memory(layout, plan, timing=progress)
-    read_durations(layout)  # a malformed book/durations.yaml is refused before any kernel, whatever --jobs
+    durations = read_durations(layout)  # a malformed book/durations.yaml is refused before any kernel, whatever --jobs
     if cluster is not None:
         plan = _with_cluster(layout, plan, cluster)
     chapters = chapter_order(layout)[0]
@@ -274,7 +274,7 @@ def run(
         if jobs == 1 or len(plan) < 2:
             results = [one(name, chapter_overrides, log, progress) for name, chapter_overrides in plan]
         else:
-            results = run_parallel(layout, plan, chapters, jobs, one, log)
+            results = run_parallel(layout, plan, chapters, jobs, one, log, durations)
     write_statistics(layout)  # the statistics page reads the stamps just written
     return results
 
@@ -365,7 +365,7 @@ def _run_one(
     planned: Estimate | None = None,
 ) -> NotebookResult:
     """Run or skip one chapter. The expected time shown: ``estimate`` when given, else the chapter's last
-    run with the same parameters, else ``planned`` (the plan's lower bound)."""
+    run with the same parameters, else ``planned`` (the plan: products and sampling only)."""
     key = stamp_key(layout.notebook(name), overrides, *fingerprint, inputs=inputs)
     stamp = read_stamp(layout, name, dest)
     if not force and stamp and stamp.get("key") == key:
@@ -378,8 +378,9 @@ def _run_one(
     log(
         f"run  {name}" + (f" with {shown}" if shown else "") + (f" into {dest}" if dest != layout.out_dir(name) else "")
     )
-    if estimate is None and stamp and stamp.get("overrides") == overrides and stamp.get("seconds"):
-        estimate = Estimate(float(stamp["seconds"]), "its last run with these parameters")
+    last = _expected_seconds(stamp or {}, overrides, 0.0)  # the ordering's rule: a run with these parameters
+    if estimate is None and last:
+        estimate = Estimate(last, "its last run with these parameters")
     estimate = estimate or planned
     result = _execute(layout, name, overrides, key, fingerprint, progress, dest, log, estimate)
     if result.status == "failed":
