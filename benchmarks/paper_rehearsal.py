@@ -136,8 +136,9 @@ def models_of(group: dict, reduced: dict | None = None) -> str:
     return ", ".join(short.get(n, n) for n in names) or "(chapter default)"
 
 
-def run_chapter(name: str, out: Path, env: dict[str, str], timeout: float) -> dict:
-    """Run one chapter of paper.yaml at :data:`REDUCED` counts; its row of the table."""
+def run_chapter(name: str, out: Path, env: dict[str, str], timeout: float, threads: int = 1) -> dict:
+    """Run one chapter of paper.yaml at :data:`REDUCED` counts with ``threads`` torch threads; its row of the
+    table."""
     args = [
         sys.executable,
         "-m",
@@ -154,7 +155,7 @@ def run_chapter(name: str, out: Path, env: dict[str, str], timeout: float) -> di
         "cache_dir",
         "''",
     ]
-    for key, value in REDUCED.get(name, {}).items():
+    for key, value in {**REDUCED.get(name, {}), "threads": threads}.items():
         args += ["-p", key, json.dumps(value)]
     timing = out / f"{name}.time"
     start = time.perf_counter()
@@ -208,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--table", type=Path, help="also write the table (and the command) to this file")
     p.add_argument("--timeout", type=float, default=7200.0, help="seconds per chapter")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads per chapter (the chapters' `threads` and OMP_NUM_THREADS; 1 on a shared machine)",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="write the table of the rows already in --out, run nothing"
     )
     args = p.parse_args(argv)
@@ -222,14 +229,21 @@ def main(argv: list[str] | None = None) -> int:
     mapping = write_replicas(args.replicas)
     from pullback_utils.zoo.loading import MODEL_MAP_ENV, format_model_map
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **{MODEL_MAP_ENV: format_model_map(mapping)})
+    if args.threads < 1:
+        p.error(f"--threads must be a positive integer, got {args.threads}")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS=str(args.threads),
+        **{MODEL_MAP_ENV: format_model_map(mapping)},
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     earlier = args.out / "rows.json"
     rows = [r for r in (json.loads(earlier.read_text()) if earlier.is_file() else []) if r["chapter"] not in names]
     order = [n for n in groups if n != "all"]
     for name in names:
         print(f"run  {name} ...", flush=True)
-        row = run_chapter(name, args.out, env, args.timeout)
+        row = run_chapter(name, args.out, env, args.timeout, args.threads)
         rows.append(row)
         rows.sort(key=lambda r: order.index(r["chapter"]))
         print(
