@@ -5,9 +5,9 @@ This script writes random-weight replicas of both (:mod:`pullback_utils.zoo.repl
 folders exist), points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every
 chapter of the file with ``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...``
 at reduced counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4
-DDIM steps, tol 0.1, at most 2 iterations) and full resolution (3x256x256 pixels; 4x64x64 latents of 512x512
-images). One chapter at a time, each in its own process tree, with an empty basis cache. It writes a table:
-chapter, model, wall seconds, Jacobian products (J·v + Jᵀu of the sweeps the chapter records in
+DDIM steps, tol 0.1, at most 2 iterations, edits of a few guidance and DDIM steps) and full resolution
+(3x256x256 pixels; 4x64x64 latents of 512x512 images). One chapter at a time, each in its own process tree,
+with an empty basis cache. It writes a table: chapter, model, wall seconds, Jacobian products (J·v + Jᵀu of the sweeps the chapter records in
 ``metrics.json``), peak resident memory of the chapter's processes (GNU time's maximum RSS, i.e. the
 kernel's), ok/failed. What it rehearses is the path (loading, shapes, memory, every cell), not the results:
 the weights are random.
@@ -38,8 +38,12 @@ REDUCED: dict[str, dict] = {
     "local_basis_tutorial": dict(
         k=3, ddim_steps=4, tol=0.1, methods=["krylov", "power"], power_max_iters=2, reference_tol=0.1
     ),
+    # one Krylov block per basis; 2 guidance steps per edit (the CelebA-HQ default, 16, made each of the 20
+    # matched-size edits ~210 s at 256 x 256 here: ~70 min)
     "coarse_to_fine": dict(
         _FEW,
+        max_iters=1,
+        edit_settings={"n_steps": 2},
         n_samples=2,
         times=[0.7, 0.3],
         control_times=[0.7, 0.3],
@@ -52,6 +56,7 @@ REDUCED: dict[str, dict] = {
     ),
     "timestep_discrepancy": dict(
         _FEW,
+        max_iters=1,
         n_samples=4,
         times=[0.7, 0.5, 0.3],
         control_times=[0.7, 0.3],
@@ -77,8 +82,10 @@ REDUCED: dict[str, dict] = {
         gaussian_rank=128,
     ),
     # 4 of the paper's 12 prompts (the chapter's minimum): bases = (prompts + 1) x (n_states + n_control) x times
+    # one Krylov block per basis (8 products at k = 2): an SD-2.1 product is ~7 s on this CPU
     "prompt_influence": dict(
         _FEW,
+        max_iters=1,
         n_states=2,
         n_control=1,
         times=[1.0, 0.1],
@@ -89,7 +96,15 @@ REDUCED: dict[str, dict] = {
             "a red bus driving down a city street",
         ],
     ),
-    "editing": dict(n_samples=2, edit_times=[0.7, 0.4], k=2, tol=0.1, max_iters=2),
+    # the per-model EditConfig (100 inversion and sampling steps, N = 16-64) cut to tens of U-Net passes
+    "editing": dict(
+        n_samples=2,
+        edit_times=[0.7, 0.4],
+        k=2,
+        tol=0.1,
+        max_iters=1,
+        edit_settings={"inversion_steps": 10, "sampling_steps": 10, "n_steps": 2, "n_steps_prompt": 2},
+    ),
     "ground_truth": dict(_FEW, models=["disks", "shapes"], n_samples=2, times=[0.7, 0.3], n_pool=300, n_neighbours=10),
 }
 

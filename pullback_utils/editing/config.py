@@ -125,14 +125,48 @@ class EditConfig:
         return {name: getattr(self, name) for name in self.fields()}
 
     @classmethod
-    def for_model(cls, model: "DiffusionModel | str") -> "EditConfig":
-        """The default settings for ``model`` (a DiffusionModel or a name).
+    def for_model(
+        cls,
+        model: "DiffusionModel | str",
+        overrides: Mapping[str, Any] | None = None,
+        *,
+        parameter: str = "overrides",
+    ) -> "EditConfig":
+        """The default settings for ``model`` (a DiffusionModel or a name), with ``overrides`` applied.
 
         Lookup: the exact name (last path component too) in :data:`EDIT_DEFAULTS`; names containing
         ``celebahq``/``ddpm-ema`` or ``stable-diffusion``; then by kind: latent text models ->
         ``"stable-diffusion"``, other text models -> ``"zoo-text"``, CelebA-HQ-sized (256 px) pixel
         models -> ``"celebahq"``, everything else (and unknown names) -> ``"zoo-pixel"``.
+
+        ``overrides`` ({field: value}, e.g. a chapter's ``edit_settings`` such as ``{"inversion_steps": 20}``)
+        replace those fields; a value that is not a mapping, an unknown field or an invalid value raises
+        ``ValueError`` naming ``parameter`` (and the valid fields), before anything runs.
         """
+        config = cls._lookup(model)
+        if overrides is None:
+            return config
+        if not isinstance(overrides, Mapping):
+            raise ValueError(
+                f"{parameter} must be a mapping of edit settings {{field: value}}, got {type(overrides).__name__}; "
+                f"valid fields: {list(cls.fields())}"
+            )
+        if not overrides:
+            return config
+        unknown = sorted(str(key) for key in overrides if key not in cls.fields() or key == "source")
+        if unknown:
+            raise ValueError(
+                f"{parameter}: unknown edit setting(s) {unknown}; valid fields: "
+                f"{[f for f in cls.fields() if f != 'source']}"
+            )
+        try:
+            return config.replace(**dict(overrides), source=f"{config.source}; {parameter} {dict(overrides)}")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{parameter}: {exc}") from None
+
+    @classmethod
+    def _lookup(cls, model: "DiffusionModel | str") -> "EditConfig":
+        """The default settings for ``model`` (the lookup of :meth:`for_model`)."""
         name = model if isinstance(model, str) else str(getattr(model, "name", ""))
         base = name.rstrip("/").split("/")[-1]
         for key in (name, base):
@@ -208,9 +242,11 @@ _TABLE["shapes-text"] = _TABLE["zoo-text"]
 EDIT_DEFAULTS: Mapping[str, EditConfig] = MappingProxyType(_TABLE)
 
 
-def edit_defaults(model: "DiffusionModel | str") -> dict[str, Any]:
-    """``EditConfig.for_model(model).to_dict()``: the defaults for ``model`` as a fresh dict."""
-    return EditConfig.for_model(model).to_dict()
+def edit_defaults(
+    model: "DiffusionModel | str", overrides: Mapping[str, Any] | None = None, *, parameter: str = "overrides"
+) -> dict[str, Any]:
+    """``EditConfig.for_model(model, overrides).to_dict()``: the settings for ``model`` as a fresh dict."""
+    return EditConfig.for_model(model, overrides, parameter=parameter).to_dict()
 
 
 def resolve_config(model: "DiffusionModel", config: EditConfig | None, overrides: dict[str, Any]) -> EditConfig:

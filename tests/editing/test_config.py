@@ -127,3 +127,21 @@ def test_bad_settings_fail_before_any_compute(no_compute):
         E.edit_image(no_compute, None, t_edit=0.6, config={"gamma": 1.0})
     with pytest.raises(ValueError, match="eta_below must be a fraction of T in \\[0, 1\\], None or 'default'"):
         E.edit_image(no_compute, None, t_edit=0.6, eta_below="auto")
+
+
+def test_for_model_applies_overrides_and_names_the_parameter_on_bad_ones():
+    base = EditConfig.for_model("google/ddpm-ema-celebahq-256")
+    got = EditConfig.for_model("google/ddpm-ema-celebahq-256", {"inversion_steps": 10, "n_steps": 2})
+    assert (got.inversion_steps, got.n_steps) == (10, 2)
+    assert got.replace(source=base.source) == base.replace(inversion_steps=10, n_steps=2)  # nothing else moved
+    assert "edit_settings" not in got.source and "inversion_steps" in got.source  # the source records the change
+    assert EditConfig.for_model("disks", {}) == EditConfig.for_model("disks") == E.EDIT_DEFAULTS["zoo-pixel"]
+    assert E.edit_defaults("disks", {"gamma": 0.5})["gamma"] == 0.5
+    with pytest.raises(ValueError, match=r"edit_settings: unknown edit setting\(s\) \['inversion'\]; valid fields"):
+        EditConfig.for_model("disks", {"inversion": 10}, parameter="edit_settings")
+    with pytest.raises(ValueError, match="edit_settings: unknown .*'source'"):
+        EditConfig.for_model("disks", {"source": "mine"}, parameter="edit_settings")
+    with pytest.raises(ValueError, match="edit_settings: .*inversion_steps"):
+        EditConfig.for_model("disks", {"inversion_steps": 0}, parameter="edit_settings")
+    with pytest.raises(ValueError, match="edit_settings must be a mapping"):
+        EditConfig.for_model("disks", [("n_steps", 2)], parameter="edit_settings")

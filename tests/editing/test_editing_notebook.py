@@ -37,6 +37,7 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
                 k=2,
                 tol=0.1,
                 max_iters=3,
+                edit_settings={"n_steps": 3, "inversion_steps": 7},  # applied to both models
             ),
             progress_bar=False,
         )
@@ -48,3 +49,5 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     assert rec["model"] == str(folder) and rec["n_units"] == 3
     assert rec["measure"].startswith("the model's own denoising error")  # a model without a renderer
     assert (out / "prompt_edits.png").is_file() and (out / "guidance_vs_naive.png").is_file()
+    used = metrics["settings"]  # the edit settings the chapter ran with: the model's, with edit_settings applied
+    assert (used["n_steps"], used["inversion_steps"]) == (3, 7) and "edit_settings" in used["source"]
