@@ -1,16 +1,16 @@
 """Rehearse ``book/params/paper.yaml`` on full-size random-weight replicas of its hub pipelines, on this machine.
 
-The paper's file, unchanged, names google/ddpm-ema-celebahq-256 and stabilityai/stable-diffusion-2-1-base.
-This script writes random-weight replicas of both (:mod:`pullback_utils.zoo.replicas`; skipped when the
-folders exist), points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every
-chapter of the file with ``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...``
-at reduced counts (:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4
-DDIM steps, tol 0.1, at most 2 iterations, edits of a few guidance and DDIM steps) and full resolution
-(3x256x256 pixels; 4x64x64 latents of 512x512 images). One chapter at a time, each in its own process tree,
-with an empty basis cache. It writes a table: chapter, model, wall seconds, Jacobian products (J·v + Jᵀu of the sweeps the chapter records in
-``metrics.json``), peak resident memory of the chapter's processes (GNU time's maximum RSS, i.e. the
-kernel's), ok/failed. What it rehearses is the path (loading, shapes, memory, every cell), not the results:
-the weights are random.
+The paper's file, unchanged, names google/ddpm-ema-celebahq-256 and stabilityai/stable-diffusion-2-1-base. This
+script writes random-weight replicas of both (:mod:`pullback_utils.zoo.replicas`; skipped when the folders exist),
+points the hub ids at them with the model map (``$PULLBACK_MODEL_MAP``), and runs every chapter of the file with
+``python -m pullback_utils.book chapter NAME --params book/params/paper.yaml -p ...`` at reduced counts
+(:data:`REDUCED`: 2 samples (4 where a chapter's tests need 4), 2-3 timesteps, k = 2-3, 4 DDIM steps, tol 0.1, at
+most 2 iterations, edits of a few guidance and DDIM steps) and full resolution (3x256x256 pixels; 4x64x64 latents
+of 512x512 images). One chapter at a time, each in its own process tree, with an empty basis cache. It writes a
+table: chapter, model, wall seconds, Jacobian products (J·v + Jᵀu of the sweeps the chapter records in
+``metrics.json``), peak resident memory of the chapter's processes (GNU time's maximum RSS, i.e. the kernel's),
+ok/failed. What it rehearses is the path (loading, shapes, memory, every cell), not the results: the weights are
+random.
 
     nice -n 5 python benchmarks/paper_rehearsal.py --replicas /tmp/replicas --out /tmp/rehearsal \\
         --table benchmarks/results-paper_rehearsal.txt [--only coarse_to_fine editing]
