@@ -30,3 +30,28 @@ def test_lags_start_at_the_sampler_step_and_stay_in_range(tmp_path):
         _setup(tmp_path, lags=[0.05, 0.6])
     with pytest.raises(chapter.ParameterValueError, match="lags must be a non-empty list"):
         _setup(tmp_path, lags=[])
+
+
+@pytest.mark.parametrize("name", ["coarse_to_fine", "editing"])
+def test_edit_settings_are_checked_before_any_model_loads(tmp_path, name):
+    """Each chapter takes the edit settings it applies and refuses, by name, the ones that would do nothing
+    there, unknown ones and invalid values (chapter.setup runs before the model is loaded)."""
+    base = {"output_dir": str(tmp_path), "cache_dir": ""}
+    if name == "coarse_to_fine":
+        base.update(times=[0.7, 0.3], edit_times=[0.7, 0.3])
+    ch = chapter.setup(name, {**base, "edit_settings": {"n_steps": 2, "gamma": 0.5}})
+    assert ch.edit_settings == {"n_steps": 2, "gamma": 0.5}
+    applied = chapter.EDIT_SETTINGS_APPLIED[name]
+    with pytest.raises(chapter.ParameterValueError, match=rf"edit_settings: {name} applies only .*\['inversion'\]"):
+        chapter.setup(name, {**base, "edit_settings": {"inversion": 3}})
+    with pytest.raises(chapter.ParameterValueError, match="edit_settings: .*n_steps"):
+        chapter.setup(name, {**base, "edit_settings": {"n_steps": -1}})
+    with pytest.raises(chapter.ParameterValueError, match="edit_settings must be a mapping"):
+        chapter.setup(name, {**base, "edit_settings": [("n_steps", 2)]})
+    if "inversion_steps" not in applied:  # coarse_to_fine finishes its edits with its own ddim_steps
+        with pytest.raises(chapter.ParameterValueError, match=r"applies only \['gamma', 'n_steps'\].*inversion_steps"):
+            chapter.setup(name, {**base, "edit_settings": {"inversion_steps": 10}})
+    else:
+        assert chapter.setup(name, {**base, "edit_settings": {"inversion_steps": 10}}).edit_settings
+    with pytest.raises(chapter.ParameterValueError, match=r"got \['k'\]"):  # the chapter's own k sets it
+        chapter.setup(name, {**base, "edit_settings": {"k": 2}})

@@ -170,6 +170,42 @@ def _lag_design(p: dict) -> None:
     p["anchor_time"], p["lags"] = anchor, [round(g, 9) for g in out]
 
 
+#: The edit settings (:class:`~pullback_utils.editing.EditConfig` fields) each chapter applies from its
+#: ``edit_settings`` parameter; the others would have no effect there and are refused.
+EDIT_SETTINGS_APPLIED: dict[str, tuple[str, ...]] = {
+    "coarse_to_fine": ("gamma", "n_steps"),  # its edits finish with the chapter's ddim_steps
+    "editing": ("gamma", "n_steps", "n_steps_prompt", "step_size", "inversion_steps", "sampling_steps", "eta_below"),
+}
+
+
+def _edit_settings(chapter: str) -> Callable[[dict], None]:
+    applied = EDIT_SETTINGS_APPLIED[chapter]
+
+    def rule(p: dict) -> None:
+        value = p.get("edit_settings")
+        if value is None:
+            return
+        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+            raise ParameterValueError(
+                f"edit_settings must be a mapping {{setting: value}} of edit settings, got {value!r}; "
+                f"{chapter} applies {list(applied)}"
+            )
+        other = sorted(set(value) - set(applied))
+        if other:
+            raise ParameterValueError(
+                f"edit_settings: {chapter} applies only {list(applied)} (EditConfig fields; its own parameters "
+                f"set the rest, e.g. k and edit_times), got {other}"
+            )
+        from pullback_utils.editing import EditConfig
+
+        try:
+            EditConfig().replace(**value)
+        except (TypeError, ValueError) as exc:
+            raise ParameterValueError(f"edit_settings: {exc}") from None
+
+    return rule
+
+
 def _ground_truth(p: dict) -> None:
     from pullback_utils.ground_truth import check_design
 
@@ -178,7 +214,12 @@ def _ground_truth(p: dict) -> None:
 
 #: Cross-parameter rules per chapter, run after :data:`RULES`.
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
-    "coarse_to_fine": [_subset("times", "edit_times", 2), _subset("times", "control_times")],
+    "coarse_to_fine": [
+        _subset("times", "edit_times", 2),
+        _subset("times", "control_times"),
+        _edit_settings("coarse_to_fine"),
+    ],
+    "editing": [_edit_settings("editing")],
     "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times"), _lag_design],
     "dataset_complexity": [_subset("times", "control_times")],
     "ground_truth": [_ground_truth],

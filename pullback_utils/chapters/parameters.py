@@ -161,7 +161,9 @@ def _is_kind(value: Any, kind: str) -> bool:
         return isinstance(value, int)
     if kind == "float":
         return isinstance(value, (int, float))
-    return isinstance(value, {"str": str, "list": (list, tuple), "dict": dict}[kind])
+    if kind == "dict":  # a JSON-ready mapping: names as keys
+        return isinstance(value, dict) and all(isinstance(key, str) for key in value)
+    return isinstance(value, {"str": str, "list": (list, tuple)}[kind])
 
 
 def _annotation_kinds(text: str) -> tuple[frozenset[str], frozenset[str] | None] | None:

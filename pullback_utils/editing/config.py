@@ -140,25 +140,25 @@ class EditConfig:
         models -> ``"celebahq"``, everything else (and unknown names) -> ``"zoo-pixel"``.
 
         ``overrides`` ({field: value}, e.g. a chapter's ``edit_settings`` such as ``{"inversion_steps": 20}``)
-        replace those fields; a value that is not a mapping, an unknown field or an invalid value raises
-        ``ValueError`` naming ``parameter`` (and the valid fields), before anything runs.
+        replace those fields (every field but ``source``, which then records them; a value of None is a value,
+        not "keep the default": ``{"eta_below": None}`` asks for a deterministic finish); a value that is not a
+        mapping, an unknown field or an invalid value raises ``ValueError`` naming ``parameter`` and the valid
+        fields. Nothing is computed here, so a caller that checks first (a chapter's setup) fails before any work.
         """
         config = cls._lookup(model)
         if overrides is None:
             return config
+        valid = [f for f in cls.fields() if f != "source"]
         if not isinstance(overrides, Mapping):
             raise ValueError(
                 f"{parameter} must be a mapping of edit settings {{field: value}}, got {type(overrides).__name__}; "
-                f"valid fields: {list(cls.fields())}"
+                f"valid fields: {valid}"
             )
         if not overrides:
             return config
         unknown = sorted(str(key) for key in overrides if key not in cls.fields() or key == "source")
         if unknown:
-            raise ValueError(
-                f"{parameter}: unknown edit setting(s) {unknown}; valid fields: "
-                f"{[f for f in cls.fields() if f != 'source']}"
-            )
+            raise ValueError(f"{parameter}: unknown edit setting(s) {unknown}; valid fields: {valid}")
         try:
             return config.replace(**dict(overrides), source=f"{config.source}; {parameter} {dict(overrides)}")
         except (TypeError, ValueError) as exc:

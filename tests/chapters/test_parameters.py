@@ -189,3 +189,12 @@ def test_glue_stores_without_showing_in_the_book_and_shows_elsewhere(tmp_path, m
     ch.glue("share", 0.0667)
     ch.glue("sentence", Markdown("rises *then* falls"))
     assert [objs[0].data for objs, _ in shown[-2:]] == ["`share` = 0.0667", "`sentence` = rises *then* falls"]
+
+
+def test_a_dict_parameter_takes_only_str_keyed_mappings():
+    params = parse_parameters("settings: dict = {}  # overrides\n")
+    validate_overrides(params, {"settings": {"n_steps": 2}})
+    validate_overrides(params, {"settings": {}})
+    for bad, got in (({1: 2}, "dict"), ([("n_steps", 2)], "list"), (None, "None")):
+        with pytest.raises(ParameterError, match=rf"'settings' must be dict .*got {got}"):
+            validate_overrides(params, {"settings": bad}, notebook="c.ipynb")

@@ -37,7 +37,7 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
                 k=2,
                 tol=0.1,
                 max_iters=3,
-                edit_settings={"n_steps": 3, "inversion_steps": 7},  # applied to both models
+                edit_settings={"n_steps": 3, "n_steps_prompt": 2, "inversion_steps": 7},  # both models
             ),
             progress_bar=False,
         )
@@ -51,3 +51,5 @@ def test_editing_notebook_runs_with_tiny_parameters(tmp_path):
     assert (out / "prompt_edits.png").is_file() and (out / "guidance_vs_naive.png").is_file()
     used = metrics["settings"]  # the edit settings the chapter ran with: the model's, with edit_settings applied
     assert (used["n_steps"], used["inversion_steps"]) == (3, 7) and "edit_settings" in used["source"]
+    text = metrics["text_settings"]  # the text model's own defaults, with the same overrides
+    assert (text["n_steps"], text["n_steps_prompt"], text["inversion_steps"]) == (3, 2, 7)
