@@ -81,13 +81,14 @@ REDUCED: dict[str, dict] = {
         gaussian_images=300,
         gaussian_rank=128,
     ),
-    # 4 of the paper's 12 prompts (the chapter's minimum): bases = (prompts + 1) x (n_states + n_control) x times
+    # 4 of the paper's 12 prompts (the chapter's minimum; 2 states and 2 control states, the minimum of each):
+    # bases = (prompts + 1) x (n_states + n_control) x times
     # one Krylov block per basis (8 products at k = 2): an SD-2.1 product is ~7 s on this CPU
     "prompt_influence": dict(
         _FEW,
         max_iters=1,
         n_states=2,
-        n_control=1,
+        n_control=2,
         times=[1.0, 0.1],
         prompts=[
             "a dog sitting on a wooden bench in a park",

@@ -55,3 +55,30 @@ def test_edit_settings_are_checked_before_any_model_loads(tmp_path, name):
         assert chapter.setup(name, {**base, "edit_settings": {"inversion_steps": 10}}).edit_settings
     with pytest.raises(chapter.ParameterValueError, match=r"got \['k'\]"):  # the chapter's own k sets it
         chapter.setup(name, {**base, "edit_settings": {"k": 2}})
+
+
+def test_the_prompt_chapters_control_needs_two_states_among_its_own(tmp_path):
+    """The rehearsal of paper.yaml ran 28 minutes with n_control = 1 and failed at the control's fading test
+    (one prompt-state: no test); n_control above n_states silently ran fewer control states."""
+    base = {"output_dir": str(tmp_path), "cache_dir": "", "n_states": 3, "times": [1.0, 0.1]}
+    assert chapter.setup("prompt_influence", {**base, "n_control": 3}).n_control == 3
+    with pytest.raises(chapter.ParameterValueError, match="n_control must be an int >= 2, got 1"):
+        chapter.setup("prompt_influence", {**base, "n_control": 1})
+    with pytest.raises(chapter.ParameterValueError, match="n_control must be at most n_states=3"):
+        chapter.setup("prompt_influence", {**base, "n_control": 4})
+
+
+def test_prompt_study_refuses_a_control_it_cannot_test_before_sampling():
+    from pullback_utils.chapters.measurements import prompt_study
+
+    class Text:  # conditional; sampling would fail loudly, so reaching it means the check did not run
+        is_conditional = True
+
+        def conditioning(self, prompt):
+            return prompt
+
+    kw = dict(seed=0, times=[1.0, 0.1], k=2, ddim_steps=4)
+    with pytest.raises(ValueError, match="n_control must be an int >= 2, got 1"):
+        prompt_study(Text(), list("abcd"), n_states=2, n_control=1, **kw)
+    with pytest.raises(ValueError, match="n_control must be at most n_states=2"):
+        prompt_study(Text(), list("abcd"), n_states=2, n_control=3, **kw)

@@ -69,6 +69,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "model": lambda v, n: _model(v, n),
     "n_samples": lambda v, n: V.check_int(v, n, 2),
     "n_states": lambda v, n: V.check_int(v, n, 2),
+    "n_control": lambda v, n: V.check_int(v, n, 2),  # the random-weight control is tested over its states too
     "selector_samples": lambda v, n: V.check_int(v, n, 2),  # frames of a sample selector (chapters.frames)
     "times": _times,
     "control_times": lambda v, n: _times(v, n, min_len=1),
@@ -206,6 +207,15 @@ def _edit_settings(chapter: str) -> Callable[[dict], None]:
     return rule
 
 
+def _control_states(p: dict) -> None:
+    """The random-weight control runs on the first ``n_control`` of the ``n_states`` states."""
+    if "n_control" in p and "n_states" in p and p["n_control"] > p["n_states"]:
+        raise ParameterValueError(
+            f"n_control must be at most n_states={p['n_states']} (the control runs on the first n_control states), "
+            f"got {p['n_control']}"
+        )
+
+
 def _ground_truth(p: dict) -> None:
     from pullback_utils.ground_truth import check_design
 
@@ -220,6 +230,7 @@ CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
         _edit_settings("coarse_to_fine"),
     ],
     "editing": [_edit_settings("editing")],
+    "prompt_influence": [_control_states],
     "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times"), _lag_design],
     "dataset_complexity": [_subset("times", "control_times")],
     "ground_truth": [_ground_truth],

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pullback_utils._validate import check_int
 from pullback_utils.analysis.baselines import random_weight_model
 from pullback_utils.analysis.geometry import geodesic_distance
 from pullback_utils.sweeps.bases import BasisSweep, Trajectories, bases_over, sample_trajectories, storage_dtype
@@ -367,6 +368,12 @@ def prompt_study(
         )
     if len(set(prompts)) != len(prompts) or len(prompts) < 4:
         raise ValueError(f"prompts must be at least 4 distinct strings, got {list(prompts)!r}")
+    n_states = check_int(n_states, "n_states", 2)
+    n_control = check_int(n_control, "n_control", 2)  # the control's fading test needs 2 prompt-states
+    if n_control > n_states:
+        raise ValueError(
+            f"n_control must be at most n_states={n_states} (the control's states are among them), got {n_control}"
+        )
     for p in prompts:
         model.conditioning(p)  # encodes, and so checks, every prompt before heavy compute
     solver = dict(solver or {})
@@ -652,7 +659,6 @@ def edit_strength_series(
         ``original`` ``(1, *image_shape)`` the unedited result.
     """
     from pullback_utils import editing as ed
-    from pullback_utils._validate import check_int
     from pullback_utils.editing.checks import check_edit_time, direction_batch, state_batch
     from pullback_utils.editing.metrics import change_size, match_naive_batch
 

@@ -149,9 +149,9 @@ def test_the_model_map_is_part_of_a_chapters_stamp(tmp_path, monkeypatch):
 def test_prompt_bases_count_every_prompt_and_the_empty_one():
     """prompt_study sweeps each prompt and the empty prompt over n_states trained and n_control random-weight
     states at every time (chapters/measurements.prompt_study); the rehearsal found the first formula missed it."""
-    v = dict(model="x", prompts=["a", "b", "c", "d"], n_states=2, n_control=1, times=[1.0, 0.1])
-    assert bp.BASES["prompt_influence"](v) == [("model", 5 * 3 * 2)]
-    assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 3 * 2)]
+    v = dict(model="x", prompts=["a", "b", "c", "d"], n_states=3, n_control=2, times=[1.0, 0.1])
+    assert bp.BASES["prompt_influence"](v) == [("model", 5 * 5 * 2)]
+    assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 5 * 2)]
 
 
 @pytest.mark.slow  # a real kernel runs the tutorial (about 20 s)
