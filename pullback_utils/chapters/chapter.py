@@ -186,12 +186,7 @@ def _edit_settings(chapter: str) -> Callable[[dict], None]:
         value = p.get("edit_settings")
         if value is None:
             return
-        if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-            raise ParameterValueError(
-                f"edit_settings must be a mapping {{setting: value}} of edit settings, got {value!r}; "
-                f"{chapter} applies {list(applied)}"
-            )
-        other = sorted(set(value) - set(applied))
+        other = sorted(set(value) - set(applied)) if isinstance(value, dict) else []
         if other:
             raise ParameterValueError(
                 f"edit_settings: {chapter} applies only {list(applied)} (EditConfig fields; its own parameters "
@@ -199,10 +194,10 @@ def _edit_settings(chapter: str) -> Callable[[dict], None]:
             )
         from pullback_utils.editing import EditConfig
 
-        try:
-            EditConfig().replace(**value)
-        except (TypeError, ValueError) as exc:
-            raise ParameterValueError(f"edit_settings: {exc}") from None
+        try:  # the mapping and its values, checked as the chapter will apply them
+            EditConfig.for_model("", value, parameter="edit_settings")
+        except ValueError as exc:
+            raise ParameterValueError(str(exc)) from None
 
     return rule
 
