@@ -82,3 +82,32 @@ def test_prompt_study_refuses_a_control_it_cannot_test_before_sampling():
         prompt_study(Text(), list("abcd"), n_states=2, n_control=1, **kw)
     with pytest.raises(ValueError, match="n_control must be at most n_states=2"):
         prompt_study(Text(), list("abcd"), n_states=2, n_control=3, **kw)
+
+
+def test_the_sensitivity_rows_need_as_many_samples_as_the_chapters_tests(tmp_path):
+    """The rehearsal of paper.yaml ran timestep_discrepancy 8 minutes with sensitivity_samples = 2 and failed in
+    the sensitivity cell: its rows repeat the jackknife test over sample pairs (4 units at least) on the first
+    sensitivity_samples samples."""
+    base = {"output_dir": str(tmp_path), "cache_dir": "", "n_samples": 4}
+    td = {**base, "times": [0.7, 0.5, 0.3], "ablation_times": [0.7, 0.3], "control_times": [0.7, 0.3]}
+    assert chapter.setup("timestep_discrepancy", {**td, "sensitivity_samples": 4}).sensitivity_samples == 4
+    with pytest.raises(chapter.ParameterValueError, match=r"sensitivity_samples must be >= 4 for timestep_discrepancy"):
+        chapter.check_values("timestep_discrepancy", {**td, "sensitivity_samples": 3})
+    # coarse_to_fine's sign-flip test runs on 2; below that the generic rule refuses
+    c2f = {**base, "times": [0.7, 0.3], "edit_times": [0.7, 0.3], "control_times": [0.7, 0.3]}
+    assert chapter.check_values("coarse_to_fine", {**c2f, "sensitivity_samples": 2})["sensitivity_samples"] == 2
+    with pytest.raises(chapter.ParameterValueError, match="sensitivity_samples must be an int >= 2, got 1"):
+        chapter.check_values("coarse_to_fine", {**c2f, "sensitivity_samples": 1})
+    with pytest.raises(chapter.ParameterValueError, match="sensitivity_tol must be"):
+        chapter.check_values("coarse_to_fine", {**c2f, "sensitivity_tol": 0.0})
+
+
+def test_a_sensitivity_layer_the_model_lacks_is_refused_by_name_before_any_basis(tmp_path):
+    import pullback_utils as pu
+
+    m = pu.load_model("disks")
+    ch = chapter.setup("coarse_to_fine", {"output_dir": str(tmp_path), "cache_dir": "", "sensitivity_layer": "up.1"})
+    ch.check_layers(m)  # a block of the model: accepted
+    ch = chapter.setup("coarse_to_fine", {"output_dir": str(tmp_path), "cache_dir": "", "sensitivity_layer": "up.99"})
+    with pytest.raises(chapter.ParameterValueError, match=r"coarse_to_fine: sensitivity_layer: unknown layer 'up.99'"):
+        ch.check_layers(m)

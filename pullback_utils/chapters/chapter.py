@@ -31,7 +31,7 @@ from pullback_utils import _validate as V
 from pullback_utils._validate import is_int
 from pullback_utils.sweeps.bases import resolve_cache_dir
 
-__all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "ParameterValueError"]
+__all__ = ["Chapter", "setup", "check_values", "RULES", "CHAPTER_RULES", "LAYER_PARAMETERS", "ParameterValueError"]
 
 #: Warnings that say nothing about a chapter's results and are not shown on its page: torch loads its
 #: forward-AD decompositions with ``torch.jit.script`` on the first forward-mode product (torch 2.13
@@ -97,6 +97,8 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "gaussian_images": lambda v, n: V.check_int(v, n, 2),
     "gaussian_rank": lambda v, n: V.check_int(v, n, 1),
     "share_k": lambda v, n: V.check_int(v, n, 1),
+    "sensitivity_samples": lambda v, n: V.check_int(v, n, 2),  # the sensitivity rows repeat the tests on them
+    "sensitivity_tol": lambda v, n: V.check_real(v, n, positive=True),
     "cache_dir": lambda v, n: _cache_dir(v, n),
 }
 
@@ -217,6 +219,9 @@ def _ground_truth(p: dict) -> None:
     check_design(p)
 
 
+#: Parameters that name a feature layer of the chapter's model (:meth:`Chapter.check_layers`).
+LAYER_PARAMETERS: tuple[str, ...] = ("sensitivity_layer",)
+
 #: Cross-parameter rules per chapter, run after :data:`RULES`.
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
     "coarse_to_fine": [
@@ -257,6 +262,19 @@ class Chapter:
     def solver(self) -> dict[str, Any]:
         """The solver options of the parameters (``method``, ``tol``, ``max_iters``, ``seed``)."""
         return {k: self.params[k] for k in ("method", "tol", "max_iters", "seed") if k in self.params}
+
+    def check_layers(self, model: Any) -> None:
+        """Refuse a layer parameter (:data:`LAYER_PARAMETERS`) that names no layer of ``model``'s network,
+        with :class:`ParameterValueError` naming the parameter and the valid layers. Layer names depend on
+        the model, so the notebooks call this right after loading it, before any basis is computed."""
+        from pullback_utils.features.feature_maps import resolve_layer
+
+        for key in LAYER_PARAMETERS:
+            if key in self.params:
+                try:
+                    resolve_layer(model.unet, self.params[key])
+                except (TypeError, ValueError) as exc:
+                    raise ParameterValueError(f"{self.name}: {key}: {exc}") from None
 
     def model_note(self) -> Any:
         """A short note for the page: the model(s) the chapter decides its claims on, each with a
@@ -433,18 +451,25 @@ def _quality_gate(name: str, params: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+#: Parameters that count a subset of another parameter's units and run the same tests on them: the
+#: sensitivity rows repeat a chapter's tests on its first ``sensitivity_samples`` samples.
+_SUBSET_UNITS: dict[str, str] = {"sensitivity_samples": "n_samples"}
+
+
 def _unit_minimum(name: str) -> Callable[[dict], None]:
-    """The fewest units the chapter's tests run on (:func:`pullback_utils.claims.registry.minimum_units`)."""
+    """The fewest units the chapter's tests run on (:func:`pullback_utils.claims.registry.minimum_units`),
+    for the parameter that sets the units and for those that count a subset of them (:data:`_SUBSET_UNITS`)."""
 
     def rule(p: dict) -> None:
         from pullback_utils.claims.registry import minimum_units
 
         for param, least in minimum_units(name).items():
-            value = p.get(param)
-            if is_int(value) and value < least:
-                raise ParameterValueError(
-                    f"{param} must be >= {least} for {name} (its tests need at least {least} units), got {value}"
-                )
+            for key in [param, *(sub for sub, of in _SUBSET_UNITS.items() if of == param)]:
+                value = p.get(key)
+                if is_int(value) and value < least:
+                    raise ParameterValueError(
+                        f"{key} must be >= {least} for {name} (its tests need at least {least} units), got {value}"
+                    )
 
     return rule
 
