@@ -111,3 +111,76 @@ def test_a_sensitivity_layer_the_model_lacks_is_refused_by_name_before_any_basis
     ch = chapter.setup("coarse_to_fine", {"output_dir": str(tmp_path), "cache_dir": "", "sensitivity_layer": "up.99"})
     with pytest.raises(chapter.ParameterValueError, match=r"coarse_to_fine: sensitivity_layer: unknown layer 'up.99'"):
         ch.check_layers(m)
+
+
+def _check(name, **p):
+    return chapter.check_values(name, p)
+
+
+C2F = dict(n_samples=4, times=[0.9, 0.5, 0.1], edit_times=[0.9, 0.1])
+TD = dict(n_samples=4, times=[0.9, 0.55, 0.5, 0.1], ablation_times=[0.9, 0.1], anchor_time=0.5, ddim_steps=20)
+
+
+@pytest.mark.parametrize(
+    "name, params, match",
+    [
+        # each value passed every check before and failed after the chapter's bases (a static audit of 2026-12-08)
+        ("dataset_complexity", dict(n_samples=3), "n_samples must be >= 4 for dataset_complexity"),
+        ("dataset_complexity", dict(control_samples=1), "control_samples must be an int >= 2, got 1"),
+        ("dataset_complexity", dict(rungs=[1]), "rungs must hold at least 2 distinct rungs"),
+        ("dataset_complexity", dict(rungs=[1, 1]), "rungs must hold at least 2 distinct rungs"),
+        ("dataset_complexity", dict(rungs=[1, 9]), r"rungs\[1\]: unknown ladder rung 9"),
+        ("dataset_complexity", dict(n_twonn=2), "n_twonn must be an int >= 3, got 2"),
+        ("dataset_complexity", dict(illustration=["disk"]), r"illustration: \['disk'\] not a zoo model"),
+        ("dataset_complexity", dict(illustration=["ladder-1-s0"]), "whose dataset has the same name"),
+        ("coarse_to_fine", dict(C2F, control_times=[0.9]), "control_times must be a list of at least 2"),
+        ("coarse_to_fine", dict(C2F, gaussian_rank=64, share_k=128), "share_k must be at most gaussian_rank=64"),
+        ("timestep_discrepancy", dict(TD, control_times=[0.9], anchor_time=0.3, lags=[0.05]), "needs 2, got"),
+        ("editing", dict(dose_gammas=[1.0], dose_steps=[4]), "at least 2 distinct doses"),
+        ("editing", dict(dose_gammas=[0.0, 1.0], dose_steps=[4]), r"dose_gammas\[0\] must be > 0"),
+        ("editing", dict(dose_steps=[]), "dose_steps must be a non-empty list of ints >= 1"),
+        ("editing", dict(text_model="shapes_text"), "did you mean 'shapes-text'"),
+        ("editing", dict(prompt_pair=["a red circle"]), "prompt_pair must be two non-empty prompts"),
+    ],
+)
+def test_values_that_would_fail_after_the_bases_are_refused_by_name(name, params, match):
+    with pytest.raises(chapter.ParameterValueError, match=match):
+        _check(name, **params)
+
+
+def test_the_values_next_to_the_refused_ones_pass():
+    assert _check("dataset_complexity", n_samples=4, control_samples=2, rungs=[2, 1], n_twonn=3)["rungs"] == [2, 1]
+    assert _check("dataset_complexity", illustration=[])["illustration"] == []
+    assert _check("coarse_to_fine", **C2F, control_times=[0.9, 0.1], gaussian_rank=128, share_k=128)
+    # the anchor and one step later are among times: with control_times [0.9] the control's trend has 3 times
+    assert _check("timestep_discrepancy", **TD, control_times=[0.9], lags=[0.05])
+    assert _check("editing", dose_gammas=[1.0, 2.0], dose_steps=[4], text_model="", prompt_pair=["a", "b"])
+
+
+def test_the_claims_a_chapter_records_per_model_are_the_ones_its_notebook_records():
+    """minimum_units counts the tests of claims a chapter records as "<id>@<model>": the table must match the
+    notebooks (an oracle read from their sources)."""
+    import re
+    from pathlib import Path
+
+    from pullback_utils.claims.registry import CLAIMS, PER_MODEL_RECORDS
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    own = {c.id for c in CLAIMS}
+    for nb in sorted(notebooks.glob("*.md")):
+        ids = set(re.findall(r'ch\.claim\(f"([a-z_]+)@\{', nb.read_text()))
+        foreign = {i for i in ids if i in own and next(c for c in CLAIMS if c.id == i).chapter != nb.stem}
+        assert foreign == set(PER_MODEL_RECORDS.get(nb.stem, ())), nb.stem
+
+
+def test_prompts_whose_attribute_similarity_is_constant_are_refused():
+    one_attribute = [f"a {c} circle" for c in ("red", "blue", "green", "yellow", "white")]
+    with pytest.raises(chapter.ParameterValueError, match="similarity the claim is tested against is constant"):
+        _check("prompt_influence", prompts=one_attribute, similarity="attributes")
+    assert _check("prompt_influence", prompts=one_attribute, similarity="sentence")  # MiniLM's cosine varies
+    two = [f"a {c} circle {p}" for c in ("red", "blue", "green") for p in ("on the left", "on the right")]
+    assert _check("prompt_influence", prompts=two, similarity="attributes")
+    with pytest.raises(chapter.ParameterValueError, match=r"prompts\[1\] \('a dog on a bench'\)"):
+        _check("prompt_influence", prompts=[two[0], "a dog on a bench"], similarity="attributes")
+    with pytest.raises(chapter.ParameterValueError, match="similarity must be one of"):
+        _check("prompt_influence", prompts=two, similarity="cosine")

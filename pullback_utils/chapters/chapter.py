@@ -98,9 +98,73 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "gaussian_rank": lambda v, n: V.check_int(v, n, 1),
     "share_k": lambda v, n: V.check_int(v, n, 1),
     "sensitivity_samples": lambda v, n: V.check_int(v, n, 2),  # the sensitivity rows repeat the tests on them
+    "control_samples": lambda v, n: V.check_int(v, n, 2),  # the control's spread is a mean over sample pairs
+    "n_twonn": lambda v, n: V.check_int(v, n, 3),  # TwoNN needs each point's two nearest neighbours
+    "rungs": lambda v, n: _rungs(v, n),
+    "illustration": lambda v, n: _illustration(v, n),
+    "text_model": lambda v, n: v if v == "" else _model(v, n),
+    "prompt_pair": lambda v, n: _prompt_pair(v, n),
+    "similarity": lambda v, n: V.check_choice(v, n, ("attributes", "sentence")),
+    "dose_gammas": lambda v, n: _numbers(v, n, lambda g, m: V.check_real(g, m, positive=True), "positive numbers"),
+    "dose_steps": lambda v, n: _numbers(v, n, lambda s, m: V.check_int(s, m, 1), "ints >= 1"),
     "sensitivity_tol": lambda v, n: V.check_real(v, n, positive=True),
     "cache_dir": lambda v, n: _cache_dir(v, n),
 }
+
+
+def _numbers(value: Any, name: str, check: Callable[[Any, str], Any], valid: str) -> list:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ParameterValueError(f"{name} must be a non-empty list of {valid}, got {value!r}")
+    return [check(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def _rungs(value: Any, name: str) -> list[int]:
+    """At least two distinct ladder rungs: the complexity trend is over rungs."""
+    from pullback_utils.zoo.ladder import RUNGS, check_rung
+
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ParameterValueError(f"{name} must be a list of ladder rungs from {list(RUNGS)}, got {value!r}")
+    out = []
+    for i, r in enumerate(value):
+        try:
+            out.append(check_rung(r, f"{name}[{i}]"))
+        except ValueError as exc:
+            raise ParameterValueError(str(exc)) from None
+    if len(set(out)) < 2 or len(set(out)) != len(out):
+        raise ParameterValueError(
+            f"{name} must hold at least 2 distinct rungs, none repeated (the trend is over rungs), got {value!r}"
+        )
+    return out
+
+
+def _illustration(value: Any, name: str) -> list[str]:
+    """Zoo models shown beside the ladder with their data's TwoNN dimension: each must be a bundled model
+    whose name is also its dataset's."""
+    from pullback_utils.zoo.datasets import DATASETS
+    from pullback_utils.zoo.registry import MODELS
+
+    valid = [d for d in DATASETS if d in MODELS]
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ParameterValueError(f"{name} must be a list of models from {valid} (may be empty), got {value!r}")
+    bad = [v for v in value if v not in valid]
+    if bad:
+        raise ParameterValueError(
+            f"{name}: {bad} not a zoo model whose dataset has the same name; valid: {valid} (may be empty)"
+        )
+    return list(value)
+
+
+def _prompt_pair(value: Any, name: str) -> list[str]:
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
+        raise ParameterValueError(
+            f"{name} must be two non-empty prompts [generation prompt, edit prompt], got {value!r}"
+        )
+    return list(value)
 
 
 def _cache_dir(value: Any, name: str) -> Any:
@@ -135,12 +199,15 @@ def _bad(name: str, value: Any, valid: str) -> Any:
     raise ParameterValueError(f"{name} must be {valid}, got {value!r}")
 
 
-def _subset(of: str, name: str, size: int | None = None) -> Callable[[dict], None]:
+def _subset(of: str, name: str, size: int | None = None, at_least: int = 1) -> Callable[[dict], None]:
+    """``name`` must be a subset of the times ``of``: exactly ``size`` times when given, else at least
+    ``at_least``."""
+
     def rule(p: dict) -> None:
         sub = p.get(name)
         if sub is None:
             return
-        vals = _times(sub, name, min_len=size or 1)
+        vals = _times(sub, name, min_len=size or at_least)
         if size is not None and len(vals) != size:
             raise ParameterValueError(f"{name} must hold {size} times, got {sub!r}")
         missing = [t for t in vals if t not in p[of]]
@@ -204,6 +271,70 @@ def _edit_settings(chapter: str) -> Callable[[dict], None]:
     return rule
 
 
+def _control_trend_times(p: dict) -> None:
+    """Timestep discrepancy's random-weight control runs at ``control_times`` plus ``anchor_time`` and one
+    sampler step later; its early-similarity trend uses those among ``times``, and a trend needs 2."""
+    if not all(key in p for key in ("control_times", "times", "anchor_time", "ddim_steps")):
+        return
+    t_next = round(p["anchor_time"] + 1.0 / int(p["ddim_steps"]), 9)
+    used = sorted(t for t in set(p["control_times"]) | {p["anchor_time"], t_next} if t in p["times"])
+    if len(used) < 2:
+        raise ParameterValueError(
+            f"control_times: the control's trend uses its times among times={p['times']} (control_times plus "
+            f"anchor_time={p['anchor_time']} and {t_next}, one step later) and needs 2, got {used}; add a time of "
+            "times to control_times"
+        )
+
+
+def _share_rank(p: dict) -> None:
+    """The Gaussian share is a basis's energy in the top ``share_k`` components the Gaussian keeps."""
+    if "share_k" in p and "gaussian_rank" in p and p["share_k"] > p["gaussian_rank"]:
+        raise ParameterValueError(
+            f"share_k must be at most gaussian_rank={p['gaussian_rank']} (the components the Gaussian control "
+            f"keeps), got {p['share_k']}"
+        )
+
+
+def _dose_design(p: dict) -> None:
+    """The dose-response test regresses over the doses gamma x N: it needs 2 distinct ones."""
+    if "dose_gammas" in p and "dose_steps" in p:
+        doses = {round(g * n, 9) for g in p["dose_gammas"] for n in p["dose_steps"]}
+        if len(doses) < 2:
+            raise ParameterValueError(
+                f"dose_gammas x dose_steps must give at least 2 distinct doses gamma x N, got "
+                f"dose_gammas={p['dose_gammas']}, dose_steps={p['dose_steps']}"
+            )
+
+
+def _prompt_similarity(p: dict) -> None:
+    """With ``similarity = "attributes"`` every prompt must state caption attributes of the vocabulary, and
+    the prompts must share different numbers of them (a constant similarity leaves the Mantel test nothing
+    to rank)."""
+    if p.get("similarity") != "attributes" or not isinstance(p.get("prompts"), list):
+        return
+    import numpy as np
+
+    from pullback_utils.claims.statistics import attribute_similarity
+    from pullback_utils.zoo.captions import caption_attributes
+
+    attrs = []
+    for i, prompt in enumerate(p["prompts"]):
+        try:
+            attrs.append(caption_attributes(prompt))
+        except ValueError as exc:
+            raise ParameterValueError(
+                f"prompts[{i}] ({prompt!r}): {exc}; with similarity='attributes' the prompts use the captions' "
+                "vocabulary (or set similarity='sentence')"
+            ) from None
+    if len(attrs) >= 2:
+        sim = attribute_similarity(attrs)
+        if len(np.unique(sim[~np.eye(len(attrs), dtype=bool)])) < 2:
+            raise ParameterValueError(
+                "prompts: every pair shares the same number of caption attributes, so the similarity the claim "
+                "is tested against is constant; vary at least two attributes (e.g. colour and position)"
+            )
+
+
 def _control_states(p: dict) -> None:
     """The random-weight control runs on the first ``n_control`` of the ``n_states`` states."""
     if "n_control" in p and "n_states" in p and p["n_control"] > p["n_states"]:
@@ -226,12 +357,18 @@ LAYER_PARAMETERS: tuple[str, ...] = ("sensitivity_layer",)
 CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
     "coarse_to_fine": [
         _subset("times", "edit_times", 2),
-        _subset("times", "control_times"),
+        _subset("times", "control_times", at_least=2),  # the control's shift is a trend over its times
+        _share_rank,
         _edit_settings("coarse_to_fine"),
     ],
-    "editing": [_edit_settings("editing")],
-    "prompt_influence": [_control_states],
-    "timestep_discrepancy": [_subset("times", "ablation_times", 2), _subset("times", "control_times"), _lag_design],
+    "editing": [_edit_settings("editing"), _dose_design],
+    "prompt_influence": [_control_states, _prompt_similarity],
+    "timestep_discrepancy": [
+        _subset("times", "ablation_times", 2),
+        _subset("times", "control_times"),
+        _lag_design,
+        _control_trend_times,
+    ],
     "dataset_complexity": [_subset("times", "control_times")],
     "ground_truth": [_ground_truth],
 }

@@ -544,13 +544,18 @@ _TEST_MIN_UNITS: dict[str, int] = {"sign-flip": 2, "jackknife t over units": 4, 
 _UNIT_PARAMETER: dict[str, str] = {"sample": "n_samples", "image": "n_samples"}
 
 
+#: Claims of other chapters that a chapter also records, per model (``"<id>@<model>"``), with their own tests.
+PER_MODEL_RECORDS: dict[str, tuple[str, ...]] = {"dataset_complexity": ("coarse_to_fine", "early_similarity")}
+
+
 def minimum_units(chapter: str) -> dict[str, int]:
     """``{parameter: fewest value}`` that every test of ``chapter``'s records can run on, e.g.
-    ``{"n_samples": 4}`` for a chapter with a jackknife test over samples; ``{}`` when none applies."""
+    ``{"n_samples": 4}`` for a chapter with a jackknife test over samples (its own claims and those it
+    records per model, :data:`PER_MODEL_RECORDS`); ``{}`` when none applies."""
     out: dict[str, int] = {}
     for c in CLAIMS:
         param = _UNIT_PARAMETER.get(c.unit)
-        if c.chapter == chapter and param is not None:
+        if (c.chapter == chapter or c.id in PER_MODEL_RECORDS.get(chapter, ())) and param is not None:
             out[param] = max(out.get(param, 0), _TEST_MIN_UNITS.get(c.test, 0))
     return out
 
