@@ -117,7 +117,7 @@ def _check(name, **p):
     return chapter.check_values(name, p)
 
 
-C2F = dict(n_samples=4, times=[0.9, 0.5, 0.1], edit_times=[0.9, 0.1])
+C2F = dict(model="disks", n_samples=4, times=[0.9, 0.5, 0.1], edit_times=[0.9, 0.1])
 TD = dict(n_samples=4, times=[0.9, 0.55, 0.5, 0.1], ablation_times=[0.9, 0.1], anchor_time=0.5, ddim_steps=20)
 
 
@@ -129,18 +129,21 @@ TD = dict(n_samples=4, times=[0.9, 0.55, 0.5, 0.1], ablation_times=[0.9, 0.1], a
         ("dataset_complexity", dict(control_samples=1), "control_samples must be an int >= 2, got 1"),
         ("dataset_complexity", dict(rungs=[1]), "rungs must hold at least 2 distinct rungs"),
         ("dataset_complexity", dict(rungs=[1, 1]), "rungs must hold at least 2 distinct rungs"),
+        ("dataset_complexity", dict(rungs=[]), "rungs must hold at least 2 distinct rungs"),
         ("dataset_complexity", dict(rungs=[1, 9]), r"rungs\[1\]: unknown ladder rung 9"),
         ("dataset_complexity", dict(n_twonn=2), "n_twonn must be an int >= 3, got 2"),
         ("dataset_complexity", dict(illustration=["disk"]), r"illustration: \['disk'\] not a zoo model"),
         ("dataset_complexity", dict(illustration=["ladder-1-s0"]), "whose dataset has the same name"),
         ("coarse_to_fine", dict(C2F, control_times=[0.9]), "control_times must be a list of at least 2"),
         ("coarse_to_fine", dict(C2F, gaussian_rank=64, share_k=128), "share_k must be at most gaussian_rank=64"),
+        # without t_next = anchor + 1/ddim_steps among times the control's trend would have 1 time
+        ("timestep_discrepancy", dict(TD, times=[0.9, 0.5, 0.1], control_times=[0.5]), r"needs 2, got \[0.5\]"),
         ("timestep_discrepancy", dict(TD, control_times=[0.9], anchor_time=0.3, lags=[0.05]), "needs 2, got"),
-        ("editing", dict(dose_gammas=[1.0], dose_steps=[4]), "at least 2 distinct doses"),
+        ("editing", dict(model="disks", dose_gammas=[1.0], dose_steps=[4]), "at least 2 distinct doses"),
         ("editing", dict(dose_gammas=[0.0, 1.0], dose_steps=[4]), r"dose_gammas\[0\] must be > 0"),
         ("editing", dict(dose_steps=[]), "dose_steps must be a non-empty list of ints >= 1"),
-        ("editing", dict(text_model="shapes_text"), "did you mean 'shapes-text'"),
-        ("editing", dict(prompt_pair=["a red circle"]), "prompt_pair must be two non-empty prompts"),
+        ("editing", dict(text_model="shapes_text"), r"did you mean 'shapes-text'.*or '' to skip the prompt section"),
+        ("editing", dict(text_model="shapes-text", prompt_pair=["a red circle"]), "prompt_pair must be two non-empty"),
     ],
 )
 def test_values_that_would_fail_after_the_bases_are_refused_by_name(name, params, match):
@@ -150,11 +153,18 @@ def test_values_that_would_fail_after_the_bases_are_refused_by_name(name, params
 
 def test_the_values_next_to_the_refused_ones_pass():
     assert _check("dataset_complexity", n_samples=4, control_samples=2, rungs=[2, 1], n_twonn=3)["rungs"] == [2, 1]
+    assert _check("dataset_complexity", rungs=[1, 2, 2])["rungs"] == [1, 2]  # the chapter drops repeats too
     assert _check("dataset_complexity", illustration=[])["illustration"] == []
     assert _check("coarse_to_fine", **C2F, control_times=[0.9, 0.1], gaussian_rank=128, share_k=128)
     # the anchor and one step later are among times: with control_times [0.9] the control's trend has 3 times
     assert _check("timestep_discrepancy", **TD, control_times=[0.9], lags=[0.05])
-    assert _check("editing", dose_gammas=[1.0, 2.0], dose_steps=[4], text_model="", prompt_pair=["a", "b"])
+    assert _check("editing", dose_gammas=[1.0, 2.0], dose_steps=[4], text_model="shapes-text", prompt_pair=["a", "b"])
+    # what a chapter skips is not refused: the prompt section without text_model, the Gaussian control and the
+    # dose grid for a model outside the zoo (no training data, no renderer)
+    assert _check("editing", text_model="", prompt_pair=[])
+    folder = {"model": "stabilityai/stable-diffusion-2-1-base"}
+    assert _check("editing", **folder, dose_gammas=[1.0], dose_steps=[4])
+    assert _check("coarse_to_fine", **{**C2F, **folder}, gaussian_rank=64, share_k=128)
 
 
 def test_the_claims_a_chapter_records_per_model_are_the_ones_its_notebook_records():
@@ -184,3 +194,49 @@ def test_prompts_whose_attribute_similarity_is_constant_are_refused():
         _check("prompt_influence", prompts=[two[0], "a dog on a bench"], similarity="attributes")
     with pytest.raises(chapter.ParameterValueError, match="similarity must be one of"):
         _check("prompt_influence", prompts=two, similarity="cosine")
+
+
+def test_every_notebook_with_a_layer_parameter_checks_it_after_loading_its_model():
+    import re
+    from pathlib import Path
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    for nb in sorted(notebooks.glob("*.md")):
+        text = nb.read_text()
+        for key in chapter.LAYER_PARAMETERS:
+            if re.search(rf"^{key}\s*:", text, re.M):
+                load = text.index("pu.load_model(ch.model)")
+                assert 0 <= text.find("ch.check_layers(m)") - load < 80, nb.stem  # the next line
+
+
+@pytest.mark.parametrize("params_file", ["quick.yaml", "paper.yaml", "rehearsal"])
+def test_the_shipped_parameter_files_pass_every_value_rule(params_file, monkeypatch):
+    """Names and types of the files are checked elsewhere; a rule that refused a shipped value would be found
+    only by running the file (the paper's, hours on a GPU)."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from pullback_utils.chapters.parameters import parse_parameters
+
+    root = Path(__file__).resolve().parents[1]
+    if params_file == "rehearsal":
+        spec = importlib.util.spec_from_file_location("paper_rehearsal", root / "benchmarks" / "paper_rehearsal.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        paper = yaml.safe_load((root / "book" / "params" / "paper.yaml").read_text())
+        sections = {n: {**paper.get(n, {}), **v} for n, v in mod.REDUCED.items()}
+    else:
+        sections = yaml.safe_load((root / "book" / "params" / params_file).read_text())
+    checked = 0
+    for name, values in sections.items():
+        nb = root / "notebooks" / f"{name}.md"
+        if not isinstance(values, dict) or not nb.is_file():
+            continue
+        cell = re.search(r"```\{code-cell\}[^\n]*\n:tags: \[parameters[^\n]*\n(.*?)```", nb.read_text(), re.S)
+        defaults = {k: v.default for k, v in parse_parameters(cell.group(1)).items() if v.literal}
+        chapter.check_values(name, {**defaults, **values})
+        checked += 1
+    assert checked >= 5

@@ -13,7 +13,8 @@ A chapter notebook starts with one call and ends with one::
 :func:`setup` validates every parameter it knows by name (:data:`RULES`, the same rule wherever a name
 appears: ``times``, ``n_samples``, ``k``, ``tol``, ...) plus the chapter's own cross-parameter rules
 (:data:`CHAPTER_RULES`), all before any model is loaded, and raises one ``ValueError`` naming the
-parameter, the value and what would be valid.
+parameter, the value and what would be valid. Layer names depend on the model: :meth:`Chapter.check_layers`
+checks them right after the notebook loads it, before any basis.
 """
 
 from __future__ import annotations
@@ -102,8 +103,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "n_twonn": lambda v, n: V.check_int(v, n, 3),  # TwoNN needs each point's two nearest neighbours
     "rungs": lambda v, n: _rungs(v, n),
     "illustration": lambda v, n: _illustration(v, n),
-    "text_model": lambda v, n: v if v == "" else _model(v, n),
-    "prompt_pair": lambda v, n: _prompt_pair(v, n),
+    "text_model": lambda v, n: _text_model(v, n),
     "similarity": lambda v, n: V.check_choice(v, n, ("attributes", "sentence")),
     "dose_gammas": lambda v, n: _numbers(v, n, lambda g, m: V.check_real(g, m, positive=True), "positive numbers"),
     "dose_steps": lambda v, n: _numbers(v, n, lambda s, m: V.check_int(s, m, 1), "ints >= 1"),
@@ -130,11 +130,11 @@ def _rungs(value: Any, name: str) -> list[int]:
             out.append(check_rung(r, f"{name}[{i}]"))
         except ValueError as exc:
             raise ParameterValueError(str(exc)) from None
-    if len(set(out)) < 2 or len(set(out)) != len(out):
+    if len(set(out)) < 2:
         raise ParameterValueError(
-            f"{name} must hold at least 2 distinct rungs, none repeated (the trend is over rungs), got {value!r}"
+            f"{name} must hold at least 2 distinct rungs (the trend is over rungs), got {value!r}"
         )
-    return out
+    return list(dict.fromkeys(out))  # a repeated rung is one rung
 
 
 def _illustration(value: Any, name: str) -> list[str]:
@@ -152,6 +152,15 @@ def _illustration(value: Any, name: str) -> list[str]:
             f"{name}: {bad} not a zoo model whose dataset has the same name; valid: {valid} (may be empty)"
         )
     return list(value)
+
+
+def _text_model(value: Any, name: str) -> str:
+    if value == "":
+        return value
+    try:
+        return _model(value, name)
+    except ParameterValueError as exc:
+        raise ParameterValueError(f"{exc} (or '' to skip the prompt section)") from None
 
 
 def _prompt_pair(value: Any, name: str) -> list[str]:
@@ -286,9 +295,21 @@ def _control_trend_times(p: dict) -> None:
         )
 
 
+def _zoo_dataset(p: dict) -> str | None:
+    """The zoo dataset of the chapter's model (``None`` for a model outside the zoo: no training data)."""
+    from types import SimpleNamespace
+
+    from pullback_utils.zoo.registry import model_dataset
+
+    return model_dataset(SimpleNamespace(name=p.get("model", ""))) if isinstance(p.get("model"), str) else None
+
+
 def _share_rank(p: dict) -> None:
-    """The Gaussian share is a basis's energy in the top ``share_k`` components the Gaussian keeps."""
-    if "share_k" in p and "gaussian_rank" in p and p["share_k"] > p["gaussian_rank"]:
+    """The Gaussian share is a basis's energy in the top ``share_k`` components the Gaussian keeps (fitted
+    only for a model with zoo training data)."""
+    if "share_k" not in p or "gaussian_rank" not in p or _zoo_dataset(p) is None:
+        return
+    if p["share_k"] > p["gaussian_rank"]:
         raise ParameterValueError(
             f"share_k must be at most gaussian_rank={p['gaussian_rank']} (the components the Gaussian control "
             f"keeps), got {p['share_k']}"
@@ -296,8 +317,11 @@ def _share_rank(p: dict) -> None:
 
 
 def _dose_design(p: dict) -> None:
-    """The dose-response test regresses over the doses gamma x N: it needs 2 distinct ones."""
-    if "dose_gammas" in p and "dose_steps" in p:
+    """The dose-response test regresses over the doses gamma x N: it needs 2 distinct ones (run only for a
+    model whose data have a renderer to judge the edits)."""
+    from pullback_utils.editing.efficacy import has_renderer
+
+    if "dose_gammas" in p and "dose_steps" in p and has_renderer(_zoo_dataset(p)):
         doses = {round(g * n, 9) for g in p["dose_gammas"] for n in p["dose_steps"]}
         if len(doses) < 2:
             raise ParameterValueError(
@@ -331,8 +355,15 @@ def _prompt_similarity(p: dict) -> None:
         if len(np.unique(sim[~np.eye(len(attrs), dtype=bool)])) < 2:
             raise ParameterValueError(
                 "prompts: every pair shares the same number of caption attributes, so the similarity the claim "
-                "is tested against is constant; vary at least two attributes (e.g. colour and position)"
+                "is tested against is constant; vary at least two attributes (e.g. colour and position), or set "
+                "similarity='sentence'"
             )
+
+
+def _text_prompts(p: dict) -> None:
+    """The prompt section (run when ``text_model`` is set) generates under one prompt and edits towards another."""
+    if p.get("text_model") and "prompt_pair" in p:
+        p["prompt_pair"] = _prompt_pair(p["prompt_pair"], "prompt_pair")
 
 
 def _control_states(p: dict) -> None:
@@ -361,7 +392,7 @@ CHAPTER_RULES: dict[str, list[Callable[[dict], None]]] = {
         _share_rank,
         _edit_settings("coarse_to_fine"),
     ],
-    "editing": [_edit_settings("editing"), _dose_design],
+    "editing": [_edit_settings("editing"), _dose_design, _text_prompts],
     "prompt_influence": [_control_states, _prompt_similarity],
     "timestep_discrepancy": [
         _subset("times", "ablation_times", 2),
