@@ -67,19 +67,37 @@ def _n(v: dict, key: str) -> int:
     return len(x) if isinstance(x, (list, tuple)) else int(x or 0)
 
 
+def _sensitivity_samples(v: dict) -> int:
+    return min(int(v.get("sensitivity_samples", 0)), int(v["n_samples"]))
+
+
+def _discrepancy_bases(v: dict) -> int:
+    """Bases of timestep_discrepancy, as its notebook computes them: the study at ``times`` plus the anchor and
+    ``anchor + lag`` for every lag, its random-weight control at ``control_times`` plus the anchor and one step
+    later, the crossed (state x time-input) bases at the two ablation times (2 per sample, and again on the
+    random-weight network when both are control times), and the sensitivity rows (layer and tol variants at
+    the end times, the anchor and one step later)."""
+    n, times = int(v["n_samples"]), [float(t) for t in v.get("times", [])]
+    anchor, lags = v.get("anchor_time"), [float(g) for g in v.get("lags", [])]
+    if anchor is None or not lags or not times:  # values the chapter would refuse: the simple count
+        return n * (_n(v, "times") + _n(v, "ablation_times") + _n(v, "control_times"))
+    t_next = round(float(anchor) + min(lags), 9)
+    all_times = set(times) | {float(anchor)} | {round(float(anchor) + g, 9) for g in lags}
+    ctrl = {float(t) for t in v.get("control_times", [])} | {float(anchor), t_next}
+    ablation = {float(t) for t in v.get("ablation_times", [])}
+    keep = {max(times), min(times), float(anchor), t_next}
+    crossed = 2 * n * (1 + int(bool(ablation) and ablation <= ctrl))
+    return n * (len(all_times) + len(ctrl)) + crossed + 2 * len(keep) * _sensitivity_samples(v)
+
+
 #: chapter -> (values -> [(model parameter, bases)]): what each chapter computes bases of
 BASES: dict[str, Callable[[dict], list[tuple[str, int]]]] = {
     "local_basis_tutorial": lambda v: [("model", _tutorial(v)[0])],
+    # the sensitivity rows: 2 variants (layer, tol) at the 2 end times on min(sensitivity_samples, n_samples)
     "coarse_to_fine": lambda v: [
-        ("model", v["n_samples"] * (_n(v, "times") + _n(v, "control_times")) + 4 * v.get("sensitivity_samples", 0))
+        ("model", v["n_samples"] * (_n(v, "times") + _n(v, "control_times")) + 4 * _sensitivity_samples(v))
     ],
-    "timestep_discrepancy": lambda v: [
-        (
-            "model",
-            v["n_samples"] * (_n(v, "times") + _n(v, "ablation_times") + _n(v, "control_times"))
-            + 4 * v.get("sensitivity_samples", 0),
-        )
-    ],
+    "timestep_discrepancy": lambda v: [("model", _discrepancy_bases(v))],
     "dataset_complexity": lambda v: [
         (
             "ladder",

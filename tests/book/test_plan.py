@@ -36,18 +36,18 @@ VALUES = dict(
     model=CELEBA,
     n_samples=3,
     times=[0.7, 0.3],
-    control_times=[0.7],
+    control_times=[0.7, 0.3],
     k=4,
     tol=0.01,
     max_iters=30,
     ddim_steps=5,
-    sensitivity_samples=1,
+    sensitivity_samples=2,
 )
 
 
 def test_plan_counts_and_chunks_as_the_engine_would(mapped):
     (row,) = bp.plan_chapters([("coarse_to_fine", VALUES)], available=None)
-    assert row.model == CELEBA and row.bases == 3 * (2 + 1) + 4 * 1
+    assert row.model == CELEBA and row.bases == 3 * (2 + 2) + 4 * 2
     assert row.products == row.bases * 2 * 6 * 8 and row.fits and row.chunk == 6  # unknown memory: the block
     arch = bp.model_architecture(CELEBA)
     assert arch["sample_shape"] == (3, 64, 64) and arch["extra_params"] == 0
@@ -176,3 +176,26 @@ def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
 
     defaults = notebook_defaults(root / "notebooks" / "local_basis_tutorial.ipynb")
     assert bp.BASES["local_basis_tutorial"]({**defaults, **quick}) == [("model", written)]
+
+
+def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sensitivity_rows():
+    """The rehearsal's timestep_discrepancy (n 4, times 0.7/0.5/0.3, lag 0.25 from anchor 0.5, control at
+    0.7/0.3, ablation 0.7/0.3, 4 sensitivity samples) drew bars of 16 study bases (0.75 = anchor + lag is a time
+    of the study), 16 random-weight bases (anchor and 0.75 added to the control), 8 + 8 crossed and 2 x 4 x 4
+    sensitivity bases; the first formula counted 44 of these 80."""
+    v = dict(
+        n_samples=4,
+        times=[0.7, 0.5, 0.3],
+        control_times=[0.7, 0.3],
+        ablation_times=[0.7, 0.3],
+        anchor_time=0.5,
+        lags=[0.25],
+        sensitivity_samples=4,
+    )
+    assert bp.BASES["timestep_discrepancy"](v) == [("model", 16 + 16 + 8 + 8 + 32)]
+    # ablation times outside the control's: no crossed control; fewer sensitivity samples than asked when
+    # n_samples is smaller; the coarse-to-fine rows likewise
+    assert bp.BASES["timestep_discrepancy"](dict(v, control_times=[0.3])) == [("model", 16 + 12 + 8 + 32)]
+    assert bp.BASES["coarse_to_fine"](
+        dict(n_samples=3, times=[0.7, 0.3], control_times=[0.7], sensitivity_samples=10)
+    ) == [("model", 3 * 3 + 4 * 3)]
