@@ -74,9 +74,10 @@ def _sensitivity_samples(v: dict) -> int:
 def _discrepancy_bases(v: dict) -> int:
     """Bases of timestep_discrepancy, as its notebook computes them: the study at ``times`` plus the anchor and
     ``anchor + lag`` for every lag, its random-weight control at ``control_times`` plus the anchor and one step
-    later, the crossed (state x time-input) bases at the two ablation times (2 per sample, and again on the
-    random-weight network when both are control times), and the sensitivity rows (layer and tol variants at
-    the end times, the anchor and one step later)."""
+    later, the noise floor (the anchor and one step later again with another solver seed), the crossed (state
+    x time-input) bases at the two ablation times (2 per sample, and again on the random-weight network when
+    both are control times), and the sensitivity rows (layer and tol variants at the end times, the anchor and
+    one step later)."""
     n, times = int(v["n_samples"]), [float(t) for t in v.get("times", [])]
     anchor, lags = v.get("anchor_time"), [float(g) for g in v.get("lags", [])]
     if anchor is None or not lags or not times:  # values the chapter would refuse: the simple count
@@ -87,7 +88,7 @@ def _discrepancy_bases(v: dict) -> int:
     ablation = {float(t) for t in v.get("ablation_times", [])}
     keep = {max(times), min(times), float(anchor), t_next}
     crossed = 2 * n * (1 + int(bool(ablation) and ablation <= ctrl))
-    return n * (len(all_times) + len(ctrl)) + crossed + 2 * len(keep) * _sensitivity_samples(v)
+    return n * (len(all_times) + len(ctrl) + 2) + crossed + 2 * len(keep) * _sensitivity_samples(v)
 
 
 #: chapter -> (values -> [(model parameter, bases)]): what each chapter computes bases of

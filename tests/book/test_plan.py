@@ -181,8 +181,9 @@ def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
 def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sensitivity_rows():
     """The rehearsal's timestep_discrepancy (n 4, times 0.7/0.5/0.3, lag 0.25 from anchor 0.5, control at
     0.7/0.3, ablation 0.7/0.3, 4 sensitivity samples) drew bars of 16 study bases (0.75 = anchor + lag is a time
-    of the study), 16 random-weight bases (anchor and 0.75 added to the control), 8 + 8 crossed and 2 x 4 x 4
-    sensitivity bases; the first formula counted 44 of these 80."""
+    of the study), 16 random-weight bases (anchor and 0.75 added to the control), 8 of the noise floor (anchor
+    and next step, other solver seed), 8 + 8 crossed and 2 x 4 x 4 sensitivity bases; the first formula counted
+    44 of these 88."""
     v = dict(
         n_samples=4,
         times=[0.7, 0.5, 0.3],
@@ -192,10 +193,10 @@ def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sen
         lags=[0.25],
         sensitivity_samples=4,
     )
-    assert bp.BASES["timestep_discrepancy"](v) == [("model", 16 + 16 + 8 + 8 + 32)]
+    assert bp.BASES["timestep_discrepancy"](v) == [("model", 16 + 16 + 8 + 8 + 8 + 32)]
     # ablation times outside the control's: no crossed control; fewer sensitivity samples than asked when
     # n_samples is smaller; the coarse-to-fine rows likewise
-    assert bp.BASES["timestep_discrepancy"](dict(v, control_times=[0.3])) == [("model", 16 + 12 + 8 + 32)]
+    assert bp.BASES["timestep_discrepancy"](dict(v, control_times=[0.3])) == [("model", 16 + 12 + 8 + 8 + 32)]
     assert bp.BASES["coarse_to_fine"](
         dict(n_samples=3, times=[0.7, 0.3], control_times=[0.7], sensitivity_samples=10)
     ) == [("model", 3 * 3 + 4 * 3)]
