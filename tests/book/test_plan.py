@@ -184,15 +184,13 @@ def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sen
     of the study), 16 random-weight bases (anchor and 0.75 added to the control), 8 of the noise floor (anchor
     and next step, other solver seed), 8 + 8 crossed and 2 x 4 x 4 sensitivity bases; the first formula counted
     44 of these 88."""
-    v = dict(
-        n_samples=4,
-        times=[0.7, 0.5, 0.3],
-        control_times=[0.7, 0.3],
-        ablation_times=[0.7, 0.3],
-        anchor_time=0.5,
-        lags=[0.25],
-        sensitivity_samples=4,
-    )
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("paper_rehearsal", root / "benchmarks" / "paper_rehearsal.py")
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    v = rehearsal.REDUCED["timestep_discrepancy"]  # the counts of the rehearsal's bars
     assert bp.BASES["timestep_discrepancy"](v) == [("model", 16 + 16 + 8 + 8 + 8 + 32)]
     # ablation times outside the control's: no crossed control; fewer sensitivity samples than asked when
     # n_samples is smaller; the coarse-to-fine rows likewise
