@@ -198,3 +198,25 @@ def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sen
     assert bp.BASES["coarse_to_fine"](
         dict(n_samples=3, times=[0.7, 0.3], control_times=[0.7], sensitivity_samples=10)
     ) == [("model", 3 * 3 + 4 * 3)]
+
+
+@pytest.mark.slow  # a real kernel runs the chapter (about 35 s)
+def test_discrepancy_plan_counts_the_bases_the_chapter_computes(tmp_path):
+    """Oracle: timestep_discrepancy with its quick parameters and an empty basis cache writes one cache entry per
+    distinct basis (88 at these counts; the plan counted 44 before the rehearsal's bars showed the rest)."""
+    import yaml
+
+    from pullback_utils.book import Layout, run_chapter
+    from pullback_utils.book.params import notebook_defaults
+
+    root = Path(__file__).resolve().parents[2]
+    quick = yaml.safe_load((root / "book" / "params" / "quick.yaml").read_text())["timestep_discrepancy"]
+    cache = tmp_path / "cache"
+    overrides = {"cache_dir": str(cache), "model": "disks"}
+    result = run_chapter(
+        Layout(root), "timestep_discrepancy", out_dir=tmp_path / "out", quick=True, overrides=overrides, progress=False
+    )
+    assert result.status == "ok", result.message
+    written = len(list(cache.glob("*.safetensors")))  # bases; the Gaussian control's fit is a folder
+    defaults = notebook_defaults(root / "notebooks" / "timestep_discrepancy.ipynb")
+    assert bp.BASES["timestep_discrepancy"]({**defaults, **quick, **overrides}) == [("model", written)]
