@@ -154,28 +154,31 @@ def test_prompt_bases_count_every_prompt_and_the_empty_one():
     assert bp.BASES["prompt_influence"](dict(v, prompts=None)) == [("model", 13 * 5 * 2)]
 
 
+def _planned_and_written(name: str, tmp_path: Path) -> tuple[list, int]:
+    """The plan's bases of chapter ``name`` at its quick parameters, and the bases a quick run of it writes to
+    an empty cache (one entry per distinct basis it computes; the Gaussian control's fit is a folder)."""
+    import yaml
+
+    from pullback_utils.book import Layout, run_chapter
+    from pullback_utils.book.params import notebook_defaults
+
+    root = Path(__file__).resolve().parents[2]
+    quick = yaml.safe_load((root / "book" / "params" / "quick.yaml").read_text())[name]
+    cache = tmp_path / "cache"
+    overrides = {"cache_dir": str(cache), "model": "disks"}
+    result = run_chapter(Layout(root), name, out_dir=tmp_path / "out", quick=True, overrides=overrides, progress=False)
+    assert result.status == "ok", result.message
+    defaults = notebook_defaults(root / "notebooks" / f"{name}.ipynb")
+    return bp.BASES[name]({**defaults, **quick, **overrides}), len(list(cache.glob("*.safetensors")))
+
+
 @pytest.mark.slow  # a real kernel runs the tutorial (about 20 s)
 def test_tutorial_plan_counts_the_bases_the_chapter_computes(tmp_path):
     """Oracle: the tutorial, run with its quick parameters and an empty basis cache, writes one cache entry per
     distinct basis it computes; the plan must count as many (the first rule counted only the methods and the
     reference, 2 of the 8 bases of the issue-28 command)."""
-    import yaml
-
-    from pullback_utils.book import Layout, run_chapter
-
-    root = Path(__file__).resolve().parents[2]
-    quick = yaml.safe_load((root / "book" / "params" / "quick.yaml").read_text())["local_basis_tutorial"]
-    cache = tmp_path / "cache"
-    overrides = {"cache_dir": str(cache), "model": "disks"}
-    result = run_chapter(
-        Layout(root), "local_basis_tutorial", out_dir=tmp_path / "out", quick=True, overrides=overrides, progress=False
-    )
-    assert result.status == "ok", result.message
-    written = len(list(cache.glob("*.safetensors")))
-    from pullback_utils.book.params import notebook_defaults
-
-    defaults = notebook_defaults(root / "notebooks" / "local_basis_tutorial.ipynb")
-    assert bp.BASES["local_basis_tutorial"]({**defaults, **quick}) == [("model", written)]
+    planned, written = _planned_and_written("local_basis_tutorial", tmp_path)
+    assert planned == [("model", written)]
 
 
 def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sensitivity_rows():
@@ -202,21 +205,7 @@ def test_discrepancy_bases_count_the_lag_times_the_control_additions_and_the_sen
 
 @pytest.mark.slow  # a real kernel runs the chapter (about 35 s)
 def test_discrepancy_plan_counts_the_bases_the_chapter_computes(tmp_path):
-    """Oracle: timestep_discrepancy with its quick parameters and an empty basis cache writes one cache entry per
-    distinct basis (88 at these counts; the plan counted 44 before the rehearsal's bars showed the rest)."""
-    import yaml
-
-    from pullback_utils.book import Layout, run_chapter
-    from pullback_utils.book.params import notebook_defaults
-
-    root = Path(__file__).resolve().parents[2]
-    quick = yaml.safe_load((root / "book" / "params" / "quick.yaml").read_text())["timestep_discrepancy"]
-    cache = tmp_path / "cache"
-    overrides = {"cache_dir": str(cache), "model": "disks"}
-    result = run_chapter(
-        Layout(root), "timestep_discrepancy", out_dir=tmp_path / "out", quick=True, overrides=overrides, progress=False
-    )
-    assert result.status == "ok", result.message
-    written = len(list(cache.glob("*.safetensors")))  # bases; the Gaussian control's fit is a folder
-    defaults = notebook_defaults(root / "notebooks" / "timestep_discrepancy.ipynb")
-    assert bp.BASES["timestep_discrepancy"]({**defaults, **quick, **overrides}) == [("model", written)]
+    """Oracle as for the tutorial: 88 bases at these counts; the plan counted 44 before the rehearsal's bars
+    showed the rest."""
+    planned, written = _planned_and_written("timestep_discrepancy", tmp_path)
+    assert planned == [("model", written)]
