@@ -78,15 +78,13 @@ def _discrepancy_bases(v: dict) -> int:
     x time-input) bases at the two ablation times (2 per sample, and again on the random-weight network when
     both are control times), and the sensitivity rows (layer and tol variants at the end times, the anchor and
     one step later)."""
-    n, times = int(v["n_samples"]), [float(t) for t in v.get("times", [])]
-    anchor, lags = v.get("anchor_time"), [float(g) for g in v.get("lags", [])]
-    if anchor is None or not lags or not times:  # values the chapter would refuse: the simple count
-        return n * (_n(v, "times") + _n(v, "ablation_times") + _n(v, "control_times"))
-    t_next = round(float(anchor) + min(lags), 9)
-    all_times = set(times) | {float(anchor)} | {round(float(anchor) + g, 9) for g in lags}
-    ctrl = {float(t) for t in v.get("control_times", [])} | {float(anchor), t_next}
+    n, times = int(v["n_samples"]), [float(t) for t in v["times"]]
+    anchor, lags = float(v["anchor_time"]), [float(g) for g in v["lags"]]  # KeyError: no such chapter parameter
+    t_next = round(anchor + min(lags), 9)
+    all_times = set(times) | {anchor} | {round(anchor + g, 9) for g in lags}
+    ctrl = {float(t) for t in v.get("control_times", [])} | {anchor, t_next}
     ablation = {float(t) for t in v.get("ablation_times", [])}
-    keep = {max(times), min(times), float(anchor), t_next}
+    keep = {max(times), min(times), anchor, t_next}
     crossed = 2 * n * (1 + int(bool(ablation) and ablation <= ctrl))
     return n * (len(all_times) + len(ctrl) + 2) + crossed + 2 * len(keep) * _sensitivity_samples(v)
 

@@ -50,8 +50,13 @@ class ParameterValueError(ValueError):
     """A chapter parameter with a value the chapter cannot use."""
 
 
+def _is_list(value: Any) -> bool:
+    """A list or tuple (a string is not a list of anything here)."""
+    return isinstance(value, (list, tuple))
+
+
 def _times(value: Any, name: str, min_len: int = 2) -> list[float]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) < min_len:
+    if not _is_list(value) or len(value) < min_len:
         raise ParameterValueError(
             f"{name} must be a list of at least {min_len} fractions of T in (0, 1], got {value!r}"
         )
@@ -113,7 +118,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
 
 
 def _numbers(value: Any, name: str, check: Callable[[Any, str], Any], valid: str) -> list:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+    if not _is_list(value) or not value:
         raise ParameterValueError(f"{name} must be a non-empty list of {valid}, got {value!r}")
     return [check(v, f"{name}[{i}]") for i, v in enumerate(value)]
 
@@ -122,7 +127,7 @@ def _rungs(value: Any, name: str) -> list[int]:
     """At least two distinct ladder rungs: the complexity trend is over rungs."""
     from pullback_utils.zoo.ladder import RUNGS, check_rung
 
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+    if not _is_list(value):
         raise ParameterValueError(f"{name} must be a list of ladder rungs from {list(RUNGS)}, got {value!r}")
     out = []
     for i, r in enumerate(value):
@@ -144,7 +149,7 @@ def _illustration(value: Any, name: str) -> list[str]:
     from pullback_utils.zoo.registry import MODELS
 
     valid = [d for d in DATASETS if d in MODELS]
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+    if not _is_list(value):
         raise ParameterValueError(f"{name} must be a list of models from {valid} (may be empty), got {value!r}")
     bad = [v for v in value if v not in valid]
     if bad:
@@ -164,12 +169,7 @@ def _text_model(value: Any, name: str) -> str:
 
 
 def _prompt_pair(value: Any, name: str) -> list[str]:
-    if (
-        isinstance(value, (str, bytes))
-        or not isinstance(value, (list, tuple))
-        or len(value) != 2
-        or not all(isinstance(v, str) and v.strip() for v in value)
-    ):
+    if not _is_list(value) or len(value) != 2 or not all(isinstance(v, str) and v.strip() for v in value):
         raise ParameterValueError(
             f"{name} must be two non-empty prompts [generation prompt, edit prompt], got {value!r}"
         )
@@ -234,7 +234,7 @@ def _lag_design(p: dict) -> None:
         return
     anchor = V.check_fraction(p["anchor_time"], "anchor_time", open_low=True)
     lags = p["lags"]
-    if isinstance(lags, (str, bytes)) or not isinstance(lags, (list, tuple)) or not lags:
+    if not _is_list(lags) or not lags:
         raise ParameterValueError(f"lags must be a non-empty list of gaps (fractions of T), got {lags!r}")
     out = sorted(V.check_real(g, f"lags[{i}]", positive=True) for i, g in enumerate(lags))
     step = 1.0 / int(p["ddim_steps"])
